@@ -1,0 +1,38 @@
+"""The ``meshgate`` command (also ``python -m meshgate``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="meshgate", description=__doc__)
+    ap.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = ap.add_subparsers(dest="command")
+    demo = sub.add_parser("demo", help="run the end-to-end demonstration")
+    demo.add_argument("--clients", type=int, default=200, help="simulated clients")
+    demo.add_argument("--messages", type=int, default=20_000, help="messages to publish")
+    demo.add_argument("--seed", type=int, default=1, help="random seed")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``meshgate`` console script."""
+    args = _build_parser().parse_args(argv)
+    if args.version:
+        from ._version import __version__
+
+        print(f"meshgate {__version__}")
+        return 0
+    if args.command == "demo":
+        from ._demo import run_demo
+
+        return run_demo(clients=args.clients, messages=args.messages, seed=args.seed)
+    _build_parser().print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

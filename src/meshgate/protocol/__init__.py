@@ -1,0 +1,78 @@
+"""The meshgate wire protocol: frames, legality rules and a sans-IO codec.
+
+See ``docs/protocol.md`` for every opcode, its fields and where it is legal.
+"""
+
+from __future__ import annotations
+
+from .._errors import ErrorCode as ErrorCode
+from .._errors import LocalProtocolError as LocalProtocolError
+from .._errors import RemoteProtocolError as RemoteProtocolError
+from ._codec import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
+from ._codec import Decoder as Decoder
+from ._codec import Encoder as Encoder
+from ._codec import to_frame as to_frame
+from ._frames import FRAME_TYPES as FRAME_TYPES
+from ._frames import LEGAL_RECEIVE as LEGAL_RECEIVE
+from ._frames import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._frames import AccountInterest as AccountInterest
+from ._frames import AccountNoInterest as AccountNoInterest
+from ._frames import ConnectionKind as ConnectionKind
+from ._frames import Error as Error
+from ._frames import Frame as Frame
+from ._frames import GatewayMessage as GatewayMessage
+from ._frames import GatewaySub as GatewaySub
+from ._frames import GatewayUnsub as GatewayUnsub
+from ._frames import Hello as Hello
+from ._frames import Info as Info
+from ._frames import InterestModeEnd as InterestModeEnd
+from ._frames import InterestModeStart as InterestModeStart
+from ._frames import Message as Message
+from ._frames import NoInterest as NoInterest
+from ._frames import Opcode as Opcode
+from ._frames import Ping as Ping
+from ._frames import Pong as Pong
+from ._frames import Publish as Publish
+from ._frames import Role as Role
+from ._frames import RouteMessage as RouteMessage
+from ._frames import RouteSub as RouteSub
+from ._frames import RouteUnsub as RouteUnsub
+from ._frames import Subscribe as Subscribe
+from ._frames import Unsubscribe as Unsubscribe
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "FRAME_TYPES",
+    "LEGAL_RECEIVE",
+    "PROTOCOL_VERSION",
+    "AccountInterest",
+    "AccountNoInterest",
+    "ConnectionKind",
+    "Decoder",
+    "Encoder",
+    "Error",
+    "ErrorCode",
+    "Frame",
+    "GatewayMessage",
+    "GatewaySub",
+    "GatewayUnsub",
+    "Hello",
+    "Info",
+    "InterestModeEnd",
+    "InterestModeStart",
+    "LocalProtocolError",
+    "Message",
+    "NoInterest",
+    "Opcode",
+    "Ping",
+    "Pong",
+    "Publish",
+    "RemoteProtocolError",
+    "Role",
+    "RouteMessage",
+    "RouteSub",
+    "RouteUnsub",
+    "Subscribe",
+    "Unsubscribe",
+    "to_frame",
+]

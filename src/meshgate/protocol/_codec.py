@@ -1,0 +1,387 @@
+"""Streaming decoder with DoS limits, and an encoder that encodes shared parts once.
+
+Sans-IO: :class:`Decoder` takes bytes with :meth:`Decoder.feed` and hands back
+frames; :class:`Encoder` turns frames into bytes.  Neither touches a socket.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "Decoder",
+    "Encoder",
+]
+
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+
+from .._errors import ErrorCode, RemoteProtocolError
+from ..subjects import DEFAULT_MAX_SUBJECT_LENGTH
+from ._frames import (
+    FRAME_TYPES,
+    OPCODE_OF,
+    Frame,
+    Hello,
+    Info,
+    Opcode,
+)
+
+#: Default bound on one encoded frame: a 1 MiB payload plus generous room for the envelope.
+DEFAULT_MAX_FRAME_BYTES = 1024 * 1024 + 8 * 1024
+
+_MAX_REASON = 4096
+
+# field kinds of the positional frames
+_STR = 0  # a subject-like string (length-limited)
+_OSTR = 1  # the same or nil
+_BIN = 2  # bytes
+_INT = 3  # a non-negative int
+_OINT = 4  # the same or nil
+_OQUEUES = 5  # nil or an array of subject-like strings
+_TEXT = 6  # free text (error reason)
+
+_SHAPES: dict[int, tuple[int, ...]] = {
+    Opcode.PUB: (_STR, _OSTR, _BIN, _OSTR),
+    Opcode.SUB: (_INT, _STR, _OSTR),
+    Opcode.UNSUB: (_INT, _OINT),
+    Opcode.MSG: (_INT, _STR, _OSTR, _BIN),
+    Opcode.PING: (),
+    Opcode.PONG: (),
+    Opcode.ERROR: (_INT, _TEXT),
+    Opcode.RSUB: (_STR, _STR, _OSTR, _INT),
+    Opcode.RUNSUB: (_STR, _STR, _OSTR),
+    Opcode.RMSG: (_OQUEUES, _STR, _STR, _OSTR, _BIN),
+    Opcode.GMSG: (_OQUEUES, _STR, _STR, _OSTR, _BIN),
+    Opcode.GSUB: (_STR, _STR, _OSTR),
+    Opcode.GUNSUB: (_STR, _STR, _OSTR),
+    Opcode.GNOINT: (_STR, _STR),
+    Opcode.GACC_NOINT: (_STR,),
+    Opcode.GACC_INT: (_STR,),
+    Opcode.GMODE_START: (_STR,),
+    Opcode.GMODE_END: (_STR,),
+}
+
+# keys of the map-shaped frames: name -> (kind, default); kinds: "int", "str", "ostr", "strs"
+_HELLO_KEYS: dict[str, str] = {
+    "version": "int",
+    "role": "str",
+    "name": "str",
+    "cluster": "ostr",
+    "token": "ostr",
+    "max_payload": "int",
+    "features": "strs",
+    "urls": "strs",
+}
+_HELLO_REQUIRED = ("version", "role", "name")
+_INFO_KEYS: dict[str, str] = {"cluster": "str", "route_urls": "strs", "gateway_urls": "strs"}
+_INFO_REQUIRED = ("cluster",)
+
+
+class Decoder:
+    """Turns a byte stream into validated frames.
+
+    Feed bytes with :meth:`feed`, then take frames with :meth:`next_frame`
+    (typed) or :meth:`next_raw` (the validated tuple ``(opcode, *fields)``,
+    used by the node's hot path).  Both return ``None`` when more bytes are
+    needed.
+
+    Every malformed input raises :class:`~meshgate.RemoteProtocolError` with a
+    reason and an :class:`~meshgate.ErrorCode`; after that the decoder is
+    failed and every further call raises the same error.  Memory is bounded by
+    ``max_frame_bytes + chunk_size`` however the input arrives.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_array_len: int = 64,
+        max_map_len: int = 32,
+        max_nesting: int = 3,
+        max_subject_length: int = DEFAULT_MAX_SUBJECT_LENGTH,
+        chunk_size: int = 64 * 1024,
+    ) -> None:
+        if max_frame_bytes < 16 or chunk_size < 1 or max_nesting < 2:
+            raise ValueError("decoder limits are too small to decode any frame")
+        self.max_frame_bytes = max_frame_bytes
+        self.max_array_len = max_array_len
+        self.max_map_len = max_map_len
+        self.max_nesting = max_nesting
+        self.max_subject_length = max_subject_length
+        self._chunk_size = chunk_size
+        self._unpacker = msgpack.Unpacker(
+            max_buffer_size=max_frame_bytes + chunk_size,
+            max_array_len=max_array_len,
+            max_map_len=max_map_len,
+            use_list=False,
+            raw=False,
+            strict_map_key=True,
+        )
+        self._backlog: deque[bytes | bytearray | memoryview] = deque()
+        self._backlog_bytes = 0
+        self._fed = 0
+        self._last_tell = 0
+        self._failed: RemoteProtocolError | None = None
+
+    @property
+    def failed(self) -> RemoteProtocolError | None:
+        """The error that failed this decoder, if any."""
+        return self._failed
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes fed but not yet returned as frames."""
+        if self._failed is not None:
+            return 0
+        consumed: int = self._unpacker.tell()
+        return self._backlog_bytes + self._fed - consumed
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Add received bytes.  Any amount is accepted; it is parsed in bounded chunks."""
+        if self._failed is not None:
+            raise self._failed
+        n = len(data)
+        if not n:
+            return
+        if n <= self._chunk_size:
+            self._backlog.append(data)
+        else:
+            view = memoryview(data)
+            for i in range(0, n, self._chunk_size):
+                self._backlog.append(view[i : i + self._chunk_size])
+        self._backlog_bytes += n
+
+    def _fail(self, reason: str, code: ErrorCode = ErrorCode.MALFORMED) -> RemoteProtocolError:
+        self._failed = RemoteProtocolError(reason, code)
+        self._backlog.clear()
+        self._backlog_bytes = 0
+        self._unpacker = None  # an Unpacker is not reusable after an error
+        return self._failed
+
+    def next_raw(self) -> tuple[Any, ...] | None:
+        """The next validated frame as ``(opcode, *fields)``, or None if more bytes are needed."""
+        if self._failed is not None:
+            raise self._failed
+        unpacker = self._unpacker
+        while True:
+            try:
+                obj = unpacker.unpack()
+            except msgpack.OutOfData:
+                if self._fed - unpacker.tell() > self.max_frame_bytes:
+                    raise self._fail(
+                        f"frame larger than max_frame_bytes={self.max_frame_bytes}",
+                        ErrorCode.FRAME_TOO_LARGE,
+                    ) from None
+                if not self._backlog:
+                    return None
+                chunk = self._backlog.popleft()
+                self._backlog_bytes -= len(chunk)
+                try:
+                    unpacker.feed(chunk)
+                except Exception as exc:  # BufferFull cannot happen by construction
+                    raise self._fail(f"cannot buffer input: {exc}") from None
+                self._fed += len(chunk)
+                continue
+            except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+                raise self._fail(f"malformed msgpack: {exc}") from None
+            except Exception as exc:
+                raise self._fail(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
+            tell = unpacker.tell()
+            size = tell - self._last_tell
+            self._last_tell = tell
+            if size > self.max_frame_bytes:
+                raise self._fail(
+                    f"frame of {size} bytes is larger than max_frame_bytes={self.max_frame_bytes}",
+                    ErrorCode.FRAME_TOO_LARGE,
+                )
+            problem = self._check(obj)
+            if problem is not None:
+                raise self._fail(*problem)
+            return obj  # type: ignore[no-any-return]
+
+    def next_frame(self) -> Frame | None:
+        """The next frame as its typed :data:`~meshgate.protocol.Frame`, or None."""
+        raw = self.next_raw()
+        if raw is None:
+            return None
+        return to_frame(raw)
+
+    def __iter__(self) -> Iterator[Frame]:
+        """Iterate over every complete frame fed so far."""
+        while (frame := self.next_frame()) is not None:
+            yield frame
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def _check(self, obj: object) -> tuple[str, ErrorCode] | None:
+        if type(obj) is not tuple or not obj:
+            return ("a frame must be a non-empty msgpack array", ErrorCode.MALFORMED)
+        op = obj[0]
+        if type(op) is not int:
+            return ("the first element of a frame must be an integer opcode", ErrorCode.MALFORMED)
+        if op == Opcode.HELLO or op == Opcode.INFO:
+            return self._check_map(obj)
+        shape = _SHAPES.get(op)
+        if shape is None:
+            return (f"unknown opcode {op}", ErrorCode.UNKNOWN_OPCODE)
+        if len(obj) != len(shape) + 1:
+            return (
+                f"opcode {Opcode(op).name} takes {len(shape)} fields, got {len(obj) - 1}",
+                ErrorCode.MALFORMED,
+            )
+        limit = self.max_subject_length
+        for i, kind in enumerate(shape, 1):
+            v = obj[i]
+            t = type(v)
+            if kind == _STR or (kind == _OSTR and v is not None):
+                if t is not str:
+                    return (self._field(op, i, "a string"), ErrorCode.MALFORMED)
+                if len(v) > limit:
+                    return (
+                        f"{Opcode(op).name} field {i} longer than max_subject_length={limit}",
+                        ErrorCode.INVALID_SUBJECT,
+                    )
+            elif kind == _BIN:
+                if t is not bytes:
+                    return (self._field(op, i, "binary"), ErrorCode.MALFORMED)
+            elif kind == _INT or (kind == _OINT and v is not None):
+                if t is not int or v < 0 or v > 0xFFFFFFFFFFFF:
+                    return (self._field(op, i, "a non-negative integer"), ErrorCode.MALFORMED)
+            elif kind == _OQUEUES and v is not None:
+                if t is not tuple or any(type(q) is not str or not q or len(q) > limit for q in v):
+                    return (self._field(op, i, "nil or an array of names"), ErrorCode.MALFORMED)
+            elif kind == _TEXT and (t is not str or len(v) > _MAX_REASON):
+                return (self._field(op, i, "text"), ErrorCode.MALFORMED)
+        return None
+
+    @staticmethod
+    def _field(op: int, i: int, what: str) -> str:
+        return f"{Opcode(op).name} field {i} must be {what}"
+
+    def _check_map(self, obj: tuple[Any, ...]) -> tuple[str, ErrorCode] | None:
+        name = Opcode(obj[0]).name
+        if len(obj) != 2 or type(obj[1]) is not dict:
+            return (f"{name} must be [opcode, map]", ErrorCode.MALFORMED)
+        keys, required = (
+            (_HELLO_KEYS, _HELLO_REQUIRED)
+            if obj[0] == Opcode.HELLO
+            else (_INFO_KEYS, _INFO_REQUIRED)
+        )
+        fields: dict[str, Any] = obj[1]
+        for key in required:
+            if key not in fields:
+                return (f"{name} lacks required key {key!r}", ErrorCode.MALFORMED)
+        limit = self.max_subject_length
+        for key, v in fields.items():
+            kind = keys.get(key)
+            if kind is None:
+                # unknown keys are ignored for forward compatibility, but stay shallow
+                if type(v) in (dict, tuple) and _depth(v, self.max_nesting - 2) < 0:
+                    return (f"{name} value {key!r} nests too deeply", ErrorCode.MALFORMED)
+                continue
+            ok = (
+                (kind == "int" and type(v) is int and 0 <= v <= 0xFFFFFFFFFFFF)
+                or (kind == "str" and type(v) is str and len(v) <= limit)
+                or (kind == "ostr" and (v is None or (type(v) is str and len(v) <= limit)))
+                or (
+                    kind == "strs"
+                    and type(v) is tuple
+                    and all(type(s) is str and len(s) <= limit for s in v)
+                )
+            )
+            if not ok:
+                return (f"{name} key {key!r} has the wrong type", ErrorCode.MALFORMED)
+        return None
+
+
+def _depth(v: object, budget: int) -> int:
+    """Remaining nesting budget after descending into ``v``; negative if exceeded."""
+    if budget < 0:
+        return budget
+    if type(v) is tuple:
+        return min((_depth(x, budget - 1) for x in v), default=budget - 1)
+    if type(v) is dict:
+        return min((_depth(x, budget - 1) for x in v.values()), default=budget - 1)
+    return budget
+
+
+def to_frame(raw: tuple[Any, ...]) -> Frame:
+    """Build the typed frame for a validated raw tuple from :meth:`Decoder.next_raw`."""
+    op = raw[0]
+    if op == Opcode.HELLO:
+        f = raw[1]
+        return Hello(**{k: f[k] for k in _HELLO_KEYS if k in f})
+    if op == Opcode.INFO:
+        f = raw[1]
+        return Info(**{k: f[k] for k in _INFO_KEYS if k in f})
+    cls: Any = FRAME_TYPES[Opcode(op)]
+    return cls._make(raw[1:])  # type: ignore[no-any-return]
+
+
+class Encoder:
+    """Encodes frames with one reused :class:`msgpack.Packer`.
+
+    For fan-out, :meth:`message_tail` packs the part every target shares once
+    and the ``*_prefix`` methods give the short per-target part, so one
+    delivery costs two ``bytearray.extend`` calls and no encoding.
+    """
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+
+    def _take(self) -> bytes:
+        p = self._packer
+        out = p.bytes()
+        p.reset()
+        return out  # type: ignore[no-any-return]
+
+    def encode(self, frame: Frame) -> bytes:
+        """Encode one frame."""
+        op = OPCODE_OF[type(frame)]
+        p = self._packer
+        if isinstance(frame, Hello | Info):
+            fields = {
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in frame._asdict().items()
+            }
+            if isinstance(frame, Hello):
+                fields = {k: v for k, v in fields.items() if v is not None}
+            p.pack([int(op), fields])
+        else:
+            p.pack((int(op), *frame))
+        return self._take()
+
+    def encode_raw(self, op: int, *fields: object) -> bytes:
+        """Encode ``[op, *fields]`` without building a frame object."""
+        self._packer.pack((op, *fields))
+        return self._take()
+
+    def message_tail(self, subject: str, reply: str | None, payload: bytes) -> bytes:
+        """The shared tail of :class:`Message` (after the sid): subject, reply, payload."""
+        p = self._packer
+        p.pack(subject)
+        p.pack(reply)
+        p.pack(payload)
+        return self._take()
+
+    def relay_tail(self, account: str, subject: str, reply: str | None, payload: bytes) -> bytes:
+        """The shared tail of route and gateway messages (after the queue list)."""
+        p = self._packer
+        p.pack(account)
+        p.pack(subject)
+        p.pack(reply)
+        p.pack(payload)
+        return self._take()
+
+    def message_prefix(self, sid: int) -> bytes:
+        """The per-subscription head of a :class:`Message`: array header, opcode, sid."""
+        self._packer.pack(sid)
+        return b"\x95\x04" + self._take()
+
+    def relay_prefix(self, op: Opcode, queues: tuple[str, ...] | None) -> bytes:
+        """The per-target head of a route or gateway message: array header, opcode, queues."""
+        self._packer.pack(int(op))
+        self._packer.pack(queues)
+        return b"\x96" + self._take()

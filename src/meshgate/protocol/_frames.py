@@ -1,0 +1,331 @@
+"""The frames of the meshgate wire protocol.
+
+Every frame is one msgpack array whose first element is a small integer
+:class:`Opcode`; the remaining elements are the fields of the frame type below,
+in order.  The types are ``NamedTuple`` so that the decoded tuple *is* the
+frame: no per-message object is built on the hot path.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccountInterest",
+    "AccountNoInterest",
+    "ConnectionKind",
+    "Error",
+    "Frame",
+    "GatewayMessage",
+    "GatewaySub",
+    "GatewayUnsub",
+    "Hello",
+    "Info",
+    "InterestModeEnd",
+    "InterestModeStart",
+    "LEGAL_RECEIVE",
+    "Message",
+    "NoInterest",
+    "Opcode",
+    "PROTOCOL_VERSION",
+    "Ping",
+    "Pong",
+    "Publish",
+    "Role",
+    "RouteMessage",
+    "RouteSub",
+    "RouteUnsub",
+    "Subscribe",
+    "Unsubscribe",
+    "FRAME_TYPES",
+]
+
+import enum
+from typing import NamedTuple
+
+#: Version carried in :class:`Hello`; a peer with another major version is refused.
+PROTOCOL_VERSION = 1
+
+
+class Opcode(enum.IntEnum):
+    """The first element of every frame."""
+
+    HELLO = 0
+    PUB = 1
+    SUB = 2
+    UNSUB = 3
+    MSG = 4
+    PING = 5
+    PONG = 6
+    ERROR = 7
+    INFO = 8
+    RSUB = 16
+    RUNSUB = 17
+    RMSG = 18
+    GMSG = 32
+    GSUB = 33
+    GUNSUB = 34
+    GNOINT = 35
+    GACC_NOINT = 36
+    GACC_INT = 37
+    GMODE_START = 38
+    GMODE_END = 39
+
+
+class Role(enum.StrEnum):
+    """What a connection is, announced in :class:`Hello`."""
+
+    CLIENT = "client"
+    ROUTE = "route"
+    GATEWAY = "gateway"
+    REPLICANT = "replicant"
+    NODE = "node"  # a node answering a client's or replicant's hello
+
+
+class Hello(NamedTuple):
+    """``[0, {...}]`` — the handshake; each side sends one first, nothing else before it.
+
+    Encoded as a map so that fields can be added without a version bump;
+    unknown keys are ignored, known keys are type-checked.
+    """
+
+    version: int
+    role: str
+    name: str
+    cluster: str | None = None
+    token: str | None = None
+    max_payload: int = 0
+    features: tuple[str, ...] = ()
+    urls: tuple[str, ...] = ()
+
+
+class Publish(NamedTuple):
+    """``[1, subject, reply, payload, key]`` — a client publishes; ``key`` names coalescable state."""
+
+    subject: str
+    reply: str | None
+    payload: bytes
+    key: str | None = None
+
+
+class Subscribe(NamedTuple):
+    """``[2, sid, pattern, queue]`` — a client subscribes under its own integer ``sid``."""
+
+    sid: int
+    pattern: str
+    queue: str | None = None
+
+
+class Unsubscribe(NamedTuple):
+    """``[3, sid, max_msgs]`` — remove ``sid`` now, or after ``max_msgs`` more deliveries."""
+
+    sid: int
+    max_msgs: int | None = None
+
+
+class Message(NamedTuple):
+    """``[4, sid, subject, reply, payload]`` — a delivery to a client subscription."""
+
+    sid: int
+    subject: str
+    reply: str | None
+    payload: bytes
+
+
+class Ping(NamedTuple):
+    """``[5]`` — keepalive and round-trip probe; answered by :class:`Pong`."""
+
+
+class Pong(NamedTuple):
+    """``[6]`` — answer to :class:`Ping`."""
+
+
+class Error(NamedTuple):
+    """``[7, code, reason]`` — an :class:`~meshgate.ErrorCode` and a human-readable reason."""
+
+    code: int
+    reason: str
+
+
+class Info(NamedTuple):
+    """``[8, {...}]`` — gossip: the URLs a node knows for its cluster and for gateways."""
+
+    cluster: str
+    route_urls: tuple[str, ...] = ()
+    gateway_urls: tuple[str, ...] = ()
+
+
+class RouteSub(NamedTuple):
+    """``[16, account, pattern, queue, weight]`` — interest of a route peer; weight is absolute."""
+
+    account: str
+    pattern: str
+    queue: str | None
+    weight: int
+
+
+class RouteUnsub(NamedTuple):
+    """``[17, account, pattern, queue]`` — the route peer's last subscription on the key left."""
+
+    account: str
+    pattern: str
+    queue: str | None
+
+
+class RouteMessage(NamedTuple):
+    """``[18, queues, account, subject, reply, payload]`` — a message relayed over a route."""
+
+    queues: tuple[str, ...] | None
+    account: str
+    subject: str
+    reply: str | None
+    payload: bytes
+
+
+class GatewayMessage(NamedTuple):
+    """``[32, queues, account, subject, reply, payload]`` — sent on an outbound gateway only.
+
+    ``queues`` names the queue groups the receiving cluster may serve.
+    """
+
+    queues: tuple[str, ...] | None
+    account: str
+    subject: str
+    reply: str | None
+    payload: bytes
+
+
+class GatewaySub(NamedTuple):
+    """``[33, account, pattern, queue]`` — positive interest, sent back on an inbound gateway."""
+
+    account: str
+    pattern: str
+    queue: str | None
+
+
+class GatewayUnsub(NamedTuple):
+    """``[34, account, pattern, queue]`` — interest removed, sent back on an inbound gateway."""
+
+    account: str
+    pattern: str
+    queue: str | None
+
+
+class NoInterest(NamedTuple):
+    """``[35, account, subject]`` — optimistic mode: stop sending this literal subject."""
+
+    account: str
+    subject: str
+
+
+class AccountNoInterest(NamedTuple):
+    """``[36, account]`` — optimistic mode: nothing in this account is wanted."""
+
+    account: str
+
+
+class AccountInterest(NamedTuple):
+    """``[37, account]`` — cancels :class:`AccountNoInterest`."""
+
+    account: str
+
+
+class InterestModeStart(NamedTuple):
+    """``[38, account]`` — the account switches to interest-only; a full dump follows."""
+
+    account: str
+
+
+class InterestModeEnd(NamedTuple):
+    """``[39, account]`` — the dump is complete; forward only on positive interest from now."""
+
+    account: str
+
+
+Frame = (
+    Hello
+    | Publish
+    | Subscribe
+    | Unsubscribe
+    | Message
+    | Ping
+    | Pong
+    | Error
+    | Info
+    | RouteSub
+    | RouteUnsub
+    | RouteMessage
+    | GatewayMessage
+    | GatewaySub
+    | GatewayUnsub
+    | NoInterest
+    | AccountNoInterest
+    | AccountInterest
+    | InterestModeStart
+    | InterestModeEnd
+)
+
+#: Opcode to frame type.
+FRAME_TYPES: dict[Opcode, type[Frame]] = {
+    Opcode.HELLO: Hello,
+    Opcode.PUB: Publish,
+    Opcode.SUB: Subscribe,
+    Opcode.UNSUB: Unsubscribe,
+    Opcode.MSG: Message,
+    Opcode.PING: Ping,
+    Opcode.PONG: Pong,
+    Opcode.ERROR: Error,
+    Opcode.INFO: Info,
+    Opcode.RSUB: RouteSub,
+    Opcode.RUNSUB: RouteUnsub,
+    Opcode.RMSG: RouteMessage,
+    Opcode.GMSG: GatewayMessage,
+    Opcode.GSUB: GatewaySub,
+    Opcode.GUNSUB: GatewayUnsub,
+    Opcode.GNOINT: NoInterest,
+    Opcode.GACC_NOINT: AccountNoInterest,
+    Opcode.GACC_INT: AccountInterest,
+    Opcode.GMODE_START: InterestModeStart,
+    Opcode.GMODE_END: InterestModeEnd,
+}
+
+OPCODE_OF: dict[type[Frame], Opcode] = {t: op for op, t in FRAME_TYPES.items()}
+
+
+class ConnectionKind(enum.Enum):
+    """A connection as seen by the side that *receives* on it; keys of :data:`LEGAL_RECEIVE`."""
+
+    #: a node receiving from a client
+    CLIENT = "client"
+    #: a node receiving from a replicant adapter
+    REPLICANT = "replicant"
+    #: a client or replicant receiving from its node
+    NODE = "node"
+    #: a node receiving from a route peer (symmetric)
+    ROUTE = "route"
+    #: a node receiving on a gateway connection it accepted (data flows in)
+    GATEWAY_INBOUND = "gateway-inbound"
+    #: a node receiving on the gateway connection it dialed (interest flows in)
+    GATEWAY_OUTBOUND = "gateway-outbound"
+
+
+_COMMON = frozenset({Opcode.HELLO, Opcode.PING, Opcode.PONG, Opcode.ERROR})
+
+#: Which opcodes a receiver accepts on each kind of connection; anything else is a
+#: protocol error (:attr:`~meshgate.ErrorCode.ILLEGAL_FOR_ROLE`) that closes the connection.
+LEGAL_RECEIVE: dict[ConnectionKind, frozenset[Opcode]] = {
+    ConnectionKind.CLIENT: _COMMON | {Opcode.PUB, Opcode.SUB, Opcode.UNSUB},
+    ConnectionKind.REPLICANT: _COMMON | {Opcode.PUB, Opcode.SUB, Opcode.UNSUB},
+    ConnectionKind.NODE: _COMMON | {Opcode.MSG, Opcode.INFO},
+    ConnectionKind.ROUTE: _COMMON | {Opcode.RSUB, Opcode.RUNSUB, Opcode.RMSG, Opcode.INFO},
+    ConnectionKind.GATEWAY_INBOUND: _COMMON | {Opcode.GMSG},
+    ConnectionKind.GATEWAY_OUTBOUND: _COMMON
+    | {
+        Opcode.GSUB,
+        Opcode.GUNSUB,
+        Opcode.GNOINT,
+        Opcode.GACC_NOINT,
+        Opcode.GACC_INT,
+        Opcode.GMODE_START,
+        Opcode.GMODE_END,
+        Opcode.INFO,
+    },
+}

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+
+import meshgate
+
+PUBLIC_MODULES = sorted(
+    m.name
+    for m in pkgutil.walk_packages(meshgate.__path__, "meshgate.")
+    if not any(part.startswith("_") for part in m.name.split("."))
+)
+
+
+@pytest.mark.parametrize("modname", ["meshgate", *PUBLIC_MODULES])
+def test_all_matches_public_names(modname: str) -> None:
+    mod = importlib.import_module(modname)
+    assert hasattr(mod, "__all__"), f"{modname} lacks __all__"
+    names = set(mod.__all__)
+    public = {
+        n
+        for n, v in vars(mod).items()
+        if not n.startswith("_")
+        and not inspect.ismodule(v)
+        and n not in {"annotations"}
+        and getattr(v, "__module__", modname).startswith("meshgate")
+    }
+    submodules = {n for n, v in vars(mod).items() if inspect.ismodule(v) and n in names}
+    assert public <= names | submodules, f"{modname}: public but not in __all__: {public - names}"
+    for n in names:
+        assert hasattr(mod, n), f"{modname}.__all__ names missing {n}"
+
+
+@pytest.mark.parametrize("modname", ["meshgate", *PUBLIC_MODULES])
+def test_every_public_name_has_a_docstring(modname: str) -> None:
+    mod = importlib.import_module(modname)
+    assert mod.__doc__, modname
+    for n in mod.__all__:
+        v = getattr(mod, n)
+        if inspect.isclass(v) or inspect.isfunction(v) or inspect.ismodule(v):
+            assert inspect.getdoc(v), f"{modname}.{n} has no docstring"

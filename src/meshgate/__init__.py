@@ -2,26 +2,62 @@
 
 from __future__ import annotations
 
+from . import client as client
+from . import config as config
 from . import interest as interest
 from . import protocol as protocol
 from . import subjects as subjects
+from . import transports as transports
 from ._errors import ErrorCode as ErrorCode
 from ._errors import InvalidSubjectError as InvalidSubjectError
 from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import MeshgateError as MeshgateError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteProtocolError as RemoteProtocolError
+from ._gateway import Gateway as Gateway
+from ._gateway import open_gateway as open_gateway
+from ._stats import AccountStatistics as AccountStatistics
+from ._stats import Statistics as Statistics
 from ._version import __version__ as __version__
+from .client import Client as Client
+from .client import ConnectionClosedError as ConnectionClosedError
+from .client import Message as Message
+from .client import PayloadTooLargeError as PayloadTooLargeError
+from .client import ServerError as ServerError
+from .client import Subscription as Subscription
+from .client import connect as connect
+from .config import ConfigError as ConfigError
+from .config import GatewayConfig as GatewayConfig
+from .config import Permissions as Permissions
+from .config import User as User
 
 __all__ = [
+    "AccountStatistics",
+    "Client",
+    "ConfigError",
+    "ConnectionClosedError",
     "ErrorCode",
+    "Gateway",
+    "GatewayConfig",
+    "Message",
+    "PayloadTooLargeError",
+    "Permissions",
+    "ServerError",
+    "Statistics",
+    "Subscription",
+    "User",
+    "connect",
+    "open_gateway",
     "InvalidSubjectError",
     "LocalProtocolError",
     "MeshgateError",
     "ProtocolError",
     "RemoteProtocolError",
     "__version__",
+    "client",
+    "config",
     "interest",
     "protocol",
     "subjects",
+    "transports",
 ]

@@ -1,0 +1,677 @@
+"""The sans-IO node core: protocol handling and local routing for one node.
+
+No I/O, no clock, no tasks: the trio shell (``_gateway.py``) feeds bytes and
+timer ticks in (time is an argument) and takes encoded output out.  After each
+call the shell looks at :attr:`NodeCore.dirty` (connections with output to
+flush) and :attr:`NodeCore.closing` (connections to close once flushed).
+
+Hot path (a client publishes, N subscribers receive): the decoder's validated
+tuple is used as is; the subject is looked up in the account's match cache;
+the shared tail (subject, reply, payload) is encoded once and each target gets
+two ``bytearray`` appends (its precomputed prefix, then the tail).
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+from collections import deque
+from typing import Any
+
+from ._errors import ErrorCode, RemoteProtocolError
+from ._stats import AccountStatistics, Statistics
+from .config import GatewayConfig, Permissions, User
+from .interest import InterestGraph
+from .protocol import (
+    LEGAL_RECEIVE,
+    PROTOCOL_VERSION,
+    ConnectionKind,
+    Decoder,
+    Encoder,
+    Error,
+    Hello,
+    Opcode,
+    Ping,
+    Pong,
+    Role,
+    to_frame,
+)
+from .subjects import is_valid_pattern, is_valid_subject, match
+
+_PUB = int(Opcode.PUB)
+_SUB = int(Opcode.SUB)
+_UNSUB = int(Opcode.UNSUB)
+_PING = int(Opcode.PING)
+_PONG = int(Opcode.PONG)
+_HELLO = int(Opcode.HELLO)
+_ERROR = int(Opcode.ERROR)
+
+_VALID_CACHE_MAX = 16384
+_PERM_CACHE_MAX = 1024
+
+
+class ConnState(enum.IntEnum):
+    """Lifecycle of a connection in the core."""
+
+    AWAIT_HELLO = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+class _Account:
+    __slots__ = ("clients", "messages_in", "messages_out", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.clients = 0
+        self.messages_in = 0
+        self.messages_out = 0
+
+
+class Subscription:
+    """A client subscription as the core stores it in the interest graph."""
+
+    __slots__ = ("conn", "pattern", "prefix", "queue", "remaining", "sid")
+
+    def __init__(
+        self, conn: Connection, sid: int, pattern: str, queue: str | None, prefix: bytes
+    ) -> None:
+        self.conn = conn
+        self.sid = sid
+        self.pattern = pattern
+        self.queue = queue
+        self.prefix = prefix
+        self.remaining: int | None = None
+
+
+class Connection:
+    """One connection's protocol state and output buffer in the core."""
+
+    __slots__ = (
+        "account",
+        "bytes_in",
+        "bytes_out",
+        "close_reason",
+        "coalesced",
+        "counted",
+        "decoder",
+        "dirty",
+        "dropped",
+        "frame_sizes",
+        "id",
+        "keyed",
+        "keyed_bytes",
+        "kind",
+        "legal",
+        "messages_in",
+        "messages_out",
+        "name",
+        "opened_at",
+        "out",
+        "perm_cache",
+        "pings_out",
+        "pub_perm",
+        "shell",
+        "slow",
+        "state",
+        "sub_perm",
+        "subs",
+    )
+
+    def __init__(self, cid: int, kind: ConnectionKind, decoder: Decoder, now: float) -> None:
+        self.id = cid
+        self.kind = kind
+        self.legal = LEGAL_RECEIVE[kind]
+        self.state = ConnState.AWAIT_HELLO
+        self.decoder = decoder
+        self.out = bytearray()
+        self.dirty = False
+        self.account: _Account | None = None
+        self.name = ""
+        self.subs: dict[int, Subscription] = {}
+        self.opened_at = now
+        self.pings_out = 0
+        self.messages_in = 0
+        self.messages_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.dropped = 0
+        self.coalesced = 0
+        self.slow = False
+        self.frame_sizes: deque[int] = deque()
+        self.keyed: dict[tuple[int, str], bytes] = {}
+        self.keyed_bytes = 0
+        self.pub_perm: Permissions | None = None
+        self.sub_perm: Permissions | None = None
+        self.perm_cache: dict[str, bool] = {}
+        self.close_reason: str | None = None
+        self.counted = False  # counts towards max_connections
+        self.shell: Any = None  # the trio shell's handle
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} {self.kind.value} {self.state.name}>"
+
+
+def _permitted(perm: Permissions, subject: str) -> bool:
+    return any(match(p, subject) for p in perm.allow) and not any(
+        match(p, subject) for p in perm.deny
+    )
+
+
+def _sub_permitted(perm: Permissions, pattern: str) -> bool:
+    """A subscription pattern is allowed if an allow pattern covers it and no deny pattern
+    could match a subject it matches."""
+
+    def covers(general: str, specific: str) -> bool:
+        g, s = general.split("."), specific.split(".")
+        for i, gt in enumerate(g):
+            if gt == ">":
+                return len(s) > i
+            if i >= len(s):
+                return False
+            if gt != "*" and (gt != s[i] or s[i] in ("*", ">")):
+                return False
+        return len(g) == len(s)
+
+    def overlaps(a: str, b: str) -> bool:
+        x, y = a.split("."), b.split(".")
+        for i in range(max(len(x), len(y))):
+            xt = x[i] if i < len(x) else None
+            yt = y[i] if i < len(y) else None
+            if xt == ">" or yt == ">":
+                return xt is not None and yt is not None
+            if xt is None or yt is None:
+                return False
+            if xt != "*" and yt != "*" and xt != yt:
+                return False
+        return True
+
+    return any(covers(p, pattern) for p in perm.allow) and not any(
+        overlaps(p, pattern) for p in perm.deny
+    )
+
+
+class NodeCore:
+    """All protocol and routing state of one node; synchronous and I/O-free."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.encoder = Encoder()
+        self.graph: InterestGraph[Subscription] = InterestGraph()
+        self.conns: dict[int, Connection] = {}
+        self.dirty: list[Connection] = []
+        self.closing: list[Connection] = []
+        self._next_id = 0
+        self._rr = 0
+        self._valid: dict[str, None] = {}
+        self._accounts: dict[str, _Account] = {}
+        self._users: dict[str, User] = {u.token: u for u in config.users}
+        self._max_payload = config.max_payload
+        self._max_pending = config.max_pending_bytes
+        self._policy = config.slow_consumer_policy
+        self._next_ping: float | None = None
+        self._pong = self.encoder.encode(Pong())
+        self._hello = self.encoder.encode(
+            Hello(
+                PROTOCOL_VERSION,
+                Role.NODE.value,
+                config.name,
+                config.cluster,
+                None,
+                config.max_payload,
+                (),
+                (),
+            )
+        )
+        # counters
+        self.clients = 0
+        self.messages_in = 0
+        self.messages_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.slow_consumers = 0
+        self.dropped_messages = 0
+        self.coalesced_messages = 0
+        self.protocol_errors = 0
+        self.auth_failures = 0
+        self.permission_violations = 0
+
+    # -- connection lifecycle -----------------------------------------------------------------
+
+    def open_connection(
+        self, now: float, kind: ConnectionKind = ConnectionKind.CLIENT
+    ) -> Connection:
+        """A transport accepted a connection; the node's HELLO is queued at once."""
+        self._next_id += 1
+        decoder = Decoder(
+            max_frame_bytes=self._max_payload + 8 * 1024,
+        )
+        conn = Connection(self._next_id, kind, decoder, now)
+        self.conns[conn.id] = conn
+        self._append(conn, self._hello)
+        if self.clients >= self.config.max_connections:
+            self._fail(
+                conn,
+                ErrorCode.LIMIT_EXCEEDED,
+                f"max_connections={self.config.max_connections} reached",
+            )
+        else:
+            self.clients += 1
+            conn.counted = True
+        return conn
+
+    def connection_lost(self, conn: Connection) -> None:
+        """The transport is gone: forget the connection and its subscriptions."""
+        if conn.state is ConnState.CLOSED:
+            return
+        for sub in list(conn.subs.values()):
+            self._remove_sub(sub)
+        if conn.account is not None:
+            conn.account.clients -= 1
+        self.conns.pop(conn.id, None)
+        if conn.counted:
+            conn.counted = False
+            self.clients -= 1
+        conn.state = ConnState.CLOSED
+        conn.out = bytearray()
+        conn.keyed.clear()
+
+    def take_output(self, conn: Connection) -> bytearray:
+        """Everything queued for ``conn``, in order; the buffer starts empty again."""
+        out = conn.out
+        if conn.keyed:
+            out += b"".join(conn.keyed.values())
+            conn.keyed.clear()
+            conn.keyed_bytes = 0
+        conn.out = bytearray()
+        conn.frame_sizes.clear()
+        conn.dirty = False
+        conn.slow = False
+        n = len(out)
+        conn.bytes_out += n
+        self.bytes_out += n
+        return out
+
+    def pending_bytes(self, conn: Connection) -> int:
+        """Bytes queued for ``conn`` and not yet taken by the shell."""
+        return len(conn.out) + conn.keyed_bytes
+
+    def tick(self, now: float) -> None:
+        """Timers: handshake deadline and keepalive pings."""
+        cfg = self.config
+        for conn in list(self.conns.values()):
+            if conn.state is ConnState.AWAIT_HELLO and now - conn.opened_at >= cfg.auth_timeout:
+                self.auth_failures += 1
+                self._fail(conn, ErrorCode.AUTH_FAILED, "no HELLO within auth_timeout")
+        if self._next_ping is None:
+            self._next_ping = now + cfg.ping_interval
+        elif now >= self._next_ping:
+            self._next_ping = now + cfg.ping_interval
+            ping = self.encoder.encode(Ping())
+            for conn in list(self.conns.values()):
+                if conn.state is not ConnState.OPEN:
+                    continue
+                if conn.pings_out >= cfg.max_pings_out:
+                    self._fail(conn, ErrorCode.STALE_CONNECTION, "stale connection: no PONG")
+                else:
+                    conn.pings_out += 1
+                    self._append(conn, ping)
+
+    def shutdown(self) -> None:
+        """Tell every connection the node is going away; each is then closing."""
+        for conn in list(self.conns.values()):
+            if conn.state < ConnState.CLOSING:
+                self._fail(conn, ErrorCode.SHUTTING_DOWN, "node is shutting down", count=False)
+
+    # -- input --------------------------------------------------------------------------------
+
+    def receive_data(self, conn: Connection, data: bytes | bytearray) -> None:
+        """Process bytes received on ``conn``: every complete frame is handled now."""
+        if conn.state >= ConnState.CLOSING:
+            return
+        n = len(data)
+        conn.bytes_in += n
+        self.bytes_in += n
+        dec = conn.decoder
+        try:
+            dec.feed(data)
+            nxt = dec.next_raw
+            publish = self._publish
+            while (f := nxt()) is not None:
+                op = f[0]
+                if op == _PUB and conn.state is ConnState.OPEN:
+                    publish(conn, f[1], f[2], f[3], f[4])
+                else:
+                    self._control(conn, op, f)
+                if conn.state >= ConnState.CLOSING:
+                    return
+        except RemoteProtocolError as exc:
+            self._fail(conn, exc.code, exc.reason)
+
+    def _control(self, conn: Connection, op: int, f: tuple[Any, ...]) -> None:
+        if op not in conn.legal:
+            self._fail(
+                conn,
+                ErrorCode.ILLEGAL_FOR_ROLE,
+                f"{Opcode(op).name} is not legal on a {conn.kind.value} connection",
+            )
+            return
+        if conn.state is ConnState.AWAIT_HELLO:
+            if op != _HELLO:
+                self._fail(conn, ErrorCode.HANDSHAKE_REFUSED, "expected HELLO first")
+                return
+            self._hello_received(conn, to_frame(f))  # type: ignore[arg-type]
+        elif op == _SUB:
+            self._subscribe(conn, f[1], f[2], f[3])
+        elif op == _UNSUB:
+            self._unsubscribe(conn, f[1], f[2])
+        elif op == _PING:
+            self._append(conn, self._pong)
+        elif op == _PONG:
+            conn.pings_out = 0
+        elif op == _HELLO:
+            self._fail(conn, ErrorCode.MALFORMED, "duplicate HELLO")
+        elif op == _ERROR:
+            self._close_quietly(conn, f"peer sent error {f[1]}: {f[2]}")
+
+    def _hello_received(self, conn: Connection, hello: Hello) -> None:
+        if hello.version != PROTOCOL_VERSION:
+            self._fail(
+                conn,
+                ErrorCode.HANDSHAKE_REFUSED,
+                f"protocol version {hello.version} is not supported (need {PROTOCOL_VERSION})",
+            )
+            return
+        if hello.role not in (Role.CLIENT, Role.REPLICANT):
+            self._fail(
+                conn,
+                ErrorCode.HANDSHAKE_REFUSED,
+                f"role {hello.role!r} cannot use the client port",
+            )
+            return
+        account = "$G"
+        if self._users:
+            user = self._check_token(hello.token)
+            if user is None:
+                self.auth_failures += 1
+                self._fail(conn, ErrorCode.AUTH_FAILED, "authentication failed")
+                return
+            account = user.account
+            if user.publish != Permissions():
+                conn.pub_perm = user.publish
+            if user.subscribe != Permissions():
+                conn.sub_perm = user.subscribe
+        acct = self._accounts.get(account)
+        if acct is None:
+            acct = self._accounts[account] = _Account(account)
+        acct.clients += 1
+        conn.account = acct
+        conn.name = hello.name
+        if hello.role == Role.REPLICANT:
+            conn.kind = ConnectionKind.REPLICANT
+            conn.legal = LEGAL_RECEIVE[ConnectionKind.REPLICANT]
+        conn.state = ConnState.OPEN
+
+    def _check_token(self, token: str | None) -> User | None:
+        if token is None:
+            return None
+        found = None
+        for known, user in self._users.items():
+            # compare against every user so timing does not reveal how close a guess was
+            if hmac.compare_digest(known.encode(), token.encode()):
+                found = user
+        return found
+
+    # -- hot path -----------------------------------------------------------------------------
+
+    def _publish(
+        self, conn: Connection, subject: str, reply: str | None, payload: bytes, key: str | None
+    ) -> None:
+        if len(payload) > self._max_payload:
+            self._fail(
+                conn,
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"payload of {len(payload)} bytes exceeds max_payload={self._max_payload}",
+            )
+            return
+        valid = self._valid
+        if subject not in valid and not self._validate(conn, subject):
+            return
+        if reply is not None and reply not in valid and not self._validate(conn, reply):
+            return
+        if conn.pub_perm is not None and not self._pub_allowed(conn, subject):
+            return
+        acct = conn.account
+        assert acct is not None
+        conn.messages_in += 1
+        acct.messages_in += 1
+        self.messages_in += 1
+        index = self.graph.index(acct.name)
+        if index is None:
+            return
+        m = index.match(subject)
+        if not (m.plain or m.queues):
+            return
+        tail = self.encoder.message_tail(subject, reply, payload)
+        deliver = self._deliver
+        n = 0
+        for sub in m.plain:
+            n += deliver(sub, tail, key)
+        for _, members in m.queues:
+            self._rr += 1
+            n += deliver(members[self._rr % len(members)], tail, key)
+        acct.messages_out += n
+        self.messages_out += n
+
+    def _validate(self, conn: Connection, subject: str) -> bool:
+        if is_valid_subject(subject):
+            if len(self._valid) >= _VALID_CACHE_MAX:
+                self._valid.clear()
+            self._valid[subject] = None
+            return True
+        self._fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid subject {subject!r}")
+        return False
+
+    def _pub_allowed(self, conn: Connection, subject: str) -> bool:
+        cache = conn.perm_cache
+        ok = cache.get(subject)
+        if ok is None:
+            assert conn.pub_perm is not None
+            ok = _permitted(conn.pub_perm, subject)
+            if len(cache) >= _PERM_CACHE_MAX:
+                cache.clear()
+            cache[subject] = ok
+        if not ok:
+            self.permission_violations += 1
+            self._error(conn, ErrorCode.PERMISSION_DENIED, f"publish to {subject!r} denied")
+        return ok
+
+    def _deliver(self, sub: Subscription, tail: bytes, key: str | None) -> int:
+        c = sub.conn
+        if c.state is not ConnState.OPEN:
+            return 0
+        prefix = sub.prefix
+        size = len(prefix) + len(tail)
+        policy = self._policy
+        if key is not None and policy == "coalesce":
+            k = (sub.sid, key)
+            old = c.keyed.pop(k, None)
+            if old is not None:
+                c.keyed_bytes -= len(old)
+                c.coalesced += 1
+                self.coalesced_messages += 1
+            if c.keyed_bytes + size > self._max_pending:
+                self._slow(c, "keyed state lane")
+                return 0
+            c.keyed[k] = prefix + tail
+            c.keyed_bytes += size
+        else:
+            out = c.out
+            if len(out) + c.keyed_bytes + size > self._max_pending and not self._overflow(c, size):
+                return 0
+            out += prefix
+            out += tail
+            if policy == "drop-oldest":
+                c.frame_sizes.append(size)
+        c.messages_out += 1
+        if not c.dirty:
+            c.dirty = True
+            self.dirty.append(c)
+        if sub.remaining is not None:
+            sub.remaining -= 1
+            if sub.remaining <= 0:
+                self._remove_sub(sub)
+        return 1
+
+    def _overflow(self, c: Connection, size: int) -> bool:
+        """``c`` would pass max_pending_bytes; apply its policy.  True: append anyway."""
+        if not c.slow:
+            c.slow = True
+            self.slow_consumers += 1
+        policy = self._policy
+        if policy == "drop-new":
+            c.dropped += 1
+            self.dropped_messages += 1
+            return False
+        if policy == "drop-oldest":
+            if size > self._max_pending:
+                c.dropped += 1
+                self.dropped_messages += 1
+                return False
+            drop = 0
+            sizes = c.frame_sizes
+            while sizes and len(c.out) - drop + c.keyed_bytes + size > self._max_pending:
+                drop += sizes.popleft()
+                c.dropped += 1
+                self.dropped_messages += 1
+            del c.out[:drop]
+            return True
+        self._slow(c, "pending output")
+        return False
+
+    def _slow(self, c: Connection, what: str) -> None:
+        if not c.slow:
+            c.slow = True
+            self.slow_consumers += 1
+        c.out = bytearray()  # the backlog will never be read; free it now
+        c.keyed.clear()
+        c.keyed_bytes = 0
+        c.frame_sizes.clear()
+        self._fail(
+            c,
+            ErrorCode.SLOW_CONSUMER,
+            f"slow consumer: {what} passed max_pending_bytes={self._max_pending}",
+            count=False,
+        )
+
+    # -- subscriptions ------------------------------------------------------------------------
+
+    def _subscribe(self, conn: Connection, sid: int, pattern: str, queue: str | None) -> None:
+        if not is_valid_pattern(pattern):
+            self._fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid subscription pattern {pattern!r}")
+            return
+        if queue is not None and not is_valid_subject(queue):
+            self._fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid queue name {queue!r}")
+            return
+        if sid in conn.subs:
+            self._fail(conn, ErrorCode.MALFORMED, f"sid {sid} is already in use")
+            return
+        if len(conn.subs) >= self.config.max_subscriptions:
+            self._fail(
+                conn,
+                ErrorCode.LIMIT_EXCEEDED,
+                f"max_subscriptions={self.config.max_subscriptions} reached",
+            )
+            return
+        if conn.sub_perm is not None and not _sub_permitted(conn.sub_perm, pattern):
+            self.permission_violations += 1
+            self._error(conn, ErrorCode.PERMISSION_DENIED, f"subscribe to {pattern!r} denied")
+            return
+        assert conn.account is not None
+        sub = Subscription(conn, sid, pattern, queue, self.encoder.message_prefix(sid))
+        conn.subs[sid] = sub
+        self.graph.add(conn.account.name, pattern, sub, queue)
+
+    def _unsubscribe(self, conn: Connection, sid: int, max_msgs: int | None) -> None:
+        sub = conn.subs.get(sid)
+        if sub is None:
+            return  # already gone (auto-unsubscribe raced with this)
+        if max_msgs:
+            sub.remaining = max_msgs
+        else:
+            self._remove_sub(sub)
+
+    def _remove_sub(self, sub: Subscription) -> None:
+        conn = sub.conn
+        if conn.subs.pop(sub.sid, None) is None:
+            return
+        assert conn.account is not None
+        self.graph.remove(conn.account.name, sub.pattern, sub, sub.queue)
+
+    # -- output helpers -----------------------------------------------------------------------
+
+    def _append(self, conn: Connection, data: bytes) -> None:
+        conn.out += data
+        if not conn.dirty:
+            conn.dirty = True
+            self.dirty.append(conn)
+
+    def _error(self, conn: Connection, code: ErrorCode, reason: str) -> None:
+        """Send an error frame; the connection stays open."""
+        self._append(conn, self.encoder.encode(Error(int(code), reason)))
+
+    def _fail(self, conn: Connection, code: ErrorCode, reason: str, *, count: bool = True) -> None:
+        """Send an error frame and close the connection once it is flushed."""
+        if conn.state >= ConnState.CLOSING:
+            return
+        if count and code is not ErrorCode.SLOW_CONSUMER:
+            self.protocol_errors += 1
+        self._error(conn, code, reason)
+        conn.close_reason = reason
+        conn.state = ConnState.CLOSING
+        self.closing.append(conn)
+
+    def _close_quietly(self, conn: Connection, reason: str) -> None:
+        if conn.state >= ConnState.CLOSING:
+            return
+        conn.close_reason = reason
+        conn.state = ConnState.CLOSING
+        self.closing.append(conn)
+        if not conn.dirty:
+            conn.dirty = True
+            self.dirty.append(conn)
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def statistics(self) -> Statistics:
+        """A snapshot of the node's counters."""
+        return Statistics(
+            clients=self.clients,
+            routes=0,
+            outbound_gateways=0,
+            inbound_gateways=0,
+            subscriptions=len(self.graph),
+            messages_in=self.messages_in,
+            messages_out=self.messages_out,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            slow_consumers=self.slow_consumers,
+            dropped_messages=self.dropped_messages,
+            coalesced_messages=self.coalesced_messages,
+            protocol_errors=self.protocol_errors,
+            auth_failures=self.auth_failures,
+            permission_violations=self.permission_violations,
+        )
+
+    def account_statistics(self, account: str) -> AccountStatistics:
+        """Counters of one account only."""
+        acct = self._accounts.get(account)
+        index = self.graph.index(account)
+        return AccountStatistics(
+            account=account,
+            clients=acct.clients if acct else 0,
+            subscriptions=len(index) if index else 0,
+            messages_in=acct.messages_in if acct else 0,
+            messages_out=acct.messages_out if acct else 0,
+        )

@@ -1,0 +1,414 @@
+"""The client library: connect to a node, publish, subscribe, request, flush.
+
+Every call is trio-native; there are no ``timeout=`` parameters — wrap calls in
+:func:`trio.fail_after` / :func:`trio.move_on_after`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_SUBSCRIPTION_BUFFER",
+    "Client",
+    "ConnectionClosedError",
+    "Message",
+    "PayloadTooLargeError",
+    "ServerError",
+    "Subscription",
+    "connect",
+]
+
+import itertools
+import os
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import NamedTuple
+
+import trio
+
+from ._errors import ErrorCode, MeshgateError, RemoteProtocolError
+from .protocol import PROTOCOL_VERSION, Decoder, Encoder, Hello, Opcode, Role, to_frame
+from .subjects import validate_pattern, validate_subject
+from .transports import open_stream
+
+#: Messages a subscription buffers before it drops new ones (see :class:`Subscription`).
+DEFAULT_SUBSCRIPTION_BUFFER = 65536
+_OUT_HIGH_WATER = 4 * 1024 * 1024
+
+
+class Message(NamedTuple):
+    """A received message."""
+
+    subject: str
+    payload: bytes
+    reply: str | None
+
+
+class ConnectionClosedError(MeshgateError):
+    """The connection to the node is closed; ``error`` is the node's reason, if it gave one."""
+
+    def __init__(self, message: str, error: ServerError | None = None) -> None:
+        self.error = error
+        super().__init__(message)
+
+
+class ServerError(MeshgateError):
+    """An error frame from the node: ``code`` (an :class:`~meshgate.ErrorCode`) and ``reason``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        try:
+            name = ErrorCode(code).name
+        except ValueError:
+            name = str(code)
+        super().__init__(f"{name}: {reason}")
+
+
+class PayloadTooLargeError(MeshgateError):
+    """A publish was refused locally: the payload exceeds the node's ``max_payload``."""
+
+
+class Subscription:
+    """Messages on one subscription, in order.
+
+    The buffer holds at most ``max_buffered`` messages; when it is full, new
+    messages for this subscription are dropped and counted in
+    :attr:`dropped` (the node and other subscriptions are unaffected).
+    """
+
+    def __init__(
+        self, client: Client, sid: int, pattern: str, queue: str | None, size: int
+    ) -> None:
+        self._client = client
+        self.sid = sid
+        self.pattern = pattern
+        self.queue = queue
+        self._send, self._receive = trio.open_memory_channel[Message](size)
+        #: messages dropped because the buffer was full
+        self.dropped = 0
+        self._remaining: int | None = None
+        self._active = True
+
+    def _push(self, msg: Message) -> None:
+        try:
+            self._send.send_nowait(msg)
+        except trio.WouldBlock:
+            self.dropped += 1
+            return
+        except trio.ClosedResourceError:
+            return
+        if self._remaining is not None:
+            self._remaining -= 1
+            if self._remaining <= 0:
+                self._finish()
+
+    def _finish(self) -> None:
+        if self._active:
+            self._active = False
+            self._client._subs.pop(self.sid, None)
+            self._send.close()
+
+    async def receive(self) -> Message:
+        """The next message; raises :class:`ConnectionClosedError` once closed and drained."""
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise self._client._closed_error() from None
+
+    def receive_nowait(self) -> Message:
+        """The next message if one is buffered, else raise :class:`trio.WouldBlock`."""
+        try:
+            return self._receive.receive_nowait()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise self._client._closed_error() from None
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            try:
+                yield await self._receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+
+    async def unsubscribe(self, max_msgs: int | None = None) -> None:
+        """Stop now, or after ``max_msgs`` more messages (then iteration ends)."""
+        if not self._active:
+            return
+        if max_msgs:
+            self._remaining = max_msgs
+            await self._client._send_raw(Opcode.UNSUB, self.sid, max_msgs)
+        else:
+            self._finish()
+            await self._client._send_raw(Opcode.UNSUB, self.sid, None)
+
+
+class Client:
+    """A connection to a node.  Get one from :func:`connect`."""
+
+    def __init__(self, stream: trio.abc.Stream, *, name: str, token: str | None) -> None:
+        self._stream = stream
+        self.name = name
+        self._token = token
+        self._enc = Encoder()
+        self._dec = Decoder(max_frame_bytes=64 * 1024 * 1024)
+        self._out = bytearray()
+        self._wake = trio.Event()
+        self._drained = trio.Event()
+        self._subs: dict[int, Subscription] = {}
+        self._sids = itertools.count(1)
+        self._pongs: deque[trio.Event] = deque()
+        self._closed = False
+        self._error: ServerError | None = None
+        #: the node's payload limit, learned in the handshake
+        self.max_payload = 0
+        #: the node's name and cluster, learned in the handshake
+        self.server_name = ""
+        self.server_cluster: str | None = None
+        #: error frames that did not close the connection (e.g. permission denied)
+        self.errors: deque[ServerError] = deque(maxlen=100)
+        self._inbox_prefix = f"_INBOX.{os.urandom(8).hex()}"
+        self._inbox_sub: Subscription | None = None
+        self._requests: dict[str, trio.MemorySendChannel[Message]] = {}
+        self._req_ids = itertools.count(1)
+        self._handshake_done = trio.Event()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _closed_error(self) -> ConnectionClosedError:
+        reason = f" ({self._error})" if self._error else ""
+        return ConnectionClosedError(f"connection closed{reason}", self._error)
+
+    async def _queue(self, data: bytes) -> None:
+        if self._closed:
+            raise self._closed_error()
+        self._out += data
+        self._wake.set()
+        if len(self._out) > _OUT_HIGH_WATER:
+            await self._drained.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def _send_raw(self, op: Opcode, *fields: object) -> None:
+        await self._queue(self._enc.encode_raw(int(op), *fields))
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            if self._out:
+                data, self._out = self._out, bytearray()
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._mark_closed()
+                    return
+            self._drained.set()
+            self._drained = trio.Event()
+
+    async def _reader(self) -> None:
+        dec = self._dec
+        try:
+            while True:
+                try:
+                    data = await self._stream.receive_some(64 * 1024)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                if not data:
+                    return
+                dec.feed(data)
+                while (f := dec.next_raw()) is not None:
+                    op = f[0]
+                    if op == Opcode.MSG:
+                        sub = self._subs.get(f[1])
+                        if sub is not None:
+                            sub._push(Message(f[2], f[4], f[3]))
+                    else:
+                        self._control(op, f)
+        except RemoteProtocolError as exc:
+            self._error = ServerError(int(exc.code), f"bad frame from node: {exc.reason}")
+        finally:
+            self._mark_closed()
+
+    def _control(self, op: int, f: tuple[object, ...]) -> None:
+        if op == Opcode.PONG:
+            if self._pongs:
+                self._pongs.popleft().set()
+        elif op == Opcode.PING:
+            self._out += b"\x91\x06"
+            self._wake.set()
+        elif op == Opcode.ERROR:
+            err = ServerError(f[1], f[2])  # type: ignore[arg-type]
+            if err.code == ErrorCode.PERMISSION_DENIED:
+                self.errors.append(err)
+            else:
+                self._error = err
+        elif op == Opcode.HELLO:
+            hello = to_frame(f)
+            assert isinstance(hello, Hello)
+            self.max_payload = hello.max_payload
+            self.server_name = hello.name
+            self.server_cluster = hello.cluster
+            self._handshake_done.set()
+
+    def _mark_closed(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._handshake_done.set()
+        for sub in list(self._subs.values()):
+            sub._finish()
+        while self._pongs:
+            self._pongs.popleft().set()
+        for ch in self._requests.values():
+            ch.close()
+
+    # -- public API ----------------------------------------------------------------------------
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the connection is gone."""
+        return self._closed
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        *,
+        reply: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Publish ``payload`` on ``subject``.  ``key`` marks coalescable state.
+
+        Raises :class:`PayloadTooLargeError` locally if the payload exceeds the
+        node's ``max_payload``, and :class:`~meshgate.InvalidSubjectError` for
+        a bad subject, without sending anything.
+        """
+        if self.max_payload and len(payload) > self.max_payload:
+            raise PayloadTooLargeError(
+                f"payload of {len(payload)} bytes exceeds the node's max_payload={self.max_payload}"
+            )
+        validate_subject(subject)
+        if reply is not None:
+            validate_subject(reply)
+        await self._queue(self._enc.encode_raw(_PUB, subject, reply, bytes(payload), key))
+
+    @asynccontextmanager
+    async def subscribe(
+        self,
+        pattern: str,
+        *,
+        queue: str | None = None,
+        max_buffered: int = DEFAULT_SUBSCRIPTION_BUFFER,
+    ) -> AsyncIterator[Subscription]:
+        """Subscribe for the duration of the block (unsubscribed on exit)."""
+        sub = await self._subscribe(pattern, queue, max_buffered)
+        try:
+            yield sub
+        finally:
+            if not self._closed and sub._active:
+                with trio.CancelScope(shield=True):
+                    try:
+                        await sub.unsubscribe()
+                    except ConnectionClosedError:
+                        pass
+
+    async def _subscribe(self, pattern: str, queue: str | None, size: int) -> Subscription:
+        validate_pattern(pattern)
+        if queue is not None:
+            validate_subject(queue)
+        sid = next(self._sids)
+        sub = Subscription(self, sid, pattern, queue, size)
+        self._subs[sid] = sub
+        await self._send_raw(Opcode.SUB, sid, pattern, queue)
+        return sub
+
+    async def flush(self) -> None:
+        """A round trip: when this returns, the node has processed everything sent before."""
+        ev = trio.Event()
+        self._pongs.append(ev)
+        await self._queue(b"\x91\x05")
+        await ev.wait()
+        if self._closed:
+            raise self._closed_error()
+
+    async def request(self, subject: str, payload: bytes = b"") -> Message:
+        """Publish with a unique reply subject and return the first reply."""
+        if self._inbox_sub is None:
+            self._inbox_sub = await self._subscribe(f"{self._inbox_prefix}.*", None, 1)
+            self._inbox_sub._push = self._route_reply  # type: ignore[method-assign]
+        token = str(next(self._req_ids))
+        send, receive = trio.open_memory_channel[Message](1)
+        self._requests[token] = send
+        try:
+            await self.publish(subject, payload, reply=f"{self._inbox_prefix}.{token}")
+            try:
+                return await receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                raise self._closed_error() from None
+        finally:
+            self._requests.pop(token, None)
+
+    def _route_reply(self, msg: Message) -> None:
+        ch = self._requests.pop(msg.subject.rsplit(".", 1)[-1], None)
+        if ch is not None:
+            try:
+                ch.send_nowait(msg)
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                pass
+
+    async def aclose(self) -> None:
+        """Close the connection (buffered publishes are flushed first, briefly)."""
+        if not self._closed and self._out:
+            with trio.move_on_after(1), trio.CancelScope(shield=True):
+                self._wake.set()
+                await self._drained.wait()
+        self._mark_closed()
+        await trio.aclose_forcefully(self._stream)
+
+
+_PUB = int(Opcode.PUB)
+
+
+@asynccontextmanager
+async def _connect_stream(
+    stream: trio.abc.Stream, *, name: str | None, token: str | None
+) -> AsyncIterator[Client]:
+    client = Client(stream, name=name or "client", token=token)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client._reader)
+        nursery.start_soon(client._writer)
+        try:
+            await client._queue(
+                client._enc.encode(
+                    Hello(PROTOCOL_VERSION, Role.CLIENT.value, client.name, None, token, 0, (), ())
+                )
+            )
+            await client._handshake_done.wait()
+            await client.flush()  # the node accepted our HELLO (or said why not)
+            yield client
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
+            nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    name: str | None = None,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[Client]:
+    """Connect to the node at ``url``; the block runs while connected.
+
+    Raises :class:`ConnectionClosedError` if the node refuses the handshake
+    (for example a bad token).
+    """
+    stream = await open_stream(url, ssl_context=ssl_context)
+    async with _connect_stream(stream, name=name, token=token) as client:
+        yield client

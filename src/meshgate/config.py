@@ -1,0 +1,170 @@
+"""Configuration classes: validated attrs value objects.
+
+A bad value raises :class:`ConfigError` (a :class:`ValueError`) naming the field.
+Secrets (tokens) never appear in ``repr``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SLOW_CONSUMER_POLICIES",
+    "ConfigError",
+    "GatewayConfig",
+    "Permissions",
+    "User",
+]
+
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ._errors import MeshgateError
+from .subjects import is_valid_pattern, is_valid_subject
+
+#: Allowed values of :attr:`GatewayConfig.slow_consumer_policy`.
+SLOW_CONSUMER_POLICIES = ("disconnect", "drop-oldest", "drop-new", "coalesce")
+
+
+class ConfigError(MeshgateError, ValueError):
+    """A configuration value is invalid; ``field`` names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+def _positive(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(attribute.name, f"must be a positive number, not {value!r}")
+
+
+def _non_negative_int(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(attribute.name, f"must be a non-negative integer, not {value!r}")
+
+
+def _name(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not is_valid_subject(value) or "." in value:
+        raise ConfigError(attribute.name, f"must be a single non-empty token, not {value!r}")
+
+
+def _patterns(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple):
+        raise ConfigError(attribute.name, "must be a tuple of patterns")
+    for p in value:
+        if not is_valid_pattern(p):
+            raise ConfigError(attribute.name, f"{p!r} is not a valid subject pattern")
+
+
+def _url_or_none(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value:
+        raise ConfigError(attribute.name, f"must be a URL or host:port, not {value!r}")
+
+
+@attrs.frozen
+class Permissions:
+    """Allow/deny pattern lists; a subject is permitted if it matches an allow
+    pattern and no deny pattern.  The default allows everything."""
+
+    allow: tuple[str, ...] = attrs.field(default=(">",), converter=tuple, validator=_patterns)
+    deny: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_patterns)
+
+
+@attrs.frozen
+class User:
+    """A user authenticating with ``token``, bound to ``account``."""
+
+    token: str = attrs.field(repr=False)
+    account: str = attrs.field(default="$G", validator=_name)
+    name: str = "user"
+    publish: Permissions = attrs.field(factory=Permissions)
+    subscribe: Permissions = attrs.field(factory=Permissions)
+
+    @token.validator
+    def _check_token(self, attribute: attrs.Attribute[str], value: object) -> None:
+        if not isinstance(value, str) or len(value) < 8:
+            raise ConfigError("users.token", "must be a string of at least 8 characters")
+
+
+def _users(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(u, User) for u in value):
+        raise ConfigError(attribute.name, "must be a tuple of User")
+    tokens = [u.token for u in value]
+    if len(set(tokens)) != len(tokens):
+        raise ConfigError(attribute.name, "two users share a token")
+
+
+def _policy(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in SLOW_CONSUMER_POLICIES:
+        raise ConfigError(attribute.name, f"must be one of {SLOW_CONSUMER_POLICIES}, not {value!r}")
+
+
+def _tls(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, ssl.SSLContext):
+        raise ConfigError(attribute.name, "must be an ssl.SSLContext or None")
+
+
+@attrs.frozen
+class GatewayConfig:
+    """Everything a node needs.  Every field is validated on construction."""
+
+    #: this node's name (one token)
+    name: str = attrs.field(default="meshgate", validator=_name)
+    #: the cluster this node belongs to (one token)
+    cluster: str = attrs.field(default="meshgate", validator=_name)
+    #: client listener: ``host:port`` (TCP) or a URL (``tcp://``, ``tls://``, ``memory://NAME``);
+    #: port 0 binds any free port; None disables it
+    listen: str | None = attrs.field(default="127.0.0.1:0", validator=_url_or_none)
+    #: largest payload a client may publish, in bytes
+    max_payload: int = attrs.field(default=1024 * 1024, validator=_positive)
+    #: bound on bytes queued for one connection before its slow-consumer policy applies
+    max_pending_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=_positive)
+    #: what happens when a client passes ``max_pending_bytes``
+    slow_consumer_policy: str = attrs.field(default="disconnect", validator=_policy)
+    #: concurrent client connections
+    max_connections: int = attrs.field(default=10_000, validator=_positive)
+    #: subscriptions per connection
+    max_subscriptions: int = attrs.field(default=10_000, validator=_positive)
+    #: seconds a new connection has to complete its handshake
+    auth_timeout: float = attrs.field(default=2.0, validator=_positive)
+    #: seconds between keepalive pings
+    ping_interval: float = attrs.field(default=120.0, validator=_positive)
+    #: unanswered pings before a connection is closed as stale
+    max_pings_out: int = attrs.field(default=2, validator=_positive)
+    #: token users; when empty, clients connect anonymously to account ``$G``
+    users: tuple[User, ...] = attrs.field(default=(), converter=tuple, validator=_users)
+    #: TLS for ``tls://`` client listeners
+    tls: ssl.SSLContext | None = attrs.field(default=None, validator=_tls, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.listen is not None and self.listen.startswith("tls://") and self.tls is None:
+            raise ConfigError("tls", "a tls:// listener needs an ssl.SSLContext")
+        if self.max_pending_bytes < self.max_payload:
+            raise ConfigError("max_pending_bytes", "must be at least max_payload")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> GatewayConfig:
+        """Build a config from plain data (as loaded from TOML); unknown keys are errors."""
+        fields = {a.name for a in attrs.fields(cls)}
+        for key in data:
+            if key not in fields:
+                raise ConfigError(str(key), "unknown configuration key")
+        kw = dict(data)
+        if "users" in kw:
+            users = []
+            for i, u in enumerate(kw["users"]):
+                try:
+                    u = dict(u)
+                    for perm in ("publish", "subscribe"):
+                        if perm in u:
+                            u[perm] = Permissions(**u[perm])
+                    users.append(User(**u))
+                except TypeError as exc:
+                    raise ConfigError(f"users[{i}]", str(exc)) from None
+            kw["users"] = tuple(users)
+        return cls(**kw)

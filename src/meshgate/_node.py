@@ -265,17 +265,22 @@ class NodeCore:
         """The transport is gone: forget the connection and its subscriptions."""
         if conn.state is ConnState.CLOSED:
             return
+        self._retire(conn)
+        self.conns.pop(conn.id, None)
+        conn.state = ConnState.CLOSED
+        conn.out = bytearray()
+        conn.keyed.clear()
+
+    def _retire(self, conn: Connection) -> None:
+        """The connection stops counting: its subscriptions and its client slot go now."""
         for sub in list(conn.subs.values()):
             self._remove_sub(sub)
         if conn.account is not None:
             conn.account.clients -= 1
-        self.conns.pop(conn.id, None)
+            conn.account = None
         if conn.counted:
             conn.counted = False
             self.clients -= 1
-        conn.state = ConnState.CLOSED
-        conn.out = bytearray()
-        conn.keyed.clear()
 
     def take_output(self, conn: Connection) -> bytearray:
         """Everything queued for ``conn``, in order; the buffer starts empty again."""
@@ -630,6 +635,7 @@ class NodeCore:
         self._error(conn, code, reason)
         conn.close_reason = reason
         conn.state = ConnState.CLOSING
+        self._retire(conn)
         self.closing.append(conn)
 
     def _close_quietly(self, conn: Connection, reason: str) -> None:
@@ -637,6 +643,7 @@ class NodeCore:
             return
         conn.close_reason = reason
         conn.state = ConnState.CLOSING
+        self._retire(conn)
         self.closing.append(conn)
         if not conn.dirty:
             conn.dirty = True

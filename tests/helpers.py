@@ -1,0 +1,81 @@
+"""Shared helpers for node tests: a raw protocol connection and gateway factories."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+import meshgate
+from meshgate.protocol import PROTOCOL_VERSION, Decoder, Encoder, Error, Frame, Hello
+from meshgate.transports import open_stream
+
+LISTENS = ["127.0.0.1:0", "memory://"]
+
+
+class Raw:
+    """A hand-driven protocol connection, for sending what a well-behaved client never would."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.dec = Decoder(max_frame_bytes=16 * 1024 * 1024)
+        self.enc = Encoder()
+        self.frames: list[Frame] = []
+
+    async def send(self, *frames: Frame) -> None:
+        await self.stream.send_all(b"".join(self.enc.encode(f) for f in frames))
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def hello(self, token: str | None = None, role: str = "client") -> None:
+        await self.send(Hello(PROTOCOL_VERSION, role, "raw", None, token, 0, (), ()))
+
+    async def next(self) -> Frame | None:
+        """The next frame, or None at end of stream."""
+        while True:
+            f = self.dec.next_frame()
+            if f is not None:
+                return f
+            try:
+                data = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            if not data:
+                return None
+            self.dec.feed(data)
+
+    async def until_closed(self) -> list[Frame]:
+        """Every frame until the node closes the connection."""
+        out = []
+        while (f := await self.next()) is not None:
+            out.append(f)
+        return out
+
+    async def error_and_close(self) -> Error:
+        frames = await self.until_closed()
+        errors = [f for f in frames if isinstance(f, Error)]
+        assert errors, f"no error frame before close: {frames}"
+        return errors[-1]
+
+
+@asynccontextmanager
+async def raw(url: str, **kw: Any) -> AsyncIterator[Raw]:
+    stream = await open_stream(url, **kw)
+    try:
+        r = Raw(stream)
+        hello = await r.next()
+        assert isinstance(hello, Hello)
+        yield r
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def config(listen: str, **kw: Any) -> meshgate.GatewayConfig:
+    return meshgate.GatewayConfig(listen=listen, **kw)
+
+
+async def collect(sub: meshgate.Subscription, n: int) -> list[meshgate.Message]:
+    return [await sub.receive() for _ in range(n)]

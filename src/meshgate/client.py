@@ -163,6 +163,7 @@ class Client:
         self._pongs: deque[trio.Event] = deque()
         self._closed = False
         self._error: ServerError | None = None
+        self._transport_error: BaseException | None = None
         #: the node's payload limit, learned in the handshake
         self.max_payload = 0
         #: the node's name and cluster, learned in the handshake
@@ -179,8 +180,16 @@ class Client:
     # -- plumbing ------------------------------------------------------------------------------
 
     def _closed_error(self) -> ConnectionClosedError:
-        reason = f" ({self._error})" if self._error else ""
-        return ConnectionClosedError(f"connection closed{reason}", self._error)
+        if self._error is not None:
+            reason = f" ({self._error})"
+        elif self._transport_error is not None:
+            cause = self._transport_error.__cause__ or self._transport_error
+            reason = f" (transport: {cause})"
+        else:
+            reason = ""
+        err = ConnectionClosedError(f"connection closed{reason}", self._error)
+        err.__cause__ = self._transport_error
+        return err
 
     async def _queue(self, data: bytes) -> None:
         if self._closed:
@@ -203,7 +212,8 @@ class Client:
                 data, self._out = self._out, bytearray()
                 try:
                     await self._stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._transport_error = self._transport_error or exc
                     self._mark_closed()
                     return
             self._drained.set()
@@ -215,7 +225,8 @@ class Client:
             while True:
                 try:
                     data = await self._stream.receive_some(64 * 1024)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._transport_error = exc
                     return
                 if not data:
                     return
@@ -378,6 +389,7 @@ async def _connect_stream(
     stream: trio.abc.Stream, *, name: str | None, token: str | None
 ) -> AsyncIterator[Client]:
     client = Client(stream, name=name or "client", token=token)
+    refused: ConnectionClosedError | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client._reader)
         nursery.start_soon(client._writer)
@@ -389,11 +401,19 @@ async def _connect_stream(
             )
             await client._handshake_done.wait()
             await client.flush()  # the node accepted our HELLO (or said why not)
-            yield client
-        finally:
-            with trio.CancelScope(shield=True):
-                await client.aclose()
-            nursery.cancel_scope.cancel()
+        except ConnectionClosedError as exc:
+            refused = exc  # raised below, outside the nursery, so callers can catch it plainly
+        if refused is None:
+            try:
+                yield client
+            finally:
+                with trio.CancelScope(shield=True):
+                    await client.aclose()
+        else:
+            await trio.aclose_forcefully(stream)
+        nursery.cancel_scope.cancel()
+    if refused is not None:
+        raise refused
 
 
 @asynccontextmanager

@@ -29,15 +29,20 @@ import trio.testing
 from .._errors import MeshgateError
 
 Listener = trio.abc.Listener[trio.abc.Stream]
+_HOST_PORT_SCHEMES = frozenset({"tcp", "tls", "ws", "wss"})
 
 
 def split_url(url: str, default_scheme: str = "tcp") -> tuple[str, str, int]:
-    """Split ``scheme://host:port`` (or bare ``host:port``) into its parts."""
+    """Split ``scheme://host:port`` (or bare ``host:port``) into its parts.
+
+    Schemes other than tcp/tls/ws/wss name an endpoint instead (``memory://NAME``):
+    the name comes back as the host and the port is 0.
+    """
     if "://" not in url:
         url = f"{default_scheme}://{url}"
     parts = urlsplit(url)
     scheme = parts.scheme
-    if scheme == "memory":
+    if scheme not in _HOST_PORT_SCHEMES:
         return scheme, parts.netloc + parts.path, 0
     try:
         port = parts.port

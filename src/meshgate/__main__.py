@@ -12,8 +12,10 @@ def _build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="store_true", help="print the version and exit")
     sub = ap.add_subparsers(dest="command")
     demo = sub.add_parser("demo", help="run the end-to-end demonstration")
-    demo.add_argument("--clients", type=int, default=200, help="simulated clients")
-    demo.add_argument("--messages", type=int, default=20_000, help="messages to publish")
+    demo.add_argument("--clients", type=int, default=120, help="simulated game clients")
+    demo.add_argument("--duration", type=float, default=5.0, help="seconds of flight (part 1)")
+    demo.add_argument("--rate", type=float, default=5.0, help="updates per client per second")
+    demo.add_argument("--messages", type=int, default=20_000, help="messages in part 2")
     demo.add_argument("--seed", type=int, default=1, help="random seed")
     return ap
 
@@ -29,7 +31,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from ._demo import run_demo
 
-        return run_demo(clients=args.clients, messages=args.messages, seed=args.seed)
+        return run_demo(
+            clients=args.clients,
+            duration=args.duration,
+            rate=args.rate,
+            messages=args.messages,
+            seed=args.seed,
+        )
     _build_parser().print_help()
     return 2
 

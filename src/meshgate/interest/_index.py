@@ -16,6 +16,7 @@ S = TypeVar("S", bound=Hashable)
 
 #: Default bound on the number of cached match results per index.
 DEFAULT_CACHE_SIZE = 4096
+_SCAN_LIMIT = 256
 
 
 class Match(Generic[S]):
@@ -172,6 +173,10 @@ class SubscriptionIndex(Generic[S]):
             return
         if is_literal(pattern):
             cache.pop(pattern, None)
+            return
+        if len(cache) > _SCAN_LIMIT:
+            # scanning a big cache per wildcard change costs more than refilling it
+            cache.clear()
             return
         ptoks = pattern.split(".")
         stale = [s for s in cache if tokens_match(ptoks, s.split("."))]

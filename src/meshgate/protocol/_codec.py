@@ -33,6 +33,8 @@ from ._frames import (
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024 + 8 * 1024
 
 _MAX_REASON = 4096
+_OP_PUB = int(Opcode.PUB)
+_OP_MSG = int(Opcode.MSG)
 
 # field kinds of the positional frames
 _STR = 0  # a subject-like string (length-limited)
@@ -197,6 +199,31 @@ class Decoder:
                     f"frame of {size} bytes is larger than max_frame_bytes={self.max_frame_bytes}",
                     ErrorCode.FRAME_TOO_LARGE,
                 )
+            # fast path for the data frames: [op, str|nil..., bin] checked inline
+            if type(obj) is tuple and len(obj) == 5:
+                op = obj[0]
+                limit = self.max_subject_length
+                if op == _OP_PUB:
+                    s, r, k = obj[1], obj[2], obj[4]
+                    if (
+                        type(s) is str
+                        and len(s) <= limit
+                        and type(obj[3]) is bytes
+                        and (r is None or (type(r) is str and len(r) <= limit))
+                        and (k is None or (type(k) is str and len(k) <= limit))
+                    ):
+                        return obj
+                elif op == _OP_MSG:
+                    sid, s, r = obj[1], obj[2], obj[3]
+                    if (
+                        type(sid) is int
+                        and 0 <= sid <= 0xFFFFFFFFFFFF
+                        and type(s) is str
+                        and len(s) <= limit
+                        and type(obj[4]) is bytes
+                        and (r is None or (type(r) is str and len(r) <= limit))
+                    ):
+                        return obj
             problem = self._check(obj)
             if problem is not None:
                 raise self._fail(*problem)

@@ -1,0 +1,369 @@
+"""Single-node benchmark: meshgate against nats-server, same machine, same run.
+
+Scenarios: 1 publisher -> 1 subscriber (16/128/1024-byte payloads); 1 -> 10 and
+1 -> 100 subscribers (128 B, deliveries per second); request/reply latency
+p50/p99.  Load generators are raw sockets with pre-encoded frames; delivered
+frames are counted by bytes (every frame of a scenario has the same size), so
+the tool is not the bottleneck.  Each server runs in its own process.
+
+Run: ``python bench/bench_node.py`` (``--quick`` for a smoke run, ``--no-nats``
+to skip the reference).  nats-server is installed with apt-get if missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from meshgate.protocol import PROTOCOL_VERSION, Decoder, Encoder, Hello, Message, Ping, Publish
+
+HERE = Path(__file__).parent
+SUBJECT = "bench.subject"
+
+
+# -- servers --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    end = time.monotonic() + 15
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited early")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def start_meshgate() -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(HERE / "_serve_node.py"), str(port)])
+    wait_port(port, proc)
+    return proc, port
+
+
+def find_nats() -> str | None:
+    path = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    if os.access(path, os.X_OK):
+        return path
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "nats-server"], capture_output=True, check=False
+        )
+        if os.access("/usr/sbin/nats-server", os.X_OK):
+            return "/usr/sbin/nats-server"
+    return None
+
+
+def start_nats(binary: str, tmp: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    conf = Path(tmp) / f"nats-{port}.conf"
+    conf.write_text(f"listen: 127.0.0.1:{port}\nmax_pending: 512MB\nmax_payload: 1MB\n")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    wait_port(port, proc)
+    return proc, port
+
+
+# -- protocol flavours ----------------------------------------------------------------------------
+
+
+class Flavour:
+    """How to speak to one server kind with raw sockets."""
+
+    name = ""
+
+    def connect(self, port: int) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    def handshake(self, s: socket.socket) -> bytes:
+        raise NotImplementedError
+
+    def sub(self, sid: int, subject: str) -> bytes:
+        raise NotImplementedError
+
+    def pub(self, subject: str, payload: bytes, reply: str | None = None) -> bytes:
+        raise NotImplementedError
+
+    def ping(self) -> bytes:
+        raise NotImplementedError
+
+    def msg_size(self, sid: int, subject: str, payload: bytes, reply: str | None = None) -> int:
+        raise NotImplementedError
+
+    def wait_pong(self, s: socket.socket) -> None:
+        raise NotImplementedError
+
+    def read_messages(self, s: socket.socket) -> Callable[[], list[tuple[str | None, bytes]]]:
+        raise NotImplementedError
+
+
+class MeshgateFlavour(Flavour):
+    name = "meshgate"
+
+    def __init__(self) -> None:
+        self.enc = Encoder()
+
+    def handshake(self, s: socket.socket) -> bytes:
+        return self.enc.encode(Hello(PROTOCOL_VERSION, "client", "bench", None, None, 0, (), ()))
+
+    def sub(self, sid: int, subject: str) -> bytes:
+        return self.enc.encode_raw(2, sid, subject, None)
+
+    def pub(self, subject: str, payload: bytes, reply: str | None = None) -> bytes:
+        return self.enc.encode(Publish(subject, reply, payload, None))
+
+    def ping(self) -> bytes:
+        return self.enc.encode(Ping())
+
+    def msg_size(self, sid: int, subject: str, payload: bytes, reply: str | None = None) -> int:
+        return len(self.enc.encode(Message(sid, subject, reply, payload)))
+
+    def wait_pong(self, s: socket.socket) -> None:
+        dec = Decoder(max_frame_bytes=1 << 24)
+        while True:
+            dec.feed(s.recv(65536))
+            while (f := dec.next_raw()) is not None:
+                if f[0] == 6:
+                    return
+
+    def read_messages(self, s: socket.socket) -> Callable[[], list[tuple[str | None, bytes]]]:
+        dec = Decoder(max_frame_bytes=1 << 24)
+
+        def read() -> list[tuple[str | None, bytes]]:
+            out: list[tuple[str | None, bytes]] = []
+            while not out:
+                dec.feed(s.recv(65536))
+                while (f := dec.next_raw()) is not None:
+                    if f[0] == 4:
+                        out.append((f[3], f[4]))
+            return out
+
+        return read
+
+
+class NatsFlavour(Flavour):
+    name = "nats-server"
+
+    def handshake(self, s: socket.socket) -> bytes:
+        buf = b""
+        while b"\r\n" not in buf:
+            buf += s.recv(4096)
+        return b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+
+    def sub(self, sid: int, subject: str) -> bytes:
+        return f"SUB {subject} {sid}\r\n".encode()
+
+    def pub(self, subject: str, payload: bytes, reply: str | None = None) -> bytes:
+        r = f" {reply}" if reply else ""
+        return f"PUB {subject}{r} {len(payload)}\r\n".encode() + payload + b"\r\n"
+
+    def ping(self) -> bytes:
+        return b"PING\r\n"
+
+    def msg_size(self, sid: int, subject: str, payload: bytes, reply: str | None = None) -> int:
+        r = f" {reply}" if reply else ""
+        return len(f"MSG {subject} {sid}{r} {len(payload)}\r\n".encode()) + len(payload) + 2
+
+    def wait_pong(self, s: socket.socket) -> None:
+        buf = b""
+        while b"PONG\r\n" not in buf:
+            buf += s.recv(65536)
+
+    def read_messages(self, s: socket.socket) -> Callable[[], list[tuple[str | None, bytes]]]:
+        state = {"buf": b""}
+
+        def read() -> list[tuple[str | None, bytes]]:
+            out: list[tuple[str | None, bytes]] = []
+            while not out:
+                state["buf"] += s.recv(65536)
+                buf = state["buf"]
+                while True:
+                    i = buf.find(b"\r\n")
+                    if i < 0:
+                        break
+                    line = buf[:i]
+                    if line.startswith(b"MSG "):
+                        parts = line.split()
+                        size = int(parts[-1])
+                        if len(buf) < i + 2 + size + 2:
+                            break
+                        reply = parts[3].decode() if len(parts) == 5 else None
+                        out.append((reply, buf[i + 2 : i + 2 + size]))
+                        buf = buf[i + 2 + size + 2 :]
+                    else:
+                        buf = buf[i + 2 :]
+                state["buf"] = buf
+            return out
+
+        return read
+
+
+# -- scenarios ------------------------------------------------------------------------------------
+
+
+def open_client(fl: Flavour, port: int, subs: list[tuple[int, str]] = ()) -> socket.socket:  # type: ignore[assignment]
+    s = fl.connect(port)
+    data = fl.handshake(s) + b"".join(fl.sub(sid, subj) for sid, subj in subs) + fl.ping()
+    s.sendall(data)
+    fl.wait_pong(s)
+    return s
+
+
+def throughput(fl: Flavour, port: int, size: int, n_subs: int, count: int) -> float:
+    """Deliveries per second from one publisher to ``n_subs`` subscribers."""
+    payload = b"x" * size
+    subs = [open_client(fl, port, [(1, SUBJECT)]) for _ in range(n_subs)]
+    want = fl.msg_size(1, SUBJECT, payload) * count
+    done = threading.Barrier(n_subs + 1)
+    errors: list[BaseException] = []
+
+    def drain(s: socket.socket) -> None:
+        got = 0
+        try:
+            while got < want:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    raise ConnectionError("closed early")
+                got += len(chunk)
+        except BaseException as exc:
+            errors.append(exc)
+        done.wait()
+
+    threads = [threading.Thread(target=drain, args=(s,), daemon=True) for s in subs]
+    for t in threads:
+        t.start()
+    pub = open_client(fl, port)
+    frame = fl.pub(SUBJECT, payload)
+    batch = frame * max(1, 65536 // len(frame))
+    per_batch = len(batch) // len(frame)
+    start = time.perf_counter()
+    sent = 0
+    while sent + per_batch <= count:
+        pub.sendall(batch)
+        sent += per_batch
+    if sent < count:
+        pub.sendall(frame * (count - sent))
+    done.wait()
+    elapsed = time.perf_counter() - start
+    for s in [*subs, pub]:
+        s.close()
+    if errors:
+        raise errors[0]
+    return count * n_subs / elapsed
+
+
+def request_reply(fl: Flavour, port: int, rounds: int) -> tuple[float, float]:
+    """p50 and p99 round-trip latency in microseconds."""
+    responder = open_client(fl, port, [(1, "svc.echo")])
+    stop = threading.Event()
+
+    def serve() -> None:
+        read = fl.read_messages(responder)
+        try:
+            while not stop.is_set():
+                for reply, payload in read():
+                    if reply:
+                        responder.sendall(fl.pub(reply, payload))
+        except OSError:
+            pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    requester = open_client(fl, port, [(7, "inbox.bench")])
+    read = fl.read_messages(requester)
+    request = fl.pub("svc.echo", b"ping", reply="inbox.bench")
+    samples = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        requester.sendall(request)
+        read()
+        samples.append((time.perf_counter() - t0) * 1e6)
+    stop.set()
+    requester.close()
+    responder.close()
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
+    ap.add_argument("--no-nats", action="store_true", help="skip the nats-server reference")
+    args = ap.parse_args()
+    n1 = 3_000 if args.quick else 200_000
+    n10 = 500 if args.quick else 30_000
+    n100 = 100 if args.quick else 4_000
+    rounds = 100 if args.quick else 3_000
+
+    servers: dict[str, tuple[Flavour, int]] = {}
+    procs = []
+    tmp = tempfile.mkdtemp()
+    try:
+        proc, port = start_meshgate()
+        procs.append(proc)
+        servers["meshgate"] = (MeshgateFlavour(), port)
+        nats = None if args.no_nats else find_nats()
+        if nats:
+            proc, port = start_nats(nats, tmp)
+            procs.append(proc)
+            servers["nats"] = (NatsFlavour(), port)
+        elif not args.no_nats:
+            print("nats-server unavailable: reference columns empty", file=sys.stderr)
+
+        rows: list[tuple[str, str, dict[str, float]]] = [
+            (
+                f"1 -> 1 throughput, {size} B",
+                "msg/s",
+                {k: throughput(fl, p, size, 1, n1) for k, (fl, p) in servers.items()},
+            )
+            for size in (16, 128, 1024)
+        ]
+        for n, cnt in ((10, n10), (100, n100)):
+            rows.append(
+                (
+                    f"1 -> {n} fan-out, 128 B",
+                    "deliveries/s",
+                    {k: throughput(fl, p, 128, n, cnt) for k, (fl, p) in servers.items()},
+                )
+            )
+        lat = {k: request_reply(fl, p, rounds) for k, (fl, p) in servers.items()}
+        rows.append(("request/reply p50", "us", {k: v[0] for k, v in lat.items()}))
+        rows.append(("request/reply p99", "us", {k: v[1] for k, v in lat.items()}))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(5)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"{'scenario':<28} {'unit':<13} {'meshgate':>12} {'nats-server':>12} {'ratio':>7}")
+    print("-" * 76)
+    for name, unit, vals in rows:
+        m = vals.get("meshgate", float("nan"))
+        n = vals.get("nats", float("nan"))
+        ratio = m / n if n == n and n else float("nan")
+        print(f"{name:<28} {unit:<13} {m:>12,.0f} {n:>12,.0f} {ratio:>7.2f}")
+    print("ratio = meshgate / nats-server (for latency, lower is better)")
+
+
+if __name__ == "__main__":
+    main()

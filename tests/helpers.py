@@ -10,9 +10,9 @@ import trio
 
 import meshgate
 from meshgate.protocol import PROTOCOL_VERSION, Decoder, Encoder, Error, Frame, Hello
-from meshgate.transports import open_stream
+from meshgate.transports import connect_stream
 
-LISTENS = ["127.0.0.1:0", "memory://"]
+LISTENS = ["127.0.0.1:0", "memory://", "ws://127.0.0.1:0"]
 
 
 class Raw:
@@ -63,14 +63,11 @@ class Raw:
 
 @asynccontextmanager
 async def raw(url: str, **kw: Any) -> AsyncIterator[Raw]:
-    stream = await open_stream(url, **kw)
-    try:
+    async with connect_stream(url, **kw) as stream:
         r = Raw(stream)
         hello = await r.next()
         assert isinstance(hello, Hello)
         yield r
-    finally:
-        await trio.aclose_forcefully(stream)
 
 
 def config(listen: str, **kw: Any) -> meshgate.GatewayConfig:

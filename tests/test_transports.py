@@ -101,3 +101,66 @@ async def test_user_transport_serves_a_gateway() -> None:
 async def test_memory_connect_to_nothing_fails_cleanly() -> None:
     with pytest.raises(OSError, match="nothing listens at memory://ghost"):
         await MemoryTransport().connect("memory://ghost")
+
+
+async def test_websocket_stream_round_trip() -> None:
+    pytest.importorskip("trio_websocket", reason="the websocket extra is not installed")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            from meshgate.transports import WebSocketTransport, connect_stream
+
+            got = trio.Event()
+            received: list[bytes] = []
+
+            async def handler(stream: trio.abc.Stream) -> None:
+                data = b""
+                while len(data) < 100_000:
+                    data += await stream.receive_some(4096)
+                received.append(data)
+                await stream.send_all(data[::-1])
+                got.set()
+                await stream.aclose()
+
+            url = await nursery.start(WebSocketTransport().serve, "ws://127.0.0.1:0", handler)
+            assert url.startswith("ws://127.0.0.1:")
+            payload = bytes(range(256)) * 400
+            async with connect_stream(url) as s:
+                await s.send_all(payload[:50_000])
+                await s.send_all(payload[50_000:100_000])
+                back = b""
+                while len(back) < 100_000:
+                    chunk = await s.receive_some()
+                    assert chunk
+                    back += chunk
+                assert back == payload[:100_000][::-1]
+                assert await s.receive_some() == b""  # the server closed
+            await got.wait()
+            assert received == [payload[:100_000]]
+            nursery.cancel_scope.cancel()
+
+
+async def test_gateway_over_websocket() -> None:
+    pytest.importorskip("trio_websocket", reason="the websocket extra is not installed")
+    with trio.fail_after(10):
+        async with meshgate.open_gateway(meshgate.GatewayConfig(listen="ws://127.0.0.1:0")) as gw:
+            assert gw.client_url
+            assert gw.client_url.startswith("ws://")
+            async with (
+                meshgate.connect(gw.client_url) as a,
+                meshgate.connect(gw.client_url) as b,
+                b.subscribe("ws.>") as sub,
+            ):
+                await b.flush()
+                await a.publish("ws.hello", b"over websocket")
+                assert (await sub.receive()).payload == b"over websocket"
+                # garbage over the websocket gets a protocol error and closes only that client
+                from meshgate.transports import connect_stream
+
+                async with connect_stream(gw.client_url) as raw_ws:
+                    await raw_ws.send_all(b"GET / HTTP/1.1\r\n\r\n")
+                    data = b""
+                    while chunk := await raw_ws.receive_some():
+                        data += chunk
+                    assert b"malformed" in data or b"frame" in data
+                await a.publish("ws.after", b"still fine")
+                assert (await sub.receive()).payload == b"still fine"

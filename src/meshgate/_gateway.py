@@ -7,6 +7,7 @@ __all__ = ["Gateway", "open_gateway"]
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -67,24 +68,11 @@ class Gateway:
             cfg = self.config
             if cfg.listen is not None:
                 transport = get_transport(cfg.listen)
-                listener, self.client_url = await transport.listen(cfg.listen, ssl_context=cfg.tls)
-                nursery.start_soon(self._accept_loop, listener)
+                self.client_url = await nursery.start(
+                    partial(transport.serve, cfg.listen, self._serve_stream, ssl_context=cfg.tls)
+                )
             nursery.start_soon(self._timer)
             task_status.started(self)
-
-    async def _accept_loop(self, listener: trio.abc.Listener[trio.abc.Stream]) -> None:
-        async with listener:
-            while True:
-                try:
-                    stream = await listener.accept()
-                except trio.ClosedResourceError:
-                    return
-                except OSError as exc:  # e.g. EMFILE: back off, never spin
-                    log.warning("accept failed: %s", exc)
-                    await trio.sleep(0.1)
-                    continue
-                assert self._nursery is not None
-                self._nursery.start_soon(self._serve_stream, stream)
 
     async def _timer(self) -> None:
         cfg = self.config

@@ -30,7 +30,7 @@ import trio
 from ._errors import ErrorCode, MeshgateError, RemoteProtocolError
 from .protocol import PROTOCOL_VERSION, Decoder, Encoder, Hello, Opcode, Role, to_frame
 from .subjects import validate_pattern, validate_subject
-from .transports import open_stream
+from .transports import connect_stream
 
 #: Messages a subscription buffers before it drops new ones (see :class:`Subscription`).
 DEFAULT_SUBSCRIPTION_BUFFER = 65536
@@ -429,6 +429,8 @@ async def connect(
     Raises :class:`ConnectionClosedError` if the node refuses the handshake
     (for example a bad token).
     """
-    stream = await open_stream(url, ssl_context=ssl_context)
-    async with _connect_stream(stream, name=name, token=token) as client:
+    async with (
+        connect_stream(url, ssl_context=ssl_context) as stream,
+        _connect_stream(stream, name=name, token=token) as client,
+    ):
         yield client

@@ -1,7 +1,8 @@
 """Transports: how bytes reach a node.  Each yields :class:`trio.abc.Stream` objects.
 
 A transport is chosen by URL scheme: ``tcp://host:port``, ``tls://host:port``,
-``memory://NAME`` (in-process, no sockets: for test harnesses).  Register your
+``memory://NAME`` (in-process, no sockets: for test harnesses), ``ws://host:port``
+(WebSocket, with the ``websocket`` extra).  Register your
 own with :func:`register_transport`.
 """
 
@@ -13,6 +14,8 @@ __all__ = [
     "TCPTransport",
     "TLSTransport",
     "Transport",
+    "WebSocketTransport",
+    "connect_stream",
     "get_transport",
     "open_stream",
     "register_transport",
@@ -21,6 +24,10 @@ __all__ = [
 
 import abc
 import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
 import trio
@@ -67,6 +74,44 @@ class Transport(abc.ABC):
         self, url: str, *, ssl_context: ssl.SSLContext | None = None
     ) -> trio.abc.Stream:
         """Open a stream to ``url``."""
+
+    async def serve(
+        self,
+        url: str,
+        handler: Callable[[trio.abc.Stream], Awaitable[None]],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept connections at ``url`` and run ``handler(stream)`` for each, until cancelled.
+
+        ``task_status.started`` reports the bound URL.  The default listens with
+        :meth:`listen`; a transport whose streams need their own background
+        tasks (WebSocket) overrides this.  ``handler`` must not raise.
+        """
+        listener, bound = await self.listen(url, ssl_context=ssl_context)
+        async with listener, trio.open_nursery() as nursery:
+            task_status.started(bound)
+            while True:
+                try:
+                    stream = await listener.accept()
+                except trio.ClosedResourceError:
+                    return
+                except OSError:  # e.g. EMFILE: back off, never spin
+                    await trio.sleep(0.1)
+                    continue
+                nursery.start_soon(handler, stream)
+
+    @asynccontextmanager
+    async def open(
+        self, url: str, *, ssl_context: ssl.SSLContext | None = None
+    ) -> AsyncIterator[trio.abc.Stream]:
+        """A stream to ``url`` for the duration of the block (closed on exit)."""
+        stream = await self.connect(url, ssl_context=ssl_context)
+        try:
+            yield stream
+        finally:
+            await trio.aclose_forcefully(stream)
 
 
 class TCPTransport(Transport):
@@ -173,10 +218,162 @@ class MemoryTransport(Transport):
         return ours
 
 
+class _Guard:
+    """Raise :class:`trio.BusyResourceError` when two tasks use one direction at once."""
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+        self._held = False
+
+    def __enter__(self) -> None:
+        if self._held:
+            raise trio.BusyResourceError(self._message)
+        self._held = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._held = False
+
+
+class _WebSocketStream(trio.abc.Stream):
+    """A :class:`trio.abc.Stream` over one WebSocket connection: binary messages carry bytes."""
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+        self._pending = b""
+        self._closed = False
+        self._send_guard = _Guard("another task is sending on this stream")
+        self._receive_guard = _Guard("another task is receiving on this stream")
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        from trio_websocket import ConnectionClosed
+
+        with self._send_guard:
+            if self._closed:
+                raise trio.ClosedResourceError("stream is closed")
+            if not data:
+                await trio.lowlevel.checkpoint()
+                return
+            try:
+                await self._ws.send_message(bytes(data))
+            except ConnectionClosed as exc:
+                raise trio.BrokenResourceError("websocket closed") from exc
+
+    async def wait_send_all_might_not_block(self) -> None:
+        with self._send_guard:
+            if self._closed:
+                raise trio.ClosedResourceError("stream is closed")
+            await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        from trio_websocket import ConnectionClosed
+
+        with self._receive_guard:
+            if self._closed:
+                raise trio.ClosedResourceError("stream is closed")
+            if max_bytes is not None and max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
+            if not self._pending:
+                try:
+                    msg = await self._ws.get_message()
+                except ConnectionClosed:
+                    return b""
+                # text frames are not part of the protocol; pass them on so the
+                # decoder rejects them with a clear error
+                self._pending = msg.encode() if isinstance(msg, str) else bytes(msg)
+                if not self._pending:
+                    return await self.receive_some(max_bytes)
+            else:
+                await trio.lowlevel.checkpoint()
+            n = len(self._pending) if max_bytes is None else max_bytes
+            out, self._pending = self._pending[:n], self._pending[n:]
+            return out
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self._ws.aclose()
+
+
+class WebSocketTransport(Transport):
+    """``ws://host:port[/path]`` via trio-websocket (install ``meshgate[websocket]``).
+
+    Each meshgate frame batch travels as binary WebSocket messages, so browser
+    and game clients that only speak WebSocket can connect.
+    """
+
+    max_message_size = 16 * 1024 * 1024
+
+    async def listen(
+        self, url: str, *, ssl_context: ssl.SSLContext | None = None
+    ) -> tuple[Listener, str]:
+        """Not available: WebSocket connections need background tasks; use :meth:`serve`."""
+        raise MeshgateError("ws:// cannot hand out a bare listener; use Transport.serve")
+
+    async def connect(
+        self, url: str, *, ssl_context: ssl.SSLContext | None = None
+    ) -> trio.abc.Stream:
+        """Not available: use :meth:`open`, which owns the connection's background task."""
+        raise MeshgateError("ws:// connections need Transport.open (an async context manager)")
+
+    async def serve(
+        self,
+        url: str,
+        handler: Callable[[trio.abc.Stream], Awaitable[None]],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve WebSocket upgrades at ``url``; each accepted connection runs ``handler``."""
+        from trio_websocket import ConnectionRejected, serve_websocket
+
+        _, host, port = split_url(url)
+
+        async def on_request(request: Any) -> None:
+            try:
+                ws = await request.accept()
+            except (ConnectionRejected, trio.BrokenResourceError, OSError):
+                return
+            await handler(_WebSocketStream(ws))
+
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(
+                    serve_websocket,
+                    on_request,
+                    host,
+                    port,
+                    ssl_context,
+                    max_message_size=self.max_message_size,
+                )
+            )
+            task_status.started(f"ws://{host}:{server.port}")
+
+    @asynccontextmanager
+    async def open(
+        self, url: str, *, ssl_context: ssl.SSLContext | None = None
+    ) -> AsyncIterator[trio.abc.Stream]:
+        """A WebSocket stream for the duration of the block."""
+        from trio_websocket import HandshakeError, open_websocket_url
+
+        ws: Any = None
+        try:
+            cm = open_websocket_url(url, ssl_context, max_message_size=self.max_message_size)
+            async with cm as ws:
+                yield _WebSocketStream(ws)
+        except HandshakeError as exc:
+            raise OSError(f"websocket handshake with {url} failed: {exc}") from exc
+        finally:
+            # trio-websocket can leave the TCP socket open when the peer closed first;
+            # closing it again is harmless, leaking a descriptor is not
+            stream = getattr(ws, "_stream", None)
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+
+
 _REGISTRY: dict[str, Transport] = {
     "tcp": TCPTransport(),
     "tls": TLSTransport(),
     "memory": MemoryTransport(),
+    "ws": WebSocketTransport(),
 }
 
 
@@ -197,5 +394,12 @@ def get_transport(url: str) -> Transport:
 
 
 async def open_stream(url: str, *, ssl_context: ssl.SSLContext | None = None) -> trio.abc.Stream:
-    """Connect to ``url`` with the transport registered for its scheme."""
+    """Connect to ``url`` with the transport registered for its scheme (plain streams only)."""
     return await get_transport(url).connect(url, ssl_context=ssl_context)
+
+
+def connect_stream(
+    url: str, *, ssl_context: ssl.SSLContext | None = None
+) -> AbstractAsyncContextManager[trio.abc.Stream]:
+    """A stream to ``url`` for the duration of an ``async with`` block, for every transport."""
+    return get_transport(url).open(url, ssl_context=ssl_context)

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = ["Gateway", "open_gateway"]
 
 import logging
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -16,7 +17,8 @@ import trio.testing
 from ._node import Connection, ConnState, NodeCore
 from ._stats import AccountStatistics, Statistics
 from .config import GatewayConfig
-from .transports import get_transport
+from .protocol import ConnectionKind
+from .transports import connect_stream, get_transport
 
 if TYPE_CHECKING:
     from .client import Client
@@ -50,6 +52,9 @@ class Gateway:
         self._nursery: trio.Nursery | None = None
         self._drained = trio.Event()
         self._stopping = False
+        self._routes_event = trio.Event()
+        self._route_drained = trio.Event()
+        self._dialing: set[str] = set()
         #: the client listener's bound URL, or None
         self.client_url: str | None = None
         #: the route listener's bound URL (clusters are not configured yet: None)
@@ -71,6 +76,14 @@ class Gateway:
                 self.client_url = await nursery.start(
                     partial(transport.serve, cfg.listen, self._serve_stream, ssl_context=cfg.tls)
                 )
+            if cfg.cluster_listen is not None:
+                transport = get_transport(cfg.cluster_listen)
+                self.cluster_url = await nursery.start(
+                    partial(transport.serve, cfg.cluster_listen, self._serve_route_stream)
+                )
+                self._core.cluster_url = self.cluster_url
+                for url in cfg.routes:
+                    self._start_dialer(url, explicit=True)
             nursery.start_soon(self._timer)
             task_status.started(self)
 
@@ -85,6 +98,14 @@ class Gateway:
     def _after_core(self) -> None:
         """Wake the writers of connections with output; bound the life of closing ones."""
         core = self._core
+        if core.routes_changed:
+            core.routes_changed = False
+            self._routes_event.set()
+            self._routes_event = trio.Event()
+        if core.dial_requests:
+            for url in core.dial_requests:
+                self._start_dialer(url, explicit=False)
+            core.dial_requests.clear()
         if core.dirty:
             for c in core.dirty:
                 h = c.shell
@@ -101,10 +122,55 @@ class Gateway:
                         h.scope.deadline = min(h.scope.deadline, deadline)
             core.closing.clear()
 
-    async def _serve_stream(self, stream: trio.abc.Stream) -> None:
+    async def _serve_route_stream(self, stream: trio.abc.Stream) -> None:
+        await self._serve_stream(stream, ConnectionKind.ROUTE)
+
+    def _start_dialer(self, url: str, *, explicit: bool) -> None:
+        if url in self._dialing or self._nursery is None or self._stopping:
+            return
+        self._dialing.add(url)
+        self._nursery.start_soon(self._dial_route, url, explicit)
+
+    async def _dial_route(self, url: str, explicit: bool) -> None:
+        """Keep a route to ``url``: forever for a configured seed, ``connect_retries``
+        failed attempts for a URL learned by gossip.  Always waits between attempts."""
+        core = self._core
+        cfg = self.config
+        failures = 0
+        try:
+            while True:
+                if url in core.self_urls or url == core.cluster_url:
+                    return
+                if url in core.connected_route_urls():
+                    await self._routes_event.wait()  # a route to it exists (either direction)
+                    continue
+                try:
+                    async with connect_stream(url) as stream:
+                        failures = 0
+                        await self._serve_stream(stream, ConnectionKind.ROUTE, dialed=True)
+                except OSError as exc:
+                    failures += 1
+                    log.debug("route to %s failed: %s", url, exc)
+                    if not explicit and failures > cfg.connect_retries:
+                        log.info("giving up on gossiped route %s", url)
+                        return
+                if url in core.self_urls:
+                    return
+                delay = cfg.reconnect_wait * min(10.0, 1.5 ** min(failures, 8))
+                await trio.sleep(delay * random.uniform(0.5, 1.0))
+        finally:
+            self._dialing.discard(url)
+
+    async def _serve_stream(
+        self,
+        stream: trio.abc.Stream,
+        kind: ConnectionKind = ConnectionKind.CLIENT,
+        *,
+        dialed: bool = False,
+    ) -> None:
         """Run one connection: a reader and a writer task, then clean up whatever happened."""
         core = self._core
-        conn = core.open_connection(trio.current_time())
+        conn = core.open_connection(trio.current_time(), kind, dialed=dialed)
         h = _Handle(conn, stream)
         conn.shell = h
         try:
@@ -139,6 +205,15 @@ class Gateway:
                 return
             core.receive_data(conn, data)
             self._after_core()
+            if core.routes and conn.kind is not ConnectionKind.ROUTE:
+                await self._wait_routes_drained()
+
+    async def _wait_routes_drained(self) -> None:
+        """Back-pressure: routes are never dropped for being slow; their publishers wait."""
+        core = self._core
+        limit = self.config.max_pending_bytes
+        while any(core.pending_bytes(c) > limit for c in core.routes.values()):
+            await self._route_drained.wait()
 
     async def _writer(self, h: _Handle) -> None:
         core = self._core
@@ -153,6 +228,9 @@ class Gateway:
                     await stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     break
+                if conn.kind is ConnectionKind.ROUTE:
+                    self._route_drained.set()
+                    self._route_drained = trio.Event()
             if conn.state >= ConnState.CLOSING and not (conn.out or conn.keyed):
                 break
         assert h.scope is not None
@@ -167,6 +245,33 @@ class Gateway:
     def account_statistics(self, account: str) -> AccountStatistics:
         """Counters of ``account`` alone; nothing of another account is included."""
         return self._core.account_statistics(account)
+
+    async def wait_routes(self, n: int) -> None:
+        """Wait until this node has routes to at least ``n`` peers of its cluster."""
+        while len(self._core.routes) < n:
+            await self._routes_event.wait()
+
+    async def flush_routes(self) -> None:
+        """A round trip on every route: when this returns, each peer has processed
+        everything this node sent it before the call (interest included)."""
+        core = self._core
+        pending = list(core.routes.values())
+        if not pending:
+            await trio.lowlevel.checkpoint()
+            return
+        done = trio.Event()
+        left = len(pending)
+
+        def one() -> None:
+            nonlocal left
+            left -= 1
+            if left == 0:
+                done.set()
+
+        for c in pending:
+            core.ping(c, one)
+        self._after_core()
+        await done.wait()
 
     def gatewayz(self) -> dict[str, Any]:
         """Gateway state in the shape of nats-server's ``/gatewayz`` (no gateways yet)."""

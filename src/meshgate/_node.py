@@ -30,10 +30,13 @@ from .protocol import (
     Encoder,
     Error,
     Hello,
+    Info,
     Opcode,
     Ping,
     Pong,
     Role,
+    RouteSub,
+    RouteUnsub,
     to_frame,
 )
 from .subjects import is_valid_pattern, is_valid_subject, match
@@ -45,6 +48,10 @@ _PING = int(Opcode.PING)
 _PONG = int(Opcode.PONG)
 _HELLO = int(Opcode.HELLO)
 _ERROR = int(Opcode.ERROR)
+_RSUB = int(Opcode.RSUB)
+_RUNSUB = int(Opcode.RUNSUB)
+_RMSG = int(Opcode.RMSG)
+_INFO = int(Opcode.INFO)
 
 _VALID_CACHE_MAX = 16384
 _PERM_CACHE_MAX = 1024
@@ -72,6 +79,9 @@ class _Account:
 class Subscription:
     """A client subscription as the core stores it in the interest graph."""
 
+    #: a local subscription is one queue member; route interest carries its peer's count
+    weight = 1
+
     __slots__ = ("conn", "pattern", "prefix", "queue", "remaining", "sid")
 
     def __init__(
@@ -85,6 +95,27 @@ class Subscription:
         self.remaining: int | None = None
 
 
+class RemoteInterest:
+    """Interest of a route peer, stored in the same graph as local subscriptions.
+
+    ``prefix`` is always None: that is how the hot path tells it from a local
+    :class:`Subscription`.  ``weight`` is the peer's member count for a queue key.
+    """
+
+    __slots__ = ("account", "conn", "pattern", "queue", "weight")
+    prefix = None
+    remaining = None
+
+    def __init__(
+        self, conn: Connection, account: str, pattern: str, queue: str | None, weight: int
+    ) -> None:
+        self.conn = conn
+        self.account = account
+        self.pattern = pattern
+        self.queue = queue
+        self.weight = weight
+
+
 class Connection:
     """One connection's protocol state and output buffer in the core."""
 
@@ -96,6 +127,7 @@ class Connection:
         "coalesced",
         "counted",
         "decoder",
+        "dialed",
         "dirty",
         "dropped",
         "frame_sizes",
@@ -109,9 +141,15 @@ class Connection:
         "name",
         "opened_at",
         "out",
+        "peer",
+        "peer_url",
         "perm_cache",
         "pings_out",
+        "pings_sent",
+        "pong_waiters",
+        "pongs_received",
         "pub_perm",
+        "remote",
         "shell",
         "slow",
         "state",
@@ -147,6 +185,13 @@ class Connection:
         self.perm_cache: dict[str, bool] = {}
         self.close_reason: str | None = None
         self.counted = False  # counts towards max_connections
+        self.dialed = False
+        self.peer: str | None = None  # route peer's node name once registered
+        self.peer_url: str | None = None
+        self.remote: dict[tuple[str, str, str | None], RemoteInterest] = {}
+        self.pings_sent = 0
+        self.pongs_received = 0
+        self.pong_waiters: deque[tuple[int, Any]] = deque()
         self.shell: Any = None  # the trio shell's handle
 
     def __repr__(self) -> str:
@@ -198,7 +243,7 @@ class NodeCore:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.encoder = Encoder()
-        self.graph: InterestGraph[Subscription] = InterestGraph()
+        self.graph: InterestGraph[Subscription | RemoteInterest] = InterestGraph()
         self.conns: dict[int, Connection] = {}
         self.dirty: list[Connection] = []
         self.closing: list[Connection] = []
@@ -212,6 +257,18 @@ class NodeCore:
         self._policy = config.slow_consumer_policy
         self._next_ping: float | None = None
         self._pong = self.encoder.encode(Pong())
+        self._ping = self.encoder.encode(Ping())
+        #: route peers by node name
+        self.routes: dict[str, Connection] = {}
+        #: this node's route listener URL, set by the shell once bound
+        self.cluster_url: str | None = None
+        #: URLs learned by gossip that the shell should dial
+        self.dial_requests: list[str] = []
+        #: set when the set of routes changed; the shell clears it
+        self.routes_changed = False
+        self._local_keys: dict[tuple[str, str, str | None], int] = {}
+        #: our own route URLs as seen by peers (a seed list may include ourselves)
+        self.self_urls: set[str] = set()
         self._hello = self.encoder.encode(
             Hello(
                 PROTOCOL_VERSION,
@@ -240,15 +297,19 @@ class NodeCore:
     # -- connection lifecycle -----------------------------------------------------------------
 
     def open_connection(
-        self, now: float, kind: ConnectionKind = ConnectionKind.CLIENT
+        self, now: float, kind: ConnectionKind = ConnectionKind.CLIENT, *, dialed: bool = False
     ) -> Connection:
-        """A transport accepted a connection; the node's HELLO is queued at once."""
+        """A transport accepted (or, for ``dialed``, opened) a connection; our HELLO goes first."""
         self._next_id += 1
         decoder = Decoder(
             max_frame_bytes=self._max_payload + 8 * 1024,
         )
         conn = Connection(self._next_id, kind, decoder, now)
+        conn.dialed = dialed
         self.conns[conn.id] = conn
+        if kind is ConnectionKind.ROUTE:
+            self._append(conn, self._route_hello())
+            return conn
         self._append(conn, self._hello)
         if self.clients >= self.config.max_connections:
             self._fail(
@@ -273,6 +334,9 @@ class NodeCore:
 
     def _retire(self, conn: Connection) -> None:
         """The connection stops counting: its subscriptions and its client slot go now."""
+        if conn.kind is ConnectionKind.ROUTE:
+            self._retire_route(conn)
+            return
         for sub in list(conn.subs.values()):
             self._remove_sub(sub)
         if conn.account is not None:
@@ -321,6 +385,7 @@ class NodeCore:
                     self._fail(conn, ErrorCode.STALE_CONNECTION, "stale connection: no PONG")
                 else:
                     conn.pings_out += 1
+                    conn.pings_sent += 1
                     self._append(conn, ping)
 
     def shutdown(self) -> None:
@@ -347,6 +412,8 @@ class NodeCore:
                 op = f[0]
                 if op == _PUB and conn.state is ConnState.OPEN:
                     publish(conn, f[1], f[2], f[3], f[4])
+                elif op == _RMSG and conn.state is ConnState.OPEN and op in conn.legal:
+                    self._route_message(f[1], f[2], f[3], f[4], f[5])
                 else:
                     self._control(conn, op, f)
                 if conn.state >= ConnState.CLOSING:
@@ -375,6 +442,16 @@ class NodeCore:
             self._append(conn, self._pong)
         elif op == _PONG:
             conn.pings_out = 0
+            conn.pongs_received += 1
+            waiters = conn.pong_waiters
+            while waiters and waiters[0][0] <= conn.pongs_received:
+                waiters.popleft()[1]()
+        elif op == _RSUB:
+            self._route_sub(conn, f[1], f[2], f[3], f[4])
+        elif op == _RUNSUB:
+            self._route_unsub(conn, f[1], f[2], f[3])
+        elif op == _INFO:
+            self._info(conn, to_frame(f))  # type: ignore[arg-type]
         elif op == _HELLO:
             self._fail(conn, ErrorCode.MALFORMED, "duplicate HELLO")
         elif op == _ERROR:
@@ -387,6 +464,9 @@ class NodeCore:
                 ErrorCode.HANDSHAKE_REFUSED,
                 f"protocol version {hello.version} is not supported (need {PROTOCOL_VERSION})",
             )
+            return
+        if conn.kind is ConnectionKind.ROUTE:
+            self._route_hello_received(conn, hello)
             return
         if hello.role not in (Role.CLIENT, Role.REPLICANT):
             self._fail(
@@ -461,13 +541,238 @@ class NodeCore:
         tail = self.encoder.message_tail(subject, reply, payload)
         deliver = self._deliver
         n = 0
+        peers: dict[Connection, list[str]] | None = None
         for sub in m.plain:
-            n += deliver(sub, tail, key)
-        for _, members in m.queues:
-            self._rr += 1
-            n += deliver(members[self._rr % len(members)], tail, key)
+            if sub.prefix is not None:
+                n += deliver(sub, tail, key)
+            else:
+                if peers is None:
+                    peers = {}
+                if sub.conn not in peers:
+                    peers[sub.conn] = []
+        for q, members in m.queues:
+            chosen = self._pick(members)
+            if chosen.prefix is not None:
+                n += deliver(chosen, tail, key)
+            else:
+                if peers is None:
+                    peers = {}
+                peers.setdefault(chosen.conn, []).append(q)
+        if peers:
+            n += self._to_routes(peers, acct.name, subject, reply, payload)
         acct.messages_out += n
         self.messages_out += n
+
+    def _pick(
+        self, members: tuple[Subscription | RemoteInterest, ...]
+    ) -> Subscription | RemoteInterest:
+        """One queue member, round robin weighted by each entry's member count."""
+        self._rr += 1
+        if len(members) == 1:
+            return members[0]
+        total = 0
+        for m in members:
+            total += m.weight
+        i = self._rr % total
+        for m in members:
+            i -= m.weight
+            if i < 0:
+                return m
+        return members[-1]
+
+    def _to_routes(
+        self,
+        peers: dict[Connection, list[str]],
+        account: str,
+        subject: str,
+        reply: str | None,
+        payload: bytes,
+    ) -> int:
+        enc = self.encoder
+        tail = enc.relay_tail(account, subject, reply, payload)
+        plain_prefix: bytes | None = None
+        for peer, queues in peers.items():
+            if queues:
+                prefix = enc.relay_prefix(Opcode.RMSG, tuple(queues))
+            else:
+                if plain_prefix is None:
+                    plain_prefix = enc.relay_prefix(Opcode.RMSG, None)
+                prefix = plain_prefix
+            out = peer.out
+            out += prefix
+            out += tail
+            peer.messages_out += 1
+            if not peer.dirty:
+                peer.dirty = True
+                self.dirty.append(peer)
+        return len(peers)
+
+    def _route_message(
+        self,
+        queues: tuple[str, ...] | None,
+        account: str,
+        subject: str,
+        reply: str | None,
+        payload: bytes,
+    ) -> None:
+        """A message relayed by a route peer: local subscribers only, named queue groups only."""
+        index = self.graph.index(account)
+        if index is None:
+            return
+        m = index.match(subject)
+        tail: bytes | None = None
+        n = 0
+        for sub in m.plain:
+            if sub.prefix is not None:
+                if tail is None:
+                    tail = self.encoder.message_tail(subject, reply, payload)
+                n += self._deliver(sub, tail, None)
+        if queues:
+            for q, members in m.queues:
+                if q not in queues:
+                    continue
+                local = tuple(x for x in members if x.prefix is not None)
+                if not local:
+                    continue  # the group left this node meanwhile: drop, never re-route
+                if tail is None:
+                    tail = self.encoder.message_tail(subject, reply, payload)
+                n += self._deliver(self._pick(local), tail, None)  # type: ignore[arg-type]
+        acct = self._accounts.get(account)
+        if acct is not None:
+            acct.messages_out += n
+        self.messages_out += n
+
+    # -- routes ---------------------------------------------------------------------------------
+
+    def _route_hello(self) -> bytes:
+        urls = (self.cluster_url,) if self.cluster_url else ()
+        cfg = self.config
+        return self.encoder.encode(
+            Hello(PROTOCOL_VERSION, Role.ROUTE.value, cfg.name, cfg.cluster, None, 0, (), urls)
+        )
+
+    def _route_hello_received(self, conn: Connection, hello: Hello) -> None:
+        cfg = self.config
+        if hello.role != Role.ROUTE:
+            self._fail(
+                conn,
+                ErrorCode.HANDSHAKE_REFUSED,
+                f"role {hello.role!r} cannot use the cluster port (clients use the client port)",
+            )
+            return
+        if hello.cluster != cfg.cluster:
+            self._fail(
+                conn,
+                ErrorCode.HANDSHAKE_REFUSED,
+                f"route from cluster {hello.cluster!r}; this node is in cluster {cfg.cluster!r}",
+            )
+            return
+        if hello.name == cfg.name:
+            if hello.urls:
+                self.self_urls.add(hello.urls[0])
+            self._close_quietly(conn, "route to self")
+            return
+        conn.peer = hello.name
+        conn.peer_url = hello.urls[0] if hello.urls else None
+        existing = self.routes.get(hello.name)
+        if existing is not None:
+            # both nodes may dial each other at once: the connection dialed by the node
+            # with the lower name wins, on both sides alike
+            lower = min(cfg.name, hello.name)
+            new_dialer = cfg.name if conn.dialed else hello.name
+            old_dialer = cfg.name if existing.dialed else hello.name
+            if old_dialer == lower and new_dialer != lower:
+                conn.peer = None
+                self._close_quietly(conn, f"duplicate route to {hello.name}")
+                return
+            self._close_quietly(existing, f"route to {hello.name} replaced")
+        self.routes[hello.name] = conn
+        self.routes_changed = True
+        conn.state = ConnState.OPEN
+        # our whole local interest, then gossip of every cluster URL we know
+        enc = self.encoder
+        for (account, pattern, queue), n in self._local_keys.items():
+            self._append(conn, enc.encode(RouteSub(account, pattern, queue, n)))
+        self._gossip()
+
+    def _gossip(self) -> None:
+        urls = sorted(
+            {c.peer_url for c in self.routes.values() if c.peer_url}
+            | ({self.cluster_url} if self.cluster_url else set())
+        )
+        frame = self.encoder.encode(Info(self.config.cluster, tuple(urls), ()))
+        for c in self.routes.values():
+            if c.state is ConnState.OPEN:
+                self._append(c, frame)
+
+    def _info(self, conn: Connection, info: Info) -> None:
+        if conn.kind is not ConnectionKind.ROUTE:
+            return
+        known = {c.peer_url for c in self.routes.values()} | self.self_urls
+        if self.cluster_url:
+            known.add(self.cluster_url)
+        for url in info.route_urls:
+            if url not in known and url not in self.dial_requests:
+                self.dial_requests.append(url)
+
+    def connected_route_urls(self) -> set[str]:
+        """Cluster URLs of the peers this node has a route to."""
+        return {c.peer_url for c in self.routes.values() if c.peer_url}
+
+    def _route_sub(
+        self, conn: Connection, account: str, pattern: str, queue: str | None, weight: int
+    ) -> None:
+        if not is_valid_pattern(pattern) or (queue is not None and not is_valid_subject(queue)):
+            self._fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid route interest {pattern!r}")
+            return
+        key = (account, pattern, queue)
+        entry = conn.remote.get(key)
+        if entry is None:
+            entry = conn.remote[key] = RemoteInterest(conn, account, pattern, queue, 1)
+            self.graph.add(account, pattern, entry, queue)
+        # weights are absolute: a restarted peer re-sending its counts is not double counted
+        entry.weight = max(1, weight)
+
+    def _route_unsub(self, conn: Connection, account: str, pattern: str, queue: str | None) -> None:
+        entry = conn.remote.pop((account, pattern, queue), None)
+        if entry is not None:
+            self.graph.remove(account, pattern, entry, queue)
+
+    def _retire_route(self, conn: Connection) -> None:
+        for entry in conn.remote.values():
+            self.graph.remove(entry.account, entry.pattern, entry, entry.queue)
+        conn.remote.clear()
+        if conn.peer is not None and self.routes.get(conn.peer) is conn:
+            del self.routes[conn.peer]
+            self.routes_changed = True
+        for _, wake in conn.pong_waiters:
+            wake()
+        conn.pong_waiters.clear()
+
+    def _local_interest_changed(
+        self, account: str, pattern: str, queue: str | None, n: int
+    ) -> None:
+        """A local key's count changed to ``n``: tell every route (plain keys on 0<->1 only)."""
+        if not self.routes:
+            return
+        if n == 0:
+            frame = self.encoder.encode(RouteUnsub(account, pattern, queue))
+        elif queue is not None or n == 1:
+            frame = self.encoder.encode(RouteSub(account, pattern, queue, n))
+        else:
+            return
+        for c in self.routes.values():
+            if c.state is ConnState.OPEN:
+                self._append(c, frame)
+
+    def ping(self, conn: Connection, on_pong: Any) -> None:
+        """Send a PING on ``conn``; ``on_pong()`` is called once its PONG (or the close) arrives."""
+        if conn.state is not ConnState.OPEN:
+            on_pong()
+            return
+        conn.pings_sent += 1
+        conn.pong_waiters.append((conn.pings_sent, on_pong))
+        self._append(conn, self._ping)
 
     def _validate(self, conn: Connection, subject: str) -> bool:
         if is_valid_subject(subject):
@@ -596,7 +901,11 @@ class NodeCore:
         assert conn.account is not None
         sub = Subscription(conn, sid, pattern, queue, self.encoder.message_prefix(sid))
         conn.subs[sid] = sub
-        self.graph.add(conn.account.name, pattern, sub, queue)
+        account = conn.account.name
+        self.graph.add(account, pattern, sub, queue)
+        key = (account, pattern, queue)
+        n = self._local_keys[key] = self._local_keys.get(key, 0) + 1
+        self._local_interest_changed(account, pattern, queue, n)
 
     def _unsubscribe(self, conn: Connection, sid: int, max_msgs: int | None) -> None:
         sub = conn.subs.get(sid)
@@ -612,7 +921,15 @@ class NodeCore:
         if conn.subs.pop(sub.sid, None) is None:
             return
         assert conn.account is not None
-        self.graph.remove(conn.account.name, sub.pattern, sub, sub.queue)
+        account = conn.account.name
+        self.graph.remove(account, sub.pattern, sub, sub.queue)
+        key = (account, sub.pattern, sub.queue)
+        n = self._local_keys[key] - 1
+        if n:
+            self._local_keys[key] = n
+        else:
+            del self._local_keys[key]
+        self._local_interest_changed(account, sub.pattern, sub.queue, n)
 
     # -- output helpers -----------------------------------------------------------------------
 
@@ -655,10 +972,10 @@ class NodeCore:
         """A snapshot of the node's counters."""
         return Statistics(
             clients=self.clients,
-            routes=0,
+            routes=len(self.routes),
             outbound_gateways=0,
             inbound_gateways=0,
-            subscriptions=len(self.graph),
+            subscriptions=sum(self._local_keys.values()),
             messages_in=self.messages_in,
             messages_out=self.messages_out,
             bytes_in=self.bytes_in,
@@ -674,11 +991,10 @@ class NodeCore:
     def account_statistics(self, account: str) -> AccountStatistics:
         """Counters of one account only."""
         acct = self._accounts.get(account)
-        index = self.graph.index(account)
         return AccountStatistics(
             account=account,
             clients=acct.clients if acct else 0,
-            subscriptions=len(index) if index else 0,
+            subscriptions=sum(n for (a, _, _), n in self._local_keys.items() if a == account),
             messages_in=acct.messages_in if acct else 0,
             messages_out=acct.messages_out if acct else 0,
         )

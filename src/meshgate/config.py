@@ -99,6 +99,11 @@ def _users(inst: object, attribute: attrs.Attribute[Any], value: object) -> None
         raise ConfigError(attribute.name, "two users share a token")
 
 
+def _urls(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(u, str) and u for u in value):
+        raise ConfigError(attribute.name, "must be a list of URLs")
+
+
 def _policy(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value not in SLOW_CONSUMER_POLICIES:
         raise ConfigError(attribute.name, f"must be one of {SLOW_CONSUMER_POLICIES}, not {value!r}")
@@ -140,12 +145,22 @@ class GatewayConfig:
     users: tuple[User, ...] = attrs.field(default=(), converter=tuple, validator=_users)
     #: TLS for ``tls://`` client listeners
     tls: ssl.SSLContext | None = attrs.field(default=None, validator=_tls, eq=False)
+    #: route listener for nodes of the same cluster (URL or ``host:port``); None disables it
+    cluster_listen: str | None = attrs.field(default=None, validator=_url_or_none)
+    #: seed URLs of other nodes of this cluster; the rest of the cluster is learned by gossip
+    routes: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_urls)
+    #: attempts to reach a URL learned by gossip before it is forgotten (seeds retry forever)
+    connect_retries: int = attrs.field(default=5, validator=_non_negative_int)
+    #: base delay between reconnect attempts, in seconds (jittered, growing to 10x)
+    reconnect_wait: float = attrs.field(default=1.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.listen is not None and self.listen.startswith("tls://") and self.tls is None:
             raise ConfigError("tls", "a tls:// listener needs an ssl.SSLContext")
         if self.max_pending_bytes < self.max_payload:
             raise ConfigError("max_pending_bytes", "must be at least max_payload")
+        if self.routes and self.cluster_listen is None:
+            raise ConfigError("routes", "needs cluster_listen (routes are two-way)")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> GatewayConfig:

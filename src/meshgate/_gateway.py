@@ -53,6 +53,8 @@ class Gateway:
         self._drained = trio.Event()
         self._stopping = False
         self._routes_event = trio.Event()
+        self._gateways_event = trio.Event()
+        self._gateway_dialers: set[str] = set()
         self._route_drained = trio.Event()
         self._dialing: set[str] = set()
         #: the client listener's bound URL, or None
@@ -82,6 +84,16 @@ class Gateway:
                     partial(transport.serve, cfg.cluster_listen, self._serve_route_stream)
                 )
                 self._core.cluster_url = self.cluster_url
+            if cfg.gateway_listen is not None:
+                transport = get_transport(cfg.gateway_listen)
+                self.gateway_url = await nursery.start(
+                    partial(transport.serve, cfg.gateway_listen, self._serve_gateway_stream)
+                )
+                self._core.gateway_url = self.gateway_url
+                for cluster in cfg.gateways:
+                    if cluster != cfg.cluster:
+                        self._start_gateway_dialer(cluster, explicit=True)
+            if cfg.cluster_listen is not None:
                 for url in cfg.routes:
                     self._start_dialer(url, explicit=True)
             nursery.start_soon(self._timer)
@@ -106,6 +118,14 @@ class Gateway:
             for url in core.dial_requests:
                 self._start_dialer(url, explicit=False)
             core.dial_requests.clear()
+        if core.gateways_changed:
+            core.gateways_changed = False
+            self._gateways_event.set()
+            self._gateways_event = trio.Event()
+        if core.gateway_dial_requests:
+            for cluster in core.gateway_dial_requests:
+                self._start_gateway_dialer(cluster, explicit=cluster in self.config.gateways)
+            core.gateway_dial_requests.clear()
         if core.dirty:
             for c in core.dirty:
                 h = c.shell
@@ -124,6 +144,69 @@ class Gateway:
 
     async def _serve_route_stream(self, stream: trio.abc.Stream) -> None:
         await self._serve_stream(stream, ConnectionKind.ROUTE)
+
+    async def _serve_gateway_stream(self, stream: trio.abc.Stream) -> None:
+        await self._serve_stream(stream, ConnectionKind.GATEWAY_INBOUND)
+
+    def _start_gateway_dialer(self, cluster: str, *, explicit: bool) -> None:
+        if (
+            cluster in self._gateway_dialers
+            or cluster == self.config.cluster
+            or self._nursery is None
+            or self._stopping
+            or self.gateway_url is None
+        ):
+            return
+        self._gateway_dialers.add(cluster)
+        self._nursery.start_soon(self._dial_gateway, cluster, explicit)
+
+    async def _dial_gateway(self, cluster: str, explicit: bool) -> None:
+        """Keep exactly one outbound connection to ``cluster``, landing on any of its nodes.
+
+        Configured clusters are retried forever, discovered ones for ``connect_retries``
+        failed passes.  Every pass is followed by a jittered wait: never a hot loop.
+        """
+        core = self._core
+        cfg = self.config
+        failures = 0
+        try:
+            while True:
+                if cluster in core.outbound:
+                    await self._gateways_event.wait()
+                    continue
+                urls = list(core.gateway_urls.get(cluster, ()))
+                random.shuffle(urls)
+                connected = False
+                for url in urls:
+                    try:
+                        with trio.move_on_after(max(2.0, cfg.reconnect_wait)) as scope:
+                            cm = connect_stream(url)
+                            stream = await cm.__aenter__()
+                        if scope.cancelled_caught:
+                            continue
+                    except OSError as exc:
+                        log.debug("gateway %s via %s failed: %s", cluster, url, exc)
+                        continue
+                    try:
+                        connected = True
+                        await self._serve_stream(
+                            stream,
+                            ConnectionKind.GATEWAY_OUTBOUND,
+                            dialed=True,
+                            expected_cluster=cluster,
+                        )
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await cm.__aexit__(None, None, None)
+                    break
+                failures = 0 if connected else failures + 1
+                if not explicit and failures > cfg.connect_retries:
+                    log.info("giving up on discovered gateway cluster %s", cluster)
+                    return
+                delay = cfg.reconnect_wait * min(10.0, 1.5 ** min(failures, 8))
+                await trio.sleep(delay * random.uniform(0.5, 1.0))
+        finally:
+            self._gateway_dialers.discard(cluster)
 
     def _start_dialer(self, url: str, *, explicit: bool) -> None:
         if url in self._dialing or self._nursery is None or self._stopping:
@@ -167,10 +250,13 @@ class Gateway:
         kind: ConnectionKind = ConnectionKind.CLIENT,
         *,
         dialed: bool = False,
+        expected_cluster: str | None = None,
     ) -> None:
         """Run one connection: a reader and a writer task, then clean up whatever happened."""
         core = self._core
-        conn = core.open_connection(trio.current_time(), kind, dialed=dialed)
+        conn = core.open_connection(
+            trio.current_time(), kind, dialed=dialed, expected_cluster=expected_cluster
+        )
         h = _Handle(conn, stream)
         conn.shell = h
         try:
@@ -203,7 +289,7 @@ class Gateway:
                 assert h.scope is not None
                 h.scope.cancel()
                 return
-            core.receive_data(conn, data)
+            core.receive_data(conn, data, trio.current_time())
             self._after_core()
             if core.routes and conn.kind is not ConnectionKind.ROUTE:
                 await self._wait_routes_drained()
@@ -246,6 +332,38 @@ class Gateway:
         """Counters of ``account`` alone; nothing of another account is included."""
         return self._core.account_statistics(account)
 
+    async def wait_gateways(self, outbound: int, inbound: int = 0) -> None:
+        """Wait until this node has at least ``outbound`` outbound and ``inbound`` inbound
+        gateway connections."""
+        core = self._core
+        while len(core.outbound) < outbound or len(core.inbound) < inbound:
+            await self._gateways_event.wait()
+
+    async def flush_gateways(self) -> None:
+        """A round trip on every gateway connection, both directions: when this returns,
+        each peer has processed everything this node sent it before the call."""
+        core = self._core
+        await self._ping_all([*core.outbound.values(), *core.inbound.values()])
+
+    async def _ping_all(self, conns: list[Connection]) -> None:
+        core = self._core
+        if not conns:
+            await trio.lowlevel.checkpoint()
+            return
+        done = trio.Event()
+        left = len(conns)
+
+        def one() -> None:
+            nonlocal left
+            left -= 1
+            if left == 0:
+                done.set()
+
+        for c in conns:
+            core.ping(c, one)
+        self._after_core()
+        await done.wait()
+
     async def wait_routes(self, n: int) -> None:
         """Wait until this node has routes to at least ``n`` peers of its cluster."""
         while len(self._core.routes) < n:
@@ -254,28 +372,69 @@ class Gateway:
     async def flush_routes(self) -> None:
         """A round trip on every route: when this returns, each peer has processed
         everything this node sent it before the call (interest included)."""
-        core = self._core
-        pending = list(core.routes.values())
-        if not pending:
-            await trio.lowlevel.checkpoint()
-            return
-        done = trio.Event()
-        left = len(pending)
-
-        def one() -> None:
-            nonlocal left
-            left -= 1
-            if left == 0:
-                done.set()
-
-        for c in pending:
-            core.ping(c, one)
-        self._after_core()
-        await done.wait()
+        await self._ping_all(list(self._core.routes.values()))
 
     def gatewayz(self) -> dict[str, Any]:
-        """Gateway state in the shape of nats-server's ``/gatewayz`` (no gateways yet)."""
-        return {"name": self.config.name, "outbound_gateways": {}, "inbound_gateways": {}}
+        """Gateway state shaped like nats-server's ``/gatewayz``: per remote cluster, the
+        connection and each account's interest mode, no-interest count and subscriptions."""
+        core = self._core
+        cfg = self.config
+        threshold = cfg.interest_only_threshold
+
+        def connection(c: Connection) -> dict[str, Any]:
+            return {
+                "name": c.peer,
+                "cid": c.id,
+                "rtt": c.rtt,
+                "in_msgs": c.messages_in,
+                "out_msgs": c.messages_out,
+                "in_bytes": c.bytes_in,
+                "out_bytes": c.bytes_out,
+            }
+
+        outbound: dict[str, Any] = {}
+        for cluster, c in sorted(core.outbound.items()):
+            oi = c.out_interest
+            assert oi is not None
+            outbound[cluster] = {
+                "connection": connection(c),
+                "accounts": [
+                    {
+                        "name": a,
+                        "interest_mode": oi.mode(a).value,
+                        "no_interest_count": oi.no_interest_count(a),
+                        "interest_only_threshold": threshold,
+                        "num_subs": oi.num_subs(a),
+                    }
+                    for a in sorted(oi.accounts())
+                ],
+            }
+        inbound: dict[str, list[Any]] = {}
+        for c in core.inbound.values():
+            ii = c.in_interest
+            assert ii is not None
+            assert c.remote_cluster is not None
+            inbound.setdefault(c.remote_cluster, []).append(
+                {
+                    "connection": connection(c),
+                    "accounts": [
+                        {
+                            "name": a,
+                            "interest_mode": ii.mode(a).value,
+                            "no_interest_count": ii.no_interest_count(a),
+                            "interest_only_threshold": threshold,
+                            "num_subs": len(idx) if (idx := core.graph.index(a)) else 0,
+                        }
+                        for a in sorted(ii.accounts())
+                    ],
+                }
+            )
+        return {
+            "name": cfg.name,
+            "cluster": cfg.cluster,
+            "outbound_gateways": outbound,
+            "inbound_gateways": inbound,
+        }
 
     @asynccontextmanager
     async def connect_local(

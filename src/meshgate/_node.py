@@ -21,7 +21,7 @@ from typing import Any
 from ._errors import ErrorCode, RemoteProtocolError
 from ._stats import AccountStatistics, Statistics
 from .config import GatewayConfig, Permissions, User
-from .interest import InterestGraph
+from .interest import InboundInterest, InterestGraph, OutboundInterest
 from .protocol import (
     LEGAL_RECEIVE,
     PROTOCOL_VERSION,
@@ -52,6 +52,21 @@ _RSUB = int(Opcode.RSUB)
 _RUNSUB = int(Opcode.RUNSUB)
 _RMSG = int(Opcode.RMSG)
 _INFO = int(Opcode.INFO)
+_GMSG = int(Opcode.GMSG)
+_GW_INTEREST = frozenset(
+    int(op)
+    for op in (
+        Opcode.GSUB,
+        Opcode.GUNSUB,
+        Opcode.GNOINT,
+        Opcode.GACC_NOINT,
+        Opcode.GACC_INT,
+        Opcode.GMODE_START,
+        Opcode.GMODE_END,
+    )
+)
+#: prefix of reply subjects routed back to their origin cluster and node
+GR_PREFIX = "_GR_."
 
 _VALID_CACHE_MAX = 16384
 _PERM_CACHE_MAX = 1024
@@ -130,8 +145,10 @@ class Connection:
         "dialed",
         "dirty",
         "dropped",
+        "expected_cluster",
         "frame_sizes",
         "id",
+        "in_interest",
         "keyed",
         "keyed_bytes",
         "kind",
@@ -141,15 +158,20 @@ class Connection:
         "name",
         "opened_at",
         "out",
+        "out_interest",
         "peer",
+        "peer_gateway_url",
         "peer_url",
         "perm_cache",
+        "ping_sent_at",
         "pings_out",
         "pings_sent",
         "pong_waiters",
         "pongs_received",
         "pub_perm",
         "remote",
+        "remote_cluster",
+        "rtt",
         "shell",
         "slow",
         "state",
@@ -192,6 +214,13 @@ class Connection:
         self.pings_sent = 0
         self.pongs_received = 0
         self.pong_waiters: deque[tuple[int, Any]] = deque()
+        self.peer_gateway_url: str | None = None
+        self.expected_cluster: str | None = None  # outbound gateway: the cluster we dialed
+        self.remote_cluster: str | None = None  # gateway: the peer's cluster once registered
+        self.in_interest: InboundInterest | None = None
+        self.out_interest: OutboundInterest | None = None
+        self.rtt: float | None = None
+        self.ping_sent_at: float | None = None
         self.shell: Any = None  # the trio shell's handle
 
     def __repr__(self) -> str:
@@ -237,6 +266,14 @@ def _sub_permitted(perm: Permissions, pattern: str) -> bool:
     )
 
 
+def _parse_gr(subject: str) -> tuple[str, str, str] | None:
+    """Split ``_GR_.<cluster>.<node>.<reply>``; None if it is not of that form."""
+    parts = subject.split(".", 3)
+    if len(parts) != 4 or not parts[1] or not parts[2] or not parts[3]:
+        return None
+    return parts[1], parts[2], parts[3]
+
+
 class NodeCore:
     """All protocol and routing state of one node; synchronous and I/O-free."""
 
@@ -269,6 +306,23 @@ class NodeCore:
         self._local_keys: dict[tuple[str, str, str | None], int] = {}
         #: our own route URLs as seen by peers (a seed list may include ourselves)
         self.self_urls: set[str] = set()
+        #: this node's gateway listener URL, set by the shell once bound
+        self.gateway_url: str | None = None
+        #: registered outbound gateway connection per remote cluster (exactly one)
+        self.outbound: dict[str, Connection] = {}
+        self._outbound_order: list[Connection] = []
+        #: registered inbound gateway connections by connection id
+        self.inbound: dict[int, Connection] = {}
+        #: gateway URLs known per remote cluster (configured and gossiped)
+        self.gateway_urls: dict[str, set[str]] = {}
+        #: remote clusters the shell should start a dialer for
+        self.gateway_dial_requests: list[str] = []
+        #: set when gateway connections changed; the shell clears it
+        self.gateways_changed = False
+        self._now = 0.0
+        for cluster, urls in config.gateways.items():
+            if cluster != config.cluster:
+                self.gateway_urls[cluster] = set(urls)
         self._hello = self.encoder.encode(
             Hello(
                 PROTOCOL_VERSION,
@@ -297,7 +351,12 @@ class NodeCore:
     # -- connection lifecycle -----------------------------------------------------------------
 
     def open_connection(
-        self, now: float, kind: ConnectionKind = ConnectionKind.CLIENT, *, dialed: bool = False
+        self,
+        now: float,
+        kind: ConnectionKind = ConnectionKind.CLIENT,
+        *,
+        dialed: bool = False,
+        expected_cluster: str | None = None,
     ) -> Connection:
         """A transport accepted (or, for ``dialed``, opened) a connection; our HELLO goes first."""
         self._next_id += 1
@@ -309,6 +368,12 @@ class NodeCore:
         self.conns[conn.id] = conn
         if kind is ConnectionKind.ROUTE:
             self._append(conn, self._route_hello())
+            return conn
+        if kind is ConnectionKind.GATEWAY_OUTBOUND or kind is ConnectionKind.GATEWAY_INBOUND:
+            conn.expected_cluster = expected_cluster
+            self._append(
+                conn, self._gateway_hello(outbound=kind is ConnectionKind.GATEWAY_OUTBOUND)
+            )
             return conn
         self._append(conn, self._hello)
         if self.clients >= self.config.max_connections:
@@ -336,6 +401,12 @@ class NodeCore:
         """The connection stops counting: its subscriptions and its client slot go now."""
         if conn.kind is ConnectionKind.ROUTE:
             self._retire_route(conn)
+            return
+        if (
+            conn.kind is ConnectionKind.GATEWAY_OUTBOUND
+            or conn.kind is ConnectionKind.GATEWAY_INBOUND
+        ):
+            self._retire_gateway(conn)
             return
         for sub in list(conn.subs.values()):
             self._remove_sub(sub)
@@ -386,6 +457,8 @@ class NodeCore:
                 else:
                     conn.pings_out += 1
                     conn.pings_sent += 1
+                    if conn.ping_sent_at is None:
+                        conn.ping_sent_at = now
                     self._append(conn, ping)
 
     def shutdown(self) -> None:
@@ -396,10 +469,11 @@ class NodeCore:
 
     # -- input --------------------------------------------------------------------------------
 
-    def receive_data(self, conn: Connection, data: bytes | bytearray) -> None:
-        """Process bytes received on ``conn``: every complete frame is handled now."""
+    def receive_data(self, conn: Connection, data: bytes | bytearray, now: float = 0.0) -> None:
+        """Process bytes received on ``conn`` at time ``now``: every complete frame is handled."""
         if conn.state >= ConnState.CLOSING:
             return
+        self._now = now
         n = len(data)
         conn.bytes_in += n
         self.bytes_in += n
@@ -414,6 +488,8 @@ class NodeCore:
                     publish(conn, f[1], f[2], f[3], f[4])
                 elif op == _RMSG and conn.state is ConnState.OPEN and op in conn.legal:
                     self._route_message(f[1], f[2], f[3], f[4], f[5])
+                elif op == _GMSG and conn.state is ConnState.OPEN and op in conn.legal:
+                    self._gateway_message(conn, f[1], f[2], f[3], f[4], f[5])
                 else:
                     self._control(conn, op, f)
                 if conn.state >= ConnState.CLOSING:
@@ -443,6 +519,11 @@ class NodeCore:
         elif op == _PONG:
             conn.pings_out = 0
             conn.pongs_received += 1
+            if conn.ping_sent_at is not None:
+                conn.rtt = self._now - conn.ping_sent_at
+                conn.ping_sent_at = None
+                if conn.remote_cluster is not None and conn.out_interest is not None:
+                    self._sort_outbound()
             waiters = conn.pong_waiters
             while waiters and waiters[0][0] <= conn.pongs_received:
                 waiters.popleft()[1]()
@@ -452,6 +533,9 @@ class NodeCore:
             self._route_unsub(conn, f[1], f[2], f[3])
         elif op == _INFO:
             self._info(conn, to_frame(f))  # type: ignore[arg-type]
+        elif op in _GW_INTEREST:
+            assert conn.out_interest is not None
+            conn.out_interest.receive(to_frame(f))
         elif op == _HELLO:
             self._fail(conn, ErrorCode.MALFORMED, "duplicate HELLO")
         elif op == _ERROR:
@@ -467,6 +551,12 @@ class NodeCore:
             return
         if conn.kind is ConnectionKind.ROUTE:
             self._route_hello_received(conn, hello)
+            return
+        if (
+            conn.kind is ConnectionKind.GATEWAY_OUTBOUND
+            or conn.kind is ConnectionKind.GATEWAY_INBOUND
+        ):
+            self._gateway_hello_received(conn, hello)
             return
         if hello.role not in (Role.CLIENT, Role.REPLICANT):
             self._fail(
@@ -532,11 +622,21 @@ class NodeCore:
         conn.messages_in += 1
         acct.messages_in += 1
         self.messages_in += 1
+        if (
+            subject[0] == "_"
+            and subject.startswith(GR_PREFIX)
+            and self._reply_routed(acct.name, subject, reply, payload)
+        ):
+            return
         index = self.graph.index(acct.name)
         if index is None:
+            if self.outbound:
+                self._to_gateways(acct.name, subject, reply, payload, ())
             return
         m = index.match(subject)
         if not (m.plain or m.queues):
+            if self.outbound:
+                self._to_gateways(acct.name, subject, reply, payload, ())
             return
         tail = self.encoder.message_tail(subject, reply, payload)
         deliver = self._deliver
@@ -560,6 +660,8 @@ class NodeCore:
                 peers.setdefault(chosen.conn, []).append(q)
         if peers:
             n += self._to_routes(peers, acct.name, subject, reply, payload)
+        if self.outbound:
+            n += self._to_gateways(acct.name, subject, reply, payload, [q for q, _ in m.queues])
         acct.messages_out += n
         self.messages_out += n
 
@@ -616,6 +718,13 @@ class NodeCore:
         payload: bytes,
     ) -> None:
         """A message relayed by a route peer: local subscribers only, named queue groups only."""
+        if subject[0] == "_" and subject.startswith(GR_PREFIX):
+            parsed = _parse_gr(subject)
+            if parsed is None:
+                return
+            cluster, node, subject = parsed
+            if cluster != self.config.cluster or node != self.config.name:
+                return  # not ours: never re-routed from a route
         index = self.graph.index(account)
         if index is None:
             return
@@ -645,7 +754,7 @@ class NodeCore:
     # -- routes ---------------------------------------------------------------------------------
 
     def _route_hello(self) -> bytes:
-        urls = (self.cluster_url,) if self.cluster_url else ()
+        urls = (self.cluster_url or "", self.gateway_url or "") if self.cluster_url else ()
         cfg = self.config
         return self.encoder.encode(
             Hello(PROTOCOL_VERSION, Role.ROUTE.value, cfg.name, cfg.cluster, None, 0, (), urls)
@@ -674,6 +783,7 @@ class NodeCore:
             return
         conn.peer = hello.name
         conn.peer_url = hello.urls[0] if hello.urls else None
+        conn.peer_gateway_url = hello.urls[1] if len(hello.urls) > 1 and hello.urls[1] else None
         existing = self.routes.get(hello.name)
         if existing is not None:
             # both nodes may dial each other at once: the connection dialed by the node
@@ -694,6 +804,8 @@ class NodeCore:
         for (account, pattern, queue), n in self._local_keys.items():
             self._append(conn, enc.encode(RouteSub(account, pattern, queue, n)))
         self._gossip()
+        for cluster, urls in self.gateway_urls.items():
+            self._append(conn, enc.encode(Info(cluster, (), tuple(sorted(urls)))))
 
     def _gossip(self) -> None:
         urls = sorted(
@@ -706,6 +818,12 @@ class NodeCore:
                 self._append(c, frame)
 
     def _info(self, conn: Connection, info: Info) -> None:
+        if info.cluster != self.config.cluster:
+            # gateway gossip (from a route peer or from an inbound gateway's acceptor)
+            self._learn_gateway(
+                info.cluster, info.gateway_urls, from_route=conn.kind is ConnectionKind.ROUTE
+            )
+            return
         if conn.kind is not ConnectionKind.ROUTE:
             return
         known = {c.peer_url for c in self.routes.values()} | self.self_urls
@@ -729,18 +847,20 @@ class NodeCore:
         entry = conn.remote.get(key)
         if entry is None:
             entry = conn.remote[key] = RemoteInterest(conn, account, pattern, queue, 1)
-            self.graph.add(account, pattern, entry, queue)
+            if self.graph.add(account, pattern, entry, queue) and self.inbound:
+                self._cluster_interest(account, pattern, queue, added=True)
         # weights are absolute: a restarted peer re-sending its counts is not double counted
         entry.weight = max(1, weight)
 
     def _route_unsub(self, conn: Connection, account: str, pattern: str, queue: str | None) -> None:
         entry = conn.remote.pop((account, pattern, queue), None)
-        if entry is not None:
-            self.graph.remove(account, pattern, entry, queue)
+        if entry is not None and self.graph.remove(account, pattern, entry, queue) and self.inbound:
+            self._cluster_interest(account, pattern, queue, added=False)
 
     def _retire_route(self, conn: Connection) -> None:
         for entry in conn.remote.values():
-            self.graph.remove(entry.account, entry.pattern, entry, entry.queue)
+            if self.graph.remove(entry.account, entry.pattern, entry, entry.queue) and self.inbound:
+                self._cluster_interest(entry.account, entry.pattern, entry.queue, added=False)
         conn.remote.clear()
         if conn.peer is not None and self.routes.get(conn.peer) is conn:
             del self.routes[conn.peer]
@@ -773,6 +893,297 @@ class NodeCore:
         conn.pings_sent += 1
         conn.pong_waiters.append((conn.pings_sent, on_pong))
         self._append(conn, self._ping)
+
+    # -- gateways ------------------------------------------------------------------------------
+
+    def own_gateway_urls(self) -> tuple[str, ...]:
+        """Gateway URLs of every node of this cluster that this node knows of."""
+        urls = {c.peer_gateway_url for c in self.routes.values() if c.peer_gateway_url}
+        if self.gateway_url:
+            urls.add(self.gateway_url)
+        return tuple(sorted(urls))
+
+    def _gateway_hello(self, *, outbound: bool) -> bytes:
+        cfg = self.config
+        if outbound:
+            urls: tuple[str, ...] = (self.gateway_url,) if self.gateway_url else ()
+            features: tuple[str, ...] = ()
+        else:
+            urls = self.own_gateway_urls()
+            features = ("interest-only",) if cfg.interest_mode == "interest-only" else ()
+        return self.encoder.encode(
+            Hello(
+                PROTOCOL_VERSION, Role.GATEWAY.value, cfg.name, cfg.cluster, None, 0, features, urls
+            )
+        )
+
+    def _gateway_hello_received(self, conn: Connection, hello: Hello) -> None:
+        cfg = self.config
+        if hello.role != Role.GATEWAY:
+            self._fail(
+                conn,
+                ErrorCode.HANDSHAKE_REFUSED,
+                f"role {hello.role!r} cannot use a gateway port (clients use the client port, "
+                "routes the cluster port)",
+            )
+            return
+        cluster = hello.cluster
+        if not cluster or cluster == cfg.cluster:
+            self._fail(
+                conn,
+                ErrorCode.HANDSHAKE_REFUSED,
+                f"gateway connection from cluster {cluster!r}: gateways join different clusters",
+            )
+            return
+        if conn.kind is ConnectionKind.GATEWAY_OUTBOUND:
+            if cluster != conn.expected_cluster:
+                self._fail(
+                    conn,
+                    ErrorCode.HANDSHAKE_REFUSED,
+                    f"dialed a gateway of cluster {conn.expected_cluster!r} but reached "
+                    f"cluster {cluster!r}",
+                )
+                return
+            if cluster in self.outbound:
+                self._close_quietly(conn, f"duplicate outbound gateway to {cluster}")
+                return
+            conn.remote_cluster = cluster
+            conn.peer = hello.name
+            conn.out_interest = OutboundInterest(interest_only="interest-only" in hello.features)
+            conn.state = ConnState.OPEN
+            self.outbound[cluster] = conn
+            self.gateways_changed = True
+            self._learn_gateway(cluster, hello.urls, replace=True)
+            # measure the round trip at once so the queue-group order is known early
+            conn.pings_sent += 1
+            conn.ping_sent_at = self._now
+            self._append(conn, self._ping)
+            self._sort_outbound()
+            return
+        # inbound: the peer sends us data; we send interest back
+        if cfg.reject_unknown and cluster not in cfg.gateways:
+            self._fail(
+                conn,
+                ErrorCode.HANDSHAKE_REFUSED,
+                f"cluster {cluster!r} is not configured here and reject_unknown is set",
+            )
+            return
+        conn.remote_cluster = cluster
+        conn.peer = hello.name
+        conn.peer_gateway_url = hello.urls[0] if hello.urls else None
+        conn.in_interest = InboundInterest(
+            self.graph,
+            threshold=cfg.interest_only_threshold,
+            interest_only=cfg.interest_mode == "interest-only",
+        )
+        conn.state = ConnState.OPEN
+        self.inbound[conn.id] = conn
+        self.gateways_changed = True
+        enc = self.encoder
+        for frame in conn.in_interest.start():
+            self._append(conn, enc.encode(frame))
+        # tell the dialer about every other cluster we know, then dial back if needed
+        for other, urls in self.gateway_urls.items():
+            if other != cluster and urls:
+                self._append(conn, enc.encode(Info(other, (), tuple(sorted(urls)))))
+        self._learn_gateway(cluster, hello.urls)
+
+    def _learn_gateway(
+        self,
+        cluster: str,
+        urls: tuple[str, ...],
+        *,
+        replace: bool = False,
+        from_route: bool = False,
+    ) -> None:
+        """Record gateway URLs of ``cluster``; dial it if we have no outbound; tell routes."""
+        if cluster == self.config.cluster:
+            return
+        if self.config.reject_unknown and cluster not in self.config.gateways:
+            return
+        configured = set(self.config.gateways.get(cluster, ()))
+        known = self.gateway_urls.get(cluster)
+        new = set(urls) | configured if replace else set(urls) | (known or set())
+        if not new:
+            return
+        changed = new != known
+        self.gateway_urls[cluster] = new
+        if cluster not in self.outbound and cluster not in self.gateway_dial_requests:
+            self.gateway_dial_requests.append(cluster)
+        if changed and not from_route:
+            frame = self.encoder.encode(Info(cluster, (), tuple(sorted(new))))
+            for c in self.routes.values():
+                if c.state is ConnState.OPEN:
+                    self._append(c, frame)
+
+    def _retire_gateway(self, conn: Connection) -> None:
+        cluster = conn.remote_cluster
+        if cluster is not None and self.outbound.get(cluster) is conn:
+            del self.outbound[cluster]
+            self._sort_outbound()
+            self.gateways_changed = True
+        if self.inbound.pop(conn.id, None) is not None:
+            self.gateways_changed = True
+        for _, wake in conn.pong_waiters:
+            wake()
+        conn.pong_waiters.clear()
+
+    def _sort_outbound(self) -> None:
+        inf = float("inf")
+        self._outbound_order = sorted(
+            self.outbound.values(), key=lambda c: (c.rtt if c.rtt is not None else inf, c.id)
+        )
+
+    def _cluster_interest(
+        self, account: str, pattern: str, queue: str | None, *, added: bool
+    ) -> None:
+        """The cluster-wide key went 0->1 (or 1->0): each inbound gateway decides what to send."""
+        enc = self.encoder
+        for c in self.inbound.values():
+            if c.state is not ConnState.OPEN:
+                continue
+            ii = c.in_interest
+            assert ii is not None
+            frames = (
+                ii.on_interest_added(account, pattern, queue)
+                if added
+                else ii.on_interest_removed(account, pattern, queue)
+            )
+            for f in frames:
+                self._append(c, enc.encode(f))
+
+    def _to_gateways(
+        self,
+        account: str,
+        subject: str,
+        reply: str | None,
+        payload: bytes,
+        served: list[str] | tuple[str, ...],
+    ) -> int:
+        """Send one copy to each remote cluster that wants it; queue groups not served yet
+        go to the lowest-RTT cluster that has them, named in the frame."""
+        enc = self.encoder
+        tail: bytes | None = None
+        done: set[str] | None = None
+        n = 0
+        for c in self._outbound_order:
+            oi = c.out_interest
+            assert oi is not None
+            plain = oi.should_forward(account, subject)
+            groups: list[str] | None = None
+            for q in oi.queue_groups(account, subject):
+                if done is None:
+                    done = set(served)
+                if q not in done:
+                    done.add(q)
+                    if groups is None:
+                        groups = []
+                    groups.append(q)
+            if not plain and groups is None:
+                continue
+            if tail is None:
+                if reply is not None and not reply.startswith(GR_PREFIX):
+                    reply = f"{GR_PREFIX}{self.config.cluster}.{self.config.name}.{reply}"
+                tail = enc.relay_tail(account, subject, reply, payload)
+            out = c.out
+            out += enc.relay_prefix(Opcode.GMSG, tuple(groups) if groups else None)
+            out += tail
+            c.messages_out += 1
+            n += 1
+            if not c.dirty:
+                c.dirty = True
+                self.dirty.append(c)
+        return n
+
+    def _gateway_message(
+        self,
+        conn: Connection,
+        queues: tuple[str, ...] | None,
+        account: str,
+        subject: str,
+        reply: str | None,
+        payload: bytes,
+    ) -> None:
+        """A message from another cluster: local subscribers and route peers, never gateways."""
+        if len(payload) > self._max_payload:
+            self._fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, "gateway message above max_payload")
+            return
+        conn.messages_in += 1
+        self.messages_in += 1
+        if (
+            subject[0] == "_"
+            and subject.startswith(GR_PREFIX)
+            and self._reply_routed(account, subject, reply, payload)
+        ):
+            return
+        index = self.graph.index(account)
+        m = index.match(subject) if index is not None else None
+        n = 0
+        if m is not None and (m.plain or m.queues):
+            tail: bytes | None = None
+            peers: dict[Connection, list[str]] | None = None
+            for sub in m.plain:
+                if sub.prefix is not None:
+                    if tail is None:
+                        tail = self.encoder.message_tail(subject, reply, payload)
+                    n += self._deliver(sub, tail, None)
+                else:
+                    if peers is None:
+                        peers = {}
+                    if sub.conn not in peers:
+                        peers[sub.conn] = []
+            if queues:
+                for q, members in m.queues:
+                    if q not in queues:
+                        continue
+                    chosen = self._pick(members)
+                    if chosen.prefix is not None:
+                        if tail is None:
+                            tail = self.encoder.message_tail(subject, reply, payload)
+                        n += self._deliver(chosen, tail, None)
+                    else:
+                        if peers is None:
+                            peers = {}
+                        peers.setdefault(chosen.conn, []).append(q)
+            if peers:
+                n += self._to_routes(peers, account, subject, reply, payload)
+        self.messages_out += n
+        acct = self._accounts.get(account)
+        if acct is not None:
+            acct.messages_out += n
+        if m is None or not m.plain:
+            ii = conn.in_interest
+            assert ii is not None
+            enc = self.encoder
+            for f in ii.on_unwanted(account, subject):
+                self._append(conn, enc.encode(f))
+
+    def _reply_routed(self, account: str, subject: str, reply: str | None, payload: bytes) -> bool:
+        """Route ``_GR_.<cluster>.<node>.<reply>`` straight back to where the request came
+        from, whatever the interest views say (they travel on other connections).
+        Returns False if the subject is not a well-formed routed reply."""
+        parsed = _parse_gr(subject)
+        if parsed is None:
+            return False
+        cluster, node, stripped = parsed
+        cfg = self.config
+        if cluster != cfg.cluster:
+            c = self.outbound.get(cluster)
+            if c is not None:
+                c.out += self.encoder.relay_prefix(Opcode.GMSG, None)
+                c.out += self.encoder.relay_tail(account, subject, reply, payload)
+                c.messages_out += 1
+                if not c.dirty:
+                    c.dirty = True
+                    self.dirty.append(c)
+            return True
+        if node == cfg.name:
+            self._route_message(None, account, stripped, reply, payload)
+            return True
+        route = self.routes.get(node)
+        if route is not None:
+            self._to_routes({route: []}, account, subject, reply, payload)
+        return True
 
     def _validate(self, conn: Connection, subject: str) -> bool:
         if is_valid_subject(subject):
@@ -902,7 +1313,8 @@ class NodeCore:
         sub = Subscription(conn, sid, pattern, queue, self.encoder.message_prefix(sid))
         conn.subs[sid] = sub
         account = conn.account.name
-        self.graph.add(account, pattern, sub, queue)
+        if self.graph.add(account, pattern, sub, queue) and self.inbound:
+            self._cluster_interest(account, pattern, queue, added=True)
         key = (account, pattern, queue)
         n = self._local_keys[key] = self._local_keys.get(key, 0) + 1
         self._local_interest_changed(account, pattern, queue, n)
@@ -922,7 +1334,8 @@ class NodeCore:
             return
         assert conn.account is not None
         account = conn.account.name
-        self.graph.remove(account, sub.pattern, sub, sub.queue)
+        if self.graph.remove(account, sub.pattern, sub, sub.queue) and self.inbound:
+            self._cluster_interest(account, sub.pattern, sub.queue, added=False)
         key = (account, sub.pattern, sub.queue)
         n = self._local_keys[key] - 1
         if n:
@@ -973,8 +1386,8 @@ class NodeCore:
         return Statistics(
             clients=self.clients,
             routes=len(self.routes),
-            outbound_gateways=0,
-            inbound_gateways=0,
+            outbound_gateways=len(self.outbound),
+            inbound_gateways=len(self.inbound),
             subscriptions=sum(self._local_keys.values()),
             messages_in=self.messages_in,
             messages_out=self.messages_out,

@@ -104,6 +104,29 @@ def _urls(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
         raise ConfigError(attribute.name, "must be a list of URLs")
 
 
+def _gateway_map(value: object) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, Mapping):
+        raise ConfigError("gateways", "must map cluster names to lists of URLs")
+    out: dict[str, tuple[str, ...]] = {}
+    for k, v in value.items():
+        out[k] = (v,) if isinstance(v, str) else tuple(v)
+    return out
+
+
+def _gateways(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    assert isinstance(value, dict)
+    for name, urls in value.items():
+        if not isinstance(name, str) or not is_valid_subject(name) or "." in name:
+            raise ConfigError("gateways", f"{name!r} is not a valid cluster name")
+        if not urls or not all(isinstance(u, str) and u for u in urls):
+            raise ConfigError(f"gateways.{name}", "needs at least one URL")
+
+
+def _interest_mode(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in ("optimistic", "interest-only"):
+        raise ConfigError(attribute.name, f"must be 'optimistic' or 'interest-only', not {value!r}")
+
+
 def _policy(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value not in SLOW_CONSUMER_POLICIES:
         raise ConfigError(attribute.name, f"must be one of {SLOW_CONSUMER_POLICIES}, not {value!r}")
@@ -153,6 +176,20 @@ class GatewayConfig:
     connect_retries: int = attrs.field(default=5, validator=_non_negative_int)
     #: base delay between reconnect attempts, in seconds (jittered, growing to 10x)
     reconnect_wait: float = attrs.field(default=1.0, validator=_positive)
+    #: gateway listener for other clusters (URL or ``host:port``); None disables it
+    gateway_listen: str | None = attrs.field(default=None, validator=_url_or_none)
+    #: remote cluster name -> gateway URLs; one URL of one cluster is enough (gossip does
+    #: the rest); this node's own cluster name is ignored
+    gateways: Mapping[str, tuple[str, ...]] = attrs.field(
+        factory=dict, converter=_gateway_map, validator=_gateways
+    )
+    #: refuse inbound gateways from clusters not named in ``gateways``
+    reject_unknown: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    #: ``"optimistic"`` (NATS's original mode; switches per account at the threshold) or
+    #: ``"interest-only"`` (this node, as a receiver, asks for positive interest from the start)
+    interest_mode: str = attrs.field(default="optimistic", validator=_interest_mode)
+    #: no-interest notices per account and connection before switching it to interest-only
+    interest_only_threshold: int = attrs.field(default=1000, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.listen is not None and self.listen.startswith("tls://") and self.tls is None:
@@ -161,6 +198,8 @@ class GatewayConfig:
             raise ConfigError("max_pending_bytes", "must be at least max_payload")
         if self.routes and self.cluster_listen is None:
             raise ConfigError("routes", "needs cluster_listen (routes are two-way)")
+        if self.gateways and self.gateway_listen is None:
+            raise ConfigError("gateways", "needs gateway_listen (remote clusters dial back)")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> GatewayConfig:
@@ -170,6 +209,9 @@ class GatewayConfig:
             if key not in fields:
                 raise ConfigError(str(key), "unknown configuration key")
         kw = dict(data)
+        for key in ("routes",):
+            if key in kw and not isinstance(kw[key], list | tuple):
+                raise ConfigError(key, "must be a list of URLs")
         if "users" in kw:
             users = []
             for i, u in enumerate(kw["users"]):

@@ -15,7 +15,7 @@ __all__ = [
 ]
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -34,6 +34,14 @@ class ConfigError(MeshgateError, ValueError):
         self.field = field
         self.problem = problem
         super().__init__(f"{field}: {problem}")
+
+
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _user_tuple(value: Iterable[User]) -> tuple[User, ...]:
+    return tuple(value)
 
 
 def _positive(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -71,8 +79,8 @@ class Permissions:
     """Allow/deny pattern lists; a subject is permitted if it matches an allow
     pattern and no deny pattern.  The default allows everything."""
 
-    allow: tuple[str, ...] = attrs.field(default=(">",), converter=tuple, validator=_patterns)
-    deny: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_patterns)
+    allow: tuple[str, ...] = attrs.field(default=(">",), converter=_str_tuple, validator=_patterns)
+    deny: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, validator=_patterns)
 
 
 @attrs.frozen
@@ -165,13 +173,13 @@ class GatewayConfig:
     #: unanswered pings before a connection is closed as stale
     max_pings_out: int = attrs.field(default=2, validator=_positive)
     #: token users; when empty, clients connect anonymously to account ``$G``
-    users: tuple[User, ...] = attrs.field(default=(), converter=tuple, validator=_users)
+    users: tuple[User, ...] = attrs.field(default=(), converter=_user_tuple, validator=_users)
     #: TLS for ``tls://`` client listeners
     tls: ssl.SSLContext | None = attrs.field(default=None, validator=_tls, eq=False)
     #: route listener for nodes of the same cluster (URL or ``host:port``); None disables it
     cluster_listen: str | None = attrs.field(default=None, validator=_url_or_none)
     #: seed URLs of other nodes of this cluster; the rest of the cluster is learned by gossip
-    routes: tuple[str, ...] = attrs.field(default=(), converter=tuple, validator=_urls)
+    routes: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, validator=_urls)
     #: attempts to reach a URL learned by gossip before it is forgotten (seeds retry forever)
     connect_retries: int = attrs.field(default=5, validator=_non_negative_int)
     #: base delay between reconnect attempts, in seconds (jittered, growing to 10x)

@@ -1,9 +1,19 @@
 """Helpers for testing code built on meshgate.
 
+* :class:`SimulatedSuperCluster` — whole super-clusters of sans-IO node cores
+  joined by a simulated network that you drive step by step (deliver, drop,
+  heal, quiesce): deterministic, no trio, no sockets; made for hypothesis
+  state machines over your own subject schemes.
 * :mod:`meshgate.testing.strategies` — hypothesis strategies for subjects and
   patterns (import it only where hypothesis is installed).
+* The ``memory://`` transport (:class:`meshgate.transports.MemoryTransport`)
+  runs real gateways in-process without sockets.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._sim import SimClient as SimClient
+from ._sim import SimLink as SimLink
+from ._sim import SimulatedSuperCluster as SimulatedSuperCluster
+
+__all__ = ["SimClient", "SimLink", "SimulatedSuperCluster"]

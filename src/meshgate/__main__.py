@@ -17,6 +17,9 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=5.0, help="updates per client per second")
     demo.add_argument("--messages", type=int, default=20_000, help="messages in part 2")
     demo.add_argument("--seed", type=int, default=1, help="random seed")
+    serve = sub.add_parser("serve", help="run one node from a TOML configuration file")
+    serve.add_argument("-c", "--config", required=True, help="TOML file (GatewayConfig fields)")
+    serve.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return ap
 
 
@@ -38,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             messages=args.messages,
             seed=args.seed,
         )
+    if args.command == "serve":
+        from ._serve import serve_main
+
+        return serve_main(args.config, verbose=args.verbose)
     _build_parser().print_help()
     return 2
 

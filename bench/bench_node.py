@@ -101,6 +101,9 @@ class Flavour:
     def sub(self, sid: int, subject: str) -> bytes:
         raise NotImplementedError
 
+    def unsub(self, sid: int) -> bytes:
+        raise NotImplementedError
+
     def pub(self, subject: str, payload: bytes, reply: str | None = None) -> bytes:
         raise NotImplementedError
 
@@ -128,6 +131,9 @@ class MeshgateFlavour(Flavour):
 
     def sub(self, sid: int, subject: str) -> bytes:
         return self.enc.encode_raw(2, sid, subject, None)
+
+    def unsub(self, sid: int) -> bytes:
+        return self.enc.encode_raw(3, sid, None)
 
     def pub(self, subject: str, payload: bytes, reply: str | None = None) -> bytes:
         return self.enc.encode(Publish(subject, reply, payload, None))
@@ -172,6 +178,9 @@ class NatsFlavour(Flavour):
 
     def sub(self, sid: int, subject: str) -> bytes:
         return f"SUB {subject} {sid}\r\n".encode()
+
+    def unsub(self, sid: int) -> bytes:
+        return f"UNSUB {sid}\r\n".encode()
 
     def pub(self, subject: str, payload: bytes, reply: str | None = None) -> bytes:
         r = f" {reply}" if reply else ""
@@ -229,10 +238,45 @@ def open_client(fl: Flavour, port: int, subs: list[tuple[int, str]] = ()) -> soc
     return s
 
 
-def throughput(fl: Flavour, port: int, size: int, n_subs: int, count: int) -> float:
+PROBE_SID = 99
+
+
+def converge(fl: Flavour, pub: socket.socket, subs: list[socket.socket]) -> None:
+    """Publish a probe until every subscriber has it (interest may cross clusters
+    asynchronously), then drop the probe subscription and drain, so that from now on
+    only scenario traffic reaches the subscribers."""
+    waiting = set(range(len(subs)))
+    probe = fl.pub("bench.probe", b"p")
+    deadline = time.monotonic() + 30
+    while waiting:
+        if time.monotonic() > deadline:
+            raise RuntimeError("interest never converged")
+        pub.sendall(probe)
+        for i in list(waiting):
+            subs[i].settimeout(0.05)
+            try:
+                if subs[i].recv(65536):
+                    waiting.discard(i)
+            except TimeoutError:
+                pass
+            finally:
+                subs[i].settimeout(None)
+    for s in subs:
+        s.sendall(fl.unsub(PROBE_SID) + fl.ping())
+        fl.wait_pong(s)
+
+
+def throughput(
+    fl: Flavour, port: int, size: int, n_subs: int, count: int, sub_port: int | None = None
+) -> float:
     """Deliveries per second from one publisher to ``n_subs`` subscribers."""
     payload = b"x" * size
-    subs = [open_client(fl, port, [(1, SUBJECT)]) for _ in range(n_subs)]
+    subs = [
+        open_client(fl, sub_port or port, [(1, SUBJECT), (PROBE_SID, "bench.probe")])
+        for _ in range(n_subs)
+    ]
+    pub = open_client(fl, port)
+    converge(fl, pub, subs)
     want = fl.msg_size(1, SUBJECT, payload) * count
     done = threading.Barrier(n_subs + 1)
     errors: list[BaseException] = []
@@ -252,7 +296,6 @@ def throughput(fl: Flavour, port: int, size: int, n_subs: int, count: int) -> fl
     threads = [threading.Thread(target=drain, args=(s,), daemon=True) for s in subs]
     for t in threads:
         t.start()
-    pub = open_client(fl, port)
     frame = fl.pub(SUBJECT, payload)
     batch = frame * max(1, 65536 // len(frame))
     per_batch = len(batch) // len(frame)
@@ -272,9 +315,18 @@ def throughput(fl: Flavour, port: int, size: int, n_subs: int, count: int) -> fl
     return count * n_subs / elapsed
 
 
-def request_reply(fl: Flavour, port: int, rounds: int) -> tuple[float, float]:
+def request_reply(
+    fl: Flavour, port: int, rounds: int, responder_port: int | None = None
+) -> tuple[float, float]:
     """p50 and p99 round-trip latency in microseconds."""
-    responder = open_client(fl, port, [(1, "svc.echo")])
+    responder = open_client(
+        fl, responder_port or port, [(1, "svc.echo"), (PROBE_SID, "bench.probe")]
+    )
+    requester = open_client(fl, port, [(7, "inbox.bench")])
+    converge(fl, requester, [responder])  # the service's interest reached the requester
+    requester.sendall(fl.sub(PROBE_SID, "bench.probe") + fl.ping())
+    fl.wait_pong(requester)
+    converge(fl, responder, [requester])  # and the inbox's interest reached the responder
     stop = threading.Event()
 
     def serve() -> None:
@@ -289,9 +341,11 @@ def request_reply(fl: Flavour, port: int, rounds: int) -> tuple[float, float]:
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    requester = open_client(fl, port, [(7, "inbox.bench")])
     read = fl.read_messages(requester)
     request = fl.pub("svc.echo", b"ping", reply="inbox.bench")
+    for _ in range(3):  # warm up
+        requester.sendall(request)
+        read()
     samples = []
     for _ in range(rounds):
         t0 = time.perf_counter()

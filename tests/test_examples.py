@@ -75,3 +75,14 @@ def test_node_benchmark_runs() -> None:
     )
     assert proc.returncode == 0, proc.stderr.decode()
     assert "request/reply p50" in proc.stdout.decode()
+
+
+def test_supercluster_benchmark_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_supercluster.py"), "--quick", "--no-nats"],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "A -> B request/reply p50" in proc.stdout.decode()

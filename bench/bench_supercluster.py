@@ -1,0 +1,135 @@
+"""Cross-cluster benchmark: meshgate against nats-server, same machine, same run.
+
+Two clusters of one node each, joined by gateways; publishers and requesters in
+cluster A, subscribers and responders in cluster B.  Scenarios: throughput at
+16/128/1024-byte payloads, fan-out to 10 and 100 subscribers (128 B), request/reply
+latency p50/p99.  Same raw-socket load generators as ``bench_node.py``; every server
+runs in its own process (meshgate via ``meshgate serve -c``).
+
+Run: ``python bench/bench_supercluster.py`` (``--quick`` for a smoke run,
+``--no-nats`` to skip the reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_node as bn  # noqa: E402
+
+
+def start_meshgate_pair(tmp: str) -> tuple[list[subprocess.Popen[bytes]], int, int]:
+    ports = {n: (bn.free_port(), bn.free_port()) for n in ("a0", "b0")}
+    procs = []
+    for name, cluster, remote in (("a0", "A", None), ("b0", "B", "a0")):
+        client, gw = ports[name]
+        conf = Path(tmp) / f"{name}.toml"
+        text = (
+            f'name = "{name}"\ncluster = "{cluster}"\nlisten = "127.0.0.1:{client}"\n'
+            f'gateway_listen = "127.0.0.1:{gw}"\nmax_pending_bytes = 536870912\n'
+            "ping_interval = 600.0\nreconnect_wait = 0.1\n"
+        )
+        if remote:
+            text += f'[gateways]\nA = ["tcp://127.0.0.1:{ports[remote][1]}"]\n'
+        conf.write_text(text)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "meshgate", "serve", "-c", str(conf)], stdout=subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        json.loads(proc.stdout.readline())  # ready
+        procs.append(proc)
+    return procs, ports["a0"][0], ports["b0"][0]
+
+
+def start_nats_pair(binary: str, tmp: str) -> tuple[list[subprocess.Popen[bytes]], int, int]:
+    ports = {n: (bn.free_port(), bn.free_port()) for n in ("A", "B")}
+    procs = []
+    for name, other in (("A", "B"), ("B", "A")):
+        client, gw = ports[name]
+        conf = Path(tmp) / f"nats-{name}.conf"
+        conf.write_text(
+            f'server_name: "{name.lower()}0"\nlisten: "127.0.0.1:{client}"\n'
+            "max_pending: 512MB\nmax_payload: 1MB\n"
+            f'gateway {{ name: "{name}", listen: "127.0.0.1:{gw}", gateways: '
+            f'[{{name: "{other}", urls: ["nats://127.0.0.1:{ports[other][1]}"]}}] }}\n'
+        )
+        proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+        bn.wait_port(client, proc)
+        procs.append(proc)
+    return procs, ports["A"][0], ports["B"][0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
+    ap.add_argument("--no-nats", action="store_true", help="skip the nats-server reference")
+    args = ap.parse_args()
+    n1 = 3_000 if args.quick else 200_000
+    n10 = 500 if args.quick else 30_000
+    n100 = 100 if args.quick else 4_000
+    rounds = 100 if args.quick else 3_000
+    tmp = tempfile.mkdtemp()
+    procs: list[subprocess.Popen[bytes]] = []
+    servers: dict[str, tuple[bn.Flavour, int, int]] = {}
+    try:
+        mp, ma, mb = start_meshgate_pair(tmp)
+        procs += mp
+        servers["meshgate"] = (bn.MeshgateFlavour(), ma, mb)
+        nats = None if args.no_nats else bn.find_nats()
+        if nats:
+            np_, na, nb = start_nats_pair(nats, tmp)
+            procs += np_
+            servers["nats"] = (bn.NatsFlavour(), na, nb)
+        elif not args.no_nats:
+            print("nats-server unavailable: reference columns empty", file=sys.stderr)
+        rows: list[tuple[str, str, dict[str, float]]] = [
+            (
+                f"A -> B throughput, {size} B",
+                "msg/s",
+                {
+                    k: bn.throughput(fl, a, size, 1, n1, sub_port=b)
+                    for k, (fl, a, b) in servers.items()
+                },
+            )
+            for size in (16, 128, 1024)
+        ]
+        for n, cnt in ((10, n10), (100, n100)):
+            rows.append(
+                (
+                    f"A -> {n} in B, 128 B",
+                    "deliveries/s",
+                    {
+                        k: bn.throughput(fl, a, 128, n, cnt, sub_port=b)
+                        for k, (fl, a, b) in servers.items()
+                    },
+                )
+            )
+        lat = {
+            k: bn.request_reply(fl, a, rounds, responder_port=b)
+            for k, (fl, a, b) in servers.items()
+        }
+        rows.append(("A -> B request/reply p50", "us", {k: v[0] for k, v in lat.items()}))
+        rows.append(("A -> B request/reply p99", "us", {k: v[1] for k, v in lat.items()}))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{'scenario':<28} {'unit':<13} {'meshgate':>12} {'nats-server':>12} {'ratio':>7}")
+    print("-" * 76)
+    for name, unit, vals in rows:
+        m = vals.get("meshgate", float("nan"))
+        n = vals.get("nats", float("nan"))
+        ratio = m / n if n == n and n else float("nan")
+        print(f"{name:<28} {unit:<13} {m:>12,.0f} {n:>12,.0f} {ratio:>7.2f}")
+    print("ratio = meshgate / nats-server (for latency, lower is better)")
+
+
+if __name__ == "__main__":
+    main()

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import bench_node as bn  # noqa: E402
+import bench_node as bn
 
 
 def start_meshgate_pair(tmp: str) -> tuple[list[subprocess.Popen[bytes]], int, int]:

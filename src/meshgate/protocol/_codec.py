@@ -35,6 +35,8 @@ DEFAULT_MAX_FRAME_BYTES = 1024 * 1024 + 8 * 1024
 _MAX_REASON = 4096
 _OP_PUB = int(Opcode.PUB)
 _OP_MSG = int(Opcode.MSG)
+_OP_GMSG = int(Opcode.GMSG)
+_OP_RMSG = int(Opcode.RMSG)
 
 # field kinds of the positional frames
 _STR = 0  # a subject-like string (length-limited)
@@ -224,6 +226,21 @@ class Decoder:
                         and (r is None or (type(r) is str and len(r) <= limit))
                     ):
                         return obj
+            elif type(obj) is tuple and len(obj) == 6:
+                op = obj[0]
+                if op in (_OP_GMSG, _OP_RMSG):
+                    limit = self.max_subject_length
+                    q, a, s, r = obj[1], obj[2], obj[3], obj[4]
+                    if (
+                        q is None
+                        and type(a) is str
+                        and len(a) <= limit
+                        and type(s) is str
+                        and len(s) <= limit
+                        and type(obj[5]) is bytes
+                        and (r is None or (type(r) is str and len(r) <= limit))
+                    ):
+                        return obj
             problem = self._check(obj)
             if problem is not None:
                 raise self._fail(*problem)
@@ -358,6 +375,8 @@ class Encoder:
 
     def __init__(self) -> None:
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+        self._accounts: dict[str, bytes] = {}  # packed account names (few, reused)
+        self._plain_prefixes: dict[int, bytes] = {}
 
     def _take(self) -> bytes:
         p = self._packer
@@ -395,12 +414,13 @@ class Encoder:
 
     def relay_tail(self, account: str, subject: str, reply: str | None, payload: bytes) -> bytes:
         """The shared tail of route and gateway messages (after the queue list)."""
-        p = self._packer
-        p.pack(account)
-        p.pack(subject)
-        p.pack(reply)
-        p.pack(payload)
-        return self._take()
+        head = self._accounts.get(account)
+        if head is None:
+            self._packer.pack(account)
+            head = self._take()
+            if len(self._accounts) < 1024:
+                self._accounts[account] = head
+        return head + self.message_tail(subject, reply, payload)
 
     def message_prefix(self, sid: int) -> bytes:
         """The per-subscription head of a :class:`Message`: array header, opcode, sid."""
@@ -409,6 +429,14 @@ class Encoder:
 
     def relay_prefix(self, op: Opcode, queues: tuple[str, ...] | None) -> bytes:
         """The per-target head of a route or gateway message: array header, opcode, queues."""
+        if queues is None:
+            cached = self._plain_prefixes.get(op)
+            if cached is not None:
+                return cached
+            self._packer.pack(int(op))
+            self._packer.pack(None)
+            cached = self._plain_prefixes[op] = b"\x96" + self._take()
+            return cached
         self._packer.pack(int(op))
         self._packer.pack(queues)
         return b"\x96" + self._take()

@@ -6,6 +6,7 @@ __all__ = ["Gateway", "open_gateway"]
 
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -53,6 +54,9 @@ class Gateway:
         self._drained = trio.Event()
         self._stopping = False
         self._routes_event = trio.Event()
+        #: when the node started (ISO 8601, UTC) and the wall clock then
+        self.started_wall = time.time()
+        self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_wall))
         self._gateways_event = trio.Event()
         self._gateway_dialers: set[str] = set()
         self._route_drained = trio.Event()
@@ -96,6 +100,10 @@ class Gateway:
             if cfg.cluster_listen is not None:
                 for url in cfg.routes:
                     self._start_dialer(url, explicit=True)
+            if cfg.monitor_listen is not None:
+                from .monitor import serve_monitor
+
+                self.monitor_url = await nursery.start(serve_monitor, self, cfg.monitor_listen)
             nursery.start_soon(self._timer)
             task_status.started(self)
 
@@ -114,6 +122,9 @@ class Gateway:
             core.routes_changed = False
             self._routes_event.set()
             self._routes_event = trio.Event()
+        #: when the node started (ISO 8601, UTC) and the wall clock then
+        self.started_wall = time.time()
+        self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_wall))
         if core.dial_requests:
             for url in core.dial_requests:
                 self._start_dialer(url, explicit=False)

@@ -198,6 +198,9 @@ class GatewayConfig:
     interest_mode: str = attrs.field(default="optimistic", validator=_interest_mode)
     #: no-interest notices per account and connection before switching it to interest-only
     interest_only_threshold: int = attrs.field(default=1000, validator=_positive)
+    #: HTTP monitoring endpoint (``host:port``): /varz /connz /routez /gatewayz /subsz
+    #: /healthz (JSON) and /metrics (Prometheus text); None disables it
+    monitor_listen: str | None = attrs.field(default=None, validator=_url_or_none)
 
     def __attrs_post_init__(self) -> None:
         if self.listen is not None and self.listen.startswith("tls://") and self.tls is None:

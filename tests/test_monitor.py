@@ -41,7 +41,8 @@ async def test_json_paths_and_metrics() -> None:
     with trio.fail_after(30):
         async with supercluster({"A": 2, "B": 1}, extra=extra) as sc:
             gw = sc["A"][0]
-            assert gw.monitor_url and gw.monitor_url.startswith("http://127.0.0.1:")
+            assert gw.monitor_url
+            assert gw.monitor_url.startswith("http://127.0.0.1:")
             async with meshgate.connect(gw.client_url) as c, c.subscribe("x.>"):  # type: ignore[arg-type]
                 await c.publish("x.1", b"hi")
                 await settle([g for gs in sc.values() for g in gs], [c])

@@ -20,6 +20,9 @@ def _build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run one node from a TOML configuration file")
     serve.add_argument("-c", "--config", required=True, help="TOML file (GatewayConfig fields)")
     serve.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    serve.add_argument(
+        "--check", action="store_true", help="validate the file, print every error, exit 2 if any"
+    )
     return ap
 
 
@@ -44,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from ._serve import serve_main
 
-        return serve_main(args.config, verbose=args.verbose)
+        return serve_main(args.config, verbose=args.verbose, check=args.check)
     _build_parser().print_help()
     return 2
 

@@ -320,6 +320,8 @@ class NodeCore:
         #: set when gateway connections changed; the shell clears it
         self.gateways_changed = False
         self._now = 0.0
+        #: set by :meth:`shutdown`: new connections are refused
+        self.draining = False
         for cluster, urls in config.gateways.items():
             if cluster != config.cluster:
                 self.gateway_urls[cluster] = set(urls)
@@ -368,6 +370,8 @@ class NodeCore:
         self.conns[conn.id] = conn
         if kind is ConnectionKind.ROUTE:
             self._append(conn, self._route_hello())
+            if self.draining:
+                self._close_quietly(conn, "node is shutting down")
             return conn
         if kind is ConnectionKind.GATEWAY_OUTBOUND or kind is ConnectionKind.GATEWAY_INBOUND:
             conn.expected_cluster = expected_cluster
@@ -376,7 +380,9 @@ class NodeCore:
             )
             return conn
         self._append(conn, self._hello)
-        if self.clients >= self.config.max_connections:
+        if self.draining:
+            self._fail(conn, ErrorCode.SHUTTING_DOWN, "node is shutting down", count=False)
+        elif self.clients >= self.config.max_connections:
             self._fail(
                 conn,
                 ErrorCode.LIMIT_EXCEEDED,
@@ -462,7 +468,8 @@ class NodeCore:
                     self._append(conn, ping)
 
     def shutdown(self) -> None:
-        """Tell every connection the node is going away; each is then closing."""
+        """Drain: refuse new connections; tell every connection the node is going away."""
+        self.draining = True
         for conn in list(self.conns.values()):
             if conn.state < ConnState.CLOSING:
                 self._fail(conn, ErrorCode.SHUTTING_DOWN, "node is shutting down", count=False)

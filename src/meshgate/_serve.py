@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import sys
 import tomllib
@@ -19,7 +20,35 @@ from pathlib import Path
 import trio
 
 from ._gateway import open_gateway
-from .config import ConfigError, GatewayConfig
+from .config import ConfigError, GatewayConfig, check_mapping
+
+
+def _line_of(text: str, field: str) -> int | None:
+    """The line where a top-level key or table is set, for error messages."""
+    key = field.split(".")[0].split("[")[0]
+    pattern = re.compile(rf"^\s*(\[\[?\s*{re.escape(key)}\s*\]\]?|{re.escape(key)}\s*=)")
+    for n, line in enumerate(text.splitlines(), 1):
+        if pattern.match(line):
+            return n
+    return None
+
+
+def check_file(path: str | Path) -> list[str]:
+    """Every error in a configuration file, each naming its field (and line)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        return [f"{path}: {exc}"]
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return [f"{path}: TOML syntax: {exc}"]
+    out = []
+    for err in check_mapping(data):
+        line = _line_of(text, err.field)
+        where = f"{path}:{line}" if line else str(path)
+        out.append(f"{where}: {err.field}: {err.problem}")
+    return out
 
 
 def load_config(path: str | Path) -> GatewayConfig:
@@ -44,14 +73,31 @@ async def _run(config: GatewayConfig) -> None:
             }
             print(json.dumps(ready), flush=True)
             async for signum in signals:
-                logging.getLogger("meshgate").info("signal %d: stopping", signum)
+                logging.getLogger("meshgate").info("signal %d: draining", signum)
                 break
+            # leaving the block drains: new connections are refused, every connection is
+            # told the node is shutting down and flushed briefly, then everything closes
 
 
-def serve_main(path: str, *, verbose: int = 0) -> int:
-    """Run a node until SIGINT/SIGTERM; exit status 2 for a bad configuration."""
+def serve_main(path: str, *, verbose: int = 0, check: bool = False) -> int:
+    """Run a node until SIGINT/SIGTERM; exit status 2 for a bad configuration.
+
+    With ``check``, only validate: print every error (or "ok") and exit 2 or 0.
+    """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if check:
+        errors = check_file(path)
+        for e in errors:
+            print(e, file=sys.stderr)
+        if not errors:
+            print(f"{path}: ok")
+        return 2 if errors else 0
+    errors = check_file(path)
+    if errors:
+        for e in errors:
+            print(f"meshgate serve: {e}", file=sys.stderr)
+        return 2
     try:
         config = load_config(path)
     except (ConfigError, OSError) as exc:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 __all__ = [
     "SLOW_CONSUMER_POLICIES",
+    "check_mapping",
+    "tls_context_from_files",
     "ConfigError",
     "GatewayConfig",
     "Permissions",
@@ -145,6 +147,72 @@ def _tls(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
         raise ConfigError(attribute.name, "must be an ssl.SSLContext or None")
 
 
+def tls_context_from_files(spec: Mapping[str, Any]) -> ssl.SSLContext:
+    """A server TLS context from ``{cert_file, key_file[, ca_file]}``; with ``ca_file``,
+    clients must present a certificate signed by it (mutual TLS)."""
+    allowed = {"cert_file", "key_file", "ca_file"}
+    for key in spec:
+        if key not in allowed:
+            raise ConfigError(f"tls.{key}", f"unknown key (expected {sorted(allowed)})")
+    for key in ("cert_file", "key_file"):
+        if not isinstance(spec.get(key), str):
+            raise ConfigError(f"tls.{key}", "is required (a file path)")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(spec["cert_file"], spec["key_file"])
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("tls.cert_file", f"cannot load the certificate and key: {exc}") from None
+    if "ca_file" in spec:
+        try:
+            ctx.load_verify_locations(spec["ca_file"])
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("tls.ca_file", f"cannot load: {exc}") from None
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def check_mapping(data: Mapping[str, Any]) -> list[ConfigError]:
+    """Every problem in a configuration mapping, not just the first (for ``serve --check``)."""
+    errors: list[ConfigError] = []
+    fields = {a.name: a for a in attrs.fields(GatewayConfig)}
+    for key, value in data.items():
+        field = fields.get(key)
+        if field is None:
+            errors.append(ConfigError(str(key), "unknown configuration key"))
+            continue
+        if key in ("users", "tls"):
+            try:
+                GatewayConfig.from_mapping({key: value, **_companions(key, data)})
+            except ConfigError as exc:
+                errors.append(exc)
+            except (TypeError, ValueError) as exc:
+                errors.append(ConfigError(key, str(exc)))
+            continue
+        try:
+            converted = field.converter(value) if callable(field.converter) else value
+            if field.validator is not None:
+                field.validator(None, field, converted)
+        except ConfigError as exc:
+            errors.append(exc)
+        except (TypeError, ValueError) as exc:
+            errors.append(ConfigError(key, str(exc)))
+    if not errors:
+        try:
+            GatewayConfig.from_mapping(data)
+        except ConfigError as exc:
+            errors.append(exc)
+        except (TypeError, ValueError) as exc:
+            errors.append(ConfigError("config", str(exc)))
+    return errors
+
+
+def _companions(key: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    # a tls context is only checked together with a tls:// listener
+    if key == "tls":
+        return {"listen": data.get("listen", "tls://127.0.0.1:0")}
+    return {}
+
+
 @attrs.frozen
 class GatewayConfig:
     """Everything a node needs.  Every field is validated on construction."""
@@ -223,6 +291,8 @@ class GatewayConfig:
         for key in ("routes",):
             if key in kw and not isinstance(kw[key], list | tuple):
                 raise ConfigError(key, "must be a list of URLs")
+        if isinstance(kw.get("tls"), Mapping):
+            kw["tls"] = tls_context_from_files(kw["tls"])
         if "users" in kw:
             users = []
             for i, u in enumerate(kw["users"]):

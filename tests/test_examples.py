@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +24,22 @@ def test_example_runs(path: Path) -> None:
     assert proc.stdout.strip(), "an example should show what it did"
 
 
+def _pids(out: str) -> list[int]:
+    return [int(m) for m in re.findall(r"pid (\d+)", out)]
+
+
+def _dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie still answers kill(0); it is gone once reaped by init
+    try:
+        return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") >= 0
+    except OSError:
+        return True
+
+
 def test_demo_runs_and_prints_the_table() -> None:
     proc = subprocess.run(
         [
@@ -28,12 +47,14 @@ def test_demo_runs_and_prints_the_table() -> None:
             "-m",
             "meshgate",
             "demo",
+            "--clusters",
+            "2",
+            "--nodes",
+            "2",
             "--clients",
-            "30",
+            "24",
             "--duration",
             "2",
-            "--messages",
-            "3000",
         ],
         capture_output=True,
         timeout=120,
@@ -41,18 +62,47 @@ def test_demo_runs_and_prints_the_table() -> None:
     )
     assert proc.returncode == 0, proc.stderr.decode()
     out = proc.stdout.decode()
-    rows = dict(
-        line.split("  ", 1)
-        for line in out.splitlines()
-        if "  " in line and not line.startswith(" ")
-    )
-    rows = {k.strip(): v.strip() for k, v in rows.items()}
-    assert rows["game clients (loopback TCP)"] == "30"
-    assert int(rows["updates published"]) > 0
-    assert int(rows["deliveries (interest-matched)"]) > 0
-    assert rows["protocol errors"] == "0"
-    assert "ms /" in rows["delivery latency p50 / p99"]
-    assert rows["account mode at the end"] == "Interest-Only"
+    rows = {}
+    for line in out.split("Summary", 1)[1].splitlines():
+        parts = re.split(r"\s{2,}", line.strip())
+        if len(parts) >= 2:
+            rows[parts[0]] = parts[1:]
+    assert rows["route connections"] == ["2", "M*N(N-1)/2 = 2"]
+    assert rows["outbound gateway connections"] == ["4", "M*N*(M-1) = 4"]
+    assert rows["inbound gateway connections"][0] == "4"
+    assert rows["game client connections"] == ["24"]
+    assert int(rows["updates published"][0]) > 0
+    assert int(rows["deliveries to clients"][0]) > 0
+    assert rows["protocol errors"] == ["0"]
+    assert "ms /" in rows["delivery latency p50 / p99"][0]
+    pids = _pids(out)
+    assert len(pids) == 4
+    assert all(_dead(p) for p in pids), "the demo left node processes behind"
+
+
+def test_demo_interrupted_leaves_no_process_behind() -> None:
+    argv = ["demo", "--clusters", "2", "--nodes", "1", "--clients", "10", "--duration", "600"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "meshgate", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        out = ""
+        for line in proc.stdout:  # until the first progress line: the clients are flying
+            out += line
+            if "t=" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    pids = _pids(out)
+    assert len(pids) == 2
+    assert all(_dead(p) for p in pids), "interrupting the demo left node processes behind"
 
 
 def test_core_benchmark_runs() -> None:

@@ -11,11 +11,12 @@ def _build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="meshgate", description=__doc__)
     ap.add_argument("--version", action="store_true", help="print the version and exit")
     sub = ap.add_subparsers(dest="command")
-    demo = sub.add_parser("demo", help="run the end-to-end demonstration")
-    demo.add_argument("--clients", type=int, default=120, help="simulated game clients")
-    demo.add_argument("--duration", type=float, default=5.0, help="seconds of flight (part 1)")
-    demo.add_argument("--rate", type=float, default=5.0, help="updates per client per second")
-    demo.add_argument("--messages", type=int, default=20_000, help="messages in part 2")
+    demo = sub.add_parser("demo", help="run a local super-cluster with game clients")
+    demo.add_argument("--clusters", type=int, default=3, help="clusters (default 3)")
+    demo.add_argument("--nodes", type=int, default=2, help="nodes per cluster (default 2)")
+    demo.add_argument("--clients", type=int, default=300, help="simulated game clients")
+    demo.add_argument("--duration", type=float, default=20.0, help="seconds of flight")
+    demo.add_argument("--rate", type=float, default=2.0, help="updates per client per second")
     demo.add_argument("--seed", type=int, default=1, help="random seed")
     serve = sub.add_parser("serve", help="run one node from a TOML configuration file")
     serve.add_argument("-c", "--config", required=True, help="TOML file (GatewayConfig fields)")
@@ -38,10 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._demo import run_demo
 
         return run_demo(
+            clusters=args.clusters,
+            nodes=args.nodes,
             clients=args.clients,
             duration=args.duration,
             rate=args.rate,
-            messages=args.messages,
             seed=args.seed,
         )
     if args.command == "serve":

@@ -1,48 +1,172 @@
-"""``meshgate demo``: what meshgate does today, end to end, in under a minute.
+"""``meshgate demo``: a local super-cluster of node processes and hundreds of game clients.
 
-Part 1 — a gateway node on loopback TCP with a few hundred simulated game
-clients.  Each client flies a ship over a grid of cells, publishes its state
-on its cell's subject and subscribes to the 3x3 cells around it, moving its
-area of interest as it crosses cells.  Delivery latency is measured from the
-publisher's timestamp to the subscriber's receipt.
-
-Part 2 — interest propagation between two clusters on the sans-IO core:
-optimistic mode, no-interest notices, then the switch to interest-only, with
-every frame really encoded and decoded.
+Clusters of nodes run as separate ``meshgate serve`` processes on loopback TCP, formed
+from minimal configuration (one route seed per node, one gateway URL per cluster).
+Simulated game clients connect to every node, fly ships over a grid of cells, publish
+their state on their cell's subject and keep a 3x3 area of interest that moves with
+them.  The demo prints live progress, then a table: nodes and connections of each kind
+beside the formulas, messages routed, cross-cluster copies avoided by interest,
+delivery latency, coalesced and slow-consumer events.  Child processes die with the
+demo, even when it is interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import random
+import signal
+import socket
 import statistics
 import struct
+import subprocess
+import sys
+import tempfile
 import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import trio
 
-from ._gateway import open_gateway
-from .client import Client, Subscription, connect
-from .config import GatewayConfig
-from .interest import InboundInterest, InterestGraph, OutboundInterest
-from .protocol import Decoder, Encoder, GatewayMessage, Opcode, to_frame
+from .client import Client, ConnectionClosedError, Subscription, connect
 
-_GRID = 12
 _STAMP = struct.Struct("!dI")
 
 
-def _cell_pattern(x: int, y: int) -> str:
-    return f"world.cell.{x % _GRID}.{y % _GRID}.>"
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: the kernel kills this child if the demo process dies, however it dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+async def _http_json(url: str, path: str) -> Any:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    return json.loads(data.partition(b"\r\n\r\n")[2])
+
+
+class _Node:
+    def __init__(self, name: str, cluster: str, proc: subprocess.Popen[bytes]) -> None:
+        self.name = name
+        self.cluster = cluster
+        self.proc = proc
+        self.client_url = ""
+        self.monitor_url = ""
+
+
+@contextlib.asynccontextmanager
+async def _super_cluster(clusters: int, nodes: int, workdir: Path) -> AsyncIterator[list[_Node]]:
+    names = [chr(ord("A") + i) for i in range(clusters)]
+    ports = {
+        f"{c.lower()}{i}": (_free_port(), _free_port(), _free_port(), _free_port())
+        for c in names
+        for i in range(nodes)
+    }
+    started: list[_Node] = []
+    try:
+        for ci, c in enumerate(names):
+            for i in range(nodes):
+                name = f"{c.lower()}{i}"
+                client, route, gw, mon = ports[name]
+                lines = [
+                    f'name = "{name}"',
+                    f'cluster = "{c}"',
+                    f'listen = "127.0.0.1:{client}"',
+                    f'cluster_listen = "127.0.0.1:{route}"',
+                    f'gateway_listen = "127.0.0.1:{gw}"',
+                    f'monitor_listen = "127.0.0.1:{mon}"',
+                    "reconnect_wait = 0.2",
+                    "interest_only_threshold = 200",
+                    'slow_consumer_policy = "coalesce"',
+                ]
+                if i:
+                    lines.append(f'routes = ["tcp://127.0.0.1:{ports[c.lower() + "0"][1]}"]')
+                if ci and not i:
+                    first = ports[names[0].lower() + "0"][2]
+                    lines.append(f'[gateways]\n{names[0]} = ["tcp://127.0.0.1:{first}"]')
+                conf = workdir / f"{name}.toml"
+                conf.write_text("\n".join(lines) + "\n")
+                # Popen from the main thread: the parent-death signal is tied to the thread
+                # that forks, and trio's process helpers fork from short-lived worker threads
+                proc = subprocess.Popen(  # noqa: ASYNC220 - see above; returns at once
+                    [sys.executable, "-m", "meshgate", "serve", "-c", str(conf)],
+                    stdout=subprocess.PIPE,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                )
+                started.append(_Node(name, c, proc))
+                assert proc.stdout is not None
+                with trio.fail_after(20):
+                    line = await trio.to_thread.run_sync(
+                        proc.stdout.readline, abandon_on_cancel=True
+                    )
+                if not line:
+                    raise RuntimeError(f"node {name} failed to start")
+                ready = json.loads(line)
+                started[-1].client_url = ready["client_url"]
+                started[-1].monitor_url = f"http://127.0.0.1:{mon}"
+                print(f"  node {name} (cluster {c}) pid {proc.pid} at {ready['client_url']}")
+        yield started
+    finally:
+        for n in started:
+            with contextlib.suppress(ProcessLookupError):
+                n.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for n in started:
+            try:
+                n.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                n.proc.kill()
+                n.proc.wait()
+            if n.proc.stdout is not None:
+                n.proc.stdout.close()
+
+
+async def _wait_formed(nodes: list[_Node], clusters: int, per_cluster: int) -> dict[str, Any]:
+    with trio.fail_after(30):
+        while True:
+            varz = {n.name: await _http_json(n.monitor_url, "/varz") for n in nodes}
+            done = all(
+                v["routes"] == per_cluster - 1 and v["outbound_gateways"] == clusters - 1
+                for v in varz.values()
+            ) and sum(v["inbound_gateways"] for v in varz.values()) == len(nodes) * (clusters - 1)
+            if done:
+                return varz
+            await trio.sleep(0.2)
+
+
+_GRID = 24
 
 
 class _Ship:
-    def __init__(self, sid: int, rng: random.Random) -> None:
+    def __init__(self, sid: int, rng: random.Random, region: int, regions: int) -> None:
         self.id = sid
-        self.x = rng.uniform(0, _GRID)
+        # players of one cluster fly in one band of the world (clusters serve regions),
+        # drifting slowly, so most updates interest only their own cluster
+        band = _GRID / regions
+        self.x = rng.uniform(region * band, (region + 1) * band)
         self.y = rng.uniform(0, _GRID)
-        self.vx = rng.uniform(-1.5, 1.5)
-        self.vy = rng.uniform(-1.5, 1.5)
+        self.vx = rng.uniform(-0.3, 0.3)
+        self.vy = rng.uniform(-1.0, 1.0)
 
-    @property
     def cell(self) -> tuple[int, int]:
         return int(self.x) % _GRID, int(self.y) % _GRID
 
@@ -51,166 +175,209 @@ class _Ship:
         self.y = (self.y + self.vy * dt) % _GRID
 
 
+class _Stats:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.published = 0
+        self.received = 0
+        self.aoi_changes = 0
+        self.connected = 0
+        self.disconnects = 0
+        self.disconnect_reasons: Counter[str] = Counter()
+
+
 async def _fly(
-    client: Client,
-    ship: _Ship,
-    duration: float,
-    rate: float,
-    lat: list[float],
-    counts: dict[str, int],
+    client: Client, ship: _Ship, end: float, rate: float, stats: _Stats, stagger: float
 ) -> None:
-    """One game client: publish state at ``rate`` Hz; keep a 3x3 area of interest."""
     subs: dict[str, Subscription] = {}
 
-    async def area(cx: int, cy: int) -> None:
-        want = {_cell_pattern(cx + dx, cy + dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)}
+    async def area(cx: int, cy: int, nursery: trio.Nursery) -> None:
+        want = {
+            f"world.{(cx + dx) % _GRID}.{(cy + dy) % _GRID}.>"
+            for dx in (-1, 0, 1)
+            for dy in (-1, 0, 1)
+        }
         for p in list(subs):
             if p not in want:
                 await subs.pop(p).unsubscribe()
-                counts["unsubscribes"] += 1
-        for p in want - subs.keys():
-            subs[p] = await client._subscribe(p, None, 4096)
-            counts["subscribes"] += 1
+                stats.aoi_changes += 1
+        for p in sorted(want - subs.keys()):
+            sub = subs[p] = await client._subscribe(p, None, 1024)
+            nursery.start_soon(receive, sub)
+            stats.aoi_changes += 1
 
-    async def receive_all(sub: Subscription) -> None:
+    async def receive(sub: Subscription) -> None:
         async for m in sub:
-            sent_at, _ = _STAMP.unpack_from(m.payload)
-            lat.append(time.perf_counter() - sent_at)
+            if len(m.payload) >= _STAMP.size:
+                sent_at, _ = _STAMP.unpack_from(m.payload)
+                stats.latencies.append(time.perf_counter() - sent_at)
+                stats.received += 1
 
-    cell = ship.cell
-    await area(*cell)
     async with trio.open_nursery() as nursery:
-        started: set[str] = set()
-        for p, s in subs.items():
-            nursery.start_soon(receive_all, s)
-            started.add(p)
-        end = trio.current_time() + duration
+        cell = ship.cell()
+        await area(*cell, nursery)
+        await trio.sleep(stagger)
         period = 1 / rate
         while trio.current_time() < end:
             ship.step(period)
-            if ship.cell != cell:
-                cell = ship.cell
-                await area(*cell)
-                for p, s in subs.items():
-                    if p not in started:
-                        nursery.start_soon(receive_all, s)
-                        started.add(p)
+            if ship.cell() != cell:
+                cell = ship.cell()
+                await area(*cell, nursery)
             x, y = cell
-            payload = _STAMP.pack(time.perf_counter(), ship.id) + b"\0" * 40
-            await client.publish(f"world.cell.{x}.{y}.ship.{ship.id}", payload)
-            counts["published"] += 1
+            payload = _STAMP.pack(time.perf_counter(), ship.id) + bytes(32)
+            await client.publish(f"world.{x}.{y}.ship.{ship.id}", payload, key=f"s{ship.id}")
+            stats.published += 1
             await trio.sleep(period)
         await client.flush()
         nursery.cancel_scope.cancel()
 
 
-async def _part1(clients: int, duration: float, rate: float, seed: int) -> list[tuple[str, str]]:
+async def _main(
+    clusters: int, nodes: int, clients: int, duration: float, rate: float, seed: int
+) -> int:
     rng = random.Random(seed)
-    lat: list[float] = []
-    counts = {"published": 0, "subscribes": 0, "unsubscribes": 0}
-    config = GatewayConfig(name="demo-1", cluster="demo", listen="127.0.0.1:0")
-    async with open_gateway(config) as gw:
-        assert gw.client_url is not None
-        url = gw.client_url
-        print(f"  gateway node listening on {url}; connecting {clients} clients ...", flush=True)
-        t0 = time.perf_counter()
+    stats = _Stats()
+    with tempfile.TemporaryDirectory(prefix="meshgate-demo-") as tmp:
+        print(
+            f"meshgate demo: {clusters} clusters x {nodes} nodes as separate processes, "
+            f"{clients} game clients, {duration:.0f} s"
+        )
+        async with _super_cluster(clusters, nodes, Path(tmp)) as fleet:
+            t0 = time.perf_counter()
+            varz0 = await _wait_formed(fleet, clusters, nodes)
+            print(f"  super-cluster formed in {time.perf_counter() - t0:.1f} s from minimal config")
+            end = trio.current_time() + duration
 
-        async def one(i: int) -> None:
-            async with connect(url, name=f"ship-{i}") as client:
-                await _fly(client, _Ship(i, rng), duration, rate, lat, counts)
+            async def one(i: int) -> None:
+                node = fleet[i % len(fleet)]
+                try:
+                    async with connect(node.client_url, name=f"ship-{i}") as client:
+                        stats.connected += 1
+                        try:
+                            ship = _Ship(i, rng, ord(node.cluster) - ord("A"), clusters)
+                            await _fly(client, ship, end, rate, stats, rng.uniform(0, 1 / rate))
+                        finally:
+                            stats.connected -= 1
+                except* ConnectionClosedError as group:
+                    stats.disconnects += 1
+                    stats.disconnect_reasons[str(group.exceptions[0])] += 1
 
-        async with trio.open_nursery() as outer:
+            async with trio.open_nursery() as outer:
 
-            async def progress() -> None:
-                while True:
-                    await trio.sleep(1)
-                    st = gw.statistics()
-                    print(
-                        f"  t={time.perf_counter() - t0:4.1f}s  clients={st.clients:4d}  "
-                        f"subs={st.subscriptions:5d}  in={st.messages_in:7d}  "
-                        f"out={st.messages_out:8d}",
-                        flush=True,
-                    )
+                async def progress() -> None:
+                    start = time.perf_counter()
+                    while True:
+                        await trio.sleep(2)
+                        lat = sorted(stats.latencies[-5000:])
+                        p50 = lat[len(lat) // 2] * 1000 if lat else float("nan")
+                        print(
+                            f"  t={time.perf_counter() - start:5.1f}s  clients={stats.connected:4d}"
+                            f"  published={stats.published:7d}  delivered={stats.received:8d}"
+                            f"  p50={p50:6.2f} ms",
+                            flush=True,
+                        )
 
-            outer.start_soon(progress)
-            async with trio.open_nursery() as fleet:
-                for i in range(clients):
-                    fleet.start_soon(one, i)
-            outer.cancel_scope.cancel()
-        st = gw.statistics()
-    lat.sort()
-    p50 = statistics.median(lat) * 1000 if lat else float("nan")
-    p99 = lat[int(len(lat) * 0.99) - 1] * 1000 if lat else float("nan")
-    return [
-        ("game clients (loopback TCP)", f"{clients}"),
-        ("updates published", f"{st.messages_in}"),
-        ("deliveries (interest-matched)", f"{st.messages_out}"),
-        ("area-of-interest changes", f"+{counts['subscribes']} / -{counts['unsubscribes']} subs"),
-        ("delivery latency p50 / p99", f"{p50:.2f} ms / {p99:.2f} ms"),
-        ("bytes in / out", f"{st.bytes_in:,} / {st.bytes_out:,}"),
-        ("slow consumers / dropped", f"{st.slow_consumers} / {st.dropped_messages}"),
-        ("protocol errors", f"{st.protocol_errors}"),
-    ]
-
-
-def _part2(clients: int, messages: int, seed: int) -> list[tuple[str, str]]:
-    rng = random.Random(seed)
-    cells = 40
-    b_interest: InterestGraph[int] = InterestGraph()
-    inbound = InboundInterest(b_interest, threshold=100)
-    outbound = OutboundInterest()
-    enc = Encoder()
-    to_a = Decoder()  # interest frames B -> A
-    to_b = Decoder()  # messages A -> B
-    wanted_cells = set()
-    for cid in range(clients):
-        cell = rng.randrange(cells // 4)  # clients crowd into a quarter of the world
-        wanted_cells.add(cell)
-        b_interest.add("$G", f"world.cell.{cell}.>", cid)
-    sent = avoided = delivered = interest_frames = 0
-    for i in range(messages):
-        subject = f"world.cell.{rng.randrange(cells)}.ship.{rng.randrange(500)}"
-        if not outbound.should_forward("$G", subject):
-            avoided += 1
-            continue
-        sent += 1
-        to_b.feed(enc.encode(GatewayMessage(None, "$G", subject, None, i.to_bytes(4, "big"))))
-        while (raw := to_b.next_raw()) is not None:
-            assert raw[0] == Opcode.GMSG
-            m = b_interest.match(raw[2], raw[3])
-            if m is not None and m.plain:
-                delivered += len(m.plain)
-            else:
-                for frame in inbound.on_unwanted(raw[2], raw[3]):
-                    interest_frames += 1
-                    to_a.feed(enc.encode(frame))
-        while (raw := to_a.next_raw()) is not None:
-            outbound.receive(to_frame(raw))
-    return [
-        ("subscribers in cluster B", f"{clients} over {len(wanted_cells)} of {cells} cells"),
-        ("messages published in cluster A", f"{messages}"),
-        ("crossed the gateway", f"{sent}"),
-        ("avoided by interest", f"{avoided} ({100 * avoided / max(messages, 1):.1f} %)"),
-        ("deliveries in cluster B", f"{delivered}"),
-        ("interest frames B -> A", f"{interest_frames}"),
-        ("account mode at the end", outbound.mode("$G").value),
-    ]
-
-
-def _table(title: str, rows: list[tuple[str, str]]) -> None:
-    w = max(len(r[0]) for r in rows)
-    print(f"\n{title}")
-    print("-" * (w + 40))
-    for k, v in rows:
-        print(f"{k:<{w}}  {v}")
-
-
-def run_demo(*, clients: int, duration: float, rate: float, messages: int, seed: int) -> int:
-    """Run both parts and print their summary tables; returns the exit status."""
-    print("meshgate demo — part 1: one gateway node, game clients over loopback TCP")
-    rows1 = trio.run(_part1, clients, duration, rate, seed)
-    print("\nmeshgate demo — part 2: interest propagation between two clusters (sans-IO core)")
-    rows2 = _part2(clients, messages, seed)
-    _table("Part 1: gateway node", rows1)
-    _table("Part 2: optimistic -> interest-only between clusters", rows2)
+                outer.start_soon(progress)
+                async with trio.open_nursery() as fleet_tasks:
+                    for i in range(clients):
+                        fleet_tasks.start_soon(one, i)
+                outer.cancel_scope.cancel()
+            varz = {n.name: await _http_json(n.monitor_url, "/varz") for n in fleet}
+            gatewayz = {n.name: await _http_json(n.monitor_url, "/gatewayz") for n in fleet}
+    _report(clusters, nodes, clients, stats, varz0, varz, gatewayz)
     return 0
+
+
+def _report(
+    m: int,
+    n: int,
+    clients: int,
+    stats: _Stats,
+    varz0: dict[str, Any],
+    varz: dict[str, Any],
+    gatewayz: dict[str, Any],
+) -> None:
+    routes = sum(v["routes"] for v in varz0.values()) // 2
+    outbound = sum(v["outbound_gateways"] for v in varz0.values())
+    inbound = sum(v["inbound_gateways"] for v in varz0.values())
+    gw_sent = sum(
+        g["connection"]["out_msgs"]
+        for z in gatewayz.values()
+        for g in z["outbound_gateways"].values()
+    )
+    potential = stats.published * (m - 1)
+    modes = sorted(
+        {
+            a["interest_mode"]
+            for z in gatewayz.values()
+            for g in z["outbound_gateways"].values()
+            for a in g["accounts"]
+        }
+    )
+    lat = sorted(stats.latencies)
+    p50 = statistics.median(lat) * 1000 if lat else float("nan")
+    p99 = lat[max(0, int(len(lat) * 0.99) - 1)] * 1000 if lat else float("nan")
+    rows = [
+        ("clusters x nodes (M x N)", f"{m} x {n}", ""),
+        ("route connections", f"{routes}", f"M*N(N-1)/2 = {m * n * (n - 1) // 2}"),
+        ("outbound gateway connections", f"{outbound}", f"M*N*(M-1) = {m * n * (m - 1)}"),
+        ("inbound gateway connections", f"{inbound}", "= outbound"),
+        ("game client connections", f"{clients}", ""),
+        ("updates published", f"{stats.published}", ""),
+        ("deliveries to clients", f"{stats.received}", "interest-matched"),
+        ("messages routed by all nodes", f"{sum(v['out_msgs'] for v in varz.values())}", ""),
+        ("cross-cluster copies sent", f"{gw_sent}", f"without interest: {potential}"),
+        (
+            "cross-cluster copies avoided",
+            f"{max(0, potential - gw_sent)}",
+            f"{100 * max(0, potential - gw_sent) / potential:.1f} %" if potential else "",
+        ),
+        ("gateway interest modes", ", ".join(modes) or "-", ""),
+        ("delivery latency p50 / p99", f"{p50:.2f} ms / {p99:.2f} ms", "publisher to subscriber"),
+        ("coalesced (keyed state)", f"{sum(v['coalesced_msgs'] for v in varz.values())}", ""),
+        ("slow-consumer events", f"{sum(v['slow_consumers'] for v in varz.values())}", ""),
+        ("protocol errors", f"{sum(v['protocol_errors'] for v in varz.values())}", ""),
+        ("area-of-interest changes", f"{stats.aoi_changes}", "subscribe + unsubscribe"),
+        (
+            "clients disconnected early",
+            f"{stats.disconnects}",
+            "; ".join(f"{n}x {r}" for r, n in stats.disconnect_reasons.most_common(2)),
+        ),
+    ]
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    print("\nSummary")
+    print("-" * (w0 + w1 + 36))
+    for a, b, c in rows:
+        print(f"{a:<{w0}}  {b:>{w1}}  {c}")
+
+
+def run_demo(
+    *, clusters: int, nodes: int, clients: int, duration: float, rate: float, seed: int
+) -> int:
+    """Run the demo; returns the exit status.  Ctrl-C or SIGTERM stop it cleanly."""
+    if clusters < 1 or nodes < 1 or clients < 0 or duration <= 0 or rate <= 0:
+        print("meshgate demo: clusters, nodes, duration and rate must be positive", file=sys.stderr)
+        return 2
+
+    async def guarded() -> int:
+        async with trio.open_nursery() as nursery:
+            result: list[int] = []
+
+            async def watch_signals() -> None:
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for _ in signals:
+                        print("\ninterrupted: stopping the nodes", file=sys.stderr)
+                        nursery.cancel_scope.cancel()
+                        return
+
+            async def work() -> None:
+                result.append(await _main(clusters, nodes, clients, duration, rate, seed))
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_signals)
+            nursery.start_soon(work)
+        return result[0] if result else 130
+
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    return trio.run(guarded)

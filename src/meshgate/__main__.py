@@ -24,6 +24,9 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--check", action="store_true", help="validate the file, print every error, exit 2 if any"
     )
+    topo = sub.add_parser("topology", help="draw a running super-cluster as SVG")
+    topo.add_argument("urls", nargs="+", help="monitoring URLs (http://host:port), one per node")
+    topo.add_argument("-o", "--output", help="SVG file to write (default: standard output)")
     return ap
 
 
@@ -50,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._serve import serve_main
 
         return serve_main(args.config, verbose=args.verbose, check=args.check)
+    if args.command == "topology":
+        from ._topology import topology_main
+
+        return topology_main(args.urls, args.output)
     _build_parser().print_help()
     return 2
 

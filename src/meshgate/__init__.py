@@ -6,6 +6,7 @@ from . import client as client
 from . import config as config
 from . import interest as interest
 from . import protocol as protocol
+from . import spatial as spatial
 from . import subjects as subjects
 from . import transports as transports
 from ._errors import ErrorCode as ErrorCode
@@ -58,6 +59,7 @@ __all__ = [
     "config",
     "interest",
     "protocol",
+    "spatial",
     "subjects",
     "transports",
 ]

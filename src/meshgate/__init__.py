@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import authority as authority
 from . import client as client
 from . import config as config
 from . import interest as interest
@@ -55,6 +56,7 @@ __all__ = [
     "ProtocolError",
     "RemoteProtocolError",
     "__version__",
+    "authority",
     "client",
     "config",
     "interest",

@@ -69,6 +69,9 @@ class Handovers(RuleBasedStateMachine):
         for d in r.inbox[:n]:
             if r.owned.get(d.entity) != d.epoch:
                 continue  # fenced: not (or no longer) the owner at this epoch
+            done = self._applied(d.entity).get(d.client, [])
+            if done and d.seq <= done[-1]:
+                continue  # the state already includes it (redelivered after a takeover)
             self.unpublished[d.entity].setdefault(d.client, []).append(d.seq)
         del r.inbox[:n]
 
@@ -93,7 +96,8 @@ class Handovers(RuleBasedStateMachine):
             mine = [d for d in r.inbox if d.entity == entity]
             r.inbox = [d for d in r.inbox if d.entity != entity]
             for d in mine:
-                if r.owned.get(entity) == d.epoch:
+                done = self._applied(entity).get(d.client, [])
+                if r.owned.get(entity) == d.epoch and not (done and d.seq <= done[-1]):
                     self.unpublished[entity].setdefault(d.client, []).append(d.seq)
             for c, seqs in self.unpublished[entity].items():
                 self.state[entity].setdefault(c, []).extend(seqs)
@@ -117,6 +121,17 @@ class Handovers(RuleBasedStateMachine):
         r.owned.clear()
         r.inbox.clear()
         self.router.owner_lost(rep)
+
+    @rule(entity=st.sampled_from(ENTITIES), to=st.sampled_from(REPLICANTS))
+    def takeover(self, entity: str, to: str) -> None:
+        """A new owner's claim overtakes the old owner's release (they travel on
+        different paths): the old owner's unpublished work is discarded with it."""
+        owner, _ = self.router.owner(entity)
+        if owner is None:
+            return
+        self.unpublished[entity] = {}
+        self.reps[owner].owned.pop(entity, None)
+        self._claim(entity, to)
 
     @rule(entity=st.sampled_from(ENTITIES), to=st.sampled_from(REPLICANTS))
     def adopt_orphan(self, entity: str, to: str) -> None:
@@ -156,6 +171,8 @@ def test_bounded_and_fenced() -> None:
     assert r.input("c", "e", 2, b"c") == []  # over the bound: refused, counted
     assert r.refused == 1
     out = r.claim("e", "r1", 1)
+    assert r.claim("e", "r2", 1) == []  # stale: same epoch
+    assert r.stale == 1
     assert [(d.seq, d.epoch) for d in out] == [(0, 1), (1, 1)]
     r.ack("e", "r2", 1, {"c": 1})  # not the owner: ignored
     assert r.pending("e") == 2

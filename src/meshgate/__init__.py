@@ -7,6 +7,7 @@ from . import client as client
 from . import config as config
 from . import interest as interest
 from . import protocol as protocol
+from . import replicant as replicant
 from . import spatial as spatial
 from . import subjects as subjects
 from . import transports as transports
@@ -32,6 +33,8 @@ from .config import ConfigError as ConfigError
 from .config import GatewayConfig as GatewayConfig
 from .config import Permissions as Permissions
 from .config import User as User
+from .replicant import ReplicantAdapter as ReplicantAdapter
+from .replicant import ReplicantLink as ReplicantLink
 
 __all__ = [
     "AccountStatistics",
@@ -44,6 +47,8 @@ __all__ = [
     "Message",
     "PayloadTooLargeError",
     "Permissions",
+    "ReplicantAdapter",
+    "ReplicantLink",
     "ServerError",
     "Statistics",
     "Subscription",
@@ -61,6 +66,7 @@ __all__ = [
     "config",
     "interest",
     "protocol",
+    "replicant",
     "spatial",
     "subjects",
     "transports",

@@ -18,11 +18,12 @@ import trio.testing
 from ._node import Connection, ConnState, NodeCore
 from ._stats import AccountStatistics, Statistics
 from .config import GatewayConfig
-from .protocol import ConnectionKind
+from .protocol import ConnectionKind, Role
 from .transports import connect_stream, get_transport
 
 if TYPE_CHECKING:
     from .client import Client
+    from .replicant import ReplicantAdapter
 
 log = logging.getLogger("meshgate.gateway")
 
@@ -449,7 +450,7 @@ class Gateway:
 
     @asynccontextmanager
     async def connect_local(
-        self, *, name: str | None = None, token: str | None = None
+        self, *, name: str | None = None, token: str | None = None, role: Role = Role.CLIENT
     ) -> AsyncIterator[Client]:
         """An in-process client for the host application: no sockets, same protocol."""
         from .client import _connect_stream
@@ -458,8 +459,27 @@ class Gateway:
             raise RuntimeError("the gateway is not running")
         ours, theirs = trio.testing.lockstep_stream_pair()
         self._nursery.start_soon(self._serve_stream, theirs)
-        async with _connect_stream(ours, name=name, token=token) as client:
+        async with _connect_stream(ours, name=name, token=token, role=role) as client:
             yield client
+
+    def attach_replicant(self, adapter: ReplicantAdapter, *, token: str | None = None) -> None:
+        """Run ``adapter`` with an in-process :class:`~meshgate.ReplicantLink` to this node
+        (in the node's nursery, until the node stops).  Needs ``replicants=True``."""
+        from .replicant import open_replicant_link
+
+        if self._nursery is None:
+            raise RuntimeError("the gateway is not running")
+        if not self.config.replicants:
+            raise RuntimeError("attach_replicant needs GatewayConfig(replicants=True)")
+
+        async def run() -> None:
+            async with (
+                self.connect_local(name=adapter.name, token=token, role=Role.REPLICANT) as c,
+                open_replicant_link(c, adapter.name) as link,
+            ):
+                await adapter.run(link)
+
+        self._nursery.start_soon(run)
 
     async def aclose(self) -> None:
         """Stop: every connection gets a shutting-down error, is flushed briefly, then closed."""

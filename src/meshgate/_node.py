@@ -18,8 +18,11 @@ import hmac
 from collections import deque
 from typing import Any
 
+import msgpack
+
 from ._errors import ErrorCode, RemoteProtocolError
 from ._stats import AccountStatistics, Statistics
+from .authority import Delivery, InputRouter
 from .config import GatewayConfig, Permissions, User
 from .interest import InboundInterest, InterestGraph, OutboundInterest
 from .protocol import (
@@ -322,6 +325,18 @@ class NodeCore:
         self._now = 0.0
         #: set by :meth:`shutdown`: new connections are refused
         self.draining = False
+        #: one input router per account (game layer)
+        self.input_routers: dict[str, InputRouter] = {}
+        # the node's own subscriptions (authority messages, interest sync requests), one
+        # pseudo-connection per account; its output is decoded and handled in the core
+        self._internal: dict[str, Connection] = {}
+        self._draining_internal = False
+        if config.replicants:
+            for account in sorted({u.account for u in config.users} or {"$G"}):
+                self._internal_subscribe(account, "$AUTH.*")
+                self._internal_subscribe(account, "$INTEREST.sync")
+        #: the last malformed authority messages, for diagnosis
+        self.authority_errors: list[str] = []
         for cluster, urls in config.gateways.items():
             if cluster != config.cluster:
                 self.gateway_urls[cluster] = set(urls)
@@ -416,6 +431,7 @@ class NodeCore:
             return
         for sub in list(conn.subs.values()):
             self._remove_sub(sub)
+        self._replicant_lost(conn)
         if conn.account is not None:
             conn.account.clients -= 1
             conn.account = None
@@ -503,6 +519,18 @@ class NodeCore:
                     return
         except RemoteProtocolError as exc:
             self._fail(conn, exc.code, exc.reason)
+        finally:
+            if self._internal_pending():
+                self._drain_internal()
+
+    def _internal_subs(self, account: str | None = None) -> int:
+        """The node's own subscriptions (not counted as clients' in statistics)."""
+        return sum(
+            len(c.subs) for a, c in self._internal.items() if account is None or a == account
+        )
+
+    def _internal_pending(self) -> bool:
+        return any(c.out for c in self._internal.values())
 
     def _control(self, conn: Connection, op: int, f: tuple[Any, ...]) -> None:
         if op not in conn.legal:
@@ -629,6 +657,16 @@ class NodeCore:
         conn.messages_in += 1
         acct.messages_in += 1
         self.messages_in += 1
+        if subject[0] == "$" and self.config.replicants and subject.startswith("$IN."):
+            self._client_input(conn, acct, subject[4:], payload)
+            return
+        self._route_publish(acct, subject, reply, payload, key)
+
+    def _route_publish(
+        self, acct: _Account, subject: str, reply: str | None, payload: bytes, key: str | None
+    ) -> None:
+        """Route a message entering this node from a client (or from the node itself):
+        local subscribers, interested route peers, interested remote clusters."""
         if (
             subject[0] == "_"
             and subject.startswith(GR_PREFIX)
@@ -900,6 +938,128 @@ class NodeCore:
         conn.pings_sent += 1
         conn.pong_waiters.append((conn.pings_sent, on_pong))
         self._append(conn, self._ping)
+
+    # -- game layer: inputs follow authority, interest deltas for replicants -------------------
+
+    def _account(self, name: str) -> _Account:
+        acct = self._accounts.get(name)
+        if acct is None:
+            acct = self._accounts[name] = _Account(name)
+        return acct
+
+    def inject(self, account: str, subject: str, payload: bytes) -> None:
+        """Publish a message from the node itself (routed like a client's publish)."""
+        self._route_publish(self._account(account), subject, None, payload, None)
+        self._drain_internal()
+
+    def _internal_subscribe(self, account: str, pattern: str) -> None:
+        conn = self._internal.get(account)
+        if conn is None:
+            self._next_id += 1
+            conn = Connection(self._next_id, ConnectionKind.CLIENT, Decoder(), 0.0)
+            conn.state = ConnState.OPEN
+            conn.account = self._account(account)
+            conn.name = "$node"
+            self._internal[account] = conn
+        self._subscribe(conn, len(conn.subs) + 1, pattern, None)
+
+    def _drain_internal(self) -> None:
+        """Handle what the node's own subscriptions received (may route more)."""
+        if self._draining_internal:
+            return
+        self._draining_internal = True
+        try:
+            busy = True
+            while busy:
+                busy = False
+                for account, conn in self._internal.items():
+                    if not conn.out:
+                        continue
+                    busy = True
+                    data, conn.out = conn.out, bytearray()
+                    conn.dirty = False
+                    conn.decoder.feed(data)
+                    while (f := conn.decoder.next_raw()) is not None:
+                        subject, payload = f[2], f[4]
+                        if subject.startswith("$AUTH."):
+                            self.authority(account, subject, payload)
+                        elif subject == "$INTEREST.sync":
+                            self.interest_snapshot(account)
+        finally:
+            self._draining_internal = False
+        self.dirty = [c for c in self.dirty if c.account is None or c.name != "$node"]
+
+    def _client_input(self, conn: Connection, acct: _Account, entity: str, payload: bytes) -> None:
+        """``$IN.<entity>`` from a client: ``[seq, data]``; the router sends it to the owner."""
+        try:
+            seq, data = msgpack.unpackb(payload, use_list=False)
+            if type(seq) is not int or seq < 0 or type(data) is not bytes:
+                raise ValueError("wrong types")
+        except Exception:
+            self._error(conn, ErrorCode.MALFORMED, "an input payload must be [seq, bytes]")
+            return
+        router = self._router(acct.name)
+        client = f"{self.config.name}/{conn.id}"
+        self._send_inputs(acct.name, router.input(client, entity, seq, data))
+
+    def _router(self, account: str) -> InputRouter:
+        router = self.input_routers.get(account)
+        if router is None:
+            router = self.input_routers[account] = InputRouter()
+        return router
+
+    def _send_inputs(self, account: str, deliveries: list[Delivery]) -> None:
+        for d in deliveries:
+            payload = msgpack.packb((d.entity, d.epoch, d.client, d.seq, d.data))
+            self.inject(account, f"$REP.{d.replicant}.in", payload)
+
+    def authority(self, account: str, subject: str, payload: bytes) -> None:
+        """An ``$AUTH.*`` message (claim, release, ack, lost) seen by this node."""
+        try:
+            fields = msgpack.unpackb(payload, use_list=False, strict_map_key=True)
+            kind = subject.rsplit(".", 1)[-1]
+            router = self._router(account)
+            if kind == "claim":
+                entity, replicant, epoch = fields
+                self._send_inputs(account, router.claim(entity, replicant, epoch))
+            elif kind == "release":
+                entity, replicant, epoch, applied = fields
+                router.release(entity, replicant, epoch, dict(applied))
+            elif kind == "ack":
+                entity, replicant, epoch, applied = fields
+                router.ack(entity, replicant, epoch, dict(applied))
+            elif kind == "lost":
+                (replicant,) = fields
+                router.owner_lost(replicant)
+        except (ValueError, TypeError) as exc:
+            log_problem = f"bad authority message on {subject}: {exc}"
+            self.authority_errors.append(log_problem)
+            del self.authority_errors[:-100]
+
+    def _replicant_lost(self, conn: Connection) -> None:
+        if (
+            self.config.replicants
+            and conn.kind is ConnectionKind.REPLICANT
+            and conn.account is not None
+            and conn.name
+        ):
+            account = conn.account.name
+            self.inject(account, "$AUTH.lost", msgpack.packb((conn.name,)))
+            self._router(account).owner_lost(conn.name)
+
+    def _interest_delta(self, account: str, pattern: str, added: bool) -> None:
+        """Tell replicants that this node's clients' interest in a pattern appeared/left."""
+        prefix = self.config.interest_prefix
+        if self.config.replicants and prefix and pattern.startswith(prefix):
+            kind = "add" if added else "remove"
+            self.inject(account, f"$INTEREST.{kind}", msgpack.packb((self.config.name, pattern)))
+
+    def interest_snapshot(self, account: str) -> None:
+        """Re-announce every local interest pattern under the prefix (a replicant joined)."""
+        prefix = self.config.interest_prefix
+        for (acct, pattern, queue), _ in list(self._local_keys.items()):
+            if acct == account and queue is None and prefix and pattern.startswith(prefix):
+                self.inject(account, "$INTEREST.add", msgpack.packb((self.config.name, pattern)))
 
     # -- gateways ------------------------------------------------------------------------------
 
@@ -1325,6 +1485,8 @@ class NodeCore:
         key = (account, pattern, queue)
         n = self._local_keys[key] = self._local_keys.get(key, 0) + 1
         self._local_interest_changed(account, pattern, queue, n)
+        if n == 1 and queue is None and self.config.interest_prefix:
+            self._interest_delta(account, pattern, added=True)
 
     def _unsubscribe(self, conn: Connection, sid: int, max_msgs: int | None) -> None:
         sub = conn.subs.get(sid)
@@ -1350,6 +1512,8 @@ class NodeCore:
         else:
             del self._local_keys[key]
         self._local_interest_changed(account, sub.pattern, sub.queue, n)
+        if n == 0 and sub.queue is None and self.config.interest_prefix:
+            self._interest_delta(account, sub.pattern, added=False)
 
     # -- output helpers -----------------------------------------------------------------------
 
@@ -1395,7 +1559,7 @@ class NodeCore:
             routes=len(self.routes),
             outbound_gateways=len(self.outbound),
             inbound_gateways=len(self.inbound),
-            subscriptions=sum(self._local_keys.values()),
+            subscriptions=sum(self._local_keys.values()) - self._internal_subs(),
             messages_in=self.messages_in,
             messages_out=self.messages_out,
             bytes_in=self.bytes_in,

@@ -15,7 +15,10 @@ number.  The router (one per gateway node, for the clients attached to it):
 * drops a client's input whose sequence number it has already seen (a retry).
 
 A planned move is ``release`` (the old owner hands over its state, including the
-sequence numbers it applied) then ``claim`` by the new owner with a higher epoch.
+sequence numbers it applied) then ``claim`` by the new owner with a higher epoch; the
+two may arrive in either order.  An owner must skip an input whose sequence number
+its state already includes (inputs a former owner applied but never acknowledged are
+delivered again).
 Memory is bounded: at most ``max_pending`` held-or-retained inputs per entity; past
 that, new inputs for the entity are refused (counted), never silently lost.
 
@@ -69,6 +72,8 @@ class InputRouter:
         self.refused = 0
         #: retries dropped as duplicates
         self.duplicates = 0
+        #: claims ignored because their epoch was not newer
+        self.stale = 0
 
     def _state(self, entity: str) -> EntityState:
         st = self.entities.get(entity)
@@ -102,13 +107,21 @@ class InputRouter:
     # -- authority -------------------------------------------------------------------------------
 
     def claim(self, entity: str, replicant: str, epoch: int) -> list[Delivery]:
-        """``replicant`` now owns ``entity`` at ``epoch`` (must grow).  Every held input
-        (including those a lost owner never acknowledged) is delivered to it in order."""
+        """``replicant`` owns ``entity`` from ``epoch`` on.  Every held input (including
+        those a former owner never acknowledged) is delivered to it, in order.
+
+        Announcements travel on different paths, so a claim may overtake the previous
+        owner's release: a claim with a higher epoch takes over at once (the former
+        owner's unacknowledged inputs go to the new one, which skips sequence numbers
+        its state already includes); a claim at an epoch already seen is stale and
+        ignored."""
         st = self._state(entity)
         if epoch <= st.epoch:
-            raise ValueError(f"claim of {entity!r} at epoch {epoch} <= current {st.epoch}")
+            self.stale += 1
+            return []
         if st.owner is not None:
-            raise ValueError(f"{entity!r} is owned by {st.owner!r}: release it first")
+            st.held = deque(list(st.retained) + list(st.held))
+            st.retained = deque()
         st.owner = replicant
         st.epoch = epoch
         pending = st.held

@@ -346,6 +346,14 @@ class Client:
         if self._closed:
             raise self._closed_error()
 
+    async def send_input(self, entity: str, seq: int, data: bytes) -> None:
+        """Send a game input for ``entity`` with this client's sequence number ``seq``
+        (increasing per client): the node routes it to the entity's current owner,
+        holding it across hand-overs (requires ``GatewayConfig.replicants``)."""
+        import msgpack
+
+        await self.publish(f"$IN.{entity}", msgpack.packb((seq, bytes(data))))
+
     async def request(self, subject: str, payload: bytes = b"") -> Message:
         """Publish with a unique reply subject and return the first reply."""
         if self._inbox_sub is None:
@@ -386,7 +394,7 @@ _PUB = int(Opcode.PUB)
 
 @asynccontextmanager
 async def _connect_stream(
-    stream: trio.abc.Stream, *, name: str | None, token: str | None
+    stream: trio.abc.Stream, *, name: str | None, token: str | None, role: Role = Role.CLIENT
 ) -> AsyncIterator[Client]:
     client = Client(stream, name=name or "client", token=token)
     refused: ConnectionClosedError | None = None
@@ -396,7 +404,7 @@ async def _connect_stream(
         try:
             await client._queue(
                 client._enc.encode(
-                    Hello(PROTOCOL_VERSION, Role.CLIENT.value, client.name, None, token, 0, (), ())
+                    Hello(PROTOCOL_VERSION, role.value, client.name, None, token, 0, (), ())
                 )
             )
             await client._handshake_done.wait()
@@ -423,6 +431,7 @@ async def connect(
     name: str | None = None,
     token: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    role: Role = Role.CLIENT,
 ) -> AsyncIterator[Client]:
     """Connect to the node at ``url``; the block runs while connected.
 
@@ -431,6 +440,6 @@ async def connect(
     """
     async with (
         connect_stream(url, ssl_context=ssl_context) as stream,
-        _connect_stream(stream, name=name, token=token) as client,
+        _connect_stream(stream, name=name, token=token, role=role) as client,
     ):
         yield client

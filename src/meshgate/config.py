@@ -266,6 +266,13 @@ class GatewayConfig:
     interest_mode: str = attrs.field(default="optimistic", validator=_interest_mode)
     #: no-interest notices per account and connection before switching it to interest-only
     interest_only_threshold: int = attrs.field(default=1000, validator=_positive)
+    #: the game layer: route client inputs (``$IN.<entity>``) to entity owners across
+    #: hand-overs, follow authority broadcasts (``$AUTH.*``) and announce client interest
+    #: to replicants; set it on every node of a super-cluster that serves replicants
+    replicants: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    #: subscriptions of clients under this prefix are announced to replicants as
+    #: interest deltas on ``$INTEREST.add`` / ``$INTEREST.remove`` ("" disables)
+    interest_prefix: str = attrs.field(default="cell.", validator=attrs.validators.instance_of(str))
     #: HTTP monitoring endpoint (``host:port``): /varz /connz /routez /gatewayz /subsz
     #: /healthz (JSON) and /metrics (Prometheus text); None disables it
     monitor_listen: str | None = attrs.field(default=None, validator=_url_or_none)

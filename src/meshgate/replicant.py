@@ -1,0 +1,353 @@
+"""Replicants: entity-state services attached to gateway nodes.
+
+A replicant owns entities (one owner per entity at a time, with an epoch), receives
+the client inputs for them — in order, across hand-overs, wherever in the super-cluster
+the client and the replicant are attached — publishes their state, and learns which
+cells clients want so it streams only those.
+
+* :class:`ReplicantLink` is the replicant's handle into the mesh.  Get one with
+  :meth:`meshgate.Gateway.attach_replicant` (in process) or :func:`connect_replicant`
+  (over any transport, from another process or machine).  A replicant may hold links
+  to several nodes, in any cluster.
+* :class:`ReplicantAdapter` is what a host application implements to bridge a node to
+  its replicant service: one ``run(link)`` coroutine.
+* :class:`InMemoryReplicant` is the reference adapter: an entity table with owner and
+  epoch, inputs applied in order, state published on grid-cell subjects.
+
+Nodes must run with ``GatewayConfig(replicants=True)``.  Wire conventions (plain
+meshgate subjects): clients send inputs with :meth:`meshgate.Client.send_input`
+(``$IN.<entity>``); owners announce ``$AUTH.claim`` / ``release`` / ``ack``; a node
+announces ``$AUTH.lost`` when a replicant's connection goes; inputs reach a replicant
+on ``$REP.<name>.in``; nodes announce client interest on ``$INTEREST.add`` / ``remove``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InMemoryReplicant",
+    "Input",
+    "InterestDelta",
+    "ReplicantAdapter",
+    "ReplicantLink",
+    "connect_replicant",
+    "open_replicant_link",
+]
+
+import abc
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import NamedTuple
+
+import msgpack
+import trio
+
+from .client import Client, connect
+from .protocol import Role
+from .spatial import Grid
+from .subjects import match
+
+
+class Input(NamedTuple):
+    """A client input delivered to the entity's owner."""
+
+    entity: str
+    epoch: int
+    client: str
+    seq: int
+    data: bytes
+
+
+class InterestDelta(NamedTuple):
+    """Patterns some client started or stopped wanting (union over the nodes linked)."""
+
+    added: frozenset[str]
+    removed: frozenset[str]
+
+
+class ReplicantLink:
+    """A replicant's handle into the mesh through one connection to one node."""
+
+    def __init__(self, client: Client, name: str, *, max_buffered: int = 65536) -> None:
+        self.client = client
+        self.name = name
+        # a deque, not a memory channel: a channel hands an item to a waiting receiver
+        # before that task runs, and a hand-over in between would skip it
+        self._inputs: deque[Input] = deque()
+        self._input_waiters = trio.lowlevel.ParkingLot()
+        self._max_buffered = max_buffered
+        self._deltas_send, self._deltas = trio.open_memory_channel[InterestDelta](max_buffered)
+        self._wanted: dict[str, set[str]] = {}  # pattern -> nodes whose clients want it
+        #: inputs dropped because the replicant did not keep up (never happens unless
+        #: ``max_buffered`` inputs are waiting)
+        self.dropped_inputs = 0
+
+    # -- authority --------------------------------------------------------------------------
+
+    async def claim(self, entity: str, epoch: int) -> None:
+        """Take authority over ``entity`` at ``epoch`` (higher than any before)."""
+        await self.client.publish("$AUTH.claim", msgpack.packb((entity, self.name, epoch)))
+
+    async def release(self, entity: str, epoch: int, applied: dict[str, int]) -> None:
+        """Hand ``entity`` over: ``applied`` maps each client to the last sequence number
+        this owner applied; later inputs are held for the next owner."""
+        await self.client.publish(
+            "$AUTH.release", msgpack.packb((entity, self.name, epoch, applied))
+        )
+
+    async def ack(self, entity: str, epoch: int, applied: dict[str, int]) -> None:
+        """The state published so far includes ``applied``: those inputs are durable."""
+        await self.client.publish("$AUTH.ack", msgpack.packb((entity, self.name, epoch, applied)))
+
+    # -- data -------------------------------------------------------------------------------
+
+    async def publish(self, subject: str, payload: bytes, *, key: str | None = None) -> None:
+        """Publish an entity update (``key`` lets slow clients get only the latest)."""
+        await self.client.publish(subject, payload, key=key)
+
+    async def receive_input(self) -> Input:
+        """The next input for an entity this replicant owns (in order per client)."""
+        while not self._inputs:
+            await self._input_waiters.park()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._inputs:  # taken by receive_input_nowait meanwhile
+            return await self.receive_input()
+        return self._inputs.popleft()
+
+    def receive_input_nowait(self) -> Input:
+        """The next input if one is waiting, else raise :class:`trio.WouldBlock`."""
+        if not self._inputs:
+            raise trio.WouldBlock
+        return self._inputs.popleft()
+
+    async def interest_change(self) -> InterestDelta:
+        """The next change of the aggregated client interest."""
+        return await self._deltas.receive()
+
+    @property
+    def interest(self) -> frozenset[str]:
+        """Patterns at least one client reachable through this link wants now."""
+        return frozenset(self._wanted)
+
+    def wants(self, subject: str) -> bool:
+        """True if some client's interest covers ``subject``."""
+        return any(match(p, subject) for p in self._wanted)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        c = self.client
+        inputs = await c._subscribe(f"$REP.{self.name}.in", None, 65536)
+        adds = await c._subscribe("$INTEREST.add", None, 65536)
+        removes = await c._subscribe("$INTEREST.remove", None, 65536)
+        await c.flush()
+        await c.publish("$INTEREST.sync", b"")  # every node re-announces its interest
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump_inputs, inputs)
+            nursery.start_soon(self._pump_interest, adds, True)
+            nursery.start_soon(self._pump_interest, removes, False)
+
+    async def _pump_inputs(self, sub: object) -> None:
+        from .client import Subscription
+
+        assert isinstance(sub, Subscription)
+        async for m in sub:
+            try:
+                entity, epoch, client, seq, data = msgpack.unpackb(m.payload, use_list=False)
+            except (ValueError, TypeError):
+                continue
+            if len(self._inputs) >= self._max_buffered:
+                self.dropped_inputs += 1  # the router redelivers: it was never acknowledged
+                continue
+            self._inputs.append(Input(entity, epoch, client, seq, data))
+            self._input_waiters.unpark_all()
+
+    async def _pump_interest(self, sub: object, added: bool) -> None:
+        from .client import Subscription
+
+        assert isinstance(sub, Subscription)
+        async for m in sub:
+            try:
+                node, pattern = msgpack.unpackb(m.payload, use_list=False)
+            except (ValueError, TypeError):
+                continue
+            nodes = self._wanted.get(pattern)
+            if added:
+                if nodes is None:
+                    self._wanted[pattern] = {node}
+                    self._deltas_send.send_nowait(InterestDelta(frozenset({pattern}), frozenset()))
+                else:
+                    nodes.add(node)
+            elif nodes is not None:
+                nodes.discard(node)
+                if not nodes:
+                    del self._wanted[pattern]
+                    self._deltas_send.send_nowait(InterestDelta(frozenset(), frozenset({pattern})))
+
+
+@asynccontextmanager
+async def open_replicant_link(client: Client, name: str) -> AsyncIterator[ReplicantLink]:
+    """A :class:`ReplicantLink` over an existing client connection (role replicant)."""
+    link = ReplicantLink(client, name)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link._run)
+        try:
+            yield link
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def connect_replicant(
+    url: str, name: str, *, token: str | None = None, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[ReplicantLink]:
+    """The remote adapter: a replicant in another process or machine links to the node
+    at ``url`` over any transport, speaking the meshgate protocol."""
+    async with (
+        connect(url, name=name, token=token, ssl_context=ssl_context, role=Role.REPLICANT) as c,
+        open_replicant_link(c, name) as link,
+    ):
+        yield link
+
+
+class ReplicantAdapter(abc.ABC):
+    """Bridges a node to one replicant service; host applications implement :meth:`run`.
+
+    ``run`` gets a :class:`ReplicantLink` and typically loops: claim entities, apply
+    :meth:`ReplicantLink.receive_input` inputs, publish state for cells in
+    :attr:`ReplicantLink.interest`, acknowledge, hand entities over.
+    """
+
+    #: the replicant's name, unique in the super-cluster
+    name: str
+
+    @abc.abstractmethod
+    async def run(self, link: ReplicantLink) -> None:
+        """Serve the replicant through ``link`` until cancelled."""
+
+
+Apply = Callable[[bytes, bytes], bytes]
+
+
+def _append(state: bytes, data: bytes) -> bytes:
+    return state + data
+
+
+class InMemoryReplicant(ReplicantAdapter):
+    """The reference replicant: an entity table with owner, epoch and state.
+
+    Inputs are applied in order with ``apply(state, data) -> state``; after each batch
+    the new state of each changed entity is published on its cell subject (``grid``,
+    ``positions``) — only if some client's interest covers that cell — and the applied
+    sequence numbers are acknowledged.  :meth:`hand_over` moves an entity to another
+    in-memory replicant without losing or duplicating an input.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        grid: Grid,
+        positions: dict[str, tuple[float, float]] | None = None,
+        *,
+        apply: Apply = _append,
+    ) -> None:
+        self.name = name
+        self.grid = grid
+        self.apply = apply
+        self.positions: dict[str, tuple[float, float]] = dict(positions or {})
+        self.states: dict[str, bytes] = {}
+        self.epochs: dict[str, int] = {}
+        #: per entity, per client: the last sequence number applied
+        self.applied: dict[str, dict[str, int]] = {}
+        #: per entity: every (client, seq) applied, in order (for tests and tools)
+        self.log: dict[str, list[tuple[str, int]]] = {}
+        #: state updates published, and those skipped because no client wanted the cell
+        self.published = 0
+        self.skipped = 0
+        self.link: ReplicantLink | None = None
+        self._ready = trio.Event()
+
+    async def wait_ready(self) -> None:
+        """Wait until :meth:`run` has claimed its initial entities."""
+        await self._ready.wait()
+
+    async def own(
+        self, entity: str, epoch: int, state: bytes = b"", applied: dict[str, int] | None = None
+    ) -> None:
+        """Take ``entity`` at ``epoch`` with a given state (a hand-over's target side)."""
+        assert self.link is not None
+        self.states[entity] = state
+        self.epochs[entity] = epoch
+        self.applied[entity] = dict(applied or {})
+        self.log.setdefault(entity, [])
+        self.positions.setdefault(entity, (0.0, 0.0))
+        await self.link.claim(entity, epoch)
+
+    async def hand_over(self, entity: str, to: InMemoryReplicant) -> None:
+        """Move ``entity`` to ``to``: apply what arrived, release, and let ``to`` claim
+        the next epoch with the state and applied sequence numbers."""
+        assert self.link is not None
+        self._apply_pending()
+        epoch = self.epochs.pop(entity)
+        state = self.states.pop(entity)
+        applied = self.applied.pop(entity)
+        to.positions[entity] = self.positions.pop(entity, (0.0, 0.0))
+        to.log[entity] = self.log.pop(entity, [])
+        await self.link.release(entity, epoch, applied)
+        await to.own(entity, epoch + 1, state, applied)
+
+    def _apply(self, inp: Input) -> bool:
+        """Apply one input if this replicant owns the entity at that epoch and has not
+        applied that sequence number yet; True if the state changed."""
+        if self.epochs.get(inp.entity) != inp.epoch:
+            return False  # fenced: not (or no longer) the owner at that epoch
+        applied = self.applied.setdefault(inp.entity, {})
+        if inp.seq <= applied.get(inp.client, -1):
+            return False
+        applied[inp.client] = inp.seq
+        self.states[inp.entity] = self.apply(self.states.get(inp.entity, b""), inp.data)
+        self.log.setdefault(inp.entity, []).append((inp.client, inp.seq))
+        return True
+
+    def _apply_pending(self) -> set[str]:
+        assert self.link is not None
+        changed: set[str] = set()
+        while True:
+            try:
+                inp = self.link.receive_input_nowait()
+            except trio.WouldBlock:
+                return changed
+            if self._apply(inp):
+                changed.add(inp.entity)
+
+    async def _publish(self, entity: str) -> None:
+        assert self.link is not None
+        x, y = self.positions.get(entity, (0.0, 0.0))
+        subject = self.grid.subject(self.grid.cell_of(x, y), entity)
+        if self.link.wants(subject):
+            await self.link.publish(subject, self.states.get(entity, b""), key=entity)
+            self.published += 1
+        else:
+            self.skipped += 1
+
+    async def run(self, link: ReplicantLink) -> None:
+        """Claim the initial entities, then apply inputs and publish state until cancelled."""
+        self.link = link
+        for entity in self.positions:
+            if entity not in self.epochs:
+                await self.own(entity, 1)
+        self._ready.set()
+        while True:
+            first = await link.receive_input()
+            changed = {first.entity} if self._apply(first) else set()
+            changed |= self._apply_pending()
+            for entity in sorted(changed):
+                epoch = self.epochs.get(entity)
+                if epoch is None:
+                    continue  # handed over meanwhile
+                applied = dict(self.applied[entity])
+                await self._publish(entity)
+                if self.epochs.get(entity) == epoch:
+                    await link.ack(entity, epoch, applied)

@@ -49,6 +49,9 @@ class ErrorCode(enum.IntEnum):
     HANDSHAKE_REFUSED = 12
     #: The node is shutting down.
     SHUTTING_DOWN = 13
+    #: The client fell behind: its event backlog was dropped and keyed state follows
+    #: (the connection stays; the client should resynchronise what it shows).
+    RESYNC = 14
 
 
 class MeshgateError(Exception):

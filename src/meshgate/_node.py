@@ -174,6 +174,8 @@ class Connection:
         "pub_perm",
         "remote",
         "remote_cluster",
+        "resync_streak",
+        "resyncs",
         "rtt",
         "shell",
         "slow",
@@ -201,6 +203,8 @@ class Connection:
         self.bytes_out = 0
         self.dropped = 0
         self.coalesced = 0
+        self.resyncs = 0
+        self.resync_streak = 0
         self.slow = False
         self.frame_sizes: deque[int] = deque()
         self.keyed: dict[tuple[int, str], bytes] = {}
@@ -361,6 +365,7 @@ class NodeCore:
         self.slow_consumers = 0
         self.dropped_messages = 0
         self.coalesced_messages = 0
+        self.resyncs = 0
         self.protocol_errors = 0
         self.auth_failures = 0
         self.permission_violations = 0
@@ -450,6 +455,7 @@ class NodeCore:
         conn.frame_sizes.clear()
         conn.dirty = False
         conn.slow = False
+        conn.resync_streak = 0
         n = len(out)
         conn.bytes_out += n
         self.bytes_out += n
@@ -1400,7 +1406,7 @@ class NodeCore:
                 return 0
             out += prefix
             out += tail
-            if policy == "drop-oldest":
+            if policy == "drop-oldest" or policy == "coalesce":
                 c.frame_sizes.append(size)
         c.messages_out += 1
         if not c.dirty:
@@ -1435,8 +1441,32 @@ class NodeCore:
                 self.dropped_messages += 1
             del c.out[:drop]
             return True
+        if policy == "coalesce":
+            return self._resync(c)
         self._slow(c, "pending output")
         return False
+
+    def _resync(self, c: Connection) -> bool:
+        """Graded slow-client policy, second grade: drop the event backlog (keyed state
+        stays, latest value per key), tell the client to resynchronise; after
+        ``max_resyncs`` in a row without the client catching up, disconnect it."""
+        c.resync_streak += 1
+        if c.resync_streak > self.config.max_resyncs:
+            self._slow(c, f"still behind after {self.config.max_resyncs} resyncs")
+            return False
+        dropped = len(c.frame_sizes)
+        c.dropped += dropped
+        self.dropped_messages += dropped
+        c.resyncs += 1
+        self.resyncs += 1
+        c.out = bytearray()
+        c.frame_sizes.clear()
+        self._error(
+            c,
+            ErrorCode.RESYNC,
+            f"fell behind: {dropped} events dropped; keyed state follows (resync {c.resyncs})",
+        )
+        return True
 
     def _slow(self, c: Connection, what: str) -> None:
         if not c.slow:
@@ -1567,6 +1597,7 @@ class NodeCore:
             slow_consumers=self.slow_consumers,
             dropped_messages=self.dropped_messages,
             coalesced_messages=self.coalesced_messages,
+            resyncs=self.resyncs,
             protocol_errors=self.protocol_errors,
             auth_failures=self.auth_failures,
             permission_violations=self.permission_violations,

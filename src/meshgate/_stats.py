@@ -26,6 +26,8 @@ class Statistics:
     dropped_messages: int
     #: keyed frames replaced by a newer one before they were sent (coalesce policy)
     coalesced_messages: int
+    #: event backlogs dropped with a RESYNC notice (coalesce policy)
+    resyncs: int
     #: connections closed for a protocol error, failed auth or a limit
     protocol_errors: int
     auth_failures: int

@@ -169,6 +169,8 @@ class Client:
         #: the node's name and cluster, learned in the handshake
         self.server_name = ""
         self.server_cluster: str | None = None
+        #: times the node dropped this client's event backlog (it fell behind)
+        self.resyncs = 0
         #: error frames that did not close the connection (e.g. permission denied)
         self.errors: deque[ServerError] = deque(maxlen=100)
         self._inbox_prefix = f"_INBOX.{os.urandom(8).hex()}"
@@ -253,7 +255,10 @@ class Client:
             self._wake.set()
         elif op == Opcode.ERROR:
             err = ServerError(f[1], f[2])  # type: ignore[arg-type]
-            if err.code == ErrorCode.PERMISSION_DENIED:
+            if err.code == ErrorCode.RESYNC:
+                self.resyncs += 1
+                self.errors.append(err)
+            elif err.code == ErrorCode.PERMISSION_DENIED:
                 self.errors.append(err)
             else:
                 self._error = err

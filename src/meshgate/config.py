@@ -230,6 +230,9 @@ class GatewayConfig:
     max_pending_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=_positive)
     #: what happens when a client passes ``max_pending_bytes``
     slow_consumer_policy: str = attrs.field(default="disconnect", validator=_policy)
+    #: coalesce policy: resyncs in a row (backlog dropped while the client stays behind)
+    #: before the client is disconnected
+    max_resyncs: int = attrs.field(default=3, validator=_non_negative_int)
     #: concurrent client connections
     max_connections: int = attrs.field(default=10_000, validator=_positive)
     #: subscriptions per connection

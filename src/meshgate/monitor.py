@@ -60,6 +60,7 @@ def _varz(gw: Gateway) -> dict[str, Any]:
         "slow_consumers": st.slow_consumers,
         "dropped_msgs": st.dropped_messages,
         "coalesced_msgs": st.coalesced_messages,
+        "resyncs": st.resyncs,
         "protocol_errors": st.protocol_errors,
         "auth_failures": st.auth_failures,
         "permission_violations": st.permission_violations,
@@ -96,8 +97,10 @@ def _connz(gw: Gateway, query: dict[str, list[str]]) -> dict[str, Any]:
             "out_bytes": c.bytes_out,
             "pending_bytes": core.pending_bytes(c),
             "subscriptions": len(c.subs),
+            "pending_frames": len(c.frame_sizes) + len(c.keyed),
             "dropped_msgs": c.dropped,
             "coalesced_msgs": c.coalesced,
+            "resyncs": c.resyncs,
         }
         for c in clients[offset : offset + limit]
     ]

@@ -34,6 +34,7 @@ from .protocol import (
     Error,
     Hello,
     Info,
+    Message,
     Opcode,
     Ping,
     Pong,
@@ -55,6 +56,7 @@ _RSUB = int(Opcode.RSUB)
 _RUNSUB = int(Opcode.RUNSUB)
 _RMSG = int(Opcode.RMSG)
 _INFO = int(Opcode.INFO)
+_SPECULATIVE_MAX = 65536
 _GMSG = int(Opcode.GMSG)
 _GW_INTEREST = frozenset(
     int(op)
@@ -339,8 +341,14 @@ class NodeCore:
             for account in sorted({u.account for u in config.users} or {"$G"}):
                 self._internal_subscribe(account, "$AUTH.*")
                 self._internal_subscribe(account, "$INTEREST.sync")
+                self._internal_subscribe(account, "$SPEC.*")
         #: the last malformed authority messages, for diagnosis
         self.authority_errors: list[str] = []
+        # speculative relay: inputs relayed provisionally, and who got each relay
+        self._speculative_inputs: dict[tuple[str, int], None] = {}
+        self._provisional: dict[str, tuple[str, list[tuple[int, int]]]] = {}
+        #: provisional records forgotten (bounded) before the owner answered
+        self.provisional_evicted = 0
         for cluster, urls in config.gateways.items():
             if cluster != config.cluster:
                 self.gateway_urls[cluster] = set(urls)
@@ -711,6 +719,8 @@ class NodeCore:
                 peers.setdefault(chosen.conn, []).append(q)
         if peers:
             n += self._to_routes(peers, acct.name, subject, reply, payload)
+        if reply is not None and reply[0] == "$" and reply.startswith("$PROV."):
+            self._record_provisional(reply, subject, m.plain)
         if self.outbound:
             n += self._to_gateways(acct.name, subject, reply, payload, [q for q, _ in m.queues])
         acct.messages_out += n
@@ -797,6 +807,8 @@ class NodeCore:
                 if tail is None:
                     tail = self.encoder.message_tail(subject, reply, payload)
                 n += self._deliver(self._pick(local), tail, None)  # type: ignore[arg-type]
+        if reply is not None and reply[0] == "$" and reply.startswith("$PROV."):
+            self._record_provisional(reply, subject, m.plain)
         acct = self._accounts.get(account)
         if acct is not None:
             acct.messages_out += n
@@ -991,6 +1003,8 @@ class NodeCore:
                             self.authority(account, subject, payload)
                         elif subject == "$INTEREST.sync":
                             self.interest_snapshot(account)
+                        elif subject.startswith("$SPEC."):
+                            self.speculation_answer(subject[6:], payload)
         finally:
             self._draining_internal = False
         self.dirty = [c for c in self.dirty if c.account is None or c.name != "$node"]
@@ -998,15 +1012,32 @@ class NodeCore:
     def _client_input(self, conn: Connection, acct: _Account, entity: str, payload: bytes) -> None:
         """``$IN.<entity>`` from a client: ``[seq, data]``; the router sends it to the owner."""
         try:
-            seq, data = msgpack.unpackb(payload, use_list=False)
+            fields = msgpack.unpackb(payload, use_list=False)
+            seq, data = fields[0], fields[1]
+            relay = fields[2] if len(fields) > 2 else None
             if type(seq) is not int or seq < 0 or type(data) is not bytes:
                 raise ValueError("wrong types")
+            if relay is not None and not (type(relay) is str and is_valid_subject(relay)):
+                raise ValueError("bad relay subject")
         except Exception:
-            self._error(conn, ErrorCode.MALFORMED, "an input payload must be [seq, bytes]")
+            self._error(
+                conn, ErrorCode.MALFORMED, "an input payload must be [seq, bytes, relay subject?]"
+            )
             return
         router = self._router(acct.name)
         client = f"{self.config.name}/{conn.id}"
+        speculative = relay is not None and any(match(p, relay) for p in self.config.speculative)
+        if speculative:
+            self._speculative_inputs[(client, seq)] = None
+            if len(self._speculative_inputs) > _SPECULATIVE_MAX:
+                del self._speculative_inputs[next(iter(self._speculative_inputs))]
         self._send_inputs(acct.name, router.input(client, entity, seq, data))
+        if speculative:
+            assert relay is not None
+            # relayed at once to every interested client, marked provisional; the node
+            # that delivers it remembers to whom, for the owner's confirm or correction
+            self._route_publish(acct, relay, f"$PROV.{client}.{seq}", data, None)
+            self._drain_internal()
 
     def _router(self, account: str) -> InputRouter:
         router = self.input_routers.get(account)
@@ -1016,8 +1047,56 @@ class NodeCore:
 
     def _send_inputs(self, account: str, deliveries: list[Delivery]) -> None:
         for d in deliveries:
-            payload = msgpack.packb((d.entity, d.epoch, d.client, d.seq, d.data))
+            speculative = (d.client, d.seq) in self._speculative_inputs
+            payload = msgpack.packb((d.entity, d.epoch, d.client, d.seq, d.data, speculative))
             self.inject(account, f"$REP.{d.replicant}.in", payload)
+
+    def _record_provisional(
+        self, reply: str, subject: str, plain: tuple[Subscription | RemoteInterest, ...]
+    ) -> None:
+        """Remember which local subscriptions got a provisional update."""
+        recipients = [
+            (sub.conn.id, sub.sid)
+            for sub in plain
+            if sub.prefix is not None and sub.conn.state is ConnState.OPEN
+        ]
+        if not recipients:
+            return
+        self._provisional[reply] = (subject, recipients)
+        if len(self._provisional) > _SPECULATIVE_MAX:
+            del self._provisional[next(iter(self._provisional))]
+            self.provisional_evicted += 1
+
+    def speculation_answer(self, kind: str, payload: bytes) -> None:
+        """The owner confirmed or corrected a provisional update: tell exactly the local
+        clients that received it, and the sender if it is attached here."""
+        try:
+            client, seq, value = msgpack.unpackb(payload, use_list=False)
+            if type(client) is not str or type(seq) is not int or type(value) is not bytes:
+                raise ValueError("wrong types")
+        except (ValueError, TypeError) as exc:
+            self.authority_errors.append(f"bad speculation answer: {exc}")
+            del self.authority_errors[:-100]
+            return
+        tag = "CONF" if kind == "confirm" else "CORR"
+        record = self._provisional.pop(f"$PROV.{client}.{seq}", None)
+        enc = self.encoder
+        subject = record[0] if record is not None else None
+        if record is not None:
+            for conn_id, sid in record[1]:
+                c = self.conns.get(conn_id)
+                if c is not None and c.state is ConnState.OPEN:
+                    self._append(
+                        c, enc.encode(Message(sid, record[0], f"${tag}.{client}.{seq}", value))
+                    )
+        node, _, conn_id_text = client.partition("/")
+        if node == self.config.name and conn_id_text.isdigit():
+            c = self.conns.get(int(conn_id_text))
+            if c is not None and c.state is ConnState.OPEN:
+                # sid 0 is reserved for the node's notices to a client
+                self._append(
+                    c, enc.encode(Message(0, subject or "", f"${tag}.{client}.{seq}", value))
+                )
 
     def authority(self, account: str, subject: str, payload: bytes) -> None:
         """An ``$AUTH.*`` message (claim, release, ack, lost) seen by this node."""
@@ -1255,7 +1334,11 @@ class NodeCore:
             if not plain and groups is None:
                 continue
             if tail is None:
-                if reply is not None and not reply.startswith(GR_PREFIX):
+                if (
+                    reply is not None
+                    and not reply.startswith(GR_PREFIX)
+                    and not reply.startswith("$PROV.")  # a marker, not a reply address
+                ):
                     reply = f"{GR_PREFIX}{self.config.cluster}.{self.config.name}.{reply}"
                 tail = enc.relay_tail(account, subject, reply, payload)
             out = c.out
@@ -1320,6 +1403,8 @@ class NodeCore:
                         peers.setdefault(chosen.conn, []).append(q)
             if peers:
                 n += self._to_routes(peers, account, subject, reply, payload)
+            if reply is not None and reply[0] == "$" and reply.startswith("$PROV."):
+                self._record_provisional(reply, subject, m.plain)
         self.messages_out += n
         acct = self._accounts.get(account)
         if acct is not None:

@@ -178,6 +178,7 @@ class Client:
         self._requests: dict[str, trio.MemorySendChannel[Message]] = {}
         self._req_ids = itertools.count(1)
         self._handshake_done = trio.Event()
+        self._corrections_send, self._corrections = trio.open_memory_channel[Message](4096)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -239,6 +240,11 @@ class Client:
                         sub = self._subs.get(f[1])
                         if sub is not None:
                             sub._push(Message(f[2], f[4], f[3]))
+                        elif f[1] == 0:  # the node's notices: speculation answers
+                            try:
+                                self._corrections_send.send_nowait(Message(f[2], f[4], f[3]))
+                            except trio.WouldBlock:
+                                pass
                     else:
                         self._control(op, f)
         except RemoteProtocolError as exc:
@@ -277,6 +283,7 @@ class Client:
         self._handshake_done.set()
         for sub in list(self._subs.values()):
             sub._finish()
+        self._corrections_send.close()
         while self._pongs:
             self._pongs.popleft().set()
         for ch in self._requests.values():
@@ -351,13 +358,32 @@ class Client:
         if self._closed:
             raise self._closed_error()
 
-    async def send_input(self, entity: str, seq: int, data: bytes) -> None:
+    async def send_input(
+        self, entity: str, seq: int, data: bytes, *, relay: str | None = None
+    ) -> None:
         """Send a game input for ``entity`` with this client's sequence number ``seq``
         (increasing per client): the node routes it to the entity's current owner,
-        holding it across hand-overs (requires ``GatewayConfig.replicants``)."""
+        holding it across hand-overs (requires ``GatewayConfig.replicants``).
+
+        With ``relay`` (a subject matching ``GatewayConfig.speculative``), the node also
+        relays ``data`` at once to every client interested in ``relay``, marked
+        provisional (its ``reply`` is ``$PROV.<client>.<seq>``); the owner's confirm or
+        correction arrives later on the same subscriptions (``$CONF.``/``$CORR.``) and,
+        for this client, through :meth:`receive_correction`."""
         import msgpack
 
-        await self.publish(f"$IN.{entity}", msgpack.packb((seq, bytes(data))))
+        fields: tuple[object, ...] = (
+            (seq, bytes(data)) if relay is None else (seq, bytes(data), relay)
+        )
+        await self.publish(f"$IN.{entity}", msgpack.packb(fields))
+
+    async def receive_correction(self) -> Message:
+        """The next confirm (reply ``$CONF.…``) or correction (``$CORR.…``) of this
+        client's own speculative inputs."""
+        try:
+            return await self._corrections.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise self._closed_error() from None
 
     async def request(self, subject: str, payload: bytes = b"") -> Message:
         """Publish with a unique reply subject and return the first reply."""

@@ -273,6 +273,12 @@ class GatewayConfig:
     #: hand-overs, follow authority broadcasts (``$AUTH.*``) and announce client interest
     #: to replicants; set it on every node of a super-cluster that serves replicants
     replicants: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    #: speculative relay: an input sent with ``relay=subject`` matching one of these
+    #: patterns is relayed at once to interested clients, marked provisional, and the
+    #: owner's confirm/correct reaches exactly the clients that got it (and the sender)
+    speculative: tuple[str, ...] = attrs.field(
+        default=(), converter=_str_tuple, validator=_patterns
+    )
     #: subscriptions of clients under this prefix are announced to replicants as
     #: interest deltas on ``$INTEREST.add`` / ``$INTEREST.remove`` ("" disables)
     interest_prefix: str = attrs.field(default="cell.", validator=attrs.validators.instance_of(str))

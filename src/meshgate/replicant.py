@@ -57,6 +57,8 @@ class Input(NamedTuple):
     client: str
     seq: int
     data: bytes
+    #: the client's node relayed it provisionally: answer with confirm or correct
+    speculative: bool = False
 
 
 class InterestDelta(NamedTuple):
@@ -99,6 +101,15 @@ class ReplicantLink:
     async def ack(self, entity: str, epoch: int, applied: dict[str, int]) -> None:
         """The state published so far includes ``applied``: those inputs are durable."""
         await self.client.publish("$AUTH.ack", msgpack.packb((entity, self.name, epoch, applied)))
+
+    async def confirm(self, client: str, seq: int) -> None:
+        """The provisional relay of ``client``'s input ``seq`` was right."""
+        await self.client.publish("$SPEC.confirm", msgpack.packb((client, seq, b"")))
+
+    async def correct(self, client: str, seq: int, value: bytes) -> None:
+        """The provisional relay was wrong: ``value`` replaces it for exactly the clients
+        that got it, the sender included."""
+        await self.client.publish("$SPEC.correct", msgpack.packb((client, seq, bytes(value))))
 
     # -- data -------------------------------------------------------------------------------
 
@@ -155,13 +166,15 @@ class ReplicantLink:
         assert isinstance(sub, Subscription)
         async for m in sub:
             try:
-                entity, epoch, client, seq, data = msgpack.unpackb(m.payload, use_list=False)
+                entity, epoch, client, seq, data, speculative = msgpack.unpackb(
+                    m.payload, use_list=False
+                )
             except (ValueError, TypeError):
                 continue
             if len(self._inputs) >= self._max_buffered:
                 self.dropped_inputs += 1  # the router redelivers: it was never acknowledged
                 continue
-            self._inputs.append(Input(entity, epoch, client, seq, data))
+            self._inputs.append(Input(entity, epoch, client, seq, data, bool(speculative)))
             self._input_waiters.unpark_all()
 
     async def _pump_interest(self, sub: object, added: bool) -> None:
@@ -252,10 +265,15 @@ class InMemoryReplicant(ReplicantAdapter):
         positions: dict[str, tuple[float, float]] | None = None,
         *,
         apply: Apply = _append,
+        validate: Callable[[bytes, bytes], bytes | None] | None = None,
     ) -> None:
         self.name = name
         self.grid = grid
         self.apply = apply
+        #: for speculative inputs: ``validate(state_before, data)`` returns None when the
+        #: client's provisional update stands, else the authoritative replacement
+        self.validate = validate
+        self._verdicts: list[tuple[str, int, bytes | None]] = []
         self.positions: dict[str, tuple[float, float]] = dict(positions or {})
         self.states: dict[str, bytes] = {}
         self.epochs: dict[str, int] = {}
@@ -307,8 +325,12 @@ class InMemoryReplicant(ReplicantAdapter):
         if inp.seq <= applied.get(inp.client, -1):
             return False
         applied[inp.client] = inp.seq
-        self.states[inp.entity] = self.apply(self.states.get(inp.entity, b""), inp.data)
+        before = self.states.get(inp.entity, b"")
+        self.states[inp.entity] = self.apply(before, inp.data)
         self.log.setdefault(inp.entity, []).append((inp.client, inp.seq))
+        if inp.speculative:
+            verdict = self.validate(before, inp.data) if self.validate else None
+            self._verdicts.append((inp.client, inp.seq, verdict))
         return True
 
     def _apply_pending(self) -> set[str]:
@@ -343,6 +365,12 @@ class InMemoryReplicant(ReplicantAdapter):
             first = await link.receive_input()
             changed = {first.entity} if self._apply(first) else set()
             changed |= self._apply_pending()
+            verdicts, self._verdicts = self._verdicts, []
+            for client, seq, verdict in verdicts:
+                if verdict is None:
+                    await link.confirm(client, seq)
+                else:
+                    await link.correct(client, seq, verdict)
             for entity in sorted(changed):
                 epoch = self.epochs.get(entity)
                 if epoch is None:

@@ -266,6 +266,7 @@ class InMemoryReplicant(ReplicantAdapter):
         *,
         apply: Apply = _append,
         validate: Callable[[bytes, bytes], bytes | None] | None = None,
+        locate: Callable[[str, bytes], tuple[float, float]] | None = None,
     ) -> None:
         self.name = name
         self.grid = grid
@@ -274,6 +275,9 @@ class InMemoryReplicant(ReplicantAdapter):
         #: client's provisional update stands, else the authoritative replacement
         self.validate = validate
         self._verdicts: list[tuple[str, int, bytes | None]] = []
+        #: ``locate(entity, state) -> (x, y)``: where an entity is, for its cell subject
+        #: (default: the fixed ``positions``)
+        self.locate = locate
         self.positions: dict[str, tuple[float, float]] = dict(positions or {})
         self.states: dict[str, bytes] = {}
         self.epochs: dict[str, int] = {}
@@ -346,7 +350,10 @@ class InMemoryReplicant(ReplicantAdapter):
 
     async def _publish(self, entity: str) -> None:
         assert self.link is not None
-        x, y = self.positions.get(entity, (0.0, 0.0))
+        if self.locate is not None:
+            x, y = self.locate(entity, self.states.get(entity, b""))
+        else:
+            x, y = self.positions.get(entity, (0.0, 0.0))
         subject = self.grid.subject(self.grid.cell_of(x, y), entity)
         if self.link.wants(subject):
             await self.link.publish(subject, self.states.get(entity, b""), key=entity)

@@ -136,3 +136,16 @@ def test_supercluster_benchmark_runs() -> None:
     )
     assert proc.returncode == 0, proc.stderr.decode()
     assert "A -> B request/reply p50" in proc.stdout.decode()
+
+
+def test_relay_benchmark_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_relay.py"), "--quick"],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = proc.stdout.decode()
+    assert "clients sustained with p99 <= 5 ms" in out
+    assert "memory per idle client connection" in out

@@ -1,0 +1,202 @@
+"""Client-to-client relay through one gateway node: latency and capacity.
+
+N clients in groups of 21: each client publishes 20 updates per second on
+``g.<group>.<id>`` and subscribes to ``g.<group>.*`` — it is interested in the 20
+others of its group (and sees its own echo, which is not counted).  The node runs as
+its own process (``meshgate serve``); the clients are raw sockets driven by a selector
+loop in this process with pre-encoded frames.  Latency is publisher-to-subscriber on
+one machine clock.  The run steps N up and reports where p99 passes 5 ms, then the
+node's memory per idle client connection.
+
+Run: ``python bench/bench_relay.py`` (``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import selectors
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from meshgate.protocol import PROTOCOL_VERSION, Decoder, Encoder, Hello, Ping, Publish, Subscribe
+
+STAMP = struct.Struct("!dI")
+GROUP = 21
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_node(tmp: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    conf = Path(tmp) / "relay.toml"
+    conf.write_text(
+        f'name = "relay"\nlisten = "127.0.0.1:{port}"\nmax_connections = 100000\n'
+        "ping_interval = 600.0\nmax_pending_bytes = 8388608\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meshgate", "serve", "-c", str(conf)], stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    json.loads(proc.stdout.readline())
+    return proc, port
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Clients:
+    def __init__(self, port: int, n: int) -> None:
+        enc = Encoder()
+        self.enc = enc
+        self.sel = selectors.DefaultSelector()
+        self.socks: list[socket.socket] = []
+        self.decoders: list[Decoder] = []
+        self.latencies: list[float] = []
+        for i in range(n):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            group = i // GROUP
+            s.sendall(
+                enc.encode(Hello(PROTOCOL_VERSION, "client", f"c{i}", None, None, 0, (), ()))
+                + enc.encode(Subscribe(1, f"g.{group}.*", None))
+                + enc.encode(Ping())
+            )
+            self.socks.append(s)
+            self.decoders.append(Decoder(max_frame_bytes=1 << 20))
+        for i, s in enumerate(self.socks):  # wait for every PONG: subscriptions are live
+            while not self._pong(i):
+                pass
+            s.setblocking(False)
+            self.sel.register(s, selectors.EVENT_READ, i)
+
+    def _pong(self, i: int) -> bool:
+        self.decoders[i].feed(self.socks[i].recv(65536))
+        while (f := self.decoders[i].next_raw()) is not None:
+            if f[0] == 6:
+                return True
+        return False
+
+    def run(self, seconds: float, rate: float, measure: bool) -> None:
+        n = len(self.socks)
+        period = 1.0 / rate
+        # spread the clients' send times evenly over one period
+        next_send = [time.perf_counter() + period * i / n for i in range(n)]
+        subjects = [f"g.{i // GROUP}.{i}" for i in range(n)]
+        pad = b"\0" * 40
+        end = time.perf_counter() + seconds
+        order = sorted(range(n), key=lambda i: next_send[i])
+        k = 0
+        while True:
+            now = time.perf_counter()
+            if now >= end:
+                break
+            # send what is due (at most one round of all clients per loop)
+            sent = 0
+            while sent < n:
+                i = order[k]
+                if next_send[i] > now:
+                    break
+                frame = self.enc.encode(Publish(subjects[i], None, STAMP.pack(now, i) + pad, None))
+                try:
+                    self.socks[i].send(frame)
+                except BlockingIOError:
+                    pass
+                next_send[i] += period
+                k = (k + 1) % n
+                sent += 1
+            timeout = max(0.0, min(next_send[order[k]] - time.perf_counter(), 0.005))
+            for key, _ in self.sel.select(timeout):
+                i = key.data
+                try:
+                    data = self.socks[i].recv(1 << 20)
+                except BlockingIOError:
+                    continue
+                dec = self.decoders[i]
+                dec.feed(data)
+                t = time.perf_counter()
+                while (f := dec.next_raw()) is not None:
+                    if f[0] == 4 and measure:
+                        sent_at, origin = STAMP.unpack_from(f[4])
+                        if origin != i:
+                            self.latencies.append(t - sent_at)
+
+    def close(self) -> None:
+        for s in self.socks:
+            s.close()
+
+
+def percentile(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * q))] * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="short smoke run")
+    args = ap.parse_args()
+    steps = [42, 105] if args.quick else [105, 210, 420, 630, 840, 1008]
+    seconds = 1.0 if args.quick else 4.0
+    rate = 20.0
+    tmp = tempfile.mkdtemp()
+    proc, port = start_node(tmp)
+    rows = []
+    try:
+        # idle connections first, on a fresh node, so freed memory is not reused
+        idle = 50 if args.quick else 1000
+        before = rss_kib(proc.pid)
+        socks = []
+        enc = Encoder()
+        for i in range(idle):
+            s = socket.create_connection(("127.0.0.1", port))
+            hello = Hello(PROTOCOL_VERSION, "client", f"idle{i}", None, None, 0, (), ())
+            s.sendall(enc.encode(hello) + enc.encode(Ping()))
+            socks.append(s)
+        for s in socks:
+            buf = b""
+            while b"\x91\x06" not in buf:
+                buf += s.recv(4096)
+        after = rss_kib(proc.pid)
+        for s in socks:
+            s.close()
+        for n in steps:
+            clients = Clients(port, n)
+            clients.run(0.5, rate, measure=False)  # warm up
+            clients.run(seconds, rate, measure=True)
+            lat = clients.latencies
+            rows.append((n, len(lat) / seconds, percentile(lat, 0.5), percentile(lat, 0.99)))
+            clients.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    print(f"{'clients':>8} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8}")
+    print("-" * 42)
+    sustained = 0
+    for n, rate_d, p50, p99 in rows:
+        print(f"{n:>8} {rate_d:>13,.0f} {p50:>8.2f} {p99:>8.2f}")
+        if p99 <= 5.0:
+            sustained = n
+    print(f"clients sustained with p99 <= 5 ms: {sustained} (20 updates/s each, ~20 peers)")
+    print(
+        f"memory per idle client connection: {(after - before) * 1024 / idle / 1024:.1f} KiB "
+        f"({idle} idle clients, node RSS {before} -> {after} KiB)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -214,3 +214,25 @@ def test_corrupted_stream_raises_only_protocol_errors(fs: list[Frame], data: st.
         list(dec)
     except RemoteProtocolError:
         pass
+
+
+@given(st.lists(frames, max_size=6), st.lists(frames, max_size=6), st.integers(1, 40), st.data())
+def test_decoders_sharing_an_unpacker_pool_never_mix_streams(
+    fa: list[Frame], fb: list[Frame], step: int, data: st.DataObject
+) -> None:
+    from meshgate.protocol import UnpackerPool
+
+    enc = Encoder()
+    pool = UnpackerPool(max_size=1)
+    streams = [b"".join(enc.encode(f) for f in fs) for fs in (fa, fb)]
+    decoders = [Decoder(pool=pool, chunk_size=16), Decoder(pool=pool, chunk_size=16)]
+    out: list[list[Frame]] = [[], []]
+    pos = [0, 0]
+    while pos[0] < len(streams[0]) or pos[1] < len(streams[1]):
+        i = data.draw(st.sampled_from([k for k in (0, 1) if pos[k] < len(streams[k])]))
+        chunk = streams[i][pos[i] : pos[i] + step]
+        pos[i] += len(chunk)
+        decoders[i].feed(chunk)
+        out[i].extend(decoders[i])
+    assert out == [fa, fb]
+    assert decoders[0].buffered_bytes == decoders[1].buffered_bytes == 0

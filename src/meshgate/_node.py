@@ -41,6 +41,7 @@ from .protocol import (
     Role,
     RouteSub,
     RouteUnsub,
+    UnpackerPool,
     to_frame,
 )
 from .subjects import is_valid_pattern, is_valid_subject, match
@@ -303,6 +304,7 @@ class NodeCore:
         self._policy = config.slow_consumer_policy
         self._next_ping: float | None = None
         self._pong = self.encoder.encode(Pong())
+        self._unpackers = UnpackerPool()
         self._ping = self.encoder.encode(Ping())
         #: route peers by node name
         self.routes: dict[str, Connection] = {}
@@ -390,9 +392,7 @@ class NodeCore:
     ) -> Connection:
         """A transport accepted (or, for ``dialed``, opened) a connection; our HELLO goes first."""
         self._next_id += 1
-        decoder = Decoder(
-            max_frame_bytes=self._max_payload + 8 * 1024,
-        )
+        decoder = Decoder(max_frame_bytes=self._max_payload + 8 * 1024, pool=self._unpackers)
         conn = Connection(self._next_id, kind, decoder, now)
         conn.dialed = dialed
         self.conns[conn.id] = conn

@@ -11,6 +11,7 @@ from .._errors import RemoteProtocolError as RemoteProtocolError
 from ._codec import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
 from ._codec import Decoder as Decoder
 from ._codec import Encoder as Encoder
+from ._codec import UnpackerPool as UnpackerPool
 from ._codec import to_frame as to_frame
 from ._frames import FRAME_TYPES as FRAME_TYPES
 from ._frames import LEGAL_RECEIVE as LEGAL_RECEIVE
@@ -74,5 +75,6 @@ __all__ = [
     "RouteUnsub",
     "Subscribe",
     "Unsubscribe",
+    "UnpackerPool",
     "to_frame",
 ]

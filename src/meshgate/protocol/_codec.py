@@ -10,6 +10,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "Decoder",
     "Encoder",
+    "UnpackerPool",
 ]
 
 from collections import deque
@@ -84,6 +85,25 @@ _INFO_KEYS: dict[str, str] = {"cluster": "str", "route_urls": "strs", "gateway_u
 _INFO_REQUIRED = ("cluster",)
 
 
+class UnpackerPool:
+    """Unpackers shared by many decoders: each costs tens of KiB, so a connection holds
+    one only while it has bytes to parse (see ``Decoder(pool=...)``).  Only decoders
+    with identical limits may share a pool."""
+
+    def __init__(self, max_size: int = 64) -> None:
+        self._free: list[Any] = []
+        self._max = max_size
+
+    def take(self) -> Any:
+        """A free unpacker, or None."""
+        return self._free.pop() if self._free else None
+
+    def give_back(self, unpacker: Any) -> None:
+        """Return an unpacker that holds no partial frame."""
+        if len(self._free) < self._max:
+            self._free.append(unpacker)
+
+
 class Decoder:
     """Turns a byte stream into validated frames.
 
@@ -107,6 +127,7 @@ class Decoder:
         max_nesting: int = 3,
         max_subject_length: int = DEFAULT_MAX_SUBJECT_LENGTH,
         chunk_size: int = 64 * 1024,
+        pool: UnpackerPool | None = None,
     ) -> None:
         if max_frame_bytes < 16 or chunk_size < 1 or max_nesting < 2:
             raise ValueError("decoder limits are too small to decode any frame")
@@ -116,19 +137,23 @@ class Decoder:
         self.max_nesting = max_nesting
         self.max_subject_length = max_subject_length
         self._chunk_size = chunk_size
-        self._unpacker = msgpack.Unpacker(
-            max_buffer_size=max_frame_bytes + chunk_size,
-            max_array_len=max_array_len,
-            max_map_len=max_map_len,
-            use_list=False,
-            raw=False,
-            strict_map_key=True,
-        )
+        self._pool = pool
+        self._unpacker: Any = None if pool is not None else self._new_unpacker()
         self._backlog: deque[bytes | bytearray | memoryview] = deque()
         self._backlog_bytes = 0
         self._fed = 0
         self._last_tell = 0
         self._failed: RemoteProtocolError | None = None
+
+    def _new_unpacker(self) -> Any:
+        return msgpack.Unpacker(
+            max_buffer_size=self.max_frame_bytes + self._chunk_size,
+            max_array_len=self.max_array_len,
+            max_map_len=self.max_map_len,
+            use_list=False,
+            raw=False,
+            strict_map_key=True,
+        )
 
     @property
     def failed(self) -> RemoteProtocolError | None:
@@ -140,8 +165,7 @@ class Decoder:
         """Bytes fed but not yet returned as frames."""
         if self._failed is not None:
             return 0
-        consumed: int = self._unpacker.tell()
-        return self._backlog_bytes + self._fed - consumed
+        return self._backlog_bytes + self._fed - self._last_tell
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes.  Any amount is accepted; it is parsed in bounded chunks."""
@@ -170,16 +194,27 @@ class Decoder:
         if self._failed is not None:
             raise self._failed
         unpacker = self._unpacker
+        if unpacker is None:
+            if not self._backlog:
+                return None
+            unpacker = self._borrow()
         while True:
             try:
                 obj = unpacker.unpack()
             except msgpack.OutOfData:
-                if self._fed - unpacker.tell() > self.max_frame_bytes:
+                # bytes fed since the last complete frame: the frame being received (the
+                # unpacker keeps a partial frame's parse state, so tell() may include it)
+                if self._fed - self._last_tell > self.max_frame_bytes:
                     raise self._fail(
                         f"frame larger than max_frame_bytes={self.max_frame_bytes}",
                         ErrorCode.FRAME_TOO_LARGE,
                     ) from None
                 if not self._backlog:
+                    if self._pool is not None and self._fed == self._last_tell:
+                        # nothing partial: give the unpacker back (an idle connection
+                        # then costs no parser memory)
+                        self._pool.give_back(unpacker)
+                        self._unpacker = None
                     return None
                 chunk = self._backlog.popleft()
                 self._backlog_bytes -= len(chunk)
@@ -245,6 +280,15 @@ class Decoder:
             if problem is not None:
                 raise self._fail(*problem)
             return obj  # type: ignore[no-any-return]
+
+    def _borrow(self) -> Any:
+        assert self._pool is not None
+        unpacker = self._pool.take()
+        if unpacker is None:
+            unpacker = self._new_unpacker()
+        self._unpacker = unpacker
+        self._fed = self._last_tell = unpacker.tell()
+        return unpacker
 
     def next_frame(self) -> Frame | None:
         """The next frame as its typed :data:`~meshgate.protocol.Frame`, or None."""

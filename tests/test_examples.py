@@ -71,10 +71,14 @@ def test_demo_runs_and_prints_the_table() -> None:
     assert rows["outbound gateway connections"] == ["4", "M*N*(M-1) = 4"]
     assert rows["inbound gateway connections"][0] == "4"
     assert rows["game client connections"] == ["24"]
-    assert int(rows["updates published"][0]) > 0
-    assert int(rows["deliveries to clients"][0]) > 0
+    assert rows["region replicants"][0] == "2"
+    sent = int(rows["inputs sent (speculative moves)"][0])
+    assert sent > 0
+    # every input reached its owner exactly once, across hand-overs
+    assert int(rows["inputs applied by owners"][0]) == sent
+    assert int(rows["provisional relays received"][0]) > 0
     assert rows["protocol errors"] == ["0"]
-    assert "ms /" in rows["delivery latency p50 / p99"][0]
+    assert "ms /" in rows["relay latency p50 / p99"][0]
     pids = _pids(out)
     assert len(pids) == 4
     assert all(_dead(p) for p in pids), "the demo left node processes behind"

@@ -26,12 +26,15 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from .client import Client, ConnectionClosedError, Subscription, connect
+from .replicant import InMemoryReplicant, connect_replicant
+from .spatial import Grid
 
 _STAMP = struct.Struct("!dI")
 
@@ -97,6 +100,9 @@ async def _super_cluster(clusters: int, nodes: int, workdir: Path) -> AsyncItera
                     "reconnect_wait = 0.2",
                     "interest_only_threshold = 200",
                     'slow_consumer_policy = "coalesce"',
+                    "replicants = true",
+                    'speculative = ["world.>"]',
+                    'interest_prefix = "world."',
                 ]
                 if i:
                     lines.append(f'routes = ["tcp://127.0.0.1:{ports[c.lower() + "0"][1]}"]')
@@ -184,11 +190,47 @@ class _Stats:
         self.connected = 0
         self.disconnects = 0
         self.disconnect_reasons: Counter[str] = Counter()
+        self.provisional = 0
+        self.confirms = 0
+        self.corrections = 0
+        self.state_updates = 0
+        self.handovers = 0
+        self.inputs_applied = 0
+        self.published_states = 0
+        self.skipped_states = 0
+
+
+_MOVE = struct.Struct("!dd")
+_SPEED_LIMIT = 1.1  # world units per move
+
+
+def _apply_move(state: bytes, data: bytes) -> bytes:
+    """The authoritative rule: a move is clamped to the speed limit; the world wraps."""
+    x, y = _MOVE.unpack(state) if state else (0.0, 0.0)
+    dx, dy = _MOVE.unpack_from(data, _STAMP.size)
+    dx = max(-_SPEED_LIMIT, min(_SPEED_LIMIT, dx))
+    dy = max(-_SPEED_LIMIT, min(_SPEED_LIMIT, dy))
+    return _MOVE.pack((x + dx) % _GRID, (y + dy) % _GRID)
+
+
+def _validate_move(state: bytes, data: bytes) -> bytes | None:
+    """None if the client's predicted move stands; else the corrected position."""
+    dx, dy = _MOVE.unpack_from(data, _STAMP.size)
+    if abs(dx) <= _SPEED_LIMIT and abs(dy) <= _SPEED_LIMIT:
+        return None
+    return _apply_move(state, data)
+
+
+def _locate(entity: str, state: bytes) -> tuple[float, float]:
+    return _MOVE.unpack(state) if state else (0.0, 0.0)
 
 
 async def _fly(
     client: Client, ship: _Ship, end: float, rate: float, stats: _Stats, stagger: float
 ) -> None:
+    """A pilot: predicts its ship's moves, sends them as speculative inputs (relayed at
+    once to nearby players, validated by the region's replicant), keeps a 3x3 area of
+    interest around the predicted position."""
     subs: dict[str, Subscription] = {}
 
     async def area(cx: int, cy: int, nursery: trio.Nursery) -> None:
@@ -208,28 +250,131 @@ async def _fly(
 
     async def receive(sub: Subscription) -> None:
         async for m in sub:
-            if len(m.payload) >= _STAMP.size:
+            reply = m.reply or ""
+            if reply.startswith("$PROV."):
                 sent_at, _ = _STAMP.unpack_from(m.payload)
                 stats.latencies.append(time.perf_counter() - sent_at)
+                stats.provisional += 1
                 stats.received += 1
+            elif reply.startswith("$CONF."):
+                stats.confirms += 1
+            elif reply.startswith("$CORR."):
+                stats.corrections += 1
+            else:
+                stats.state_updates += 1
 
+    async def own_answers() -> None:
+        while True:
+            answer = await client.receive_correction()
+            if answer.reply and answer.reply.startswith("$CORR."):
+                # the owner corrected our prediction: snap to the authoritative position
+                ship.x, ship.y = _MOVE.unpack(answer.payload)
+
+    entity = f"ship{ship.id}"
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(own_answers)
         cell = ship.cell()
         await area(*cell, nursery)
         await trio.sleep(stagger)
         period = 1 / rate
+        seq = 0
+        rng = random.Random(ship.id)
         while trio.current_time() < end:
-            ship.step(period)
+            # now and then the client predicts an illegal jump; the owner corrects it
+            jump = 3.0 / period if rng.random() < 0.05 else 1.0
+            dx, dy = ship.vx * period, ship.vy * period * jump
+            ship.x, ship.y = (ship.x + dx) % _GRID, (ship.y + dy) % _GRID
             if ship.cell() != cell:
                 cell = ship.cell()
                 await area(*cell, nursery)
+            data = _STAMP.pack(time.perf_counter(), ship.id) + _MOVE.pack(dx, dy)
             x, y = cell
-            payload = _STAMP.pack(time.perf_counter(), ship.id) + bytes(32)
-            await client.publish(f"world.{x}.{y}.ship.{ship.id}", payload, key=f"s{ship.id}")
+            await client.send_input(entity, seq, data, relay=f"world.{x}.{y}.{entity}")
+            seq += 1
             stats.published += 1
             await trio.sleep(period)
         await client.flush()
         nursery.cancel_scope.cancel()
+
+
+async def _replicants_session(
+    regions: dict[str, InMemoryReplicant],
+    link_of: dict[str, Any],
+    ships: dict[int, _Ship],
+    fleet: list[_Node],
+    names: list[str],
+    band: float,
+    clients: int,
+    duration: float,
+    rate: float,
+    rng: random.Random,
+    stats: _Stats,
+) -> None:
+    """Run the region replicants and fly the ships until the duration is over."""
+
+    def region_of(x: float) -> str:
+        return names[int(x // band) % len(names)]
+
+    async with trio.open_nursery() as replicants:
+        for c in names:
+            replicants.start_soon(regions[c].run, link_of[c])
+            await regions[c].wait_ready()
+        for i, ship in ships.items():
+            await regions[region_of(ship.x)].own(f"ship{i}", 1, _MOVE.pack(ship.x, ship.y))
+        print(f"  {len(names)} region replicants own {clients} ships; flying ...")
+        end = trio.current_time() + duration
+
+        async def one(i: int) -> None:
+            node = fleet[i % len(fleet)]
+            try:
+                async with connect(node.client_url, name=f"ship-{i}") as client:
+                    stats.connected += 1
+                    try:
+                        stagger = rng.uniform(0, 1 / rate)
+                        await _fly(client, ships[i], end, rate, stats, stagger)
+                    finally:
+                        stats.connected -= 1
+            except* ConnectionClosedError as group:
+                stats.disconnects += 1
+                stats.disconnect_reasons[str(group.exceptions[0])] += 1
+
+        async def borders() -> None:
+            """Ships that fly into another region are handed over to its replicant."""
+            while True:
+                await trio.sleep(0.3)
+                for c, owner in regions.items():
+                    for entity in list(owner.epochs):
+                        target = region_of(_locate(entity, owner.states[entity])[0])
+                        if target != c:
+                            await owner.hand_over(entity, regions[target])
+                            stats.handovers += 1
+
+        async with trio.open_nursery() as outer:
+
+            async def progress() -> None:
+                start = time.perf_counter()
+                while True:
+                    await trio.sleep(2)
+                    lat = sorted(stats.latencies[-5000:])
+                    p50 = lat[len(lat) // 2] * 1000 if lat else float("nan")
+                    print(
+                        f"  t={time.perf_counter() - start:5.1f}s  "
+                        f"clients={stats.connected:4d}  inputs={stats.published:7d}  "
+                        f"relayed={stats.provisional:8d}  hand-overs={stats.handovers:4d}"
+                        f"  p50={p50:6.2f} ms",
+                        flush=True,
+                    )
+
+            outer.start_soon(progress)
+            outer.start_soon(borders)
+            async with trio.open_nursery() as fleet_tasks:
+                for i in range(clients):
+                    fleet_tasks.start_soon(one, i)
+            outer.cancel_scope.cancel()
+        stats.inputs_applied = sum(len(log) for r in regions.values() for log in r.log.values())
+        stats.published_states = sum(r.published for r in regions.values())
+        stats.skipped_states = sum(r.skipped for r in regions.values())
+        replicants.cancel_scope.cancel()
 
 
 async def _main(
@@ -246,42 +391,31 @@ async def _main(
             t0 = time.perf_counter()
             varz0 = await _wait_formed(fleet, clusters, nodes)
             print(f"  super-cluster formed in {time.perf_counter() - t0:.1f} s from minimal config")
-            end = trio.current_time() + duration
+            names = sorted({n.cluster for n in fleet})
+            band = _GRID / len(names)
+            ships = {
+                i: _Ship(i, rng, names.index(fleet[i % len(fleet)].cluster), len(names))
+                for i in range(clients)
+            }
+            grid = Grid(1.0, prefix="world")
+            regions = {
+                c: InMemoryReplicant(
+                    f"region-{c}", grid, apply=_apply_move, validate=_validate_move, locate=_locate
+                )
+                for c in names
+            }
 
-            async def one(i: int) -> None:
-                node = fleet[i % len(fleet)]
-                try:
-                    async with connect(node.client_url, name=f"ship-{i}") as client:
-                        stats.connected += 1
-                        try:
-                            ship = _Ship(i, rng, ord(node.cluster) - ord("A"), clusters)
-                            await _fly(client, ship, end, rate, stats, rng.uniform(0, 1 / rate))
-                        finally:
-                            stats.connected -= 1
-                except* ConnectionClosedError as group:
-                    stats.disconnects += 1
-                    stats.disconnect_reasons[str(group.exceptions[0])] += 1
-
-            async with trio.open_nursery() as outer:
-
-                async def progress() -> None:
-                    start = time.perf_counter()
-                    while True:
-                        await trio.sleep(2)
-                        lat = sorted(stats.latencies[-5000:])
-                        p50 = lat[len(lat) // 2] * 1000 if lat else float("nan")
-                        print(
-                            f"  t={time.perf_counter() - start:5.1f}s  clients={stats.connected:4d}"
-                            f"  published={stats.published:7d}  delivered={stats.received:8d}"
-                            f"  p50={p50:6.2f} ms",
-                            flush=True,
-                        )
-
-                outer.start_soon(progress)
-                async with trio.open_nursery() as fleet_tasks:
-                    for i in range(clients):
-                        fleet_tasks.start_soon(one, i)
-                outer.cancel_scope.cancel()
+            async with AsyncExitStack() as links:
+                # each region's replicant is a remote adapter over TCP to its cluster
+                link_of = {}
+                for c in names:
+                    node = next(n for n in fleet if n.cluster == c)
+                    link_of[c] = await links.enter_async_context(
+                        connect_replicant(node.client_url, f"region-{c}")
+                    )
+                await _replicants_session(
+                    regions, link_of, ships, fleet, names, band, clients, duration, rate, rng, stats
+                )
             varz = {n.name: await _http_json(n.monitor_url, "/varz") for n in fleet}
             gatewayz = {n.name: await _http_json(n.monitor_url, "/gatewayz") for n in fleet}
     _report(clusters, nodes, clients, stats, varz0, varz, gatewayz)
@@ -304,8 +438,9 @@ def _report(
         g["connection"]["out_msgs"]
         for z in gatewayz.values()
         for g in z["outbound_gateways"].values()
-    )
-    potential = stats.published * (m - 1)
+    ) - sum(v["gateway_control_msgs"] for v in varz.values())
+    # world traffic: provisional relays and state updates, one copy per remote cluster
+    potential = (stats.published + stats.published_states) * (m - 1)
     modes = sorted(
         {
             a["interest_mode"]
@@ -323,17 +458,30 @@ def _report(
         ("outbound gateway connections", f"{outbound}", f"M*N*(M-1) = {m * n * (m - 1)}"),
         ("inbound gateway connections", f"{inbound}", "= outbound"),
         ("game client connections", f"{clients}", ""),
-        ("updates published", f"{stats.published}", ""),
-        ("deliveries to clients", f"{stats.received}", "interest-matched"),
+        ("region replicants", f"{m}", "remote adapters over TCP, one per cluster"),
+        ("inputs sent (speculative moves)", f"{stats.published}", ""),
+        ("inputs applied by owners", f"{stats.inputs_applied}", "in order, none lost or twice"),
+        ("hand-overs at region borders", f"{stats.handovers}", ""),
+        ("provisional relays received", f"{stats.received}", "interest-matched, at once"),
+        (
+            "owner answers received",
+            f"{stats.confirms} / {stats.corrections}",
+            "confirms / corrections",
+        ),
+        (
+            "state updates published / skipped",
+            f"{stats.published_states} / {stats.skipped_states}",
+            "skipped: nobody watching the cell",
+        ),
         ("messages routed by all nodes", f"{sum(v['out_msgs'] for v in varz.values())}", ""),
-        ("cross-cluster copies sent", f"{gw_sent}", f"without interest: {potential}"),
+        ("cross-cluster world copies sent", f"{gw_sent}", f"without interest: {potential}"),
         (
             "cross-cluster copies avoided",
             f"{max(0, potential - gw_sent)}",
             f"{100 * max(0, potential - gw_sent) / potential:.1f} %" if potential else "",
         ),
         ("gateway interest modes", ", ".join(modes) or "-", ""),
-        ("delivery latency p50 / p99", f"{p50:.2f} ms / {p99:.2f} ms", "publisher to subscriber"),
+        ("relay latency p50 / p99", f"{p50:.2f} ms / {p99:.2f} ms", "input to other players"),
         ("coalesced (keyed state)", f"{sum(v['coalesced_msgs'] for v in varz.values())}", ""),
         ("slow-consumer events", f"{sum(v['slow_consumers'] for v in varz.values())}", ""),
         ("protocol errors", f"{sum(v['protocol_errors'] for v in varz.values())}", ""),

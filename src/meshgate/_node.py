@@ -351,6 +351,8 @@ class NodeCore:
         self._provisional: dict[str, tuple[str, list[tuple[int, int]]]] = {}
         #: provisional records forgotten (bounded) before the owner answered
         self.provisional_evicted = 0
+        #: messages on ``$`` subjects (authority, inputs, interest deltas) sent to gateways
+        self.gateway_control_msgs = 0
         for cluster, urls in config.gateways.items():
             if cluster != config.cluster:
                 self.gateway_urls[cluster] = set(urls)
@@ -1346,6 +1348,8 @@ class NodeCore:
             out += tail
             c.messages_out += 1
             n += 1
+            if subject[0] == "$":
+                self.gateway_control_msgs += 1
             if not c.dirty:
                 c.dirty = True
                 self.dirty.append(c)

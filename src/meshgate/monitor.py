@@ -61,6 +61,7 @@ def _varz(gw: Gateway) -> dict[str, Any]:
         "dropped_msgs": st.dropped_messages,
         "coalesced_msgs": st.coalesced_messages,
         "resyncs": st.resyncs,
+        "gateway_control_msgs": core.gateway_control_msgs,
         "protocol_errors": st.protocol_errors,
         "auth_failures": st.auth_failures,
         "permission_violations": st.permission_violations,

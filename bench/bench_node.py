@@ -359,6 +359,18 @@ def request_reply(
     return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
 
 
+def print_table(rows: list[tuple[str, str, dict[str, float]]]) -> None:
+    """The comparison table, with the ratio meshgate / nats-server per row."""
+    print(f"{'scenario':<28} {'unit':<13} {'meshgate':>12} {'nats-server':>12} {'ratio':>7}")
+    print("-" * 76)
+    for name, unit, vals in rows:
+        m = vals.get("meshgate", float("nan"))
+        n = vals.get("nats", float("nan"))
+        ratio = m / n if n == n and n else float("nan")
+        print(f"{name:<28} {unit:<13} {m:>12,.0f} {n:>12,.0f} {ratio:>7.2f}")
+    print("ratio = meshgate / nats-server (for latency, lower is better)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
@@ -409,14 +421,7 @@ def main() -> None:
             proc.wait(5)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"{'scenario':<28} {'unit':<13} {'meshgate':>12} {'nats-server':>12} {'ratio':>7}")
-    print("-" * 76)
-    for name, unit, vals in rows:
-        m = vals.get("meshgate", float("nan"))
-        n = vals.get("nats", float("nan"))
-        ratio = m / n if n == n and n else float("nan")
-        print(f"{name:<28} {unit:<13} {m:>12,.0f} {n:>12,.0f} {ratio:>7.2f}")
-    print("ratio = meshgate / nats-server (for latency, lower is better)")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -121,14 +121,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{'scenario':<28} {'unit':<13} {'meshgate':>12} {'nats-server':>12} {'ratio':>7}")
-    print("-" * 76)
-    for name, unit, vals in rows:
-        m = vals.get("meshgate", float("nan"))
-        n = vals.get("nats", float("nan"))
-        ratio = m / n if n == n and n else float("nan")
-        print(f"{name:<28} {unit:<13} {m:>12,.0f} {n:>12,.0f} {ratio:>7.2f}")
-    print("ratio = meshgate / nats-server (for latency, lower is better)")
+    bn.print_table(rows)
 
 
 if __name__ == "__main__":

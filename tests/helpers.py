@@ -76,3 +76,13 @@ def config(listen: str, **kw: Any) -> meshgate.GatewayConfig:
 
 async def collect(sub: meshgate.Subscription, n: int) -> list[meshgate.Message]:
     return [await sub.receive() for _ in range(n)]
+
+
+def drain(sub: meshgate.Subscription) -> list[meshgate.Message]:
+    """Every message already buffered on ``sub``."""
+    out = []
+    while True:
+        try:
+            out.append(sub.receive_nowait())
+        except trio.WouldBlock:
+            return out

@@ -13,7 +13,7 @@ import meshgate
 from meshgate import ErrorCode
 from meshgate.protocol import PROTOCOL_VERSION, Hello
 
-from .helpers import Raw, collect
+from .helpers import Raw, collect, drain
 
 
 def node(
@@ -60,15 +60,6 @@ async def settle(gws: list[meshgate.Gateway], clients: list[meshgate.Client]) ->
         await gw.flush_routes()
     for c in clients:
         await c.flush()
-
-
-def drain(sub: meshgate.Subscription) -> list[meshgate.Message]:
-    out = []
-    while True:
-        try:
-            out.append(sub.receive_nowait())
-        except trio.WouldBlock:
-            return out
 
 
 @pytest.mark.parametrize(("n", "scheme"), [(3, "tcp"), (5, "memory")])

@@ -12,18 +12,10 @@ import meshgate
 from meshgate.replicant import InMemoryReplicant
 from meshgate.spatial import Grid
 
+from .helpers import drain
 from .supercluster import supercluster
 
 GRID = Grid(10.0)
-
-
-def drain(sub: meshgate.Subscription) -> list[meshgate.Message]:
-    out = []
-    while True:
-        try:
-            out.append(sub.receive_nowait())
-        except trio.WouldBlock:
-            return out
 
 
 def kinds(msgs: list[meshgate.Message]) -> list[tuple[str, bytes]]:

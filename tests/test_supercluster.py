@@ -12,17 +12,8 @@ import meshgate
 from meshgate import ErrorCode
 from meshgate.protocol import PROTOCOL_VERSION, GatewaySub, Hello, Message
 
-from .helpers import Raw
+from .helpers import Raw, drain
 from .supercluster import settle, supercluster
-
-
-def drain(sub: meshgate.Subscription) -> list[meshgate.Message]:
-    out = []
-    while True:
-        try:
-            out.append(sub.receive_nowait())
-        except trio.WouldBlock:
-            return out
 
 
 def everyone(sc: dict[str, list[meshgate.Gateway]]) -> list[meshgate.Gateway]:

@@ -371,15 +371,19 @@ def print_table(rows: list[tuple[str, str, dict[str, float]]]) -> None:
     print("ratio = meshgate / nats-server (for latency, lower is better)")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+def parse_args(doc: str | None) -> tuple[argparse.Namespace, int, int, int, int]:
+    """``--quick`` / ``--no-nats``, and the message counts: 1->1, 1->10, 1->100, rounds."""
+    ap = argparse.ArgumentParser(description=doc)
     ap.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
     ap.add_argument("--no-nats", action="store_true", help="skip the nats-server reference")
     args = ap.parse_args()
-    n1 = 3_000 if args.quick else 200_000
-    n10 = 500 if args.quick else 30_000
-    n100 = 100 if args.quick else 4_000
-    rounds = 100 if args.quick else 3_000
+    if args.quick:
+        return args, 3_000, 500, 100, 100
+    return args, 200_000, 30_000, 4_000, 3_000
+
+
+def main() -> None:
+    args, n1, n10, n100, rounds = parse_args(__doc__)
 
     servers: dict[str, tuple[Flavour, int]] = {}
     procs = []

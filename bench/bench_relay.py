@@ -24,16 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_node import free_port
 from meshgate.protocol import PROTOCOL_VERSION, Decoder, Encoder, Hello, Ping, Publish, Subscribe
 
 STAMP = struct.Struct("!dI")
 GROUP = 21
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_node(tmp: str) -> tuple[subprocess.Popen[bytes], int]:

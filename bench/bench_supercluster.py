@@ -12,7 +12,6 @@ Run: ``python bench/bench_supercluster.py`` (``--quick`` for a smoke run,
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -66,14 +65,7 @@ def start_nats_pair(binary: str, tmp: str) -> tuple[list[subprocess.Popen[bytes]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
-    ap.add_argument("--no-nats", action="store_true", help="skip the nats-server reference")
-    args = ap.parse_args()
-    n1 = 3_000 if args.quick else 200_000
-    n10 = 500 if args.quick else 30_000
-    n100 = 100 if args.quick else 4_000
-    rounds = 100 if args.quick else 3_000
+    args, n1, n10, n100, rounds = bn.parse_args(__doc__)
     tmp = tempfile.mkdtemp()
     procs: list[subprocess.Popen[bytes]] = []
     servers: dict[str, tuple[bn.Flavour, int, int]] = {}

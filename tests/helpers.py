@@ -86,3 +86,12 @@ def drain(sub: meshgate.Subscription) -> list[meshgate.Message]:
             out.append(sub.receive_nowait())
         except trio.WouldBlock:
             return out
+
+
+async def refused(url: str, hello: Hello) -> Error:
+    """Connect, send ``hello``, and return the error frame sent before the close."""
+    async with connect_stream(url) as stream:
+        r = Raw(stream)
+        assert isinstance(await r.next(), Hello)
+        await r.send(hello)
+        return await r.error_and_close()

@@ -13,7 +13,7 @@ import meshgate
 from meshgate import ErrorCode
 from meshgate.protocol import PROTOCOL_VERSION, Hello
 
-from .helpers import Raw, collect, drain
+from .helpers import Raw, collect, drain, refused
 
 
 def node(
@@ -153,13 +153,9 @@ async def test_route_from_other_cluster_or_client_is_refused() -> None:
                 (Hello(PROTOCOL_VERSION, "route", "b9", "B", None, 0, (), ()), "cluster 'B'"),
                 (Hello(PROTOCOL_VERSION, "client", "c", None, None, 0, (), ()), "cluster port"),
             ]:
-                async with meshgate.transports.connect_stream(url) as stream:
-                    r = Raw(stream)
-                    assert isinstance(await r.next(), Hello)
-                    await r.send(hello)
-                    err = await r.error_and_close()
-                    assert err.code == ErrorCode.HANDSHAKE_REFUSED
-                    assert reason in err.reason
+                err = await refused(url, hello)
+                assert err.code == ErrorCode.HANDSHAKE_REFUSED
+                assert reason in err.reason
             # and a node of another cluster configured with this seed never joins
             async with meshgate.open_gateway(node(0, cluster="B", seeds=(url,))) as other:
                 await gws[0].flush_routes()

@@ -12,7 +12,7 @@ import meshgate
 from meshgate import ErrorCode
 from meshgate.protocol import PROTOCOL_VERSION, GatewaySub, Hello, Message
 
-from .helpers import Raw, drain
+from .helpers import Raw, drain, refused
 from .supercluster import settle, supercluster
 
 
@@ -241,13 +241,9 @@ async def test_wrong_direction_role_and_cluster_are_refused() -> None:
                 ),
             ]
             for hello, reason in cases:
-                async with meshgate.transports.connect_stream(url) as stream:
-                    r = Raw(stream)
-                    assert isinstance(await r.next(), Hello)
-                    await r.send(hello)
-                    err = await r.error_and_close()
-                    assert err.code == ErrorCode.HANDSHAKE_REFUSED
-                    assert reason in err.reason
+                err = await refused(url, hello)
+                assert err.code == ErrorCode.HANDSHAKE_REFUSED
+                assert reason in err.reason
             # interest arriving on an inbound (data-only) connection is a protocol error
             async with meshgate.transports.connect_stream(url) as stream:
                 r = Raw(stream)

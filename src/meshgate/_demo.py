@@ -32,6 +32,7 @@ from typing import Any
 
 import trio
 
+from ._topology import fetch_json
 from .client import Client, ConnectionClosedError, Subscription, connect
 from .replicant import InMemoryReplicant, connect_replicant
 from .spatial import Grid
@@ -54,17 +55,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-
-
-async def _http_json(url: str, path: str) -> Any:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    stream = await trio.open_tcp_stream(host, int(port))
-    async with stream:
-        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-        data = b""
-        while chunk := await stream.receive_some(65536):
-            data += chunk
-    return json.loads(data.partition(b"\r\n\r\n")[2])
 
 
 class _Node:
@@ -149,7 +139,7 @@ async def _super_cluster(clusters: int, nodes: int, workdir: Path) -> AsyncItera
 async def _wait_formed(nodes: list[_Node], clusters: int, per_cluster: int) -> dict[str, Any]:
     with trio.fail_after(30):
         while True:
-            varz = {n.name: await _http_json(n.monitor_url, "/varz") for n in nodes}
+            varz = {n.name: await fetch_json(n.monitor_url, "/varz") for n in nodes}
             done = all(
                 v["routes"] == per_cluster - 1 and v["outbound_gateways"] == clusters - 1
                 for v in varz.values()
@@ -416,8 +406,8 @@ async def _main(
                 await _replicants_session(
                     regions, link_of, ships, fleet, names, band, clients, duration, rate, rng, stats
                 )
-            varz = {n.name: await _http_json(n.monitor_url, "/varz") for n in fleet}
-            gatewayz = {n.name: await _http_json(n.monitor_url, "/gatewayz") for n in fleet}
+            varz = {n.name: await fetch_json(n.monitor_url, "/varz") for n in fleet}
+            gatewayz = {n.name: await fetch_json(n.monitor_url, "/gatewayz") for n in fleet}
     _report(clusters, nodes, clients, stats, varz0, varz, gatewayz)
     return 0
 

@@ -160,6 +160,12 @@ class Gateway:
     async def _serve_gateway_stream(self, stream: trio.abc.Stream) -> None:
         await self._serve_stream(stream, ConnectionKind.GATEWAY_INBOUND)
 
+    async def _backoff(self, failures: int) -> None:
+        """Wait before the next dial: jittered, growing with failures to 10x
+        ``reconnect_wait``, and never zero (no hot loop)."""
+        delay = self.config.reconnect_wait * min(10.0, 1.5 ** min(failures, 8))
+        await trio.sleep(delay * random.uniform(0.5, 1.0))
+
     def _start_gateway_dialer(self, cluster: str, *, explicit: bool) -> None:
         if (
             cluster in self._gateway_dialers
@@ -215,8 +221,7 @@ class Gateway:
                 if not explicit and failures > cfg.connect_retries:
                     log.info("giving up on discovered gateway cluster %s", cluster)
                     return
-                delay = cfg.reconnect_wait * min(10.0, 1.5 ** min(failures, 8))
-                await trio.sleep(delay * random.uniform(0.5, 1.0))
+                await self._backoff(failures)
         finally:
             self._gateway_dialers.discard(cluster)
 
@@ -251,8 +256,7 @@ class Gateway:
                         return
                 if url in core.self_urls:
                     return
-                delay = cfg.reconnect_wait * min(10.0, 1.5 ** min(failures, 8))
-                await trio.sleep(delay * random.uniform(0.5, 1.0))
+                await self._backoff(failures)
         finally:
             self._dialing.discard(url)
 

@@ -980,6 +980,9 @@ class NodeCore:
             conn.state = ConnState.OPEN
             conn.account = self._account(account)
             conn.name = "$node"
+            # permanently "dirty": deliveries append to its buffer but never list it in
+            # self.dirty (no shell writer exists); _drain_internal reads the buffer
+            conn.dirty = True
             self._internal[account] = conn
         self._subscribe(conn, len(conn.subs) + 1, pattern, None)
 
@@ -997,7 +1000,6 @@ class NodeCore:
                         continue
                     busy = True
                     data, conn.out = conn.out, bytearray()
-                    conn.dirty = False
                     conn.decoder.feed(data)
                     while (f := conn.decoder.next_raw()) is not None:
                         subject, payload = f[2], f[4]
@@ -1009,7 +1011,6 @@ class NodeCore:
                             self.speculation_answer(subject[6:], payload)
         finally:
             self._draining_internal = False
-        self.dirty = [c for c in self.dirty if c.account is None or c.name != "$node"]
 
     def _client_input(self, conn: Connection, acct: _Account, entity: str, payload: bytes) -> None:
         """``$IN.<entity>`` from a client: ``[seq, data]``; the router sends it to the owner."""
@@ -1050,7 +1051,7 @@ class NodeCore:
     def _send_inputs(self, account: str, deliveries: list[Delivery]) -> None:
         for d in deliveries:
             speculative = (d.client, d.seq) in self._speculative_inputs
-            payload = msgpack.packb((d.entity, d.epoch, d.client, d.seq, d.data, speculative))
+            payload = self.encoder.pack((d.entity, d.epoch, d.client, d.seq, d.data, speculative))
             self.inject(account, f"$REP.{d.replicant}.in", payload)
 
     def _record_provisional(
@@ -1131,7 +1132,7 @@ class NodeCore:
             and conn.name
         ):
             account = conn.account.name
-            self.inject(account, "$AUTH.lost", msgpack.packb((conn.name,)))
+            self.inject(account, "$AUTH.lost", self.encoder.pack((conn.name,)))
             self._router(account).owner_lost(conn.name)
 
     def _interest_delta(self, account: str, pattern: str, added: bool) -> None:
@@ -1139,14 +1140,18 @@ class NodeCore:
         prefix = self.config.interest_prefix
         if self.config.replicants and prefix and pattern.startswith(prefix):
             kind = "add" if added else "remove"
-            self.inject(account, f"$INTEREST.{kind}", msgpack.packb((self.config.name, pattern)))
+            self.inject(
+                account, f"$INTEREST.{kind}", self.encoder.pack((self.config.name, pattern))
+            )
 
     def interest_snapshot(self, account: str) -> None:
         """Re-announce every local interest pattern under the prefix (a replicant joined)."""
         prefix = self.config.interest_prefix
         for (acct, pattern, queue), _ in list(self._local_keys.items()):
             if acct == account and queue is None and prefix and pattern.startswith(prefix):
-                self.inject(account, "$INTEREST.add", msgpack.packb((self.config.name, pattern)))
+                self.inject(
+                    account, "$INTEREST.add", self.encoder.pack((self.config.name, pattern))
+                )
 
     # -- gateways ------------------------------------------------------------------------------
 

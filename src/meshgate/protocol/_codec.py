@@ -443,6 +443,11 @@ class Encoder:
             p.pack((int(op), *frame))
         return self._take()
 
+    def pack(self, value: object) -> bytes:
+        """Pack any msgpack value (a payload) with the reused Packer."""
+        self._packer.pack(value)
+        return self._take()
+
     def encode_raw(self, op: int, *fields: object) -> bytes:
         """Encode ``[op, *fields]`` without building a frame object."""
         self._packer.pack((op, *fields))

@@ -178,8 +178,7 @@ async def test_seed_list_may_include_self() -> None:
             await gw2.wait_routes(1)
             await gw.wait_routes(1)
             assert gw2.statistics().routes == 1
-            assert "memory://selfish-2" not in gw2._dialing  # never dialed itself
-            assert gw2._core.connected_route_urls() == {"memory://selfish"}
+            assert {r.url for r in gw2.routez()} == {"memory://selfish"}
 
 
 async def test_restarted_peer_reconnects_and_resyncs_without_double_counting() -> None:
@@ -198,10 +197,8 @@ async def test_restarted_peer_reconnects_and_resyncs_without_double_counting() -
                             c1.subscribe("p.>") as plain,
                         ):
                             await settle([g0, g1], [pub, c1])
-                            entries = [
-                                e for c in g0._core.routes.values() for e in c.remote.values()
-                            ]
-                            assert sorted((e.pattern, e.queue, e.weight) for e in entries) == [
+                            entries = [e for r in g0.routez(interest=True) for e in r.interest]
+                            assert sorted((e[1], e[2], e[3]) for e in entries) == [
                                 ("p.>", None, 1),
                                 ("w", "q", 2),
                             ], generation
@@ -213,8 +210,8 @@ async def test_restarted_peer_reconnects_and_resyncs_without_double_counting() -
                             assert len(await collect(plain, 10)) == 10
                     # node 1 is gone: node 0 forgets its interest
                     while g0.statistics().routes:
-                        await g0._routes_event.wait()
-                    assert not [e for c in g0._core.routes.values() for e in c.remote.values()]
+                        await g0.wait_topology_change()
+                    assert g0.accountz()[0].interest_entries == 0
 
 
 async def test_mutual_seeds_end_with_one_route() -> None:
@@ -234,9 +231,10 @@ async def test_mutual_seeds_end_with_one_route() -> None:
             await g0.flush_routes()
             await g1.flush_routes()
             assert g0.statistics().routes == g1.statistics().routes == 1
-            r0 = g0._core.routes["a1"]
-            r1 = g1._core.routes["a0"]
-            assert r0.dialed != r1.dialed  # both sides kept the same connection
+            (r0,) = g0.routez()
+            (r1,) = g1.routez()
+            assert (r0.remote_name, r1.remote_name) == ("a1", "a0")
+            assert r0.did_solicit != r1.did_solicit  # both sides kept the same connection
 
 
 async def test_route_hello_with_own_name_is_dropped_quietly() -> None:
@@ -249,34 +247,5 @@ async def test_route_hello_with_own_name_is_dropped_quietly() -> None:
                     Hello(PROTOCOL_VERSION, "route", "a0", "A", None, 0, (), ("memory://alias",))
                 )
                 assert await r.until_closed() == []
-            assert "memory://alias" in gw._core.self_urls
+            assert "memory://alias" in gw.varz().self_urls
             assert gw.statistics().routes == 0
-
-
-def test_duplicate_route_tie_break_in_the_core() -> None:
-    """Two simultaneous connections between a0 and a1: both cores keep the one a0 dialed."""
-    from meshgate._node import ConnState, NodeCore
-    from meshgate.protocol import ConnectionKind
-
-    cores = {name: NodeCore(node(0 if name == "a0" else 1)) for name in ("a0", "a1")}
-    for name, core in cores.items():
-        core.cluster_url = f"memory://{name}"
-    # x: dialed by a0 (a0 side dialed=True); y: dialed by a1
-    x0 = cores["a0"].open_connection(0.0, ConnectionKind.ROUTE, dialed=True)
-    x1 = cores["a1"].open_connection(0.0, ConnectionKind.ROUTE, dialed=False)
-    y1 = cores["a1"].open_connection(0.0, ConnectionKind.ROUTE, dialed=True)
-    y0 = cores["a0"].open_connection(0.0, ConnectionKind.ROUTE, dialed=False)
-    # deliver y's handshakes first on a1's side and x's first on a0's side: the worst order
-    for src, dst, core in [
-        (y1, y0, cores["a0"]),
-        (x0, x1, cores["a1"]),
-        (x1, x0, cores["a0"]),
-        (y0, y1, cores["a1"]),
-    ]:
-        owner = cores["a1"] if src in (x1, y1) else cores["a0"]
-        data = owner.take_output(src)
-        core.receive_data(dst, data)
-    assert cores["a0"].routes["a1"] is x0
-    assert cores["a1"].routes["a0"] is x1
-    assert y0.state is ConnState.CLOSING  # replaced on a0's side
-    assert y1.state is ConnState.CLOSING  # refused on a1's side

@@ -109,7 +109,7 @@ async def test_nothing_crosses_accounts(ops: list[tuple[str, bool, str, str]]) -
                 for n, (who, is_sub, pattern, subject) in enumerate(ops):
                     c = clients[who]
                     if is_sub:
-                        sub = await c._subscribe(pattern, None, 10_000)
+                        sub = await c.add_subscription(pattern, max_buffered=10_000)
                         subs.append((who, pattern, sub, len(published)))
                         await c.flush()
                     else:

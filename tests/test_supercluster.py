@@ -279,7 +279,7 @@ async def test_dialing_the_wrong_cluster_and_reject_unknown() -> None:
             async with meshgate.open_gateway(cfg) as c:
                 await sc["B"][0].flush_gateways()
                 assert c.statistics().outbound_gateways == 0
-                assert "C" not in c._core.gateway_urls  # own cluster name ignored
+                assert "C" not in c.gatewayz()["known_urls"]  # own cluster name ignored
             # reject_unknown: a cluster B does not know is refused
             strict = meshgate.GatewayConfig(
                 name="s0",
@@ -296,8 +296,8 @@ async def test_dialing_the_wrong_cluster_and_reject_unknown() -> None:
                 # A learned about S and dialed back; S accepts A (configured) ...
                 assert s.statistics().inbound_gateways == 1
                 # ... but S never dials B: B is unknown to S and S refuses B's dial
-                assert "B" not in s._core.outbound
-                assert "B" not in s._core.gateway_urls
+                assert "B" not in s.gatewayz()["outbound_gateways"]
+                assert "B" not in s.gatewayz()["known_urls"]
 
 
 async def test_node_restart_resyncs_interest() -> None:

@@ -197,7 +197,7 @@ class SuperClusterModel(RuleBasedStateMachine):
 
     def check_interest_views(self) -> None:
         for core in self.net.nodes.values():
-            for cluster, conn in core.outbound.items():
+            for cluster, conn in core.gateways.outbound.items():
                 oi = conn.out_interest
                 assert oi is not None
                 for account in ACCOUNTS.values():

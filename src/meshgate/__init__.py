@@ -1,4 +1,11 @@
-"""meshgate: a trio-based, embeddable routing library for the gateway layer of game server meshing."""
+"""meshgate: a trio-based, embeddable routing library for the gateway layer of game server meshing.
+
+Glossary: a *node* is one running :class:`Gateway` (it accepts clients and routes
+messages); a *route* joins two nodes of one cluster; a *gateway connection* joins
+nodes of two clusters (a super-cluster); an *account* isolates subjects and interest;
+a *replicant* is an entity-state service attached to a node; the *shell* is the trio
+side of a node, around its sans-IO core.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +24,17 @@ from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import MeshgateError as MeshgateError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteProtocolError as RemoteProtocolError
-from ._gateway import Gateway as Gateway
-from ._gateway import open_gateway as open_gateway
+from ._game import EntityInfo as EntityInfo
+from ._game import GameInfo as GameInfo
+from ._shell import Gateway as Gateway
+from ._shell import open_gateway as open_gateway
+from ._stats import AccountInfo as AccountInfo
 from ._stats import AccountStatistics as AccountStatistics
+from ._stats import ConnectionInfo as ConnectionInfo
+from ._stats import RouteInfo as RouteInfo
+from ._stats import ServerInfo as ServerInfo
 from ._stats import Statistics as Statistics
+from ._stats import SubscriptionsInfo as SubscriptionsInfo
 from ._version import __version__ as __version__
 from .client import Client as Client
 from .client import ConnectionClosedError as ConnectionClosedError
@@ -37,7 +51,14 @@ from .replicant import ReplicantAdapter as ReplicantAdapter
 from .replicant import ReplicantLink as ReplicantLink
 
 __all__ = [
+    "AccountInfo",
     "AccountStatistics",
+    "ConnectionInfo",
+    "EntityInfo",
+    "GameInfo",
+    "RouteInfo",
+    "ServerInfo",
+    "SubscriptionsInfo",
     "Client",
     "ConfigError",
     "ConnectionClosedError",

@@ -32,6 +32,7 @@ from typing import Any
 
 import trio
 
+from ._reserved import CONF_PREFIX, CORR_PREFIX, PROV_PREFIX
 from ._topology import fetch_json
 from .client import Client, ConnectionClosedError, Subscription, connect
 from .replicant import InMemoryReplicant, connect_replicant
@@ -234,21 +235,21 @@ async def _fly(
                 await subs.pop(p).unsubscribe()
                 stats.aoi_changes += 1
         for p in sorted(want - subs.keys()):
-            sub = subs[p] = await client._subscribe(p, None, 1024)
+            sub = subs[p] = await client.add_subscription(p, max_buffered=1024)
             nursery.start_soon(receive, sub)
             stats.aoi_changes += 1
 
     async def receive(sub: Subscription) -> None:
         async for m in sub:
             reply = m.reply or ""
-            if reply.startswith("$PROV."):
+            if reply.startswith(PROV_PREFIX):
                 sent_at, _ = _STAMP.unpack_from(m.payload)
                 stats.latencies.append(time.perf_counter() - sent_at)
                 stats.provisional += 1
                 stats.received += 1
-            elif reply.startswith("$CONF."):
+            elif reply.startswith(CONF_PREFIX):
                 stats.confirms += 1
-            elif reply.startswith("$CORR."):
+            elif reply.startswith(CORR_PREFIX):
                 stats.corrections += 1
             else:
                 stats.state_updates += 1
@@ -256,7 +257,7 @@ async def _fly(
     async def own_answers() -> None:
         while True:
             answer = await client.receive_correction()
-            if answer.reply and answer.reply.startswith("$CORR."):
+            if answer.reply and answer.reply.startswith(CORR_PREFIX):
                 # the owner corrected our prediction: snap to the authoritative position
                 ship.x, ship.y = _MOVE.unpack(answer.payload)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from ._gateway import open_gateway
+from ._shell import open_gateway
 from .config import ConfigError, GatewayConfig, check_mapping
 
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["AccountStatistics", "Statistics"]
+__all__ = [
+    "AccountInfo",
+    "AccountStatistics",
+    "ConnectionInfo",
+    "RouteInfo",
+    "ServerInfo",
+    "Statistics",
+    "SubscriptionsInfo",
+]
 
 import attrs
 
@@ -43,3 +51,105 @@ class AccountStatistics:
     subscriptions: int
     messages_in: int
     messages_out: int
+
+
+@attrs.frozen
+class ConnectionInfo:
+    """One client or replicant connection (:meth:`meshgate.Gateway.connz`; nats ``/connz``)."""
+
+    cid: int
+    #: ``client`` or ``replicant``
+    kind: str
+    name: str
+    account: str | None
+    #: ``AWAIT_HELLO``, ``OPEN`` or ``CLOSING``
+    state: str
+    in_msgs: int
+    out_msgs: int
+    in_bytes: int
+    out_bytes: int
+    #: bytes queued for the client and not yet written
+    pending_bytes: int
+    subscriptions: int
+    #: frames queued (event lane and keyed state lane)
+    pending_frames: int
+    #: frames waiting in the keyed state lane (coalesce policy)
+    keyed_frames: int
+    dropped_msgs: int
+    coalesced_msgs: int
+    resyncs: int
+
+
+@attrs.frozen
+class RouteInfo:
+    """One route (:meth:`meshgate.Gateway.routez`; nats ``/routez``)."""
+
+    rid: int
+    #: the peer node's name
+    remote_name: str | None
+    #: the peer's cluster URL, as it announced it
+    url: str | None
+    #: this node dialed the route
+    did_solicit: bool
+    in_msgs: int
+    out_msgs: int
+    in_bytes: int
+    out_bytes: int
+    pending_size: int
+    #: interest entries the peer announced
+    subscriptions: int
+    rtt: float | None
+    #: ``(account, pattern, queue, weight)`` per entry, if asked for (else empty)
+    interest: tuple[tuple[str, str, str | None, int], ...] = ()
+
+
+@attrs.frozen
+class AccountInfo:
+    """One account (:meth:`meshgate.Gateway.accountz`)."""
+
+    name: str
+    clients: int
+    #: client subscriptions (the node's own are not counted)
+    subscriptions: int
+    #: entries in the account's interest graph (local subscriptions and route interest)
+    interest_entries: int
+    in_msgs: int
+    out_msgs: int
+
+
+@attrs.frozen
+class SubscriptionsInfo:
+    """The interest graph (:meth:`meshgate.Gateway.subsz`; nats ``/subsz``)."""
+
+    num_subscriptions: int
+    num_interest_entries: int
+    num_cache: int
+    num_matches: int
+    cache_hit_rate: float
+
+
+@attrs.frozen
+class ServerInfo:
+    """Identity, limits and counters of a node (:meth:`meshgate.Gateway.varz`; nats ``/varz``)."""
+
+    server_name: str
+    cluster: str
+    version: str
+    #: when the node started, ISO 8601 UTC, and seconds since
+    start: str
+    uptime_seconds: float
+    client_url: str | None
+    cluster_url: str | None
+    gateway_url: str | None
+    max_payload: int
+    max_pending: int
+    max_connections: int
+    ping_interval: float
+    interest_mode: str
+    interest_only_threshold: int
+    accounts: int
+    #: route URLs found to lead back to this node itself (a seed list may name it)
+    self_urls: tuple[str, ...]
+    #: messages on ``$`` subjects (game-layer control traffic) sent to gateways
+    gateway_control_msgs: int
+    statistics: Statistics

@@ -15,20 +15,23 @@ __all__ = [
     "ServerError",
     "Subscription",
     "connect",
+    "connect_with_stream",
 ]
 
 import itertools
 import os
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import NamedTuple
 
 import trio
 
 from ._errors import ErrorCode, MeshgateError, RemoteProtocolError
-from .protocol import PROTOCOL_VERSION, Decoder, Encoder, Hello, Opcode, Role, to_frame
+from ._nursery import open_unwrapping_nursery
+from ._reserved import NOTICE_SID, input_subject
+from .protocol import PROTOCOL_VERSION, Decoder, Encoder, Hello, Opcode, Ping, Pong, Role, to_frame
 from .subjects import validate_pattern, validate_subject
 from .transports import connect_stream
 
@@ -38,7 +41,7 @@ _OUT_HIGH_WATER = 4 * 1024 * 1024
 
 
 class Message(NamedTuple):
-    """A received message."""
+    """A received message (not the wire frame :class:`meshgate.protocol.Message`)."""
 
     subject: str
     payload: bytes
@@ -76,12 +79,21 @@ class Subscription:
     The buffer holds at most ``max_buffered`` messages; when it is full, new
     messages for this subscription are dropped and counted in
     :attr:`dropped` (the node and other subscriptions are unaffected).
+    With ``on_message``, each message is handed to that callback (in the client's
+    reader task; it must not block) instead of the buffer.
     """
 
     def __init__(
-        self, client: Client, sid: int, pattern: str, queue: str | None, size: int
+        self,
+        client: Client,
+        sid: int,
+        pattern: str,
+        queue: str | None,
+        size: int,
+        on_message: Callable[[Message], None] | None = None,
     ) -> None:
         self._client = client
+        self._on_message = on_message
         self.sid = sid
         self.pattern = pattern
         self.queue = queue
@@ -92,6 +104,9 @@ class Subscription:
         self._active = True
 
     def _push(self, msg: Message) -> None:
+        if self._on_message is not None:
+            self._on_message(msg)
+            return
         try:
             self._send.send_nowait(msg)
         except trio.WouldBlock:
@@ -240,7 +255,7 @@ class Client:
                         sub = self._subs.get(f[1])
                         if sub is not None:
                             sub._push(Message(f[2], f[4], f[3]))
-                        elif f[1] == 0:  # the node's notices: speculation answers
+                        elif f[1] == NOTICE_SID:  # the node's notices: speculation answers
                             try:
                                 self._corrections_send.send_nowait(Message(f[2], f[4], f[3]))
                             except trio.WouldBlock:
@@ -257,7 +272,7 @@ class Client:
             if self._pongs:
                 self._pongs.popleft().set()
         elif op == Opcode.PING:
-            self._out += b"\x91\x06"
+            self._out += _PONG
             self._wake.set()
         elif op == Opcode.ERROR:
             err = ServerError(f[1], f[2])  # type: ignore[arg-type]
@@ -328,7 +343,7 @@ class Client:
         max_buffered: int = DEFAULT_SUBSCRIPTION_BUFFER,
     ) -> AsyncIterator[Subscription]:
         """Subscribe for the duration of the block (unsubscribed on exit)."""
-        sub = await self._subscribe(pattern, queue, max_buffered)
+        sub = await self.add_subscription(pattern, queue=queue, max_buffered=max_buffered)
         try:
             yield sub
         finally:
@@ -339,12 +354,22 @@ class Client:
                     except ConnectionClosedError:
                         pass
 
-    async def _subscribe(self, pattern: str, queue: str | None, size: int) -> Subscription:
+    async def add_subscription(
+        self,
+        pattern: str,
+        *,
+        queue: str | None = None,
+        max_buffered: int = DEFAULT_SUBSCRIPTION_BUFFER,
+        on_message: Callable[[Message], None] | None = None,
+    ) -> Subscription:
+        """Subscribe until :meth:`Subscription.unsubscribe` (or the connection ends):
+        for long-lived subscriptions handed to other tasks.  Prefer :meth:`subscribe`
+        when a block scopes the subscription."""
         validate_pattern(pattern)
         if queue is not None:
             validate_subject(queue)
         sid = next(self._sids)
-        sub = Subscription(self, sid, pattern, queue, size)
+        sub = Subscription(self, sid, pattern, queue, max_buffered, on_message)
         self._subs[sid] = sub
         await self._send_raw(Opcode.SUB, sid, pattern, queue)
         return sub
@@ -353,7 +378,7 @@ class Client:
         """A round trip: when this returns, the node has processed everything sent before."""
         ev = trio.Event()
         self._pongs.append(ev)
-        await self._queue(b"\x91\x05")
+        await self._queue(_PING)
         await ev.wait()
         if self._closed:
             raise self._closed_error()
@@ -375,7 +400,7 @@ class Client:
         fields: tuple[object, ...] = (
             (seq, bytes(data)) if relay is None else (seq, bytes(data), relay)
         )
-        await self.publish(f"$IN.{entity}", msgpack.packb(fields))
+        await self.publish(input_subject(entity), msgpack.packb(fields))
 
     async def receive_correction(self) -> Message:
         """The next confirm (reply ``$CONF.…``) or correction (``$CORR.…``) of this
@@ -388,8 +413,9 @@ class Client:
     async def request(self, subject: str, payload: bytes = b"") -> Message:
         """Publish with a unique reply subject and return the first reply."""
         if self._inbox_sub is None:
-            self._inbox_sub = await self._subscribe(f"{self._inbox_prefix}.*", None, 1)
-            self._inbox_sub._push = self._route_reply  # type: ignore[method-assign]
+            self._inbox_sub = await self.add_subscription(
+                f"{self._inbox_prefix}.*", max_buffered=1, on_message=self._route_reply
+            )
         token = str(next(self._req_ids))
         send, receive = trio.open_memory_channel[Message](1)
         self._requests[token] = send
@@ -421,15 +447,23 @@ class Client:
 
 
 _PUB = int(Opcode.PUB)
+_PING = Encoder().encode(Ping())
+_PONG = Encoder().encode(Pong())
 
 
 @asynccontextmanager
-async def _connect_stream(
-    stream: trio.abc.Stream, *, name: str | None, token: str | None, role: Role = Role.CLIENT
+async def connect_with_stream(
+    stream: trio.abc.Stream,
+    *,
+    name: str | None = None,
+    token: str | None = None,
+    role: Role = Role.CLIENT,
 ) -> AsyncIterator[Client]:
+    """A :class:`Client` over a stream you opened (any ``trio.abc.Stream`` to a node's
+    client port); the block runs while connected.  Same errors as :func:`connect`."""
     client = Client(stream, name=name or "client", token=token)
     refused: ConnectionClosedError | None = None
-    async with trio.open_nursery() as nursery:
+    async with open_unwrapping_nursery() as nursery:
         nursery.start_soon(client._reader)
         nursery.start_soon(client._writer)
         try:
@@ -471,6 +505,6 @@ async def connect(
     """
     async with (
         connect_stream(url, ssl_context=ssl_context) as stream,
-        _connect_stream(stream, name=name, token=token, role=role) as client,
+        connect_with_stream(stream, name=name, token=token, role=role) as client,
     ):
         yield client

@@ -1,8 +1,10 @@
 """The HTTP monitoring endpoint: JSON like nats-server's, and Prometheus text.
 
-Paths: ``/varz``, ``/connz``, ``/routez``, ``/gatewayz``, ``/subsz``, ``/healthz``
-(JSON; field names follow nats-server where the concept is the same) and
-``/metrics`` (Prometheus text format).  HTTP parsing is h11's; a bad request gets
+Paths: ``/varz``, ``/connz``, ``/routez``, ``/gatewayz``, ``/subsz``, ``/accountz``,
+``/gamez``, ``/healthz`` (JSON; field names follow nats-server where the concept is the
+same) and ``/metrics`` (Prometheus text format).  Every body is built from the
+node's public snapshots (:meth:`~meshgate.Gateway.varz` and friends); this module
+only does HTTP.  HTTP parsing is h11's; a bad request gets
 400, an unknown path 404, any method but GET/HEAD 405.  Each request is handled in
 its own task with a deadline and a size limit, so monitoring never blocks routing.
 """
@@ -17,36 +19,44 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+import attrs
 import h11
 import trio
 
 if TYPE_CHECKING:
-    from ._gateway import Gateway
+    from ._shell import Gateway
 
 #: Paths the endpoint serves.
-MONITOR_PATHS = ("/varz", "/connz", "/routez", "/gatewayz", "/subsz", "/healthz", "/metrics")
+MONITOR_PATHS = (
+    "/varz",
+    "/connz",
+    "/routez",
+    "/gatewayz",
+    "/subsz",
+    "/accountz",
+    "/gamez",
+    "/healthz",
+    "/metrics",
+)
 _REQUEST_DEADLINE = 10.0
 _MAX_REQUEST = 16 * 1024
 
 
 def _varz(gw: Gateway) -> dict[str, Any]:
-    core = gw._core
-    cfg = gw.config
-    st = gw.statistics()
-    from ._version import __version__
-
+    v = gw.varz()
+    st = v.statistics
     return {
-        "server_name": cfg.name,
-        "version": __version__,
-        "cluster": {"name": cfg.cluster, "urls": [gw.cluster_url] if gw.cluster_url else []},
-        "gateway": {"name": cfg.cluster, "url": gw.gateway_url},
+        "server_name": v.server_name,
+        "version": v.version,
+        "cluster": {"name": v.cluster, "urls": [v.cluster_url] if v.cluster_url else []},
+        "gateway": {"name": v.cluster, "url": v.gateway_url},
         "now": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "start": gw.started_at,
-        "uptime_seconds": round(time.time() - gw.started_wall, 3),
-        "max_payload": cfg.max_payload,
-        "max_pending": cfg.max_pending_bytes,
-        "max_connections": cfg.max_connections,
-        "ping_interval": cfg.ping_interval,
+        "start": v.start,
+        "uptime_seconds": v.uptime_seconds,
+        "max_payload": v.max_payload,
+        "max_pending": v.max_pending,
+        "max_connections": v.max_connections,
+        "ping_interval": v.ping_interval,
         "connections": st.clients,
         "routes": st.routes,
         "remotes": st.outbound_gateways,
@@ -61,50 +71,24 @@ def _varz(gw: Gateway) -> dict[str, Any]:
         "dropped_msgs": st.dropped_messages,
         "coalesced_msgs": st.coalesced_messages,
         "resyncs": st.resyncs,
-        "gateway_control_msgs": core.gateway_control_msgs,
+        "gateway_control_msgs": v.gateway_control_msgs,
         "protocol_errors": st.protocol_errors,
         "auth_failures": st.auth_failures,
         "permission_violations": st.permission_violations,
-        "interest_mode": cfg.interest_mode,
-        "interest_only_threshold": cfg.interest_only_threshold,
-        "accounts": len(core._accounts),
+        "interest_mode": v.interest_mode,
+        "interest_only_threshold": v.interest_only_threshold,
+        "accounts": v.accounts,
     }
 
 
 def _connz(gw: Gateway, query: dict[str, list[str]]) -> dict[str, Any]:
-    from .protocol import ConnectionKind
-
-    core = gw._core
     try:
         limit = max(0, min(int(query.get("limit", ["1024"])[0]), 100_000))
         offset = max(0, int(query.get("offset", ["0"])[0]))
     except ValueError:
         raise _BadRequest("limit and offset must be integers") from None
-    clients = [
-        c
-        for c in core.conns.values()
-        if c.kind in (ConnectionKind.CLIENT, ConnectionKind.REPLICANT)
-    ]
-    rows = [
-        {
-            "cid": c.id,
-            "kind": c.kind.value,
-            "name": c.name,
-            "account": c.account.name if c.account else None,
-            "state": c.state.name,
-            "in_msgs": c.messages_in,
-            "out_msgs": c.messages_out,
-            "in_bytes": c.bytes_in,
-            "out_bytes": c.bytes_out,
-            "pending_bytes": core.pending_bytes(c),
-            "subscriptions": len(c.subs),
-            "pending_frames": len(c.frame_sizes) + len(c.keyed),
-            "dropped_msgs": c.dropped,
-            "coalesced_msgs": c.coalesced,
-            "resyncs": c.resyncs,
-        }
-        for c in clients[offset : offset + limit]
-    ]
+    clients = gw.connz()
+    rows = [attrs.asdict(c) for c in clients[offset : offset + limit]]
     return {
         "server_name": gw.config.name,
         "num_connections": len(rows),
@@ -116,47 +100,26 @@ def _connz(gw: Gateway, query: dict[str, list[str]]) -> dict[str, Any]:
 
 
 def _routez(gw: Gateway) -> dict[str, Any]:
-    core = gw._core
+    routes = gw.routez()
     return {
         "server_name": gw.config.name,
         "cluster": gw.config.cluster,
-        "num_routes": len(core.routes),
-        "routes": [
-            {
-                "rid": c.id,
-                "remote_name": peer,
-                "url": c.peer_url,
-                "did_solicit": c.dialed,
-                "in_msgs": c.messages_in,
-                "out_msgs": c.messages_out,
-                "in_bytes": c.bytes_in,
-                "out_bytes": c.bytes_out,
-                "pending_size": core.pending_bytes(c),
-                "subscriptions": len(c.remote),
-            }
-            for peer, c in sorted(core.routes.items())
-        ],
+        "num_routes": len(routes),
+        "routes": [attrs.asdict(r) for r in routes],
     }
 
 
 def _subsz(gw: Gateway) -> dict[str, Any]:
-    core = gw._core
-    hits = misses = cached = 0
-    for account in core.graph.accounts():
-        idx = core.graph.index(account)
-        if idx is not None:
-            hits += idx.cache_hits
-            misses += idx.cache_misses
-            cached += idx.cache_len
-    total = hits + misses
-    return {
-        "server_name": gw.config.name,
-        "num_subscriptions": gw.statistics().subscriptions,
-        "num_interest_entries": len(core.graph),
-        "num_cache": cached,
-        "num_matches": total,
-        "cache_hit_rate": (hits / total) if total else 0.0,
-    }
+    return {"server_name": gw.config.name, **attrs.asdict(gw.subsz())}
+
+
+def _accountz(gw: Gateway) -> dict[str, Any]:
+    return {"server_name": gw.config.name, "accounts": [attrs.asdict(a) for a in gw.accountz()]}
+
+
+def _gamez(gw: Gateway) -> dict[str, Any]:
+    game = gw.game()
+    return {"server_name": gw.config.name, "game": attrs.asdict(game) if game else None}
 
 
 def render_metrics(gw: Gateway) -> str:
@@ -223,6 +186,8 @@ def _route(gw: Gateway, target: str) -> tuple[int, str, bytes]:
         "/routez": lambda: _routez(gw),
         "/gatewayz": gw.gatewayz,
         "/subsz": lambda: _subsz(gw),
+        "/accountz": lambda: _accountz(gw),
+        "/gamez": lambda: _gamez(gw),
         "/healthz": lambda: {"status": "ok"},
     }
     if path == "/metrics":

@@ -43,7 +43,19 @@ from typing import NamedTuple
 import msgpack
 import trio
 
-from .client import Client, connect
+from ._nursery import open_unwrapping_nursery
+from ._reserved import (
+    AUTH_ACK,
+    AUTH_CLAIM,
+    AUTH_RELEASE,
+    INTEREST_ADD,
+    INTEREST_REMOVE,
+    INTEREST_SYNC,
+    SPEC_CONFIRM,
+    SPEC_CORRECT,
+    replicant_inbox,
+)
+from .client import Client, Subscription, connect
 from .protocol import Role
 from .spatial import Grid
 from .subjects import match
@@ -89,27 +101,25 @@ class ReplicantLink:
 
     async def claim(self, entity: str, epoch: int) -> None:
         """Take authority over ``entity`` at ``epoch`` (higher than any before)."""
-        await self.client.publish("$AUTH.claim", msgpack.packb((entity, self.name, epoch)))
+        await self.client.publish(AUTH_CLAIM, msgpack.packb((entity, self.name, epoch)))
 
     async def release(self, entity: str, epoch: int, applied: dict[str, int]) -> None:
         """Hand ``entity`` over: ``applied`` maps each client to the last sequence number
         this owner applied; later inputs are held for the next owner."""
-        await self.client.publish(
-            "$AUTH.release", msgpack.packb((entity, self.name, epoch, applied))
-        )
+        await self.client.publish(AUTH_RELEASE, msgpack.packb((entity, self.name, epoch, applied)))
 
     async def ack(self, entity: str, epoch: int, applied: dict[str, int]) -> None:
         """The state published so far includes ``applied``: those inputs are durable."""
-        await self.client.publish("$AUTH.ack", msgpack.packb((entity, self.name, epoch, applied)))
+        await self.client.publish(AUTH_ACK, msgpack.packb((entity, self.name, epoch, applied)))
 
     async def confirm(self, client: str, seq: int) -> None:
         """The provisional relay of ``client``'s input ``seq`` was right."""
-        await self.client.publish("$SPEC.confirm", msgpack.packb((client, seq, b"")))
+        await self.client.publish(SPEC_CONFIRM, msgpack.packb((client, seq, b"")))
 
     async def correct(self, client: str, seq: int, value: bytes) -> None:
         """The provisional relay was wrong: ``value`` replaces it for exactly the clients
         that got it, the sender included."""
-        await self.client.publish("$SPEC.correct", msgpack.packb((client, seq, bytes(value))))
+        await self.client.publish(SPEC_CORRECT, msgpack.packb((client, seq, bytes(value))))
 
     # -- data -------------------------------------------------------------------------------
 
@@ -149,21 +159,18 @@ class ReplicantLink:
 
     async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         c = self.client
-        inputs = await c._subscribe(f"$REP.{self.name}.in", None, 65536)
-        adds = await c._subscribe("$INTEREST.add", None, 65536)
-        removes = await c._subscribe("$INTEREST.remove", None, 65536)
+        inputs = await c.add_subscription(replicant_inbox(self.name), max_buffered=65536)
+        adds = await c.add_subscription(INTEREST_ADD, max_buffered=65536)
+        removes = await c.add_subscription(INTEREST_REMOVE, max_buffered=65536)
         await c.flush()
-        await c.publish("$INTEREST.sync", b"")  # every node re-announces its interest
+        await c.publish(INTEREST_SYNC, b"")  # every node re-announces its interest
         task_status.started()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._pump_inputs, inputs)
             nursery.start_soon(self._pump_interest, adds, True)
             nursery.start_soon(self._pump_interest, removes, False)
 
-    async def _pump_inputs(self, sub: object) -> None:
-        from .client import Subscription
-
-        assert isinstance(sub, Subscription)
+    async def _pump_inputs(self, sub: Subscription) -> None:
         async for m in sub:
             try:
                 entity, epoch, client, seq, data, speculative = msgpack.unpackb(
@@ -177,10 +184,7 @@ class ReplicantLink:
             self._inputs.append(Input(entity, epoch, client, seq, data, bool(speculative)))
             self._input_waiters.unpark_all()
 
-    async def _pump_interest(self, sub: object, added: bool) -> None:
-        from .client import Subscription
-
-        assert isinstance(sub, Subscription)
+    async def _pump_interest(self, sub: Subscription, added: bool) -> None:
         async for m in sub:
             try:
                 node, pattern = msgpack.unpackb(m.payload, use_list=False)
@@ -204,7 +208,7 @@ class ReplicantLink:
 async def open_replicant_link(client: Client, name: str) -> AsyncIterator[ReplicantLink]:
     """A :class:`ReplicantLink` over an existing client connection (role replicant)."""
     link = ReplicantLink(client, name)
-    async with trio.open_nursery() as nursery:
+    async with open_unwrapping_nursery() as nursery:
         await nursery.start(link._run)
         try:
             yield link

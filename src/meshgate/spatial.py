@@ -132,7 +132,7 @@ class InterestArea:
             await sub.unsubscribe()
             self.unsubscribes += 1
         for cell in sorted(added):
-            sub = await self.client._subscribe(self.aoi.grid.pattern(cell), None, 1024)
+            sub = await self.client.add_subscription(self.aoi.grid.pattern(cell), max_buffered=1024)
             scope = trio.CancelScope()
             self._subs[cell] = (sub, scope)
             self._nursery.start_soon(self._forward, sub, scope)

@@ -4,6 +4,8 @@
   joined by a simulated network that you drive step by step (deliver, drop,
   heal, quiesce): deterministic, no trio, no sockets; made for hypothesis
   state machines over your own subject schemes.
+* :class:`CoreHarness` — one node core whose connections' far ends the test plays
+  (:class:`CorePeer`): send frames, read what the core answered, move time.
 * :mod:`meshgate.testing.strategies` — hypothesis strategies for subjects and
   patterns (import it only where hypothesis is installed).
 * The ``memory://`` transport (:class:`meshgate.transports.MemoryTransport`)
@@ -12,8 +14,10 @@
 
 from __future__ import annotations
 
+from ._harness import CoreHarness as CoreHarness
+from ._harness import CorePeer as CorePeer
 from ._sim import SimClient as SimClient
 from ._sim import SimLink as SimLink
 from ._sim import SimulatedSuperCluster as SimulatedSuperCluster
 
-__all__ = ["SimClient", "SimLink", "SimulatedSuperCluster"]
+__all__ = ["CoreHarness", "CorePeer", "SimClient", "SimLink", "SimulatedSuperCluster"]

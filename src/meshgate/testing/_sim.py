@@ -11,7 +11,8 @@ __all__ = ["SimClient", "SimLink", "SimulatedSuperCluster"]
 from collections import deque
 from collections.abc import Iterator
 
-from .._node import Connection, ConnState, NodeCore
+from .. import _game
+from .._core import Connection, ConnState, NodeCore
 from ..config import GatewayConfig, User
 from ..protocol import (
     PROTOCOL_VERSION,
@@ -61,7 +62,9 @@ class SimClient:
         self.received: dict[int, list[tuple[str, bytes, str | None]]] = {}
         #: error frames received
         self.errors: list[Error] = []
-        self._send(Hello(PROTOCOL_VERSION, "client", f"client@{node}", None, token, 0, (), ()))
+        self._send(
+            Hello(version=PROTOCOL_VERSION, role="client", name=f"client@{node}", token=token)
+        )
 
     def _send(self, frame: Hello | Publish | Subscribe | Unsubscribe) -> None:
         core = self.net.nodes[self.node]
@@ -95,7 +98,7 @@ class SimClient:
 
 
 class SimulatedSuperCluster:
-    """Clusters of :class:`~meshgate._node.NodeCore` joined by :class:`SimLink` objects.
+    """Clusters of sans-IO node cores joined by :class:`SimLink` objects.
 
     Built from minimal configuration like a real deployment: the second and later
     nodes of a cluster know one route seed, the first node of each further cluster
@@ -140,11 +143,11 @@ class SimulatedSuperCluster:
                     interest_only_threshold=interest_only_threshold,
                 )
                 core = NodeCore(cfg)
-                core.cluster_url = f"sim://route/{name}"
-                core.gateway_url = f"sim://gw/{name}"
+                _game.plug_into(core)
+                core.bound(cluster_url=f"sim://route/{name}", gateway_url=f"sim://gw/{name}")
                 self.nodes[name] = core
-                self._by_route_url[core.cluster_url] = name
-                self._by_gateway_url[core.gateway_url] = name
+                self._by_route_url[f"sim://route/{name}"] = name
+                self._by_gateway_url[f"sim://gw/{name}"] = name
         self.heal()
 
     # -- topology -------------------------------------------------------------------------------
@@ -187,22 +190,24 @@ class SimulatedSuperCluster:
         missing is dialed (like the shell's reconnect loops eventually do)."""
         for name, core in self.nodes.items():
             # like the shell's dialers, remember every URL ever gossiped and keep redialing
+            fx = core.effects
             known = self._known_routes.setdefault(name, set(core.config.routes))
-            known.update(core.dial_requests)
-            core.dial_requests.clear()
+            known.update(fx.dial_routes)
+            fx.dial_routes.clear()
             wanted = set(known)
             for url in sorted(wanted):
                 peer = self._by_route_url.get(url)
                 if peer and peer != name and not self._link_pending("route", name, peer):
                     self._connect("route", name, peer)
-            clusters = set(core.gateway_urls) | set(core.gateway_dial_requests)
-            core.gateway_dial_requests.clear()
+            gateways = core.gateways
+            clusters = set(gateways.urls) | set(fx.dial_gateways)
+            fx.dial_gateways.clear()
             for cluster in sorted(clusters):
-                if cluster == core.config.cluster or cluster in core.outbound:
+                if cluster == core.config.cluster or cluster in gateways.outbound:
                     continue
                 if self._link_pending("gateway", name, cluster):
                     continue
-                urls = sorted(core.gateway_urls.get(cluster, ()))
+                urls = sorted(gateways.urls.get(cluster, ()))
                 targets = [self._by_gateway_url[u] for u in urls if u in self._by_gateway_url]
                 if targets:
                     self._connect("gateway", name, targets[0])
@@ -216,15 +221,16 @@ class SimulatedSuperCluster:
         link.ba.clear()
         link.a.connection_lost(link.ca)
         link.b.connection_lost(link.cb)
-        link.a.closing.clear()
-        link.b.closing.clear()
+        link.a.effects.closing.clear()
+        link.b.effects.closing.clear()
 
     # -- moving bytes ---------------------------------------------------------------------------
 
     def _after(self, core: NodeCore) -> None:
         """Collect a core's output into links and clients; close what it closed."""
-        for conn in core.dirty:
-            if not conn.out and not conn.keyed:
+        fx = core.effects
+        for conn in fx.writable:
+            if not core.has_output(conn):
                 continue
             data = bytes(core.take_output(conn))
             link = self._link_of(conn)
@@ -235,8 +241,8 @@ class SimulatedSuperCluster:
             for client in self.clients:
                 if client.conn is conn:
                     client._feed(data)
-        core.dirty.clear()
-        for conn in core.closing:
+        fx.writable.clear()
+        for conn in fx.closing:
             link = self._link_of(conn)
             if link is not None and link.open:
                 # let the peer read what was written (the error frame), then cut
@@ -244,7 +250,8 @@ class SimulatedSuperCluster:
                 self.drop(link)
             elif conn.state is not ConnState.CLOSED:
                 core.connection_lost(conn)
-        core.closing.clear()
+        fx.closing.clear()
+        fx.routes_changed = fx.gateways_changed = False
 
     def _link_of(self, conn: Connection) -> SimLink | None:
         for link in self.links:
@@ -287,7 +294,7 @@ class SimulatedSuperCluster:
                     steps += 1
                     if steps > max_steps:
                         raise RuntimeError("the simulated network does not quiesce")
-            if any(c.dial_requests or c.gateway_dial_requests for c in self.nodes.values()):
+            if any(c.effects.dial_routes or c.effects.dial_gateways for c in self.nodes.values()):
                 self.heal()
                 moved = True
             for core in self.nodes.values():

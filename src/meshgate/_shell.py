@@ -1,4 +1,9 @@
-"""The trio shell around the sans-IO node core: listeners, per-connection tasks, timers."""
+"""The trio shell around the sans-IO node core: listeners, per-connection tasks, timers.
+
+The shell owns tasks and time; it holds no routing rules.  After every call into the
+core it acts on the core's :class:`~meshgate._core.Effects` (``_after_core``) and
+nothing else.  (Named ``_shell`` because "gateway" means the link between clusters.)
+"""
 
 from __future__ import annotations
 
@@ -15,13 +20,25 @@ from typing import TYPE_CHECKING, Any
 import trio
 import trio.testing
 
-from ._node import Connection, ConnState, NodeCore
-from ._stats import AccountStatistics, Statistics
+from . import _game
+from ._core import Connection, ConnState, NodeCore, _views
+from ._nursery import open_unwrapping_nursery
+from ._stats import (
+    AccountInfo,
+    AccountStatistics,
+    ConnectionInfo,
+    RouteInfo,
+    ServerInfo,
+    Statistics,
+    SubscriptionsInfo,
+)
+from ._version import __version__
 from .config import GatewayConfig
 from .protocol import ConnectionKind, Role
 from .transports import connect_stream, get_transport
 
 if TYPE_CHECKING:
+    from ._game import GameInfo
     from .client import Client
     from .replicant import ReplicantAdapter
 
@@ -51,13 +68,15 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self._core = NodeCore(config)
+        self._game = _game.plug_into(self._core)
         self._nursery: trio.Nursery | None = None
         self._drained = trio.Event()
         self._stopping = False
         self._routes_event = trio.Event()
-        #: when the node started (ISO 8601, UTC) and the wall clock then
+        #: when the node started (ISO 8601, UTC) and the wall clock then; read once here
         self.started_wall = time.time()
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_wall))
+        self._started_monotonic: float | None = None
         self._gateways_event = trio.Event()
         self._gateway_dialers: set[str] = set()
         self._route_drained = trio.Event()
@@ -88,13 +107,13 @@ class Gateway:
                 self.cluster_url = await nursery.start(
                     partial(transport.serve, cfg.cluster_listen, self._serve_route_stream)
                 )
-                self._core.cluster_url = self.cluster_url
+                self._core.bound(cluster_url=self.cluster_url)
             if cfg.gateway_listen is not None:
                 transport = get_transport(cfg.gateway_listen)
                 self.gateway_url = await nursery.start(
                     partial(transport.serve, cfg.gateway_listen, self._serve_gateway_stream)
                 )
-                self._core.gateway_url = self.gateway_url
+                self._core.bound(gateway_url=self.gateway_url)
                 for cluster in cfg.gateways:
                     if cluster != cfg.cluster:
                         self._start_gateway_dialer(cluster, explicit=True)
@@ -106,6 +125,7 @@ class Gateway:
 
                 self.monitor_url = await nursery.start(serve_monitor, self, cfg.monitor_listen)
             nursery.start_soon(self._timer)
+            self._started_monotonic = trio.current_time()
             task_status.started(self)
 
     async def _timer(self) -> None:
@@ -118,41 +138,38 @@ class Gateway:
 
     def _after_core(self) -> None:
         """Wake the writers of connections with output; bound the life of closing ones."""
-        core = self._core
-        if core.routes_changed:
-            core.routes_changed = False
-            self._routes_event.set()
-            self._routes_event = trio.Event()
-        #: when the node started (ISO 8601, UTC) and the wall clock then
-        self.started_wall = time.time()
-        self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_wall))
-        if core.dial_requests:
-            for url in core.dial_requests:
-                self._start_dialer(url, explicit=False)
-            core.dial_requests.clear()
-        if core.gateways_changed:
-            core.gateways_changed = False
-            self._gateways_event.set()
-            self._gateways_event = trio.Event()
-        if core.gateway_dial_requests:
-            for cluster in core.gateway_dial_requests:
-                self._start_gateway_dialer(cluster, explicit=cluster in self.config.gateways)
-            core.gateway_dial_requests.clear()
-        if core.dirty:
-            for c in core.dirty:
+        fx = self._core.effects
+        if fx.writable:
+            for c in fx.writable:
                 h = c.shell
                 if h is not None:
                     h.wake.set()
-            core.dirty.clear()
-        if core.closing:
+            fx.writable.clear()
+        if fx.closing:
             deadline = trio.current_time() + CLOSE_GRACE
-            for c in core.closing:
+            for c in fx.closing:
                 h = c.shell
                 if h is not None:
                     h.wake.set()
                     if h.scope is not None:
                         h.scope.deadline = min(h.scope.deadline, deadline)
-            core.closing.clear()
+            fx.closing.clear()
+        if fx.routes_changed:
+            fx.routes_changed = False
+            self._routes_event.set()
+            self._routes_event = trio.Event()
+        if fx.dial_routes:
+            for url in fx.dial_routes:
+                self._start_dialer(url, explicit=False)
+            fx.dial_routes.clear()
+        if fx.gateways_changed:
+            fx.gateways_changed = False
+            self._gateways_event.set()
+            self._gateways_event = trio.Event()
+        if fx.dial_gateways:
+            for cluster in fx.dial_gateways:
+                self._start_gateway_dialer(cluster, explicit=cluster in self.config.gateways)
+            fx.dial_gateways.clear()
 
     async def _serve_route_stream(self, stream: trio.abc.Stream) -> None:
         await self._serve_stream(stream, ConnectionKind.ROUTE)
@@ -184,15 +201,15 @@ class Gateway:
         Configured clusters are retried forever, discovered ones for ``connect_retries``
         failed passes.  Every pass is followed by a jittered wait: never a hot loop.
         """
-        core = self._core
+        gateways = self._core.gateways
         cfg = self.config
         failures = 0
         try:
             while True:
-                if cluster in core.outbound:
+                if cluster in gateways.outbound:
                     await self._gateways_event.wait()
                     continue
-                urls = list(core.gateway_urls.get(cluster, ()))
+                urls = list(gateways.urls.get(cluster, ()))
                 random.shuffle(urls)
                 connected = False
                 for url in urls:
@@ -234,14 +251,14 @@ class Gateway:
     async def _dial_route(self, url: str, explicit: bool) -> None:
         """Keep a route to ``url``: forever for a configured seed, ``connect_retries``
         failed attempts for a URL learned by gossip.  Always waits between attempts."""
-        core = self._core
+        routes = self._core.routes
         cfg = self.config
         failures = 0
         try:
             while True:
-                if url in core.self_urls or url == core.cluster_url:
+                if url in routes.self_urls or url == routes.cluster_url:
                     return
-                if url in core.connected_route_urls():
+                if url in routes.connected_urls():
                     await self._routes_event.wait()  # a route to it exists (either direction)
                     continue
                 try:
@@ -254,7 +271,7 @@ class Gateway:
                     if not explicit and failures > cfg.connect_retries:
                         log.info("giving up on gossiped route %s", url)
                         return
-                if url in core.self_urls:
+                if url in routes.self_urls:
                     return
                 await self._backoff(failures)
         finally:
@@ -281,14 +298,17 @@ class Gateway:
                 nursery.start_soon(self._writer, h)
                 nursery.start_soon(self._reader, h)
                 self._after_core()
-        except Exception as exc:  # a per-connection failure never takes the node down
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("connection %d ended: %r", conn.id, exc)
+        except Exception:  # a per-connection failure never takes the node down
+            log.exception("connection %d failed", conn.id)
         finally:
             if conn.close_reason:
                 log.info("connection %d closed: %s", conn.id, conn.close_reason)
             core.connection_lost(conn)
             conn.shell = None
             await trio.aclose_forcefully(stream)
+            self._after_core()
             if self._stopping and not core.conns:
                 self._drained.set()
 
@@ -307,14 +327,14 @@ class Gateway:
                 return
             core.receive_data(conn, data, trio.current_time())
             self._after_core()
-            if core.routes and conn.kind is not ConnectionKind.ROUTE:
+            if core.routes.peers and conn.kind is not ConnectionKind.ROUTE:
                 await self._wait_routes_drained()
 
     async def _wait_routes_drained(self) -> None:
         """Back-pressure: routes are never dropped for being slow; their publishers wait."""
         core = self._core
         limit = self.config.max_pending_bytes
-        while any(core.pending_bytes(c) > limit for c in core.routes.values()):
+        while any(core.pending_bytes(c) > limit for c in core.routes.peers.values()):
             await self._route_drained.wait()
 
     async def _writer(self, h: _Handle) -> None:
@@ -324,7 +344,7 @@ class Gateway:
         while True:
             await h.wake.wait()
             h.wake = trio.Event()
-            if conn.out or conn.keyed:
+            if core.has_output(conn):
                 data = core.take_output(conn)
                 try:
                     await stream.send_all(data)
@@ -333,7 +353,7 @@ class Gateway:
                 if conn.kind is ConnectionKind.ROUTE:
                     self._route_drained.set()
                     self._route_drained = trio.Event()
-            if conn.state >= ConnState.CLOSING and not (conn.out or conn.keyed):
+            if conn.state >= ConnState.CLOSING and not core.has_output(conn):
                 break
         assert h.scope is not None
         h.scope.cancel()
@@ -351,15 +371,15 @@ class Gateway:
     async def wait_gateways(self, outbound: int, inbound: int = 0) -> None:
         """Wait until this node has at least ``outbound`` outbound and ``inbound`` inbound
         gateway connections."""
-        core = self._core
-        while len(core.outbound) < outbound or len(core.inbound) < inbound:
+        gateways = self._core.gateways
+        while len(gateways.outbound) < outbound or len(gateways.inbound) < inbound:
             await self._gateways_event.wait()
 
     async def flush_gateways(self) -> None:
         """A round trip on every gateway connection, both directions: when this returns,
         each peer has processed everything this node sent it before the call."""
-        core = self._core
-        await self._ping_all([*core.outbound.values(), *core.inbound.values()])
+        gateways = self._core.gateways
+        await self._ping_all([*gateways.outbound.values(), *gateways.inbound.values()])
 
     async def _ping_all(self, conns: list[Connection]) -> None:
         core = self._core
@@ -382,88 +402,98 @@ class Gateway:
 
     async def wait_routes(self, n: int) -> None:
         """Wait until this node has routes to at least ``n`` peers of its cluster."""
-        while len(self._core.routes) < n:
+        while len(self._core.routes.peers) < n:
             await self._routes_event.wait()
+
+    async def wait_topology_change(self) -> None:
+        """Wait until a route or gateway connection of this node comes or goes."""
+        routes, gateways = self._routes_event, self._gateways_event
+        async with trio.open_nursery() as nursery:
+
+            async def wait(event: trio.Event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wait, routes)
+            nursery.start_soon(wait, gateways)
 
     async def flush_routes(self) -> None:
         """A round trip on every route: when this returns, each peer has processed
         everything this node sent it before the call (interest included)."""
-        await self._ping_all(list(self._core.routes.values()))
+        await self._ping_all(list(self._core.routes.peers.values()))
 
     def gatewayz(self) -> dict[str, Any]:
         """Gateway state shaped like nats-server's ``/gatewayz``: per remote cluster, the
-        connection and each account's interest mode, no-interest count and subscriptions."""
-        core = self._core
+        connection and each account's interest mode, no-interest count and subscriptions;
+        ``known_urls`` maps each remote cluster to the gateway URLs this node knows."""
+        return _views.gatewayz(self._core)
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the node started serving (0 before)."""
+        if self._started_monotonic is None:
+            return 0.0
+        return trio.current_time() - self._started_monotonic
+
+    def varz(self) -> ServerInfo:
+        """Identity, limits, uptime and counters (nats-server's ``/varz``)."""
         cfg = self.config
-        threshold = cfg.interest_only_threshold
+        core = self._core
+        return ServerInfo(
+            server_name=cfg.name,
+            cluster=cfg.cluster,
+            version=__version__,
+            start=self.started_at,
+            uptime_seconds=round(self.uptime, 3),
+            client_url=self.client_url,
+            cluster_url=self.cluster_url,
+            gateway_url=self.gateway_url,
+            max_payload=cfg.max_payload,
+            max_pending=cfg.max_pending_bytes,
+            max_connections=cfg.max_connections,
+            ping_interval=cfg.ping_interval,
+            interest_mode=cfg.interest_mode,
+            interest_only_threshold=cfg.interest_only_threshold,
+            accounts=len(core.accounts),
+            self_urls=tuple(sorted(core.routes.self_urls)),
+            gateway_control_msgs=core.gateway_control_msgs,
+            statistics=core.statistics(),
+        )
 
-        def connection(c: Connection) -> dict[str, Any]:
-            return {
-                "name": c.peer,
-                "cid": c.id,
-                "rtt": c.rtt,
-                "in_msgs": c.messages_in,
-                "out_msgs": c.messages_out,
-                "in_bytes": c.bytes_in,
-                "out_bytes": c.bytes_out,
-            }
+    def connz(self) -> list[ConnectionInfo]:
+        """Every client and replicant connection (nats-server's ``/connz``)."""
+        return _views.connections(self._core)
 
-        outbound: dict[str, Any] = {}
-        for cluster, c in sorted(core.outbound.items()):
-            oi = c.out_interest
-            assert oi is not None
-            outbound[cluster] = {
-                "connection": connection(c),
-                "accounts": [
-                    {
-                        "name": a,
-                        "interest_mode": oi.mode(a).value,
-                        "no_interest_count": oi.no_interest_count(a),
-                        "interest_only_threshold": threshold,
-                        "num_subs": oi.num_subs(a),
-                    }
-                    for a in sorted(oi.accounts())
-                ],
-            }
-        inbound: dict[str, list[Any]] = {}
-        for c in core.inbound.values():
-            ii = c.in_interest
-            assert ii is not None
-            assert c.remote_cluster is not None
-            inbound.setdefault(c.remote_cluster, []).append(
-                {
-                    "connection": connection(c),
-                    "accounts": [
-                        {
-                            "name": a,
-                            "interest_mode": ii.mode(a).value,
-                            "no_interest_count": ii.no_interest_count(a),
-                            "interest_only_threshold": threshold,
-                            "num_subs": len(idx) if (idx := core.graph.index(a)) else 0,
-                        }
-                        for a in sorted(ii.accounts())
-                    ],
-                }
-            )
-        return {
-            "name": cfg.name,
-            "cluster": cfg.cluster,
-            "outbound_gateways": outbound,
-            "inbound_gateways": inbound,
-        }
+    def routez(self, *, interest: bool = False) -> list[RouteInfo]:
+        """Every route of this node, with the peer's name and URL (``/routez``); with
+        ``interest``, each route's interest entries ``(account, pattern, queue, weight)``."""
+        return _views.routes(self._core, interest=interest)
+
+    def accountz(self) -> list[AccountInfo]:
+        """Every account this node has seen, with its counters."""
+        return _views.accounts(self._core)
+
+    def subsz(self) -> SubscriptionsInfo:
+        """The interest graph's size and match cache (``/subsz``)."""
+        return _views.subscriptions(self._core)
+
+    def game(self) -> GameInfo | None:
+        """The game layer: entity ownership, held inputs, provisional records and their
+        evictions (None unless ``replicants=True``)."""
+        return self._game.info() if self._game is not None else None
 
     @asynccontextmanager
     async def connect_local(
         self, *, name: str | None = None, token: str | None = None, role: Role = Role.CLIENT
     ) -> AsyncIterator[Client]:
         """An in-process client for the host application: no sockets, same protocol."""
-        from .client import _connect_stream
+        from .client import connect_with_stream
 
         if self._nursery is None:
             raise RuntimeError("the gateway is not running")
         ours, theirs = trio.testing.lockstep_stream_pair()
         self._nursery.start_soon(self._serve_stream, theirs)
-        async with _connect_stream(ours, name=name, token=token, role=role) as client:
+        async with connect_with_stream(ours, name=name, token=token, role=role) as client:
             yield client
 
     def attach_replicant(self, adapter: ReplicantAdapter, *, token: str | None = None) -> None:
@@ -504,7 +534,7 @@ async def open_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
     On exit (or error) the node shuts down: connections are told, flushed
     briefly, and closed.
     """
-    async with trio.open_nursery() as nursery:
+    async with open_unwrapping_nursery() as nursery:
         gw = Gateway(config)
         await nursery.start(gw.run)
         try:

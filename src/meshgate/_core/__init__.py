@@ -1,0 +1,58 @@
+"""The sans-IO node core (private): a file per concern.
+
+============================  ==============================================================
+``_conn.py``                  connection kinds (one class each) and subscriptions
+``_effects.py``               :class:`Effects`: what the shell must do after each call
+``_base.py``                  shared state and output helpers
+``_delivery.py``              delivery to local subscriptions; the slow-consumer policy
+``_fanout.py``                the one fan-out (hot path): client, route and gateway input
+``_clients.py``               :class:`ClientPort`: client handshake, auth, subscriptions
+``_routes.py``                :class:`RouteMesh`: routes within a cluster
+``_gateways.py``              :class:`GatewayMesh`: gateways between clusters
+``_node.py``                  :class:`NodeCore`: connection life, receive loops, timers, host
+``_hooks.py``                 :class:`Layer` / :class:`Host`: how the game layer plugs in
+``_views.py``                 typed snapshots for monitoring
+============================  ==============================================================
+
+Reserved subjects are in ``meshgate/_reserved.py``; the game layer in ``meshgate/_game.py``.
+"""
+
+from __future__ import annotations
+
+from ._clients import ClientPort as ClientPort
+from ._conn import ClientConnection as ClientConnection
+from ._conn import Connection as Connection
+from ._conn import ConnState as ConnState
+from ._conn import InboundGateway as InboundGateway
+from ._conn import InternalHandler as InternalHandler
+from ._conn import LocalSubscription as LocalSubscription
+from ._conn import OutboundGateway as OutboundGateway
+from ._conn import PeerConnection as PeerConnection
+from ._conn import RemoteInterest as RemoteInterest
+from ._conn import RouteConnection as RouteConnection
+from ._effects import Effects as Effects
+from ._gateways import GatewayMesh as GatewayMesh
+from ._hooks import Host as Host
+from ._hooks import Layer as Layer
+from ._node import NodeCore as NodeCore
+from ._routes import RouteMesh as RouteMesh
+
+__all__ = [
+    "ClientConnection",
+    "ClientPort",
+    "ConnState",
+    "Connection",
+    "Effects",
+    "GatewayMesh",
+    "Host",
+    "InboundGateway",
+    "InternalHandler",
+    "Layer",
+    "LocalSubscription",
+    "NodeCore",
+    "OutboundGateway",
+    "PeerConnection",
+    "RemoteInterest",
+    "RouteConnection",
+    "RouteMesh",
+]

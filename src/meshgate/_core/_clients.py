@@ -1,0 +1,219 @@
+"""The client port: client and replicant handshakes, authentication, permissions,
+subscriptions and the count of local interest per key."""
+
+from __future__ import annotations
+
+__all__ = ["ClientPort", "sub_permitted"]
+
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ErrorCode
+from .._reserved import DEFAULT_ACCOUNT
+from ..config import Permissions, User
+from ..protocol import Hello, Opcode, Role
+from ..subjects import is_valid_pattern, is_valid_subject
+from ._conn import ClientConnection, ConnState, LocalSubscription
+
+if TYPE_CHECKING:
+    from ._node import NodeCore
+
+_SUB = int(Opcode.SUB)
+_UNSUB = int(Opcode.UNSUB)
+
+
+def _covers(general: str, specific: str) -> bool:
+    g, s = general.split("."), specific.split(".")
+    for i, gt in enumerate(g):
+        if gt == ">":
+            return len(s) > i
+        if i >= len(s):
+            return False
+        if gt != "*" and (gt != s[i] or s[i] in ("*", ">")):
+            return False
+    return len(g) == len(s)
+
+
+def _overlaps(a: str, b: str) -> bool:
+    x, y = a.split("."), b.split(".")
+    for i in range(max(len(x), len(y))):
+        xt = x[i] if i < len(x) else None
+        yt = y[i] if i < len(y) else None
+        if xt == ">" or yt == ">":
+            return xt is not None and yt is not None
+        if xt is None or yt is None:
+            return False
+        if xt != "*" and yt != "*" and xt != yt:
+            return False
+    return True
+
+
+def sub_permitted(perm: Permissions, pattern: str) -> bool:
+    """A subscription pattern is allowed if an allow pattern covers it and no deny pattern
+    could match a subject it matches."""
+    return any(_covers(p, pattern) for p in perm.allow) and not any(
+        _overlaps(p, pattern) for p in perm.deny
+    )
+
+
+class ClientPort:
+    """Clients and replicants on the client port, and the node's local interest."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self.core = core
+        self._users: dict[str, User] = {u.token: u for u in core.config.users}
+        #: client connections counted towards ``max_connections``
+        self.count = 0
+        #: local subscriptions per (account, pattern, queue), the node's own included
+        self.local_keys: dict[tuple[str, str, str | None], int] = {}
+
+    # -- life ---------------------------------------------------------------------------------
+
+    def opened(self, conn: ClientConnection) -> None:
+        """A client connection was accepted: our HELLO first, then the limits."""
+        core = self.core
+        core._append(conn, core.node_hello)
+        cfg = core.config
+        if core.draining:
+            core._fail(conn, ErrorCode.SHUTTING_DOWN, "node is shutting down", count=False)
+        elif self.count >= cfg.max_connections:
+            core._fail(
+                conn, ErrorCode.LIMIT_EXCEEDED, f"max_connections={cfg.max_connections} reached"
+            )
+        else:
+            self.count += 1
+            conn.counted = True
+
+    def hello(self, conn: ClientConnection, hello: Hello) -> None:
+        """The handshake settles who the connection is: role, account, permissions."""
+        core = self.core
+        if hello.role not in (Role.CLIENT, Role.REPLICANT):
+            core._fail(
+                conn,
+                ErrorCode.HANDSHAKE_REFUSED,
+                f"role {hello.role!r} cannot use the client port",
+            )
+            return
+        account = DEFAULT_ACCOUNT
+        if self._users:
+            user = self._check_token(hello.token)
+            if user is None:
+                core.auth_failures += 1
+                core._fail(conn, ErrorCode.AUTH_FAILED, "authentication failed")
+                return
+            account = user.account
+            if user.publish != Permissions():
+                conn.pub_perm = user.publish
+            if user.subscribe != Permissions():
+                conn.sub_perm = user.subscribe
+        acct = core.account(account)
+        acct.clients += 1
+        conn.account = acct
+        conn.name = hello.name
+        conn.role = Role(hello.role)
+        conn.state = ConnState.OPEN
+
+    def _check_token(self, token: str | None) -> User | None:
+        if token is None:
+            return None
+        found = None
+        for known, user in self._users.items():
+            # compare against every user so timing does not reveal how close a guess was
+            if hmac.compare_digest(known.encode(), token.encode()):
+                found = user
+        return found
+
+    def control(self, conn: ClientConnection, op: int, f: tuple[Any, ...]) -> None:
+        """SUB ``(op, sid, pattern, queue)`` and UNSUB ``(op, sid, max_msgs)``."""
+        if op == _SUB:
+            self.subscribe(conn, f[1], f[2], f[3])
+        elif op == _UNSUB:
+            self.unsubscribe(conn, f[1], f[2])
+
+    def retire(self, conn: ClientConnection, was_open: bool) -> None:
+        """The connection stops counting: its subscriptions and its client slot go now."""
+        for sub in list(conn.subs.values()):
+            self.remove_sub(sub)
+        layer = self.core._layer
+        if was_open and layer is not None:
+            layer.on_client_lost(conn)
+        if conn.account is not None:
+            conn.account.clients -= 1
+            conn.account = None
+        if conn.counted:
+            conn.counted = False
+            self.count -= 1
+
+    # -- subscriptions ------------------------------------------------------------------------
+
+    def subscribe(self, conn: ClientConnection, sid: int, pattern: str, queue: str | None) -> None:
+        """Add a subscription; interest changes go to gateways, then routes, then the layer."""
+        core = self.core
+        if not is_valid_pattern(pattern):
+            core._fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid subscription pattern {pattern!r}")
+            return
+        if queue is not None and not is_valid_subject(queue):
+            core._fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid queue name {queue!r}")
+            return
+        if sid in conn.subs:
+            core._fail(conn, ErrorCode.MALFORMED, f"sid {sid} is already in use")
+            return
+        limit = core.config.max_subscriptions
+        if len(conn.subs) >= limit:
+            core._fail(conn, ErrorCode.LIMIT_EXCEEDED, f"max_subscriptions={limit} reached")
+            return
+        if conn.sub_perm is not None and not sub_permitted(conn.sub_perm, pattern):
+            core.permission_violations += 1
+            core.error(conn, ErrorCode.PERMISSION_DENIED, f"subscribe to {pattern!r} denied")
+            return
+        assert conn.account is not None
+        sub = LocalSubscription(conn, sid, pattern, queue, core.encoder.message_prefix(sid))
+        conn.subs[sid] = sub
+        account = conn.account.name
+        if core.graph.add(account, pattern, sub, queue):
+            core.gateways.on_cluster_key(account, pattern, queue, added=True)
+        key = (account, pattern, queue)
+        n = self.local_keys[key] = self.local_keys.get(key, 0) + 1
+        self._local_key(account, pattern, queue, n, True)
+
+    def unsubscribe(self, conn: ClientConnection, sid: int, max_msgs: int | None) -> None:
+        """Remove a subscription now, or after ``max_msgs`` more messages."""
+        sub = conn.subs.get(sid)
+        if sub is None:
+            return  # already gone (auto-unsubscribe raced with this)
+        if max_msgs:
+            sub.remaining = max_msgs
+        else:
+            self.remove_sub(sub)
+
+    def remove_sub(self, sub: LocalSubscription) -> None:
+        """Forget ``sub``; interest changes go out as for :meth:`subscribe`."""
+        conn = sub.conn
+        if conn.subs.pop(sub.sid, None) is None:
+            return
+        assert conn.account is not None
+        core = self.core
+        account = conn.account.name
+        if core.graph.remove(account, sub.pattern, sub, sub.queue):
+            core.gateways.on_cluster_key(account, sub.pattern, sub.queue, added=False)
+        key = (account, sub.pattern, sub.queue)
+        n = self.local_keys[key] - 1
+        if n:
+            self.local_keys[key] = n
+        else:
+            del self.local_keys[key]
+        self._local_key(account, sub.pattern, sub.queue, n, False)
+
+    def _local_key(
+        self, account: str, pattern: str, queue: str | None, n: int, added: bool
+    ) -> None:
+        """Listeners of a local key count, in this order (gateways heard of the cluster
+        key already, in the caller): routes, then the layer."""
+        core = self.core
+        core.routes.on_local_key(account, pattern, queue, n)
+        if core._layer is not None:
+            core._layer.on_local_key(account, pattern, queue, n, added)
+
+    def patterns(self, account: str) -> list[str]:
+        """Plain (non-queue) patterns with local subscribers in ``account``."""
+        return [p for (a, p, q) in self.local_keys if a == account and q is None]

@@ -1,0 +1,302 @@
+"""Connections as the core sees them: one class per kind, each with only its own slots.
+
+A connection's class is fixed when it is opened (the listener or dialer knows the
+kind); its handshake only fills in what the peer said.  A replicant is a
+:class:`ClientConnection` whose HELLO said ``role = "replicant"``: the handshake
+sets :attr:`ClientConnection.role` once and the kind never changes.
+
+=======================  ========================  =====================================
+class                    :class:`ConnectionKind`   receive loop / control frames
+=======================  ========================  =====================================
+:class:`ClientConnection`  ``CLIENT``              PUB fast path, else ``ClientPort``
+:class:`RouteConnection`   ``ROUTE``               RMSG fast path, else ``RouteMesh``
+:class:`InboundGateway`    ``GATEWAY_INBOUND``     GMSG fast path, else ``GatewayMesh``
+:class:`OutboundGateway`   ``GATEWAY_OUTBOUND``    interest frames, ``GatewayMesh``
+:class:`InternalConnection`  (none)                the node's own subscriptions
+=======================  ========================  =====================================
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Account",
+    "ClientConnection",
+    "ConnState",
+    "Connection",
+    "GatewayConnection",
+    "InboundGateway",
+    "InternalConnection",
+    "InternalHandler",
+    "LocalSubscription",
+    "OutboundGateway",
+    "PeerConnection",
+    "RemoteInterest",
+    "RouteConnection",
+]
+
+import enum
+from collections import deque
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from ..config import Permissions
+from ..interest import InboundInterest, OutboundInterest
+from ..protocol import LEGAL_RECEIVE, ConnectionKind, Decoder, Opcode, Role
+
+#: the handler of an internal subscription: ``(subject, reply, payload)``
+InternalHandler = Callable[[str, "str | None", bytes], None]
+
+
+class ConnState(enum.IntEnum):
+    """Lifecycle of a connection in the core (only ever moves forward)."""
+
+    #: opened; our HELLO is queued; nothing but the peer's HELLO is accepted
+    AWAIT_HELLO = 0
+    #: the handshake completed; frames legal for the kind are processed
+    OPEN = 1
+    #: closing after an error or a shutdown: output is flushed, input ignored
+    CLOSING = 2
+    #: the transport is gone; the core has forgotten the connection
+    CLOSED = 3
+    #: the node's own subscriptions: deliveries go to handlers, never to a transport
+    INTERNAL = 4
+
+
+class Account:
+    """Per-account counters the core keeps (the subjects live in the interest graph)."""
+
+    __slots__ = ("clients", "messages_in", "messages_out", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.clients = 0
+        self.messages_in = 0
+        self.messages_out = 0
+
+
+class Connection:
+    """What every connection kind has: identity, state, decoder, output and counters."""
+
+    #: the kind, fixed by the class
+    kind: ClassVar[ConnectionKind]
+    #: the opcodes legal to receive on this kind (:data:`~meshgate.protocol.LEGAL_RECEIVE`)
+    legal: ClassVar[frozenset[Opcode]]
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "close_reason",
+        "decoder",
+        "dirty",
+        "id",
+        "messages_in",
+        "messages_out",
+        "name",
+        "opened_at",
+        "out",
+        "ping_sent_at",
+        "pings_out",
+        "pings_sent",
+        "rtt",
+        "shell",
+        "state",
+    )
+
+    def __init__(self, cid: int, decoder: Decoder, now: float) -> None:
+        self.id = cid
+        self.state = ConnState.AWAIT_HELLO
+        self.decoder = decoder
+        self.out = bytearray()
+        #: listed in :attr:`Effects.writable` since the shell last took the output
+        self.dirty = False
+        self.name = ""
+        self.opened_at = now
+        self.pings_out = 0
+        self.pings_sent = 0
+        self.ping_sent_at: float | None = None
+        self.rtt: float | None = None
+        self.messages_in = 0
+        self.messages_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.close_reason: str | None = None
+        #: the shell's handle (opaque to the core)
+        self.shell: Any = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self.state.name}>"
+
+
+class ClientConnection(Connection):
+    """A client or replicant on the client port: account, permissions, subscriptions
+    and the slow-consumer state of its output."""
+
+    kind = ConnectionKind.CLIENT
+    legal = LEGAL_RECEIVE[ConnectionKind.CLIENT]
+
+    __slots__ = (
+        "account",
+        "coalesced",
+        "counted",
+        "dropped",
+        "frame_sizes",
+        "keyed",
+        "keyed_bytes",
+        "perm_cache",
+        "pub_perm",
+        "resync_streak",
+        "resyncs",
+        "role",
+        "slow",
+        "sub_perm",
+        "subs",
+    )
+
+    def __init__(self, cid: int, decoder: Decoder, now: float, *, track_frames: bool) -> None:
+        super().__init__(cid, decoder, now)
+        self.account: Account | None = None
+        #: ``client`` or ``replicant``, set once by the handshake
+        self.role = Role.CLIENT
+        self.subs: dict[int, LocalSubscription] = {}
+        self.pub_perm: Permissions | None = None
+        self.sub_perm: Permissions | None = None
+        self.perm_cache: dict[str, bool] = {}
+        #: counts towards ``max_connections``
+        self.counted = False
+        self.dropped = 0
+        self.coalesced = 0
+        self.resyncs = 0
+        self.resync_streak = 0
+        self.slow = False
+        #: sizes of the frames in ``out`` (drop-oldest and coalesce need them), else None
+        self.frame_sizes: deque[int] | None = deque() if track_frames else None
+        #: the keyed state lane (coalesce policy): (sid, key) -> encoded frame
+        self.keyed: dict[tuple[int, str], bytes] = {}
+        self.keyed_bytes = 0
+
+
+class InternalConnection(ClientConnection):
+    """The node's own subscriptions in one account: each sid has a handler that the
+    core calls (after the current batch) with what the subscription matched."""
+
+    __slots__ = ("handlers",)
+
+    def __init__(self, cid: int, account: Account) -> None:
+        super().__init__(cid, Decoder(), 0.0, track_frames=False)
+        self.state = ConnState.INTERNAL
+        self.account = account
+        self.name = "$node"
+        self.handlers: dict[int, InternalHandler] = {}
+
+
+class PeerConnection(Connection):
+    """A connection to another node (route or gateway)."""
+
+    __slots__ = ("dialed", "peer", "pong_waiters", "pongs_received")
+
+    def __init__(self, cid: int, decoder: Decoder, now: float, *, dialed: bool) -> None:
+        super().__init__(cid, decoder, now)
+        #: this node opened the connection
+        self.dialed = dialed
+        #: the peer node's name once the handshake completed
+        self.peer: str | None = None
+        self.pongs_received = 0
+        self.pong_waiters: deque[tuple[int, Callable[[], None]]] = deque()
+
+
+class RouteConnection(PeerConnection):
+    """A route to a node of the same cluster (symmetric)."""
+
+    kind = ConnectionKind.ROUTE
+    legal = LEGAL_RECEIVE[ConnectionKind.ROUTE]
+
+    __slots__ = ("peer_gateway_url", "peer_url", "remote")
+
+    def __init__(self, cid: int, decoder: Decoder, now: float, *, dialed: bool) -> None:
+        super().__init__(cid, decoder, now, dialed=dialed)
+        self.peer_url: str | None = None
+        self.peer_gateway_url: str | None = None
+        #: the peer's interest: (account, pattern, queue) -> entry in the interest graph
+        self.remote: dict[tuple[str, str, str | None], RemoteInterest] = {}
+
+
+class GatewayConnection(PeerConnection):
+    """A gateway connection to a node of another cluster."""
+
+    __slots__ = ("remote_cluster",)
+
+    def __init__(self, cid: int, decoder: Decoder, now: float, *, dialed: bool) -> None:
+        super().__init__(cid, decoder, now, dialed=dialed)
+        #: the peer's cluster once the handshake completed
+        self.remote_cluster: str | None = None
+
+
+class InboundGateway(GatewayConnection):
+    """A gateway connection this node accepted: data flows in, interest flows back."""
+
+    kind = ConnectionKind.GATEWAY_INBOUND
+    legal = LEGAL_RECEIVE[ConnectionKind.GATEWAY_INBOUND]
+
+    __slots__ = ("in_interest", "peer_gateway_url")
+
+    def __init__(self, cid: int, decoder: Decoder, now: float) -> None:
+        super().__init__(cid, decoder, now, dialed=False)
+        self.peer_gateway_url: str | None = None
+        self.in_interest: InboundInterest | None = None
+
+
+class OutboundGateway(GatewayConnection):
+    """The one gateway connection this node dialed to a remote cluster: data flows out,
+    interest flows in."""
+
+    kind = ConnectionKind.GATEWAY_OUTBOUND
+    legal = LEGAL_RECEIVE[ConnectionKind.GATEWAY_OUTBOUND]
+
+    __slots__ = ("expected_cluster", "out_interest")
+
+    def __init__(self, cid: int, decoder: Decoder, now: float, *, expected_cluster: str) -> None:
+        super().__init__(cid, decoder, now, dialed=True)
+        #: the cluster we meant to reach
+        self.expected_cluster = expected_cluster
+        self.out_interest: OutboundInterest | None = None
+
+
+class LocalSubscription:
+    """A subscription of a connection of this node, as stored in the interest graph."""
+
+    #: a local subscription is one queue member; route interest carries its peer's count
+    weight = 1
+
+    __slots__ = ("conn", "pattern", "prefix", "queue", "remaining", "sid")
+
+    def __init__(
+        self, conn: ClientConnection, sid: int, pattern: str, queue: str | None, prefix: bytes
+    ) -> None:
+        self.conn = conn
+        self.sid = sid
+        self.pattern = pattern
+        self.queue = queue
+        #: the encoded per-subscription head of a MSG frame (never None: see RemoteInterest)
+        self.prefix = prefix
+        self.remaining: int | None = None
+
+
+class RemoteInterest:
+    """Interest of a route peer, stored in the same graph as local subscriptions.
+
+    ``prefix`` is always None: that is how the hot path tells it from a local
+    :class:`LocalSubscription`.  ``weight`` is the peer's member count for a queue key.
+    """
+
+    __slots__ = ("account", "conn", "pattern", "queue", "weight")
+    prefix = None
+    remaining = None
+
+    def __init__(
+        self, conn: RouteConnection, account: str, pattern: str, queue: str | None, weight: int
+    ) -> None:
+        self.conn = conn
+        self.account = account
+        self.pattern = pattern
+        self.queue = queue
+        self.weight = weight

@@ -1,0 +1,145 @@
+"""Delivery to local subscriptions and the slow-consumer policy (DESIGN §6).
+
+``_deliver`` is on the hot path: one call per local target.  Each client has one
+output buffer bounded by ``max_pending_bytes``; what happens when it would pass
+the bound is the node's ``slow_consumer_policy``:
+
+=================  ===================================================================
+``disconnect``     close the client with a SLOW_CONSUMER error (NATS behaviour)
+``drop-new``       drop the message that does not fit (counted)
+``drop-oldest``    drop whole frames from the front until it fits (counted)
+``coalesce``       keyed frames replace the unsent frame with the same key (state lane);
+                   when the event lane overflows: RESYNC (drop the event backlog, tell the
+                   client), and after ``max_resyncs`` in a row without catching up,
+                   disconnect
+=================  ===================================================================
+"""
+
+from __future__ import annotations
+
+__all__ = ["Delivery"]
+
+from .._errors import ErrorCode
+from ._base import CoreBase
+from ._conn import ClientConnection, ConnState, LocalSubscription
+
+_OPEN = ConnState.OPEN
+_INTERNAL = ConnState.INTERNAL
+
+
+class Delivery(CoreBase):
+    """Delivery to local subscriptions, with the policy applied when a client is behind."""
+
+    def _deliver(self, sub: LocalSubscription, tail: bytes, key: str | None) -> int:
+        """Append one MSG (the subscription's prefix, then the shared tail); 1 if queued."""
+        c = sub.conn
+        if c.state is not _OPEN:
+            return self._deliver_internal(sub, tail) if c.state is _INTERNAL else 0
+        prefix = sub.prefix
+        size = len(prefix) + len(tail)
+        if key is not None and self._policy == "coalesce":
+            k = (sub.sid, key)
+            old = c.keyed.pop(k, None)
+            if old is not None:
+                c.keyed_bytes -= len(old)
+                c.coalesced += 1
+                self.coalesced_messages += 1
+            if c.keyed_bytes + size > self._max_pending:
+                self._slow(c, "keyed state lane")
+                return 0
+            c.keyed[k] = prefix + tail
+            c.keyed_bytes += size
+        else:
+            out = c.out
+            if len(out) + c.keyed_bytes + size > self._max_pending and not self._overflow(c, size):
+                return 0
+            out += prefix
+            out += tail
+            sizes = c.frame_sizes
+            if sizes is not None:
+                sizes.append(size)
+        c.messages_out += 1
+        if not c.dirty:
+            c.dirty = True
+            self._writable.append(c)
+        if sub.remaining is not None:
+            sub.remaining -= 1
+            if sub.remaining <= 0:
+                self.clients.remove_sub(sub)
+        return 1
+
+    def _deliver_internal(self, sub: LocalSubscription, tail: bytes) -> int:
+        """A node's own subscription matched: its handler runs after the current batch."""
+        handler = sub.conn.handlers.get(sub.sid)  # type: ignore[attr-defined]
+        if handler is not None:
+            self._internal_queue.append((handler, tail))
+        return 0
+
+    def _overflow(self, c: ClientConnection, size: int) -> bool:
+        """``c`` would pass max_pending_bytes; apply its policy.  True: append anyway."""
+        if not c.slow:
+            c.slow = True
+            self.slow_consumers += 1
+        policy = self._policy
+        if policy == "drop-new":
+            c.dropped += 1
+            self.dropped_messages += 1
+            return False
+        if policy == "drop-oldest":
+            if size > self._max_pending:
+                c.dropped += 1
+                self.dropped_messages += 1
+                return False
+            sizes = c.frame_sizes
+            assert sizes is not None
+            drop = 0
+            while sizes and len(c.out) - drop + c.keyed_bytes + size > self._max_pending:
+                drop += sizes.popleft()
+                c.dropped += 1
+                self.dropped_messages += 1
+            del c.out[:drop]
+            return True
+        if policy == "coalesce":
+            return self._resync(c)
+        self._slow(c, "pending output")
+        return False
+
+    def _resync(self, c: ClientConnection) -> bool:
+        """Graded slow-client policy, second grade: drop the event backlog (keyed state
+        stays, latest value per key), tell the client to resynchronise; after
+        ``max_resyncs`` in a row without the client catching up, disconnect it."""
+        c.resync_streak += 1
+        if c.resync_streak > self.config.max_resyncs:
+            self._slow(c, f"still behind after {self.config.max_resyncs} resyncs")
+            return False
+        sizes = c.frame_sizes
+        assert sizes is not None
+        dropped = len(sizes)
+        c.dropped += dropped
+        self.dropped_messages += dropped
+        c.resyncs += 1
+        self.resyncs += 1
+        c.out = bytearray()
+        sizes.clear()
+        self.error(
+            c,
+            ErrorCode.RESYNC,
+            f"fell behind: {dropped} events dropped; keyed state follows (resync {c.resyncs})",
+        )
+        return True
+
+    def _slow(self, c: ClientConnection, what: str) -> None:
+        if not c.slow:
+            c.slow = True
+            self.slow_consumers += 1
+        c.out = bytearray()  # the backlog will never be read; free it now
+        c.keyed.clear()
+        c.keyed_bytes = 0
+        if c.frame_sizes is not None:
+            c.frame_sizes.clear()
+        self._fail(
+            c,
+            ErrorCode.SLOW_CONSUMER,
+            f"slow consumer: {what} passed max_pending_bytes={self._max_pending}",
+            count=False,
+        )

@@ -1,0 +1,239 @@
+"""The gateway mesh: links between clusters (DESIGN §4-5, nats-server's gateways).
+
+For each remote cluster this node dials exactly one *outbound* connection (data
+flows out on it, interest flows back) and accepts any number of *inbound* ones
+(data flows in, interest goes back).  Gateway URLs are learned from configuration,
+from HELLOs and by gossip (INFO); the shell dials what ``Effects.dial_gateways``
+names.  Messages from inbound gateways are handled by the fan-out
+(``_fanout.py``, ``_gateway_message``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["GatewayMesh"]
+
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ErrorCode
+from ..interest import InboundInterest, OutboundInterest
+from ..protocol import Hello, Info, Opcode, Role, to_frame
+from ._conn import ConnState, GatewayConnection, InboundGateway, OutboundGateway
+
+if TYPE_CHECKING:
+    from ._node import NodeCore
+
+_INFO = int(Opcode.INFO)
+
+
+class GatewayMesh:
+    """Gateway connections to other clusters, and what this node knows of them."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self.core = core
+        cfg = core.config
+        #: this node's gateway listener URL, once bound
+        self.gateway_url: str | None = None
+        #: the registered outbound connection per remote cluster (exactly one)
+        self.outbound: dict[str, OutboundGateway] = {}
+        #: the outbound connections by RTT, lowest first (sorted in place: the fan-out
+        #: holds this very list)
+        self.order: list[OutboundGateway] = []
+        #: registered inbound connections by connection id
+        self.inbound: dict[int, InboundGateway] = {}
+        #: gateway URLs known per remote cluster (configured and gossiped)
+        self.urls: dict[str, set[str]] = {
+            cluster: set(urls) for cluster, urls in cfg.gateways.items() if cluster != cfg.cluster
+        }
+
+    # -- handshakes ---------------------------------------------------------------------------
+
+    def opened(self, conn: GatewayConnection) -> None:
+        """A gateway connection was accepted or dialed: our HELLO first."""
+        self.core._append(conn, self._hello_frame(outbound=type(conn) is OutboundGateway))
+
+    def own_urls(self) -> tuple[str, ...]:
+        """Gateway URLs of every node of this cluster that this node knows of."""
+        urls = {c.peer_gateway_url for c in self.core.routes.peers.values() if c.peer_gateway_url}
+        if self.gateway_url:
+            urls.add(self.gateway_url)
+        return tuple(sorted(urls))
+
+    def _hello_frame(self, *, outbound: bool) -> bytes:
+        cfg = self.core.config
+        if outbound:
+            urls: tuple[str, ...] = (self.gateway_url,) if self.gateway_url else ()
+            features: tuple[str, ...] = ()
+        else:
+            urls = self.own_urls()
+            features = ("interest-only",) if cfg.interest_mode == "interest-only" else ()
+        return self.core.hello_frame(Role.GATEWAY, urls, features)
+
+    def _check_hello(self, conn: GatewayConnection, hello: Hello) -> bool:
+        core = self.core
+        if hello.role != Role.GATEWAY:
+            core._fail(
+                conn,
+                ErrorCode.HANDSHAKE_REFUSED,
+                f"role {hello.role!r} cannot use a gateway port (clients use the client port, "
+                "routes the cluster port)",
+            )
+            return False
+        if not hello.cluster or hello.cluster == core.config.cluster:
+            core._fail(
+                conn,
+                ErrorCode.HANDSHAKE_REFUSED,
+                f"gateway connection from cluster {hello.cluster!r}: "
+                "gateways join different clusters",
+            )
+            return False
+        return True
+
+    def hello_outbound(self, conn: OutboundGateway, hello: Hello) -> None:
+        """The dialed node answered: it must be of the cluster we meant to reach."""
+        core = self.core
+        if not self._check_hello(conn, hello):
+            return
+        cluster = hello.cluster
+        assert cluster is not None
+        if cluster != conn.expected_cluster:
+            core._fail(
+                conn,
+                ErrorCode.HANDSHAKE_REFUSED,
+                f"dialed a gateway of cluster {conn.expected_cluster!r} but reached "
+                f"cluster {cluster!r}",
+            )
+            return
+        if cluster in self.outbound:
+            core._close_quietly(conn, f"duplicate outbound gateway to {cluster}")
+            return
+        conn.remote_cluster = cluster
+        conn.peer = hello.name
+        conn.out_interest = OutboundInterest(interest_only="interest-only" in hello.features)
+        conn.state = ConnState.OPEN
+        self.outbound[cluster] = conn
+        core.effects.gateways_changed = True
+        self.learn(cluster, hello.urls, replace=True)
+        # measure the round trip at once so the queue-group order is known early
+        conn.pings_sent += 1
+        conn.ping_sent_at = core._now
+        core._append(conn, core._ping)
+        self.sort()
+
+    def hello_inbound(self, conn: InboundGateway, hello: Hello) -> None:
+        """A node of another cluster dialed us: it sends data, we send interest back."""
+        core = self.core
+        cfg = core.config
+        if not self._check_hello(conn, hello):
+            return
+        cluster = hello.cluster
+        assert cluster is not None
+        if cfg.reject_unknown and cluster not in cfg.gateways:
+            core._fail(
+                conn,
+                ErrorCode.HANDSHAKE_REFUSED,
+                f"cluster {cluster!r} is not configured here and reject_unknown is set",
+            )
+            return
+        conn.remote_cluster = cluster
+        conn.peer = hello.name
+        conn.peer_gateway_url = hello.urls[0] if hello.urls else None
+        conn.in_interest = InboundInterest(
+            core.graph,
+            threshold=cfg.interest_only_threshold,
+            interest_only=cfg.interest_mode == "interest-only",
+        )
+        conn.state = ConnState.OPEN
+        self.inbound[conn.id] = conn
+        core.effects.gateways_changed = True
+        enc = core.encoder
+        for frame in conn.in_interest.start():
+            core._append(conn, enc.encode(frame))
+        # tell the dialer about every other cluster we know, then dial back if needed
+        for other, urls in self.urls.items():
+            if other != cluster and urls:
+                core._append(conn, enc.encode(Info(other, (), tuple(sorted(urls)))))
+        self.learn(cluster, hello.urls)
+
+    # -- control frames -----------------------------------------------------------------------
+
+    def control_inbound(self, conn: InboundGateway, op: int, f: tuple[Any, ...]) -> None:
+        """Inbound connections carry only GMSG (the fan-out) and the common frames."""
+
+    def control_outbound(self, conn: OutboundGateway, op: int, f: tuple[Any, ...]) -> None:
+        """Interest frames (GSUB, GUNSUB, GNOINT, GACC_*, GMODE_*) and gossip (INFO)."""
+        frame = to_frame(f)
+        if op == _INFO:
+            assert isinstance(frame, Info)
+            if frame.cluster != self.core.config.cluster:
+                self.learn(frame.cluster, frame.gateway_urls)
+            return
+        assert conn.out_interest is not None
+        conn.out_interest.receive(frame)
+
+    # -- what we know of other clusters -------------------------------------------------------
+
+    def learn(
+        self,
+        cluster: str,
+        urls: tuple[str, ...],
+        *,
+        replace: bool = False,
+        from_route: bool = False,
+    ) -> None:
+        """Record gateway URLs of ``cluster``; dial it if we have no outbound; tell routes."""
+        core = self.core
+        cfg = core.config
+        if cluster == cfg.cluster:
+            return
+        if cfg.reject_unknown and cluster not in cfg.gateways:
+            return
+        configured = set(cfg.gateways.get(cluster, ()))
+        known = self.urls.get(cluster)
+        new = set(urls) | configured if replace else set(urls) | (known or set())
+        if not new:
+            return
+        changed = new != known
+        self.urls[cluster] = new
+        dial = core.effects.dial_gateways
+        if cluster not in self.outbound and cluster not in dial:
+            dial.append(cluster)
+        if changed and not from_route:
+            core.routes.broadcast(core.encoder.encode(Info(cluster, (), tuple(sorted(new)))))
+
+    def retire(self, conn: GatewayConnection) -> None:
+        """Forget the connection's place in the tables; wake its PONG waiters."""
+        core = self.core
+        cluster = conn.remote_cluster
+        if cluster is not None and self.outbound.get(cluster) is conn:
+            del self.outbound[cluster]
+            self.sort()
+            core.effects.gateways_changed = True
+        if self.inbound.pop(conn.id, None) is not None:
+            core.effects.gateways_changed = True
+        core._wake_pong_waiters(conn)
+
+    def sort(self) -> None:
+        """Re-sort :attr:`order` by RTT (in place)."""
+        inf = float("inf")
+        self.order[:] = sorted(
+            self.outbound.values(), key=lambda c: (c.rtt if c.rtt is not None else inf, c.id)
+        )
+
+    def on_cluster_key(self, account: str, pattern: str, queue: str | None, *, added: bool) -> None:
+        """The cluster-wide key went 0->1 (or 1->0): each inbound gateway decides what to send."""
+        if not self.inbound:
+            return
+        core = self.core
+        enc = core.encoder
+        for c in self.inbound.values():
+            if c.state is not ConnState.OPEN:
+                continue
+            ii = c.in_interest
+            assert ii is not None
+            frames = (
+                ii.on_interest_added(account, pattern, queue)
+                if added
+                else ii.on_interest_removed(account, pattern, queue)
+            )
+            for f in frames:
+                core._append(c, enc.encode(f))

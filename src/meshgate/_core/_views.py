@@ -1,0 +1,173 @@
+"""Typed snapshots of the core's state, built from the parts' public tables only
+(as nats-server's ``Routez()`` builds a struct that ``HandleRoutez`` only marshals)."""
+
+from __future__ import annotations
+
+__all__ = ["accounts", "connections", "gatewayz", "routes", "subscriptions"]
+
+from typing import TYPE_CHECKING, Any
+
+from .._stats import AccountInfo, ConnectionInfo, RouteInfo, SubscriptionsInfo
+from ._conn import ClientConnection, GatewayConnection
+
+if TYPE_CHECKING:
+    from ._node import NodeCore
+
+
+def connections(core: NodeCore) -> list[ConnectionInfo]:
+    """Every client and replicant connection, by id."""
+    rows = []
+    for c in core.conns.values():
+        if type(c) is not ClientConnection:
+            continue
+        rows.append(
+            ConnectionInfo(
+                cid=c.id,
+                kind=c.role.value,
+                name=c.name,
+                account=c.account.name if c.account else None,
+                state=c.state.name,
+                in_msgs=c.messages_in,
+                out_msgs=c.messages_out,
+                in_bytes=c.bytes_in,
+                out_bytes=c.bytes_out,
+                pending_bytes=core.pending_bytes(c),
+                subscriptions=len(c.subs),
+                pending_frames=(len(c.frame_sizes) if c.frame_sizes is not None else 0)
+                + len(c.keyed),
+                keyed_frames=len(c.keyed),
+                dropped_msgs=c.dropped,
+                coalesced_msgs=c.coalesced,
+                resyncs=c.resyncs,
+            )
+        )
+    return rows
+
+
+def routes(core: NodeCore, *, interest: bool = False) -> list[RouteInfo]:
+    """Every registered route, by peer name (with its interest entries if asked)."""
+    return [
+        RouteInfo(
+            rid=c.id,
+            remote_name=peer,
+            url=c.peer_url,
+            did_solicit=c.dialed,
+            in_msgs=c.messages_in,
+            out_msgs=c.messages_out,
+            in_bytes=c.bytes_in,
+            out_bytes=c.bytes_out,
+            pending_size=core.pending_bytes(c),
+            subscriptions=len(c.remote),
+            rtt=c.rtt,
+            interest=tuple(
+                sorted(
+                    ((e.account, e.pattern, e.queue, e.weight) for e in c.remote.values()),
+                    key=lambda x: (x[0], x[1], x[2] or ""),
+                )
+            )
+            if interest
+            else (),
+        )
+        for peer, c in sorted(core.routes.peers.items())
+    ]
+
+
+def accounts(core: NodeCore) -> list[AccountInfo]:
+    """Every account the node has seen, by name."""
+    names = sorted(set(core.accounts) | set(core.graph.accounts()))
+    rows = []
+    for name in names:
+        acct = core.accounts.get(name)
+        idx = core.graph.index(name)
+        rows.append(
+            AccountInfo(
+                name=name,
+                clients=acct.clients if acct else 0,
+                subscriptions=core.account_statistics(name).subscriptions,
+                interest_entries=len(idx) if idx is not None else 0,
+                in_msgs=acct.messages_in if acct else 0,
+                out_msgs=acct.messages_out if acct else 0,
+            )
+        )
+    return rows
+
+
+def subscriptions(core: NodeCore) -> SubscriptionsInfo:
+    """Sizes and match-cache figures of the interest graph."""
+    hits = misses = cached = 0
+    for account in core.graph.accounts():
+        idx = core.graph.index(account)
+        if idx is not None:
+            hits += idx.cache_hits
+            misses += idx.cache_misses
+            cached += idx.cache_len
+    total = hits + misses
+    return SubscriptionsInfo(
+        num_subscriptions=core.statistics().subscriptions,
+        num_interest_entries=len(core.graph),
+        num_cache=cached,
+        num_matches=total,
+        cache_hit_rate=(hits / total) if total else 0.0,
+    )
+
+
+def _connection(c: GatewayConnection) -> dict[str, Any]:
+    return {
+        "name": c.peer,
+        "cid": c.id,
+        "rtt": c.rtt,
+        "in_msgs": c.messages_in,
+        "out_msgs": c.messages_out,
+        "in_bytes": c.bytes_in,
+        "out_bytes": c.bytes_out,
+    }
+
+
+def gatewayz(core: NodeCore) -> dict[str, Any]:
+    """Gateway state shaped like nats-server's ``/gatewayz``."""
+    cfg = core.config
+    threshold = cfg.interest_only_threshold
+    outbound: dict[str, Any] = {}
+    for cluster, c in sorted(core.gateways.outbound.items()):
+        oi = c.out_interest
+        assert oi is not None
+        outbound[cluster] = {
+            "connection": _connection(c),
+            "accounts": [
+                {
+                    "name": a,
+                    "interest_mode": oi.mode(a).value,
+                    "no_interest_count": oi.no_interest_count(a),
+                    "interest_only_threshold": threshold,
+                    "num_subs": oi.num_subs(a),
+                }
+                for a in sorted(oi.accounts())
+            ],
+        }
+    inbound: dict[str, list[Any]] = {}
+    for ic in core.gateways.inbound.values():
+        ii = ic.in_interest
+        assert ii is not None
+        assert ic.remote_cluster is not None
+        inbound.setdefault(ic.remote_cluster, []).append(
+            {
+                "connection": _connection(ic),
+                "accounts": [
+                    {
+                        "name": a,
+                        "interest_mode": ii.mode(a).value,
+                        "no_interest_count": ii.no_interest_count(a),
+                        "interest_only_threshold": threshold,
+                        "num_subs": len(idx) if (idx := core.graph.index(a)) else 0,
+                    }
+                    for a in sorted(ii.accounts())
+                ],
+            }
+        )
+    return {
+        "name": cfg.name,
+        "cluster": cfg.cluster,
+        "known_urls": {k: sorted(v) for k, v in sorted(core.gateways.urls.items())},
+        "outbound_gateways": outbound,
+        "inbound_gateways": inbound,
+    }

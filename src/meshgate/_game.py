@@ -1,0 +1,261 @@
+"""The game layer: inputs follow authority, speculative relay, interest for replicants.
+
+It plugs into the node core through the hook interface of ``_core/_hooks.py`` (a
+:class:`~meshgate._core.Layer`) and acts only through the core's
+:class:`~meshgate._core.Host` methods: it subscribes the node to ``$AUTH.*``,
+``$SPEC.*`` and ``$INTEREST.sync`` with handlers, publishes with ``inject`` and sends
+notices with ``notify``.  Nodes run it with ``GatewayConfig(replicants=True)``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EntityInfo", "GameInfo", "GameLayer", "plug_into"]
+
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING
+
+import attrs
+import msgpack
+
+from . import _reserved as r
+from ._errors import ErrorCode
+from .authority import Delivery, InputRouter
+from .protocol import Role
+from .subjects import is_valid_subject, match
+
+if TYPE_CHECKING:
+    from ._core import ClientConnection, Host, LocalSubscription, NodeCore, RemoteInterest
+
+#: speculative inputs and provisional records remembered at most (oldest forgotten first)
+SPECULATIVE_MAX = 65536
+_ERRORS_KEPT = 100
+
+
+@attrs.frozen
+class EntityInfo:
+    """One entity as a node's input router sees it."""
+
+    account: str
+    entity: str
+    #: the owning replicant, or None (unowned: inputs are held)
+    owner: str | None
+    epoch: int
+    #: inputs held for the next owner
+    held: int
+    #: inputs delivered to the owner and not acknowledged yet
+    retained: int
+
+
+@attrs.frozen
+class GameInfo:
+    """The game layer of one node (:meth:`meshgate.Gateway.game`)."""
+
+    entities: tuple[EntityInfo, ...]
+    #: provisional relays waiting for the owner's confirm or correction
+    provisional: int
+    #: provisional records forgotten (bounded) before the owner answered
+    provisional_evicted: int
+    #: inputs refused, duplicated or stale, summed over accounts
+    inputs_refused: int
+    inputs_duplicate: int
+    inputs_stale: int
+    #: the last malformed authority and speculation messages, for diagnosis
+    errors: tuple[str, ...]
+
+
+class GameLayer:
+    """Authority, input routing, speculation and replicant interest for one node."""
+
+    def __init__(self, host: Host, accounts: Sequence[str]) -> None:
+        self.host = host
+        self.config = host.config
+        #: one input router per account
+        self.routers: dict[str, InputRouter] = {}
+        #: the last malformed authority and speculation messages
+        self.errors: list[str] = []
+        self._speculative: dict[tuple[str, int], None] = {}
+        self._provisional: dict[str, tuple[str, list[tuple[int, int]]]] = {}
+        self.provisional_evicted = 0
+        for account in accounts:
+            host.subscribe_internal(account, r.AUTH_PATTERN, partial(self._authority, account))
+            host.subscribe_internal(account, r.INTEREST_SYNC, partial(self._snapshot, account))
+            host.subscribe_internal(account, r.SPEC_PATTERN, self._answer)
+
+    def _problem(self, text: str) -> None:
+        self.errors.append(text)
+        del self.errors[:-_ERRORS_KEPT]
+
+    def _router(self, account: str) -> InputRouter:
+        router = self.routers.get(account)
+        if router is None:
+            router = self.routers[account] = InputRouter()
+        return router
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    def on_dollar_publish(
+        self, conn: ClientConnection, account: str, subject: str, reply: str | None, payload: bytes
+    ) -> bool:
+        """``$IN.<entity>`` from a client: ``[seq, data, relay?]`` goes to the owner."""
+        if not subject.startswith(r.INPUT_PREFIX):
+            return False
+        entity = subject[len(r.INPUT_PREFIX) :]
+        try:
+            fields = msgpack.unpackb(payload, use_list=False)
+            seq, data = fields[0], fields[1]
+            relay = fields[2] if len(fields) > 2 else None
+            if type(seq) is not int or seq < 0 or type(data) is not bytes:
+                raise ValueError("wrong types")
+            if relay is not None and not (type(relay) is str and is_valid_subject(relay)):
+                raise ValueError("bad relay subject")
+        except Exception:
+            self.host.error(
+                conn, ErrorCode.MALFORMED, "an input payload must be [seq, bytes, relay subject?]"
+            )
+            return True
+        client = f"{self.config.name}/{conn.id}"
+        speculative = relay is not None and any(match(p, relay) for p in self.config.speculative)
+        if speculative:
+            self._speculative[(client, seq)] = None
+            if len(self._speculative) > SPECULATIVE_MAX:
+                del self._speculative[next(iter(self._speculative))]
+        self._send_inputs(account, self._router(account).input(client, entity, seq, data))
+        if speculative:
+            assert relay is not None
+            # relayed at once to every interested client, marked provisional; the node
+            # that delivers it remembers to whom, for the owner's confirm or correction
+            self.host.inject(account, relay, data, r.provisional_reply(client, seq))
+        return True
+
+    def on_dollar_reply(
+        self, reply: str, subject: str, plain: Sequence[LocalSubscription | RemoteInterest]
+    ) -> None:
+        """Remember which local subscriptions got a provisional update."""
+        if not reply.startswith(r.PROV_PREFIX):
+            return
+        recipients = [(sub.conn.id, sub.sid) for sub in plain if sub.prefix is not None]
+        if not recipients:
+            return
+        self._provisional[reply] = (subject, recipients)
+        if len(self._provisional) > SPECULATIVE_MAX:
+            del self._provisional[next(iter(self._provisional))]
+            self.provisional_evicted += 1
+
+    def on_local_key(
+        self, account: str, pattern: str, queue: str | None, count: int, added: bool
+    ) -> None:
+        """Tell replicants that this node's clients' interest in a pattern appeared/left."""
+        prefix = self.config.interest_prefix
+        if queue is None and prefix and pattern.startswith(prefix) and count == int(added):
+            subject = r.INTEREST_ADD if added else r.INTEREST_REMOVE
+            self.host.inject(account, subject, self.host.encoder.pack((self.config.name, pattern)))
+
+    def on_client_lost(self, conn: ClientConnection) -> None:
+        """A replicant's connection went: its entities have no owner until claimed again."""
+        if conn.role is Role.REPLICANT and conn.account is not None and conn.name:
+            account = conn.account.name
+            self.host.inject(account, r.AUTH_LOST, self.host.encoder.pack((conn.name,)))
+            self._router(account).owner_lost(conn.name)
+
+    # -- internal subscriptions ---------------------------------------------------------------
+
+    def _send_inputs(self, account: str, deliveries: list[Delivery]) -> None:
+        pack = self.host.encoder.pack
+        for d in deliveries:
+            speculative = (d.client, d.seq) in self._speculative
+            payload = pack((d.entity, d.epoch, d.client, d.seq, d.data, speculative))
+            self.host.inject(account, r.replicant_inbox(d.replicant), payload)
+
+    def _authority(self, account: str, subject: str, _reply: str | None, payload: bytes) -> None:
+        """An ``$AUTH.*`` message (claim, release, ack, lost) seen by this node."""
+        try:
+            fields = msgpack.unpackb(payload, use_list=False, strict_map_key=True)
+            router = self._router(account)
+            if subject == r.AUTH_CLAIM:
+                entity, replicant, epoch = fields
+                self._send_inputs(account, router.claim(entity, replicant, epoch))
+            elif subject == r.AUTH_RELEASE:
+                entity, replicant, epoch, applied = fields
+                router.release(entity, replicant, epoch, dict(applied))
+            elif subject == r.AUTH_ACK:
+                entity, replicant, epoch, applied = fields
+                router.ack(entity, replicant, epoch, dict(applied))
+            elif subject == r.AUTH_LOST:
+                (replicant,) = fields
+                router.owner_lost(replicant)
+        except (ValueError, TypeError) as exc:
+            self._problem(f"bad authority message on {subject}: {exc}")
+
+    def _snapshot(self, account: str, _subject: str, _reply: str | None, _payload: bytes) -> None:
+        """Re-announce every local interest pattern under the prefix (a replicant joined)."""
+        prefix = self.config.interest_prefix
+        if not prefix:
+            return
+        pack = self.host.encoder.pack
+        for pattern in self.host.local_patterns(account):
+            if pattern.startswith(prefix):
+                self.host.inject(account, r.INTEREST_ADD, pack((self.config.name, pattern)))
+
+    def _answer(self, subject: str, _reply: str | None, payload: bytes) -> None:
+        """The owner confirmed or corrected a provisional update: tell exactly the local
+        clients that received it, and the sender if it is attached here."""
+        try:
+            client, seq, value = msgpack.unpackb(payload, use_list=False)
+            if type(client) is not str or type(seq) is not int or type(value) is not bytes:
+                raise ValueError("wrong types")
+        except (ValueError, TypeError) as exc:
+            self._problem(f"bad speculation answer: {exc}")
+            return
+        prefix = r.CONF_PREFIX if subject == r.SPEC_CONFIRM else r.CORR_PREFIX
+        answer = f"{prefix}{client}.{seq}"
+        record = self._provisional.pop(r.provisional_reply(client, seq), None)
+        subject = record[0] if record is not None else ""
+        if record is not None:
+            for conn_id, sid in record[1]:
+                self.host.notify(conn_id, sid, subject, answer, value)
+        node, _, conn_id_text = client.partition("/")
+        if node == self.config.name and conn_id_text.isdigit():
+            self.host.notify(int(conn_id_text), r.NOTICE_SID, subject, answer, value)
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def info(self) -> GameInfo:
+        """A snapshot of entity ownership, held inputs and speculation."""
+        entities = []
+        refused = duplicate = stale = 0
+        for account, router in sorted(self.routers.items()):
+            refused += router.refused
+            duplicate += router.duplicates
+            stale += router.stale
+            for entity, st in sorted(router.entities.items()):
+                entities.append(
+                    EntityInfo(
+                        account=account,
+                        entity=entity,
+                        owner=st.owner,
+                        epoch=st.epoch,
+                        held=len(st.held),
+                        retained=len(st.retained),
+                    )
+                )
+        return GameInfo(
+            entities=tuple(entities),
+            provisional=len(self._provisional),
+            provisional_evicted=self.provisional_evicted,
+            inputs_refused=refused,
+            inputs_duplicate=duplicate,
+            inputs_stale=stale,
+            errors=tuple(self.errors),
+        )
+
+
+def plug_into(core: NodeCore) -> GameLayer | None:
+    """Attach a game layer to ``core`` if its configuration asks for one."""
+    cfg = core.config
+    if not cfg.replicants:
+        return None
+    accounts = sorted({u.account for u in cfg.users} or {r.DEFAULT_ACCOUNT})
+    layer = GameLayer(core, accounts)
+    core.attach_layer(layer)
+    return layer

@@ -1,0 +1,168 @@
+"""One sans-IO node core with scripted peers: unit tests per connection kind.
+
+Like h11's ``ConnectionPair``, but for a many-connection core: the test plays the far
+end of each connection.  Nothing here does I/O or reads a clock; time is
+:attr:`CoreHarness.now`, moved by the test.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CoreHarness", "CorePeer"]
+
+from .. import _game
+from .._core import Connection, ConnState, NodeCore
+from ..config import GatewayConfig
+from ..protocol import (
+    PROTOCOL_VERSION,
+    ConnectionKind,
+    Decoder,
+    Encoder,
+    Error,
+    Frame,
+    Hello,
+    Role,
+)
+
+_ROLE_OF = {
+    ConnectionKind.CLIENT: Role.CLIENT,
+    ConnectionKind.REPLICANT: Role.REPLICANT,
+    ConnectionKind.ROUTE: Role.ROUTE,
+    ConnectionKind.GATEWAY_INBOUND: Role.GATEWAY,
+    ConnectionKind.GATEWAY_OUTBOUND: Role.GATEWAY,
+}
+
+
+class CorePeer:
+    """The far end of one connection of the core under test."""
+
+    def __init__(self, harness: CoreHarness, conn: Connection, kind: ConnectionKind) -> None:
+        self.harness = harness
+        self._conn = conn
+        #: the kind of the connection as the core sees it
+        self.kind = kind
+        self._pending = bytearray()
+        self._decoder = Decoder(max_frame_bytes=1 << 26)
+        self._enc = Encoder()
+        #: the core closed the connection (it flushed its last frames first)
+        self.closed = False
+
+    @property
+    def conn_id(self) -> int:
+        """The core's id of this connection."""
+        return self._conn.id
+
+    @property
+    def state(self) -> str:
+        """The core's state of the connection: ``AWAIT_HELLO``, ``OPEN``, ``CLOSING``,
+        ``CLOSED``."""
+        return self._conn.state.name
+
+    def send(self, *frames: Frame) -> None:
+        """Send frames to the core (one chunk)."""
+        self.send_bytes(b"".join(self._enc.encode(f) for f in frames))
+
+    def send_bytes(self, data: bytes) -> None:
+        """Send raw bytes to the core."""
+        h = self.harness
+        h.core.receive_data(self._conn, data, h.now)
+        h.collect()
+
+    def take_bytes(self) -> bytes:
+        """Everything the core wrote to this connection since the last call, as bytes."""
+        self.harness.collect()
+        data, self._pending = bytes(self._pending), bytearray()
+        return data
+
+    def received(self) -> list[Frame]:
+        """Every frame the core wrote to this connection since the last call."""
+        self._decoder.feed(self.take_bytes())
+        return list(self._decoder)
+
+    def errors(self) -> list[Error]:
+        """The error frames among :meth:`received`."""
+        return [f for f in self.received() if isinstance(f, Error)]
+
+    def hello(self, **fields: object) -> None:
+        """Send a HELLO for this kind (fields override the defaults)."""
+        values: dict[str, object] = {
+            "version": PROTOCOL_VERSION,
+            "role": _ROLE_OF[self.kind].value,
+            "name": f"peer{self.conn_id}",
+            "cluster": None,
+        }
+        values.update(fields)
+        self.send(Hello(**values))  # type: ignore[arg-type]
+
+    def lose(self) -> None:
+        """The transport is gone (as if the socket broke)."""
+        self.closed = True
+        self.harness.core.connection_lost(self._conn)
+        self.harness.collect()
+
+
+class CoreHarness:
+    """A :class:`~meshgate.GatewayConfig`'s node core (with its game layer if configured)
+    and the scripted far ends of its connections."""
+
+    def __init__(self, config: GatewayConfig, *, now: float = 0.0) -> None:
+        self.core = NodeCore(config)
+        _game.plug_into(self.core)
+        #: the time passed to the core
+        self.now = now
+        self._peers: dict[int, CorePeer] = {}
+        #: route URLs and remote clusters the core asked to dial, in order
+        self.dial_routes: list[str] = []
+        self.dial_gateways: list[str] = []
+        if config.cluster_listen:
+            self.core.bound(cluster_url=config.cluster_listen)
+        if config.gateway_listen:
+            self.core.bound(gateway_url=config.gateway_listen)
+
+    def open(
+        self,
+        kind: ConnectionKind = ConnectionKind.CLIENT,
+        *,
+        dialed: bool = False,
+        expected_cluster: str | None = None,
+    ) -> CorePeer:
+        """Open a connection of ``kind`` (the core sends its HELLO first)."""
+        conn = self.core.open_connection(
+            self.now, kind, dialed=dialed, expected_cluster=expected_cluster
+        )
+        peer = self._peers[conn.id] = CorePeer(self, conn, kind)
+        self.collect()
+        return peer
+
+    def tick(self, now: float) -> None:
+        """Move time to ``now`` and run the core's timers."""
+        self.now = now
+        self.core.tick(now)
+        self.collect()
+
+    def collect(self) -> None:
+        """Move the core's output to the peers; close what the core closed (after the
+        output it queued before closing, as the shell does)."""
+        core = self.core
+        fx = core.effects
+        for conn in fx.writable:
+            data = core.take_output(conn) if core.has_output(conn) else b""
+            peer = self._peers.get(conn.id)
+            if peer is not None and not peer.closed:
+                peer._pending += data
+        fx.writable.clear()
+        closing, fx.closing[:] = list(fx.closing), []
+        for conn in closing:
+            peer = self._peers.get(conn.id)
+            if core.has_output(conn):
+                data = core.take_output(conn)
+                if peer is not None:
+                    peer._pending += data
+            if peer is not None:
+                peer.closed = True
+            if conn.state is not ConnState.CLOSED:
+                core.connection_lost(conn)
+        fx.routes_changed = fx.gateways_changed = False
+        self.dial_routes += fx.dial_routes
+        self.dial_gateways += fx.dial_gateways
+        fx.dial_routes.clear()
+        fx.dial_gateways.clear()

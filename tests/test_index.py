@@ -35,7 +35,8 @@ def test_refcount_transitions_and_queue_grouping() -> None:
     assert idx.remove("ship.>", "q2", queue="workers") is True
     assert len(idx) == 0
     assert not idx.match("ship.1.pos")
-    assert idx._root.is_empty()  # pruned
+    assert idx.num_keys == 0
+    assert idx.num_nodes == 1  # pruned down to the root
 
 
 def test_cache_is_bounded_and_counted() -> None:

@@ -328,4 +328,4 @@ async def test_node_restart_resyncs_interest() -> None:
                         assert [m.payload for m in drain(sub)] == [b"hello"]
                 # b9 is gone: A's inbound from it goes away, B0 stays
                 while a_gw.statistics().inbound_gateways != 1:
-                    await a_gw._gateways_event.wait()
+                    await a_gw.wait_topology_change()

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import trio
 
-from meshgate._topology import collect, render_svg
+from meshgate.topology import collect, render_svg
 
 from .supercluster import settle, supercluster
 

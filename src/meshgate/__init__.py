@@ -17,6 +17,7 @@ from . import protocol as protocol
 from . import replicant as replicant
 from . import spatial as spatial
 from . import subjects as subjects
+from . import topology as topology
 from . import transports as transports
 from ._errors import ErrorCode as ErrorCode
 from ._errors import InvalidSubjectError as InvalidSubjectError
@@ -90,5 +91,6 @@ __all__ = [
     "replicant",
     "spatial",
     "subjects",
+    "topology",
     "transports",
 ]

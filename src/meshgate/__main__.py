@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve_main(args.config, verbose=args.verbose, check=args.check)
     if args.command == "topology":
-        from ._topology import topology_main
+        from .topology import topology_main
 
         return topology_main(args.urls, args.output)
     _build_parser().print_help()

@@ -33,10 +33,10 @@ from typing import Any
 import trio
 
 from ._reserved import CONF_PREFIX, CORR_PREFIX, PROV_PREFIX
-from ._topology import fetch_json
 from .client import Client, ConnectionClosedError, Subscription, connect
 from .replicant import InMemoryReplicant, connect_replicant
 from .spatial import Grid
+from .topology import fetch_json
 
 _STAMP = struct.Struct("!dI")
 

@@ -256,6 +256,18 @@ class SubscriptionIndex(Generic[S]):
         return len(self._counts)
 
     @property
+    def num_nodes(self) -> int:
+        """Trie nodes held, the root included (1 when empty: removals prune the rest)."""
+        count = 0
+        stack = [self._root]
+        while stack:
+            node = stack.pop()
+            count += 1
+            stack.extend(node.children.values())
+            stack.extend(n for n in (node.pwc, node.fwc) if n is not None)
+        return count
+
+    @property
     def cache_len(self) -> int:
         """Number of subjects currently cached."""
         return len(self._cache)

@@ -45,6 +45,9 @@ class CorePeer:
         self._enc = Encoder()
         #: the core closed the connection (it flushed its last frames first)
         self.closed = False
+        #: False: the peer reads nothing, so the core's output for it piles up
+        #: (a stalled client); :meth:`take_bytes` still takes what is queued
+        self.reading = True
 
     @property
     def conn_id(self) -> int:
@@ -69,7 +72,10 @@ class CorePeer:
 
     def take_bytes(self) -> bytes:
         """Everything the core wrote to this connection since the last call, as bytes."""
-        self.harness.collect()
+        h = self.harness
+        h.collect()
+        if h.core.has_output(self._conn):
+            self._pending += h.core.take_output(self._conn)
         data, self._pending = bytes(self._pending), bytearray()
         return data
 
@@ -92,6 +98,11 @@ class CorePeer:
         }
         values.update(fields)
         self.send(Hello(**values))  # type: ignore[arg-type]
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes the core holds for this connection (a stalled peer's backlog)."""
+        return self.harness.core.pending_bytes(self._conn)
 
     def lose(self) -> None:
         """The transport is gone (as if the socket broke)."""
@@ -144,12 +155,15 @@ class CoreHarness:
         output it queued before closing, as the shell does)."""
         core = self.core
         fx = core.effects
-        for conn in fx.writable:
-            data = core.take_output(conn) if core.has_output(conn) else b""
+        writable, fx.writable[:] = list(fx.writable), []
+        for conn in writable:
             peer = self._peers.get(conn.id)
+            if peer is not None and not peer.reading:
+                conn.dirty = False  # listed again on its next output
+                continue
+            data = core.take_output(conn) if core.has_output(conn) else b""
             if peer is not None and not peer.closed:
                 peer._pending += data
-        fx.writable.clear()
         closing, fx.closing[:] = list(fx.closing), []
         for conn in closing:
             peer = self._peers.get(conn.id)

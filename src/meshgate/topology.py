@@ -8,6 +8,8 @@ cluster it dialed, coloured by the interest mode of the busiest account).
 
 from __future__ import annotations
 
+__all__ = ["MODE_COLOURS", "collect", "fetch_json", "render_svg", "topology_main"]
+
 import json
 import math
 from typing import Any
@@ -15,6 +17,7 @@ from xml.sax.saxutils import escape
 
 import trio
 
+#: stroke colour of a gateway arrow per interest mode
 MODE_COLOURS = {"Optimistic": "#2b8a3e", "Transitioning": "#e67700", "Interest-Only": "#1864ab"}
 
 

@@ -1,0 +1,130 @@
+"""The layering rules, checked on the source (the spirit of test_exports.py).
+
+* The sans-IO core (``meshgate/_core``) imports no trio and no module above it.
+* Only the shell, the game layer and the testing harnesses import ``meshgate._core``.
+* Outside the core, no module touches another module's private names: ``obj._x`` is
+  allowed only where ``_x`` is defined in the same module.
+* Tests import only public modules and touch no private names of meshgate objects.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "meshgate"
+TESTS = Path(__file__).resolve().parent
+
+#: names that look private but are public API of the standard library (namedtuple)
+STDLIB = {"_make", "_asdict", "_replace", "_fields"}
+
+MAY_IMPORT_CORE = {"_shell.py", "_game.py", "testing/_sim.py", "testing/_harness.py"}
+
+
+def modules() -> list[Path]:
+    return sorted(SRC.rglob("*.py"))
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(SRC).as_posix()
+
+
+def imported(path: Path) -> set[str]:
+    """Absolute names of every module ``path`` imports (relative imports resolved)."""
+    tree = ast.parse(path.read_text())
+    if path.is_relative_to(SRC):
+        package = ["meshgate", *path.relative_to(SRC).parent.parts]
+    else:
+        package = ["tests", *path.relative_to(TESTS).parent.parts]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            names.add(mod)
+            names.update(f"{mod}.{a.name}" for a in node.names)
+    return names
+
+
+def own_private_names(tree: ast.Module) -> set[str]:
+    """``_names`` a module defines: functions, classes, attributes, slots, keywords."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)  # __slots__ entries
+    return {n for n in names if n.startswith("_")}
+
+
+def foreign_private_uses(path: Path, allowed: set[str]) -> list[str]:
+    tree = ast.parse(path.read_text())
+    own = own_private_names(tree) | allowed | STDLIB
+    bad = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and node.attr not in own
+        ):
+            bad.append(f"{path.name}:{node.lineno} .{node.attr}")
+    return bad
+
+
+@pytest.mark.parametrize("path", [p for p in modules() if rel(p).startswith("_core/")], ids=rel)
+def test_core_imports_no_io_and_nothing_above_it(path: Path) -> None:
+    for name in imported(path):
+        assert not name.startswith(("trio", "socket", "ssl", "time", "asyncio")), name
+        for upper in ("_shell", "_game", "client", "replicant", "monitor", "transports", "testing"):
+            assert not name.startswith(f"meshgate.{upper}"), name
+
+
+@pytest.mark.parametrize("path", modules(), ids=rel)
+def test_only_the_shell_layer_and_harnesses_import_the_core(path: Path) -> None:
+    if rel(path).startswith("_core/"):
+        return
+    uses_core = any(n.startswith("meshgate._core") for n in imported(path))
+    assert not uses_core or rel(path) in MAY_IMPORT_CORE
+
+
+def test_game_layer_depends_only_on_the_hooks_and_protocol_layers() -> None:
+    allowed = (
+        "meshgate._core",
+        "meshgate._reserved",
+        "meshgate._errors",
+        "meshgate.authority",
+        "meshgate.protocol",
+        "meshgate.subjects",
+        "meshgate.config",
+    )
+    for name in imported(SRC / "_game.py"):
+        if name.startswith("meshgate."):
+            assert name.startswith(allowed), name
+
+
+@pytest.mark.parametrize("path", [p for p in modules() if not rel(p).startswith("_core/")], ids=rel)
+def test_no_module_outside_the_core_touches_foreign_private_names(path: Path) -> None:
+    assert foreign_private_uses(path, set()) == []
+
+
+@pytest.mark.parametrize(
+    "path", sorted(TESTS.rglob("*.py")), ids=lambda p: p.relative_to(TESTS).as_posix()
+)
+def test_tests_use_public_names_only(path: Path) -> None:
+    for name in imported(path):
+        parts = name.split(".")
+        if parts[0] == "meshgate":
+            assert not any(p.startswith("_") for p in parts[1:]), name
+    assert foreign_private_uses(path, set()) == []

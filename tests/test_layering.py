@@ -71,16 +71,14 @@ def own_private_names(tree: ast.Module) -> set[str]:
 def foreign_private_uses(path: Path, allowed: set[str]) -> list[str]:
     tree = ast.parse(path.read_text())
     own = own_private_names(tree) | allowed | STDLIB
-    bad = []
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Attribute)
-            and node.attr.startswith("_")
-            and not node.attr.startswith("__")
-            and node.attr not in own
-        ):
-            bad.append(f"{path.name}:{node.lineno} .{node.attr}")
-    return bad
+    return [
+        f"{path.name}:{node.lineno} .{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and node.attr not in own
+    ]
 
 
 @pytest.mark.parametrize("path", [p for p in modules() if rel(p).startswith("_core/")], ids=rel)

@@ -1,0 +1,157 @@
+"""The curated mutants of meshgate's routing logic (used by ``mutation_check.py``).
+
+Each mutant is one textual change that must occur exactly once in its file (a test
+checks that they all still apply), and a bug the suite must catch *deterministically*:
+the mutation check runs only deterministic tests against each mutant.  Add a mutant
+for every routing bug found and for every rule that a refactor could quietly break.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Mutant(NamedTuple):
+    name: str
+    #: what the mutant breaks
+    breaks: str
+    #: the file under src/meshgate
+    path: str
+    old: str
+    new: str
+    #: deterministic tests that must catch it (besides the default set)
+    tests: tuple[str, ...] = ()
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    Mutant(
+        "legality-table-skipped",
+        "illegal opcodes are processed instead of refused with ILLEGAL_FOR_ROLE",
+        "_core/_node.py",
+        "        if op not in conn.legal:\n",
+        "        if False:\n",
+    ),
+    Mutant(
+        "gateway-max-payload-unchecked",
+        "the max_payload check removed for gateway input",
+        "_core/_fanout.py",
+        "        if len(payload) > self._max_payload:\n"
+        '            self._fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, "gateway message above',
+        "        if False:\n"
+        '            self._fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, "gateway message above',
+    ),
+    Mutant(
+        "route-subject-unvalidated",
+        "RMSG subjects from route peers are not validated",
+        "_core/_fanout.py",
+        "        valid = self._valid\n        if subject not in valid and not self._validate(conn, "
+        "subject):\n            return\n        if reply is not None and reply not in valid and not "
+        "self._validate(conn, reply):\n            return\n        if len(payload) > "
+        'self._max_payload:\n            self._fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, "route',
+        "        valid = self._valid\n        if len(payload) > "
+        'self._max_payload:\n            self._fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, "route',
+    ),
+    Mutant(
+        "drop-oldest-drops-newest",
+        "drop-oldest drops the newest frames",
+        "_core/_delivery.py",
+        "                drop += sizes.popleft()\n",
+        "                drop += sizes.pop()\n",
+    ),
+    Mutant(
+        "no-routed-reply-rewrite",
+        "the _GR_ reply rewrite removed (interest-only race: request before inbox interest)",
+        "_core/_fanout.py",
+        "                    reply = routed_reply(self.config.cluster, self.config.name, reply)\n",
+        "                    pass\n",
+    ),
+    Mutant(
+        "aoi-keeps-by-enter-radius",
+        "an area of interest keeps cells by the enter radius instead of the exit radius",
+        "spatial.py",
+        "        keep = grid.cells_within(x, y, self.exit_radius)\n",
+        "        keep = grid.cells_within(x, y, self.enter_radius)\n",
+    ),
+    Mutant(
+        "route-unsub-not-passed-to-gateways",
+        "a route peer's last unsubscribe is not passed on to gateways",
+        "_core/_routes.py",
+        "        if entry is not None and core.graph.remove(account, pattern, entry, queue):\n"
+        "            core.gateways.on_cluster_key(account, pattern, queue, added=False)\n",
+        "        if entry is not None and core.graph.remove(account, pattern, entry, queue):\n"
+        "            pass\n",
+    ),
+    Mutant(
+        "gateway-input-wrong-account",
+        "gateway input matched against another account's index",
+        "_core/_fanout.py",
+        "        index = self.graph.index(account)\n"
+        "        m = index.match(subject) if index is not None else None\n",
+        '        index = self.graph.index("$G")\n'
+        "        m = index.match(subject) if index is not None else None\n",
+    ),
+    Mutant(
+        "queue-group-served-twice",
+        "a queue group served in this cluster is served again by a remote cluster",
+        "_core/_fanout.py",
+        "                    done = set(served)\n",
+        "                    done = set()\n",
+    ),
+    Mutant(
+        "route-input-rerouted",
+        "a message from a route is routed on (to routes and gateways), not local only",
+        "_core/_fanout.py",
+        "        self._local_only(queues, account, subject, reply, payload)\n\n    def _local_only(",
+        "        self._route_publish(self.account(account), subject, reply, payload, None)\n\n"
+        "    def _local_only(",
+    ),
+    Mutant(
+        "drop-new-appends-anyway",
+        "drop-new counts a drop but queues the message past the bound",
+        "_core/_delivery.py",
+        '        if policy == "drop-new":\n            c.dropped += 1\n            '
+        "self.dropped_messages += 1\n            return False\n",
+        '        if policy == "drop-new":\n            c.dropped += 1\n            '
+        "self.dropped_messages += 1\n            return True\n",
+    ),
+    Mutant(
+        "slow-consumer-not-disconnected",
+        "the disconnect policy leaves the slow client connected",
+        "_core/_delivery.py",
+        '        self._slow(c, "pending output")\n        return False\n',
+        "        return False\n",
+    ),
+    Mutant(
+        "auto-unsubscribe-off-by-one",
+        "UNSUB with max_msgs delivers one message too many",
+        "_core/_delivery.py",
+        "            if sub.remaining <= 0:\n",
+        "            if sub.remaining < 0:\n",
+    ),
+    Mutant(
+        "publish-permission-ignored",
+        "a denied publish is still routed",
+        "_core/_fanout.py",
+        "        if conn.pub_perm is not None and not self._pub_allowed(conn, subject):\n"
+        "            return\n",
+        "        if conn.pub_perm is not None and not self._pub_allowed(conn, subject):\n"
+        "            pass\n",
+        ("tests/test_gateway_security.py",),
+    ),
+    Mutant(
+        "coalesce-keeps-stale-frame",
+        "coalesce keeps the old keyed frame's bytes counted (the state lane overflows)",
+        "_core/_delivery.py",
+        "            old = c.keyed.pop(k, None)\n",
+        "            old = None\n",
+        ("tests/test_delivery_lanes.py",),
+    ),
+    Mutant(
+        "speculative-correction-to-everyone",
+        "a correction reaches every client instead of exactly those that got the relay",
+        "_game.py",
+        "        recipients = [(sub.conn.id, sub.sid) for sub in plain if sub.prefix is not None]\n",
+        "        recipients = [(sub.conn.id, sub.sid) for sub in plain]\n",
+        ("tests/test_speculative.py",),
+    ),
+)

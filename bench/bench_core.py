@@ -1,4 +1,5 @@
-"""Sans-IO core benchmark: subject matching and the frame codec.
+"""Sans-IO core benchmark: subject matching, the frame codec, and the node core's
+publish path (decode, match, encode, fan-out) with no I/O at all.
 
 Run: ``python bench/bench_core.py`` (add ``--quick`` for a fast smoke run).
 Prints one table; figures are per second on this machine, in this run.
@@ -11,8 +12,19 @@ import random
 import time
 from collections.abc import Callable
 
+import meshgate
 from meshgate.interest import SubscriptionIndex
-from meshgate.protocol import Decoder, Encoder, Message, Publish
+from meshgate.protocol import (
+    ConnectionKind,
+    Decoder,
+    Encoder,
+    Frame,
+    Message,
+    Publish,
+    RouteMessage,
+    Subscribe,
+)
+from meshgate.testing import CoreHarness
 
 
 def build_index(n: int, rng: random.Random, cache_size: int) -> SubscriptionIndex[int]:
@@ -46,6 +58,28 @@ def subjects_for(n: int, rng: random.Random, count: int) -> list[str]:
         else:
             out.append(f"svc.{rng.randrange(50)}.call")
     return out
+
+
+def core_path(subscribers: int, frame: Frame, kind: ConnectionKind) -> Callable[[], int]:
+    """Messages through one node core: 1000 frames per input chunk, as a socket read
+    would bring them, to ``subscribers`` local subscribers; output taken per chunk."""
+    config = meshgate.GatewayConfig(
+        name="a0", cluster="A", listen="memory://bench", cluster_listen="memory://bench-r"
+    )
+    h = CoreHarness(config)
+    for _ in range(subscribers):
+        sub = h.open()
+        sub.hello()
+        sub.send(Subscribe(1, "ship.*.pos"))
+    source = h.open(kind)
+    source.hello(cluster="A") if kind is ConnectionKind.ROUTE else source.hello()
+    chunk = Encoder().encode(frame) * 1000
+
+    def run() -> int:
+        source.send_bytes(chunk)
+        return 1000
+
+    return run
 
 
 def rate(fn: Callable[[], int], min_seconds: float) -> float:
@@ -125,6 +159,20 @@ def main() -> None:
     rows.append(("encode PUB 128 B (Encoder.encode)", f"{rate(encode, secs):>13,.0f} /s"))
     rows.append(("fan-out MSG 128 B (shared tail)", f"{rate(fanout_encode, secs):>13,.0f} /s"))
     rows.append(("decode MSG 128 B (Decoder.next_raw)", f"{rate(decode, secs):>13,.0f} /s"))
+
+    client = ConnectionKind.CLIENT
+    for label, subs, frame, kind in [
+        ("node core, client 1 -> 1, 16 B", 1, Publish("ship.1.pos", None, b"x" * 16), client),
+        ("node core, client 1 -> 1, 1 KiB", 1, Publish("ship.1.pos", None, b"x" * 1024), client),
+        ("node core, client 1 -> 10, 128 B", 10, Publish("ship.1.pos", None, payload), client),
+        (
+            "node core, route 1 -> 1, 16 B",
+            1,
+            RouteMessage(None, "$G", "ship.1.pos", None, b"x" * 16),
+            ConnectionKind.ROUTE,
+        ),
+    ]:
+        rows.append((label + " (msg)", f"{rate(core_path(subs, frame, kind), secs):>13,.0f} /s"))
 
     width = max(len(r[0]) for r in rows)
     print(f"{'benchmark':<{width}}  {'rate':>15}")

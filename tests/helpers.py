@@ -31,7 +31,7 @@ class Raw:
         await self.stream.send_all(data)
 
     async def hello(self, token: str | None = None, role: str = "client") -> None:
-        await self.send(Hello(PROTOCOL_VERSION, role, "raw", None, token, 0, (), ()))
+        await self.send(Hello(version=PROTOCOL_VERSION, role=role, name="raw", token=token))
 
     async def next(self) -> Frame | None:
         """The next frame, or None at end of stream."""

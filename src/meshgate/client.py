@@ -469,7 +469,7 @@ async def connect_with_stream(
         try:
             await client._queue(
                 client._enc.encode(
-                    Hello(PROTOCOL_VERSION, role.value, client.name, None, token, 0, (), ())
+                    Hello(version=PROTOCOL_VERSION, role=role.value, name=client.name, token=token)
                 )
             )
             await client._handshake_done.wait()

@@ -10,9 +10,15 @@ from meshgate.protocol import (
     Publish,
     Subscribe,
 )
-from meshgate.testing import CoreHarness
+from meshgate.testing import CoreHarness, CorePeer
 
 from .helpers import node_config, open_peer
+
+
+def stalled_subscriber(h: CoreHarness) -> CorePeer:
+    """A client subscribed to ``n`` that reads nothing."""
+    slow = stalled_subscriber(h)
+    return slow
 
 
 def messages(data: bytes) -> list[Message]:
@@ -31,9 +37,7 @@ def test_drop_oldest_keeps_the_newest_frames_on_frame_boundaries() -> None:
             ping_interval=1.0,
         )
     )
-    slow = open_peer(h, ConnectionKind.CLIENT)
-    slow.send(Subscribe(1, "n"))
-    slow.reading = False
+    slow = stalled_subscriber(h)
     pub = open_peer(h, ConnectionKind.CLIENT)
     for i in range(30):
         pub.send(Publish("n", None, i.to_bytes(2, "big") * 25))
@@ -54,9 +58,7 @@ def test_drop_new_keeps_the_oldest() -> None:
     h = CoreHarness(
         node_config(slow_consumer_policy="drop-new", max_pending_bytes=1000, max_payload=512)
     )
-    slow = open_peer(h, ConnectionKind.CLIENT)
-    slow.send(Subscribe(1, "n"))
-    slow.reading = False
+    slow = stalled_subscriber(h)
     pub = open_peer(h, ConnectionKind.CLIENT)
     for i in range(30):
         pub.send(Publish("n", None, i.to_bytes(2, "big") * 25))
@@ -67,9 +69,7 @@ def test_drop_new_keeps_the_oldest() -> None:
 
 def test_disconnect_policy_closes_only_the_slow_client() -> None:
     h = CoreHarness(node_config(max_pending_bytes=1000, max_payload=512))
-    slow = open_peer(h, ConnectionKind.CLIENT)
-    slow.send(Subscribe(1, "n"))
-    slow.reading = False
+    slow = stalled_subscriber(h)
     fast = open_peer(h, ConnectionKind.CLIENT)
     fast.send(Subscribe(1, "n"))
     for i in range(30):

@@ -30,13 +30,6 @@ def data_frame(
     return GatewayMessage(None, "$G", subject, reply, payload)
 
 
-def harness_with_wildcard_subscriber(**config: object) -> tuple[CoreHarness, object]:
-    h = CoreHarness(node_config(**config))
-    sub = open_peer(h, ConnectionKind.CLIENT)
-    sub.send(Subscribe(1, ">"), Subscribe(2, "a.*"))
-    return h, sub
-
-
 @pytest.mark.parametrize("kind", PEER_KINDS)
 @pytest.mark.parametrize("subject", BAD_SUBJECTS)
 def test_invalid_subject_from_a_peer_is_refused(kind: ConnectionKind, subject: str) -> None:

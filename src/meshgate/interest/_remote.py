@@ -1,4 +1,5 @@
-"""Per-remote interest state for gateway connections: both ends of DESIGN §5.
+"""Per-remote interest state for gateway connections: both ends of the interest
+exchange described in ``docs/concepts.md`` ("Interest between clusters").
 
 Between two clusters, messages flow on the *outbound* connection of the
 sender and interest flows back on the same connection, which the receiver

@@ -17,7 +17,9 @@ from .helpers import node_config, open_peer
 
 def stalled_subscriber(h: CoreHarness) -> CorePeer:
     """A client subscribed to ``n`` that reads nothing."""
-    slow = stalled_subscriber(h)
+    slow = open_peer(h, ConnectionKind.CLIENT)
+    slow.send(Subscribe(1, "n"))
+    slow.reading = False
     return slow
 
 

@@ -32,7 +32,7 @@ def apply(mutant: Mutant, src: Path) -> None:
     path.write_text(text.replace(mutant.old, mutant.new))
 
 
-def run(mutant: Mutant) -> tuple[bool, float, str]:
+def run(mutant: Mutant, tests: tuple[str, ...] | None = None) -> tuple[bool, float, str]:
     """True if the tests kill ``mutant``."""
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
@@ -47,23 +47,27 @@ def run(mutant: Mutant) -> tuple[bool, float, str]:
             "-q",
             "-p",
             "no:cacheprovider",
-            *DEFAULT_TESTS,
-            *mutant.tests,
+            *(tests or (*DEFAULT_TESTS, *mutant.tests)),
         ]
         start = time.monotonic()
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("FAILED")]
-        return proc.returncode != 0, time.monotonic() - start, lines[0] if lines else ""
+        if proc.returncode not in (0, 1):  # pytest: 1 = tests failed; else a broken run
+            raise SystemExit(f"{mutant.name}: pytest exited {proc.returncode}:\n{proc.stdout}")
+        return proc.returncode == 1, time.monotonic() - start, lines[0] if lines else ""
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", help="run only these mutants")
+    parser.add_argument(
+        "--tests", nargs="+", help="run these tests instead (e.g. to see what one test kills)"
+    )
     args = parser.parse_args()
     chosen = [m for m in MUTANTS if not args.names or m.name in args.names]
     killed = 0
     for m in chosen:
-        dead, seconds, first = run(m)
+        dead, seconds, first = run(m, tuple(args.tests) if args.tests else None)
         killed += dead
         verdict = "killed  " if dead else "SURVIVED"
         print(f"{verdict} {m.name:38} {seconds:5.1f}s  {m.breaks}")

@@ -121,6 +121,8 @@ class CoreHarness:
         #: the time passed to the core
         self.now = now
         self._peers: dict[int, CorePeer] = {}
+        #: ids of the connections the core closed, in order
+        self.closed: list[int] = []
         #: route URLs and remote clusters the core asked to dial, in order
         self.dial_routes: list[str] = []
         self.dial_gateways: list[str] = []
@@ -143,6 +145,10 @@ class CoreHarness:
         peer = self._peers[conn.id] = CorePeer(self, conn, kind)
         self.collect()
         return peer
+
+    def pending_bytes(self) -> int:
+        """Bytes the core holds for all its connections (not yet written)."""
+        return sum(self.core.pending_bytes(c) for c in self.core.conns.values())
 
     def tick(self, now: float) -> None:
         """Move time to ``now`` and run the core's timers."""
@@ -173,6 +179,7 @@ class CoreHarness:
                     peer._pending += data
             if peer is not None:
                 peer.closed = True
+            self.closed.append(conn.id)
             if conn.state is not ConnState.CLOSED:
                 core.connection_lost(conn)
         fx.routes_changed = fx.gateways_changed = False

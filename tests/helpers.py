@@ -89,9 +89,14 @@ def drain(sub: meshgate.Subscription) -> list[meshgate.Message]:
 
 
 async def refused(url: str, hello: Hello) -> Error:
-    """Connect, send ``hello``, and return the error frame sent before the close."""
+    """Connect, send ``hello``, and return the error frame sent before the close.
+
+    The client port sends its HELLO first; route and gateway ports say nothing until
+    the dialer has authenticated, so a refused dialer sees no HELLO at all."""
     async with connect_stream(url) as stream:
         r = Raw(stream)
-        assert isinstance(await r.next(), Hello)
         await r.send(hello)
-        return await r.error_and_close()
+        frames = await r.until_closed()
+        errors = [f for f in frames if isinstance(f, Error)]
+        assert errors, f"no error frame before close: {frames}"
+        return errors[-1]

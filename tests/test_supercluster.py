@@ -247,7 +247,6 @@ async def test_wrong_direction_role_and_cluster_are_refused() -> None:
             # interest arriving on an inbound (data-only) connection is a protocol error
             async with meshgate.transports.connect_stream(url) as stream:
                 r = Raw(stream)
-                assert isinstance(await r.next(), Hello)
                 await r.send(Hello(PROTOCOL_VERSION, "gateway", "z0", "Z", None, 0, (), ()))
                 await r.send(GatewaySub("$G", "x", None))
                 err = await r.error_and_close()
@@ -255,7 +254,6 @@ async def test_wrong_direction_role_and_cluster_are_refused() -> None:
             # a client frame on a gateway connection too
             async with meshgate.transports.connect_stream(url) as stream:
                 r = Raw(stream)
-                assert isinstance(await r.next(), Hello)
                 await r.send(Hello(PROTOCOL_VERSION, "gateway", "z0", "Z", None, 0, (), ()))
                 await r.send(Message(1, "x", None, b""))
                 err = await r.error_and_close()

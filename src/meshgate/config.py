@@ -132,6 +132,26 @@ def _gateways(inst: object, attribute: attrs.Attribute[Any], value: object) -> N
             raise ConfigError(f"gateways.{name}", "needs at least one URL")
 
 
+def _secret(field: str, value: object) -> None:
+    if not isinstance(value, str) or len(value) < 16:
+        raise ConfigError(field, "must be a string of at least 16 characters")
+
+
+def _secret_or_none(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _secret(attribute.name, value)
+
+
+def _secret_map(value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigError("gateway_secrets", "must map cluster names to secrets")
+    for name, secret in value.items():
+        if not isinstance(name, str) or not is_valid_subject(name) or "." in name:
+            raise ConfigError("gateway_secrets", f"{name!r} is not a valid cluster name")
+        _secret(f"gateway_secrets.{name}", secret)
+    return dict(value)
+
+
 def _interest_mode(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value not in ("optimistic", "interest-only"):
         raise ConfigError(attribute.name, f"must be 'optimistic' or 'interest-only', not {value!r}")
@@ -262,6 +282,18 @@ class GatewayConfig:
     gateways: Mapping[str, tuple[str, ...]] = attrs.field(
         factory=dict, converter=_gateway_map, validator=_gateways
     )
+    #: the secret every node of this cluster presents on its routes (at least 16
+    #: characters; never logged); required with ``users`` unless ``trusted_network``
+    cluster_secret: str | None = attrs.field(default=None, repr=False, validator=_secret_or_none)
+    #: remote cluster name -> the secret both clusters present on the gateway connections
+    #: between them; with ``users`` (unless ``trusted_network``), or as soon as any is set,
+    #: a cluster without a secret here is refused
+    gateway_secrets: Mapping[str, str] = attrs.field(
+        factory=dict, repr=False, converter=_secret_map
+    )
+    #: accept route and gateway peers without credentials although ``users`` are
+    #: configured: only where every host that can reach those ports is trusted
+    trusted_network: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     #: refuse inbound gateways from clusters not named in ``gateways``
     reject_unknown: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     #: ``"optimistic"`` (NATS's original mode; switches per account at the threshold) or
@@ -295,6 +327,26 @@ class GatewayConfig:
             raise ConfigError("routes", "needs cluster_listen (routes are two-way)")
         if self.gateways and self.gateway_listen is None:
             raise ConfigError("gateways", "needs gateway_listen (remote clusters dial back)")
+        if self.peer_auth_required:
+            if self.cluster_listen is not None and self.cluster_secret is None:
+                raise ConfigError(
+                    "cluster_secret",
+                    "a node with users needs a cluster secret for its routes "
+                    "(or trusted_network = true on a trusted network)",
+                )
+            for cluster in self.gateways:
+                if cluster != self.cluster and cluster not in self.gateway_secrets:
+                    raise ConfigError(
+                        f"gateway_secrets.{cluster}",
+                        "a node with users needs a secret for each remote cluster "
+                        "(or trusted_network = true on a trusted network)",
+                    )
+
+    @property
+    def peer_auth_required(self) -> bool:
+        """Route and gateway peers must authenticate (users are set and the network is
+        not declared trusted)."""
+        return bool(self.users) and not self.trusted_network
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> GatewayConfig:

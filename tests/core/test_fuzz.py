@@ -198,9 +198,9 @@ KINDS = [
 
 def hello_for(kind: ConnectionKind) -> dict[str, object]:
     if kind is ConnectionKind.ROUTE:
-        return {"name": "a7", "cluster": "A"}
+        return {"name": "a7", "cluster": "A", "token": "fuzz-cluster-secret"}
     if kind in (ConnectionKind.GATEWAY_INBOUND, ConnectionKind.GATEWAY_OUTBOUND):
-        return {"name": "b7", "cluster": "B"}
+        return {"name": "b7", "cluster": "B", "token": "fuzz-gateway-secret"}
     return {"token": "fuzz-token"}
 
 
@@ -221,6 +221,8 @@ def test_a_hostile_peer_harms_nobody_else(kind: ConnectionKind, data: st.DataObj
         cluster_listen="memory://a0-r",
         gateway_listen="memory://a0-g",
         users=USERS,
+        cluster_secret="fuzz-cluster-secret",
+        gateway_secrets={"B": "fuzz-gateway-secret"},
         max_pending_bytes=MAX_PENDING,
         max_payload=4096,
         max_subscriptions=MAX_SUBS,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = ["CoreBase"]
 
+import hmac
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,8 @@ class CoreBase:
         self.accounts: dict[str, Account] = {}
         #: set by ``shutdown``: new connections are refused
         self.draining = False
+        #: the accounts this node serves; peers may name no other
+        self.known_accounts = frozenset({u.account for u in config.users} or {"$G"})
         self._next_id = 0
         self._now = 0.0
         self._rr = 0
@@ -96,6 +99,15 @@ class CoreBase:
         #: messages on ``$`` subjects (the game layer's control traffic) sent to gateways
         self.gateway_control_msgs = 0
 
+    def check_secret(self, conn: Connection, offered: str | None, secret: str, what: str) -> bool:
+        """``offered`` is ``secret`` (compared in constant time); else the connection fails
+        with AUTH_FAILED, counted.  The secret never appears in an error or a log."""
+        if offered is not None and hmac.compare_digest(offered.encode(), secret.encode()):
+            return True
+        self.auth_failures += 1
+        self._fail(conn, ErrorCode.AUTH_FAILED, f"{what} authentication failed")
+        return False
+
     def account(self, name: str) -> Account:
         """The counters of account ``name`` (created on first use)."""
         acct = self.accounts.get(name)
@@ -109,6 +121,7 @@ class CoreBase:
         urls: tuple[str, ...] = (),
         features: tuple[str, ...] = (),
         max_payload: int = 0,
+        token: str | None = None,
     ) -> bytes:
         """This node's encoded HELLO in ``role`` (node, route or gateway)."""
         cfg = self.config
@@ -118,7 +131,7 @@ class CoreBase:
                 role=role.value,
                 name=cfg.name,
                 cluster=cfg.cluster,
-                token=None,
+                token=token,
                 max_payload=max_payload,
                 features=features,
                 urls=urls,

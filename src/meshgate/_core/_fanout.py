@@ -406,7 +406,7 @@ class FanOut(Delivery):
         acct = self.accounts.get(account)
         if acct is not None:
             acct.messages_out += n
-        if m is None or not m.plain:
+        if (m is None or not m.plain) and account in self.known_accounts:
             ii = conn.in_interest
             assert ii is not None
             enc = self.encoder

@@ -48,8 +48,11 @@ class GatewayMesh:
     # -- handshakes ---------------------------------------------------------------------------
 
     def opened(self, conn: GatewayConnection) -> None:
-        """A gateway connection was accepted or dialed: our HELLO first."""
-        self.core._append(conn, self._hello_frame(outbound=type(conn) is OutboundGateway))
+        """A gateway connection was dialed (our HELLO, with the secret for the cluster we
+        dialed, goes first) or accepted (our HELLO waits until the dialer authenticated)."""
+        if type(conn) is OutboundGateway:
+            secret = self.core.config.gateway_secrets.get(conn.expected_cluster)
+            self.core._append(conn, self._hello_frame(outbound=True, token=secret))
 
     def own_urls(self) -> tuple[str, ...]:
         """Gateway URLs of every node of this cluster that this node knows of."""
@@ -58,7 +61,7 @@ class GatewayMesh:
             urls.add(self.gateway_url)
         return tuple(sorted(urls))
 
-    def _hello_frame(self, *, outbound: bool) -> bytes:
+    def _hello_frame(self, *, outbound: bool, token: str | None) -> bytes:
         cfg = self.core.config
         if outbound:
             urls: tuple[str, ...] = (self.gateway_url,) if self.gateway_url else ()
@@ -66,7 +69,7 @@ class GatewayMesh:
         else:
             urls = self.own_urls()
             features = ("interest-only",) if cfg.interest_mode == "interest-only" else ()
-        return self.core.hello_frame(Role.GATEWAY, urls, features)
+        return self.core.hello_frame(Role.GATEWAY, urls, features, token=token)
 
     def _check_hello(self, conn: GatewayConnection, hello: Hello) -> bool:
         core = self.core
@@ -86,7 +89,19 @@ class GatewayMesh:
                 "gateways join different clusters",
             )
             return False
-        return True
+        cfg = core.config
+        secret = cfg.gateway_secrets.get(hello.cluster)
+        if secret is None:
+            if cfg.peer_auth_required or cfg.gateway_secrets:
+                core.auth_failures += 1
+                core._fail(
+                    conn,
+                    ErrorCode.AUTH_FAILED,
+                    f"no gateway credential is configured for cluster {hello.cluster!r}",
+                )
+                return False
+            return True
+        return core.check_secret(conn, hello.token, secret, "gateway")
 
     def hello_outbound(self, conn: OutboundGateway, hello: Hello) -> None:
         """The dialed node answered: it must be of the cluster we meant to reach."""
@@ -145,6 +160,9 @@ class GatewayMesh:
         conn.state = ConnState.OPEN
         self.inbound[conn.id] = conn
         core.effects.gateways_changed = True
+        # the dialer authenticated: our HELLO now, then the interest it should start with
+        token = cfg.gateway_secrets.get(cluster)
+        core._append(conn, self._hello_frame(outbound=False, token=token))
         enc = core.encoder
         for frame in conn.in_interest.start():
             core._append(conn, enc.encode(frame))
@@ -166,6 +184,8 @@ class GatewayMesh:
             assert isinstance(frame, Info)
             if frame.cluster != self.core.config.cluster:
                 self.learn(frame.cluster, frame.gateway_urls)
+            return
+        if f[1] not in self.core.known_accounts:  # every interest frame starts with it
             return
         assert conn.out_interest is not None
         conn.out_interest.receive(frame)

@@ -78,8 +78,19 @@ class NodeCore(FanOut):
         self._route_peers = self.routes.peers
         self._outbound = self.gateways.outbound
         self._gw_order = self.gateways.order
-        #: the HELLO every client gets first
-        self.node_hello = self.hello_frame(Role.NODE, max_payload=config.max_payload)
+        #: the HELLO every client gets first; with users configured it names neither the
+        #: node nor its cluster (nothing for an unauthenticated caller to use)
+        if config.users:
+            self.node_hello = self.encoder.encode(
+                Hello(
+                    version=PROTOCOL_VERSION,
+                    role=Role.NODE.value,
+                    name="",
+                    max_payload=config.max_payload,
+                )
+            )
+        else:
+            self.node_hello = self.hello_frame(Role.NODE, max_payload=config.max_payload)
         self._handshakes: dict[ConnectionKind, Callable[[Any, Hello], None]] = {
             ConnectionKind.CLIENT: self.clients.hello,
             ConnectionKind.ROUTE: self.routes.hello,

@@ -45,9 +45,11 @@ class RouteMesh:
         self.self_urls: set[str] = set()
 
     def opened(self, conn: RouteConnection) -> None:
-        """A route connection was accepted or dialed: our HELLO first."""
+        """A route connection was dialed (our HELLO, with the cluster secret, goes first) or
+        accepted (our HELLO waits until the dialer has authenticated)."""
         core = self.core
-        core._append(conn, self._hello_frame())
+        if conn.dialed:
+            core._append(conn, self._hello_frame())
         if core.draining:
             core._close_quietly(conn, "node is shutting down")
 
@@ -55,7 +57,7 @@ class RouteMesh:
         core = self.core
         gw_url = core.gateways.gateway_url
         urls = (self.cluster_url, gw_url or "") if self.cluster_url else ()
-        return core.hello_frame(Role.ROUTE, urls)
+        return core.hello_frame(Role.ROUTE, urls, token=core.config.cluster_secret)
 
     def hello(self, conn: RouteConnection, hello: Hello) -> None:
         """The peer's HELLO: same cluster, not ourselves, one route per peer."""
@@ -74,6 +76,9 @@ class RouteMesh:
                 ErrorCode.HANDSHAKE_REFUSED,
                 f"route from cluster {hello.cluster!r}; this node is in cluster {cfg.cluster!r}",
             )
+            return
+        secret = cfg.cluster_secret
+        if secret is not None and not core.check_secret(conn, hello.token, secret, "route"):
             return
         if hello.name == cfg.name:
             if hello.urls:
@@ -98,6 +103,8 @@ class RouteMesh:
         self.peers[hello.name] = conn
         core.effects.routes_changed = True
         conn.state = ConnState.OPEN
+        if not conn.dialed:
+            core._append(conn, self._hello_frame())  # the dialer authenticated: answer
         # our whole local interest, then gossip of every cluster URL we know
         enc = core.encoder
         for (account, pattern, queue), n in core.clients.local_keys.items():
@@ -156,6 +163,10 @@ class RouteMesh:
         core = self.core
         if not is_valid_pattern(pattern) or (queue is not None and not is_valid_subject(queue)):
             core._fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid route interest {pattern!r}")
+            return
+        if account not in core.known_accounts:
+            core.permission_violations += 1
+            core.error(conn, ErrorCode.PERMISSION_DENIED, f"unknown account {account!r}")
             return
         key = (account, pattern, queue)
         entry = conn.remote.get(key)

@@ -141,6 +141,13 @@ class SimulatedSuperCluster:
                     gateways={names[0]: [first_gateway]} if (ci and not i) else {},
                     interest_mode=interest_mode,
                     interest_only_threshold=interest_only_threshold,
+                    # every link authenticates, as a real deployment with users must
+                    cluster_secret=f"sim-route-secret-{cluster}",
+                    gateway_secrets={
+                        other: "sim-gateway-secret-" + "-".join(sorted((cluster, other)))
+                        for other in names
+                        if other != cluster
+                    },
                 )
                 core = NodeCore(cfg)
                 _game.plug_into(core)

@@ -14,8 +14,13 @@ from .supercluster import supercluster
 GRID = Grid(10.0)
 
 
+REPLICANT_TOKEN = "test-replicant-token-0123"
+
+
 def node(**kw: object) -> meshgate.GatewayConfig:
-    return meshgate.GatewayConfig(listen="memory://", replicants=True, **kw)  # type: ignore[arg-type]
+    return meshgate.GatewayConfig(
+        listen="memory://", replicants=True, replicant_token=REPLICANT_TOKEN, **kw
+    )  # type: ignore[arg-type]
 
 
 async def test_inputs_reach_the_owner_and_state_reaches_only_wanted_cells() -> None:
@@ -92,7 +97,11 @@ async def test_owner_loss_redelivers_unacknowledged_inputs() -> None:
             # a bare replicant that takes inputs and dies before acknowledging most of them
             with trio.CancelScope() as doomed:
                 async with (
-                    gw.connect_local(name="r-doomed", role=meshgate.protocol.Role.REPLICANT) as c,
+                    gw.connect_local(
+                        name="r-doomed",
+                        role=meshgate.protocol.Role.REPLICANT,
+                        token=REPLICANT_TOKEN,
+                    ) as c,
                     open_replicant_link(c, "r-doomed") as link,
                 ):
                     await link.claim("ship", 1)
@@ -116,7 +125,9 @@ async def test_owner_loss_redelivers_unacknowledged_inputs() -> None:
 
 
 async def test_remote_replicant_and_one_client_many_replicants() -> None:
-    cfg = meshgate.GatewayConfig(listen="127.0.0.1:0", replicants=True)
+    cfg = meshgate.GatewayConfig(
+        listen="127.0.0.1:0", replicants=True, replicant_token=REPLICANT_TOKEN
+    )
     with trio.fail_after(20):
         async with meshgate.open_gateway(cfg) as gw:
             assert gw.client_url
@@ -124,7 +135,7 @@ async def test_remote_replicant_and_one_client_many_replicants() -> None:
             east = InMemoryReplicant("east", GRID, {"e1": (15, 5)})
             # "east" runs as a remote adapter over TCP, as another process would
             async with (
-                connect_replicant(gw.client_url, "east") as link,
+                connect_replicant(gw.client_url, "east", token=REPLICANT_TOKEN) as link,
                 trio.open_nursery() as nursery,
             ):
                 nursery.start_soon(east.run, link)

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import statistics
@@ -39,6 +40,8 @@ from .spatial import Grid
 from .topology import fetch_json
 
 _STAMP = struct.Struct("!dI")
+#: the replicant credential of this demo run (the region replicants are remote adapters)
+_REPLICANT_TOKEN = secrets.token_urlsafe(24)
 
 
 def _free_port() -> int:
@@ -92,6 +95,7 @@ async def _super_cluster(clusters: int, nodes: int, workdir: Path) -> AsyncItera
                     "interest_only_threshold = 200",
                     'slow_consumer_policy = "coalesce"',
                     "replicants = true",
+                    f'replicant_token = "{_REPLICANT_TOKEN}"',
                     'speculative = ["world.>"]',
                     'interest_prefix = "world."',
                 ]
@@ -402,7 +406,9 @@ async def _main(
                 for c in names:
                     node = next(n for n in fleet if n.cluster == c)
                     link_of[c] = await links.enter_async_context(
-                        connect_replicant(node.client_url, f"region-{c}")
+                        connect_replicant(
+                            node.client_url, f"region-{c}", token=_REPLICANT_TOKEN
+                        )
                     )
                 await _replicants_session(
                     regions, link_of, ships, fleet, names, band, clients, duration, rate, rng, stats

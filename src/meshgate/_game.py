@@ -78,9 +78,10 @@ class GameLayer:
         self._provisional: dict[str, tuple[str, list[tuple[int, int]]]] = {}
         self.provisional_evicted = 0
         for account in accounts:
-            host.subscribe_internal(account, r.AUTH_PATTERN, partial(self._authority, account))
-            host.subscribe_internal(account, r.INTEREST_SYNC, partial(self._snapshot, account))
-            host.subscribe_internal(account, r.SPEC_PATTERN, self._answer)
+            control = r.control_account(account)
+            host.subscribe_internal(control, r.AUTH_PATTERN, partial(self._authority, account))
+            host.subscribe_internal(control, r.INTEREST_SYNC, partial(self._snapshot, account))
+            host.subscribe_internal(control, r.SPEC_PATTERN, self._answer)
 
     def _problem(self, text: str) -> None:
         self.errors.append(text)
@@ -97,9 +98,23 @@ class GameLayer:
     def on_dollar_publish(
         self, conn: ClientConnection, account: str, subject: str, reply: str | None, payload: bytes
     ) -> bool:
-        """``$IN.<entity>`` from a client: ``[seq, data, relay?]`` goes to the owner."""
+        """A replicant's control messages go to the account's control namespace; a
+        client's ``$IN.<entity>`` (``[seq, data, relay?]``) goes to the entity's owner;
+        anything else a client sends on a reserved subject or reply is refused."""
+        if conn.role is Role.REPLICANT:
+            if subject[0] != "$":
+                return False  # a state update with a $ reply: routed as it is
+            if subject.startswith(r.INPUT_PREFIX):
+                self.host.deny(conn, "replicants do not send inputs")
+                return True
+            self.host.inject(r.control_account(account), subject, payload, reply)
+            return True
+        if reply is not None and reply[0] == "$":
+            self.host.deny(conn, f"reply subject {reply!r} denied: reserved subject")
+            return True
         if not subject.startswith(r.INPUT_PREFIX):
-            return False
+            self.host.deny(conn, f"publish to {subject!r} denied: reserved subject")
+            return True
         entity = subject[len(r.INPUT_PREFIX) :]
         try:
             fields = msgpack.unpackb(payload, use_list=False)
@@ -128,6 +143,18 @@ class GameLayer:
             self.host.inject(account, relay, data, r.provisional_reply(client, seq))
         return True
 
+    def dollar_account(self, conn: ClientConnection, account: str, pattern: str) -> str | None:
+        """A replicant's ``$`` subscriptions go to the control namespace (its own inbox
+        only, of all the replicant inboxes); the node's own are there already; clients
+        get none."""
+        if account.endswith(r.control_account("")):
+            return account  # the node's own subscriptions
+        if conn.role is not Role.REPLICANT:
+            return None
+        if pattern.startswith(r.REPLICANT_PREFIX) and pattern != r.replicant_inbox(conn.name):
+            return None
+        return r.control_account(account)
+
     def on_dollar_reply(
         self, reply: str, subject: str, plain: Sequence[LocalSubscription | RemoteInterest]
     ) -> None:
@@ -149,13 +176,15 @@ class GameLayer:
         prefix = self.config.interest_prefix
         if queue is None and prefix and pattern.startswith(prefix) and count == int(added):
             subject = r.INTEREST_ADD if added else r.INTEREST_REMOVE
-            self.host.inject(account, subject, self.host.encoder.pack((self.config.name, pattern)))
+            payload = self.host.encoder.pack((self.config.name, pattern))
+            self.host.inject(r.control_account(account), subject, payload)
 
     def on_client_lost(self, conn: ClientConnection) -> None:
         """A replicant's connection went: its entities have no owner until claimed again."""
         if conn.role is Role.REPLICANT and conn.account is not None and conn.name:
             account = conn.account.name
-            self.host.inject(account, r.AUTH_LOST, self.host.encoder.pack((conn.name,)))
+            lost = self.host.encoder.pack((conn.name,))
+            self.host.inject(r.control_account(account), r.AUTH_LOST, lost)
             self._router(account).owner_lost(conn.name)
 
     # -- internal subscriptions ---------------------------------------------------------------
@@ -165,7 +194,7 @@ class GameLayer:
         for d in deliveries:
             speculative = (d.client, d.seq) in self._speculative
             payload = pack((d.entity, d.epoch, d.client, d.seq, d.data, speculative))
-            self.host.inject(account, r.replicant_inbox(d.replicant), payload)
+            self.host.inject(r.control_account(account), r.replicant_inbox(d.replicant), payload)
 
     def _authority(self, account: str, subject: str, _reply: str | None, payload: bytes) -> None:
         """An ``$AUTH.*`` message (claim, release, ack, lost) seen by this node."""
@@ -195,7 +224,8 @@ class GameLayer:
         pack = self.host.encoder.pack
         for pattern in self.host.local_patterns(account):
             if pattern.startswith(prefix):
-                self.host.inject(account, r.INTEREST_ADD, pack((self.config.name, pattern)))
+                control = r.control_account(account)
+                self.host.inject(control, r.INTEREST_ADD, pack((self.config.name, pattern)))
 
     def _answer(self, subject: str, _reply: str | None, payload: bytes) -> None:
         """The owner confirmed or corrected a provisional update: tell exactly the local

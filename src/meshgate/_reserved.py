@@ -22,6 +22,14 @@ subject                       meaning                                           
 ============================  =================================================  ================
 
 A ``MSG`` with sid :data:`NOTICE_SID` is a notice from the node to one client.
+
+With the game layer on, the control subjects (``$AUTH.``, ``$SPEC.``, ``$REP.``,
+``$INTEREST.``) live in each account's *control namespace*
+(:func:`control_account`), like nats-server's system account: ordinary clients can
+neither publish into it nor subscribe to it, whatever their wildcards; replicants
+that authenticated with a replicant credential, the nodes themselves and their
+authenticated peers can.  A client publishes only ``$IN.<entity>`` (its node consumes
+it) and never a ``$`` reply.
 This table mirrors "Reserved subjects and sid 0" in ``docs/protocol.md``.
 """
 
@@ -49,6 +57,7 @@ __all__ = [
     "SPEC_CORRECT",
     "SPEC_PATTERN",
     "SPEC_PREFIX",
+    "control_account",
     "input_subject",
     "parse_routed_reply",
     "provisional_reply",
@@ -81,6 +90,11 @@ CORR_PREFIX = "$CORR."
 GR_PREFIX = "_GR_."
 #: the sid of a node's notices to one client (clients never subscribe with it)
 NOTICE_SID = 0
+
+
+def control_account(account: str) -> str:
+    """The control namespace of ``account`` (a name no configured account can have)."""
+    return f"{account} $control"
 
 
 def input_subject(entity: str) -> str:

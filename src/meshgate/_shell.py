@@ -11,6 +11,7 @@ __all__ = ["Gateway", "open_gateway"]
 
 import logging
 import random
+import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,6 +70,9 @@ class Gateway:
         self.config = config
         self._core = NodeCore(config)
         self._game = _game.plug_into(self._core)
+        # what the host application's in-process replicants present (attach_replicant)
+        self._local_replicant_token = secrets.token_urlsafe(24)
+        self._core.clients.local_replicant_token = self._local_replicant_token
         self._nursery: trio.Nursery | None = None
         self._drained = trio.Event()
         self._stopping = False
@@ -498,13 +502,19 @@ class Gateway:
 
     def attach_replicant(self, adapter: ReplicantAdapter, *, token: str | None = None) -> None:
         """Run ``adapter`` with an in-process :class:`~meshgate.ReplicantLink` to this node
-        (in the node's nursery, until the node stops).  Needs ``replicants=True``."""
+        (in the node's nursery, until the node stops).  Needs ``replicants=True``.
+
+        Without users the link authenticates with a token only this process knows; with
+        users, pass the ``token`` of a user with ``replicant=True``."""
         from .replicant import open_replicant_link
 
         if self._nursery is None:
             raise RuntimeError("the gateway is not running")
         if not self.config.replicants:
             raise RuntimeError("attach_replicant needs GatewayConfig(replicants=True)")
+
+        if token is None and not self.config.users:
+            token = self._local_replicant_token
 
         async def run() -> None:
             async with (

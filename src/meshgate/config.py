@@ -94,6 +94,9 @@ class User:
     name: str = "user"
     publish: Permissions = attrs.field(factory=Permissions)
     subscribe: Permissions = attrs.field(factory=Permissions)
+    #: a replicant credential: may connect with role ``replicant`` (claim, release,
+    #: receive inputs, confirm and correct); ordinary users may not
+    replicant: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
     @token.validator
     def _check_token(self, attribute: attrs.Attribute[str], value: object) -> None:
@@ -314,6 +317,10 @@ class GatewayConfig:
     #: subscriptions of clients under this prefix are announced to replicants as
     #: interest deltas on ``$INTEREST.add`` / ``$INTEREST.remove`` ("" disables)
     interest_prefix: str = attrs.field(default="cell.", validator=attrs.validators.instance_of(str))
+    #: without ``users``: the token a remote replicant must present (at least 16
+    #: characters; never logged); replicants attached in process need none.  With
+    #: ``users``, replicants authenticate as users with ``replicant = true``
+    replicant_token: str | None = attrs.field(default=None, repr=False, validator=_secret_or_none)
     #: HTTP monitoring endpoint (``host:port``): /varz /connz /routez /gatewayz /subsz
     #: /healthz (JSON) and /metrics (Prometheus text); None disables it
     monitor_listen: str | None = attrs.field(default=None, validator=_url_or_none)

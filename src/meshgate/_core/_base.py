@@ -108,6 +108,11 @@ class CoreBase:
         self._fail(conn, ErrorCode.AUTH_FAILED, f"{what} authentication failed")
         return False
 
+    def deny(self, conn: Connection, reason: str) -> None:
+        """A permission violation: counted, an error frame, the connection stays open."""
+        self.permission_violations += 1
+        self.error(conn, ErrorCode.PERMISSION_DENIED, reason)
+
     def account(self, name: str) -> Account:
         """The counters of account ``name`` (created on first use)."""
         acct = self.accounts.get(name)

@@ -62,6 +62,8 @@ class ClientPort:
     def __init__(self, core: NodeCore) -> None:
         self.core = core
         self._users: dict[str, User] = {u.token: u for u in core.config.users}
+        #: a token the host application's in-process replicants present (set by the shell)
+        self.local_replicant_token: str | None = None
         #: client connections counted towards ``max_connections``
         self.count = 0
         #: local subscriptions per (account, pattern, queue), the node's own included
@@ -95,12 +97,18 @@ class ClientPort:
             )
             return
         account = DEFAULT_ACCOUNT
+        user = None
         if self._users:
             user = self._check_token(hello.token)
             if user is None:
                 core.auth_failures += 1
                 core._fail(conn, ErrorCode.AUTH_FAILED, "authentication failed")
                 return
+        if hello.role == Role.REPLICANT and not self._replicant_credential(user, hello):
+            core.auth_failures += 1
+            core._fail(conn, ErrorCode.AUTH_FAILED, "role replicant needs a replicant credential")
+            return
+        if user is not None:
             account = user.account
             if user.publish != Permissions():
                 conn.pub_perm = user.publish
@@ -112,6 +120,30 @@ class ClientPort:
         conn.name = hello.name
         conn.role = Role(hello.role)
         conn.state = ConnState.OPEN
+
+    def _is_local_replicant(self, hello: Hello) -> bool:
+        local = self.local_replicant_token
+        return (
+            hello.role == Role.REPLICANT
+            and local is not None
+            and hello.token is not None
+            and hmac.compare_digest(hello.token.encode(), local.encode())
+        )
+
+    def _replicant_credential(self, user: User | None, hello: Hello) -> bool:
+        """A replicant authenticated as one: a replicant user, or (without users) the
+        node's ``replicant_token`` or the host application's in-process token."""
+        if user is not None:
+            return user.replicant
+        if self._is_local_replicant(hello):
+            return True
+        token = self.core.config.replicant_token
+        return (
+            not self._users
+            and token is not None
+            and hello.token is not None
+            and hmac.compare_digest(hello.token.encode(), token.encode())
+        )
 
     def _check_token(self, token: str | None) -> User | None:
         if token is None:
@@ -162,14 +194,22 @@ class ClientPort:
         if len(conn.subs) >= limit:
             core._fail(conn, ErrorCode.LIMIT_EXCEEDED, f"max_subscriptions={limit} reached")
             return
-        if conn.sub_perm is not None and not sub_permitted(conn.sub_perm, pattern):
-            core.permission_violations += 1
-            core.error(conn, ErrorCode.PERMISSION_DENIED, f"subscribe to {pattern!r} denied")
-            return
         assert conn.account is not None
-        sub = LocalSubscription(conn, sid, pattern, queue, core.encoder.message_prefix(sid))
-        conn.subs[sid] = sub
         account = conn.account.name
+        layer = core._layer
+        if pattern[0] == "$" and layer is not None:
+            # the game layer's control subjects: only where it says, in its namespace
+            target = layer.dollar_account(conn, account, pattern)
+            if target is None:
+                core.deny(conn, f"subscribe to {pattern!r} denied: reserved subject")
+                return
+            account = target
+        if conn.sub_perm is not None and not sub_permitted(conn.sub_perm, pattern):
+            core.deny(conn, f"subscribe to {pattern!r} denied")
+            return
+        prefix = core.encoder.message_prefix(sid)
+        sub = LocalSubscription(conn, account, sid, pattern, queue, prefix)
+        conn.subs[sid] = sub
         if core.graph.add(account, pattern, sub, queue):
             core.gateways.on_cluster_key(account, pattern, queue, added=True)
         key = (account, pattern, queue)
@@ -191,9 +231,8 @@ class ClientPort:
         conn = sub.conn
         if conn.subs.pop(sub.sid, None) is None:
             return
-        assert conn.account is not None
         core = self.core
-        account = conn.account.name
+        account = sub.account
         if core.graph.remove(account, sub.pattern, sub, sub.queue):
             core.gateways.on_cluster_key(account, sub.pattern, sub.queue, added=False)
         key = (account, sub.pattern, sub.queue)

@@ -267,12 +267,20 @@ class LocalSubscription:
     #: a local subscription is one queue member; route interest carries its peer's count
     weight = 1
 
-    __slots__ = ("conn", "pattern", "prefix", "queue", "remaining", "sid")
+    __slots__ = ("account", "conn", "pattern", "prefix", "queue", "remaining", "sid")
 
     def __init__(
-        self, conn: ClientConnection, sid: int, pattern: str, queue: str | None, prefix: bytes
+        self,
+        conn: ClientConnection,
+        account: str,
+        sid: int,
+        pattern: str,
+        queue: str | None,
+        prefix: bytes,
     ) -> None:
         self.conn = conn
+        #: the account (or control namespace) the subscription is indexed in
+        self.account = account
         self.sid = sid
         self.pattern = pattern
         self.queue = queue

@@ -122,7 +122,7 @@ class FanOut(Delivery):
         acct.messages_in += 1
         self.messages_in += 1
         if (
-            subject[0] == "$"
+            (subject[0] == "$" or (reply is not None and reply[0] == "$"))
             and self._layer is not None
             and self._layer.on_dollar_publish(conn, acct.name, subject, reply, payload)
         ):

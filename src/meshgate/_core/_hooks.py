@@ -50,6 +50,9 @@ class Host(Protocol):
     def error(self, conn: ClientConnection, code: ErrorCode, reason: str) -> None:
         """Send an error frame to ``conn``; it stays open."""
 
+    def deny(self, conn: ClientConnection, reason: str) -> None:
+        """A permission violation by ``conn``: counted, an error frame, it stays open."""
+
     def local_patterns(self, account: str) -> list[str]:
         """Plain (non-queue) patterns some local connection of ``account`` subscribes to."""
 
@@ -60,8 +63,13 @@ class Layer(Protocol):
     def on_dollar_publish(
         self, conn: ClientConnection, account: str, subject: str, reply: str | None, payload: bytes
     ) -> bool:
-        """A client published on a ``$`` subject (after validation and permissions).
-        Return True if the layer consumed it (it is not routed)."""
+        """A client published on a ``$`` subject or with a ``$`` reply (after validation
+        and permissions).  Return True if the layer consumed or refused it (it is not
+        routed as is)."""
+
+    def dollar_account(self, conn: ClientConnection, account: str, pattern: str) -> str | None:
+        """Where a subscription of ``conn`` to a ``$`` pattern is indexed: ``account``, a
+        control namespace, or None to refuse it."""
 
     def on_dollar_reply(
         self, reply: str, subject: str, plain: Sequence[LocalSubscription | RemoteInterest]

@@ -28,6 +28,7 @@ from ..protocol import (
     UnpackerPool,
     to_frame,
 )
+from .._reserved import control_account
 from ._clients import ClientPort
 from ._conn import (
     ClientConnection,
@@ -116,6 +117,10 @@ class NodeCore(FanOut):
         if self._layer is not None:
             raise RuntimeError("a layer is already attached")
         self._layer = layer
+        # peers may name the control namespaces of the accounts this node serves
+        self.known_accounts = self.known_accounts | {
+            control_account(a) for a in self.known_accounts
+        }
 
     # -- connection lifecycle -----------------------------------------------------------------
 

@@ -96,6 +96,8 @@ class CorePeer:
             "name": f"peer{self.conn_id}",
             "cluster": None,
         }
+        if self.kind is ConnectionKind.REPLICANT and not self.harness.core.config.users:
+            values["token"] = self.harness.replicant_token
         values.update(fields)
         self.send(Hello(**values))  # type: ignore[arg-type]
 
@@ -118,6 +120,9 @@ class CoreHarness:
     def __init__(self, config: GatewayConfig, *, now: float = 0.0) -> None:
         self.core = NodeCore(config)
         _game.plug_into(self.core)
+        #: the token an in-process replicant presents (without users)
+        self.replicant_token = "harness-local-replicant-token"
+        self.core.clients.local_replicant_token = self.replicant_token
         #: the time passed to the core
         self.now = now
         self._peers: dict[int, CorePeer] = {}

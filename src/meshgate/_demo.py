@@ -406,9 +406,7 @@ async def _main(
                 for c in names:
                     node = next(n for n in fleet if n.cluster == c)
                     link_of[c] = await links.enter_async_context(
-                        connect_replicant(
-                            node.client_url, f"region-{c}", token=_REPLICANT_TOKEN
-                        )
+                        connect_replicant(node.client_url, f"region-{c}", token=_REPLICANT_TOKEN)
                     )
                 await _replicants_session(
                     regions, link_of, ships, fleet, names, band, clients, duration, rate, rng, stats

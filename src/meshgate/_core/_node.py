@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 
 from .._errors import ErrorCode, RemoteProtocolError
+from .._reserved import control_account
 from .._stats import AccountStatistics, Statistics
 from ..config import GatewayConfig
 from ..protocol import (
@@ -28,7 +29,6 @@ from ..protocol import (
     UnpackerPool,
     to_frame,
 )
-from .._reserved import control_account
 from ._clients import ClientPort
 from ._conn import (
     ClientConnection,

@@ -132,9 +132,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "publish-permission-ignored",
         "a denied publish is still routed",
         "_core/_fanout.py",
-        "        if conn.pub_perm is not None and not self._pub_allowed(conn, subject):\n"
+        "        if conn.pub_perm is not None and not self._pub_allowed(conn, subject, reply):\n"
         "            return\n",
-        "        if conn.pub_perm is not None and not self._pub_allowed(conn, subject):\n"
+        "        if conn.pub_perm is not None and not self._pub_allowed(conn, subject, reply):\n"
         "            pass\n",
         ("tests/test_gateway_security.py",),
     ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = ["EntityInfo", "GameInfo", "GameLayer", "plug_into"]
 
+from collections import deque
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
@@ -27,8 +28,10 @@ from .subjects import is_valid_subject, match
 if TYPE_CHECKING:
     from ._core import ClientConnection, Host, LocalSubscription, NodeCore, RemoteInterest
 
-#: speculative inputs and provisional records remembered at most (oldest forgotten first)
+#: provisional records remembered at most, in all and per sending client (oldest
+#: forgotten first; a client's flood evicts only its own records)
 SPECULATIVE_MAX = 65536
+SPECULATIVE_PER_CLIENT = 256
 _ERRORS_KEPT = 100
 
 
@@ -56,10 +59,14 @@ class GameInfo:
     provisional: int
     #: provisional records forgotten (bounded) before the owner answered
     provisional_evicted: int
-    #: inputs refused, duplicated or stale, summed over accounts
+    #: bytes of input data held or retained for owners, summed over accounts
+    input_bytes: int
+    #: inputs refused (a bound was reached), duplicated or stale, summed over accounts
     inputs_refused: int
     inputs_duplicate: int
     inputs_stale: int
+    #: held inputs dropped because their client left before any owner took them
+    inputs_dropped_client_left: int
     #: the last malformed authority and speculation messages, for diagnosis
     errors: tuple[str, ...]
 
@@ -74,8 +81,10 @@ class GameLayer:
         self.routers: dict[str, InputRouter] = {}
         #: the last malformed authority and speculation messages
         self.errors: list[str] = []
-        self._speculative: dict[tuple[str, int], None] = {}
+        # sequence numbers of each local client's inputs relayed provisionally
+        self._speculative: dict[str, dict[int, None]] = {}
         self._provisional: dict[str, tuple[str, list[tuple[int, int]]]] = {}
+        self._provisional_of: dict[str, deque[str]] = {}  # sender -> its records, oldest first
         self.provisional_evicted = 0
         for account in accounts:
             control = r.control_account(account)
@@ -132,9 +141,10 @@ class GameLayer:
         client = f"{self.config.name}/{conn.id}"
         speculative = relay is not None and any(match(p, relay) for p in self.config.speculative)
         if speculative:
-            self._speculative[(client, seq)] = None
-            if len(self._speculative) > SPECULATIVE_MAX:
-                del self._speculative[next(iter(self._speculative))]
+            mine = self._speculative.setdefault(client, {})
+            mine[seq] = None
+            if len(mine) > SPECULATIVE_PER_CLIENT:
+                del mine[next(iter(mine))]
         self._send_inputs(account, self._router(account).input(client, entity, seq, data))
         if speculative:
             assert relay is not None
@@ -164,9 +174,25 @@ class GameLayer:
         recipients = [(sub.conn.id, sub.sid) for sub in plain if sub.prefix is not None]
         if not recipients:
             return
-        self._provisional[reply] = (subject, recipients)
-        if len(self._provisional) > SPECULATIVE_MAX:
-            del self._provisional[next(iter(self._provisional))]
+        provisional = self._provisional
+        if reply not in provisional:
+            sender = reply[len(r.PROV_PREFIX) :].rpartition(".")[0]
+            mine = self._provisional_of.get(sender)
+            if mine is None:
+                mine = self._provisional_of[sender] = deque()
+                if len(self._provisional_of) > SPECULATIVE_MAX:
+                    del self._provisional_of[next(iter(self._provisional_of))]
+            mine.append(reply)
+            evicted = (
+                provisional.pop(mine.popleft(), None)
+                if len(mine) > SPECULATIVE_PER_CLIENT
+                else None
+            )
+            if evicted is not None:
+                self.provisional_evicted += 1
+        provisional[reply] = (subject, recipients)
+        if len(provisional) > SPECULATIVE_MAX:
+            del provisional[next(iter(provisional))]
             self.provisional_evicted += 1
 
     def on_local_key(
@@ -180,7 +206,16 @@ class GameLayer:
             self.host.inject(r.control_account(account), subject, payload)
 
     def on_client_lost(self, conn: ClientConnection) -> None:
-        """A replicant's connection went: its entities have no owner until claimed again."""
+        """A client went: what was held for it goes.  A replicant went: its entities have
+        no owner until claimed again."""
+        if conn.role is Role.CLIENT and conn.account is not None:
+            client = f"{self.config.name}/{conn.id}"
+            self._speculative.pop(client, None)
+            for reply in self._provisional_of.pop(client, ()):
+                self._provisional.pop(reply, None)
+            router = self.routers.get(conn.account.name)
+            if router is not None:
+                router.client_left(client)
         if conn.role is Role.REPLICANT and conn.account is not None and conn.name:
             account = conn.account.name
             lost = self.host.encoder.pack((conn.name,))
@@ -192,7 +227,7 @@ class GameLayer:
     def _send_inputs(self, account: str, deliveries: list[Delivery]) -> None:
         pack = self.host.encoder.pack
         for d in deliveries:
-            speculative = (d.client, d.seq) in self._speculative
+            speculative = d.seq in self._speculative.get(d.client, ())
             payload = pack((d.entity, d.epoch, d.client, d.seq, d.data, speculative))
             self.host.inject(r.control_account(account), r.replicant_inbox(d.replicant), payload)
 
@@ -253,11 +288,13 @@ class GameLayer:
     def info(self) -> GameInfo:
         """A snapshot of entity ownership, held inputs and speculation."""
         entities = []
-        refused = duplicate = stale = 0
+        refused = duplicate = stale = left = size = 0
         for account, router in sorted(self.routers.items()):
             refused += router.refused
             duplicate += router.duplicates
             stale += router.stale
+            left += router.dropped_client_left
+            size += router.total_bytes
             for entity, st in sorted(router.entities.items()):
                 entities.append(
                     EntityInfo(
@@ -273,9 +310,11 @@ class GameLayer:
             entities=tuple(entities),
             provisional=len(self._provisional),
             provisional_evicted=self.provisional_evicted,
+            input_bytes=size,
             inputs_refused=refused,
             inputs_duplicate=duplicate,
             inputs_stale=stale,
+            inputs_dropped_client_left=left,
             errors=tuple(self.errors),
         )
 

@@ -19,8 +19,12 @@ sequence numbers it applied) then ``claim`` by the new owner with a higher epoch
 two may arrive in either order.  An owner must skip an input whose sequence number
 its state already includes (inputs a former owner applied but never acknowledged are
 delivered again).
-Memory is bounded: at most ``max_pending`` held-or-retained inputs per entity; past
-that, new inputs for the entity are refused (counted), never silently lost.
+Memory is bounded: at most ``max_pending`` held-or-retained inputs per entity, at most
+``max_client_bytes`` of input data per client and ``max_total_bytes`` in all; past
+those, new inputs are refused (counted), never silently lost.  When a client leaves
+(:meth:`InputRouter.client_left`), the inputs still held for it are dropped (counted)
+and what the router remembered of it is forgotten; an entity with no owner and nothing
+pending is forgotten too.
 
 Pure synchronous code: no I/O, no clock.
 """
@@ -63,13 +67,26 @@ class EntityState:
 class InputRouter:
     """Routes client inputs to entity owners across hand-overs and owner loss."""
 
-    def __init__(self, *, max_pending: int = 1024) -> None:
-        if max_pending < 1:
-            raise ValueError("max_pending must be >= 1")
+    def __init__(
+        self,
+        *,
+        max_pending: int = 1024,
+        max_client_bytes: int = 1024 * 1024,
+        max_total_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        if max_pending < 1 or max_client_bytes < 1 or max_total_bytes < 1:
+            raise ValueError("max_pending, max_client_bytes and max_total_bytes must be >= 1")
         self.max_pending = max_pending
+        self.max_client_bytes = max_client_bytes
+        self.max_total_bytes = max_total_bytes
         self.entities: dict[str, EntityState] = {}
-        #: inputs refused because an entity's pending bound was reached
+        #: bytes of input data held or retained, per client and in all
+        self.client_bytes: dict[str, int] = {}
+        self.total_bytes = 0
+        #: inputs refused because a bound (per entity, per client, in all) was reached
         self.refused = 0
+        #: held inputs dropped because their client left before any owner took them
+        self.dropped_client_left = 0
         #: retries dropped as duplicates
         self.duplicates = 0
         #: claims ignored because their epoch was not newer
@@ -94,10 +111,18 @@ class InputRouter:
         if seq <= st.seen.get(client, -1):
             self.duplicates += 1
             return []
-        if len(st.retained) + len(st.held) >= self.max_pending:
+        size = len(data)
+        used = self.client_bytes.get(client, 0)
+        if (
+            len(st.retained) + len(st.held) >= self.max_pending
+            or used + size > self.max_client_bytes
+            or self.total_bytes + size > self.max_total_bytes
+        ):
             self.refused += 1
             return []
         st.seen[client] = seq
+        self.client_bytes[client] = used + size
+        self.total_bytes += size
         if st.owner is None:
             st.held.append((client, seq, data))
             return []
@@ -158,7 +183,41 @@ class InputRouter:
         st = self.entities.get(entity)
         if st is None or st.owner != replicant or st.epoch != epoch:
             return  # an acknowledgement from a former owner does not count
-        st.retained = deque((c, s, d) for c, s, d in st.retained if s > applied.get(c, -1))
+        kept: deque[tuple[str, int, bytes]] = deque()
+        for c, s, d in st.retained:
+            if s > applied.get(c, -1):
+                kept.append((c, s, d))
+            else:
+                self._release_bytes(c, len(d))
+        st.retained = kept
+
+    def _release_bytes(self, client: str, size: int) -> None:
+        left = self.client_bytes.get(client, 0) - size
+        if left > 0:
+            self.client_bytes[client] = left
+        else:
+            self.client_bytes.pop(client, None)
+        self.total_bytes -= size
+
+    def client_left(self, client: str) -> None:
+        """``client`` is gone for good: drop the inputs still held for it (counted), forget
+        its sequence numbers, and forget entities left with no owner and nothing pending.
+        Inputs already delivered stay retained until the owner acknowledges them."""
+        for entity in list(self.entities):
+            st = self.entities[entity]
+            if any(c == client for c, _, _ in st.held):
+                kept: deque[tuple[str, int, bytes]] = deque()
+                for c, s, d in st.held:
+                    if c == client:
+                        self.dropped_client_left += 1
+                        self._release_bytes(c, len(d))
+                    else:
+                        kept.append((c, s, d))
+                st.held = kept
+            if not any(c == client for c, _, _ in st.retained):
+                st.seen.pop(client, None)
+            if st.owner is None and not st.held and not st.retained:
+                del self.entities[entity]
 
     def pending(self, entity: str) -> int:
         """Inputs held or retained for ``entity``."""

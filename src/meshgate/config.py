@@ -79,10 +79,17 @@ def _url_or_none(inst: object, attribute: attrs.Attribute[Any], value: object) -
 @attrs.frozen
 class Permissions:
     """Allow/deny pattern lists; a subject is permitted if it matches an allow
-    pattern and no deny pattern.  The default allows everything."""
+    pattern and no deny pattern.  The default allows everything.
+
+    For publishing, the subject checked is the one finally delivered (a reply routed
+    back through ``_GR_.<cluster>.<node>.`` is checked unwrapped), and a message's
+    reply subject must be permitted too (a client's own ``_INBOX.`` replies always
+    are).  ``allow_responses`` lets a user answer requests (publish to ``_INBOX.``
+    subjects) that its allow list does not name; deny patterns still apply."""
 
     allow: tuple[str, ...] = attrs.field(default=(">",), converter=_str_tuple, validator=_patterns)
     deny: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, validator=_patterns)
+    allow_responses: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 @attrs.frozen

@@ -57,10 +57,21 @@ _RMSG = Opcode.RMSG
 _GMSG = Opcode.GMSG
 
 
+_INBOX = "_INBOX."
+
+
 def permitted(perm: Permissions, subject: str) -> bool:
-    """``subject`` is allowed by ``perm``: some allow pattern matches and no deny does."""
-    return any(match(p, subject) for p in perm.allow) and not any(
-        match(p, subject) for p in perm.deny
+    """``subject`` may be published under ``perm``: the subject finally delivered (a
+    ``_GR_`` reply unwrapped) matches an allow pattern (or is a response, with
+    ``allow_responses``) and no deny pattern."""
+    if subject.startswith(GR_PREFIX):
+        parsed = parse_routed_reply(subject)
+        if parsed is not None:
+            subject = parsed[2]
+    if any(match(p, subject) for p in perm.deny):
+        return False
+    return any(match(p, subject) for p in perm.allow) or (
+        perm.allow_responses and subject.startswith(_INBOX)
     )
 
 
@@ -78,7 +89,7 @@ class FanOut(Delivery):
         self._fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid subject {subject!r}")
         return False
 
-    def _pub_allowed(self, conn: ClientConnection, subject: str) -> bool:
+    def _permitted(self, conn: ClientConnection, subject: str) -> bool:
         cache = conn.perm_cache
         ok = cache.get(subject)
         if ok is None:
@@ -87,10 +98,17 @@ class FanOut(Delivery):
             if len(cache) >= _PERM_CACHE_MAX:
                 cache.clear()
             cache[subject] = ok
-        if not ok:
-            self.permission_violations += 1
-            self.error(conn, ErrorCode.PERMISSION_DENIED, f"publish to {subject!r} denied")
         return ok
+
+    def _pub_allowed(self, conn: ClientConnection, subject: str, reply: str | None) -> bool:
+        """The subject (unwrapped) and the reply subject are both permitted."""
+        if not self._permitted(conn, subject):
+            self.deny(conn, f"publish to {subject!r} denied")
+            return False
+        if reply is not None and not reply.startswith(_INBOX) and not self._permitted(conn, reply):
+            self.deny(conn, f"reply subject {reply!r} denied")
+            return False
+        return True
 
     # -- from a client ------------------------------------------------------------------------
 
@@ -114,7 +132,7 @@ class FanOut(Delivery):
             return
         if reply is not None and reply not in valid and not self._validate(conn, reply):
             return
-        if conn.pub_perm is not None and not self._pub_allowed(conn, subject):
+        if conn.pub_perm is not None and not self._pub_allowed(conn, subject, reply):
             return
         acct = conn.account
         assert acct is not None

@@ -119,7 +119,7 @@ class CoreHarness:
 
     def __init__(self, config: GatewayConfig, *, now: float = 0.0) -> None:
         self.core = NodeCore(config)
-        _game.plug_into(self.core)
+        self._game = _game.plug_into(self.core)
         #: the token an in-process replicant presents (without users)
         self.replicant_token = "harness-local-replicant-token"
         self.core.clients.local_replicant_token = self.replicant_token
@@ -150,6 +150,10 @@ class CoreHarness:
         peer = self._peers[conn.id] = CorePeer(self, conn, kind)
         self.collect()
         return peer
+
+    def game(self) -> _game.GameInfo | None:
+        """The game layer's snapshot (None unless ``replicants=True``)."""
+        return self._game.info() if self._game is not None else None
 
     def pending_bytes(self) -> int:
         """Bytes the core holds for all its connections (not yet written)."""

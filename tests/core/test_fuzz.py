@@ -62,6 +62,7 @@ MAX_SUBS = 50
 USERS = (
     meshgate.User(token="fuzz-token", account="F"),
     meshgate.User(token="bystander-token", account="B"),
+    meshgate.User(token="fuzz-replicant-token", account="F", replicant=True),
 )
 
 RESERVED = [
@@ -201,6 +202,8 @@ def hello_for(kind: ConnectionKind) -> dict[str, object]:
         return {"name": "a7", "cluster": "A", "token": "fuzz-cluster-secret"}
     if kind in (ConnectionKind.GATEWAY_INBOUND, ConnectionKind.GATEWAY_OUTBOUND):
         return {"name": "b7", "cluster": "B", "token": "fuzz-gateway-secret"}
+    if kind is ConnectionKind.REPLICANT:
+        return {"token": "fuzz-replicant-token", "name": "r1"}
     return {"token": "fuzz-token"}
 
 

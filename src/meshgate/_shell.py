@@ -109,13 +109,23 @@ class Gateway:
             if cfg.cluster_listen is not None:
                 transport = get_transport(cfg.cluster_listen)
                 self.cluster_url = await nursery.start(
-                    partial(transport.serve, cfg.cluster_listen, self._serve_route_stream)
+                    partial(
+                        transport.serve,
+                        cfg.cluster_listen,
+                        self._serve_route_stream,
+                        ssl_context=cfg.cluster_tls,
+                    )
                 )
                 self._core.bound(cluster_url=self.cluster_url)
             if cfg.gateway_listen is not None:
                 transport = get_transport(cfg.gateway_listen)
                 self.gateway_url = await nursery.start(
-                    partial(transport.serve, cfg.gateway_listen, self._serve_gateway_stream)
+                    partial(
+                        transport.serve,
+                        cfg.gateway_listen,
+                        self._serve_gateway_stream,
+                        ssl_context=cfg.gateway_tls,
+                    )
                 )
                 self._core.bound(gateway_url=self.gateway_url)
                 for cluster in cfg.gateways:
@@ -219,7 +229,7 @@ class Gateway:
                 for url in urls:
                     try:
                         with trio.move_on_after(max(2.0, cfg.reconnect_wait)) as scope:
-                            cm = connect_stream(url)
+                            cm = connect_stream(url, ssl_context=cfg.gateway_tls_dial)
                             stream = await cm.__aenter__()
                         if scope.cancelled_caught:
                             continue
@@ -266,7 +276,7 @@ class Gateway:
                     await self._routes_event.wait()  # a route to it exists (either direction)
                     continue
                 try:
-                    async with connect_stream(url) as stream:
+                    async with connect_stream(url, ssl_context=cfg.cluster_tls_dial) as stream:
                         failures = 0
                         await self._serve_stream(stream, ConnectionKind.ROUTE, dialed=True)
                 except OSError as exc:

@@ -177,28 +177,46 @@ def _tls(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
         raise ConfigError(attribute.name, "must be an ssl.SSLContext or None")
 
 
-def tls_context_from_files(spec: Mapping[str, Any]) -> ssl.SSLContext:
-    """A server TLS context from ``{cert_file, key_file[, ca_file]}``; with ``ca_file``,
-    clients must present a certificate signed by it (mutual TLS)."""
+def tls_context_from_files(
+    spec: Mapping[str, Any], *, field: str = "tls", client: bool = False
+) -> ssl.SSLContext:
+    """A TLS context from ``{cert_file, key_file[, ca_file]}``.
+
+    Server side (the default): with ``ca_file``, peers must present a certificate signed
+    by it (mutual TLS).  ``client``: the context a node dials with, presenting its own
+    certificate and verifying the server against ``ca_file``.  Errors name ``field``."""
     allowed = {"cert_file", "key_file", "ca_file"}
     for key in spec:
         if key not in allowed:
-            raise ConfigError(f"tls.{key}", f"unknown key (expected {sorted(allowed)})")
+            raise ConfigError(f"{field}.{key}", f"unknown key (expected {sorted(allowed)})")
     for key in ("cert_file", "key_file"):
         if not isinstance(spec.get(key), str):
-            raise ConfigError(f"tls.{key}", "is required (a file path)")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            raise ConfigError(f"{field}.{key}", "is required (a file path)")
+    purpose = ssl.Purpose.SERVER_AUTH if client else ssl.Purpose.CLIENT_AUTH
+    ctx = ssl.create_default_context(purpose)
     try:
         ctx.load_cert_chain(spec["cert_file"], spec["key_file"])
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("tls.cert_file", f"cannot load the certificate and key: {exc}") from None
+        raise ConfigError(
+            f"{field}.cert_file", f"cannot load the certificate and key: {exc}"
+        ) from None
     if "ca_file" in spec:
         try:
             ctx.load_verify_locations(spec["ca_file"])
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError("tls.ca_file", f"cannot load: {exc}") from None
+            raise ConfigError(f"{field}.ca_file", f"cannot load: {exc}") from None
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+def _peer_tls_from_files(spec: Any, field: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """Both sides of mutual TLS between nodes: ``ca_file`` is required."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError(field, "must be a table with cert_file, key_file and ca_file")
+    if not isinstance(spec.get("ca_file"), str):
+        raise ConfigError(f"{field}.ca_file", "is required: nodes verify each other (mutual TLS)")
+    server = tls_context_from_files(spec, field=field)
+    return server, tls_context_from_files(spec, field=field, client=True)
 
 
 def check_mapping(data: Mapping[str, Any]) -> list[ConfigError]:
@@ -210,7 +228,7 @@ def check_mapping(data: Mapping[str, Any]) -> list[ConfigError]:
         if field is None:
             errors.append(ConfigError(str(key), "unknown configuration key"))
             continue
-        if key in ("users", "tls"):
+        if key in ("users", "tls", "cluster_tls", "gateway_tls"):
             try:
                 GatewayConfig.from_mapping({key: value, **_companions(key, data)})
             except ConfigError as exc:
@@ -240,6 +258,10 @@ def _companions(key: str, data: Mapping[str, Any]) -> dict[str, Any]:
     # a tls context is only checked together with a tls:// listener
     if key == "tls":
         return {"listen": data.get("listen", "tls://127.0.0.1:0")}
+    if key == "cluster_tls":
+        return {"cluster_listen": data.get("cluster_listen", "tls://127.0.0.1:0")}
+    if key == "gateway_tls":
+        return {"gateway_listen": data.get("gateway_listen", "tls://127.0.0.1:0")}
     return {}
 
 
@@ -279,6 +301,12 @@ class GatewayConfig:
     tls: ssl.SSLContext | None = attrs.field(default=None, validator=_tls, eq=False)
     #: route listener for nodes of the same cluster (URL or ``host:port``); None disables it
     cluster_listen: str | None = attrs.field(default=None, validator=_url_or_none)
+    #: mutual TLS for a ``tls://`` route listener: the server context (it must verify the
+    #: dialer's certificate); TOML ``[cluster_tls]`` with cert_file, key_file, ca_file
+    #: sets both this and ``cluster_tls_dial``
+    cluster_tls: ssl.SSLContext | None = attrs.field(default=None, validator=_tls, eq=False)
+    #: the context this node dials ``tls://`` routes with (its certificate, the CA)
+    cluster_tls_dial: ssl.SSLContext | None = attrs.field(default=None, validator=_tls, eq=False)
     #: seed URLs of other nodes of this cluster; the rest of the cluster is learned by gossip
     routes: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, validator=_urls)
     #: attempts to reach a URL learned by gossip before it is forgotten (seeds retry forever)
@@ -287,6 +315,11 @@ class GatewayConfig:
     reconnect_wait: float = attrs.field(default=1.0, validator=_positive)
     #: gateway listener for other clusters (URL or ``host:port``); None disables it
     gateway_listen: str | None = attrs.field(default=None, validator=_url_or_none)
+    #: mutual TLS for a ``tls://`` gateway listener (as ``cluster_tls``; TOML
+    #: ``[gateway_tls]`` sets both this and ``gateway_tls_dial``)
+    gateway_tls: ssl.SSLContext | None = attrs.field(default=None, validator=_tls, eq=False)
+    #: the context this node dials ``tls://`` gateways with
+    gateway_tls_dial: ssl.SSLContext | None = attrs.field(default=None, validator=_tls, eq=False)
     #: remote cluster name -> gateway URLs; one URL of one cluster is enough (gossip does
     #: the rest); this node's own cluster name is ignored
     gateways: Mapping[str, tuple[str, ...]] = attrs.field(
@@ -335,6 +368,8 @@ class GatewayConfig:
     def __attrs_post_init__(self) -> None:
         if self.listen is not None and self.listen.startswith("tls://") and self.tls is None:
             raise ConfigError("tls", "a tls:// listener needs an ssl.SSLContext")
+        for kind in ("cluster", "gateway"):
+            self._check_peer_tls(kind)
         if self.max_pending_bytes < self.max_payload:
             raise ConfigError("max_pending_bytes", "must be at least max_payload")
         if self.routes and self.cluster_listen is None:
@@ -356,6 +391,30 @@ class GatewayConfig:
                         "(or trusted_network = true on a trusted network)",
                     )
 
+    def _check_peer_tls(self, kind: str) -> None:
+        listen = getattr(self, f"{kind}_listen")
+        server = getattr(self, f"{kind}_tls")
+        dial = getattr(self, f"{kind}_tls_dial")
+        urls = (
+            self.routes if kind == "cluster" else [u for us in self.gateways.values() for u in us]
+        )
+        if (listen or "").startswith("tls://"):
+            if server is None:
+                raise ConfigError(f"{kind}_tls", f"a tls:// {kind}_listen needs {kind}_tls")
+            if server.verify_mode != ssl.CERT_REQUIRED:
+                raise ConfigError(
+                    f"{kind}_tls",
+                    "must verify the peer's certificate (mutual TLS): load a CA and set "
+                    "verify_mode = ssl.CERT_REQUIRED (in TOML: ca_file)",
+                )
+        if ((listen or "").startswith("tls://") or any(u.startswith("tls://") for u in urls)) and (
+            dial is None
+        ):
+            raise ConfigError(
+                f"{kind}_tls",
+                f"dialing tls:// {kind} peers needs {kind}_tls_dial (TOML: [{kind}_tls] sets it)",
+            )
+
     @property
     def peer_auth_required(self) -> bool:
         """Route and gateway peers must authenticate (users are set and the network is
@@ -375,6 +434,14 @@ class GatewayConfig:
                 raise ConfigError(key, "must be a list of URLs")
         if isinstance(kw.get("tls"), Mapping):
             kw["tls"] = tls_context_from_files(kw["tls"])
+        for kind in ("cluster", "gateway"):
+            if f"{kind}_tls" in kw:
+                for key in (f"{kind}_tls_dial",):
+                    if key in kw:
+                        raise ConfigError(key, f"is set by the [{kind}_tls] table in TOML")
+                kw[f"{kind}_tls"], kw[f"{kind}_tls_dial"] = _peer_tls_from_files(
+                    kw[f"{kind}_tls"], f"{kind}_tls"
+                )
         if "users" in kw:
             users = []
             for i, u in enumerate(kw["users"]):

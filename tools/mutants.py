@@ -154,4 +154,32 @@ MUTANTS: tuple[Mutant, ...] = (
         "        recipients = [(sub.conn.id, sub.sid) for sub in plain]\n",
         ("tests/test_speculative.py",),
     ),
+    Mutant(
+        "route-secret-unchecked",
+        "a route dialer without the cluster secret is accepted",
+        "_core/_routes.py",
+        '        if secret is not None and not core.check_secret(conn, hello.token, secret, "route"):\n',
+        "        if False:\n",
+    ),
+    Mutant(
+        "routed-reply-permission-wrapped-only",
+        "publish permissions are checked on the _GR_ envelope, not the subject delivered",
+        "_core/_fanout.py",
+        "            subject = parsed[2]\n",
+        "            pass\n",
+    ),
+    Mutant(
+        "players-subscribe-to-the-control-plane",
+        "an ordinary client's $ subscription lands in the control namespace",
+        "_game.py",
+        "        if conn.role is not Role.REPLICANT:\n            return None\n",
+        "        if conn.role is not Role.REPLICANT:\n            return r.control_account(account)\n",
+    ),
+    Mutant(
+        "client-input-bytes-unbounded",
+        "held inputs are not bounded per client",
+        "authority.py",
+        "            or used + size > self.max_client_bytes\n",
+        "            or False\n",
+    ),
 )

@@ -22,9 +22,9 @@ delivered again).
 Memory is bounded: at most ``max_pending`` held-or-retained inputs per entity, at most
 ``max_client_bytes`` of input data per client and ``max_total_bytes`` in all; past
 those, new inputs are refused (counted), never silently lost.  When a client leaves
-(:meth:`InputRouter.client_left`), the inputs still held for it are dropped (counted)
-and what the router remembered of it is forgotten; an entity with no owner and nothing
-pending is forgotten too.
+(:meth:`InputRouter.client_left`), what it sent for entities that never had an owner is
+dropped (counted) -- an input for an entity in a hand-over still reaches the next
+owner -- and an entity with no owner and nothing pending is forgotten.
 
 Pure synchronous code: no I/O, no clock.
 """
@@ -200,12 +200,14 @@ class InputRouter:
         self.total_bytes -= size
 
     def client_left(self, client: str) -> None:
-        """``client`` is gone for good: drop the inputs still held for it (counted), forget
-        its sequence numbers, and forget entities left with no owner and nothing pending.
-        Inputs already delivered stay retained until the owner acknowledges them."""
+        """``client`` is gone for good: drop what it sent for entities that never had an
+        owner (counted), and forget entities left with no owner and nothing pending.
+        Inputs for an entity between owners are still delivered to the next owner (the
+        client sent them; its leaving does not unsend them), and inputs already delivered
+        stay retained until the owner acknowledges them."""
         for entity in list(self.entities):
             st = self.entities[entity]
-            if any(c == client for c, _, _ in st.held):
+            if st.epoch == 0 and any(c == client for c, _, _ in st.held):
                 kept: deque[tuple[str, int, bytes]] = deque()
                 for c, s, d in st.held:
                     if c == client:
@@ -214,7 +216,7 @@ class InputRouter:
                     else:
                         kept.append((c, s, d))
                 st.held = kept
-            if not any(c == client for c, _, _ in st.retained):
+            if not any(c == client for c, _, _ in st.retained + st.held):
                 st.seen.pop(client, None)
             if st.owner is None and not st.held and not st.retained:
                 del self.entities[entity]

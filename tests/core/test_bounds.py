@@ -86,3 +86,15 @@ def test_one_clients_flood_cannot_evict_anothers_provisional_records(flood: int)
     assert [(m.subject, m.reply, m.payload) for m in got] == [
         ("ship.v", f"$CORR.{client}.0", b"fixed")
     ]
+
+
+def test_a_leaving_clients_inputs_for_an_entity_between_owners_still_arrive() -> None:
+    router = InputRouter()
+    router.claim("ship", "r1", 1)
+    router.release("ship", "r1", 1, {})
+    assert router.input("c1", "ship", 0, b"held during the hand-over") == []
+    assert router.input("c1", "ghost", 0, b"for nobody") == []
+    router.client_left("c1")
+    assert [d.seq for d in router.claim("ship", "r2", 2)] == [0]
+    assert "ghost" not in router.entities
+    assert router.dropped_client_left == 1

@@ -215,7 +215,9 @@ class Client:
         self._out += data
         self._wake.set()
         if len(self._out) > _OUT_HIGH_WATER:
-            await self._drained.wait()
+            await self._drained.wait()  # set by the writer, and when the connection dies
+            if self._closed:
+                raise self._closed_error()
         else:
             await trio.lowlevel.checkpoint()
 
@@ -296,6 +298,7 @@ class Client:
             return
         self._closed = True
         self._handshake_done.set()
+        self._drained.set()  # a publish waiting for room must learn the connection died
         for sub in list(self._subs.values()):
             sub._finish()
         self._corrections_send.close()

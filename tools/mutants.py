@@ -182,4 +182,11 @@ MUTANTS: tuple[Mutant, ...] = (
         "            or used + size > self.max_client_bytes\n",
         "            or False\n",
     ),
+    Mutant(
+        "control-frames-untracked",
+        "drop-oldest cuts mid-frame when a PING or ERROR sits among the data frames",
+        "_core/_base.py",
+        "            conn.frame_sizes.append(len(data))  # keeps drop-oldest on frame boundaries\n",
+        "            pass\n",
+    ),
 )

@@ -22,7 +22,7 @@ import trio
 import trio.testing
 
 from . import _game
-from ._core import Connection, ConnState, NodeCore, _views
+from ._core import Connection, ConnState, NodeCore, PeerConnection, _views
 from ._nursery import open_unwrapping_nursery
 from ._stats import (
     AccountInfo,
@@ -53,13 +53,17 @@ _RECEIVE_SIZE = 64 * 1024
 class _Handle:
     """The shell's side of one connection: its stream, cancel scope and writer wake-up."""
 
-    __slots__ = ("conn", "scope", "stream", "wake")
+    __slots__ = ("closed", "conn", "drained", "scope", "stream", "wake")
 
     def __init__(self, conn: Connection, stream: trio.abc.Stream) -> None:
         self.conn = conn
         self.stream = stream
         self.wake = trio.Event()
         self.scope: trio.CancelScope | None = None
+        #: set (and replaced) after every write, and for good when the connection ends:
+        #: publishers waiting for this link to drain wake up
+        self.drained = trio.Event()
+        self.closed = False
 
 
 class Gateway:
@@ -83,7 +87,6 @@ class Gateway:
         self._started_monotonic: float | None = None
         self._gateways_event = trio.Event()
         self._gateway_dialers: set[str] = set()
-        self._route_drained = trio.Event()
         self._dialing: set[str] = set()
         #: the client listener's bound URL, or None
         self.client_url: str | None = None
@@ -317,6 +320,8 @@ class Gateway:
         except Exception:  # a per-connection failure never takes the node down
             log.exception("connection %d failed", conn.id)
         finally:
+            h.closed = True
+            h.drained.set()  # nobody waits for a link that is gone
             if conn.close_reason:
                 log.info("connection %d closed: %s", conn.id, conn.close_reason)
             core.connection_lost(conn)
@@ -340,16 +345,38 @@ class Gateway:
                 h.scope.cancel()
                 return
             core.receive_data(conn, data, trio.current_time())
+            congested = self._congested_links()
             self._after_core()
-            if core.routes.peers and conn.kind is not ConnectionKind.ROUTE:
-                await self._wait_routes_drained()
+            if congested:
+                await self._wait_drained(congested)
 
-    async def _wait_routes_drained(self) -> None:
-        """Back-pressure: routes are never dropped for being slow; their publishers wait."""
+    def _congested_links(self) -> list[_Handle] | None:
+        """Routes and gateways that the last batch of input wrote to and that hold more
+        than ``max_pending_bytes``: only the connection that sent that batch waits for
+        them (back-pressure); nothing else on the node does."""
         core = self._core
         limit = self.config.max_pending_bytes
-        while any(core.pending_bytes(c) > limit for c in core.routes.peers.values()):
-            await self._route_drained.wait()
+        out: list[_Handle] | None = None
+        for c in core.effects.writable:
+            if (
+                isinstance(c, PeerConnection)
+                and c.shell is not None
+                and core.pending_bytes(c) > limit
+            ):
+                if out is None:
+                    out = []
+                out.append(c.shell)
+        return out
+
+    async def _wait_drained(self, links: list[_Handle]) -> None:
+        """Back-pressure: routes and gateways are never dropped for being slow; the
+        publishers whose messages wait for them pause until they drain or go away (a
+        stuck link is closed after ``write_deadline``)."""
+        core = self._core
+        limit = self.config.max_pending_bytes
+        for link in links:
+            while not link.closed and core.pending_bytes(link.conn) > limit:
+                await link.drained.wait()
 
     async def _writer(self, h: _Handle) -> None:
         core = self._core
@@ -361,12 +388,19 @@ class Gateway:
             if core.has_output(conn):
                 data = core.take_output(conn)
                 try:
-                    await stream.send_all(data)
+                    with trio.move_on_after(self.config.write_deadline) as deadline:
+                        await stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     break
-                if conn.kind is ConnectionKind.ROUTE:
-                    self._route_drained.set()
-                    self._route_drained = trio.Event()
+                if deadline.cancelled_caught:
+                    log.warning(
+                        "connection %d: a write took longer than write_deadline=%ss; closing",
+                        conn.id,
+                        self.config.write_deadline,
+                    )
+                    break
+                h.drained.set()
+                h.drained = trio.Event()
             if conn.state >= ConnState.CLOSING and not core.has_output(conn):
                 break
         assert h.scope is not None

@@ -291,10 +291,15 @@ class GatewayConfig:
     max_subscriptions: int = attrs.field(default=10_000, validator=_positive)
     #: seconds a new connection has to complete its handshake
     auth_timeout: float = attrs.field(default=2.0, validator=_positive)
-    #: seconds between keepalive pings
-    ping_interval: float = attrs.field(default=120.0, validator=_positive)
+    #: seconds between keepalive pings (a game edge wants a dead peer found in well under
+    #: a minute: 15 s x ``max_pings_out`` 2 closes it within 30-45 s; nats-server's 2 min
+    #: suits message buses, not players)
+    ping_interval: float = attrs.field(default=15.0, validator=_positive)
     #: unanswered pings before a connection is closed as stale
     max_pings_out: int = attrs.field(default=2, validator=_positive)
+    #: seconds one write to a connection may take (as nats-server's ``write_deadline``);
+    #: a stuck route or gateway is then closed (and redialed), a stuck client closed
+    write_deadline: float = attrs.field(default=10.0, validator=_positive)
     #: token users; when empty, clients connect anonymously to account ``$G``
     users: tuple[User, ...] = attrs.field(default=(), converter=_user_tuple, validator=_users)
     #: TLS for ``tls://`` client listeners

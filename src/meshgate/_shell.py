@@ -41,7 +41,7 @@ from .transports import connect_stream, get_transport
 if TYPE_CHECKING:
     from ._game import GameInfo
     from .client import Client
-    from .replicant import ReplicantAdapter
+    from .replicant import AttachedReplicant, ReplicantAdapter
 
 log = logging.getLogger("meshgate.gateway")
 
@@ -544,13 +544,17 @@ class Gateway:
         async with connect_with_stream(ours, name=name, token=token, role=role) as client:
             yield client
 
-    def attach_replicant(self, adapter: ReplicantAdapter, *, token: str | None = None) -> None:
+    def attach_replicant(
+        self, adapter: ReplicantAdapter, *, token: str | None = None
+    ) -> AttachedReplicant:
         """Run ``adapter`` with an in-process :class:`~meshgate.ReplicantLink` to this node
-        (in the node's nursery, until the node stops).  Needs ``replicants=True``.
+        (in the node's nursery, until the node stops or the returned handle stops it).
+        Needs ``replicants=True``.  An exception in the adapter closes its link (the node
+        announces the owner lost) and is kept on the handle; the node carries on.
 
         Without users the link authenticates with a token only this process knows; with
         users, pass the ``token`` of a user with ``replicant=True``."""
-        from .replicant import open_replicant_link
+        from .replicant import AttachedReplicant
 
         if self._nursery is None:
             raise RuntimeError("the gateway is not running")
@@ -560,14 +564,12 @@ class Gateway:
         if token is None and not self.config.users:
             token = self._local_replicant_token
 
-        async def run() -> None:
-            async with (
-                self.connect_local(name=adapter.name, token=token, role=Role.REPLICANT) as c,
-                open_replicant_link(c, adapter.name) as link,
-            ):
-                await adapter.run(link)
-
-        self._nursery.start_soon(run)
+        handle = AttachedReplicant(
+            adapter,
+            partial(self.connect_local, name=adapter.name, token=token, role=Role.REPLICANT),
+        )
+        self._nursery.start_soon(handle.run)
+        return handle
 
     async def aclose(self) -> None:
         """Stop: every connection gets a shutting-down error, is flushed briefly, then closed."""

@@ -24,6 +24,7 @@ on ``$REP.<name>.in``; nodes announce client interest on ``$INTEREST.add`` / ``r
 from __future__ import annotations
 
 __all__ = [
+    "AttachedReplicant",
     "InMemoryReplicant",
     "Input",
     "InterestDelta",
@@ -34,10 +35,11 @@ __all__ = [
 ]
 
 import abc
+import logging
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import NamedTuple
 
 import msgpack
@@ -55,10 +57,12 @@ from ._reserved import (
     SPEC_CORRECT,
     replicant_inbox,
 )
-from .client import Client, Subscription, connect
+from .client import Client, ConnectionClosedError, Subscription, connect
 from .protocol import Role
 from .spatial import Grid
 from .subjects import match
+
+log = logging.getLogger("meshgate.replicant")
 
 
 class Input(NamedTuple):
@@ -74,10 +78,63 @@ class Input(NamedTuple):
 
 
 class InterestDelta(NamedTuple):
-    """Patterns some client started or stopped wanting (union over the nodes linked)."""
+    """Patterns some client started or stopped wanting (union over the nodes linked).
+
+    With ``reset``, the replicant fell behind and the deltas in between were dropped:
+    ``added`` is everything wanted now; forget what was wanted before."""
 
     added: frozenset[str]
     removed: frozenset[str]
+    reset: bool = False
+
+
+class AttachedReplicant:
+    """The handle of a replicant attached in process
+    (:meth:`meshgate.Gateway.attach_replicant` creates it and starts :meth:`run`)."""
+
+    def __init__(
+        self,
+        adapter: ReplicantAdapter,
+        connect: Callable[[], AbstractAsyncContextManager[Client]],
+    ) -> None:
+        #: the replicant's name
+        self.name = adapter.name
+        #: the exception that ended the adapter, if one did
+        self.error: Exception | None = None
+        self._adapter = adapter
+        self._connect = connect
+        self._scope = trio.CancelScope()
+        self._stopped = trio.Event()
+
+    async def run(self) -> None:
+        """Run the adapter over a new link until it returns, fails or is stopped.  An
+        exception in the adapter ends its link (the node announces the owner lost) and
+        is kept in :attr:`error`; it never propagates into the node."""
+        try:
+            with self._scope:
+                async with (
+                    self._connect() as client,
+                    open_replicant_link(client, self.name) as link,
+                ):
+                    await self._adapter.run(link)
+        except Exception as exc:
+            self.error = exc
+            log.exception("replicant %s failed", self.name)
+        finally:
+            self._stopped.set()
+
+    @property
+    def running(self) -> bool:
+        """The adapter has not stopped yet."""
+        return not self._stopped.is_set()
+
+    def stop(self) -> None:
+        """Stop the adapter (its link closes; the node announces the owner lost)."""
+        self._scope.cancel()
+
+    async def wait_stopped(self) -> None:
+        """Wait until the adapter has stopped (returned, failed or was stopped)."""
+        await self._stopped.wait()
 
 
 class ReplicantLink:
@@ -96,6 +153,9 @@ class ReplicantLink:
         #: inputs dropped because the replicant did not keep up (never happens unless
         #: ``max_buffered`` inputs are waiting)
         self.dropped_inputs = 0
+        #: times the interest deltas overflowed and were replaced by a full re-sync
+        self.interest_resyncs = 0
+        self._closed = False
 
     # -- authority --------------------------------------------------------------------------
 
@@ -128,8 +188,11 @@ class ReplicantLink:
         await self.client.publish(subject, payload, key=key)
 
     async def receive_input(self) -> Input:
-        """The next input for an entity this replicant owns (in order per client)."""
+        """The next input for an entity this replicant owns (in order per client); raises
+        :class:`~meshgate.ConnectionClosedError` once the link's connection is gone."""
         while not self._inputs:
+            if self._closed:
+                raise ConnectionClosedError("the replicant link's connection is closed")
             await self._input_waiters.park()
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._inputs:  # taken by receive_input_nowait meanwhile
@@ -143,8 +206,34 @@ class ReplicantLink:
         return self._inputs.popleft()
 
     async def interest_change(self) -> InterestDelta:
-        """The next change of the aggregated client interest."""
-        return await self._deltas.receive()
+        """The next change of the aggregated client interest; raises
+        :class:`~meshgate.ConnectionClosedError` once the link's connection is gone."""
+        try:
+            return await self._deltas.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise ConnectionClosedError("the replicant link's connection is closed") from None
+
+    def interest_change_nowait(self) -> InterestDelta:
+        """The next change if one is waiting, else raise :class:`trio.WouldBlock`."""
+        try:
+            return self._deltas.receive_nowait()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise ConnectionClosedError("the replicant link's connection is closed") from None
+
+    def _emit(self, delta: InterestDelta) -> None:
+        try:
+            self._deltas_send.send_nowait(delta)
+        except trio.WouldBlock:
+            # the replicant fell behind: one full re-sync replaces the whole backlog
+            while True:
+                try:
+                    self._deltas.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            self.interest_resyncs += 1
+            self._deltas_send.send_nowait(InterestDelta(frozenset(self._wanted), frozenset(), True))
+        except trio.ClosedResourceError:
+            pass
 
     @property
     def interest(self) -> frozenset[str]:
@@ -165,10 +254,15 @@ class ReplicantLink:
         await c.flush()
         await c.publish(INTEREST_SYNC, b"")  # every node re-announces its interest
         task_status.started()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._pump_inputs, inputs)
-            nursery.start_soon(self._pump_interest, adds, True)
-            nursery.start_soon(self._pump_interest, removes, False)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump_inputs, inputs)
+                nursery.start_soon(self._pump_interest, adds, True)
+                nursery.start_soon(self._pump_interest, removes, False)
+        finally:
+            self._closed = True  # the connection is gone: waiters learn it
+            self._input_waiters.unpark_all()
+            self._deltas_send.close()
 
     async def _pump_inputs(self, sub: Subscription) -> None:
         async for m in sub:
@@ -194,20 +288,23 @@ class ReplicantLink:
             if added:
                 if nodes is None:
                     self._wanted[pattern] = {node}
-                    self._deltas_send.send_nowait(InterestDelta(frozenset({pattern}), frozenset()))
+                    self._emit(InterestDelta(frozenset({pattern}), frozenset()))
                 else:
                     nodes.add(node)
             elif nodes is not None:
                 nodes.discard(node)
                 if not nodes:
                     del self._wanted[pattern]
-                    self._deltas_send.send_nowait(InterestDelta(frozenset(), frozenset({pattern})))
+                    self._emit(InterestDelta(frozenset(), frozenset({pattern})))
 
 
 @asynccontextmanager
-async def open_replicant_link(client: Client, name: str) -> AsyncIterator[ReplicantLink]:
-    """A :class:`ReplicantLink` over an existing client connection (role replicant)."""
-    link = ReplicantLink(client, name)
+async def open_replicant_link(
+    client: Client, name: str, *, max_buffered: int = 65536
+) -> AsyncIterator[ReplicantLink]:
+    """A :class:`ReplicantLink` over an existing client connection (role replicant);
+    ``max_buffered`` bounds its input queue and its interest-delta queue."""
+    link = ReplicantLink(client, name, max_buffered=max_buffered)
     async with open_unwrapping_nursery() as nursery:
         await nursery.start(link._run)
         try:

@@ -4,7 +4,9 @@ The TOML file holds :class:`~meshgate.GatewayConfig` fields at the top level
 (``[gateways]`` maps remote cluster names to URL lists; ``[[users]]`` entries
 take ``token``, ``account`` and optional ``publish``/``subscribe`` tables with
 ``allow``/``deny`` lists).  Once listening, the node prints one JSON line with
-its bound URLs on standard output; SIGINT or SIGTERM stops it gracefully.
+its bound URLs on standard output; SIGINT or SIGTERM stops it gracefully; SIGHUP
+re-reads the file and applies users, permissions and limits (it logs which other
+changes need a restart).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import trio
 
-from ._shell import open_gateway
+from ._shell import Gateway, open_gateway
 from .config import ConfigError, GatewayConfig, check_mapping
 
 
@@ -61,8 +63,28 @@ def load_config(path: str | Path) -> GatewayConfig:
     return GatewayConfig.from_mapping(data)
 
 
-async def _run(config: GatewayConfig) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+def _reload(gw: Gateway, path: str | Path) -> None:
+    """SIGHUP: re-read the file and apply what can change while running."""
+    log = logging.getLogger("meshgate")
+    errors = check_file(path)
+    if errors:
+        for e in errors:
+            log.error("reload refused, the running configuration stays: %s", e)
+        return
+    try:
+        restart = gw.reconfigure(load_config(path))
+    except (ConfigError, OSError) as exc:
+        log.error("reload refused, the running configuration stays: %s", exc)
+        return
+    log.warning(
+        "configuration reloaded%s",
+        f"; these need a restart and were not applied: {', '.join(restart)}" if restart else "",
+    )
+
+
+async def _run(config: GatewayConfig, path: str | Path | None = None) -> None:
+    signals_wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    with trio.open_signal_receiver(*signals_wanted) as signals:
         async with open_gateway(config) as gw:
             ready = {
                 "name": config.name,
@@ -73,6 +95,10 @@ async def _run(config: GatewayConfig) -> None:
             }
             print(json.dumps(ready), flush=True)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if path is not None:
+                        _reload(gw, path)
+                    continue
                 logging.getLogger("meshgate").info("signal %d: draining", signum)
                 break
             # leaving the block drains: new connections are refused, every connection is
@@ -103,5 +129,5 @@ def serve_main(path: str, *, verbose: int = 0, check: bool = False) -> int:
     except (ConfigError, OSError) as exc:
         print(f"meshgate serve: {path}: {exc}", file=sys.stderr)
         return 2
-    trio.run(_run, config)
+    trio.run(_run, config, path)
     return 0

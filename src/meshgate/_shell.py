@@ -571,6 +571,16 @@ class Gateway:
         self._nursery.start_soon(handle.run)
         return handle
 
+    def reconfigure(self, config: GatewayConfig) -> list[str]:
+        """Apply a new configuration to the running node as far as that is safe: users
+        and permissions (revoked credentials are disconnected, narrowed permissions end
+        the subscriptions they no longer allow) and limits.  Returns the names of the
+        fields that differ but need a restart; those are not applied."""
+        restart = self._core.reconfigure(config)
+        self.config = self._core.config
+        self._after_core()
+        return restart
+
     async def aclose(self) -> None:
         """Stop: every connection gets a shutting-down error, is flushed briefly, then closed."""
         self._stopping = True

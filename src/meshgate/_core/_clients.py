@@ -110,16 +110,47 @@ class ClientPort:
             return
         if user is not None:
             account = user.account
-            if user.publish != Permissions():
-                conn.pub_perm = user.publish
-            if user.subscribe != Permissions():
-                conn.sub_perm = user.subscribe
+            conn.user = user
+            self._apply_permissions(conn, user)
         acct = core.account(account)
         acct.clients += 1
         conn.account = acct
         conn.name = hello.name
         conn.role = Role(hello.role)
         conn.state = ConnState.OPEN
+
+    @staticmethod
+    def _apply_permissions(conn: ClientConnection, user: User) -> None:
+        conn.pub_perm = user.publish if user.publish != Permissions() else None
+        conn.sub_perm = user.subscribe if user.subscribe != Permissions() else None
+        conn.perm_cache.clear()
+
+    def reload_users(self, users: tuple[User, ...]) -> None:
+        """New users: a connection whose credential is gone (or moved to another account,
+        or lost its replicant right) is closed; the others get their user's new
+        permissions, and subscriptions those no longer allow end with an error."""
+        core = self.core
+        self._users = {u.token: u for u in users}
+        for conn in list(core.conns.values()):
+            if type(conn) is not ClientConnection or conn.user is None:
+                continue
+            if conn.state is not ConnState.OPEN:
+                continue
+            new = self._users.get(conn.user.token)
+            if (
+                new is None
+                or new.account != conn.user.account
+                or (conn.role is Role.REPLICANT and not new.replicant)
+            ):
+                core._fail(conn, ErrorCode.AUTH_FAILED, "credential revoked")
+                continue
+            conn.user = new
+            self._apply_permissions(conn, new)
+            if conn.sub_perm is not None:
+                for sub in list(conn.subs.values()):
+                    if sub.pattern[0] != "$" and not sub_permitted(conn.sub_perm, sub.pattern):
+                        self.remove_sub(sub)
+                        core.deny(conn, f"subscription to {sub.pattern!r} no longer permitted")
 
     def _is_local_replicant(self, hello: Hello) -> bool:
         local = self.local_replicant_token

@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from ..config import Permissions
+from ..config import Permissions, User
 from ..interest import InboundInterest, OutboundInterest
 from ..protocol import LEGAL_RECEIVE, ConnectionKind, Decoder, Opcode, Role
 
@@ -150,6 +150,7 @@ class ClientConnection(Connection):
         "slow",
         "sub_perm",
         "subs",
+        "user",
     )
 
     def __init__(self, cid: int, decoder: Decoder, now: float, *, track_frames: bool) -> None:
@@ -158,6 +159,8 @@ class ClientConnection(Connection):
         #: ``client`` or ``replicant``, set once by the handshake
         self.role = Role.CLIENT
         self.subs: dict[int, LocalSubscription] = {}
+        #: the user it authenticated as (None without users)
+        self.user: User | None = None
         self.pub_perm: Permissions | None = None
         self.sub_perm: Permissions | None = None
         self.perm_cache: dict[str, bool] = {}

@@ -44,7 +44,11 @@ class Delivery(CoreBase):
                 c.keyed_bytes -= len(old)
                 c.coalesced += 1
                 self.coalesced_messages += 1
-            if c.keyed_bytes + size > self._max_pending:
+            if len(c.out) + c.keyed_bytes + size > self._max_pending and not (
+                # the whole buffer is bounded: the event backlog goes first (a resync),
+                # and only a state lane that cannot fit on its own disconnects
+                c.out and self._resync(c) and len(c.out) + c.keyed_bytes + size <= self._max_pending
+            ):
                 self._slow(c, "keyed state lane")
                 return 0
             c.keyed[k] = prefix + tail

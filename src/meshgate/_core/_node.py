@@ -12,6 +12,7 @@ __all__ = ["NodeCore"]
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import msgpack
 
 from .._errors import ErrorCode, RemoteProtocolError
@@ -111,6 +112,50 @@ class NodeCore(FanOut):
             self.routes.cluster_url = cluster_url
         if gateway_url is not None:
             self.gateways.gateway_url = gateway_url
+
+    #: configuration fields that :meth:`reconfigure` applies to a running node
+    RELOADABLE = frozenset(
+        {
+            "users",
+            "max_payload",
+            "max_pending_bytes",
+            "max_connections",
+            "max_subscriptions",
+            "max_resyncs",
+            "auth_timeout",
+            "ping_interval",
+            "max_pings_out",
+            "write_deadline",
+            "connect_retries",
+            "reconnect_wait",
+        }
+    )
+
+    def reconfigure(self, new: GatewayConfig) -> list[str]:
+        """Apply what can change safely while running (:attr:`RELOADABLE`); returns the
+        names of the other fields that differ (they need a restart and are not applied).
+        New limits apply to what comes next (a decoder's frame limit is its own)."""
+        old = self.config
+        changed = [
+            f.name
+            for f in attrs.fields(GatewayConfig)
+            if getattr(old, f.name) != getattr(new, f.name)
+        ]
+        restart = [name for name in changed if name not in self.RELOADABLE]
+        applied = attrs.evolve(
+            old, **{name: getattr(new, name) for name in changed if name in self.RELOADABLE}
+        )
+        self.config = applied
+        self._max_payload = applied.max_payload
+        self._max_pending = applied.max_pending_bytes
+        if "users" in changed:
+            known = frozenset({u.account for u in applied.users} or {"$G"})
+            if self._layer is not None:
+                known |= {control_account(a) for a in known}
+            self.known_accounts = known
+            self.clients.reload_users(applied.users)
+        self._run_internal()
+        return restart
 
     def attach_layer(self, layer: Layer) -> None:
         """Plug ``layer`` into the core (one layer per core; see ``_hooks.py``)."""

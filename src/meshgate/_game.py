@@ -85,6 +85,7 @@ class GameLayer:
         self._speculative: dict[str, dict[int, None]] = {}
         self._provisional: dict[str, tuple[str, list[tuple[int, int]]]] = {}
         self._provisional_of: dict[str, deque[str]] = {}  # sender -> its records, oldest first
+        self._asked: dict[tuple[str, str], None] = {}  # entities whose owner was asked for
         self.provisional_evicted = 0
         for account in accounts:
             control = r.control_account(account)
@@ -145,7 +146,10 @@ class GameLayer:
             mine[seq] = None
             if len(mine) > SPECULATIVE_PER_CLIENT:
                 del mine[next(iter(mine))]
-        self._send_inputs(account, self._router(account).input(client, entity, seq, data))
+        router = self._router(account)
+        self._send_inputs(account, router.input(client, entity, seq, data))
+        if router.owner(entity) == (None, 0) and entity in router.entities:
+            self._ask_owner(account, entity)
         if speculative:
             assert relay is not None
             # relayed at once to every interested client, marked provisional; the node
@@ -224,6 +228,18 @@ class GameLayer:
 
     # -- internal subscriptions ---------------------------------------------------------------
 
+    def _ask_owner(self, account: str, entity: str) -> None:
+        """An input for an entity this node never saw claimed (it joined after the claim):
+        ask the other nodes once; those that know answer with the claim."""
+        key = (account, entity)
+        if key in self._asked:
+            return
+        self._asked[key] = None
+        if len(self._asked) > SPECULATIVE_MAX:
+            del self._asked[next(iter(self._asked))]
+        payload = self.host.encoder.pack((entity,))
+        self.host.inject(r.control_account(account), r.AUTH_WHO, payload)
+
     def _send_inputs(self, account: str, deliveries: list[Delivery]) -> None:
         pack = self.host.encoder.pack
         for d in deliveries:
@@ -238,7 +254,14 @@ class GameLayer:
             router = self._router(account)
             if subject == r.AUTH_CLAIM:
                 entity, replicant, epoch = fields
+                self._asked.pop((account, entity), None)
                 self._send_inputs(account, router.claim(entity, replicant, epoch))
+            elif subject == r.AUTH_WHO:
+                (entity,) = fields
+                owner, epoch = router.owner(entity)
+                if owner is not None:  # tell the node that asked (and any other)
+                    claim = self.host.encoder.pack((entity, owner, epoch))
+                    self.host.inject(r.control_account(account), r.AUTH_CLAIM, claim)
             elif subject == r.AUTH_RELEASE:
                 entity, replicant, epoch, applied = fields
                 router.release(entity, replicant, epoch, dict(applied))

@@ -13,6 +13,8 @@ subject                       meaning                                           
 ``$AUTH.release``             ``(entity, replicant, epoch, applied)``             replicant
 ``$AUTH.ack``                 ``(entity, replicant, epoch, applied)``             replicant
 ``$AUTH.lost``                ``(replicant,)``: its connection went away          node
+``$AUTH.who``                 ``(entity,)``: who owns it? (nodes that know        node
+                              answer with ``$AUTH.claim``)
 ``$INTEREST.add`` / remove    ``(node, pattern)``: client interest appeared/left  node
 ``$INTEREST.sync``            a replicant joined: re-announce interest            replicant
 ``$SPEC.confirm`` / correct   ``(client, seq, value)``: verdict on a relay        replicant
@@ -42,6 +44,7 @@ __all__ = [
     "AUTH_PATTERN",
     "AUTH_PREFIX",
     "AUTH_RELEASE",
+    "AUTH_WHO",
     "CONF_PREFIX",
     "CORR_PREFIX",
     "DEFAULT_ACCOUNT",
@@ -76,6 +79,7 @@ AUTH_CLAIM = "$AUTH.claim"
 AUTH_RELEASE = "$AUTH.release"
 AUTH_ACK = "$AUTH.ack"
 AUTH_LOST = "$AUTH.lost"
+AUTH_WHO = "$AUTH.who"
 INTEREST_ADD = "$INTEREST.add"
 INTEREST_REMOVE = "$INTEREST.remove"
 INTEREST_SYNC = "$INTEREST.sync"

@@ -10,7 +10,6 @@ from __future__ import annotations
 __all__ = ["Gateway", "open_gateway"]
 
 import logging
-import random
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ import trio.testing
 
 from . import _game
 from ._core import Connection, ConnState, NodeCore, PeerConnection, _views
+from ._dialers import Dialing
 from ._nursery import open_unwrapping_nursery
 from ._stats import (
     AccountInfo,
@@ -36,7 +36,7 @@ from ._stats import (
 from ._version import __version__
 from .config import GatewayConfig
 from .protocol import ConnectionKind, Role
-from .transports import connect_stream, get_transport
+from .transports import get_transport
 
 if TYPE_CHECKING:
     from ._game import GameInfo
@@ -66,7 +66,7 @@ class _Handle:
         self.closed = False
 
 
-class Gateway:
+class Gateway(Dialing):
     """A running node.  Get one from :func:`open_gateway`, or construct it and
     ``await nursery.start(gateway.run)`` in a nursery you own."""
 
@@ -193,106 +193,6 @@ class Gateway:
 
     async def _serve_gateway_stream(self, stream: trio.abc.Stream) -> None:
         await self._serve_stream(stream, ConnectionKind.GATEWAY_INBOUND)
-
-    async def _backoff(self, failures: int) -> None:
-        """Wait before the next dial: jittered, growing with failures to 10x
-        ``reconnect_wait``, and never zero (no hot loop)."""
-        delay = self.config.reconnect_wait * min(10.0, 1.5 ** min(failures, 8))
-        await trio.sleep(delay * random.uniform(0.5, 1.0))
-
-    def _start_gateway_dialer(self, cluster: str, *, explicit: bool) -> None:
-        if (
-            cluster in self._gateway_dialers
-            or cluster == self.config.cluster
-            or self._nursery is None
-            or self._stopping
-            or self.gateway_url is None
-        ):
-            return
-        self._gateway_dialers.add(cluster)
-        self._nursery.start_soon(self._dial_gateway, cluster, explicit)
-
-    async def _dial_gateway(self, cluster: str, explicit: bool) -> None:
-        """Keep exactly one outbound connection to ``cluster``, landing on any of its nodes.
-
-        Configured clusters are retried forever, discovered ones for ``connect_retries``
-        failed passes.  Every pass is followed by a jittered wait: never a hot loop.
-        """
-        gateways = self._core.gateways
-        cfg = self.config
-        failures = 0
-        try:
-            while True:
-                if cluster in gateways.outbound:
-                    await self._gateways_event.wait()
-                    continue
-                urls = list(gateways.urls.get(cluster, ()))
-                random.shuffle(urls)
-                connected = False
-                for url in urls:
-                    try:
-                        with trio.move_on_after(max(2.0, cfg.reconnect_wait)) as scope:
-                            cm = connect_stream(url, ssl_context=cfg.gateway_tls_dial)
-                            stream = await cm.__aenter__()
-                        if scope.cancelled_caught:
-                            continue
-                    except OSError as exc:
-                        log.debug("gateway %s via %s failed: %s", cluster, url, exc)
-                        continue
-                    try:
-                        connected = True
-                        await self._serve_stream(
-                            stream,
-                            ConnectionKind.GATEWAY_OUTBOUND,
-                            dialed=True,
-                            expected_cluster=cluster,
-                        )
-                    finally:
-                        with trio.CancelScope(shield=True):
-                            await cm.__aexit__(None, None, None)
-                    break
-                failures = 0 if connected else failures + 1
-                if not explicit and failures > cfg.connect_retries:
-                    log.info("giving up on discovered gateway cluster %s", cluster)
-                    return
-                await self._backoff(failures)
-        finally:
-            self._gateway_dialers.discard(cluster)
-
-    def _start_dialer(self, url: str, *, explicit: bool) -> None:
-        if url in self._dialing or self._nursery is None or self._stopping:
-            return
-        self._dialing.add(url)
-        self._nursery.start_soon(self._dial_route, url, explicit)
-
-    async def _dial_route(self, url: str, explicit: bool) -> None:
-        """Keep a route to ``url``: forever for a configured seed, ``connect_retries``
-        failed attempts for a URL learned by gossip.  Always waits between attempts."""
-        routes = self._core.routes
-        cfg = self.config
-        failures = 0
-        try:
-            while True:
-                if url in routes.self_urls or url == routes.cluster_url:
-                    return
-                if url in routes.connected_urls():
-                    await self._routes_event.wait()  # a route to it exists (either direction)
-                    continue
-                try:
-                    async with connect_stream(url, ssl_context=cfg.cluster_tls_dial) as stream:
-                        failures = 0
-                        await self._serve_stream(stream, ConnectionKind.ROUTE, dialed=True)
-                except OSError as exc:
-                    failures += 1
-                    log.debug("route to %s failed: %s", url, exc)
-                    if not explicit and failures > cfg.connect_retries:
-                        log.info("giving up on gossiped route %s", url)
-                        return
-                if url in routes.self_urls:
-                    return
-                await self._backoff(failures)
-        finally:
-            self._dialing.discard(url)
 
     async def _serve_stream(
         self,

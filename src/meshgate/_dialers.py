@@ -1,0 +1,149 @@
+"""The dialers of a node: routes to the seeds and gossiped URLs of its cluster, one
+outbound gateway per remote cluster; jittered backoff, never a hot loop.
+
+A mixin of :class:`~meshgate.Gateway` (the shell); it decides nothing about routing.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Dialing"]
+
+import logging
+import random
+from typing import TYPE_CHECKING
+
+import trio
+
+from .protocol import ConnectionKind
+from .transports import connect_stream
+
+if TYPE_CHECKING:
+    from ._core import NodeCore
+    from .config import GatewayConfig
+
+log = logging.getLogger("meshgate.gateway")
+
+
+class Dialing:
+    """Keeps the node's routes and outbound gateways dialed."""
+
+    config: GatewayConfig
+    gateway_url: str | None
+    _core: NodeCore
+    _nursery: trio.Nursery | None
+    _stopping: bool
+    _gateways_event: trio.Event
+    _routes_event: trio.Event
+    _gateway_dialers: set[str]
+    _dialing: set[str]
+
+    if TYPE_CHECKING:  # the shell runs the connections the dialers open
+
+        async def _serve_stream(
+            self,
+            stream: trio.abc.Stream,
+            kind: ConnectionKind = ConnectionKind.CLIENT,
+            *,
+            dialed: bool = False,
+            expected_cluster: str | None = None,
+        ) -> None: ...
+
+    async def _backoff(self, failures: int) -> None:
+        """Wait before the next dial: jittered, growing with failures to 10x
+        ``reconnect_wait``, and never zero (no hot loop)."""
+        delay = self.config.reconnect_wait * min(10.0, 1.5 ** min(failures, 8))
+        await trio.sleep(delay * random.uniform(0.5, 1.0))
+
+    def _start_gateway_dialer(self, cluster: str, *, explicit: bool) -> None:
+        if (
+            cluster in self._gateway_dialers
+            or cluster == self.config.cluster
+            or self._nursery is None
+            or self._stopping
+            or self.gateway_url is None
+        ):
+            return
+        self._gateway_dialers.add(cluster)
+        self._nursery.start_soon(self._dial_gateway, cluster, explicit)
+
+    async def _dial_gateway(self, cluster: str, explicit: bool) -> None:
+        """Keep exactly one outbound connection to ``cluster``, landing on any of its nodes.
+
+        Configured clusters are retried forever, discovered ones for ``connect_retries``
+        failed passes.  Every pass is followed by a jittered wait: never a hot loop.
+        """
+        gateways = self._core.gateways
+        cfg = self.config
+        failures = 0
+        try:
+            while True:
+                if cluster in gateways.outbound:
+                    await self._gateways_event.wait()
+                    continue
+                urls = list(gateways.urls.get(cluster, ()))
+                random.shuffle(urls)
+                connected = False
+                for url in urls:
+                    try:
+                        with trio.move_on_after(max(2.0, cfg.reconnect_wait)) as scope:
+                            cm = connect_stream(url, ssl_context=cfg.gateway_tls_dial)
+                            stream = await cm.__aenter__()
+                        if scope.cancelled_caught:
+                            continue
+                    except OSError as exc:
+                        log.debug("gateway %s via %s failed: %s", cluster, url, exc)
+                        continue
+                    try:
+                        connected = True
+                        await self._serve_stream(
+                            stream,
+                            ConnectionKind.GATEWAY_OUTBOUND,
+                            dialed=True,
+                            expected_cluster=cluster,
+                        )
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await cm.__aexit__(None, None, None)
+                    break
+                failures = 0 if connected else failures + 1
+                if not explicit and failures > cfg.connect_retries:
+                    log.info("giving up on discovered gateway cluster %s", cluster)
+                    return
+                await self._backoff(failures)
+        finally:
+            self._gateway_dialers.discard(cluster)
+
+    def _start_dialer(self, url: str, *, explicit: bool) -> None:
+        if url in self._dialing or self._nursery is None or self._stopping:
+            return
+        self._dialing.add(url)
+        self._nursery.start_soon(self._dial_route, url, explicit)
+
+    async def _dial_route(self, url: str, explicit: bool) -> None:
+        """Keep a route to ``url``: forever for a configured seed, ``connect_retries``
+        failed attempts for a URL learned by gossip.  Always waits between attempts."""
+        routes = self._core.routes
+        cfg = self.config
+        failures = 0
+        try:
+            while True:
+                if url in routes.self_urls or url == routes.cluster_url:
+                    return
+                if url in routes.connected_urls():
+                    await self._routes_event.wait()  # a route to it exists (either direction)
+                    continue
+                try:
+                    async with connect_stream(url, ssl_context=cfg.cluster_tls_dial) as stream:
+                        failures = 0
+                        await self._serve_stream(stream, ConnectionKind.ROUTE, dialed=True)
+                except OSError as exc:
+                    failures += 1
+                    log.debug("route to %s failed: %s", url, exc)
+                    if not explicit and failures > cfg.connect_retries:
+                        log.info("giving up on gossiped route %s", url)
+                        return
+                if url in routes.self_urls:
+                    return
+                await self._backoff(failures)
+        finally:
+            self._dialing.discard(url)

@@ -60,9 +60,9 @@ class _Handle:
         self.stream = stream
         self.wake = trio.Event()
         self.scope: trio.CancelScope | None = None
-        #: set (and replaced) after every write, and for good when the connection ends:
-        #: publishers waiting for this link to drain wake up
-        self.drained = trio.Event()
+        #: routes and gateways only: set (and replaced) after every write, and for good
+        #: when the connection ends, so that publishers waiting for the link wake up
+        self.drained: trio.Event | None = trio.Event() if isinstance(conn, PeerConnection) else None
         self.closed = False
 
 
@@ -221,7 +221,8 @@ class Gateway(Dialing):
             log.exception("connection %d failed", conn.id)
         finally:
             h.closed = True
-            h.drained.set()  # nobody waits for a link that is gone
+            if h.drained is not None:
+                h.drained.set()  # nobody waits for a link that is gone
             if conn.close_reason:
                 log.info("connection %d closed: %s", conn.id, conn.close_reason)
             core.connection_lost(conn)
@@ -255,6 +256,8 @@ class Gateway(Dialing):
         than ``max_pending_bytes``: only the connection that sent that batch waits for
         them (back-pressure); nothing else on the node does."""
         core = self._core
+        if not core.routes.peers and not core.gateways.outbound:
+            return None  # a node on its own: nothing to wait for
         limit = self.config.max_pending_bytes
         out: list[_Handle] | None = None
         for c in core.effects.writable:
@@ -276,31 +279,41 @@ class Gateway(Dialing):
         limit = self.config.max_pending_bytes
         for link in links:
             while not link.closed and core.pending_bytes(link.conn) > limit:
+                assert link.drained is not None
                 await link.drained.wait()
 
     async def _writer(self, h: _Handle) -> None:
+        """Write whatever the core queued, coalesced per wake-up.  A client that falls
+        behind meets its slow-consumer policy in the core; a route or gateway write is
+        bounded by ``write_deadline`` and wakes the publishers waiting for the link."""
         core = self._core
         conn = h.conn
         stream = h.stream
+        peer = h.drained is not None
         while True:
             await h.wake.wait()
             h.wake = trio.Event()
             if core.has_output(conn):
                 data = core.take_output(conn)
                 try:
-                    with trio.move_on_after(self.config.write_deadline) as deadline:
+                    if not peer:
                         await stream.send_all(data)
+                    else:
+                        with trio.move_on_after(self.config.write_deadline) as deadline:
+                            await stream.send_all(data)
+                        if deadline.cancelled_caught:
+                            log.warning(
+                                "connection %d: a write took longer than write_deadline=%ss;"
+                                " closing",
+                                conn.id,
+                                self.config.write_deadline,
+                            )
+                            break
+                        assert h.drained is not None
+                        h.drained.set()
+                        h.drained = trio.Event()
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     break
-                if deadline.cancelled_caught:
-                    log.warning(
-                        "connection %d: a write took longer than write_deadline=%ss; closing",
-                        conn.id,
-                        self.config.write_deadline,
-                    )
-                    break
-                h.drained.set()
-                h.drained = trio.Event()
             if conn.state >= ConnState.CLOSING and not core.has_output(conn):
                 break
         assert h.scope is not None

@@ -102,7 +102,8 @@ async def test_sigterm_drains_and_exits(tmp_path: Path) -> None:
             while b"\n" not in buf:
                 buf += await proc.stdout.receive_some(4096)
             ready = json.loads(buf.split(b"\n")[0])
-            async with meshgate.connect(ready["client_url"]) as client:
+            # without reconnecting, to see the node's goodbye
+            async with meshgate.connect(ready["client_url"], reconnect=False) as client:
                 await client.flush()
                 proc.send_signal(signal.SIGTERM)
                 start = trio.current_time()

@@ -10,6 +10,7 @@ __all__ = [
     "DEFAULT_SUBSCRIPTION_BUFFER",
     "Client",
     "ConnectionClosedError",
+    "ConnectionEvent",
     "Message",
     "PayloadTooLargeError",
     "ServerError",
@@ -20,10 +21,11 @@ __all__ = [
 
 import itertools
 import os
+import random
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import NamedTuple
 
 import trio
@@ -33,7 +35,7 @@ from ._nursery import open_unwrapping_nursery
 from ._reserved import NOTICE_SID, input_subject
 from .protocol import PROTOCOL_VERSION, Decoder, Encoder, Hello, Opcode, Ping, Pong, Role, to_frame
 from .subjects import validate_pattern, validate_subject
-from .transports import connect_stream
+from .transports import connect_stream, get_transport
 
 #: Messages a subscription buffers before it drops new ones (see :class:`Subscription`).
 DEFAULT_SUBSCRIPTION_BUFFER = 65536
@@ -46,6 +48,21 @@ class Message(NamedTuple):
     subject: str
     payload: bytes
     reply: str | None
+
+
+class ConnectionEvent(NamedTuple):
+    """A change of a client's connection (:meth:`Client.connection_events`)."""
+
+    #: ``"disconnected"``, ``"reconnected"`` or ``"closed"`` (the last event)
+    kind: str
+    #: the node URL it concerns (the new one for ``reconnected``)
+    url: str | None
+    #: why, for ``disconnected`` and ``closed`` (empty when the client closed itself)
+    reason: str
+
+
+#: how a client finds a node again: ``redial(lost_url) -> (stream, url) | None``
+Redial = Callable[[str | None], Awaitable["tuple[trio.abc.Stream, str] | None"]]
 
 
 class ConnectionClosedError(MeshgateError):
@@ -102,6 +119,7 @@ class Subscription:
         self.dropped = 0
         self._remaining: int | None = None
         self._active = True
+        self._lost = False  # the client gave up its connection (not an unsubscribe)
 
     def _push(self, msg: Message) -> None:
         if self._on_message is not None:
@@ -147,6 +165,8 @@ class Subscription:
             try:
                 yield await self._receive.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
+                if self._lost:  # the connection failed for good: say so, do not just end
+                    raise self._client._closed_error() from None
                 return
 
     async def unsubscribe(self, max_msgs: int | None = None) -> None:
@@ -164,10 +184,34 @@ class Subscription:
 class Client:
     """A connection to a node.  Get one from :func:`connect`."""
 
-    def __init__(self, stream: trio.abc.Stream, *, name: str, token: str | None) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        name: str,
+        token: str | None,
+        role: Role = Role.CLIENT,
+        url: str | None = None,
+        redial: Redial | None = None,
+        ping_interval: float | None = None,
+        max_pings_out: int = 2,
+    ) -> None:
         self._stream = stream
         self.name = name
         self._token = token
+        self._role = role
+        #: the URL of the node this client is connected to (None for a given stream)
+        self.url = url
+        self._redial = redial
+        self._ping_interval = ping_interval
+        self._max_pings_out = max_pings_out
+        self._pings_out = 0
+        self._explicit_close = False
+        self._established = False  # the node accepted us once: a loss is worth a redial
+        self._conn_scope: trio.CancelScope | None = None
+        #: times the client reconnected (to this node or another)
+        self.reconnects = 0
+        self._events_send, self._events = trio.open_memory_channel[ConnectionEvent](256)
         self._enc = Encoder()
         self._dec = Decoder(max_frame_bytes=64 * 1024 * 1024)
         self._out = bytearray()
@@ -175,7 +219,7 @@ class Client:
         self._drained = trio.Event()
         self._subs: dict[int, Subscription] = {}
         self._sids = itertools.count(1)
-        self._pongs: deque[trio.Event] = deque()
+        self._pongs: deque[trio.Event | None] = deque()  # None: a keepalive PING
         self._closed = False
         self._error: ServerError | None = None
         self._transport_error: BaseException | None = None
@@ -234,7 +278,7 @@ class Client:
                     await self._stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     self._transport_error = self._transport_error or exc
-                    self._mark_closed()
+                    self._lose()
                     return
             self._drained.set()
             self._drained = trio.Event()
@@ -246,7 +290,7 @@ class Client:
                 try:
                     data = await self._stream.receive_some(64 * 1024)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    self._transport_error = exc
+                    self._transport_error = self._transport_error or exc
                     return
                 if not data:
                     return
@@ -267,12 +311,15 @@ class Client:
         except RemoteProtocolError as exc:
             self._error = ServerError(int(exc.code), f"bad frame from node: {exc.reason}")
         finally:
-            self._mark_closed()
+            self._lose()
 
     def _control(self, op: int, f: tuple[object, ...]) -> None:
         if op == Opcode.PONG:
+            self._pings_out = 0  # any answer shows the node is alive
             if self._pongs:
-                self._pongs.popleft().set()
+                waiter = self._pongs.popleft()
+                if waiter is not None:
+                    waiter.set()
         elif op == Opcode.PING:
             self._out += _PONG
             self._wake.set()
@@ -293,17 +340,119 @@ class Client:
             self.server_cluster = hello.cluster
             self._handshake_done.set()
 
+    def _lose(self) -> None:
+        """This connection is over (the supervisor decides whether to reconnect)."""
+        if self._conn_scope is not None:
+            self._conn_scope.cancel()
+
+    async def _pinger(self) -> None:
+        """Keepalive: a node that answers no PING for ``max_pings_out`` intervals is hung."""
+        assert self._ping_interval is not None
+        while True:
+            await trio.sleep(self._ping_interval)
+            if self._pings_out >= self._max_pings_out:
+                self._transport_error = self._transport_error or ConnectionError(
+                    f"no PONG from the node for {self._max_pings_out} pings"
+                )
+                await trio.aclose_forcefully(self._stream)
+                self._lose()
+                return
+            self._pings_out += 1
+            self._pongs.append(None)
+            self._out += _PING
+            self._wake.set()
+
+    async def _serve_connection(self) -> None:
+        """Read, write and ping on the current stream until it is lost."""
+        async with trio.open_nursery() as nursery:
+            self._conn_scope = nursery.cancel_scope
+            nursery.start_soon(self._writer)
+            nursery.start_soon(self._reader)
+            if self._ping_interval is not None:
+                nursery.start_soon(self._pinger)
+
+    def _final(self) -> bool:
+        """The node refused us for good: reconnecting would only repeat it."""
+        return self._error is not None and self._error.code in (
+            ErrorCode.AUTH_FAILED,
+            ErrorCode.HANDSHAKE_REFUSED,
+            ErrorCode.PERMISSION_DENIED,
+        )
+
+    async def _supervise(self) -> None:
+        """Serve the connection; when it is lost, reconnect (if allowed) and resume."""
+        try:
+            while True:
+                await self._serve_connection()
+                if (
+                    self._explicit_close
+                    or self._redial is None
+                    or not self._established
+                    or self._final()
+                ):
+                    return
+                reason = str(self._closed_error()).removeprefix("connection closed").strip(" ()")
+                self._event("disconnected", reason)
+                await trio.aclose_forcefully(self._stream)
+                found = await self._redial(self.url)
+                if found is None:
+                    return
+                self._stream, self.url = found
+                self._resume()
+                self._event("reconnected", "")
+        finally:
+            self._mark_closed()
+
+    def _resume(self) -> None:
+        """A new connection: say HELLO again, subscribe again (same sids), then what was
+        queued meanwhile, then a PING for every flush still waiting."""
+        self.reconnects += 1
+        self._error = None
+        self._transport_error = None
+        self._pings_out = 0
+        self._dec = Decoder(max_frame_bytes=64 * 1024 * 1024)
+        waiting = [w for w in self._pongs if w is not None]
+        self._pongs = deque(waiting)
+        hello = self._enc.encode(
+            Hello(
+                version=PROTOCOL_VERSION, role=self._role.value, name=self.name, token=self._token
+            )
+        )
+        subs = b"".join(
+            self._enc.encode_raw(int(Opcode.SUB), sid, s.pattern, s.queue)
+            + (
+                self._enc.encode_raw(int(Opcode.UNSUB), sid, s._remaining)
+                if s._remaining is not None
+                else b""
+            )
+            for sid, s in self._subs.items()
+            if s._active
+        )
+        self._out = bytearray(hello + subs) + self._out + _PING * len(waiting)
+        self._wake.set()
+
+    def _event(self, kind: str, reason: str) -> None:
+        try:
+            self._events_send.send_nowait(ConnectionEvent(kind, self.url, reason))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            pass
+
     def _mark_closed(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._event("closed", "" if self._explicit_close else str(self._closed_error()))
+        self._events_send.close()
         self._handshake_done.set()
         self._drained.set()  # a publish waiting for room must learn the connection died
         for sub in list(self._subs.values()):
+            sub._lost = not self._explicit_close
             sub._finish()
         self._corrections_send.close()
         while self._pongs:
-            self._pongs.popleft().set()
+            waiter = self._pongs.popleft()
+            if waiter is not None:
+                waiter.set()
         for ch in self._requests.values():
             ch.close()
 
@@ -311,8 +460,14 @@ class Client:
 
     @property
     def is_closed(self) -> bool:
-        """True once the connection is gone."""
+        """True once the client is closed for good (not while it reconnects)."""
         return self._closed
+
+    def connection_events(self) -> trio.MemoryReceiveChannel[ConnectionEvent]:
+        """Changes of the connection as they happen (``async for`` over it):
+        ``disconnected``, ``reconnected``, and a last ``closed`` (its ``reason`` is empty
+        for :meth:`aclose`).  Bounded: at most 256 unread events are kept."""
+        return self._events
 
     async def publish(
         self,
@@ -440,7 +595,8 @@ class Client:
                 pass
 
     async def aclose(self) -> None:
-        """Close the connection (buffered publishes are flushed first, briefly)."""
+        """Close the connection for good (buffered publishes are flushed first, briefly)."""
+        self._explicit_close = True
         if not self._closed and self._out:
             with trio.move_on_after(1), trio.CancelScope(shield=True):
                 self._wake.set()
@@ -455,28 +611,25 @@ _PONG = Encoder().encode(Pong())
 
 
 @asynccontextmanager
-async def connect_with_stream(
-    stream: trio.abc.Stream,
-    *,
-    name: str | None = None,
-    token: str | None = None,
-    role: Role = Role.CLIENT,
-) -> AsyncIterator[Client]:
-    """A :class:`Client` over a stream you opened (any ``trio.abc.Stream`` to a node's
-    client port); the block runs while connected.  Same errors as :func:`connect`."""
-    client = Client(stream, name=name or "client", token=token)
+async def _running(client: Client) -> AsyncIterator[Client]:
+    """Run ``client`` (handshake first) for the duration of the block."""
     refused: ConnectionClosedError | None = None
     async with open_unwrapping_nursery() as nursery:
-        nursery.start_soon(client._reader)
-        nursery.start_soon(client._writer)
+        nursery.start_soon(client._supervise)
         try:
             await client._queue(
                 client._enc.encode(
-                    Hello(version=PROTOCOL_VERSION, role=role.value, name=client.name, token=token)
+                    Hello(
+                        version=PROTOCOL_VERSION,
+                        role=client._role.value,
+                        name=client.name,
+                        token=client._token,
+                    )
                 )
             )
             await client._handshake_done.wait()
             await client.flush()  # the node accepted our HELLO (or said why not)
+            client._established = True
         except ConnectionClosedError as exc:
             refused = exc  # raised below, outside the nursery, so callers can catch it plainly
         if refused is None:
@@ -486,28 +639,105 @@ async def connect_with_stream(
                 with trio.CancelScope(shield=True):
                     await client.aclose()
         else:
-            await trio.aclose_forcefully(stream)
+            client._explicit_close = True
+            await trio.aclose_forcefully(client._stream)
         nursery.cancel_scope.cancel()
     if refused is not None:
         raise refused
 
 
 @asynccontextmanager
+async def connect_with_stream(
+    stream: trio.abc.Stream,
+    *,
+    name: str | None = None,
+    token: str | None = None,
+    role: Role = Role.CLIENT,
+) -> AsyncIterator[Client]:
+    """A :class:`Client` over a stream you opened (any ``trio.abc.Stream`` to a node's
+    client port); the block runs while connected (no reconnect: the stream is yours).
+    Same errors as :func:`connect`."""
+    client = Client(stream, name=name or "client", token=token, role=role)
+    async with _running(client):
+        yield client
+
+
+def _redialer(
+    urls: list[str], ssl_context: ssl.SSLContext | None, attempts: int | None, wait: float
+) -> Redial:
+    async def redial(lost: str | None) -> tuple[trio.abc.Stream, str] | None:
+        """Every URL in turn (the lost one last), with jittered backoff between passes."""
+        order = [u for u in urls if u != lost] + [u for u in urls if u == lost]
+        passes = 0
+        while attempts is None or passes < attempts:
+            for u in order:
+                try:
+                    return await get_transport(u).connect(u, ssl_context=ssl_context), u
+                except (OSError, MeshgateError):
+                    continue
+            passes += 1
+            await trio.sleep(wait * min(10.0, 1.5 ** min(passes, 8)) * random.uniform(0.5, 1.0))
+        return None
+
+    return redial
+
+
+@asynccontextmanager
 async def connect(
-    url: str,
+    url: str | Sequence[str],
     *,
     name: str | None = None,
     token: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     role: Role = Role.CLIENT,
+    reconnect: bool = True,
+    max_reconnect_attempts: int | None = 60,
+    reconnect_wait: float = 0.25,
+    ping_interval: float | None = 10.0,
+    max_pings_out: int = 2,
 ) -> AsyncIterator[Client]:
-    """Connect to the node at ``url``; the block runs while connected.
+    """Connect to the node at ``url`` (or the first of several that answers); the block
+    runs while connected.
 
-    Raises :class:`ConnectionClosedError` if the node refuses the handshake
-    (for example a bad token).
+    With ``reconnect`` (the default), a lost connection is reopened to any of the URLs
+    (the lost one last), with jittered backoff for up to ``max_reconnect_attempts``
+    passes over them (None: forever); subscriptions resume with the same ids, and what
+    is published meanwhile waits in the client's bounded buffer.  The client pings its
+    node every ``ping_interval`` seconds and treats a node that leaves ``max_pings_out``
+    pings unanswered as lost.  :meth:`Client.connection_events` reports every change;
+    once the client gives up, subscriptions raise :class:`ConnectionClosedError`.
+    Reconnecting needs ``tcp://``, ``tls://`` or ``memory://`` URLs.
+
+    Raises :class:`ConnectionClosedError` if the node refuses the handshake (for
+    example a bad token), and :class:`OSError` if no URL can be reached at all.
     """
-    async with (
-        connect_stream(url, ssl_context=ssl_context) as stream,
-        connect_with_stream(stream, name=name, token=token, role=role) as client,
-    ):
-        yield client
+    urls = [url] if isinstance(url, str) else list(url)
+    if not urls:
+        raise ValueError("connect() needs at least one URL")
+    redial = _redialer(urls, ssl_context, max_reconnect_attempts, reconnect_wait)
+    failure: OSError | None = None
+    async with AsyncExitStack() as stack:
+        for first in urls:
+            try:
+                stream = await stack.enter_async_context(
+                    connect_stream(first, ssl_context=ssl_context)
+                )
+            except OSError as exc:
+                failure = exc
+                continue
+            break
+        else:
+            assert failure is not None
+            raise failure
+        client = Client(
+            stream,
+            name=name or "client",
+            token=token,
+            role=role,
+            url=first,
+            redial=redial if reconnect else None,
+            ping_interval=ping_interval,
+            max_pings_out=max_pings_out,
+        )
+        async with _running(client):
+            yield client

@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 import abc
+import contextlib
 import logging
 import ssl
 from collections import deque
@@ -265,6 +266,10 @@ class ReplicantLink:
             self._deltas_send.close()
 
     async def _pump_inputs(self, sub: Subscription) -> None:
+        with contextlib.suppress(ConnectionClosedError):  # the link ends with it
+            await self._pump_inputs_from(sub)
+
+    async def _pump_inputs_from(self, sub: Subscription) -> None:
         async for m in sub:
             try:
                 entity, epoch, client, seq, data, speculative = msgpack.unpackb(
@@ -279,6 +284,10 @@ class ReplicantLink:
             self._input_waiters.unpark_all()
 
     async def _pump_interest(self, sub: Subscription, added: bool) -> None:
+        with contextlib.suppress(ConnectionClosedError):  # the link ends with it
+            await self._pump_interest_from(sub, added)
+
+    async def _pump_interest_from(self, sub: Subscription, added: bool) -> None:
         async for m in sub:
             try:
                 node, pattern = msgpack.unpackb(m.payload, use_list=False)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from .client import ConnectionClosedError
 from .subjects import validate_subject
 
 if TYPE_CHECKING:
@@ -141,15 +142,22 @@ class InterestArea:
 
     async def _forward(self, sub: Subscription, scope: trio.CancelScope) -> None:
         with scope:
-            async for msg in sub:
-                try:
-                    self._send.send_nowait(msg)
-                except trio.WouldBlock:
-                    self.dropped += 1
+            try:
+                async for msg in sub:
+                    try:
+                        self._send.send_nowait(msg)
+                    except trio.WouldBlock:
+                        self.dropped += 1
+            except ConnectionClosedError:
+                self._send.close()  # the client gave up: receive() says so
 
     async def receive(self) -> Message:
-        """The next message from any cell of the area."""
-        return await self._receive.receive()
+        """The next message from any cell of the area; raises
+        :class:`~meshgate.ConnectionClosedError` once the client has given up."""
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise ConnectionClosedError("the client's connection is closed") from None
 
     def receive_nowait(self) -> Message:
         """The next buffered message, or raise :class:`trio.WouldBlock`."""

@@ -1,0 +1,125 @@
+"""A client that survives its node: reconnect, resubscribe, keepalive, a clear end."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+import meshgate
+from meshgate.protocol import PROTOCOL_VERSION, Decoder, Encoder, Hello, Ping, Pong
+from meshgate.transports import get_transport
+
+
+async def run_node(
+    config: meshgate.GatewayConfig,
+    *,
+    task_status: trio.TaskStatus[
+        tuple[meshgate.Gateway, trio.CancelScope]
+    ] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A node in its own task, stopped by cancelling the scope it reports."""
+    with trio.CancelScope() as scope:
+        async with meshgate.open_gateway(config) as gw:
+            task_status.started((gw, scope))
+            await trio.sleep_forever()
+
+
+def node(name: str, seeds: tuple[str, ...] = ()) -> meshgate.GatewayConfig:
+    return meshgate.GatewayConfig(
+        name=name,
+        cluster="A",
+        listen=f"memory://{name}-clients",
+        cluster_listen=f"memory://{name}-routes",
+        routes=seeds,
+        reconnect_wait=0.05,
+    )
+
+
+async def test_a_client_moves_to_another_node_and_resumes_its_subscriptions() -> None:
+    with trio.fail_after(20):
+        async with meshgate.open_gateway(node("a1")) as a1, trio.open_nursery() as nodes:
+            _, stop_a0 = await nodes.start(run_node, node("a0", ("memory://a1-routes",)))
+            await a1.wait_routes(1)
+            async with meshgate.connect(
+                ["memory://a0-clients", "memory://a1-clients"], reconnect_wait=0.01
+            ) as client:
+                assert client.url == "memory://a0-clients"
+                sub = await client.add_subscription("x.>")
+                await client.flush()
+                events: list[meshgate.client.ConnectionEvent] = []
+                async with trio.open_nursery() as nursery:
+
+                    async def watch() -> None:
+                        async for event in client.connection_events():
+                            events.append(event)
+                            if event.kind == "disconnected":  # buffered until reconnected
+                                await client.publish("x.queued", b"sent while away")
+                            if event.kind == "reconnected":
+                                nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(watch)
+                    stop_a0.cancel()  # a0 goes away
+                assert [e.kind for e in events] == ["disconnected", "reconnected"]
+                assert client.url == "memory://a1-clients"
+                assert client.reconnects == 1
+                await client.flush()
+                async with meshgate.connect("memory://a1-clients") as other:
+                    await other.publish("x.after", b"hello again")
+                    await other.flush()
+                got = [(await sub.receive()).subject for _ in range(2)]
+                assert got == ["x.queued", "x.after"]
+
+
+async def test_a_client_that_gives_up_says_so(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nodes:
+        _, stop = await nodes.start(run_node, node("solo"))
+        async with meshgate.connect("memory://solo-clients", max_reconnect_attempts=2) as client:
+            sub = await client.add_subscription("x")
+            await client.flush()
+            stop.cancel()  # the only node is gone for good
+            with pytest.raises(meshgate.ConnectionClosedError):
+                async for _ in sub:
+                    pass
+            assert client.is_closed
+            kinds = [e.kind async for e in client.connection_events()]
+            assert kinds == ["disconnected", "closed"]
+
+
+async def test_a_hung_node_is_detected_by_keepalive(autojump_clock: trio.testing.MockClock) -> None:
+    """The first node answers the handshake and then nothing: no PONG, ever."""
+
+    async def hung(stream: trio.abc.Stream) -> None:
+        enc, dec = Encoder(), Decoder()
+        await stream.send_all(enc.encode(Hello(version=PROTOCOL_VERSION, role="node", name="h")))
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            dec.feed(data)
+            for frame in dec:
+                if isinstance(frame, Ping) and not answered:
+                    answered.append(frame)
+                    await stream.send_all(enc.encode(Pong()))  # the handshake's flush only
+
+    answered: list[Ping] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(get_transport("memory://hung").serve, "memory://hung", hung)
+        async with (
+            meshgate.open_gateway(node("good")) as good,
+            meshgate.connect(
+                ["memory://hung", "memory://good-clients"], ping_interval=1.0, max_pings_out=2
+            ) as client,
+        ):
+            assert client.url == "memory://hung"
+            start = trio.current_time()
+            async for event in client.connection_events():
+                if event.kind == "disconnected":
+                    assert "no PONG" in event.reason
+                if event.kind == "reconnected":
+                    break
+            assert client.url == "memory://good-clients"
+            assert trio.current_time() - start <= 3.5  # 2 pings unanswered, then gone
+            await client.flush()
+            assert good.statistics().clients == 1
+        nursery.cancel_scope.cancel()

@@ -123,3 +123,53 @@ async def test_a_hung_node_is_detected_by_keepalive(autojump_clock: trio.testing
             await client.flush()
             assert good.statistics().clients == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_a_game_session_survives_its_node() -> None:
+    """Inputs sent before and after a move to another node are applied once each, in
+    order: the session key keeps the client's identity; the retries are deduplicated."""
+    from meshgate.replicant import InMemoryReplicant
+    from meshgate.spatial import Grid
+
+    def game_node(name: str, seeds: tuple[str, ...] = ()) -> meshgate.GatewayConfig:
+        return meshgate.GatewayConfig(
+            name=name,
+            cluster="A",
+            listen=f"memory://{name}-clients",
+            cluster_listen=f"memory://{name}-routes",
+            routes=seeds,
+            replicants=True,
+            reconnect_wait=0.05,
+        )
+
+    with trio.fail_after(20):
+        async with meshgate.open_gateway(game_node("g1")) as g1, trio.open_nursery() as nodes:
+            owner = InMemoryReplicant("west", Grid(100.0), {"ship1": (5.0, 5.0)})
+            g1.attach_replicant(owner)
+            await owner.wait_ready()
+            _, stop_g0 = await nodes.start(run_node, game_node("g0", ("memory://g1-routes",)))
+            await g1.wait_routes(1)
+
+            async def applied(n: int) -> None:
+                while len(owner.log.get("ship1", [])) < n:
+                    await g1.flush_routes()
+
+            async with meshgate.connect(
+                ["memory://g0-clients", "memory://g1-clients"], reconnect_wait=0.01
+            ) as pilot:
+                for seq in range(5):
+                    await pilot.send_input("ship1", seq, b"+")
+                await pilot.flush()
+                await applied(5)
+                stop_g0.cancel()  # the pilot's node dies
+                async for event in pilot.connection_events():
+                    if event.kind == "reconnected":
+                        break
+                for seq in range(5, 10):
+                    await pilot.send_input("ship1", seq, b"+")
+                await pilot.flush()
+                await applied(10)
+                await pilot.flush()
+            (client,) = {c for c, _ in owner.log["ship1"]}  # one identity throughout
+            assert client.startswith("s-")
+            assert [s for _, s in owner.log["ship1"]] == list(range(10))

@@ -86,6 +86,7 @@ class GameLayer:
         self._provisional: dict[str, tuple[str, list[tuple[int, int]]]] = {}
         self._provisional_of: dict[str, deque[str]] = {}  # sender -> its records, oldest first
         self._asked: dict[tuple[str, str], None] = {}  # entities whose owner was asked for
+        self._attached: dict[str, int] = {}  # session identity -> local connection id
         self.provisional_evicted = 0
         for account in accounts:
             control = r.control_account(account)
@@ -139,7 +140,11 @@ class GameLayer:
                 conn, ErrorCode.MALFORMED, "an input payload must be [seq, bytes, relay subject?]"
             )
             return True
-        client = f"{self.config.name}/{conn.id}"
+        client = self._identity(conn)
+        if conn.session is not None:
+            self._attached[client] = conn.id
+            if len(self._attached) > SPECULATIVE_MAX:
+                del self._attached[next(iter(self._attached))]
         speculative = relay is not None and any(match(p, relay) for p in self.config.speculative)
         if speculative:
             mine = self._speculative.setdefault(client, {})
@@ -213,7 +218,9 @@ class GameLayer:
         """A client went: what was held for it goes.  A replicant went: its entities have
         no owner until claimed again."""
         if conn.role is Role.CLIENT and conn.account is not None:
-            client = f"{self.config.name}/{conn.id}"
+            client = self._identity(conn)
+            if self._attached.get(client) == conn.id:
+                del self._attached[client]
             self._speculative.pop(client, None)
             for reply in self._provisional_of.pop(client, ()):
                 self._provisional.pop(reply, None)
@@ -227,6 +234,11 @@ class GameLayer:
             self._router(account).owner_lost(conn.name)
 
     # -- internal subscriptions ---------------------------------------------------------------
+
+    def _identity(self, conn: ClientConnection) -> str:
+        """A client's game identity: its session's (stable across reconnects and nodes)
+        or, without a session key, this connection's."""
+        return conn.session if conn.session is not None else f"{self.config.name}/{conn.id}"
 
     def _ask_owner(self, account: str, entity: str) -> None:
         """An input for an entity this node never saw claimed (it joined after the claim):
@@ -302,6 +314,10 @@ class GameLayer:
         if record is not None:
             for conn_id, sid in record[1]:
                 self.host.notify(conn_id, sid, subject, answer, value)
+        attached = self._attached.get(client)
+        if attached is not None:  # a session: wherever it is attached now
+            self.host.notify(attached, r.NOTICE_SID, subject, answer, value)
+            return
         node, _, conn_id_text = client.partition("/")
         if node == self.config.name and conn_id_text.isdigit():
             self.host.notify(int(conn_id_text), r.NOTICE_SID, subject, answer, value)

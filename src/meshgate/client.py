@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "DEFAULT_SUBSCRIPTION_BUFFER",
+    "RECENT_INPUTS",
     "Client",
     "ConnectionClosedError",
     "ConnectionEvent",
@@ -39,6 +40,8 @@ from .transports import connect_stream, get_transport
 
 #: Messages a subscription buffers before it drops new ones (see :class:`Subscription`).
 DEFAULT_SUBSCRIPTION_BUFFER = 65536
+#: Game inputs a client keeps to send again after a reconnect (see :meth:`Client.send_input`).
+RECENT_INPUTS = 256
 _OUT_HIGH_WATER = 4 * 1024 * 1024
 
 
@@ -195,6 +198,7 @@ class Client:
         redial: Redial | None = None,
         ping_interval: float | None = None,
         max_pings_out: int = 2,
+        session: str | None = None,
     ) -> None:
         self._stream = stream
         self.name = name
@@ -212,6 +216,9 @@ class Client:
         #: times the client reconnected (to this node or another)
         self.reconnects = 0
         self._events_send, self._events = trio.open_memory_channel[ConnectionEvent](256)
+        #: the secret this client's game identity is derived from (same on every reconnect)
+        self._session = session if session is not None else os.urandom(16).hex()
+        self._recent_inputs: deque[bytes] = deque(maxlen=RECENT_INPUTS)
         self._enc = Encoder()
         self._dec = Decoder(max_frame_bytes=64 * 1024 * 1024)
         self._out = bytearray()
@@ -415,7 +422,11 @@ class Client:
         self._pongs = deque(waiting)
         hello = self._enc.encode(
             Hello(
-                version=PROTOCOL_VERSION, role=self._role.value, name=self.name, token=self._token
+                version=PROTOCOL_VERSION,
+                role=self._role.value,
+                name=self.name,
+                token=self._token,
+                session=self._session,
             )
         )
         subs = b"".join(
@@ -428,7 +439,8 @@ class Client:
             for sid, s in self._subs.items()
             if s._active
         )
-        self._out = bytearray(hello + subs) + self._out + _PING * len(waiting)
+        retries = b"".join(self._recent_inputs)  # the owner applies each once
+        self._out = bytearray(hello + subs + retries) + self._out + _PING * len(waiting)
         self._wake.set()
 
     def _event(self, kind: str, reason: str) -> None:
@@ -552,13 +564,21 @@ class Client:
         relays ``data`` at once to every client interested in ``relay``, marked
         provisional (its ``reply`` is ``$PROV.<client>.<seq>``); the owner's confirm or
         correction arrives later on the same subscriptions (``$CONF.``/``$CORR.``) and,
-        for this client, through :meth:`receive_correction`."""
+        for this client, through :meth:`receive_correction`.
+
+        The client keeps its last inputs (:data:`RECENT_INPUTS`) and sends them again
+        after a reconnect: its session key makes the owner apply each sequence number
+        once."""
         import msgpack
 
         fields: tuple[object, ...] = (
             (seq, bytes(data)) if relay is None else (seq, bytes(data), relay)
         )
-        await self.publish(input_subject(entity), msgpack.packb(fields))
+        subject = input_subject(entity)
+        await self.publish(subject, msgpack.packb(fields))
+        # kept without the relay: a retry must not relay the move a second time
+        retry = msgpack.packb(fields[:2])
+        self._recent_inputs.append(self._enc.encode_raw(_PUB, subject, None, retry, None))
 
     async def receive_correction(self) -> Message:
         """The next confirm (reply ``$CONF.…``) or correction (``$CORR.…``) of this
@@ -624,6 +644,7 @@ async def _running(client: Client) -> AsyncIterator[Client]:
                         role=client._role.value,
                         name=client.name,
                         token=client._token,
+                        session=client._session,
                     )
                 )
             )

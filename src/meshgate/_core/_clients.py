@@ -5,6 +5,7 @@ from __future__ import annotations
 
 __all__ = ["ClientPort", "sub_permitted"]
 
+import hashlib
 import hmac
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +117,10 @@ class ClientPort:
         acct.clients += 1
         conn.account = acct
         conn.name = hello.name
+        if hello.session is not None and len(hello.session) >= 16:
+            # public and stable: the key stays secret, the identity survives reconnects
+            digest = hashlib.sha256(f"{account}\0{hello.session}".encode()).hexdigest()
+            conn.session = "s-" + digest[:24]
         conn.role = Role(hello.role)
         conn.state = ConnState.OPEN
 

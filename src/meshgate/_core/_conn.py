@@ -147,6 +147,7 @@ class ClientConnection(Connection):
         "resync_streak",
         "resyncs",
         "role",
+        "session",
         "slow",
         "sub_perm",
         "subs",
@@ -161,6 +162,8 @@ class ClientConnection(Connection):
         self.subs: dict[int, LocalSubscription] = {}
         #: the user it authenticated as (None without users)
         self.user: User | None = None
+        #: its game identity derived from the HELLO's session key (None without one)
+        self.session: str | None = None
         self.pub_perm: Permissions | None = None
         self.sub_perm: Permissions | None = None
         self.perm_cache: dict[str, bool] = {}

@@ -79,6 +79,7 @@ _HELLO_KEYS: dict[str, str] = {
     "max_payload": "int",
     "features": "strs",
     "urls": "strs",
+    "session": "ostr",
 }
 _HELLO_REQUIRED = ("version", "role", "name")
 _INFO_KEYS: dict[str, str] = {"cluster": "str", "route_urls": "strs", "gateway_urls": "strs"}

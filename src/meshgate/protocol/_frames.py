@@ -95,6 +95,7 @@ class Hello(NamedTuple):
     max_payload: int = 0
     features: tuple[str, ...] = ()
     urls: tuple[str, ...] = ()
+    session: str | None = None
 
 
 class Publish(NamedTuple):

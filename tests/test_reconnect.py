@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
 import pytest
 import trio
 import trio.testing
@@ -173,3 +175,44 @@ async def test_a_game_session_survives_its_node() -> None:
             (client,) = {c for c, _ in owner.log["ship1"]}  # one identity throughout
             assert client.startswith("s-")
             assert [s for _, s in owner.log["ship1"]] == list(range(10))
+
+
+async def test_lame_duck_moves_clients_away_a_few_at_a_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with meshgate.open_gateway(node("m1")) as m1, trio.open_nursery() as nodes:
+        m0, _ = await nodes.start(run_node, node("m0", ("memory://m1-routes",)))
+        await m1.wait_routes(1)
+        urls = ["memory://m0-clients", "memory://m1-clients"]
+        async with AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(meshgate.connect(urls, name=f"c{i}"))
+                for i in range(10)
+            ]
+            subs = [await c.add_subscription("news") for c in clients]
+            for c in clients:
+                await c.flush()
+            assert m0.statistics().clients == 10
+            moved_at: list[float] = []
+            async with trio.open_nursery() as watchers:
+
+                async def watch(c: meshgate.Client) -> None:
+                    async for event in c.connection_events():
+                        if event.kind == "reconnected":
+                            moved_at.append(trio.current_time())
+                            return
+
+                for c in clients:
+                    watchers.start_soon(watch, c)
+                start = trio.current_time()
+                await m0.lame_duck(window=5.0)
+            assert all(c.url == "memory://m1-clients" for c in clients)
+            assert max(moved_at) - start >= 4.0  # spread over the window ...
+            assert min(moved_at) - start < 1.0  # ... not all at the end
+            async with meshgate.connect("memory://m1-clients") as pub:
+                for c in clients:
+                    await c.flush()
+                await pub.publish("news", b"everyone moved")
+                await pub.flush()
+            assert [(await s.receive()).payload for s in subs] == [b"everyone moved"] * 10
+        nodes.cancel_scope.cancel()

@@ -99,10 +99,23 @@ async def _run(config: GatewayConfig, path: str | Path | None = None) -> None:
                     if path is not None:
                         _reload(gw, path)
                     continue
-                logging.getLogger("meshgate").info("signal %d: draining", signum)
+                logging.getLogger("meshgate").info("signal %d: lame duck, then drain", signum)
+                # new connections are refused, clients are asked to move to other nodes
+                # a few at a time, then every connection is told and closed; a second
+                # signal stops at once
+                with trio.CancelScope() as moving:
+
+                    async def second_signal() -> None:
+                        async for again in signals:
+                            if again != signal.SIGHUP:
+                                moving.cancel()
+                                return
+
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(second_signal)
+                        await gw.lame_duck()
+                        nursery.cancel_scope.cancel()
                 break
-            # leaving the block drains: new connections are refused, every connection is
-            # told the node is shutting down and flushed briefly, then everything closes
 
 
 def serve_main(path: str, *, verbose: int = 0, check: bool = False) -> int:

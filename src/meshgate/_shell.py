@@ -494,6 +494,24 @@ class Gateway(Dialing):
         self._after_core()
         return restart
 
+    async def lame_duck(self, window: float | None = None) -> None:
+        """Leave gracefully (nats-server's lame-duck mode): refuse new connections, ask
+        the clients to move to other nodes a few at a time, spread evenly over
+        ``window`` seconds (default ``lame_duck_duration``), so the rest of the cluster
+        is not hit by all of them at once; then stop as :meth:`aclose` does.  Routes,
+        gateways and replicants stay up meanwhile, so moved clients lose nothing."""
+        window = self.config.lame_duck_duration if window is None else window
+        core = self._core
+        core.stop_accepting()
+        movers = core.clients_to_move()
+        pause = window / len(movers) if movers else 0.0
+        for i, conn_id in enumerate(movers):
+            if i and pause:
+                await trio.sleep(pause)
+            core.move_client(conn_id)
+            self._after_core()
+        await self.aclose()
+
     async def aclose(self) -> None:
         """Stop: every connection gets a shutting-down error, is flushed briefly, then closed."""
         self._stopping = True

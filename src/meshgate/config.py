@@ -51,6 +51,11 @@ def _positive(inst: object, attribute: attrs.Attribute[Any], value: object) -> N
         raise ConfigError(attribute.name, f"must be a positive number, not {value!r}")
 
 
+def _non_negative_number(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(attribute.name, f"must be a non-negative number, not {value!r}")
+
+
 def _non_negative_int(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(attribute.name, f"must be a non-negative integer, not {value!r}")
@@ -297,6 +302,9 @@ class GatewayConfig:
     ping_interval: float = attrs.field(default=15.0, validator=_positive)
     #: unanswered pings before a connection is closed as stale
     max_pings_out: int = attrs.field(default=2, validator=_positive)
+    #: seconds over which a node in lame-duck mode (SIGTERM, :meth:`Gateway.lame_duck`)
+    #: asks its clients to move to other nodes, a few at a time
+    lame_duck_duration: float = attrs.field(default=10.0, validator=_non_negative_number)
     #: seconds one write to a connection may take (as nats-server's ``write_deadline``);
     #: a stuck route or gateway is then closed (and redialed), a stuck client closed
     write_deadline: float = attrs.field(default=10.0, validator=_positive)

@@ -272,6 +272,30 @@ class NodeCore(FanOut):
                     self._append(conn, self._ping)
         self._run_internal()
 
+    def stop_accepting(self) -> None:
+        """Lame duck: refuse new connections (clients, routes and gateways)."""
+        self.draining = True
+
+    def clients_to_move(self) -> list[int]:
+        """Ids of the open client (not replicant) connections, for a lame-duck drain."""
+        return [
+            c.id
+            for c in self.conns.values()
+            if type(c) is ClientConnection and c.state is _OPEN and c.role is Role.CLIENT
+        ]
+
+    def move_client(self, conn_id: int) -> None:
+        """Ask one client to go: SHUTTING_DOWN, so that it reconnects to another node."""
+        conn = self.conns.get(conn_id)
+        if conn is not None and conn.state is _OPEN:
+            self._fail(
+                conn,
+                ErrorCode.SHUTTING_DOWN,
+                "node is going away: reconnect to another node",
+                count=False,
+            )
+            self._run_internal()
+
     def shutdown(self) -> None:
         """Drain: refuse new connections; tell every connection the node is going away."""
         self.draining = True

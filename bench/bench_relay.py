@@ -38,6 +38,8 @@ def start_node(tmp: str) -> tuple[subprocess.Popen[bytes], int]:
     conf.write_text(
         f'name = "relay"\nlisten = "127.0.0.1:{port}"\nmax_connections = 100000\n'
         "ping_interval = 600.0\nmax_pending_bytes = 8388608\n"
+        # the load generator does not reconnect: no lame-duck window when it stops
+        "lame_duck_duration = 0.0\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "meshgate", "serve", "-c", str(conf)], stdout=subprocess.PIPE

@@ -216,3 +216,25 @@ async def test_lame_duck_moves_clients_away_a_few_at_a_time(
                 await pub.flush()
             assert [(await s.receive()).payload for s in subs] == [b"everyone moved"] * 10
         nodes.cancel_scope.cancel()
+
+
+async def test_a_client_learns_the_other_nodes_and_fails_over_to_them() -> None:
+    with trio.fail_after(20):
+        async with meshgate.open_gateway(node("k1")) as k1, trio.open_nursery() as nodes:
+            _, stop_k0 = await nodes.start(run_node, node("k0", ("memory://k1-routes",)))
+            await k1.wait_routes(1)
+            async with meshgate.connect("memory://k0-clients", reconnect_wait=0.01) as client:
+                await client.flush()
+                assert client.known_urls == ("memory://k0-clients", "memory://k1-clients")
+                sub = await client.add_subscription("y")
+                await client.flush()
+                stop_k0.cancel()
+                async for event in client.connection_events():
+                    if event.kind == "reconnected":
+                        break
+                assert client.url == "memory://k1-clients"
+                await client.flush()
+                async with meshgate.connect("memory://k1-clients") as pub:
+                    await pub.publish("y", b"found you")
+                    await pub.flush()
+                assert (await sub.receive()).payload == b"found you"

@@ -109,6 +109,7 @@ class Gateway(Dialing):
                 self.client_url = await nursery.start(
                     partial(transport.serve, cfg.listen, self._serve_stream, ssl_context=cfg.tls)
                 )
+                self._core.bound(client_url=self.client_url)
             if cfg.cluster_listen is not None:
                 transport = get_transport(cfg.cluster_listen)
                 self.cluster_url = await nursery.start(

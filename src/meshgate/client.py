@@ -34,7 +34,18 @@ import trio
 from ._errors import ErrorCode, MeshgateError, RemoteProtocolError
 from ._nursery import open_unwrapping_nursery
 from ._reserved import NOTICE_SID, input_subject
-from .protocol import PROTOCOL_VERSION, Decoder, Encoder, Hello, Opcode, Ping, Pong, Role, to_frame
+from .protocol import (
+    PROTOCOL_VERSION,
+    Decoder,
+    Encoder,
+    Hello,
+    Info,
+    Opcode,
+    Ping,
+    Pong,
+    Role,
+    to_frame,
+)
 from .subjects import validate_pattern, validate_subject
 from .transports import connect_stream, get_transport
 
@@ -64,8 +75,8 @@ class ConnectionEvent(NamedTuple):
     reason: str
 
 
-#: how a client finds a node again: ``redial(lost_url) -> (stream, url) | None``
-Redial = Callable[[str | None], Awaitable["tuple[trio.abc.Stream, str] | None"]]
+#: how a client finds a node again: ``redial(lost_url, learned_urls) -> (stream, url) | None``
+Redial = Callable[[str | None, tuple[str, ...]], Awaitable["tuple[trio.abc.Stream, str] | None"]]
 
 
 class ConnectionClosedError(MeshgateError):
@@ -215,6 +226,8 @@ class Client:
         self._conn_scope: trio.CancelScope | None = None
         #: times the client reconnected (to this node or another)
         self.reconnects = 0
+        #: the cluster's client URLs as the node told them (tried after the given ones)
+        self.known_urls: tuple[str, ...] = ()
         self._events_send, self._events = trio.open_memory_channel[ConnectionEvent](256)
         #: the secret this client's game identity is derived from (same on every reconnect)
         self._session = session if session is not None else os.urandom(16).hex()
@@ -339,6 +352,10 @@ class Client:
                 self.errors.append(err)
             else:
                 self._error = err
+        elif op == Opcode.INFO:
+            info = to_frame(f)
+            assert isinstance(info, Info)
+            self.known_urls = tuple(u for u in info.client_urls if u)[:64]
         elif op == Opcode.HELLO:
             hello = to_frame(f)
             assert isinstance(hello, Hello)
@@ -401,7 +418,7 @@ class Client:
                 reason = str(self._closed_error()).removeprefix("connection closed").strip(" ()")
                 self._event("disconnected", reason)
                 await trio.aclose_forcefully(self._stream)
-                found = await self._redial(self.url)
+                found = await self._redial(self.url, self.known_urls)
                 if found is None:
                     return
                 self._stream, self.url = found
@@ -686,9 +703,13 @@ async def connect_with_stream(
 def _redialer(
     urls: list[str], ssl_context: ssl.SSLContext | None, attempts: int | None, wait: float
 ) -> Redial:
-    async def redial(lost: str | None) -> tuple[trio.abc.Stream, str] | None:
-        """Every URL in turn (the lost one last), with jittered backoff between passes."""
-        order = [u for u in urls if u != lost] + [u for u in urls if u == lost]
+    async def redial(
+        lost: str | None, learned: tuple[str, ...]
+    ) -> tuple[trio.abc.Stream, str] | None:
+        """Every URL in turn, the given ones first, then those the node told us, the lost
+        one last; jittered backoff between passes."""
+        candidates = list(dict.fromkeys([*urls, *learned]))
+        order = [u for u in candidates if u != lost] + [u for u in candidates if u == lost]
         passes = 0
         while attempts is None or passes < attempts:
             for u in order:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ErrorCode
 from .._reserved import DEFAULT_ACCOUNT
 from ..config import Permissions, User
-from ..protocol import Hello, Opcode, Role
+from ..protocol import Hello, Info, Opcode, Role
 from ..subjects import is_valid_pattern, is_valid_subject
 from ._conn import ClientConnection, ConnState, LocalSubscription
 
@@ -123,6 +123,10 @@ class ClientPort:
             conn.session = "s-" + digest[:24]
         conn.role = Role(hello.role)
         conn.state = ConnState.OPEN
+        urls = core.routes.client_urls()
+        if len(urls) > 1:  # authenticated: where else this client can reconnect to
+            info = Info(core.config.cluster, client_urls=urls)
+            core._append(conn, core.encoder.encode(info))
 
     @staticmethod
     def _apply_permissions(conn: ClientConnection, user: User) -> None:

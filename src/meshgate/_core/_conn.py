@@ -216,12 +216,13 @@ class RouteConnection(PeerConnection):
     kind = ConnectionKind.ROUTE
     legal = LEGAL_RECEIVE[ConnectionKind.ROUTE]
 
-    __slots__ = ("peer_gateway_url", "peer_url", "remote")
+    __slots__ = ("peer_client_url", "peer_gateway_url", "peer_url", "remote")
 
     def __init__(self, cid: int, decoder: Decoder, now: float, *, dialed: bool) -> None:
         super().__init__(cid, decoder, now, dialed=dialed)
         self.peer_url: str | None = None
         self.peer_gateway_url: str | None = None
+        self.peer_client_url: str | None = None
         #: the peer's interest: (account, pattern, queue) -> entry in the interest graph
         self.remote: dict[tuple[str, str, str | None], RemoteInterest] = {}
 

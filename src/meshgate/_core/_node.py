@@ -106,8 +106,16 @@ class NodeCore(FanOut):
             ConnectionKind.GATEWAY_OUTBOUND: self.gateways.control_outbound,
         }
 
-    def bound(self, *, cluster_url: str | None = None, gateway_url: str | None = None) -> None:
-        """The shell bound the route and gateway listeners at these URLs."""
+    def bound(
+        self,
+        *,
+        cluster_url: str | None = None,
+        gateway_url: str | None = None,
+        client_url: str | None = None,
+    ) -> None:
+        """The shell bound the client, route and gateway listeners at these URLs."""
+        if client_url is not None:
+            self.routes.client_url = client_url
         if cluster_url is not None:
             self.routes.cluster_url = cluster_url
         if gateway_url is not None:

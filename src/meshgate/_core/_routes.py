@@ -41,6 +41,8 @@ class RouteMesh:
         self.peers: dict[str, RouteConnection] = {}
         #: this node's route listener URL, once bound
         self.cluster_url: str | None = None
+        #: this node's client listener URL, once bound (told to peers, then to clients)
+        self.client_url: str | None = None
         #: our own route URLs as seen by peers (a seed list may include ourselves)
         self.self_urls: set[str] = set()
 
@@ -56,7 +58,7 @@ class RouteMesh:
     def _hello_frame(self) -> bytes:
         core = self.core
         gw_url = core.gateways.gateway_url
-        urls = (self.cluster_url, gw_url or "") if self.cluster_url else ()
+        urls = (self.cluster_url, gw_url or "", self.client_url or "") if self.cluster_url else ()
         return core.hello_frame(Role.ROUTE, urls, token=core.config.cluster_secret)
 
     def hello(self, conn: RouteConnection, hello: Hello) -> None:
@@ -88,6 +90,7 @@ class RouteMesh:
         conn.peer = hello.name
         conn.peer_url = hello.urls[0] if hello.urls else None
         conn.peer_gateway_url = hello.urls[1] if len(hello.urls) > 1 and hello.urls[1] else None
+        conn.peer_client_url = hello.urls[2] if len(hello.urls) > 2 and hello.urls[2] else None
         existing = self.peers.get(hello.name)
         if existing is not None:
             # both nodes may dial each other at once: the connection dialed by the node
@@ -152,6 +155,13 @@ class RouteMesh:
         for url in info.route_urls:
             if url not in known and url not in dial:
                 dial.append(url)
+
+    def client_urls(self) -> tuple[str, ...]:
+        """Client URLs of this node and of every route peer (for clients to fail over)."""
+        urls = {c.peer_client_url for c in self.peers.values() if c.peer_client_url}
+        if self.client_url:
+            urls.add(self.client_url)
+        return tuple(sorted(urls))
 
     def connected_urls(self) -> set[str]:
         """Cluster URLs of the peers this node has a route to."""

@@ -82,7 +82,12 @@ _HELLO_KEYS: dict[str, str] = {
     "session": "ostr",
 }
 _HELLO_REQUIRED = ("version", "role", "name")
-_INFO_KEYS: dict[str, str] = {"cluster": "str", "route_urls": "strs", "gateway_urls": "strs"}
+_INFO_KEYS: dict[str, str] = {
+    "cluster": "str",
+    "route_urls": "strs",
+    "gateway_urls": "strs",
+    "client_urls": "strs",
+}
 _INFO_REQUIRED = ("cluster",)
 
 

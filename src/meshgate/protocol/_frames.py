@@ -147,11 +147,13 @@ class Error(NamedTuple):
 
 
 class Info(NamedTuple):
-    """``[8, {...}]`` — gossip: the URLs a node knows for its cluster and for gateways."""
+    """``[8, {...}]`` — gossip: the URLs a node knows for its cluster and for gateways;
+    to a client after its handshake, the client URLs of the cluster (to reconnect to)."""
 
     cluster: str
     route_urls: tuple[str, ...] = ()
     gateway_urls: tuple[str, ...] = ()
+    client_urls: tuple[str, ...] = ()
 
 
 class RouteSub(NamedTuple):

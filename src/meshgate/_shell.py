@@ -11,8 +11,9 @@ __all__ = ["Gateway", "open_gateway"]
 
 import logging
 import secrets
+import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -104,34 +105,20 @@ class Gateway(Dialing):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             cfg = self.config
-            if cfg.listen is not None:
-                transport = get_transport(cfg.listen)
-                self.client_url = await nursery.start(
-                    partial(transport.serve, cfg.listen, self._serve_stream, ssl_context=cfg.tls)
-                )
-                self._core.bound(client_url=self.client_url)
-            if cfg.cluster_listen is not None:
-                transport = get_transport(cfg.cluster_listen)
-                self.cluster_url = await nursery.start(
-                    partial(
-                        transport.serve,
-                        cfg.cluster_listen,
-                        self._serve_route_stream,
-                        ssl_context=cfg.cluster_tls,
-                    )
-                )
-                self._core.bound(cluster_url=self.cluster_url)
+            listen = self._listen
+            self.client_url = await listen(nursery, cfg.listen, self._serve_stream, cfg.tls)
+            self.cluster_url = await listen(
+                nursery, cfg.cluster_listen, self._serve_route_stream, cfg.cluster_tls
+            )
+            self.gateway_url = await listen(
+                nursery, cfg.gateway_listen, self._serve_gateway_stream, cfg.gateway_tls
+            )
+            self._core.bound(
+                client_url=self.client_url,
+                cluster_url=self.cluster_url,
+                gateway_url=self.gateway_url,
+            )
             if cfg.gateway_listen is not None:
-                transport = get_transport(cfg.gateway_listen)
-                self.gateway_url = await nursery.start(
-                    partial(
-                        transport.serve,
-                        cfg.gateway_listen,
-                        self._serve_gateway_stream,
-                        ssl_context=cfg.gateway_tls,
-                    )
-                )
-                self._core.bound(gateway_url=self.gateway_url)
                 for cluster in cfg.gateways:
                     if cluster != cfg.cluster:
                         self._start_gateway_dialer(cluster, explicit=True)
@@ -145,6 +132,22 @@ class Gateway(Dialing):
             nursery.start_soon(self._timer)
             self._started_monotonic = trio.current_time()
             task_status.started(self)
+
+    @staticmethod
+    async def _listen(
+        nursery: trio.Nursery,
+        url: str | None,
+        handler: Callable[[trio.abc.Stream], Awaitable[None]],
+        ssl_context: ssl.SSLContext | None,
+    ) -> str | None:
+        """Serve ``url`` (None: nothing) with ``handler``; the bound URL."""
+        if url is None:
+            return None
+        transport = get_transport(url)
+        bound: str = await nursery.start(
+            partial(transport.serve, url, handler, ssl_context=ssl_context)
+        )
+        return bound
 
     async def _timer(self) -> None:
         cfg = self.config

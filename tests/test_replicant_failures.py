@@ -95,3 +95,32 @@ async def test_interest_churn_past_the_buffer_degrades_to_a_full_resync() -> Non
                 wanted = set(d.added) if d.reset else (wanted | d.added) - d.removed
             assert wanted == {f"cell.{i}.>" for i in range(40)}
             assert wanted == set(link.interest)
+
+
+async def test_a_replicant_hears_that_another_owner_was_lost() -> None:
+    with trio.fail_after(10):
+        async with meshgate.open_gateway(config()) as gw:
+            watcher_done = trio.Event()
+            heard: list[str] = []
+
+            class Watcher(ReplicantAdapter):
+                name = "watcher"
+
+                async def run(self, link: ReplicantLink) -> None:
+                    heard.append(await link.owner_lost())
+                    watcher_done.set()
+
+            class Doomed(ReplicantAdapter):
+                name = "doomed"
+
+                async def run(self, link: ReplicantLink) -> None:
+                    await link.claim("ship9", 1)
+                    await link.client.flush()
+                    raise RuntimeError("gone")
+
+            gw.attach_replicant(Watcher())
+            await trio.testing.wait_all_tasks_blocked()  # the watcher is listening
+            doomed = gw.attach_replicant(Doomed())
+            await doomed.wait_stopped()  # the crashing owner's link closed: lost
+            await watcher_done.wait()
+            assert heard == ["doomed"]

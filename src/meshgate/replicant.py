@@ -50,6 +50,7 @@ from ._nursery import open_unwrapping_nursery
 from ._reserved import (
     AUTH_ACK,
     AUTH_CLAIM,
+    AUTH_LOST,
     AUTH_RELEASE,
     INTEREST_ADD,
     INTEREST_REMOVE,
@@ -157,6 +158,7 @@ class ReplicantLink:
         #: times the interest deltas overflowed and were replaced by a full re-sync
         self.interest_resyncs = 0
         self._closed = False
+        self._lost_send, self._lost = trio.open_memory_channel[str](1024)
 
     # -- authority --------------------------------------------------------------------------
 
@@ -214,6 +216,26 @@ class ReplicantLink:
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise ConnectionClosedError("the replicant link's connection is closed") from None
 
+    async def owner_lost(self) -> str:
+        """The name of the next replicant whose connection went away (its entities have
+        no owner until someone claims them); raises
+        :class:`~meshgate.ConnectionClosedError` once this link's connection is gone."""
+        try:
+            return await self._lost.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise ConnectionClosedError("the replicant link's connection is closed") from None
+
+    async def _pump_lost(self, sub: Subscription) -> None:
+        with contextlib.suppress(ConnectionClosedError):
+            async for m in sub:
+                try:
+                    (name,) = msgpack.unpackb(m.payload, use_list=False)
+                except (ValueError, TypeError):
+                    continue
+                if isinstance(name, str):
+                    with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+                        self._lost_send.send_nowait(name)
+
     def interest_change_nowait(self) -> InterestDelta:
         """The next change if one is waiting, else raise :class:`trio.WouldBlock`."""
         try:
@@ -252,6 +274,7 @@ class ReplicantLink:
         inputs = await c.add_subscription(replicant_inbox(self.name), max_buffered=65536)
         adds = await c.add_subscription(INTEREST_ADD, max_buffered=65536)
         removes = await c.add_subscription(INTEREST_REMOVE, max_buffered=65536)
+        lost = await c.add_subscription(AUTH_LOST, max_buffered=1024)
         await c.flush()
         await c.publish(INTEREST_SYNC, b"")  # every node re-announces its interest
         task_status.started()
@@ -260,10 +283,12 @@ class ReplicantLink:
                 nursery.start_soon(self._pump_inputs, inputs)
                 nursery.start_soon(self._pump_interest, adds, True)
                 nursery.start_soon(self._pump_interest, removes, False)
+                nursery.start_soon(self._pump_lost, lost)
         finally:
             self._closed = True  # the connection is gone: waiters learn it
             self._input_waiters.unpark_all()
             self._deltas_send.close()
+            self._lost_send.close()
 
     async def _pump_inputs(self, sub: Subscription) -> None:
         with contextlib.suppress(ConnectionClosedError):  # the link ends with it

@@ -238,3 +238,22 @@ async def test_a_client_learns_the_other_nodes_and_fails_over_to_them() -> None:
                     await pub.publish("y", b"found you")
                     await pub.flush()
                 assert (await sub.receive()).payload == b"found you"
+
+
+async def test_clients_hear_of_nodes_that_join_later() -> None:
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nodes:
+            _, stop_j0 = await nodes.start(run_node, node("j0"))
+            async with meshgate.connect("memory://j0-clients", reconnect_wait=0.01) as client:
+                await client.flush()
+                assert client.known_urls == ()  # alone so far
+                async with meshgate.open_gateway(node("j1", ("memory://j0-routes",))) as j1:
+                    await j1.wait_routes(1)
+                    while client.known_urls != ("memory://j0-clients", "memory://j1-clients"):
+                        await client.flush()
+                    stop_j0.cancel()
+                    async for event in client.connection_events():
+                        if event.kind == "reconnected":
+                            break
+                    assert client.url == "memory://j1-clients"
+            nodes.cancel_scope.cancel()

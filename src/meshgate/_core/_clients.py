@@ -123,10 +123,25 @@ class ClientPort:
             conn.session = "s-" + digest[:24]
         conn.role = Role(hello.role)
         conn.state = ConnState.OPEN
-        urls = core.routes.client_urls()
-        if len(urls) > 1:  # authenticated: where else this client can reconnect to
-            info = Info(core.config.cluster, client_urls=urls)
-            core._append(conn, core.encoder.encode(info))
+        frame = self._urls_frame()
+        if frame is not None:  # authenticated: where else this client can reconnect to
+            core._append(conn, frame)
+
+    def _urls_frame(self) -> bytes | None:
+        urls = self.core.routes.client_urls()
+        if len(urls) < 2:
+            return None
+        return self.core.encoder.encode(Info(self.core.config.cluster, client_urls=urls))
+
+    def tell_urls(self) -> None:
+        """The cluster's nodes changed: every open client learns the client URLs again."""
+        frame = self._urls_frame()
+        if frame is None:
+            return
+        core = self.core
+        for conn in core.conns.values():
+            if type(conn) is ClientConnection and conn.state is ConnState.OPEN:
+                core._append(conn, frame)
 
     @staticmethod
     def _apply_permissions(conn: ClientConnection, user: User) -> None:

@@ -106,6 +106,8 @@ class RouteMesh:
         self.peers[hello.name] = conn
         core.effects.routes_changed = True
         conn.state = ConnState.OPEN
+        if conn.peer_client_url:
+            core.clients.tell_urls()
         if not conn.dialed:
             core._append(conn, self._hello_frame())  # the dialer authenticated: answer
         # our whole local interest, then gossip of every cluster URL we know

@@ -161,3 +161,38 @@ async def test_remote_replicant_and_one_client_many_replicants() -> None:
                     seen = {(await area.receive()).payload for _ in range(2)}
                     assert seen == {b"W", b"E"}  # one merged stream from two replicants
                 nursery.cancel_scope.cancel()
+
+
+async def test_hand_over_between_a_local_and_a_remote_replicant() -> None:
+    cfg = meshgate.GatewayConfig(
+        listen="127.0.0.1:0", replicants=True, replicant_token=REPLICANT_TOKEN
+    )
+    with trio.fail_after(20):
+        async with meshgate.open_gateway(cfg) as gw:
+            assert gw.client_url
+            local = InMemoryReplicant("local", GRID, {"ship": (5, 5)})
+            remote = InMemoryReplicant("remote", GRID)
+            async with (
+                connect_replicant(gw.client_url, "remote", token=REPLICANT_TOKEN) as link,
+                trio.open_nursery() as nursery,
+                meshgate.connect(gw.client_url) as player,
+            ):
+                nursery.start_soon(remote.run, link)
+                gw.attach_replicant(local)
+                await local.wait_ready()
+                await remote.wait_ready()
+                for seq in range(3):
+                    await player.send_input("ship", seq, b"a")
+                await player.flush()
+                while len(local.log.get("ship", [])) < 3:
+                    await player.flush()
+                await local.hand_over("ship", remote)  # to the replicant over TCP
+                for seq in range(3, 6):
+                    await player.send_input("ship", seq, b"b")
+                await player.flush()
+                while len(remote.log.get("ship", [])) < 6:
+                    await player.flush()
+                    await link.client.flush()
+                assert [s for _, s in remote.log["ship"]] == list(range(6))
+                assert remote.states["ship"] == b"aaabbb"
+                nursery.cancel_scope.cancel()

@@ -70,6 +70,21 @@ async def raw(url: str, **kw: Any) -> AsyncIterator[Raw]:
         yield r
 
 
+def memory_node(name: str, seeds: tuple[str, ...] = (), **kw: Any) -> meshgate.GatewayConfig:
+    """Node ``name`` of cluster A, in process: clients at ``memory://<name>-clients``,
+    routes at ``memory://<name>-routes``, seeded with ``seeds``."""
+    fields: dict[str, Any] = {
+        "name": name,
+        "cluster": "A",
+        "listen": f"memory://{name}-clients",
+        "cluster_listen": f"memory://{name}-routes",
+        "routes": seeds,
+        "reconnect_wait": 0.05,
+        **kw,
+    }
+    return meshgate.GatewayConfig(**fields)
+
+
 def config(listen: str, **kw: Any) -> meshgate.GatewayConfig:
     return meshgate.GatewayConfig(listen=listen, **kw)
 

@@ -8,17 +8,11 @@ import meshgate
 from meshgate.replicant import InMemoryReplicant
 from meshgate.spatial import Grid
 
+from .helpers import memory_node
+
 
 def node(name: str, seeds: tuple[str, ...] = ()) -> meshgate.GatewayConfig:
-    return meshgate.GatewayConfig(
-        name=name,
-        cluster="A",
-        listen=f"memory://{name}-clients",
-        cluster_listen=f"memory://{name}-routes",
-        routes=seeds,
-        replicants=True,
-        reconnect_wait=0.05,
-    )
+    return memory_node(name, seeds, replicants=True)
 
 
 async def test_inputs_from_a_late_node_reach_the_current_owner() -> None:

@@ -12,6 +12,8 @@ import meshgate
 from meshgate.protocol import PROTOCOL_VERSION, Decoder, Encoder, Hello, Ping, Pong
 from meshgate.transports import get_transport
 
+from .helpers import memory_node
+
 
 async def run_node(
     config: meshgate.GatewayConfig,
@@ -27,15 +29,7 @@ async def run_node(
             await trio.sleep_forever()
 
 
-def node(name: str, seeds: tuple[str, ...] = ()) -> meshgate.GatewayConfig:
-    return meshgate.GatewayConfig(
-        name=name,
-        cluster="A",
-        listen=f"memory://{name}-clients",
-        cluster_listen=f"memory://{name}-routes",
-        routes=seeds,
-        reconnect_wait=0.05,
-    )
+node = memory_node
 
 
 async def test_a_client_moves_to_another_node_and_resumes_its_subscriptions() -> None:
@@ -134,15 +128,7 @@ async def test_a_game_session_survives_its_node() -> None:
     from meshgate.spatial import Grid
 
     def game_node(name: str, seeds: tuple[str, ...] = ()) -> meshgate.GatewayConfig:
-        return meshgate.GatewayConfig(
-            name=name,
-            cluster="A",
-            listen=f"memory://{name}-clients",
-            cluster_listen=f"memory://{name}-routes",
-            routes=seeds,
-            replicants=True,
-            reconnect_wait=0.05,
-        )
+        return memory_node(name, seeds, replicants=True)
 
     with trio.fail_after(20):
         async with meshgate.open_gateway(game_node("g1")) as g1, trio.open_nursery() as nodes:

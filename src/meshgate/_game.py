@@ -166,7 +166,7 @@ class GameLayer:
         """A replicant's ``$`` subscriptions go to the control namespace (its own inbox
         only, of all the replicant inboxes); the node's own are there already; clients
         get none."""
-        if account.endswith(r.control_account("")):
+        if r.is_control_account(account):
             return account  # the node's own subscriptions
         if conn.role is not Role.REPLICANT:
             return None
@@ -363,7 +363,6 @@ def plug_into(core: NodeCore) -> GameLayer | None:
     cfg = core.config
     if not cfg.replicants:
         return None
-    accounts = sorted({u.account for u in cfg.users} or {r.DEFAULT_ACCOUNT})
-    layer = GameLayer(core, accounts)
+    layer = GameLayer(core, sorted(cfg.accounts))
     core.attach_layer(layer)
     return layer

@@ -61,6 +61,7 @@ __all__ = [
     "SPEC_PATTERN",
     "SPEC_PREFIX",
     "control_account",
+    "is_control_account",
     "input_subject",
     "parse_routed_reply",
     "provisional_reply",
@@ -94,11 +95,17 @@ CORR_PREFIX = "$CORR."
 GR_PREFIX = "_GR_."
 #: the sid of a node's notices to one client (clients never subscribe with it)
 NOTICE_SID = 0
+_CONTROL_SUFFIX = " $control"  # a space: no configured account name can end so
 
 
 def control_account(account: str) -> str:
     """The control namespace of ``account`` (a name no configured account can have)."""
-    return f"{account} $control"
+    return account + _CONTROL_SUFFIX
+
+
+def is_control_account(name: str) -> bool:
+    """``name`` is a control namespace (see :func:`control_account`)."""
+    return name.endswith(_CONTROL_SUFFIX)
 
 
 def input_subject(entity: str) -> str:

@@ -261,15 +261,18 @@ class Client:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _closed_error(self) -> ConnectionClosedError:
+    def _loss_reason(self) -> str:
+        """Why the connection ended: the node's error, the transport's, or ""."""
         if self._error is not None:
-            reason = f" ({self._error})"
-        elif self._transport_error is not None:
-            cause = self._transport_error.__cause__ or self._transport_error
-            reason = f" (transport: {cause})"
-        else:
-            reason = ""
-        err = ConnectionClosedError(f"connection closed{reason}", self._error)
+            return str(self._error)
+        if self._transport_error is not None:
+            return f"transport: {self._transport_error.__cause__ or self._transport_error}"
+        return ""
+
+    def _closed_error(self) -> ConnectionClosedError:
+        reason = self._loss_reason()
+        message = f"connection closed ({reason})" if reason else "connection closed"
+        err = ConnectionClosedError(message, self._error)
         err.__cause__ = self._transport_error
         return err
 
@@ -415,8 +418,7 @@ class Client:
                     or self._final()
                 ):
                     return
-                reason = str(self._closed_error()).removeprefix("connection closed").strip(" ()")
-                self._event("disconnected", reason)
+                self._event("disconnected", self._loss_reason())
                 await trio.aclose_forcefully(self._stream)
                 found = await self._redial(self.url, self.known_urls)
                 if found is None:

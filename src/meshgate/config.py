@@ -429,6 +429,11 @@ class GatewayConfig:
             )
 
     @property
+    def accounts(self) -> frozenset[str]:
+        """The accounts this node serves: its users', or ``$G`` without users."""
+        return frozenset({u.account for u in self.users} or {"$G"})
+
+    @property
     def peer_auth_required(self) -> bool:
         """Route and gateway peers must authenticate (users are set and the network is
         not declared trusted)."""

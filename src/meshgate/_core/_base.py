@@ -69,7 +69,7 @@ class CoreBase:
         #: set by ``shutdown``: new connections are refused
         self.draining = False
         #: the accounts this node serves; peers may name no other
-        self.known_accounts = frozenset({u.account for u in config.users} or {"$G"})
+        self.known_accounts = config.accounts
         self._next_id = 0
         self._now = 0.0
         self._rr = 0
@@ -127,15 +127,17 @@ class CoreBase:
         features: tuple[str, ...] = (),
         max_payload: int = 0,
         token: str | None = None,
+        reveal: bool = True,
     ) -> bytes:
-        """This node's encoded HELLO in ``role`` (node, route or gateway)."""
+        """This node's encoded HELLO in ``role`` (node, route or gateway); without
+        ``reveal`` it names neither the node nor its cluster."""
         cfg = self.config
         return self.encoder.encode(
             Hello(
                 version=PROTOCOL_VERSION,
                 role=role.value,
-                name=cfg.name,
-                cluster=cfg.cluster,
+                name=cfg.name if reveal else "",
+                cluster=cfg.cluster if reveal else None,
                 token=token,
                 max_payload=max_payload,
                 features=features,

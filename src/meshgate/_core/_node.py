@@ -82,17 +82,9 @@ class NodeCore(FanOut):
         self._gw_order = self.gateways.order
         #: the HELLO every client gets first; with users configured it names neither the
         #: node nor its cluster (nothing for an unauthenticated caller to use)
-        if config.users:
-            self.node_hello = self.encoder.encode(
-                Hello(
-                    version=PROTOCOL_VERSION,
-                    role=Role.NODE.value,
-                    name="",
-                    max_payload=config.max_payload,
-                )
-            )
-        else:
-            self.node_hello = self.hello_frame(Role.NODE, max_payload=config.max_payload)
+        self.node_hello = self.hello_frame(
+            Role.NODE, max_payload=config.max_payload, reveal=not config.users
+        )
         self._handshakes: dict[ConnectionKind, Callable[[Any, Hello], None]] = {
             ConnectionKind.CLIENT: self.clients.hello,
             ConnectionKind.ROUTE: self.routes.hello,
@@ -157,10 +149,7 @@ class NodeCore(FanOut):
         self._max_payload = applied.max_payload
         self._max_pending = applied.max_pending_bytes
         if "users" in changed:
-            known = frozenset({u.account for u in applied.users} or {"$G"})
-            if self._layer is not None:
-                known |= {control_account(a) for a in known}
-            self.known_accounts = known
+            self.known_accounts = self._known_accounts()
             self.clients.reload_users(applied.users)
         self._run_internal()
         return restart
@@ -170,10 +159,15 @@ class NodeCore(FanOut):
         if self._layer is not None:
             raise RuntimeError("a layer is already attached")
         self._layer = layer
-        # peers may name the control namespaces of the accounts this node serves
-        self.known_accounts = self.known_accounts | {
-            control_account(a) for a in self.known_accounts
-        }
+        self.known_accounts = self._known_accounts()
+
+    def _known_accounts(self) -> frozenset[str]:
+        """The accounts peers may name: those served, and with a layer their control
+        namespaces."""
+        served = self.config.accounts
+        if self._layer is None:
+            return served
+        return served | {control_account(a) for a in served}
 
     # -- connection lifecycle -----------------------------------------------------------------
 

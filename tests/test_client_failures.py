@@ -51,3 +51,32 @@ async def test_a_publish_blocked_by_back_pressure_raises_when_the_connection_die
                 assert client.is_closed
                 with pytest.raises(meshgate.ConnectionClosedError):
                     await client.publish("after", b"")
+
+
+async def test_a_peer_still_sending_when_closed_reads_the_error_and_a_clean_end() -> None:
+    """The node shuts down its write side and drains what the peer still sends, instead
+    of closing with unread input (a TCP reset): the peer's writes succeed, it reads the
+    error frame, then an orderly end of stream."""
+    from meshgate.protocol import Error, Publish
+
+    from .helpers import Raw, config
+
+    with trio.fail_after(20):
+        async with meshgate.open_gateway(config("127.0.0.1:0")) as gw:
+            assert gw.client_url
+            host, port = gw.client_url.removeprefix("tcp://").rsplit(":", 1)
+            stream = await trio.open_tcp_stream(host, int(port))
+            r = Raw(stream)
+            await r.hello()
+            flood = Encoder().encode(Publish("flood", None, b"x" * 1000)) * 4000  # ~4 MB
+
+            async def send() -> None:
+                await stream.send_all(b"\xc1" + flood)  # \xc1: never valid msgpack
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                frames = []
+                while (f := await r.next()) is not None:  # BrokenResourceError on a reset
+                    frames.append(f)
+            assert isinstance(frames[-1], Error), frames
+            await stream.aclose()

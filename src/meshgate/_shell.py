@@ -240,7 +240,7 @@ class Gateway(Dialing):
         core = self._core
         conn = h.conn
         stream = h.stream
-        while conn.state < ConnState.CLOSING:
+        while True:
             try:
                 data = await stream.receive_some(_RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -249,6 +249,8 @@ class Gateway(Dialing):
                 assert h.scope is not None
                 h.scope.cancel()
                 return
+            if conn.state >= ConnState.CLOSING:
+                continue  # closing: drain what the peer still sends (see _writer), unread
             core.receive_data(conn, data, trio.current_time())
             congested = self._congested_links()
             self._after_core()
@@ -319,9 +321,24 @@ class Gateway(Dialing):
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     break
             if conn.state >= ConnState.CLOSING and not core.has_output(conn):
+                await self._end_gently(stream)
                 break
         assert h.scope is not None
         h.scope.cancel()
+
+    @staticmethod
+    async def _end_gently(stream: trio.abc.Stream) -> None:
+        """After the last frame of a closing connection: end our side of a TCP stream
+        and let the reader drain the peer's until it ends too (it then cancels the
+        connection), for at most ``CLOSE_GRACE``.  Closing with unread input would send
+        a reset instead, breaking the peer's writes and maybe losing our error frame."""
+        if not isinstance(stream, trio.abc.HalfCloseableStream):
+            return
+        try:
+            await stream.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        await trio.sleep(CLOSE_GRACE)  # the reader cancels this at the peer's end of stream
 
     # -- public API ---------------------------------------------------------------------------
 

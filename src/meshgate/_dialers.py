@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = ["Dialing"]
 
+import itertools
 import logging
 import random
 from typing import TYPE_CHECKING
@@ -75,6 +76,11 @@ class Dialing:
         gateways = self._core.gateways
         cfg = self.config
         failures = 0
+        # when each URL last failed or lost its connection: those are tried last, the
+        # longest-ago first, so a hung or dead node is not picked again while another
+        # node of the cluster has not been tried
+        lost_at: dict[str, int] = {}
+        attempts = itertools.count()
         try:
             while True:
                 if cluster in gateways.outbound:
@@ -82,8 +88,11 @@ class Dialing:
                     continue
                 urls = list(gateways.urls.get(cluster, ()))
                 random.shuffle(urls)
+                lost_at = {u: lost_at[u] for u in urls if u in lost_at}  # forget departed
+                urls.sort(key=lambda u: lost_at.get(u, -1))
                 connected = False
                 for url in urls:
+                    lost_at[url] = next(attempts)  # kept if this attempt fails or ends
                     try:
                         with trio.move_on_after(max(2.0, cfg.reconnect_wait)) as scope:
                             cm = connect_stream(url, ssl_context=cfg.gateway_tls_dial)

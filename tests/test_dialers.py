@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import trio
 
 import meshgate
@@ -42,5 +44,5 @@ async def test_the_gateway_dialer_tries_another_node_after_a_hung_one() -> None:
             async with meshgate.open_gateway(cfg):
                 await enough.wait()
             nursery.cancel_scope.cancel()
-    pairs = list(zip(attempts, attempts[1:], strict=False))
+    pairs = list(itertools.pairwise(attempts))
     assert all(a != b for a, b in pairs), attempts

@@ -73,6 +73,9 @@ async def test_a_hung_route_slows_only_its_publishers_until_the_write_deadline()
                         f"local.{i}" for i in range(20)
                     ]
                     await bystander.flush()
+                # meanwhile the flooder was held back: the link holds one batch past
+                # the limit at most, not everything the flooder had to send
+                assert max(r.pending_size for r in gw.routez()) < LIMIT + 2 * 64 * 1024
                 # the write deadline closes the stuck route; its publisher resumes
                 with trio.fail_after(DEADLINE + 10):
                     while gw.statistics().routes:

@@ -251,30 +251,40 @@ class Gateway(Dialing):
                 return
             if conn.state >= ConnState.CLOSING:
                 continue  # closing: drain what the peer still sends (see _writer), unread
+            links = self._peer_links()
             core.receive_data(conn, data, trio.current_time())
-            congested = self._congested_links()
+            congested = self._congested_links(links) if links else None
             self._after_core()
             if congested:
                 await self._wait_drained(congested)
 
-    def _congested_links(self) -> list[_Handle] | None:
-        """Routes and gateways that the last batch of input wrote to and that hold more
-        than ``max_pending_bytes``: only the connection that sent that batch waits for
-        them (back-pressure); nothing else on the node does."""
+    def _peer_links(self) -> list[tuple[_Handle, int]] | None:
+        """Each route and outbound gateway with the bytes it holds, before a batch."""
         core = self._core
-        if not core.routes.peers and not core.gateways.outbound:
+        routes, outbound = core.routes.peers, core.gateways.outbound
+        if not routes and not outbound:
             return None  # a node on its own: nothing to wait for
+        out = []
+        for c in (*routes.values(), *outbound.values()):
+            h = c.shell
+            if h is not None:
+                out.append((h, core.pending_bytes(c)))
+        return out
+
+    def _congested_links(self, before: list[tuple[_Handle, int]]) -> list[_Handle] | None:
+        """Routes and gateways that the last batch of input added to and that now hold
+        more than ``max_pending_bytes``: only the connection that sent that batch waits
+        for them (back-pressure); nothing else on the node does.  (A link whose writer
+        is busy is not listed again in ``Effects.writable``, so growth is what tells.)"""
+        core = self._core
         limit = self.config.max_pending_bytes
         out: list[_Handle] | None = None
-        for c in core.effects.writable:
-            if (
-                isinstance(c, PeerConnection)
-                and c.shell is not None
-                and core.pending_bytes(c) > limit
-            ):
+        for h, held in before:
+            pending = core.pending_bytes(h.conn)
+            if pending > limit and pending > held:
                 if out is None:
                     out = []
-                out.append(c.shell)
+                out.append(h)
         return out
 
     async def _wait_drained(self, links: list[_Handle]) -> None:

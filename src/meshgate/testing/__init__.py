@@ -8,6 +8,9 @@
   (:class:`CorePeer`): send frames, read what the core answered, move time.
 * :mod:`meshgate.testing.strategies` — hypothesis strategies for subjects and
   patterns (import it only where hypothesis is installed).
+* :mod:`meshgate.testing.chaos` — nodes as OS processes to kill, stop and signal, a
+  fault-injecting TCP proxy (stall, slow, cut, reset one link), and a ledger that counts
+  what numbered streams lost, duplicated and reordered.
 * The ``memory://`` transport (:class:`meshgate.transports.MemoryTransport`)
   runs real gateways in-process without sockets.
 """

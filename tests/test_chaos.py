@@ -1,0 +1,423 @@
+"""The chaos suite: super-clusters of OS processes under kill, stop/continue, SIGTERM,
+SIGHUP and link faults (stall, cut, reset) injected by a TCP proxy.
+
+Every scenario streams numbered messages at a steady rate and counts, per subscriber,
+what was lost, duplicated and reordered and the longest silence.  Subscribers whose
+traffic does not cross the failure must lose nothing; those whose traffic does must
+see no duplicate and no reordering and must recover within a bounded time.
+
+``python tools/chaos_table.py`` runs this file with ``CHAOS_REPORT`` set and prints the
+table of figures that ``docs/operations.md`` shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import meshgate
+from meshgate.replicant import InMemoryReplicant, connect_replicant
+from meshgate.spatial import Grid
+from meshgate.testing.chaos import (
+    Ledger,
+    NodeProcess,
+    StreamReport,
+    open_fault_proxy,
+    open_node_process,
+)
+
+RATE = 200.0  # messages per second on every stream
+#: a game edge's keepalive, scaled down so that a hung peer is found in about a second
+FAST: dict[str, Any] = {
+    "ping_interval": 0.5,
+    "max_pings_out": 2,
+    "write_deadline": 1.0,
+    "reconnect_wait": 0.05,
+    "lame_duck_duration": 1.0,
+    "max_pending_bytes": 256 * 1024,
+    "max_payload": 65536,
+}
+#: an unaffected stream's longest silence may not exceed this (scheduling noise only)
+UNAFFECTED_GAP = 0.5
+#: how long a stalled link stays stalled (a partition that heals)
+STALL = 1.5
+
+
+def record(scenario: str, who: str, report: StreamReport, **extra: object) -> None:
+    """Append one row of figures to the file named by ``CHAOS_REPORT``, if set."""
+    path = os.environ.get("CHAOS_REPORT")
+    if path:
+        row = {"scenario": scenario, "who": who, **extra}
+        row.update(
+            sent=report.sent,
+            lost=report.lost,
+            duplicated=report.duplicated,
+            reordered=report.reordered,
+            longest_gap=round(report.longest_gap, 3),
+        )
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def assert_unaffected(report: StreamReport) -> None:
+    assert (report.lost, report.duplicated, report.reordered) == (0, 0, 0), report
+    assert report.longest_gap < UNAFFECTED_GAP, report
+
+
+def assert_recovered(report: StreamReport, *, within: float) -> None:
+    assert (report.duplicated, report.reordered) == (0, 0), report
+    assert report.received > 0, report
+    assert report.longest_gap < within, report
+    assert report.lost <= RATE * report.longest_gap + 5, report  # only the silent window
+
+
+@asynccontextmanager
+async def process_supercluster(
+    tmp: Path, sizes: dict[str, int], **extra: Any
+) -> AsyncIterator[dict[str, NodeProcess]]:
+    """Nodes ``<cluster lowercase><i>`` as processes, all on port 0: later nodes of a
+    cluster name the first one as their route seed; the first node of each later
+    cluster names the first cluster's first node as its gateway."""
+    async with AsyncExitStack() as stack:
+        nodes: dict[str, NodeProcess] = {}
+        first = next(iter(sizes))
+        for cluster, n in sizes.items():
+            for i in range(n):
+                name = f"{cluster.lower()}{i}"
+                fields: dict[str, Any] = {
+                    "name": name,
+                    "cluster": cluster,
+                    "listen": "127.0.0.1:0",
+                    "cluster_listen": "127.0.0.1:0",
+                    "gateway_listen": "127.0.0.1:0",
+                    **FAST,
+                    **extra,
+                }
+                if i:
+                    fields["routes"] = [nodes[f"{cluster.lower()}0"].cluster_url]
+                elif cluster != first:
+                    fields["gateways"] = {first: [nodes[f"{first.lower()}0"].gateway_url]}
+                nodes[name] = await stack.enter_async_context(open_node_process(fields, tmp))
+        yield nodes
+
+
+async def until_delivered(
+    pub: meshgate.Client, subs: list[meshgate.Subscription], subject: str
+) -> None:
+    """Probe ``subject`` until every subscription has one: interest crosses processes
+    asynchronously, so delivery itself is the proof of convergence."""
+    waiting = list(subs)
+    while waiting:
+        await pub.publish(subject, b"probe")
+        with trio.move_on_after(0.2):
+            for s in list(waiting):
+                await s.receive()
+                waiting.remove(s)
+
+
+async def run_streams(
+    ledger: Ledger,
+    publishers: list[tuple[meshgate.Client, str]],
+    followers: list[tuple[str, meshgate.Subscription, str]],
+    fault: Callable[[], Any],
+    *,
+    before: float = 1.0,
+    after: float = 2.5,
+) -> None:
+    """Stream for ``before`` seconds, inject ``fault`` (sync or async), stream for
+    ``after`` more, then let the followers settle."""
+    async with trio.open_nursery() as followers_nursery:
+        for name, sub, subject in followers:
+            followers_nursery.start_soon(ledger.follow, name, sub, subject)
+        async with trio.open_nursery() as pubs:
+            for client, subject in publishers:
+                pubs.start_soon(lambda c=client, s=subject: ledger.publish(c, s, rate=RATE))
+            await trio.sleep(before)  # the stream's schedule, not synchronisation
+            result = fault()
+            if hasattr(result, "__await__"):
+                await result
+            await trio.sleep(after)
+            pubs.cancel_scope.cancel()
+        await ledger.settle([name for name, _, _ in followers])
+        followers_nursery.cancel_scope.cancel()
+
+
+async def test_a_killed_node_costs_only_its_own_clients_a_window(tmp_path: Path) -> None:
+    """SIGKILL b1: subscribers elsewhere lose nothing; b1's client reconnects to b0,
+    resubscribes and resumes its stream with no duplicate and no reordering."""
+    ledger = Ledger()
+    with trio.fail_after(60):
+        async with (
+            process_supercluster(tmp_path, {"A": 2, "B": 2}) as n,
+            meshgate.connect(n["b0"].client_url) as pub,
+            meshgate.connect(n["a0"].client_url) as far,
+            meshgate.connect(n["b0"].client_url) as near,
+            meshgate.connect(
+                [n["b1"].client_url, n["b0"].client_url], reconnect_wait=0.05
+            ) as mover,
+        ):
+            subs = [await c.add_subscription("s.k") for c in (far, near, mover)]
+            await until_delivered(pub, subs, "s.k")
+            followers = [(w, s, "s.k") for w, s in zip(("far", "near", "mover"), subs, strict=True)]
+            await run_streams(ledger, [(pub, "s.k")], followers, n["b1"].kill)
+            assert mover.url == n["b0"].client_url
+    for who in ("far", "near"):
+        record("SIGKILL a node", f"subscriber on another node ({who})", ledger.report(who))
+        assert_unaffected(ledger.report(who))
+    record("SIGKILL a node", "its client (moves to another node)", ledger.report("mover"))
+    assert_recovered(ledger.report("mover"), within=2.0)
+
+
+async def test_a_hung_node_costs_only_its_own_clients_a_window(tmp_path: Path) -> None:
+    """SIGSTOP b1 for 2 s, then SIGCONT: its peers find it stale and drop it; everyone
+    else loses nothing and no publisher is slowed; once continued, b1 rejoins and its
+    client's stream resumes."""
+    ledger = Ledger()
+    with trio.fail_after(60):
+        async with (
+            process_supercluster(tmp_path, {"A": 2, "B": 2}) as n,
+            meshgate.connect(n["b0"].client_url) as pub,
+            meshgate.connect(n["a0"].client_url) as far,
+            meshgate.connect(n["b0"].client_url) as near,
+            meshgate.connect(n["b1"].client_url) as stuck,
+        ):
+            subs = [await c.add_subscription("s.h") for c in (far, near, stuck)]
+            await until_delivered(pub, subs, "s.h")
+
+            async def hang() -> None:
+                n["b1"].stop()
+                await trio.sleep(2.0)  # how long the node stays hung
+                n["b1"].resume()
+
+            followers = [(w, s, "s.h") for w, s in zip(("far", "near", "stuck"), subs, strict=True)]
+            await run_streams(ledger, [(pub, "s.h")], followers, hang, after=2.0)
+    for who in ("far", "near"):
+        record("SIGSTOP a node 2 s", f"subscriber on another node ({who})", ledger.report(who))
+        assert_unaffected(ledger.report(who))
+    record("SIGSTOP a node 2 s", "its client (stays)", ledger.report("stuck"))
+    assert_recovered(ledger.report("stuck"), within=4.0)
+
+
+@asynccontextmanager
+async def proxied_pair(
+    tmp: Path, link: str
+) -> AsyncIterator[tuple[NodeProcess, NodeProcess, meshgate.testing.chaos.FaultProxy]]:
+    """Two nodes whose one ``link`` ("route" or "gateway") from the second to the first
+    goes through a fault proxy.  For a gateway that is x1's outbound to cluster X;
+    x0's outbound to cluster Y does not cross the proxy."""
+    async with AsyncExitStack() as stack:
+        base = {"listen": "127.0.0.1:0", **FAST}
+        if link == "route":
+            first = await stack.enter_async_context(
+                open_node_process(
+                    {"name": "x0", "cluster": "X", "cluster_listen": "127.0.0.1:0", **base}, tmp
+                )
+            )
+            assert first.cluster_url
+            proxy = await stack.enter_async_context(open_fault_proxy(first.cluster_url))
+            second_fields = {
+                "name": "x1",
+                "cluster": "X",
+                "cluster_listen": "127.0.0.1:0",
+                "routes": [proxy.url],
+            }
+        else:
+            first = await stack.enter_async_context(
+                open_node_process(
+                    {"name": "x0", "cluster": "X", "gateway_listen": "127.0.0.1:0", **base}, tmp
+                )
+            )
+            assert first.gateway_url
+            proxy = await stack.enter_async_context(open_fault_proxy(first.gateway_url))
+            second_fields = {
+                "name": "y0",
+                "cluster": "Y",
+                "gateway_listen": "127.0.0.1:0",
+                "gateways": {"X": [proxy.url]},
+            }
+        second = await stack.enter_async_context(open_node_process({**second_fields, **base}, tmp))
+        yield first, second, proxy
+
+
+@pytest.mark.parametrize("fault", ["stall", "cut", "reset"])
+@pytest.mark.parametrize("link", ["route", "gateway"])
+async def test_a_failed_link_costs_only_the_traffic_crossing_it(
+    tmp_path: Path, link: str, fault: str
+) -> None:
+    """One link between two nodes stalls (hung peer, black-holed flow), is cut, or is
+    reset.  Traffic that crosses it has a bounded gap and nothing duplicated or out of
+    order; traffic that does not (local, or the other direction's gateway) loses
+    nothing.  When it stalls, a bulk publisher floods it too: its pending output passes
+    ``max_pending_bytes`` and only that publisher is held back."""
+    ledger = Ledger()
+    with trio.fail_after(60):
+        async with (
+            proxied_pair(tmp_path, link) as (first, second, proxy),
+            meshgate.connect(second.client_url) as pub,
+            meshgate.connect(first.client_url) as across,
+            meshgate.connect(second.client_url) as local_pub,
+            meshgate.connect(second.client_url) as local,
+            meshgate.connect(first.client_url) as back_pub,
+            meshgate.connect(second.client_url) as back,
+            meshgate.connect(second.client_url) as bulk_pub,
+            meshgate.connect(first.client_url) as bulk,
+            trio.open_nursery() as flooding,
+        ):
+            sub_across = await across.add_subscription("s.f")
+            sub_local = await local.add_subscription("s.l")
+            sub_back = await back.add_subscription("s.b")
+            sub_bulk = await bulk.add_subscription("bulk")
+            await until_delivered(pub, [sub_across], "s.f")
+            await until_delivered(local_pub, [sub_local], "s.l")
+            await until_delivered(back_pub, [sub_back], "s.b")
+            await until_delivered(bulk_pub, [sub_bulk], "bulk")
+            flooded = 0
+
+            async def flood() -> None:
+                nonlocal flooded
+                payload = b"x" * 32768
+                while True:
+                    await bulk_pub.publish("bulk", payload)
+                    flooded += 1
+
+            async def drain_bulk() -> None:
+                async for _ in sub_bulk:
+                    pass
+
+            held_back_at = 0
+
+            async def sample() -> None:
+                nonlocal held_back_at
+                await trio.sleep(0.8)  # within the write deadline: the link still hangs
+                held_back_at = flooded
+
+            async def partition() -> None:
+                async with trio.open_nursery() as bulk_traffic:
+                    bulk_traffic.start_soon(flood)
+                    bulk_traffic.start_soon(drain_bulk)
+                    bulk_traffic.start_soon(sample)
+                    await trio.sleep(STALL)  # how long the partition lasts
+                    bulk_traffic.cancel_scope.cancel()
+                proxy.heal()
+
+            def inject() -> None:
+                getattr(proxy, fault)()
+                if fault == "stall":
+                    flooding.start_soon(partition)
+
+            followers = [
+                ("across", sub_across, "s.f"),
+                ("local", sub_local, "s.l"),
+                ("back", sub_back, "s.b"),
+            ]
+            publishers = [(pub, "s.f"), (local_pub, "s.l"), (back_pub, "s.b")]
+            await run_streams(ledger, publishers, followers, inject, after=3.5)
+            flooding.cancel_scope.cancel()
+    if fault == "stall":  # the flood filled the link and was held back, not buffered
+        assert 0 < held_back_at * 32768 < 32 * 1024 * 1024, held_back_at
+    scenario = f"stall a {link} {STALL:g} s" if fault == "stall" else f"{fault} a {link}"
+    # a stalled route has no other path until the partition heals; a stalled gateway
+    # is found stale and redialed at another of the cluster's URLs (not the proxy)
+    within = STALL + 1.0 if fault == "stall" else 1.0
+    record(scenario, "traffic crossing the link", ledger.report("across"))
+    record(scenario, "local traffic", ledger.report("local"))
+    assert_recovered(ledger.report("across"), within=within)
+    assert_unaffected(ledger.report("local"))
+    if link == "gateway":  # the other direction has its own outbound gateway
+        record(scenario, "the other direction's gateway", ledger.report("back"))
+        assert_unaffected(ledger.report("back"))
+    else:  # one route carries both directions
+        assert_recovered(ledger.report("back"), within=within)
+
+
+GRID = Grid(100.0)
+TOKEN = "chaos-replicant-token-0123456789"
+
+
+async def test_a_game_session_survives_a_killed_node(tmp_path: Path) -> None:
+    """A pilot sends inputs at a steady rate through g1; g1 is killed; the pilot moves
+    to g0 and goes on.  The owner (a replicant on g0) applies every input exactly once,
+    in order: the session key keeps the pilot's identity and retries are deduplicated."""
+    count = 300
+    with trio.fail_after(60):
+        async with (
+            process_supercluster(tmp_path, {"G": 2}, replicants=True, replicant_token=TOKEN) as n,
+            connect_replicant(n["g0"].client_url, "owner", token=TOKEN) as link,
+            trio.open_nursery() as nursery,
+        ):
+            owner = InMemoryReplicant("owner", GRID, {"ship": (5.0, 5.0)})
+            nursery.start_soon(owner.run, link)
+            await owner.wait_ready()
+            async with meshgate.connect(
+                [n["g1"].client_url, n["g0"].client_url], reconnect_wait=0.05
+            ) as pilot:
+                start = trio.current_time()
+                for seq in range(count):
+                    await trio.sleep_until(start + seq / RATE)  # the input schedule
+                    if seq == count // 3:
+                        n["g1"].kill()
+                        killed = trio.current_time()
+                    await pilot.send_input("ship", seq, b"+")
+                await pilot.flush()
+                assert pilot.url == n["g0"].client_url
+                with trio.fail_after(10):
+                    while len(owner.log.get("ship", [])) < count:
+                        await pilot.flush()
+                        await link.client.flush()
+                done = trio.current_time()
+            nursery.cancel_scope.cancel()
+    applied = [seq for _, seq in owner.log["ship"]]
+    assert applied == list(range(count))  # nothing lost, nothing twice, in order
+    assert len({client for client, _ in owner.log["ship"]}) == 1  # one session throughout
+    gap = max(0.0, done - killed - (count - count // 3) / RATE)  # beyond the schedule
+    record(
+        "SIGKILL a game client's node",
+        "its inputs (owner on another node): delay past the schedule",
+        StreamReport(
+            sent=count, received=count, lost=0, duplicated=0, reordered=0, longest_gap=gap
+        ),
+    )
+
+
+async def test_sigterm_moves_clients_away_and_sighup_costs_nothing(tmp_path: Path) -> None:
+    """SIGHUP n0 mid-stream: nobody loses anything.  SIGTERM n1: its clients are moved
+    to n0 over the lame-duck window and resume their streams, nothing duplicated or out
+    of order; the process exits 0."""
+    ledger = Ledger()
+    with trio.fail_after(60):
+        async with process_supercluster(tmp_path, {"N": 2}) as n, AsyncExitStack() as stack:
+            pub = await stack.enter_async_context(meshgate.connect(n["n0"].client_url))
+            stay = await stack.enter_async_context(meshgate.connect(n["n0"].client_url))
+            movers = [
+                await stack.enter_async_context(
+                    meshgate.connect([n["n1"].client_url, n["n0"].client_url], reconnect_wait=0.05)
+                )
+                for _ in range(5)
+            ]
+            subs = [await c.add_subscription("s.t") for c in (stay, *movers)]
+            await until_delivered(pub, subs, "s.t")
+            names = ["stay", *(f"mover{i}" for i in range(len(movers)))]
+            followers = [(w, s, "s.t") for w, s in zip(names, subs, strict=True)]
+
+            async def hup_then_term() -> None:
+                n["n0"].hangup()
+                await trio.sleep(0.5)
+                n["n1"].terminate()
+
+            await run_streams(ledger, [(pub, "s.t")], followers, hup_then_term, after=3.0)
+            assert all(m.url == n["n0"].client_url for m in movers)
+            with trio.fail_after(5):
+                assert await n["n1"].wait() == 0
+    record("SIGHUP a node", "its clients", ledger.report("stay"))
+    assert_unaffected(ledger.report("stay"))
+    worst = max((ledger.report(f"mover{i}") for i in range(len(movers))), key=lambda r: r.lost)
+    record("SIGTERM a node (lame duck 1 s)", "its clients (moved, worst of 5)", worst)
+    for i in range(len(movers)):
+        assert_recovered(ledger.report(f"mover{i}"), within=1.0)

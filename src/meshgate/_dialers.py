@@ -47,6 +47,7 @@ class Dialing:
             *,
             dialed: bool = False,
             expected_cluster: str | None = None,
+            nats: bool = False,
         ) -> None: ...
 
     async def _backoff(self, failures: int) -> None:

@@ -92,6 +92,7 @@ async def _run(config: GatewayConfig, path: str | Path | None = None) -> None:
                 "client_url": gw.client_url,
                 "cluster_url": gw.cluster_url,
                 "gateway_url": gw.gateway_url,
+                "nats_urls": list(gw.nats_urls),
             }
             print(json.dumps(ready), flush=True)
             async for signum in signals:

@@ -95,6 +95,8 @@ class Gateway(Dialing):
         self.cluster_url: str | None = None
         #: the gateway listener's bound URL (super-clusters are not configured yet: None)
         self.gateway_url: str | None = None
+        #: the NATS port URLs, one per ``nats_listen`` entry
+        self.nats_urls: tuple[str, ...] = ()
         #: the monitoring endpoint's URL (not configured: None)
         self.monitor_url: str | None = None
 
@@ -113,10 +115,17 @@ class Gateway(Dialing):
             self.gateway_url = await listen(
                 nursery, cfg.gateway_listen, self._serve_gateway_stream, cfg.gateway_tls
             )
+            nats_urls = []
+            for url in cfg.nats_listen:
+                bound = await listen(nursery, url, self._serve_nats_stream, cfg.tls)
+                assert bound is not None
+                nats_urls.append(bound)
+            self.nats_urls = tuple(nats_urls)
             self._core.bound(
                 client_url=self.client_url,
                 cluster_url=self.cluster_url,
                 gateway_url=self.gateway_url,
+                nats_url=next((u for u in nats_urls if not u.startswith("ws")), None),
             )
             if cfg.gateway_listen is not None:
                 for cluster in cfg.gateways:
@@ -195,6 +204,9 @@ class Gateway(Dialing):
     async def _serve_route_stream(self, stream: trio.abc.Stream) -> None:
         await self._serve_stream(stream, ConnectionKind.ROUTE)
 
+    async def _serve_nats_stream(self, stream: trio.abc.Stream) -> None:
+        await self._serve_stream(stream, ConnectionKind.CLIENT, nats=True)
+
     async def _serve_gateway_stream(self, stream: trio.abc.Stream) -> None:
         await self._serve_stream(stream, ConnectionKind.GATEWAY_INBOUND)
 
@@ -205,11 +217,12 @@ class Gateway(Dialing):
         *,
         dialed: bool = False,
         expected_cluster: str | None = None,
+        nats: bool = False,
     ) -> None:
         """Run one connection: a reader and a writer task, then clean up whatever happened."""
         core = self._core
         conn = core.open_connection(
-            trio.current_time(), kind, dialed=dialed, expected_cluster=expected_cluster
+            trio.current_time(), kind, dialed=dialed, expected_cluster=expected_cluster, nats=nats
         )
         h = _Handle(conn, stream)
         conn.shell = h

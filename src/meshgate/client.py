@@ -25,7 +25,7 @@ import os
 import random
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import NamedTuple
 
@@ -38,14 +38,17 @@ from .protocol import (
     PROTOCOL_VERSION,
     Decoder,
     Encoder,
+    Headered,
     Hello,
     Info,
     Opcode,
     Ping,
     Pong,
     Role,
+    to_ext,
     to_frame,
 )
+from .protocol.nats import encode_headers, parse_headers
 from .subjects import validate_pattern, validate_subject
 from .transports import connect_stream, get_transport
 
@@ -62,6 +65,19 @@ class Message(NamedTuple):
     subject: str
     payload: bytes
     reply: str | None
+    #: the message's headers (``{name: [values]}``), or None if it has none; NATS
+    #: clients' headers arrive here, and :meth:`Client.publish` can send them
+    headers: dict[str, list[str]] | None = None
+
+
+def _message(subject: str, payload: bytes, reply: str | None) -> Message:
+    if type(payload) is not Headered:
+        return Message(subject, payload, reply)
+    try:
+        _, headers = parse_headers(payload.headers)
+    except (ValueError, UnicodeDecodeError):
+        headers = {}
+    return Message(subject, bytes(payload), reply, headers)
 
 
 class ConnectionEvent(NamedTuple):
@@ -323,10 +339,10 @@ class Client:
                     if op == Opcode.MSG:
                         sub = self._subs.get(f[1])
                         if sub is not None:
-                            sub._push(Message(f[2], f[4], f[3]))
+                            sub._push(_message(f[2], f[4], f[3]))
                         elif f[1] == NOTICE_SID:  # the node's notices: speculation answers
                             try:
-                                self._corrections_send.send_nowait(Message(f[2], f[4], f[3]))
+                                self._corrections_send.send_nowait(_message(f[2], f[4], f[3]))
                             except trio.WouldBlock:
                                 pass
                     else:
@@ -507,8 +523,11 @@ class Client:
         *,
         reply: str | None = None,
         key: str | None = None,
+        headers: Mapping[str, str | list[str]] | None = None,
     ) -> None:
-        """Publish ``payload`` on ``subject``.  ``key`` marks coalescable state.
+        """Publish ``payload`` on ``subject``.  ``key`` marks coalescable state;
+        ``headers`` (name to value or values) travel with the message to every
+        subscriber, meshgate's and NATS clients' alike, across routes and gateways.
 
         Raises :class:`PayloadTooLargeError` locally if the payload exceeds the
         node's ``max_payload``, and :class:`~meshgate.InvalidSubjectError` for
@@ -521,7 +540,10 @@ class Client:
         validate_subject(subject)
         if reply is not None:
             validate_subject(reply)
-        await self._queue(self._enc.encode_raw(_PUB, subject, reply, bytes(payload), key))
+        body: object = bytes(payload)
+        if headers:
+            body = to_ext(Headered(payload, encode_headers(headers)))
+        await self._queue(self._enc.encode_raw(_PUB, subject, reply, body, key))
 
     @asynccontextmanager
     async def subscribe(

@@ -374,6 +374,11 @@ class GatewayConfig:
     #: characters; never logged); replicants attached in process need none.  With
     #: ``users``, replicants authenticate as users with ``replicant = true``
     replicant_token: str | None = attrs.field(default=None, repr=False, validator=_secret_or_none)
+    #: NATS client protocol ports (one URL or a list; ``host:port`` or ``tcp://``,
+    #: ``tls://`` with ``tls``, ``ws://``): unmodified NATS clients connect here, as
+    #: clients of this node with the same users, accounts, permissions and limits;
+    #: none by default
+    nats_listen: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, validator=_urls)
     #: HTTP monitoring endpoint (``host:port``): /varz /connz /routez /gatewayz /subsz
     #: /healthz (JSON) and /metrics (Prometheus text); None disables it
     monitor_listen: str | None = attrs.field(default=None, validator=_url_or_none)
@@ -381,6 +386,8 @@ class GatewayConfig:
     def __attrs_post_init__(self) -> None:
         if self.listen is not None and self.listen.startswith("tls://") and self.tls is None:
             raise ConfigError("tls", "a tls:// listener needs an ssl.SSLContext")
+        if any(u.startswith("tls://") for u in self.nats_listen) and self.tls is None:
+            raise ConfigError("nats_listen", "a tls:// listener needs tls (an ssl.SSLContext)")
         for kind in ("cluster", "gateway"):
             self._check_peer_tls(kind)
         if self.max_pending_bytes < self.max_payload:

@@ -35,6 +35,7 @@ from ._conn import (
     RouteConnection,
 )
 from ._effects import Effects
+from ._natsport import NatsPort, error_text
 
 if TYPE_CHECKING:
     from ._clients import ClientPort
@@ -48,6 +49,7 @@ class CoreBase:
     connections, accounts, counters and the :class:`Effects` for the shell."""
 
     clients: ClientPort
+    nats: NatsPort
     routes: RouteMesh
     gateways: GatewayMesh
     # the hot path's aliases of the meshes' tables (each the same object for the core's life)
@@ -82,6 +84,11 @@ class CoreBase:
         # the hot path's aliases: each is the same object for the core's whole life
         self._writable = self.effects.writable
         self._layer: Layer | None = None
+        #: the message being delivered: (subject, reply, payload), set with its tail, for
+        #: NATS targets (which need the fields, not the msgpack tail)
+        self._cur: tuple[str, str | None, bytes] = ("", None, b"")
+        #: the NATS client publishing with ``echo: false`` now (its own messages skip it)
+        self._origin: ClientConnection | None = None
         self._internal: dict[str, InternalConnection] = {}
         self._internal_queue: deque[tuple[InternalHandler, bytes]] = deque()
         # counters
@@ -148,15 +155,22 @@ class CoreBase:
     # -- output helpers -----------------------------------------------------------------------
 
     def _append(self, conn: Connection, data: bytes) -> None:
+        if type(conn) is ClientConnection:
+            if conn.nats is not None and (data is self._ping or data is self._pong):
+                data = b"PING\r\n" if data is self._ping else b"PONG\r\n"
+            if conn.frame_sizes is not None:
+                conn.frame_sizes.append(len(data))  # keeps drop-oldest on frame boundaries
         conn.out += data
-        if type(conn) is ClientConnection and conn.frame_sizes is not None:
-            conn.frame_sizes.append(len(data))  # keeps drop-oldest on frame boundaries
         if not conn.dirty:
             conn.dirty = True
             self._writable.append(conn)
 
     def error(self, conn: Connection, code: ErrorCode, reason: str) -> None:
         """Send an error frame; the connection stays open."""
+        if type(conn) is ClientConnection and conn.nats is not None:
+            text = error_text(code, reason).encode("utf-8", "replace")
+            self._append(conn, b"-ERR '" + text + b"'\r\n")
+            return
         self._append(conn, self.encoder.encode(Error(int(code), reason)))
 
     def _fail(self, conn: Connection, code: ErrorCode, reason: str, *, count: bool = True) -> None:

@@ -75,7 +75,7 @@ class ClientPort:
     def opened(self, conn: ClientConnection) -> None:
         """A client connection was accepted: our HELLO first, then the limits."""
         core = self.core
-        core._append(conn, core.node_hello)
+        core._append(conn, core.node_hello if conn.nats is None else core.nats.info(conn))
         cfg = core.config
         if core.draining:
             core._fail(conn, ErrorCode.SHUTTING_DOWN, "node is shutting down", count=False)
@@ -123,6 +123,10 @@ class ClientPort:
             conn.session = "s-" + digest[:24]
         conn.role = Role(hello.role)
         conn.state = ConnState.OPEN
+        if conn.nats is not None:
+            if core.config.users and len(core.routes.nats_urls()) > 1:
+                core._append(conn, core.nats.info(conn))  # authenticated: connect_urls
+            return
         frame = self._urls_frame()
         if frame is not None:  # authenticated: where else this client can reconnect to
             core._append(conn, frame)
@@ -140,7 +144,11 @@ class ClientPort:
             return
         core = self.core
         for conn in core.conns.values():
-            if type(conn) is ClientConnection and conn.state is ConnState.OPEN:
+            if (
+                type(conn) is ClientConnection
+                and conn.state is ConnState.OPEN
+                and conn.nats is None
+            ):
                 core._append(conn, frame)
 
     @staticmethod

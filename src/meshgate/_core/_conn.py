@@ -37,11 +37,14 @@ __all__ = [
 import enum
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..config import Permissions, User
 from ..interest import InboundInterest, OutboundInterest
 from ..protocol import LEGAL_RECEIVE, ConnectionKind, Decoder, Opcode, Role
+
+if TYPE_CHECKING:
+    from ._natsport import NatsState
 
 #: the handler of an internal subscription: ``(subject, reply, payload)``
 InternalHandler = Callable[[str, "str | None", bytes], None]
@@ -142,6 +145,7 @@ class ClientConnection(Connection):
         "frame_sizes",
         "keyed",
         "keyed_bytes",
+        "nats",
         "perm_cache",
         "pub_perm",
         "resync_streak",
@@ -179,6 +183,8 @@ class ClientConnection(Connection):
         #: the keyed state lane (coalesce policy): (sid, key) -> encoded frame
         self.keyed: dict[tuple[int, str], bytes] = {}
         self.keyed_bytes = 0
+        #: a client of the NATS port: its NATS state (None on the meshgate port)
+        self.nats: NatsState | None = None
 
 
 class InternalConnection(ClientConnection):
@@ -216,13 +222,15 @@ class RouteConnection(PeerConnection):
     kind = ConnectionKind.ROUTE
     legal = LEGAL_RECEIVE[ConnectionKind.ROUTE]
 
-    __slots__ = ("peer_client_url", "peer_gateway_url", "peer_url", "remote")
+    __slots__ = ("peer_client_url", "peer_gateway_url", "peer_nats_url", "peer_url", "remote")
 
     def __init__(self, cid: int, decoder: Decoder, now: float, *, dialed: bool) -> None:
         super().__init__(cid, decoder, now, dialed=dialed)
         self.peer_url: str | None = None
         self.peer_gateway_url: str | None = None
         self.peer_client_url: str | None = None
+        #: the peer's NATS port, if it has one (for NATS clients' ``connect_urls``)
+        self.peer_nats_url: str | None = None
         #: the peer's interest: (account, pattern, queue) -> entry in the interest graph
         self.remote: dict[tuple[str, str, str | None], RemoteInterest] = {}
 

@@ -36,6 +36,11 @@ class Delivery(CoreBase):
         if c.state is not _OPEN:
             return self._deliver_internal(sub, tail) if c.state is _INTERNAL else 0
         prefix = sub.prefix
+        if c.nats is not None:
+            if c is self._origin:
+                return 0  # echo off: not to its own subscriptions
+            subject, reply, payload = self._cur
+            prefix, tail = self.nats.frame(c, prefix, tail, subject, reply, payload)
         size = len(prefix) + len(tail)
         if key is not None and self._policy == "coalesce":
             k = (sub.sid, key)

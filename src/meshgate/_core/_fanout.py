@@ -169,6 +169,7 @@ class FanOut(Delivery):
                 self._to_gateways(acct.name, subject, reply, payload, ())
             return
         tail = self.encoder.message_tail(subject, reply, payload)
+        self._cur = (subject, reply, payload)
         deliver = self._deliver
         n = 0
         peers: dict[Connection, list[str]] | None = None
@@ -290,6 +291,7 @@ class FanOut(Delivery):
             if sub.prefix is not None:
                 if tail is None:
                     tail = self.encoder.message_tail(subject, reply, payload)
+                    self._cur = (subject, reply, payload)
                 n += self._deliver(sub, tail, None)
         if queues:
             for q, members in m.queues:
@@ -300,6 +302,7 @@ class FanOut(Delivery):
                     continue  # the group left this node meanwhile: drop, never re-route
                 if tail is None:
                     tail = self.encoder.message_tail(subject, reply, payload)
+                    self._cur = (subject, reply, payload)
                 n += self._deliver(self._pick(local), tail, None)  # type: ignore[arg-type]
         if reply is not None and reply[0] == "$" and self._layer is not None:
             self._layer.on_dollar_reply(reply, subject, m.plain)
@@ -397,6 +400,7 @@ class FanOut(Delivery):
                 if sub.prefix is not None:
                     if tail is None:
                         tail = self.encoder.message_tail(subject, reply, payload)
+                        self._cur = (subject, reply, payload)
                     n += self._deliver(sub, tail, None)
                 else:
                     if peers is None:
@@ -411,6 +415,7 @@ class FanOut(Delivery):
                     if chosen.prefix is not None:
                         if tail is None:
                             tail = self.encoder.message_tail(subject, reply, payload)
+                            self._cur = (subject, reply, payload)
                         n += self._deliver(chosen, tail, None)
                     else:
                         if peers is None:

@@ -45,6 +45,7 @@ from ._conn import (
 from ._fanout import FanOut
 from ._gateways import GatewayMesh
 from ._hooks import Layer
+from ._natsport import NatsPort
 from ._routes import RouteMesh
 
 _PUB = int(Opcode.PUB)
@@ -75,6 +76,7 @@ class NodeCore(FanOut):
         self._running_internal = False
         self._internal_unpacker = msgpack.Unpacker(raw=False)
         self.clients = ClientPort(self)
+        self.nats = NatsPort(self)
         self.routes = RouteMesh(self)
         self.gateways = GatewayMesh(self)
         self._route_peers = self.routes.peers
@@ -104,10 +106,13 @@ class NodeCore(FanOut):
         cluster_url: str | None = None,
         gateway_url: str | None = None,
         client_url: str | None = None,
+        nats_url: str | None = None,
     ) -> None:
-        """The shell bound the client, route and gateway listeners at these URLs."""
+        """The shell bound the client, route, gateway (and NATS) listeners at these URLs."""
         if client_url is not None:
             self.routes.client_url = client_url
+        if nats_url is not None:
+            self.routes.nats_url = nats_url
         if cluster_url is not None:
             self.routes.cluster_url = cluster_url
         if gateway_url is not None:
@@ -178,9 +183,11 @@ class NodeCore(FanOut):
         *,
         dialed: bool = False,
         expected_cluster: str | None = None,
+        nats: bool = False,
     ) -> Connection:
         """A transport accepted (or, for ``dialed``, opened) a connection of ``kind``;
-        the connection's class is fixed now, and our HELLO goes first."""
+        the connection's class is fixed now, and our HELLO goes first.  ``nats``: a
+        client of the NATS port (it speaks the NATS text protocol; INFO goes first)."""
         self._next_id += 1
         cid = self._next_id
         decoder = Decoder(max_frame_bytes=self._max_payload + 8 * 1024, pool=self._unpackers)
@@ -189,6 +196,8 @@ class NodeCore(FanOut):
             track = self._policy == "drop-oldest" or self._policy == "coalesce"
             client = ClientConnection(cid, decoder, now, track_frames=track)
             self.conns[cid] = conn = client
+            if nats:
+                self.nats.opened(client)
             self.clients.opened(client)
         elif kind is ConnectionKind.ROUTE:
             route = RouteConnection(cid, decoder, now, dialed=dialed)
@@ -335,8 +344,11 @@ class NodeCore(FanOut):
         self.bytes_in += n
         dec = conn.decoder
         try:
-            dec.feed(data)
             kind = conn.kind
+            if kind is ConnectionKind.CLIENT and conn.nats is not None:  # type: ignore[attr-defined]
+                self.nats.receive(conn, data)  # type: ignore[arg-type]
+                return
+            dec.feed(data)
             if kind is ConnectionKind.CLIENT:
                 self._client_frames(conn, dec.next_raw)  # type: ignore[arg-type]
             elif kind is ConnectionKind.ROUTE:
@@ -465,8 +477,30 @@ class NodeCore(FanOut):
         c = self.conns.get(conn_id)
         if c is None or c.state is not _OPEN:
             return False
+        if type(c) is ClientConnection and c.nats is not None:
+            self.nats.notice(c, sid, subject, reply, data)
+            return True
         self._append(c, self.encoder.encode(Message(sid, subject, reply, data)))
         return True
+
+    def has_interest(self, conn: ClientConnection, subject: str) -> bool:
+        """Would a message on ``subject`` from ``conn`` reach anyone: a subscription of
+        this node or a route peer, or a remote cluster that has not said it does not
+        want it (gateways start optimistic)?"""
+        assert conn.account is not None
+        account = conn.account.name
+        index = self.graph.index(account)
+        if index is not None:
+            m = index.match(subject)
+            if m.plain or m.queues:
+                return True
+        for c in self._gw_order:
+            oi = c.out_interest
+            if oi is not None and (
+                oi.should_forward(account, subject) or oi.queue_groups(account, subject)
+            ):
+                return True
+        return False
 
     def local_patterns(self, account: str) -> list[str]:
         """Plain patterns some local connection of ``account`` subscribes to."""

@@ -43,6 +43,8 @@ class RouteMesh:
         self.cluster_url: str | None = None
         #: this node's client listener URL, once bound (told to peers, then to clients)
         self.client_url: str | None = None
+        #: this node's (first) NATS port URL, once bound
+        self.nats_url: str | None = None
         #: our own route URLs as seen by peers (a seed list may include ourselves)
         self.self_urls: set[str] = set()
 
@@ -58,7 +60,11 @@ class RouteMesh:
     def _hello_frame(self) -> bytes:
         core = self.core
         gw_url = core.gateways.gateway_url
-        urls = (self.cluster_url, gw_url or "", self.client_url or "") if self.cluster_url else ()
+        urls = (
+            (self.cluster_url, gw_url or "", self.client_url or "", self.nats_url or "")
+            if self.cluster_url
+            else ()
+        )
         return core.hello_frame(Role.ROUTE, urls, token=core.config.cluster_secret)
 
     def hello(self, conn: RouteConnection, hello: Hello) -> None:
@@ -91,6 +97,7 @@ class RouteMesh:
         conn.peer_url = hello.urls[0] if hello.urls else None
         conn.peer_gateway_url = hello.urls[1] if len(hello.urls) > 1 and hello.urls[1] else None
         conn.peer_client_url = hello.urls[2] if len(hello.urls) > 2 and hello.urls[2] else None
+        conn.peer_nats_url = hello.urls[3] if len(hello.urls) > 3 and hello.urls[3] else None
         existing = self.peers.get(hello.name)
         if existing is not None:
             # both nodes may dial each other at once: the connection dialed by the node
@@ -108,6 +115,8 @@ class RouteMesh:
         conn.state = ConnState.OPEN
         if conn.peer_client_url:
             core.clients.tell_urls()
+        if conn.peer_nats_url:
+            core.nats.tell_urls()
         if not conn.dialed:
             core._append(conn, self._hello_frame())  # the dialer authenticated: answer
         # our whole local interest, then gossip of every cluster URL we know
@@ -163,6 +172,13 @@ class RouteMesh:
         urls = {c.peer_client_url for c in self.peers.values() if c.peer_client_url}
         if self.client_url:
             urls.add(self.client_url)
+        return tuple(sorted(urls))
+
+    def nats_urls(self) -> tuple[str, ...]:
+        """NATS port URLs of this node and of every route peer (``connect_urls``)."""
+        urls = {c.peer_nats_url for c in self.peers.values() if c.peer_nats_url}
+        if self.nats_url:
+            urls.add(self.nats_url)
         return tuple(sorted(urls))
 
     def connected_urls(self) -> set[str]:

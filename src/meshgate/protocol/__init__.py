@@ -40,10 +40,14 @@ from ._frames import RouteSub as RouteSub
 from ._frames import RouteUnsub as RouteUnsub
 from ._frames import Subscribe as Subscribe
 from ._frames import Unsubscribe as Unsubscribe
+from ._headers import HEADERS_EXT as HEADERS_EXT
+from ._headers import Headered as Headered
+from ._headers import to_ext as to_ext
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "FRAME_TYPES",
+    "HEADERS_EXT",
     "LEGAL_RECEIVE",
     "PROTOCOL_VERSION",
     "AccountInterest",
@@ -57,6 +61,7 @@ __all__ = [
     "GatewayMessage",
     "GatewaySub",
     "GatewayUnsub",
+    "Headered",
     "Hello",
     "Info",
     "InterestModeEnd",
@@ -76,5 +81,6 @@ __all__ = [
     "Subscribe",
     "Unsubscribe",
     "UnpackerPool",
+    "to_ext",
     "to_frame",
 ]

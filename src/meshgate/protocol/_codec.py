@@ -29,6 +29,7 @@ from ._frames import (
     Info,
     Opcode,
 )
+from ._headers import Headered, ext_hook, to_ext
 
 #: Default bound on one encoded frame: a 1 MiB payload plus generous room for the envelope.
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024 + 8 * 1024
@@ -38,6 +39,8 @@ _OP_PUB = int(Opcode.PUB)
 _OP_MSG = int(Opcode.MSG)
 _OP_GMSG = int(Opcode.GMSG)
 _OP_RMSG = int(Opcode.RMSG)
+
+_PAYLOAD_OPS = frozenset((Opcode.PUB, Opcode.MSG, Opcode.RMSG, Opcode.GMSG))
 
 # field kinds of the positional frames
 _STR = 0  # a subject-like string (length-limited)
@@ -159,6 +162,7 @@ class Decoder:
             use_list=False,
             raw=False,
             strict_map_key=True,
+            ext_hook=ext_hook,
         )
 
     @property
@@ -339,7 +343,7 @@ class Decoder:
                         ErrorCode.INVALID_SUBJECT,
                     )
             elif kind == _BIN:
-                if t is not bytes:
+                if t is not bytes and t is not Headered:
                     return (self._field(op, i, "binary"), ErrorCode.MALFORMED)
             elif kind == _INT or (kind == _OINT and v is not None):
                 if t is not int or v < 0 or v > 0xFFFFFFFFFFFF:
@@ -445,6 +449,8 @@ class Encoder:
             if isinstance(frame, Hello):
                 fields = {k: v for k, v in fields.items() if v is not None}
             p.pack([int(op), fields])
+        elif op in _PAYLOAD_OPS:
+            p.pack((int(op), *(to_ext(v) if type(v) is Headered else v for v in frame)))
         else:
             p.pack((int(op), *frame))
         return self._take()
@@ -455,7 +461,8 @@ class Encoder:
         return self._take()
 
     def encode_raw(self, op: int, *fields: object) -> bytes:
-        """Encode ``[op, *fields]`` without building a frame object."""
+        """Encode ``[op, *fields]`` without building a frame object (a payload with
+        headers must be passed as its wire form, :func:`to_ext`)."""
         self._packer.pack((op, *fields))
         return self._take()
 
@@ -464,7 +471,7 @@ class Encoder:
         p = self._packer
         p.pack(subject)
         p.pack(reply)
-        p.pack(payload)
+        p.pack(payload if type(payload) is not Headered else to_ext(payload))
         return self._take()
 
     def relay_tail(self, account: str, subject: str, reply: str | None, payload: bytes) -> bytes:

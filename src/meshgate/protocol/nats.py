@@ -1,0 +1,194 @@
+"""The NATS text protocol, sans-IO: a parser for both directions and encoders.
+
+meshgate's NATS port (``GatewayConfig.nats_listen``) speaks it to unmodified NATS
+clients; the same codec can talk to a nats-server.  Only the wire format lives here:
+what an operation means is the node's business.
+
+Operations come out of :meth:`NatsParser.next` as tuples whose first element is the
+operation name:
+
+=============================================  =========================================
+``("CONNECT", options)``                       ``options``: the JSON object, a dict
+``("INFO", info)``                             the same, from a server
+``("PUB", subject, reply, headers, payload)``  ``headers``: the raw header block or None
+``("MSG", subject, sid, reply, headers, payload)``
+``("SUB", subject, queue, sid)``               ``queue`` may be None; ``sid`` a str
+``("UNSUB", sid, max_msgs)``                   ``max_msgs`` may be None
+``("PING",)`` ``("PONG",)`` ``("+OK",)``
+``("-ERR", text)``                             without the quotes
+=============================================  =========================================
+
+``HPUB`` and ``HMSG`` come out as ``PUB``/``MSG`` with their header block.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HEADER_LINE",
+    "NatsParser",
+    "NatsProtocolError",
+    "encode_headers",
+    "parse_headers",
+]
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+#: the first line of every header block (a status, such as ``503``, may follow it)
+HEADER_LINE = b"NATS/1.0"
+
+_MAX_JSON = 64 * 1024
+
+
+class NatsProtocolError(Exception):
+    """Input that breaks the protocol; ``str()`` is nats-server's ``-ERR`` text."""
+
+
+def encode_headers(headers: Mapping[str, str | list[str]], status: str = "") -> bytes:
+    """A header block: ``NATS/1.0[ status]\\r\\n`` then ``Key: value`` lines and an
+    empty line.  Keys and values may not contain CR, LF or (keys) a colon."""
+    out = [HEADER_LINE + (b" " + status.encode() if status else b"") + b"\r\n"]
+    for key, values in headers.items():
+        if not key or any(c in key for c in ":\r\n "):
+            raise ValueError(f"invalid header name {key!r}")
+        for value in [values] if isinstance(values, str) else values:
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"invalid value for header {key!r}")
+            out.append(f"{key}: {value}\r\n".encode())
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def parse_headers(block: bytes) -> tuple[str, dict[str, list[str]]]:
+    """``(status, headers)`` of a header block; raises ValueError if malformed."""
+    if not block.startswith(HEADER_LINE) or not block.endswith(b"\r\n\r\n"):
+        raise ValueError("a header block starts with NATS/1.0 and ends with an empty line")
+    lines = block[:-4].decode("utf-8", "strict").split("\r\n")
+    status = lines[0][len("NATS/1.0") :].strip()
+    headers: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        key, sep, value = line.partition(":")
+        if not sep or not key.strip():
+            raise ValueError(f"malformed header line {line!r}")
+        headers.setdefault(key.strip(), []).append(value.strip())
+    return status, headers
+
+
+_NO_ARGS = {b"PING": ("PING",), b"PONG": ("PONG",), b"+OK": ("+OK",)}
+
+
+class NatsParser:
+    """Incremental parser: :meth:`feed` bytes, take operations with :meth:`next`.
+
+    ``max_control_line`` bounds a line (as nats-server's 4 KiB), ``max_payload`` the
+    header block plus payload of one message.  Both bound what is buffered.
+    """
+
+    def __init__(self, *, max_control_line: int = 4096, max_payload: int = 1024 * 1024) -> None:
+        self.max_control_line = max_control_line
+        self.max_payload = max_payload
+        self._buf = bytearray()
+        self._pos = 0
+        #: a message op whose payload is still arriving: (op, args, header size, total)
+        self._pending: tuple[str, list[bytes], int, int] | None = None
+
+    def feed(self, data: bytes | bytearray) -> None:
+        """Add received bytes."""
+        if self._pos > 65536 and self._pos * 2 > len(self._buf):
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet parsed."""
+        return len(self._buf) - self._pos
+
+    def next(self) -> tuple[Any, ...] | None:
+        """The next complete operation, or None until more bytes arrive."""
+        buf = self._buf
+        if self._pending is not None:
+            return self._payload()
+        end = buf.find(b"\r\n", self._pos)
+        if end < 0:
+            if len(buf) - self._pos > self.max_control_line:
+                raise NatsProtocolError("Maximum Control Line Exceeded")
+            return None
+        if end - self._pos > self.max_control_line:
+            raise NatsProtocolError("Maximum Control Line Exceeded")
+        line = bytes(buf[self._pos : end])
+        self._pos = end + 2
+        op, _, rest = line.partition(b" ")
+        op = op.upper()
+        simple = _NO_ARGS.get(op)
+        if simple is not None:
+            return simple
+        args = rest.split()
+        if op == b"PUB" or op == b"HPUB" or op == b"MSG" or op == b"HMSG":
+            return self._message(op.decode(), args)
+        if op == b"SUB":
+            if len(args) == 2:
+                return ("SUB", args[0].decode(), None, args[1].decode())
+            if len(args) == 3:
+                return ("SUB", args[0].decode(), args[1].decode(), args[2].decode())
+            raise NatsProtocolError("Parser Error")
+        if op == b"UNSUB":
+            if len(args) == 1:
+                return ("UNSUB", args[0].decode(), None)
+            if len(args) == 2 and args[1].isdigit():
+                return ("UNSUB", args[0].decode(), int(args[1]))
+            raise NatsProtocolError("Parser Error")
+        if op == b"CONNECT" or op == b"INFO":
+            return (op.decode(), self._json(rest))
+        if op == b"-ERR":
+            return ("-ERR", rest.decode("utf-8", "replace").strip().strip("'"))
+        raise NatsProtocolError("Unknown Protocol Operation")
+
+    def _json(self, text: bytes) -> dict[str, Any]:
+        if len(text) > _MAX_JSON:
+            raise NatsProtocolError("Maximum Control Line Exceeded")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise NatsProtocolError("Parser Error") from None
+        if type(value) is not dict:
+            raise NatsProtocolError("Parser Error")
+        return value
+
+    def _message(self, op: str, args: list[bytes]) -> tuple[Any, ...] | None:
+        headers = op[0] == "H"
+        sizes = 2 if headers else 1
+        # PUB subject [reply] size | MSG subject sid [reply] size (+ header size first)
+        fixed = (2 if op.endswith("MSG") else 1) + sizes
+        if len(args) not in (fixed, fixed + 1) or not all(a.isdigit() for a in args[-sizes:]):
+            raise NatsProtocolError("Parser Error")
+        total = int(args[-1])
+        hsize = int(args[-2]) if headers else 0
+        if hsize > total:
+            raise NatsProtocolError("Parser Error")
+        if total > self.max_payload:
+            raise NatsProtocolError("Maximum Payload Violation")
+        self._pending = (op, args, hsize, total)
+        return self._payload()
+
+    def _payload(self) -> tuple[Any, ...] | None:
+        assert self._pending is not None
+        op, args, hsize, total = self._pending
+        buf = self._buf
+        start = self._pos
+        if len(buf) - start < total + 2:
+            return None
+        if buf[start + total : start + total + 2] != b"\r\n":
+            raise NatsProtocolError("Parser Error")
+        self._pending = None
+        self._pos = start + total + 2
+        headers = bytes(buf[start : start + hsize]) if op[0] == "H" else None
+        payload = bytes(buf[start + hsize : start + total])
+        n = len(args) - (2 if op[0] == "H" else 1)  # arguments before the sizes
+        subject = args[0].decode()
+        if op.endswith("PUB"):
+            reply = args[1].decode() if n == 2 else None
+            return ("PUB", subject, reply, headers, payload)
+        reply = args[2].decode() if n == 3 else None
+        return ("MSG", subject, args[1].decode(), reply, headers, payload)

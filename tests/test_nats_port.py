@@ -32,7 +32,7 @@ def nats_url(gw: meshgate.Gateway) -> str:
 
 
 def tcp_node(**kw: Any) -> meshgate.GatewayConfig:
-    return meshgate.GatewayConfig(listen="127.0.0.1:0", nats_listen="127.0.0.1:0", **kw)
+    return meshgate.GatewayConfig(**{"listen": "127.0.0.1:0", "nats_listen": "127.0.0.1:0", **kw})
 
 
 async def test_pubsub_queue_groups_request_reply_headers_and_no_responders() -> None:
@@ -308,3 +308,45 @@ async def test_the_nats_port_on_memory_and_websocket_transports() -> None:
                     while not received.endswith(b"PONG\r\n"):
                         received += await stream.receive_some()
                     assert b"MSG a 1 2\r\nhi\r\n" in received, url
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ws"])
+async def test_unmodified_nats_js_and_nats_ws_clients(transport: str) -> None:
+    """nats.js over TCP and nats.ws over WebSocket (as a browser would), from npm."""
+    import os
+    from pathlib import Path
+
+    from ._npm import node_modules
+
+    modules = node_modules()
+    script = Path(__file__).parent / "js" / "nats_session.cjs"
+    cfg = tcp_node(nats_listen=("127.0.0.1:0", "ws://127.0.0.1:0"))
+    with trio.fail_after(60):
+        async with meshgate.open_gateway(cfg) as gw:
+            url = (
+                gw.nats_urls[0].replace("tcp://", "nats://")
+                if transport == "tcp"
+                else gw.nats_urls[1]
+            )
+            done = await trio.run_process(
+                ["node", str(script), transport, url],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env={**os.environ, "NODE_PATH": str(modules)},
+            )
+    assert done.returncode == 0, done.stderr.decode()
+    out = json.loads(done.stdout)
+    assert sorted(map(str, out["seen"])) == sorted(
+        map(
+            str,
+            [
+                ["js.1.state", "s", {"Trace-Id": "js1"}],  # two subscriptions match it
+                ["js.1.state", "s", {"Trace-Id": "js1"}],
+                ["js.1.event", "e", None],
+            ],
+        )
+    )
+    assert out["workers"] == 10
+    assert out["reply"] == "pong:hi"
+    assert out["noResponders"] == "503"

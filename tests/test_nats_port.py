@@ -350,3 +350,63 @@ async def test_unmodified_nats_js_and_nats_ws_clients(transport: str) -> None:
     assert out["workers"] == 10
     assert out["reply"] == "pong:hi"
     assert out["noResponders"] == "503"
+
+
+async def test_the_game_layer_from_plain_nats_clients() -> None:
+    """Inputs (headers Meshgate-Seq/-Relay/-Session), an area of interest, provisional
+    updates and the owner's confirm and correction, all from unmodified nats-py."""
+    from meshgate.replicant import InMemoryReplicant
+    from meshgate.spatial import Grid
+
+    def validate(state: bytes, data: bytes) -> bytes | None:
+        return b"fixed" if data == b"bad" else None
+
+    async def scenario(url: str) -> dict[str, Any]:
+        pilot = await nats.connect(url)
+        watcher = await nats.connect(url)
+        notices = await pilot.subscribe("$MG.notice")
+        area = await watcher.subscribe("cell.0.0.>")  # an area of interest
+        await pilot.flush()
+        await watcher.flush()
+        session = "pilot-session-key-0123456789"
+        for seq, data in enumerate([b"good", b"bad"]):
+            await pilot.publish(
+                "$IN.ship",
+                data,
+                headers={
+                    "Meshgate-Seq": str(seq),
+                    "Meshgate-Relay": "cell.0.0.ship",
+                    "Meshgate-Session": session,
+                },
+            )
+        await pilot.flush()
+        seen = []
+        while len(seen) < 4:  # the speculation traffic; state updates carry no reply
+            m = await area.next_msg(timeout=5)
+            if m.reply.startswith("$"):
+                seen.append(m)
+        answers = [await notices.next_msg(timeout=5) for _ in range(2)]
+        await pilot.close()
+        await watcher.close()
+        return {
+            "area": sorted((m.reply.split(".")[0], m.data) for m in seen),
+            "answers": sorted((m.reply.split(".")[0], m.data) for m in answers),
+        }
+
+    cfg = tcp_node(replicants=True, speculative=("cell.>",))
+    owner = InMemoryReplicant("owner", Grid(10.0), {"ship": (5, 5)}, validate=validate)
+    with trio.fail_after(30):
+        async with meshgate.open_gateway(cfg) as gw:
+            gw.attach_replicant(owner)
+            await owner.wait_ready()
+            out = await on_asyncio(lambda: scenario(nats_url(gw)))
+    assert out["area"] == [
+        ("$CONF", b""),
+        ("$CORR", b"fixed"),
+        ("$PROV", b"bad"),
+        ("$PROV", b"good"),
+    ]
+    assert out["answers"] == [("$CONF", b""), ("$CORR", b"fixed")]
+    ((client, _), (_, _)) = owner.log["ship"]
+    assert client.startswith("s-")  # the session identity, stable across reconnects
+    assert [seq for _, seq in owner.log["ship"]] == [0, 1]

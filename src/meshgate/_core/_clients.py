@@ -3,7 +3,7 @@ subscriptions and the count of local interest per key."""
 
 from __future__ import annotations
 
-__all__ = ["ClientPort", "sub_permitted"]
+__all__ = ["ClientPort", "session_identity", "sub_permitted"]
 
 import hashlib
 import hmac
@@ -47,6 +47,12 @@ def _overlaps(a: str, b: str) -> bool:
         if xt != "*" and yt != "*" and xt != yt:
             return False
     return True
+
+
+def session_identity(account: str, key: str) -> str:
+    """A client's game identity from its secret session key: public and stable, so the
+    key stays secret and the identity survives reconnects to any node."""
+    return "s-" + hashlib.sha256(f"{account}\0{key}".encode()).hexdigest()[:24]
 
 
 def sub_permitted(perm: Permissions, pattern: str) -> bool:
@@ -118,9 +124,7 @@ class ClientPort:
         conn.account = acct
         conn.name = hello.name
         if hello.session is not None and len(hello.session) >= 16:
-            # public and stable: the key stays secret, the identity survives reconnects
-            digest = hashlib.sha256(f"{account}\0{hello.session}".encode()).hexdigest()
-            conn.session = "s-" + digest[:24]
+            conn.session = session_identity(account, hello.session)
         conn.role = Role(hello.role)
         conn.state = ConnState.OPEN
         if conn.nats is not None:

@@ -25,7 +25,9 @@ SUB ``$MG.notice``            the node's notices (sid 0 on the meshgate port):
 
 A game input is a PUB to ``$IN.<entity>`` with the msgpack payload
 ``[seq, data, relay?]``, or with headers ``Meshgate-Seq`` (and optionally
-``Meshgate-Relay``) and the raw data as the payload.
+``Meshgate-Relay``, and ``Meshgate-Session``: a secret key of at least 16 characters
+that keeps the client's game identity across reconnects) and the raw data as the
+payload.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from .._reserved import INPUT_PREFIX, NOTICE_SID
 from .._version import __version__
 from ..protocol import PROTOCOL_VERSION, Headered, Hello, Role
 from ..protocol.nats import NatsParser, NatsProtocolError, parse_headers
+from ._clients import session_identity
 from ._conn import ClientConnection, ConnState
 
 if TYPE_CHECKING:
@@ -288,11 +291,15 @@ class NatsPort:
                 return
             seq = fields.get("Meshgate-Seq")
             if seq and subject.startswith(INPUT_PREFIX):
-                # a game input in NATS form: the sequence number (and relay) as headers
+                # a game input in NATS form: the sequence number (and relay) as headers,
+                # and a session key that keeps the client's identity across reconnects
                 relay = fields.get("Meshgate-Relay")
                 if not seq[0].isdigit():
                     core.error(conn, ErrorCode.MALFORMED, "Meshgate-Seq must be a number")
                     return
+                key = fields.get("Meshgate-Session")
+                if key and conn.session is None and len(key[0]) >= 16 and conn.account:
+                    conn.session = session_identity(conn.account.name, key[0])
                 n = int(seq[0])
                 body = msgpack.packb((n, payload) if not relay else (n, payload, relay[0]))
             else:

@@ -153,3 +153,34 @@ def test_relay_benchmark_runs() -> None:
     out = proc.stdout.decode()
     assert "clients sustained with p99 <= 5 ms" in out
     assert "memory per idle client connection" in out
+
+
+def test_the_javascript_game_client_plays_against_the_nats_game_node() -> None:
+    """examples/nats: the node (Python) and the game client (stock nats.js, from npm)."""
+    from ._npm import node_modules
+
+    modules = node_modules()
+    node = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "nats" / "game_node.py"), "0"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert node.stdout is not None
+        url = node.stdout.readline().decode().strip()
+        assert url.startswith("nats://"), url
+        client = subprocess.run(
+            ["node", str(ROOT / "examples" / "nats" / "game_client.cjs"), url],
+            capture_output=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "NODE_PATH": str(modules)},
+        )
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.wait(10)
+        node.stdout.close()  # type: ignore[union-attr]
+    assert client.returncode == 0, client.stderr.decode()
+    out = client.stdout.decode()
+    assert 'provisional "bad"' in out
+    assert 'corrected "fixed"' in out
+    assert 'notice correction of my move 1: "fixed"' in out

@@ -7,16 +7,14 @@ what an operation means is the node's business.
 Operations come out of :meth:`NatsParser.next` as tuples whose first element is the
 operation name:
 
-=============================================  =========================================
-``("CONNECT", options)``                       ``options``: the JSON object, a dict
-``("INFO", info)``                             the same, from a server
-``("PUB", subject, reply, headers, payload)``  ``headers``: the raw header block or None
-``("MSG", subject, sid, reply, headers, payload)``
-``("SUB", subject, queue, sid)``               ``queue`` may be None; ``sid`` a str
-``("UNSUB", sid, max_msgs)``                   ``max_msgs`` may be None
-``("PING",)`` ``("PONG",)`` ``("+OK",)``
-``("-ERR", text)``                             without the quotes
-=============================================  =========================================
+* ``("CONNECT", options)``: ``options`` is the JSON object, a dict
+* ``("INFO", info)``: the same, from a server
+* ``("PUB", subject, reply, headers, payload)``: ``headers`` is the raw block or None
+* ``("MSG", subject, sid, reply, headers, payload)``
+* ``("SUB", subject, queue, sid)``: ``queue`` may be None; ``sid`` is a str
+* ``("UNSUB", sid, max_msgs)``: ``max_msgs`` may be None
+* ``("PING",)``, ``("PONG",)``, ``("+OK",)``
+* ``("-ERR", text)``: without the quotes
 
 ``HPUB`` and ``HMSG`` come out as ``PUB``/``MSG`` with their header block.
 """

@@ -142,10 +142,13 @@ class CoreHarness:
         *,
         dialed: bool = False,
         expected_cluster: str | None = None,
+        nats: bool = False,
     ) -> CorePeer:
-        """Open a connection of ``kind`` (the core sends its HELLO first)."""
+        """Open a connection of ``kind`` (the core sends its HELLO first); ``nats``: a
+        client of the NATS port (use :meth:`CorePeer.send_bytes` and
+        :meth:`CorePeer.take_bytes`: it speaks the NATS text protocol)."""
         conn = self.core.open_connection(
-            self.now, kind, dialed=dialed, expected_cluster=expected_cluster
+            self.now, kind, dialed=dialed, expected_cluster=expected_cluster, nats=nats
         )
         peer = self._peers[conn.id] = CorePeer(self, conn, kind)
         self.collect()

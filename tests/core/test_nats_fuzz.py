@@ -1,0 +1,84 @@
+"""The NATS port under hostile input: whatever bytes a NATS client sends, the node never
+raises, answers with at most a NATS error, and every other connection carries on."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import meshgate
+from meshgate.protocol import Message, Publish, Subscribe
+from meshgate.protocol.nats import NatsParser, NatsProtocolError
+from meshgate.testing import CoreHarness
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+
+# fragments of real operations, so that the fuzzer reaches deep into the parser
+_PIECES = [
+    b"CONNECT {}\r\n",
+    b'CONNECT {"verbose":true,"echo":false,"headers":true,"no_responders":true}\r\n',
+    b"PUB a 1\r\nx\r\n",
+    b"PUB a r 0\r\n\r\n",
+    b"HPUB a 12 13\r\nNATS/1.0\r\n\r\ny\r\n",
+    b"HPUB $IN.e 31 32\r\nNATS/1.0\r\nMeshgate-Seq: 1\r\n\r\nz\r\n",
+    b"SUB a 1\r\n",
+    b"SUB a q 2\r\n",
+    b"SUB $MG.notice 3\r\n",
+    b"UNSUB 1\r\n",
+    b"UNSUB 2 5\r\n",
+    b"PING\r\n",
+    b"PONG\r\n",
+    b"MSG a 1 1\r\nx\r\n",
+    b"INFO {}\r\n",
+    b"-ERR 'x'\r\n",
+    b"+OK\r\n",
+    b"PUB a 99999999\r\n",
+    b"\r\n",
+    b" ",
+    b"\xff\xfe",
+    b"SUB \xc3\x28 1\r\n",
+]
+inputs = st.lists(st.one_of(st.sampled_from(_PIECES), st.binary(max_size=40)), max_size=12).map(
+    b"".join
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(data=inputs, chunk=st.integers(min_value=1, max_value=64))
+def test_hostile_nats_bytes_harm_nobody_else(data: bytes, chunk: int) -> None:
+    h = CoreHarness(
+        meshgate.GatewayConfig(replicants=True, max_payload=1024, max_pending_bytes=4096)
+    )
+    bystander = h.open()
+    bystander.hello()
+    bystander.send(Subscribe(1, "a"))
+    bystander.received()
+    publisher = h.open()
+    publisher.hello()
+    hostile = h.open(nats=True)
+    for i in range(0, len(data), chunk):  # the same bytes, split anywhere
+        hostile.send_bytes(data[i : i + chunk])
+    out = hostile.take_bytes()
+    assert out.startswith(b"INFO {")
+    # at most one error, and then nothing more
+    if b"-ERR" in out:
+        assert out.count(b"-ERR") == 1 or hostile.state == "OPEN"
+    # the node carries on for everyone else
+    publisher.send(Publish("a", None, b"still here"))
+    got = [f for f in bystander.received() if isinstance(f, Message)]
+    assert got[-1].payload == b"still here"
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(data=st.binary(max_size=300))
+def test_the_parser_raises_only_protocol_errors(data: bytes) -> None:
+    parser = NatsParser(max_control_line=64, max_payload=128)
+    parser.feed(data)
+    try:
+        while parser.next() is not None:
+            pass
+    except (NatsProtocolError, UnicodeDecodeError):
+        pass
+    assert parser.buffered <= len(data)

@@ -1,4 +1,6 @@
-"""Run one meshgate node for the benchmarks; prints its client URL, serves until killed."""
+"""Run one meshgate node for the benchmarks; prints its client URL, serves until killed.
+
+``_serve_node.py PORT [NATS_PORT]``: the client port, and optionally a NATS port."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ import trio
 import meshgate
 
 
-async def main(port: int) -> None:
+async def main(port: int, nats_port: int | None) -> None:
     cfg = meshgate.GatewayConfig(
         listen=f"127.0.0.1:{port}",
+        nats_listen=() if nats_port is None else (f"127.0.0.1:{nats_port}",),
         max_pending_bytes=512 * 1024 * 1024,
         max_connections=100_000,
         ping_interval=600.0,
@@ -22,4 +25,8 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    trio.run(
+        main,
+        int(sys.argv[1]) if len(sys.argv) > 1 else 0,
+        int(sys.argv[2]) if len(sys.argv) > 2 else None,
+    )

@@ -36,11 +36,19 @@ class Delivery(CoreBase):
         if c.state is not _OPEN:
             return self._deliver_internal(sub, tail) if c.state is _INTERNAL else 0
         prefix = sub.prefix
-        if c.nats is not None:
+        st = c.nats
+        if st is not None:  # a NATS client: the same message in NATS text, built once
             if c is self._origin:
                 return 0  # echo off: not to its own subscriptions
-            subject, reply, payload = self._cur
-            prefix, tail = self.nats.frame(c, prefix, tail, subject, reply, payload)
+            nats = self.nats
+            if nats.current is not tail:
+                subject, reply, payload = self._cur
+                nats.build(tail, subject, reply, payload)
+            if st.headers or nats.tail is nats.plain_tail:
+                prefix = nats.head + prefix
+                tail = nats.tail
+            else:
+                prefix, tail = nats.plain(prefix)
         size = len(prefix) + len(tail)
         if key is not None and self._policy == "coalesce":
             k = (sub.sid, key)

@@ -126,11 +126,12 @@ class NatsPort:
 
     def __init__(self, core: NodeCore) -> None:
         self.core = core
-        #: a message's NATS head and tails, built once per message for all NATS targets
-        self._for: object = None
-        self._head = b""
-        self._tail = b""
-        self._plain_tail = b""
+        #: the message being delivered, in NATS form (see :meth:`build`); ``current`` is
+        #: its msgpack tail, which identifies it
+        self.current: object = None
+        self.head = b""
+        self.tail = b""
+        self.plain_tail = b""
         self._server_id = f"meshgate-{core.config.name}"
 
     # -- life -----------------------------------------------------------------------------------
@@ -184,6 +185,7 @@ class NatsPort:
         parser = st.parser
         parser.feed(data)
         core = self.core
+        publish = core._publish
         while conn.state < ConnState.CLOSING:
             try:
                 op = parser.next()
@@ -203,7 +205,10 @@ class NatsPort:
                 self._fail(conn, "Authorization Violation" if core.config.users else "Parser Error")
                 return
             if name == "PUB":
-                self._publish(conn, st, op[1], op[2], op[3], op[4])
+                if op[3] is None and st.echo and (op[2] is None or not st.no_responders):
+                    publish(conn, op[1], op[2], op[4], None)  # the common case, directly
+                else:
+                    self._publish(conn, st, op[1], op[2], op[3], op[4])
             elif name == "SUB":
                 self._subscribe(conn, st, op[1], op[2], op[3])
             elif name == "UNSUB":
@@ -331,39 +336,26 @@ class NatsPort:
 
     # -- output ---------------------------------------------------------------------------------
 
-    def frame(
-        self,
-        conn: ClientConnection,
-        sid: bytes,
-        tail: bytes,
-        subject: str,
-        reply: str | None,
-        payload: bytes,
-    ) -> tuple[bytes, bytes]:
-        """A delivery to a NATS subscription: (head + sid, tail), the message's parts
-        built once for all its NATS targets (``tail`` identifies the message)."""
-        if self._for is not tail:
-            self._for = tail
-            rb = b" " + reply.encode() if reply is not None else b""
-            if type(payload) is Headered:
-                hdrs = payload.headers
-                self._head = b"HMSG " + subject.encode() + b" "
-                self._tail = b"%s %d %d\r\n%s%s\r\n" % (
-                    rb,
-                    len(hdrs),
-                    len(hdrs) + len(payload),
-                    hdrs,
-                    payload,
-                )
-                self._plain_tail = b"%s %d\r\n%s\r\n" % (rb, len(payload), payload)
-            else:
-                self._head = b"MSG " + subject.encode() + b" "
-                self._tail = self._plain_tail = b"%s %d\r\n%s\r\n" % (rb, len(payload), payload)
-        st = conn.nats
-        assert st is not None
-        if st.headers or self._tail is self._plain_tail:
-            return self._head + sid, self._tail
-        return b"MSG " + self._head[5:] + sid, self._plain_tail
+    def build(self, tail: bytes, subject: str, reply: str | None, payload: bytes) -> None:
+        """The NATS parts of the message whose msgpack tail is ``tail``, once for all its
+        NATS targets: :attr:`head` (``MSG subject `` or ``HMSG subject ``),
+        :attr:`tail` (`` [reply] [hsize] size\r\n...\r\n``) and :attr:`plain_tail`
+        (the body without headers, for clients that did not ask for them)."""
+        self.current = tail
+        rb = b" " + reply.encode() if reply is not None else b""
+        if type(payload) is Headered:
+            hdrs = payload.headers
+            self.head = b"HMSG " + subject.encode() + b" "
+            n = len(hdrs)
+            self.tail = b"%s %d %d\r\n%s%s\r\n" % (rb, n, n + len(payload), hdrs, payload)
+            self.plain_tail = b"%s %d\r\n%s\r\n" % (rb, len(payload), payload)
+        else:
+            self.head = b"MSG " + subject.encode() + b" "
+            self.tail = self.plain_tail = b"%s %d\r\n%s\r\n" % (rb, len(payload), payload)
+
+    def plain(self, sid: bytes) -> tuple[bytes, bytes]:
+        """The current message without its headers, for subscription ``sid``."""
+        return b"MSG " + self.head[5:] + sid, self.plain_tail
 
     def notice(
         self, conn: ClientConnection, sid: int, subject: str, reply: str | None, data: bytes

@@ -86,36 +86,70 @@ class NatsParser:
     def __init__(self, *, max_control_line: int = 4096, max_payload: int = 1024 * 1024) -> None:
         self.max_control_line = max_control_line
         self.max_payload = max_payload
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0
         #: a message op whose payload is still arriving: (op, args, header size, total)
         self._pending: tuple[str, list[bytes], int, int] | None = None
+        #: decoded subjects and sids, reused (bounded)
+        self._names: dict[bytes, str] = {}
 
     def feed(self, data: bytes | bytearray) -> None:
         """Add received bytes."""
-        if self._pos > 65536 and self._pos * 2 > len(self._buf):
-            del self._buf[: self._pos]
+        if self._pos:
+            self._buf = self._buf[self._pos :] + data
             self._pos = 0
-        self._buf += data
+        else:
+            self._buf += data
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet parsed."""
         return len(self._buf) - self._pos
 
+    def _name(self, raw: bytes) -> str:
+        names = self._names
+        name = names.get(raw)
+        if name is None:
+            name = raw.decode()
+            if len(names) < 256 and len(raw) <= 64:  # a client's usual subjects only
+                names[raw] = name
+        return name
+
     def next(self) -> tuple[Any, ...] | None:
         """The next complete operation, or None until more bytes arrive."""
-        buf = self._buf
         if self._pending is not None:
             return self._payload()
-        end = buf.find(b"\r\n", self._pos)
+        buf = self._buf
+        pos = self._pos
+        end = buf.find(b"\r\n", pos)
         if end < 0:
-            if len(buf) - self._pos > self.max_control_line:
+            if len(buf) - pos > self.max_control_line:
                 raise NatsProtocolError("Maximum Control Line Exceeded")
             return None
-        if end - self._pos > self.max_control_line:
+        if end - pos > self.max_control_line:
             raise NatsProtocolError("Maximum Control Line Exceeded")
-        line = bytes(buf[self._pos : end])
+        if buf.startswith(b"PUB ", pos):  # the hot path: PUB subject [reply] size
+            args = buf[pos + 4 : end].split()
+            n = len(args)
+            size = args[-1] if n else b""
+            if (n == 2 or n == 3) and size.isdigit():
+                total = int(size)
+                if total > self.max_payload:
+                    raise NatsProtocolError("Maximum Payload Violation")
+                stop = end + 2 + total
+                if len(buf) >= stop + 2:
+                    if buf[stop : stop + 2] != b"\r\n":
+                        raise NatsProtocolError("Parser Error")
+                    self._pos = stop + 2
+                    names = self._names
+                    raw = args[0]
+                    subject = names.get(raw) or self._name(raw)
+                    reply = None
+                    if n == 3:
+                        raw = args[1]
+                        reply = names.get(raw) or self._name(raw)
+                    return ("PUB", subject, reply, None, buf[end + 2 : stop])
+        line = buf[pos:end]
         self._pos = end + 2
         op, _, rest = line.partition(b" ")
         op = op.upper()
@@ -181,12 +215,13 @@ class NatsParser:
             raise NatsProtocolError("Parser Error")
         self._pending = None
         self._pos = start + total + 2
-        headers = bytes(buf[start : start + hsize]) if op[0] == "H" else None
-        payload = bytes(buf[start + hsize : start + total])
+        headers = buf[start : start + hsize] if op[0] == "H" else None
+        payload = buf[start + hsize : start + total]
         n = len(args) - (2 if op[0] == "H" else 1)  # arguments before the sizes
-        subject = args[0].decode()
+        name = self._name
+        subject = name(args[0])
         if op.endswith("PUB"):
-            reply = args[1].decode() if n == 2 else None
+            reply = name(args[1]) if n == 2 else None
             return ("PUB", subject, reply, headers, payload)
-        reply = args[2].decode() if n == 3 else None
-        return ("MSG", subject, args[1].decode(), reply, headers, payload)
+        reply = name(args[2]) if n == 3 else None
+        return ("MSG", subject, name(args[1]), reply, headers, payload)

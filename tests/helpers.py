@@ -85,6 +85,20 @@ def memory_node(name: str, seeds: tuple[str, ...] = (), **kw: Any) -> meshgate.G
     return meshgate.GatewayConfig(**fields)
 
 
+def tcp_node(name: str, seeds: tuple[str, ...] = (), **kw: Any) -> meshgate.GatewayConfig:
+    """Node ``name`` of cluster C on loopback TCP (port 0), with routes seeded by
+    ``seeds``; ``kw`` adds fields (``nats_listen``, ``monitor_listen``, ...)."""
+    fields: dict[str, Any] = {
+        "name": name,
+        "cluster": "C",
+        "listen": "127.0.0.1:0",
+        "cluster_listen": "127.0.0.1:0",
+        "routes": seeds,
+        **kw,
+    }
+    return meshgate.GatewayConfig(**fields)
+
+
 def config(listen: str, **kw: Any) -> meshgate.GatewayConfig:
     return meshgate.GatewayConfig(listen=listen, **kw)
 

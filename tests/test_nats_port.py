@@ -13,6 +13,7 @@ import trio
 
 import meshgate
 
+from . import helpers
 from .helpers import memory_node
 from .supercluster import supercluster
 
@@ -232,14 +233,7 @@ async def test_a_nats_client_fails_over_to_a_node_it_learned_from_connect_urls()
         return got
 
     def node(name: str, seeds: tuple[str, ...] = ()) -> meshgate.GatewayConfig:
-        return meshgate.GatewayConfig(
-            name=name,
-            cluster="C",
-            listen="127.0.0.1:0",
-            cluster_listen="127.0.0.1:0",
-            nats_listen="127.0.0.1:0",
-            routes=seeds,
-        )
+        return helpers.tcp_node(name, seeds, nats_listen="127.0.0.1:0")
 
     with trio.fail_after(60):
         async with meshgate.open_gateway(node("c1")) as c1, trio.open_nursery() as nursery:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+import pytest
 import trio
 
 from meshgate.topology import collect, render_svg
@@ -40,3 +41,47 @@ async def test_svg_shows_clusters_nodes_routes_and_directed_gateways() -> None:
     texts = "".join(root.itertext())
     for name in ("a0", "a1", "b0", "c0", "cluster A", "cluster B", "cluster C"):
         assert name in texts
+
+
+@pytest.mark.parametrize(("clusters", "nodes"), [(1, 1), (2, 2), (3, 30), (30, 1), (10, 10)])
+def test_larger_super_clusters_are_laid_out_without_overlaps(clusters: int, nodes: int) -> None:
+    import itertools
+    import math
+    import re
+
+    snapshots = [
+        {
+            "varz": {"server_name": f"c{c}n{n}", "cluster": {"name": f"c{c}"}},
+            "routez": {"routes": []},
+            "gatewayz": {"outbound_gateways": {}},
+        }
+        for c in range(clusters)
+        for n in range(nodes)
+    ]
+    svg = render_svg(snapshots)
+    width, height = (
+        float(v) for v in re.search(r'width="([\d.]+)" height="([\d.]+)"', svg).groups()
+    )  # type: ignore[union-attr]
+    circles = [
+        tuple(map(float, m))
+        for m in re.findall(r'<circle class="node" cx="([\d.-]+)" cy="([\d.-]+)" r="([\d.]+)"', svg)
+    ]
+    boxes = [
+        tuple(map(float, m))
+        for m in re.findall(
+            r'<rect class="cluster" x="([\d.-]+)" y="([\d.-]+)" width="([\d.]+)" height="([\d.]+)"',
+            svg,
+        )
+    ]
+    assert len(circles) == clusters * nodes
+    assert len(boxes) == clusters
+    for (x1, y1, r1), (x2, y2, r2) in itertools.combinations(circles, 2):
+        assert math.hypot(x1 - x2, y1 - y2) >= r1 + r2, "two nodes overlap"
+    for (ax, ay, aw, ah), (bx, by, bw, bh) in itertools.combinations(boxes, 2):
+        apart = ax + aw <= bx or bx + bw <= ax or ay + ah <= by or by + bh <= ay
+        assert apart, "two clusters overlap"
+    for x, y, w, h in boxes:
+        assert 0 <= x <= width - w, "a cluster is cut off"
+        assert 0 <= y <= height - h, "a cluster is cut off"
+        inside = [c for c in circles if x <= c[0] - c[2] and c[0] + c[2] <= x + w]
+        assert len(inside) >= nodes

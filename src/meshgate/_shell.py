@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 import trio.testing
 
@@ -51,10 +52,27 @@ CLOSE_GRACE = 1.0
 _RECEIVE_SIZE = 64 * 1024
 
 
+def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    """The remote (ip, port) of a TCP stream, under TLS or WebSocket layers too."""
+    for _ in range(4):
+        sock = getattr(stream, "socket", None)
+        if sock is not None:
+            try:
+                addr = sock.getpeername()
+            except OSError:
+                return None
+            return (str(addr[0]), int(addr[1])) if isinstance(addr, tuple) else None
+        inner = getattr(stream, "transport_stream", None) or getattr(stream, "stream", None)
+        if inner is None:
+            return None
+        stream = inner
+    return None
+
+
 class _Handle:
     """The shell's side of one connection: its stream, cancel scope and writer wake-up."""
 
-    __slots__ = ("closed", "conn", "drained", "scope", "stream", "wake")
+    __slots__ = ("closed", "conn", "drained", "peer", "scope", "stream", "wake")
 
     def __init__(self, conn: Connection, stream: trio.abc.Stream) -> None:
         self.conn = conn
@@ -65,6 +83,8 @@ class _Handle:
         #: when the connection ends, so that publishers waiting for the link wake up
         self.drained: trio.Event | None = trio.Event() if isinstance(conn, PeerConnection) else None
         self.closed = False
+        #: the peer's (ip, port), if the transport has one
+        self.peer = _peer_address(stream)
 
 
 class Gateway(Dialing):
@@ -467,7 +487,16 @@ class Gateway(Dialing):
 
     def connz(self) -> list[ConnectionInfo]:
         """Every client and replicant connection (nats-server's ``/connz``)."""
-        return _views.connections(self._core)
+        core = self._core
+        rows = _views.connections(core, trio.current_time())
+        out = []
+        for row in rows:
+            conn = core.conns.get(row.cid)
+            h = conn.shell if conn is not None else None
+            if h is not None and h.peer is not None:
+                row = attrs.evolve(row, ip=h.peer[0], port=h.peer[1])
+            out.append(row)
+        return out
 
     def routez(self, *, interest: bool = False) -> list[RouteInfo]:
         """Every route of this node, with the peer's name and URL (``/routez``); with

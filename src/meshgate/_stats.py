@@ -40,6 +40,9 @@ class Statistics:
     protocol_errors: int
     auth_failures: int
     permission_violations: int
+    #: message payload bytes in and out (``bytes_in``/``bytes_out`` count the wire)
+    payload_bytes_in: int = 0
+    payload_bytes_out: int = 0
 
 
 @attrs.frozen
@@ -78,6 +81,24 @@ class ConnectionInfo:
     dropped_msgs: int
     coalesced_msgs: int
     resyncs: int
+    #: message payload bytes from and to it (``in_bytes``/``out_bytes`` count the wire)
+    in_payload_bytes: int = 0
+    out_payload_bytes: int = 0
+    #: seconds since it connected, and since it last sent anything
+    uptime_seconds: float = 0.0
+    idle_seconds: float = 0.0
+    #: round-trip time of the last keepalive, in seconds (None until measured)
+    rtt: float | None = None
+    #: the peer's address (None on in-memory transports) and the wire it speaks
+    ip: str | None = None
+    port: int | None = None
+    #: ``meshgate`` or ``nats`` (a client of the NATS port)
+    protocol: str = "meshgate"
+    #: what a NATS client said in CONNECT (``lang``, ``version``), else empty
+    lang: str = ""
+    client_version: str = ""
+    #: the patterns it subscribes to
+    subscriptions_list: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -101,6 +122,9 @@ class RouteInfo:
     rtt: float | None
     #: ``(account, pattern, queue, weight)`` per entry, if asked for (else empty)
     interest: tuple[tuple[str, str, str | None, int], ...] = ()
+    #: message payload bytes from and to the peer (``in_bytes``/``out_bytes``: the wire)
+    in_payload_bytes: int = 0
+    out_payload_bytes: int = 0
 
 
 @attrs.frozen

@@ -11,7 +11,14 @@ its own task with a deadline and a size limit, so monitoring never blocks routin
 
 from __future__ import annotations
 
-__all__ = ["MONITOR_PATHS", "render_metrics", "serve_monitor"]
+__all__ = [
+    "MONITOR_PATHS",
+    "escape_label",
+    "go_duration",
+    "render_metrics",
+    "serve_monitor",
+    "uptime_text",
+]
 
 import json
 import time
@@ -42,31 +49,93 @@ _REQUEST_DEADLINE = 10.0
 _MAX_REQUEST = 16 * 1024
 
 
+def go_duration(seconds: float) -> str:
+    """A duration as Go's ``time.Duration`` prints it (``"1.5ms"``, ``"2m3.5s"``), the
+    form nats-server's monitoring uses for ``rtt``."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+    if ns < 1_000:
+        return f"{sign}{ns}ns"
+    if ns < 1_000_000:
+        return f"{sign}{_trim(ns / 1e3)}\u00b5s"
+    if ns < 1_000_000_000:
+        return f"{sign}{_trim(ns / 1e6)}ms"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    secs = _trim(rest / 1e9)
+    if hours:
+        return f"{sign}{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{sign}{minutes}m{secs}s"
+    return f"{sign}{secs}s"
+
+
+def _trim(x: float) -> str:
+    return f"{x:.9f}".rstrip("0").rstrip(".")
+
+
+def uptime_text(seconds: float) -> str:
+    """Whole seconds as nats-server prints ``uptime`` and ``idle``: ``"1d2h3m4s"``."""
+    s = int(seconds)
+    mins, hours, days = s // 60, s // 3600, s // 86400
+    years = days // 365
+    if years:
+        return f"{years}y{days % 365}d{hours % 24}h{mins % 60}m{s % 60}s"
+    if days:
+        return f"{days}d{hours % 24}h{mins % 60}m{s % 60}s"
+    if hours:
+        return f"{hours}h{mins % 60}m{s % 60}s"
+    if mins:
+        return f"{mins}m{s % 60}s"
+    return f"{s}s"
+
+
+def _rfc3339(wall: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + f".{int(wall % 1 * 1e6):06d}Z"
+
+
+def escape_label(value: str) -> str:
+    """A Prometheus label value, escaped (backslash, double quote, newline)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def _varz(gw: Gateway) -> dict[str, Any]:
     v = gw.varz()
     st = v.statistics
+    host, _, port = (v.client_url or "").rpartition("://")[2].rpartition(":")
     return {
+        "server_id": f"meshgate-{v.server_name}",
         "server_name": v.server_name,
         "version": v.version,
+        "host": host,
+        "port": int(port) if port.isdigit() else 0,
         "cluster": {"name": v.cluster, "urls": [v.cluster_url] if v.cluster_url else []},
         "gateway": {"name": v.cluster, "url": v.gateway_url},
-        "now": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "now": _rfc3339(time.time()),
         "start": v.start,
+        "uptime": uptime_text(v.uptime_seconds),
         "uptime_seconds": v.uptime_seconds,
         "max_payload": v.max_payload,
         "max_pending": v.max_pending,
         "max_connections": v.max_connections,
-        "ping_interval": v.ping_interval,
+        # nats-server's units: a time.Duration in nanoseconds
+        "ping_interval": int(v.ping_interval * 1e9),
         "connections": st.clients,
+        # route peers, as nats-server counts its remotes
         "routes": st.routes,
-        "remotes": st.outbound_gateways,
+        "remotes": st.routes,
         "outbound_gateways": st.outbound_gateways,
         "inbound_gateways": st.inbound_gateways,
         "subscriptions": st.subscriptions,
         "in_msgs": st.messages_in,
         "out_msgs": st.messages_out,
-        "in_bytes": st.bytes_in,
-        "out_bytes": st.bytes_out,
+        # payload bytes, as nats-server counts them; the wire separately
+        "in_bytes": st.payload_bytes_in,
+        "out_bytes": st.payload_bytes_out,
+        "in_wire_bytes": st.bytes_in,
+        "out_wire_bytes": st.bytes_out,
         "slow_consumers": st.slow_consumers,
         "dropped_msgs": st.dropped_messages,
         "coalesced_msgs": st.coalesced_messages,
@@ -87,10 +156,39 @@ def _connz(gw: Gateway, query: dict[str, list[str]]) -> dict[str, Any]:
         offset = max(0, int(query.get("offset", ["0"])[0]))
     except ValueError:
         raise _BadRequest("limit and offset must be integers") from None
+    subs = query.get("subs", ["0"])[0].lower() in ("1", "true", "detail")
     clients = gw.connz()
-    rows = [attrs.asdict(c) for c in clients[offset : offset + limit]]
+    now = time.time()
+    rows = []
+    for c in clients[offset : offset + limit]:
+        row = attrs.asdict(c)
+        # nats-server's meanings and units: payload bytes, times as RFC 3339 and
+        # durations as text; the wire counts and seconds keep their own names
+        row.update(
+            in_bytes=c.in_payload_bytes,
+            out_bytes=c.out_payload_bytes,
+            in_wire_bytes=c.in_bytes,
+            out_wire_bytes=c.out_bytes,
+            start=_rfc3339(now - c.uptime_seconds),
+            last_activity=_rfc3339(now - c.idle_seconds),
+            uptime=uptime_text(c.uptime_seconds),
+            idle=uptime_text(c.idle_seconds),
+            rtt=go_duration(c.rtt) if c.rtt is not None else "",
+            version=c.client_version,
+            ip=c.ip or "",
+            port=c.port or 0,
+        )
+        for key in ("in_payload_bytes", "out_payload_bytes", "client_version"):
+            del row[key]
+        if subs:
+            row["subscriptions_list"] = list(c.subscriptions_list)
+        else:
+            del row["subscriptions_list"]
+        rows.append(row)
     return {
+        "server_id": f"meshgate-{gw.config.name}",
         "server_name": gw.config.name,
+        "now": _rfc3339(now),
         "num_connections": len(rows),
         "total": len(clients),
         "offset": offset,
@@ -101,11 +199,25 @@ def _connz(gw: Gateway, query: dict[str, list[str]]) -> dict[str, Any]:
 
 def _routez(gw: Gateway) -> dict[str, Any]:
     routes = gw.routez()
+    rows = []
+    for r in routes:
+        row = attrs.asdict(r)
+        row.update(
+            in_bytes=r.in_payload_bytes,
+            out_bytes=r.out_payload_bytes,
+            in_wire_bytes=r.in_bytes,
+            out_wire_bytes=r.out_bytes,
+            rtt=go_duration(r.rtt) if r.rtt is not None else "",
+        )
+        del row["in_payload_bytes"], row["out_payload_bytes"]
+        rows.append(row)
     return {
+        "server_id": f"meshgate-{gw.config.name}",
         "server_name": gw.config.name,
+        "now": _rfc3339(time.time()),
         "cluster": gw.config.cluster,
         "num_routes": len(routes),
-        "routes": [attrs.asdict(r) for r in routes],
+        "routes": rows,
     }
 
 
@@ -127,7 +239,7 @@ def render_metrics(gw: Gateway) -> str:
     st = gw.statistics()
     name = gw.config.name
     cluster = gw.config.cluster
-    labels = f'server="{name}",cluster="{cluster}"'
+    labels = f'server="{escape_label(name)}",cluster="{escape_label(cluster)}"'
     metrics: list[tuple[str, str, str, float]] = [
         ("meshgate_connections", "gauge", "client connections", st.clients),
         ("meshgate_routes", "gauge", "route connections", st.routes),

@@ -15,26 +15,60 @@ import math
 from typing import Any
 from xml.sax.saxutils import escape
 
+import h11
 import trio
 
 #: stroke colour of a gateway arrow per interest mode
 MODE_COLOURS = {"Optimistic": "#2b8a3e", "Transitioning": "#e67700", "Interest-Only": "#1864ab"}
 
 
-async def fetch_json(url: str, path: str) -> Any:
-    """GET ``path`` from a monitoring URL (``http://host:port``) and decode the JSON."""
+_MAX_BODY = 64 * 1024 * 1024
+
+
+async def fetch_json(url: str, path: str, *, deadline: float = 5.0) -> Any:
+    """GET ``path`` from a monitoring URL (``http://host:port``, meshgate's or
+    nats-server's) and decode the JSON; OSError on any failure or after ``deadline``
+    seconds."""
     host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
-    stream = await trio.open_tcp_stream(host, int(port))
-    async with stream:
-        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-        data = b""
-        while chunk := await stream.receive_some(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        status = head.split(b"\r\n")[0].decode(errors="replace")
-        raise OSError(f"{url}{path}: {status}")
-    return json.loads(body)
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
+    status = 0
+    body = bytearray()
+    try:
+        with trio.fail_after(deadline):
+            stream = await trio.open_tcp_stream(host, int(port))
+            async with stream:
+                request = h11.Request(
+                    method="GET",
+                    target=path,
+                    headers=[
+                        ("Host", host),
+                        ("Connection", "close"),
+                        ("Accept", "application/json"),
+                    ],
+                )
+                await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await stream.receive_some(65536))
+                    elif isinstance(event, h11.Response):
+                        status = event.status_code
+                    elif isinstance(event, h11.Data):
+                        body += event.data
+                        if len(body) > _MAX_BODY:
+                            raise OSError(f"{url}{path}: response larger than {_MAX_BODY} bytes")
+                    elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                        break
+    except trio.TooSlowError:
+        raise OSError(f"{url}{path}: no complete response within {deadline}s") from None
+    except h11.ProtocolError as exc:
+        raise OSError(f"{url}{path}: bad HTTP response: {exc}") from None
+    if status != 200:
+        raise OSError(f"{url}{path}: HTTP status {status}")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise OSError(f"{url}{path}: not JSON: {exc}") from None
 
 
 async def collect(urls: list[str]) -> list[dict[str, Any]]:
@@ -49,15 +83,32 @@ async def collect(urls: list[str]) -> list[dict[str, Any]]:
     ]
 
 
+_NODE_R = 20
+
+
 def render_svg(snapshots: list[dict[str, Any]]) -> str:
     """Draw the snapshots as a standalone SVG document."""
     clusters: dict[str, list[str]] = {}
     for s in snapshots:
         clusters.setdefault(s["varz"]["cluster"]["name"], []).append(s["varz"]["server_name"])
     names = sorted(clusters)
-    width = height = 760
-    cx0, cy0 = width / 2, height / 2 + 20
-    ring = 250 if len(names) > 1 else 0
+    # sizes grow with the super-cluster so that nothing overlaps: nodes (circles of
+    # radius 20) sit on a ring inside their cluster's box, boxes on a ring around the
+    # centre, each ring long enough for what it carries
+    largest = max((len(v) for v in clusters.values()), default=1)
+    node_ring = 0.0 if largest == 1 else max(55.0, largest * (2 * _NODE_R + 10) / (2 * math.pi))
+    half = node_ring + _NODE_R + 30  # half the side of a cluster box
+    box_gap = 40.0
+    if len(names) == 1:
+        ring = 0.0
+    else:
+        # neighbouring box centres at least one box diagonal (plus a gap) apart
+        chord = 2 * half * math.sqrt(2) + box_gap
+        ring = max(250.0, chord / (2 * math.sin(math.pi / len(names))))
+    header = 40 + 18 * (len(MODE_COLOURS) + 1)
+    width = height = int(2 * (ring + half * math.sqrt(2)) + 2 * box_gap)
+    height += header
+    cx0, cy0 = width / 2, header + (height - header) / 2
     pos: dict[str, tuple[float, float]] = {}
     centre: dict[str, tuple[float, float]] = {}
     parts: list[str] = []
@@ -66,14 +117,14 @@ def render_svg(snapshots: list[dict[str, Any]]) -> str:
         x, y = cx0 + ring * math.cos(angle), cy0 + ring * math.sin(angle)
         centre[c] = (x, y)
         nodes = sorted(clusters[c])
-        r = 55 if len(nodes) > 1 else 0
+        r = node_ring if len(nodes) > 1 else 0.0
         for j, n in enumerate(nodes):
             a = 2 * math.pi * j / max(1, len(nodes))
             pos[n] = (x + r * math.cos(a), y + r * math.sin(a))
         parts.append(
-            f'<rect class="cluster" x="{x - 110:.1f}" y="{y - 100:.1f}" width="220" height="200" '
-            f'rx="24" fill="#f1f3f5" stroke="#868e96"/>'
-            f'<text x="{x:.1f}" y="{y - 78:.1f}" text-anchor="middle" font-weight="bold">'
+            f'<rect class="cluster" x="{x - half:.1f}" y="{y - half:.1f}" width="{2 * half:.1f}" '
+            f'height="{2 * half:.1f}" rx="24" fill="#f1f3f5" stroke="#868e96"/>'
+            f'<text x="{x:.1f}" y="{y - half + 18:.1f}" text-anchor="middle" font-weight="bold">'
             f"cluster {escape(c)}</text>"
         )
     drawn_routes: set[frozenset[str]] = set()
@@ -120,7 +171,7 @@ def render_svg(snapshots: list[dict[str, Any]]) -> str:
             arrows += 1
     for n, (x, y) in pos.items():
         parts.append(
-            f'<circle class="node" cx="{x:.1f}" cy="{y:.1f}" r="20" fill="#fff" '
+            f'<circle class="node" cx="{x:.1f}" cy="{y:.1f}" r="{_NODE_R}" fill="#fff" '
             f'stroke="#212529" stroke-width="2"/>'
             f'<text x="{x:.1f}" y="{y + 5:.1f}" text-anchor="middle" font-size="13">'
             f"{escape(n)}</text>"

@@ -86,7 +86,7 @@ class CoreBase:
         self._layer: Layer | None = None
         #: the message being delivered: (subject, reply, payload), set with its tail, for
         #: NATS targets (which need the fields, not the msgpack tail)
-        self._cur: tuple[str, str | None, bytes] = ("", None, b"")
+        self._cur: tuple[str, str | None, bytes, int] = ("", None, b"", 0)
         #: the NATS client publishing with ``echo: false`` now (its own messages skip it)
         self._origin: ClientConnection | None = None
         self._internal: dict[str, InternalConnection] = {}
@@ -96,6 +96,9 @@ class CoreBase:
         self.messages_out = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        #: message payload bytes in and out (nats-server's ``in_bytes``/``out_bytes``)
+        self.payload_in = 0
+        self.payload_out = 0
         self.slow_consumers = 0
         self.dropped_messages = 0
         self.coalesced_messages = 0

@@ -92,11 +92,14 @@ class Connection:
         "decoder",
         "dirty",
         "id",
+        "last_activity",
         "messages_in",
         "messages_out",
         "name",
         "opened_at",
         "out",
+        "payload_in",
+        "payload_out",
         "ping_sent_at",
         "pings_out",
         "pings_sent",
@@ -114,6 +117,12 @@ class Connection:
         self.dirty = False
         self.name = ""
         self.opened_at = now
+        #: when it last sent us anything
+        self.last_activity = now
+        #: message payload bytes received from it and sent to it (nats-server's
+        #: ``in_bytes``/``out_bytes``; ``bytes_in``/``bytes_out`` count the wire)
+        self.payload_in = 0
+        self.payload_out = 0
         self.pings_out = 0
         self.pings_sent = 0
         self.ping_sent_at: float | None = None

@@ -42,7 +42,7 @@ class Delivery(CoreBase):
                 return 0  # echo off: not to its own subscriptions
             nats = self.nats
             if nats.current is not tail:
-                subject, reply, payload = self._cur
+                subject, reply, payload, _ = self._cur
                 nats.build(tail, subject, reply, payload)
             if st.headers or nats.tail is nats.plain_tail:
                 prefix = nats.head + prefix
@@ -76,6 +76,7 @@ class Delivery(CoreBase):
             if sizes is not None:
                 sizes.append(size)
         c.messages_out += 1
+        c.payload_out += self._cur[3]
         if not c.dirty:
             c.dirty = True
             self._writable.append(c)

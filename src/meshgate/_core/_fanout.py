@@ -139,6 +139,9 @@ class FanOut(Delivery):
         conn.messages_in += 1
         acct.messages_in += 1
         self.messages_in += 1
+        size = len(payload)
+        conn.payload_in += size
+        self.payload_in += size
         if (
             (subject[0] == "$" or (reply is not None and reply[0] == "$"))
             and self._layer is not None
@@ -169,7 +172,7 @@ class FanOut(Delivery):
                 self._to_gateways(acct.name, subject, reply, payload, ())
             return
         tail = self.encoder.message_tail(subject, reply, payload)
-        self._cur = (subject, reply, payload)
+        self._cur = (subject, reply, payload, len(payload))
         deliver = self._deliver
         n = 0
         peers: dict[Connection, list[str]] | None = None
@@ -197,6 +200,7 @@ class FanOut(Delivery):
             n += self._to_gateways(acct.name, subject, reply, payload, [q for q, _ in m.queues])
         acct.messages_out += n
         self.messages_out += n
+        self.payload_out += n * len(payload)
 
     def _pick(
         self, members: Sequence[LocalSubscription | RemoteInterest]
@@ -226,6 +230,7 @@ class FanOut(Delivery):
         enc = self.encoder
         tail = enc.relay_tail(account, subject, reply, payload)
         plain_prefix: bytes | None = None
+        size = len(payload)
         for peer, queues in peers.items():
             if queues:
                 prefix = enc.relay_prefix(_RMSG, tuple(queues))
@@ -237,6 +242,7 @@ class FanOut(Delivery):
             out += prefix
             out += tail
             peer.messages_out += 1
+            peer.payload_out += size
             if not peer.dirty:
                 peer.dirty = True
                 self._writable.append(peer)
@@ -264,6 +270,9 @@ class FanOut(Delivery):
             return
         conn.messages_in += 1
         self.messages_in += 1
+        size = len(payload)
+        conn.payload_in += size
+        self.payload_in += size
         if subject[0] == "_" and subject.startswith(GR_PREFIX):
             parsed = parse_routed_reply(subject)
             if parsed is None:
@@ -291,7 +300,7 @@ class FanOut(Delivery):
             if sub.prefix is not None:
                 if tail is None:
                     tail = self.encoder.message_tail(subject, reply, payload)
-                    self._cur = (subject, reply, payload)
+                    self._cur = (subject, reply, payload, len(payload))
                 n += self._deliver(sub, tail, None)
         if queues:
             for q, members in m.queues:
@@ -302,7 +311,7 @@ class FanOut(Delivery):
                     continue  # the group left this node meanwhile: drop, never re-route
                 if tail is None:
                     tail = self.encoder.message_tail(subject, reply, payload)
-                    self._cur = (subject, reply, payload)
+                    self._cur = (subject, reply, payload, len(payload))
                 n += self._deliver(self._pick(local), tail, None)  # type: ignore[arg-type]
         if reply is not None and reply[0] == "$" and self._layer is not None:
             self._layer.on_dollar_reply(reply, subject, m.plain)
@@ -310,6 +319,8 @@ class FanOut(Delivery):
         if acct is not None:
             acct.messages_out += n
         self.messages_out += n
+        self.payload_out += n * len(payload)
+        self.payload_out += n * len(payload)
 
     # -- to and from gateways -----------------------------------------------------------------
 
@@ -356,6 +367,7 @@ class FanOut(Delivery):
             out += enc.relay_prefix(_GMSG, tuple(groups) if groups else None)
             out += tail
             c.messages_out += 1
+            c.payload_out += len(payload)
             n += 1
             if subject[0] == "$":
                 self.gateway_control_msgs += 1
@@ -384,6 +396,9 @@ class FanOut(Delivery):
             return
         conn.messages_in += 1
         self.messages_in += 1
+        size = len(payload)
+        conn.payload_in += size
+        self.payload_in += size
         if (
             subject[0] == "_"
             and subject.startswith(GR_PREFIX)
@@ -400,7 +415,7 @@ class FanOut(Delivery):
                 if sub.prefix is not None:
                     if tail is None:
                         tail = self.encoder.message_tail(subject, reply, payload)
-                        self._cur = (subject, reply, payload)
+                        self._cur = (subject, reply, payload, len(payload))
                     n += self._deliver(sub, tail, None)
                 else:
                     if peers is None:
@@ -415,7 +430,7 @@ class FanOut(Delivery):
                     if chosen.prefix is not None:
                         if tail is None:
                             tail = self.encoder.message_tail(subject, reply, payload)
-                            self._cur = (subject, reply, payload)
+                            self._cur = (subject, reply, payload, len(payload))
                         n += self._deliver(chosen, tail, None)
                     else:
                         if peers is None:
@@ -426,6 +441,7 @@ class FanOut(Delivery):
             if reply is not None and reply[0] == "$" and self._layer is not None:
                 self._layer.on_dollar_reply(reply, subject, m.plain)
         self.messages_out += n
+        self.payload_out += n * len(payload)
         acct = self.accounts.get(account)
         if acct is not None:
             acct.messages_out += n
@@ -451,6 +467,7 @@ class FanOut(Delivery):
                 c.out += self.encoder.relay_prefix(_GMSG, None)
                 c.out += self.encoder.relay_tail(account, subject, reply, payload)
                 c.messages_out += 1
+                c.payload_out += len(payload)
                 if not c.dirty:
                     c.dirty = True
                     self._writable.append(c)

@@ -100,12 +100,14 @@ class NatsState:
     __slots__ = (
         "echo",
         "headers",
+        "lang",
         "next_sid",
         "no_responders",
         "notice_sid",
         "parser",
         "sids",
         "verbose",
+        "version",
     )
 
     def __init__(self, parser: NatsParser) -> None:
@@ -117,6 +119,9 @@ class NatsState:
         self.verbose = False
         self.headers = False
         self.no_responders = False
+        #: what the client said it is in CONNECT
+        self.lang = ""
+        self.version = ""
         #: the NATS sid of its ``$MG.notice`` subscription, if any
         self.notice_sid: bytes | None = None
 
@@ -244,6 +249,9 @@ class NatsPort:
         st.verbose = opts.get("verbose") is True
         st.headers = opts.get("headers") is True
         st.no_responders = st.headers and opts.get("no_responders") is True
+        lang, version = opts.get("lang"), opts.get("version")
+        st.lang = lang[:32] if isinstance(lang, str) else ""
+        st.version = version[:32] if isinstance(version, str) else ""
         if conn.state is ConnState.OPEN:
             return  # a second CONNECT changes options only
         token = opts.get("auth_token") or opts.get("pass")

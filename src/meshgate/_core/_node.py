@@ -339,6 +339,7 @@ class NodeCore(FanOut):
         if conn.state >= _CLOSING:
             return
         self._now = now
+        conn.last_activity = now
         n = len(data)
         conn.bytes_in += n
         self.bytes_in += n
@@ -548,6 +549,8 @@ class NodeCore(FanOut):
             protocol_errors=self.protocol_errors,
             auth_failures=self.auth_failures,
             permission_violations=self.permission_violations,
+            payload_bytes_in=self.payload_in,
+            payload_bytes_out=self.payload_out,
         )
 
     def account_statistics(self, account: str) -> AccountStatistics:

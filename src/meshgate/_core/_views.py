@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from ._node import NodeCore
 
 
-def connections(core: NodeCore) -> list[ConnectionInfo]:
-    """Every client and replicant connection, by id."""
+def connections(core: NodeCore, now: float) -> list[ConnectionInfo]:
+    """Every client and replicant connection, by id (``now``: the core's clock)."""
     rows = []
     for c in core.conns.values():
         if type(c) is not ClientConnection:
@@ -39,6 +39,15 @@ def connections(core: NodeCore) -> list[ConnectionInfo]:
                 dropped_msgs=c.dropped,
                 coalesced_msgs=c.coalesced,
                 resyncs=c.resyncs,
+                in_payload_bytes=c.payload_in,
+                out_payload_bytes=c.payload_out,
+                uptime_seconds=round(max(0.0, now - c.opened_at), 3),
+                idle_seconds=round(max(0.0, now - c.last_activity), 3),
+                rtt=c.rtt,
+                protocol="nats" if c.nats is not None else "meshgate",
+                lang=c.nats.lang if c.nats is not None else "",
+                client_version=c.nats.version if c.nats is not None else "",
+                subscriptions_list=tuple(s.pattern for s in c.subs.values()),
             )
         )
     return rows
@@ -56,6 +65,8 @@ def routes(core: NodeCore, *, interest: bool = False) -> list[RouteInfo]:
             out_msgs=c.messages_out,
             in_bytes=c.bytes_in,
             out_bytes=c.bytes_out,
+            in_payload_bytes=c.payload_in,
+            out_payload_bytes=c.payload_out,
             pending_size=core.pending_bytes(c),
             subscriptions=len(c.remote),
             rtt=c.rtt,

@@ -404,3 +404,33 @@ async def test_the_game_layer_from_plain_nats_clients() -> None:
     ((client, _), (_, _)) = owner.log["ship"]
     assert client.startswith("s-")  # the session identity, stable across reconnects
     assert [seq for _, seq in owner.log["ship"]] == [0, 1]
+
+
+async def test_a_nats_client_over_tls() -> None:
+    """A ``tls://`` NATS port does the TLS handshake first (nats-server's
+    ``handshake_first``; nats-py ``tls_handshake_first=True``, nats.js
+    ``tls: {handshakeFirst: true}``), with the node's ``tls`` context."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(client)
+
+    async def scenario(url: str) -> bytes:
+        nc = await nats.connect(url, tls=client, tls_handshake_first=True)
+        sub = await nc.subscribe("secure")
+        await nc.publish("secure", b"over tls")
+        got = (await sub.next_msg(timeout=5)).data
+        await nc.close()
+        return got
+
+    cfg = tcp_node(nats_listen="tls://127.0.0.1:0", tls=server)
+    with trio.fail_after(30):
+        async with meshgate.open_gateway(cfg) as gw:
+            assert gw.nats_urls[0].startswith("tls://")
+            assert await on_asyncio(lambda: scenario(gw.nats_urls[0])) == b"over tls"

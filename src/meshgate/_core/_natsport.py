@@ -210,6 +210,8 @@ class NatsPort:
                 self._fail(conn, "Authorization Violation" if core.config.users else "Parser Error")
                 return
             if name == "PUB":
+                if st.verbose:
+                    core._append(conn, _OK)  # as nats-server: before the message is routed
                 if op[3] is None and st.echo and (op[2] is None or not st.no_responders):
                     publish(conn, op[1], op[2], op[4], None)  # the common case, directly
                 else:
@@ -236,7 +238,7 @@ class NatsPort:
                 core.protocol_errors += 1
                 self._fail(conn, "Unknown Protocol Operation")
                 return
-            if st.verbose and conn.state is ConnState.OPEN:
+            if st.verbose and conn.state is ConnState.OPEN and name != "PUB":
                 core._append(conn, _OK)
 
     def _fail(self, conn: ClientConnection, text: str) -> None:

@@ -48,6 +48,7 @@ class Dialing:
             dialed: bool = False,
             expected_cluster: str | None = None,
             nats: bool = False,
+            backbone: bool = False,
         ) -> None: ...
 
     async def _backoff(self, failures: int) -> None:
@@ -157,3 +158,56 @@ class Dialing:
                 await self._backoff(failures)
         finally:
             self._dialing.discard(url)
+
+    async def _dial_backbone(self) -> None:
+        """Keep one leafnode connection to the nats-server backbone: every configured
+        URL and every URL the hub told us about, the ones that failed or were lost
+        last tried last; jittered backoff between passes, forever."""
+        backbone = self._core.backbone
+        cfg = self.config
+        failures = 0
+        lost_at: dict[str, int] = {}
+        attempts = itertools.count()
+        scheme = "tls" if cfg.backbone[0].startswith("tls://") else "tcp"
+        while not self._stopping:
+            urls = list(dict.fromkeys(_dial_url(u, scheme) for u in cfg.backbone))
+            urls += [
+                u for u in (_dial_url(u, scheme) for u in backbone.learned_urls) if u not in urls
+            ]
+            random.shuffle(urls)
+            urls.sort(key=lambda u: lost_at.get(u, -1))
+            connected = False
+            for url in urls:
+                lost_at[url] = next(attempts)
+                tls = cfg.backbone_tls if url.startswith("tls://") else None
+                try:
+                    with trio.move_on_after(max(2.0, cfg.reconnect_wait)) as scope:
+                        cm = connect_stream(url, ssl_context=tls)
+                        stream = await cm.__aenter__()
+                    if scope.cancelled_caught:
+                        continue
+                except OSError as exc:
+                    log.debug("backbone via %s failed: %s", url, exc)
+                    continue
+                try:
+                    connected = True
+                    await self._serve_stream(
+                        stream, ConnectionKind.ROUTE, dialed=True, backbone=True
+                    )
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await cm.__aexit__(None, None, None)
+                if backbone.last_error:
+                    log.warning("backbone %s: %s", url, backbone.last_error)
+                break
+            failures = 0 if connected else failures + 1
+            await self._backoff(failures)
+
+
+def _dial_url(url: str, scheme: str) -> str:
+    """A backbone URL as the transports dial it: ``nats://`` is TCP, credentials are
+    sent in CONNECT (not part of the address)."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    given = url.split("://", 1)[0] if "://" in url else None
+    host = rest.rpartition("@")[2].rstrip("/")
+    return f"{'tls' if given == 'tls' or (given is None and scheme == 'tls') else 'tcp'}://{host}"

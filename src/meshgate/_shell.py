@@ -154,6 +154,8 @@ class Gateway(Dialing):
             if cfg.cluster_listen is not None:
                 for url in cfg.routes:
                     self._start_dialer(url, explicit=True)
+            if cfg.backbone:
+                nursery.start_soon(self._dial_backbone)
             if cfg.monitor_listen is not None:
                 from .monitor import serve_monitor
 
@@ -238,11 +240,17 @@ class Gateway(Dialing):
         dialed: bool = False,
         expected_cluster: str | None = None,
         nats: bool = False,
+        backbone: bool = False,
     ) -> None:
         """Run one connection: a reader and a writer task, then clean up whatever happened."""
         core = self._core
         conn = core.open_connection(
-            trio.current_time(), kind, dialed=dialed, expected_cluster=expected_cluster, nats=nats
+            trio.current_time(),
+            kind,
+            dialed=dialed,
+            expected_cluster=expected_cluster,
+            nats=nats,
+            backbone=backbone,
         )
         h = _Handle(conn, stream)
         conn.shell = h
@@ -292,13 +300,14 @@ class Gateway(Dialing):
                 await self._wait_drained(congested)
 
     def _peer_links(self) -> list[tuple[_Handle, int]] | None:
-        """Each route and outbound gateway with the bytes it holds, before a batch."""
+        """Each route, outbound gateway and the backbone with the bytes it holds, before
+        a batch."""
         core = self._core
-        routes, outbound = core.routes.peers, core.gateways.outbound
-        if not routes and not outbound:
+        routes, outbound, hub = core.routes.peers, core.gateways.outbound, core.backbone.conn
+        if not routes and not outbound and hub is None:
             return None  # a node on its own: nothing to wait for
         out = []
-        for c in (*routes.values(), *outbound.values()):
+        for c in (*routes.values(), *outbound.values(), *((hub,) if hub is not None else ())):
             h = c.shell
             if h is not None:
                 out.append((h, core.pending_bytes(c)))
@@ -392,6 +401,18 @@ class Gateway(Dialing):
     def account_statistics(self, account: str) -> AccountStatistics:
         """Counters of ``account`` alone; nothing of another account is included."""
         return self._core.account_statistics(account)
+
+    @property
+    def backbone_server(self) -> str | None:
+        """The nats-server this node's backbone connection is attached to (its server
+        name), or None while it is not attached."""
+        conn = self._core.backbone.conn
+        return conn.peer if conn is not None else None
+
+    async def wait_backbone(self) -> None:
+        """Wait until the backbone connection is attached (``GatewayConfig.backbone``)."""
+        while self._core.backbone.conn is None:
+            await self._routes_event.wait()
 
     async def wait_gateways(self, outbound: int, inbound: int = 0) -> None:
         """Wait until this node has at least ``outbound`` outbound and ``inbound`` inbound

@@ -270,6 +270,22 @@ def _companions(key: str, data: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _backbone_tls_from_files(table: Mapping[str, Any]) -> ssl.SSLContext:
+    """``[backbone_tls]``: ``ca_file`` (required: the hub's CA), and ``cert_file`` /
+    ``key_file`` if the hub wants a client certificate."""
+    ca = table.get("ca_file")
+    if not isinstance(ca, str):
+        raise ConfigError("backbone_tls.ca_file", "is required (the CA of the hub's certificate)")
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+        cert, key = table.get("cert_file"), table.get("key_file")
+        if cert is not None:
+            ctx.load_cert_chain(str(cert), str(key) if key is not None else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("backbone_tls", str(exc)) from None
+    return ctx
+
+
 @attrs.frozen
 class GatewayConfig:
     """Everything a node needs.  Every field is validated on construction."""
@@ -379,6 +395,15 @@ class GatewayConfig:
     #: clients of this node with the same users, accounts, permissions and limits;
     #: none by default
     nats_listen: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, validator=_urls)
+    #: attach to a nats-server deployment instead of routes and gateways: its leafnode
+    #: URLs (``nats://[user:password@ | token@]host:port`` or ``tls://`` with
+    #: ``backbone_tls``); the node dials one, fails over to the others and to those the
+    #: hub tells it about.  Excludes ``cluster_listen``, ``routes``, ``gateway_listen``
+    #: and ``gateways``.  See docs/deploy.md.
+    backbone: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, validator=_urls)
+    #: TLS context for ``tls://`` backbone URLs (TOML ``[backbone_tls]`` with ``ca_file``
+    #: and optionally ``cert_file``/``key_file``)
+    backbone_tls: ssl.SSLContext | None = attrs.field(default=None, repr=False)
     #: HTTP monitoring endpoint (``host:port``): /varz /connz /routez /gatewayz /subsz
     #: /healthz (JSON) and /metrics (Prometheus text); None disables it
     monitor_listen: str | None = attrs.field(default=None, validator=_url_or_none)
@@ -392,6 +417,18 @@ class GatewayConfig:
             self._check_peer_tls(kind)
         if self.max_pending_bytes < self.max_payload:
             raise ConfigError("max_pending_bytes", "must be at least max_payload")
+        if self.backbone:
+            for field in ("cluster_listen", "gateway_listen", "routes", "gateways"):
+                if getattr(self, field):
+                    raise ConfigError(
+                        field, "a node with a backbone has no routes or gateways of its own"
+                    )
+            for url in self.backbone:
+                scheme = url.split("://", 1)[0] if "://" in url else "nats"
+                if scheme not in ("nats", "tcp", "tls"):
+                    raise ConfigError("backbone", f"{url!r}: use nats:// or tls:// URLs")
+                if scheme == "tls" and self.backbone_tls is None:
+                    raise ConfigError("backbone_tls", "tls:// backbone URLs need backbone_tls")
         if self.routes and self.cluster_listen is None:
             raise ConfigError("routes", "needs cluster_listen (routes are two-way)")
         if self.gateways and self.gateway_listen is None:
@@ -440,6 +477,32 @@ class GatewayConfig:
         """The accounts this node serves: its users', or ``$G`` without users."""
         return frozenset({u.account for u in self.users} or {"$G"})
 
+    def _backbone_userinfo(self) -> tuple[str | None, str | None]:
+        for url in self.backbone:
+            rest = url.split("://", 1)[-1]
+            userinfo, at, _ = rest.rpartition("@")
+            if at:
+                user, colon, password = userinfo.partition(":")
+                return (user, password) if colon else (user, None)
+        return None, None
+
+    @property
+    def backbone_user(self) -> str | None:
+        """The user name in the backbone URLs (``user:password@``), if any."""
+        user, password = self._backbone_userinfo()
+        return user if password is not None else None
+
+    @property
+    def backbone_password(self) -> str | None:
+        """The password in the backbone URLs, if any."""
+        return self._backbone_userinfo()[1]
+
+    @property
+    def backbone_token(self) -> str | None:
+        """The token in the backbone URLs (``token@``), if any."""
+        user, password = self._backbone_userinfo()
+        return user if password is None else None
+
     @property
     def peer_auth_required(self) -> bool:
         """Route and gateway peers must authenticate (users are set and the network is
@@ -459,6 +522,8 @@ class GatewayConfig:
                 raise ConfigError(key, "must be a list of URLs")
         if isinstance(kw.get("tls"), Mapping):
             kw["tls"] = tls_context_from_files(kw["tls"])
+        if isinstance(kw.get("backbone_tls"), Mapping):
+            kw["backbone_tls"] = _backbone_tls_from_files(kw["backbone_tls"])
         for kind in ("cluster", "gateway"):
             if f"{kind}_tls" in kw:
                 for key in (f"{kind}_tls_dial",):

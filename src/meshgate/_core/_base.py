@@ -23,6 +23,7 @@ from ..interest import InterestGraph
 from ..protocol import PROTOCOL_VERSION, Encoder, Error, Hello, Ping, Pong, Role
 from ._conn import (
     Account,
+    BackboneConnection,
     ClientConnection,
     Connection,
     ConnState,
@@ -38,6 +39,7 @@ from ._effects import Effects
 from ._natsport import NatsPort, error_text
 
 if TYPE_CHECKING:
+    from ._backbone import Backbone
     from ._clients import ClientPort
     from ._gateways import GatewayMesh
     from ._hooks import Layer
@@ -50,6 +52,7 @@ class CoreBase:
 
     clients: ClientPort
     nats: NatsPort
+    backbone: Backbone
     routes: RouteMesh
     gateways: GatewayMesh
     # the hot path's aliases of the meshes' tables (each the same object for the core's life)
@@ -158,7 +161,9 @@ class CoreBase:
     # -- output helpers -----------------------------------------------------------------------
 
     def _append(self, conn: Connection, data: bytes) -> None:
-        if type(conn) is ClientConnection:
+        if type(conn) is BackboneConnection and (data is self._ping or data is self._pong):
+            data = b"PING\r\n" if data is self._ping else b"PONG\r\n"
+        elif type(conn) is ClientConnection:
             if conn.nats is not None and (data is self._ping or data is self._pong):
                 data = b"PING\r\n" if data is self._ping else b"PONG\r\n"
             if conn.frame_sizes is not None:
@@ -170,7 +175,9 @@ class CoreBase:
 
     def error(self, conn: Connection, code: ErrorCode, reason: str) -> None:
         """Send an error frame; the connection stays open."""
-        if type(conn) is ClientConnection and conn.nats is not None:
+        if (type(conn) is ClientConnection and conn.nats is not None) or type(
+            conn
+        ) is BackboneConnection:
             text = error_text(code, reason).encode("utf-8", "replace")
             self._append(conn, b"-ERR '" + text + b"'\r\n")
             return
@@ -208,3 +215,5 @@ class CoreBase:
             self.routes.retire(conn)
         elif type(conn) is InboundGateway or type(conn) is OutboundGateway:
             self.gateways.retire(conn)
+        elif type(conn) is BackboneConnection:
+            self.backbone.retire(conn)

@@ -317,6 +317,7 @@ class ClientPort:
         key already, in the caller): routes, then the layer."""
         core = self.core
         core.routes.on_local_key(account, pattern, queue, n)
+        core.backbone.on_local_key(account, pattern, queue, n)
         if core._layer is not None:
             core._layer.on_local_key(account, pattern, queue, n, added)
 

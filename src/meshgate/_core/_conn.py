@@ -20,6 +20,7 @@ from __future__ import annotations
 
 __all__ = [
     "Account",
+    "BackboneConnection",
     "ClientConnection",
     "ConnState",
     "Connection",
@@ -44,6 +45,7 @@ from ..interest import InboundInterest, OutboundInterest
 from ..protocol import LEGAL_RECEIVE, ConnectionKind, Decoder, Opcode, Role
 
 if TYPE_CHECKING:
+    from ..protocol.nats import NatsParser
     from ._natsport import NatsState
 
 #: the handler of an internal subscription: ``(subject, reply, payload)``
@@ -244,6 +246,22 @@ class RouteConnection(PeerConnection):
         self.remote: dict[tuple[str, str, str | None], RemoteInterest] = {}
 
 
+class BackboneConnection(PeerConnection):
+    """The leafnode connection to a nats-server hub (``GatewayConfig.backbone``); it
+    speaks nats-server's leafnode protocol, and stands for every other node."""
+
+    kind = ConnectionKind.ROUTE
+    legal = LEGAL_RECEIVE[ConnectionKind.ROUTE]
+
+    __slots__ = ("parser", "remote")
+
+    def __init__(self, cid: int, decoder: Decoder, now: float) -> None:
+        super().__init__(cid, decoder, now, dialed=True)
+        self.parser: NatsParser | None = None
+        #: the hub's interest: (account, pattern, queue) -> entry in the interest graph
+        self.remote: dict[tuple[str, str, str | None], RemoteInterest] = {}
+
+
 class GatewayConnection(PeerConnection):
     """A gateway connection to a node of another cluster."""
 
@@ -325,7 +343,12 @@ class RemoteInterest:
     remaining = None
 
     def __init__(
-        self, conn: RouteConnection, account: str, pattern: str, queue: str | None, weight: int
+        self,
+        conn: RouteConnection | BackboneConnection,
+        account: str,
+        pattern: str,
+        queue: str | None,
+        weight: int,
     ) -> None:
         self.conn = conn
         self.account = account

@@ -42,6 +42,7 @@ from ..protocol import Opcode
 from ..subjects import is_valid_subject, match
 from ._conn import (
     Account,
+    BackboneConnection,
     ClientConnection,
     Connection,
     InboundGateway,
@@ -232,6 +233,14 @@ class FanOut(Delivery):
         plain_prefix: bytes | None = None
         size = len(payload)
         for peer, queues in peers.items():
+            if type(peer) is BackboneConnection:
+                peer.out += self.backbone.message(account, subject, reply, queues, payload)
+                peer.messages_out += 1
+                peer.payload_out += size
+                if not peer.dirty:
+                    peer.dirty = True
+                    self._writable.append(peer)
+                continue
             if queues:
                 prefix = enc.relay_prefix(_RMSG, tuple(queues))
             else:
@@ -252,14 +261,15 @@ class FanOut(Delivery):
 
     def _route_message(
         self,
-        conn: RouteConnection,
+        conn: RouteConnection | BackboneConnection,
         queues: tuple[str, ...] | None,
         account: str,
         subject: str,
         reply: str | None,
         payload: bytes,
     ) -> None:
-        """A message relayed by a route peer: local subscribers only, named queue groups only."""
+        """A message relayed by a route peer (or the backbone): local subscribers only,
+        named queue groups only."""
         valid = self._valid
         if subject not in valid and not self._validate(conn, subject):
             return
@@ -455,7 +465,10 @@ class FanOut(Delivery):
     def _reply_routed(self, account: str, subject: str, reply: str | None, payload: bytes) -> bool:
         """Route ``_GR_.<cluster>.<node>.<reply>`` straight back to where the request came
         from, whatever the interest views say (they travel on other connections).
-        Returns False if the subject is not a well-formed routed reply."""
+        Returns False if the subject is not a well-formed routed reply, or if the node's
+        backbone is a nats-server (whose gateways route their own ``_GR_.`` replies)."""
+        if self.backbone.conn is not None or self.config.backbone:
+            return False
         parsed = parse_routed_reply(subject)
         if parsed is None:
             return False

@@ -30,8 +30,10 @@ from ..protocol import (
     UnpackerPool,
     to_frame,
 )
+from ._backbone import Backbone
 from ._clients import ClientPort
 from ._conn import (
+    BackboneConnection,
     ClientConnection,
     Connection,
     ConnState,
@@ -77,6 +79,7 @@ class NodeCore(FanOut):
         self._internal_unpacker = msgpack.Unpacker(raw=False)
         self.clients = ClientPort(self)
         self.nats = NatsPort(self)
+        self.backbone = Backbone(self)
         self.routes = RouteMesh(self)
         self.gateways = GatewayMesh(self)
         self._route_peers = self.routes.peers
@@ -184,15 +187,21 @@ class NodeCore(FanOut):
         dialed: bool = False,
         expected_cluster: str | None = None,
         nats: bool = False,
+        backbone: bool = False,
     ) -> Connection:
         """A transport accepted (or, for ``dialed``, opened) a connection of ``kind``;
         the connection's class is fixed now, and our HELLO goes first.  ``nats``: a
-        client of the NATS port (it speaks the NATS text protocol; INFO goes first)."""
+        client of the NATS port (it speaks the NATS text protocol; INFO goes first);
+        ``backbone``: the leafnode connection this node dialed to a nats-server hub."""
         self._next_id += 1
         cid = self._next_id
         decoder = Decoder(max_frame_bytes=self._max_payload + 8 * 1024, pool=self._unpackers)
         conn: Connection
-        if kind is ConnectionKind.CLIENT or kind is ConnectionKind.REPLICANT:
+        if backbone:
+            leaf = BackboneConnection(cid, decoder, now)
+            self.conns[cid] = conn = leaf
+            self.backbone.opened(leaf)
+        elif kind is ConnectionKind.CLIENT or kind is ConnectionKind.REPLICANT:
             track = self._policy == "drop-oldest" or self._policy == "coalesce"
             client = ClientConnection(cid, decoder, now, track_frames=track)
             self.conns[cid] = conn = client
@@ -348,6 +357,9 @@ class NodeCore(FanOut):
             kind = conn.kind
             if kind is ConnectionKind.CLIENT and conn.nats is not None:  # type: ignore[attr-defined]
                 self.nats.receive(conn, data)  # type: ignore[arg-type]
+                return
+            if kind is ConnectionKind.ROUTE and type(conn) is BackboneConnection:
+                self.backbone.receive(conn, data)
                 return
             dec.feed(data)
             if kind is ConnectionKind.CLIENT:

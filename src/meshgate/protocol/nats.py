@@ -15,8 +15,13 @@ operation name:
 * ``("UNSUB", sid, max_msgs)``: ``max_msgs`` may be None
 * ``("PING",)``, ``("PONG",)``, ``("+OK",)``
 * ``("-ERR", text)``: without the quotes
+* leaf connections (``NatsParser(leaf=True)``, nats-server's leafnode protocol):
+  ``("LS+", subject, queue, weight)``, ``("LS-", subject, queue)`` and ``("LMSG",
+  subject, reply, queues, headers, payload)`` for ``LMSG`` and ``HMSG`` (``queues``:
+  the queue groups the receiver may serve, or None)
 
-``HPUB`` and ``HMSG`` come out as ``PUB``/``MSG`` with their header block.
+``HPUB`` and ``HMSG`` come out as ``PUB``/``MSG`` (``LMSG`` on a leaf connection) with
+their header block.
 """
 
 from __future__ import annotations
@@ -83,8 +88,12 @@ class NatsParser:
     header block plus payload of one message.  Both bound what is buffered.
     """
 
-    def __init__(self, *, max_control_line: int = 4096, max_payload: int = 1024 * 1024) -> None:
+    def __init__(
+        self, *, max_control_line: int = 4096, max_payload: int = 1024 * 1024, leaf: bool = False
+    ) -> None:
         self.max_control_line = max_control_line
+        #: a leafnode connection: ``LMSG`` and ``HMSG`` carry the leaf arguments
+        self.leaf = leaf
         self.max_payload = max_payload
         self._buf = b""
         self._pos = 0
@@ -157,6 +166,8 @@ class NatsParser:
         if simple is not None:
             return simple
         args = rest.split()
+        if self.leaf and (op == b"LMSG" or op == b"HMSG"):
+            return self._leaf_message(op == b"HMSG", args)
         if op == b"PUB" or op == b"HPUB" or op == b"MSG" or op == b"HMSG":
             return self._message(op.decode(), args)
         if op == b"SUB":
@@ -170,6 +181,16 @@ class NatsParser:
                 return ("UNSUB", args[0].decode(), None)
             if len(args) == 2 and args[1].isdigit():
                 return ("UNSUB", args[0].decode(), int(args[1]))
+            raise NatsProtocolError("Parser Error")
+        if op == b"LS+":
+            if len(args) == 1:
+                return ("LS+", self._name(args[0]), None, 1)
+            if len(args) == 3 and args[2].isdigit():
+                return ("LS+", self._name(args[0]), self._name(args[1]), int(args[2]))
+            raise NatsProtocolError("Parser Error")
+        if op == b"LS-":
+            if len(args) in (1, 2):
+                return ("LS-", self._name(args[0]), self._name(args[1]) if len(args) == 2 else None)
             raise NatsProtocolError("Parser Error")
         if op == b"CONNECT" or op == b"INFO":
             return (op.decode(), self._json(rest))
@@ -204,6 +225,39 @@ class NatsParser:
         self._pending = (op, args, hsize, total)
         return self._payload()
 
+    def _leaf_message(self, headers: bool, args: list[bytes]) -> tuple[Any, ...] | None:
+        """``LMSG subject [reply] size``, ``LMSG subject + reply q1 .. size`` or
+        ``LMSG subject | q1 .. size`` (on a leaf connection ``HMSG`` is the same with
+        the header size before the size)."""
+        sizes = 2 if headers else 1
+        if len(args) < 1 + sizes or not all(a.isdigit() for a in args[-sizes:]):
+            raise NatsProtocolError("Parser Error")
+        rest = args[1:-sizes]
+        reply: bytes | None = None
+        queues: list[bytes] = []
+        if len(rest) == 1:
+            reply = rest[0]
+        elif len(rest) > 1:
+            if rest[0] == b"+":
+                reply, queues = rest[1], rest[2:]
+            elif rest[0] == b"|":
+                queues = rest[1:]
+            else:
+                raise NatsProtocolError("Parser Error")
+        total = int(args[-1])
+        hsize = int(args[-2]) if headers else 0
+        if hsize > total:
+            raise NatsProtocolError("Parser Error")
+        if total > self.max_payload:
+            raise NatsProtocolError("Maximum Payload Violation")
+        self._pending = (
+            "HLMSG" if headers else "LMSG",
+            [args[0], reply or b"", *queues],
+            hsize,
+            total,
+        )
+        return self._payload()
+
     def _payload(self) -> tuple[Any, ...] | None:
         assert self._pending is not None
         op, args, hsize, total = self._pending
@@ -217,8 +271,18 @@ class NatsParser:
         self._pos = start + total + 2
         headers = buf[start : start + hsize] if op[0] == "H" else None
         payload = buf[start + hsize : start + total]
-        n = len(args) - (2 if op[0] == "H" else 1)  # arguments before the sizes
         name = self._name
+        if op.endswith("LMSG"):
+            queues = tuple(name(q) for q in args[2:]) or None
+            return (
+                "LMSG",
+                name(args[0]),
+                name(args[1]) if args[1] else None,
+                queues,
+                headers,
+                payload,
+            )
+        n = len(args) - (2 if op[0] == "H" else 1)  # arguments before the sizes
         subject = name(args[0])
         if op.endswith("PUB"):
             reply = name(args[1]) if n == 2 else None

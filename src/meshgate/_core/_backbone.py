@@ -1,0 +1,283 @@
+"""The backbone: a node attached to a nats-server deployment as a leaf node.
+
+With ``GatewayConfig.backbone`` a node has no routes and no gateways of its own; it
+dials one leafnode connection to a nats-server (the hub) and reaches every other node
+through the hub's clusters and gateways.  The connection speaks nats-server's leafnode
+protocol (``meshgate.protocol.nats`` parses it):
+
+===================  ==========================================================================
+hub -> node          ``INFO`` first; ``LS+ subject [queue weight]`` / ``LS-`` for the interest
+                     of everyone else (the whole super-cluster, per queue group with its
+                     member count); ``LMSG`` / ``HMSG`` deliveries; ``PING``/``PONG``
+node -> hub          ``CONNECT`` (name, headers, credentials); ``LS+``/``LS-`` for this node's
+                     local interest (queue keys with their member count); ``LMSG`` for local
+                     messages that someone elsewhere wants
+===================  ==========================================================================
+
+The hub's interest is stored in the interest graph exactly like a route peer's
+(:class:`RemoteInterest`), so the one fan-out serves it: a message goes to the hub only
+if the hub has interest (interest-only), a queue group with a member on this node is
+served here and named to the hub only when it has no local member (local members
+first, exactly once across the deployment), and what comes from the hub goes to local
+subscribers only (one hop: nats-server never sends a message back to the leaf it came
+from).
+
+Accounts: a leafnode connection is bound to one account of the hub, so meshgate's
+accounts share it by subject prefix: the default account ``$G`` maps to the hub's
+subjects unchanged (plain NATS clients of the hub see the same subjects), account
+``X`` to ``$MGA.X.<subject>`` and the game layer's control namespace of ``X`` to
+``$MGC.X.<subject>``.  Hub subjects that map to no account this node serves are
+ignored, so accounts stay isolated.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Backbone", "from_hub", "reply_from_hub", "to_hub"]
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ErrorCode
+from .._reserved import DEFAULT_ACCOUNT, control_account, is_control_account
+from .._version import __version__
+from ..protocol import Headered
+from ..protocol.nats import NatsParser, NatsProtocolError
+from ._conn import BackboneConnection, ConnState, RemoteInterest
+
+if TYPE_CHECKING:
+    from ._node import NodeCore
+
+_ACCOUNT_PREFIX = "$MGA."
+_CONTROL_PREFIX = "$MGC."
+_CONTROL_SUFFIX_LEN = len(control_account(""))
+_PING = b"PING\r\n"
+_PONG = b"PONG\r\n"
+
+
+def to_hub(account: str, subject: str) -> str:
+    """The hub subject (or pattern) of ``subject`` in meshgate ``account``.  A reply
+    nats-server routed through its gateways (``_GR_.<cluster>.<server>.<reply>``) goes
+    back verbatim, if the reply inside it is this account's."""
+    if subject.startswith("_GR_."):
+        inner = subject.split(".", 3)
+        mapped = from_hub(inner[3]) if len(inner) == 4 else None
+        if mapped is not None and mapped[0] == account:
+            return subject
+    if account == DEFAULT_ACCOUNT:
+        return subject
+    if is_control_account(account):
+        return f"{_CONTROL_PREFIX}{account[:-_CONTROL_SUFFIX_LEN]}.{subject}"
+    return f"{_ACCOUNT_PREFIX}{account}.{subject}"
+
+
+def from_hub(subject: str) -> tuple[str, str] | None:
+    """``(account, subject)`` of a hub subject or pattern, or None if it maps to no
+    meshgate account (loop detection, a wildcard in the account position)."""
+    if subject[0] != "$":
+        return DEFAULT_ACCOUNT, subject
+    for prefix, control in ((_ACCOUNT_PREFIX, False), (_CONTROL_PREFIX, True)):
+        if subject.startswith(prefix):
+            account, dot, rest = subject[len(prefix) :].partition(".")
+            if not dot or not rest or account in ("*", ">"):
+                return None
+            return (control_account(account) if control else account), rest
+    if subject.startswith("$LDS."):
+        return None
+    return DEFAULT_ACCOUNT, subject
+
+
+def reply_from_hub(account: str, reply: str) -> str | None:
+    """The reply subject, in ``account``, of a hub message's reply (None: it belongs to
+    another account and is dropped)."""
+    if reply.startswith("_GR_."):
+        return reply if to_hub(account, reply) == reply else None
+    mapped = from_hub(reply)
+    if mapped is None or mapped[0] != account:
+        return None
+    return mapped[1]
+
+
+class Backbone:
+    """The node's leafnode connection to a nats-server hub (at most one at a time)."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self.core = core
+        #: the open backbone connection, once the hub answered
+        self.conn: BackboneConnection | None = None
+        #: what the hub said in its last INFO
+        self.hub: dict[str, Any] = {}
+        #: leafnode URLs the hub told us about (to fail over to)
+        self.learned_urls: tuple[str, ...] = ()
+        #: the last -ERR the hub sent
+        self.last_error: str | None = None
+        #: hub interest ignored because it maps to no account this node serves
+        self.ignored_interest = 0
+
+    # -- life ---------------------------------------------------------------------------------
+
+    def opened(self, conn: BackboneConnection) -> None:
+        """We dialed the hub: it speaks first (INFO)."""
+        conn.parser = NatsParser(max_payload=self.core.config.max_payload + 64 * 1024, leaf=True)
+
+    def retire(self, conn: BackboneConnection) -> None:
+        """The connection is gone: forget the hub's interest."""
+        core = self.core
+        for entry in conn.remote.values():
+            core.graph.remove(entry.account, entry.pattern, entry, entry.queue)
+        conn.remote.clear()
+        if self.conn is conn:
+            self.conn = None
+            core.effects.routes_changed = True
+        core._wake_pong_waiters(conn)
+
+    def _connect(self, conn: BackboneConnection, info: dict[str, Any]) -> None:
+        core = self.core
+        cfg = core.config
+        self.hub = info
+        options: dict[str, Any] = {
+            "name": cfg.name,
+            "version": __version__,
+            "headers": True,
+            "verbose": False,
+            "pedantic": False,
+        }
+        if cfg.backbone_user is not None:
+            options["user"] = cfg.backbone_user
+            options["pass"] = cfg.backbone_password or ""
+        elif cfg.backbone_token is not None:
+            options["auth_token"] = cfg.backbone_token
+        lines = [b"CONNECT " + json.dumps(options, separators=(",", ":")).encode() + b"\r\n"]
+        for (account, pattern, queue), n in sorted(
+            core.clients.local_keys.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")
+        ):
+            lines.append(self._interest_line(account, pattern, queue, n))
+        lines.append(_PING)
+        core._append(conn, b"".join(lines))
+        conn.state = ConnState.OPEN
+        conn.peer = str(info.get("server_name") or info.get("server_id") or "hub")
+        self.conn = conn
+        core.effects.routes_changed = True
+
+    @staticmethod
+    def _interest_line(account: str, pattern: str, queue: str | None, n: int) -> bytes:
+        subject = to_hub(account, pattern)
+        if n <= 0:
+            return f"LS- {subject}{' ' + queue if queue else ''}\r\n".encode()
+        if queue is None:
+            return f"LS+ {subject}\r\n".encode()
+        return f"LS+ {subject} {queue} {n}\r\n".encode()
+
+    def on_local_key(self, account: str, pattern: str, queue: str | None, n: int) -> None:
+        """A local key's count changed to ``n``: tell the hub (plain keys on 0<->1 only,
+        queue keys with their member count)."""
+        conn = self.conn
+        if conn is None or conn.state is not ConnState.OPEN:
+            return
+        if queue is None and n > 1:
+            return
+        self.core._append(conn, self._interest_line(account, pattern, queue, n))
+
+    # -- input --------------------------------------------------------------------------------
+
+    def receive(self, conn: BackboneConnection, data: bytes | bytearray) -> None:
+        """Bytes from the hub."""
+        core = self.core
+        parser = conn.parser
+        assert parser is not None
+        parser.feed(data)
+        while conn.state < ConnState.CLOSING:
+            try:
+                op = parser.next()
+            except (NatsProtocolError, UnicodeDecodeError) as exc:
+                core._fail(conn, ErrorCode.MALFORMED, f"backbone: {exc}")
+                return
+            if op is None:
+                return
+            name = op[0]
+            if name == "LMSG":
+                mapped = from_hub(op[1])
+                if mapped is None or mapped[0] not in core.known_accounts:
+                    continue
+                account, subject = mapped
+                reply = op[2]
+                if reply is not None:
+                    reply = reply_from_hub(account, reply)
+                payload = op[5] if op[4] is None else Headered(op[5], op[4])
+                core._route_message(conn, op[3], account, subject, reply, payload)
+            elif name == "LS+":
+                self._sub(conn, op[1], op[2], op[3])
+            elif name == "LS-":
+                self._unsub(conn, op[1], op[2])
+            elif name == "PING":
+                core._append(conn, _PONG)
+            elif name == "PONG":
+                core._pong_received(conn)
+            elif name == "INFO":
+                urls = op[1].get("leafnode_urls")
+                if isinstance(urls, list):
+                    self.learned_urls = tuple(str(u) for u in urls if isinstance(u, str))[:64]
+                if conn.state is ConnState.AWAIT_HELLO:
+                    self._connect(conn, op[1])
+            elif name == "-ERR":
+                self.last_error = op[1]
+                if conn.state is ConnState.AWAIT_HELLO or "Authorization" in op[1]:
+                    core._close_quietly(conn, f"hub refused: {op[1]}")
+            elif name == "+OK":
+                continue
+            else:
+                core._fail(conn, ErrorCode.ILLEGAL_FOR_ROLE, f"backbone: unexpected {name}")
+                return
+
+    def _sub(
+        self, conn: BackboneConnection, hub_pattern: str, queue: str | None, weight: int
+    ) -> None:
+        core = self.core
+        mapped = from_hub(hub_pattern)
+        if mapped is None or mapped[0] not in core.known_accounts:
+            self.ignored_interest += 1
+            return
+        account, pattern = mapped
+        key = (account, pattern, queue)
+        entry = conn.remote.get(key)
+        if entry is None:
+            if len(conn.remote) >= core.config.max_subscriptions * 16:
+                self.ignored_interest += 1  # bounded, like every table
+                return
+            entry = conn.remote[key] = RemoteInterest(conn, account, pattern, queue, 1)
+            core.graph.add(account, pattern, entry, queue)
+        entry.weight = max(1, weight)
+
+    def _unsub(self, conn: BackboneConnection, hub_pattern: str, queue: str | None) -> None:
+        mapped = from_hub(hub_pattern)
+        if mapped is None:
+            return
+        entry = conn.remote.pop((mapped[0], mapped[1], queue), None)
+        if entry is not None:
+            self.core.graph.remove(entry.account, entry.pattern, entry, entry.queue)
+
+    # -- output -------------------------------------------------------------------------------
+
+    @staticmethod
+    def message(
+        account: str, subject: str, reply: str | None, queues: list[str] | None, payload: bytes
+    ) -> bytes:
+        """One ``LMSG`` (``HMSG`` with headers, as leaf connections carry them) to the
+        hub; ``queues``: the groups the hub should serve (those with no member here)."""
+        target = to_hub(account, subject)
+        if reply is not None:
+            reply = to_hub(account, reply)
+        if queues:
+            mid = (f" + {reply} " if reply else " | ") + " ".join(queues)
+        else:
+            mid = f" {reply}" if reply else ""
+        if type(payload) is Headered:
+            h = payload.headers
+            return b"HMSG %s%s %d %d\r\n%s%s\r\n" % (
+                target.encode(),
+                mid.encode(),
+                len(h),
+                len(h) + len(payload),
+                h,
+                payload,
+            )
+        return b"LMSG %s%s %d\r\n%s\r\n" % (target.encode(), mid.encode(), len(payload), payload)

@@ -12,9 +12,11 @@ table of figures that ``docs/operations.md`` shows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -421,3 +423,88 @@ async def test_sigterm_moves_clients_away_and_sighup_costs_nothing(tmp_path: Pat
     record("SIGTERM a node (lame duck 1 s)", "its clients (moved, worst of 5)", worst)
     for i in range(len(movers)):
         assert_recovered(ledger.report(f"mover{i}"), within=1.0)
+
+
+@contextlib.contextmanager
+def nats_server_process(tmp: Path, name: str, config: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A nats-server OS process (skipped, saying why, if it cannot be had)."""
+    from ._nats import nats_server_binary
+
+    conf = tmp / f"{name}.conf"
+    conf.write_text(config)
+    proc = subprocess.Popen(
+        [nats_server_binary(), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+async def test_a_killed_backbone_server_is_replaced_by_another_of_its_cluster(
+    tmp_path: Path,
+) -> None:
+    """Nodes on a nats-server backbone (cluster A: a1 and a2; cluster B: b1; joined by
+    gateways).  Node mA knows only a1; a1 is SIGKILLed.  mA's local clients lose
+    nothing; mA fails over to a2 (learned from the hub) and re-declares its interest;
+    the stream to mB resumes, nothing duplicated or out of order."""
+    from ._nats import free_port, wait_for_port
+
+    ports = {s: (free_port(), free_port(), free_port(), free_port()) for s in ("a1", "a2", "b1")}
+
+    def hub(server: str, cluster: str, peers: list[str]) -> str:
+        client, route, gw, leaf = ports[server]
+        others = [f"nats://127.0.0.1:{ports[p][1]}" for p in peers]
+        gateway = ports["b1" if cluster == "A" else "a1"][2]
+        return (
+            "accounts { SYS: { users: [{user: sys, password: sys-secret}] }, "
+            "APP: { users: [{user: app, password: app-secret}] } }\n"
+            "system_account: SYS\nno_auth_user: app\n"
+            f"server_name: {server}\nlisten: 127.0.0.1:{client}\n"
+            f"cluster {{ name: {cluster}, listen: 127.0.0.1:{route}, routes: {json.dumps(others)} }}\n"
+            f"gateway {{ name: {cluster}, listen: 127.0.0.1:{gw}, "
+            f"gateways: [{{name: {'B' if cluster == 'A' else 'A'}, url: nats://127.0.0.1:{gateway}}}] }}\n"
+            f"leafnodes {{ listen: 127.0.0.1:{leaf} }}\n"
+        )
+
+    ledger = Ledger()
+    with (
+        nats_server_process(tmp_path, "a1", hub("a1", "A", ["a2"])) as a1,
+        nats_server_process(tmp_path, "a2", hub("a2", "A", ["a1"])) as a2,
+        nats_server_process(tmp_path, "b1", hub("b1", "B", [])) as b1,
+    ):
+        for server, proc in (("a1", a1), ("a2", a2), ("b1", b1)):
+            wait_for_port(ports[server][3], proc)
+
+        def node(name: str, server: str) -> dict[str, Any]:
+            return {
+                "name": name,
+                "listen": "127.0.0.1:0",
+                "backbone": [f"nats://127.0.0.1:{ports[server][3]}"],
+                **FAST,
+            }
+
+        with trio.fail_after(60):
+            async with (
+                open_node_process(node("mA", "a1"), tmp_path) as m_a,
+                open_node_process(node("mB", "b1"), tmp_path) as m_b,
+                meshgate.connect(m_a.client_url) as pub,
+                meshgate.connect(m_a.client_url) as local,
+                meshgate.connect(m_b.client_url) as far,
+            ):
+                subs = [await c.add_subscription("s.bb") for c in (local, far)]
+                await until_delivered(pub, subs, "s.bb")
+                followers = [("local", subs[0], "s.bb"), ("across", subs[1], "s.bb")]
+                await run_streams(ledger, [(pub, "s.bb")], followers, a1.kill, after=3.0)
+    record("SIGKILL the backbone nats-server", "the node's local traffic", ledger.report("local"))
+    record(
+        "SIGKILL the backbone nats-server",
+        "traffic to another cluster (fails over)",
+        ledger.report("across"),
+    )
+    assert_unaffected(ledger.report("local"))
+    assert_recovered(ledger.report("across"), within=2.5)

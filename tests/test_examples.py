@@ -84,6 +84,39 @@ def test_demo_runs_and_prints_the_table() -> None:
     assert all(_dead(p) for p in pids), "the demo left node processes behind"
 
 
+def test_demo_on_a_nats_server_backbone() -> None:
+    """The same demo game on nats-server clusters (the nodes attach as leaf nodes)."""
+    from ._nats import nats_server_binary
+
+    binary = nats_server_binary()  # installs it, or skips saying why
+    env = {**os.environ, "PATH": f"{Path(binary).parent}:{os.environ.get('PATH', '')}"}
+    argv = ["demo", "--backbone", "nats", "--clusters", "2", "--nodes", "2", "--clients", "24"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "meshgate", *argv, "--duration", "2"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = proc.stdout.decode()
+    rows = {}
+    for line in out.split("Summary", 1)[1].splitlines():
+        parts = re.split(r"\s{2,}", line.strip())
+        if len(parts) >= 2:
+            rows[parts[0]] = parts[1:]
+    assert rows["leaf node connections"] == ["4", "one per node = 4"]
+    assert "route connections" not in rows
+    sent = int(rows["inputs sent (speculative moves)"][0])
+    assert sent > 0
+    assert int(rows["inputs applied by owners"][0]) == sent
+    assert int(rows["provisional relays received"][0]) > 0
+    assert rows["protocol errors"] == ["0"]
+    pids = _pids(out)
+    assert len(pids) == 6  # two nats-servers and four nodes
+    assert all(_dead(p) for p in pids), "the demo left processes behind"
+
+
 def test_demo_interrupted_leaves_no_process_behind() -> None:
     argv = ["demo", "--clusters", "2", "--nodes", "1", "--clients", "10", "--duration", "600"]
     with subprocess.Popen(

@@ -18,6 +18,12 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=20.0, help="seconds of flight")
     demo.add_argument("--rate", type=float, default=1.0, help="inputs per client per second")
     demo.add_argument("--seed", type=int, default=1, help="random seed")
+    demo.add_argument(
+        "--backbone",
+        choices=("meshgate", "nats"),
+        default="meshgate",
+        help="meshgate's own routes and gateways (default), or nats-server clusters",
+    )
     serve = sub.add_parser("serve", help="run one node from a TOML configuration file")
     serve.add_argument("-c", "--config", required=True, help="TOML file (GatewayConfig fields)")
     serve.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
@@ -48,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             duration=args.duration,
             rate=args.rate,
             seed=args.seed,
+            backbone=args.backbone,
         )
     if args.command == "serve":
         from ._serve import serve_main

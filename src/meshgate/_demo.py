@@ -17,6 +17,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -70,8 +71,55 @@ class _Node:
         self.monitor_url = ""
 
 
+def find_nats_server() -> str | None:
+    """The nats-server binary, if installed."""
+    for candidate in (shutil.which("nats-server"), "/usr/sbin/nats-server", "/usr/bin/nats-server"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _start_nats_backbone(
+    binary: str, names: list[str], workdir: Path, started: list[subprocess.Popen[bytes]]
+) -> dict[str, int]:
+    """One nats-server per cluster, joined by gateways; their leafnode ports."""
+    gw = {c: _free_port() for c in names}
+    leaf = {c: _free_port() for c in names}
+    for c in names:
+        remotes = ", ".join(
+            f"{{name: {o}, url: nats://127.0.0.1:{gw[o]}}}" for o in names if o != c
+        )
+        conf = workdir / f"nats-{c}.conf"
+        conf.write_text(
+            # leaf nodes beside gateways need a system account; leaf nodes and anonymous
+            # clients land in APP
+            "accounts { SYS: { users: [{user: sys, password: "
+            f'"{secrets.token_hex(8)}"}}] }}, APP: {{ users: [{{user: app, password: '
+            f'"{secrets.token_hex(8)}"}}] }} }}\n'
+            "system_account: SYS\nno_auth_user: app\n"
+            f"server_name: hub-{c}\nlisten: 127.0.0.1:{_free_port()}\n"
+            + (
+                f"gateway {{ name: {c}, listen: 127.0.0.1:{gw[c]}, gateways: [{remotes}] }}\n"
+                if len(names) > 1
+                else ""
+            )
+            + f"leafnodes {{ listen: 127.0.0.1:{leaf[c]} }}\n"
+        )
+        proc = subprocess.Popen(
+            [binary, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        started.append(proc)
+        print(f"  nats-server hub-{c} (cluster {c}) pid {proc.pid}, leaf nodes at :{leaf[c]}")
+    return leaf
+
+
 @contextlib.asynccontextmanager
-async def _super_cluster(clusters: int, nodes: int, workdir: Path) -> AsyncIterator[list[_Node]]:
+async def _super_cluster(
+    clusters: int, nodes: int, workdir: Path, *, backbone: str | None = None
+) -> AsyncIterator[list[_Node]]:
     names = [chr(ord("A") + i) for i in range(clusters)]
     ports = {
         f"{c.lower()}{i}": (_free_port(), _free_port(), _free_port(), _free_port())
@@ -79,7 +127,11 @@ async def _super_cluster(clusters: int, nodes: int, workdir: Path) -> AsyncItera
         for i in range(nodes)
     }
     started: list[_Node] = []
+    hubs: list[subprocess.Popen[bytes]] = []
+    leaf: dict[str, int] = {}
     try:
+        if backbone is not None:
+            leaf = _start_nats_backbone(backbone, names, workdir, hubs)
         for ci, c in enumerate(names):
             for i in range(nodes):
                 name = f"{c.lower()}{i}"
@@ -88,8 +140,6 @@ async def _super_cluster(clusters: int, nodes: int, workdir: Path) -> AsyncItera
                     f'name = "{name}"',
                     f'cluster = "{c}"',
                     f'listen = "127.0.0.1:{client}"',
-                    f'cluster_listen = "127.0.0.1:{route}"',
-                    f'gateway_listen = "127.0.0.1:{gw}"',
                     f'monitor_listen = "127.0.0.1:{mon}"',
                     "reconnect_wait = 0.2",
                     "interest_only_threshold = 200",
@@ -99,9 +149,14 @@ async def _super_cluster(clusters: int, nodes: int, workdir: Path) -> AsyncItera
                     'speculative = ["world.>"]',
                     'interest_prefix = "world."',
                 ]
-                if i:
+                if backbone is not None:  # the nats-server of its cluster carries it
+                    lines.append(f'backbone = ["nats://127.0.0.1:{leaf[c]}"]')
+                else:
+                    lines.append(f'cluster_listen = "127.0.0.1:{route}"')
+                    lines.append(f'gateway_listen = "127.0.0.1:{gw}"')
+                if i and backbone is None:
                     lines.append(f'routes = ["tcp://127.0.0.1:{ports[c.lower() + "0"][1]}"]')
-                if ci and not i:
+                if ci and not i and backbone is None:
                     first = ports[names[0].lower() + "0"][2]
                     lines.append(f'[gateways]\n{names[0]} = ["tcp://127.0.0.1:{first}"]')
                 conf = workdir / f"{name}.toml"
@@ -139,12 +194,26 @@ async def _super_cluster(clusters: int, nodes: int, workdir: Path) -> AsyncItera
                 n.proc.wait()
             if n.proc.stdout is not None:
                 n.proc.stdout.close()
+        for hub in hubs:
+            hub.terminate()
+            try:
+                hub.wait(5)
+            except subprocess.TimeoutExpired:
+                hub.kill()
+                hub.wait()
 
 
-async def _wait_formed(nodes: list[_Node], clusters: int, per_cluster: int) -> dict[str, Any]:
+async def _wait_formed(
+    nodes: list[_Node], clusters: int, per_cluster: int, *, backbone: bool = False
+) -> dict[str, Any]:
     with trio.fail_after(30):
         while True:
             varz = {n.name: await fetch_json(n.monitor_url, "/varz") for n in nodes}
+            if backbone:
+                if all(v["leafnodes"] == 1 for v in varz.values()):
+                    return varz
+                await trio.sleep(0.2)
+                continue
             done = all(
                 v["routes"] == per_cluster - 1 and v["outbound_gateways"] == clusters - 1
                 for v in varz.values()
@@ -373,7 +442,13 @@ async def _replicants_session(
 
 
 async def _main(
-    clusters: int, nodes: int, clients: int, duration: float, rate: float, seed: int
+    clusters: int,
+    nodes: int,
+    clients: int,
+    duration: float,
+    rate: float,
+    seed: int,
+    backbone: str | None = None,
 ) -> int:
     rng = random.Random(seed)
     stats = _Stats()
@@ -382,10 +457,11 @@ async def _main(
             f"meshgate demo: {clusters} clusters x {nodes} nodes as separate processes, "
             f"{clients} game clients, {duration:.0f} s"
         )
-        async with _super_cluster(clusters, nodes, Path(tmp)) as fleet:
+        async with _super_cluster(clusters, nodes, Path(tmp), backbone=backbone) as fleet:
             t0 = time.perf_counter()
-            varz0 = await _wait_formed(fleet, clusters, nodes)
-            print(f"  super-cluster formed in {time.perf_counter() - t0:.1f} s from minimal config")
+            varz0 = await _wait_formed(fleet, clusters, nodes, backbone=backbone is not None)
+            how = "attached to the nats-server backbone" if backbone else "formed"
+            print(f"  super-cluster {how} in {time.perf_counter() - t0:.1f} s from minimal config")
             names = sorted({n.cluster for n in fleet})
             band = _GRID / len(names)
             ships = {
@@ -413,7 +489,7 @@ async def _main(
                 )
             varz = {n.name: await fetch_json(n.monitor_url, "/varz") for n in fleet}
             gatewayz = {n.name: await fetch_json(n.monitor_url, "/gatewayz") for n in fleet}
-    _report(clusters, nodes, clients, stats, varz0, varz, gatewayz)
+    _report(clusters, nodes, clients, stats, varz0, varz, gatewayz, backbone=backbone is not None)
     return 0
 
 
@@ -425,6 +501,8 @@ def _report(
     varz0: dict[str, Any],
     varz: dict[str, Any],
     gatewayz: dict[str, Any],
+    *,
+    backbone: bool = False,
 ) -> None:
     routes = sum(v["routes"] for v in varz0.values()) // 2
     outbound = sum(v["outbound_gateways"] for v in varz0.values())
@@ -447,11 +525,21 @@ def _report(
     lat = sorted(stats.latencies)
     p50 = statistics.median(lat) * 1000 if lat else float("nan")
     p99 = lat[max(0, int(len(lat) * 0.99) - 1)] * 1000 if lat else float("nan")
-    rows = [
-        ("clusters x nodes (M x N)", f"{m} x {n}", ""),
+    mesh_rows = [
         ("route connections", f"{routes}", f"M*N(N-1)/2 = {m * n * (n - 1) // 2}"),
         ("outbound gateway connections", f"{outbound}", f"M*N*(M-1) = {m * n * (m - 1)}"),
         ("inbound gateway connections", f"{inbound}", "= outbound"),
+    ]
+    if backbone:
+        leafs = sum(v["leafnodes"] for v in varz0.values())
+        mesh_rows = [
+            ("backbone", f"{m} nats-server clusters", "joined by nats-server gateways"),
+            ("leaf node connections", f"{leafs}", f"one per node = {m * n}"),
+        ]
+        potential = gw_sent = 0  # the backbone's gateways are nats-server's to count
+    rows = [
+        ("clusters x nodes (M x N)", f"{m} x {n}", ""),
+        *mesh_rows,
         ("game client connections", f"{clients}", ""),
         ("region replicants", f"{m}", "remote adapters over TCP, one per cluster"),
         ("inputs sent (speculative moves)", f"{stats.published}", ""),
@@ -469,13 +557,23 @@ def _report(
             "skipped: nobody watching the cell",
         ),
         ("messages routed by all nodes", f"{sum(v['out_msgs'] for v in varz.values())}", ""),
-        ("cross-cluster world copies sent", f"{gw_sent}", f"without interest: {potential}"),
-        (
-            "cross-cluster copies avoided",
-            f"{max(0, potential - gw_sent)}",
-            f"{100 * max(0, potential - gw_sent) / potential:.1f} %" if potential else "",
+        *(
+            []
+            if backbone
+            else [
+                (
+                    "cross-cluster world copies sent",
+                    f"{gw_sent}",
+                    f"without interest: {potential}",
+                ),
+                (
+                    "cross-cluster copies avoided",
+                    f"{max(0, potential - gw_sent)}",
+                    f"{100 * max(0, potential - gw_sent) / potential:.1f} %" if potential else "",
+                ),
+                ("gateway interest modes", ", ".join(modes) or "-", ""),
+            ]
         ),
-        ("gateway interest modes", ", ".join(modes) or "-", ""),
         ("relay latency p50 / p99", f"{p50:.2f} ms / {p99:.2f} ms", "input to other players"),
         ("coalesced (keyed state)", f"{sum(v['coalesced_msgs'] for v in varz.values())}", ""),
         ("slow-consumer events", f"{sum(v['slow_consumers'] for v in varz.values())}", ""),
@@ -496,12 +594,33 @@ def _report(
 
 
 def run_demo(
-    *, clusters: int, nodes: int, clients: int, duration: float, rate: float, seed: int
+    *,
+    clusters: int,
+    nodes: int,
+    clients: int,
+    duration: float,
+    rate: float,
+    seed: int,
+    backbone: str = "meshgate",
 ) -> int:
-    """Run the demo; returns the exit status.  Ctrl-C or SIGTERM stop it cleanly."""
+    """Run the demo; returns the exit status.  Ctrl-C or SIGTERM stop it cleanly.
+
+    ``backbone="nats"`` runs the same game with the nodes attached to nats-server
+    clusters (one per cluster, joined by gateways) instead of meshgate's own mesh."""
     if clusters < 1 or nodes < 1 or clients < 0 or duration <= 0 or rate <= 0:
         print("meshgate demo: clusters, nodes, duration and rate must be positive", file=sys.stderr)
         return 2
+    nats_binary: str | None = None
+    if backbone == "nats":
+        nats_binary = find_nats_server()
+        if nats_binary is None:
+            print(
+                "meshgate demo --backbone nats needs nats-server on the PATH "
+                "(e.g. apt-get install nats-server, or a release from "
+                "https://github.com/nats-io/nats-server/releases)",
+                file=sys.stderr,
+            )
+            return 2
 
     async def guarded() -> int:
         async with trio.open_nursery() as nursery:
@@ -515,7 +634,9 @@ def run_demo(
                         return
 
             async def work() -> None:
-                result.append(await _main(clusters, nodes, clients, duration, rate, seed))
+                result.append(
+                    await _main(clusters, nodes, clients, duration, rate, seed, nats_binary)
+                )
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch_signals)

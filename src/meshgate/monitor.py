@@ -128,6 +128,9 @@ def _varz(gw: Gateway) -> dict[str, Any]:
         "remotes": st.routes,
         "outbound_gateways": st.outbound_gateways,
         "inbound_gateways": st.inbound_gateways,
+        # the backbone connection to a nats-server, as nats-server counts leaf nodes
+        "leafnodes": 1 if gw.backbone_server is not None else 0,
+        "backbone": gw.backbone_server,
         "subscriptions": st.subscriptions,
         "in_msgs": st.messages_in,
         "out_msgs": st.messages_out,

@@ -365,26 +365,41 @@ def request_reply(
     return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
 
 
+#: extra columns a benchmark may fill, beside meshgate and nats-server
+EXTRA_COLUMNS = {
+    "meshgate-nats": "NATS port",
+    "meshgate-backbone": "on nats bb",
+}
+
+
 def print_table(rows: list[tuple[str, str, dict[str, float]]]) -> None:
-    """The comparison table, with the ratio meshgate / nats-server per row (and, where
-    measured, the same for meshgate's NATS port)."""
-    port = any("meshgate-nats" in vals for _, _, vals in rows)
-    extra = f" {'NATS port':>12} {'ratio':>7}" if port else ""
-    print(f"{'scenario':<28} {'unit':<13} {'meshgate':>12} {'nats-server':>12} {'ratio':>7}{extra}")
-    print("-" * (76 + (21 if port else 0)))
+    """The comparison table, with the ratio to nats-server per row for meshgate and for
+    every extra column measured (meshgate's NATS port, meshgate over a nats backbone)."""
+    extras = [k for k in EXTRA_COLUMNS if any(k in vals for _, _, vals in rows)]
+    head = f"{'scenario':<28} {'unit':<13} {'meshgate':>12} {'nats-server':>12} {'ratio':>7}"
+    head += "".join(f" {EXTRA_COLUMNS[k]:>12} {'ratio':>7}" for k in extras)
+    print(head)
+    print("-" * len(head))
     nan = float("nan")
     for name, unit, vals in rows:
-        m = vals.get("meshgate", nan)
         n = vals.get("nats", nan)
-        ratio = m / n if n == n and n else nan
-        line = f"{name:<28} {unit:<13} {m:>12,.0f} {n:>12,.0f} {ratio:>7.2f}"
-        if port:
-            p = vals.get("meshgate-nats", nan)
-            line += f" {p:>12,.0f} {(p / n if n == n and n else nan):>7.2f}"
+
+        def ratio(x: float, n: float = n) -> float:
+            return x / n if n == n and n else nan
+
+        m = vals.get("meshgate", nan)
+        line = f"{name:<28} {unit:<13} {m:>12,.0f} {n:>12,.0f} {ratio(m):>7.2f}"
+        for k in extras:
+            v = vals.get(k, nan)
+            line += f" {v:>12,.0f} {ratio(v):>7.2f}"
         print(line)
+    notes = {
+        "meshgate-nats": "NATS port: meshgate driven with the NATS text protocol",
+        "meshgate-backbone": "on nats bb: meshgate nodes attached to the nats-server clusters",
+    }
     print(
-        "ratio = meshgate / nats-server (for latency, lower is better)"
-        + ("; NATS port: meshgate driven with the NATS text protocol" if port else "")
+        "ratio = x / nats-server (for latency, lower is better)"
+        + "".join(f"; {notes[k]}" for k in extras)
     )
 
 

@@ -252,3 +252,45 @@ async def test_the_same_game_on_a_nats_server_backbone_and_on_meshgates_own_mesh
     check(on_backbone)
     check(on_own_mesh)
     assert on_backbone == on_own_mesh
+
+
+async def test_accounts_stay_apart_across_the_backbone() -> None:
+    """Two nodes on one nats-server; accounts X and Y on both.  X's messages reach X's
+    subscribers on the other node and never Y's, on the same subject."""
+    users = (
+        meshgate.User("token-of-x-0123", account="X"),
+        meshgate.User("token-of-y-0123", account="Y"),
+    )
+    leaf = free_port()
+    with run_nats(f"leafnodes {{ listen: 127.0.0.1:{leaf} }}"), trio.fail_after(20):
+        async with AsyncExitStack() as stack:
+            nodes = []
+            for name in ("n0", "n1"):
+                cfg = meshgate.GatewayConfig(
+                    name=name,
+                    listen="127.0.0.1:0",
+                    users=users,
+                    backbone=(f"nats://127.0.0.1:{leaf}",),
+                )
+                nodes.append(await stack.enter_async_context(meshgate.open_gateway(cfg)))
+            for gw in nodes:
+                await gw.wait_backbone()
+
+            async def client(gw: meshgate.Gateway, token: str) -> meshgate.Client:
+                assert gw.client_url
+                return await stack.enter_async_context(meshgate.connect(gw.client_url, token=token))
+
+            x_pub = await client(nodes[0], "token-of-x-0123")
+            y_pub = await client(nodes[0], "token-of-y-0123")
+            x_sub = await (await client(nodes[1], "token-of-x-0123")).add_subscription("news")
+            y_sub = await (await client(nodes[1], "token-of-y-0123")).add_subscription("news")
+            await until_delivered(x_pub, [x_sub], "news")
+            await until_delivered(y_pub, [y_sub], "news")
+            await x_pub.publish("news", b"for X")
+            await y_pub.publish("news", b"for Y")
+            assert (await x_sub.receive()).payload == b"for X"
+            assert (await y_sub.receive()).payload == b"for Y"
+            await x_pub.flush()
+            await y_pub.flush()
+            assert drain(x_sub) == []
+            assert drain(y_sub) == []

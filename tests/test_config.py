@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from meshgate import ConfigError, GatewayConfig, Permissions, User
@@ -18,6 +20,11 @@ from meshgate import ConfigError, GatewayConfig, Permissions, User
         ({"listen": "tls://127.0.0.1:0"}, "tls"),
         ({"max_payload": 2048, "max_pending_bytes": 1024}, "max_pending_bytes"),
         ({"users": (User(token="t-12345678"), User(token="t-12345678"))}, "users"),
+        ({"nats_listen": "tls://127.0.0.1:0"}, "nats_listen"),
+        ({"backbone": "nats://h:7422", "cluster_listen": "127.0.0.1:0"}, "cluster_listen"),
+        ({"backbone": "nats://h:7422", "gateway_listen": "127.0.0.1:0"}, "gateway_listen"),
+        ({"backbone": "http://h:7422"}, "backbone"),
+        ({"backbone": "tls://h:7422"}, "backbone_tls"),
     ],
 )
 def test_bad_values_name_the_field(kw: dict[str, object], field: str) -> None:
@@ -50,3 +57,29 @@ def test_from_mapping() -> None:
         GatewayConfig.from_mapping({"nmae": "typo"})
     with pytest.raises(ConfigError, match=r"users\[0\]"):
         GatewayConfig.from_mapping({"users": [{"tokn": "x"}]})
+
+
+def test_backbone_credentials_come_from_the_urls() -> None:
+    cfg = GatewayConfig(backbone=("nats://mesh:s3cret@hub:7422", "nats://hub2:7422"))
+    assert (cfg.backbone_user, cfg.backbone_password, cfg.backbone_token) == (
+        "mesh",
+        "s3cret",
+        None,
+    )
+    token = GatewayConfig(backbone="nats://tok-123@hub:7422")
+    assert (token.backbone_user, token.backbone_token) == (None, "tok-123")
+    assert GatewayConfig(backbone="hub:7422").backbone_token is None
+
+
+def test_backbone_tls_table_in_toml(tmp_path: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    cfg = GatewayConfig.from_mapping(
+        {"backbone": ["tls://hub:7422"], "backbone_tls": {"ca_file": str(pem)}}
+    )
+    assert cfg.backbone_tls is not None
+    with pytest.raises(ConfigError, match="ca_file"):
+        GatewayConfig.from_mapping({"backbone": ["tls://hub:7422"], "backbone_tls": {}})

@@ -121,11 +121,12 @@ class FanOut(Delivery):
         payload: bytes,
         key: str | None,
     ) -> None:
-        if len(payload) > self._max_payload:
+        size = len(payload)
+        if size > self._max_payload:
             self._fail(
                 conn,
                 ErrorCode.PAYLOAD_TOO_LARGE,
-                f"payload of {len(payload)} bytes exceeds max_payload={self._max_payload}",
+                f"payload of {size} bytes exceeds max_payload={self._max_payload}",
             )
             return
         valid = self._valid
@@ -140,7 +141,6 @@ class FanOut(Delivery):
         conn.messages_in += 1
         acct.messages_in += 1
         self.messages_in += 1
-        size = len(payload)
         conn.payload_in += size
         self.payload_in += size
         if (
@@ -173,7 +173,8 @@ class FanOut(Delivery):
                 self._to_gateways(acct.name, subject, reply, payload, ())
             return
         tail = self.encoder.message_tail(subject, reply, payload)
-        self._cur = (subject, reply, payload, len(payload))
+        plen = len(payload)
+        self._cur = (subject, reply, payload, plen)
         deliver = self._deliver
         n = 0
         peers: dict[Connection, list[str]] | None = None
@@ -201,7 +202,7 @@ class FanOut(Delivery):
             n += self._to_gateways(acct.name, subject, reply, payload, [q for q, _ in m.queues])
         acct.messages_out += n
         self.messages_out += n
-        self.payload_out += n * len(payload)
+        self.payload_out += n * plen
 
     def _pick(
         self, members: Sequence[LocalSubscription | RemoteInterest]

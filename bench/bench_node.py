@@ -15,6 +15,7 @@ to skip the reference).  nats-server is installed with apt-get if missing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -370,46 +371,112 @@ EXTRA_COLUMNS = {
     "meshgate-nats": "NATS port",
     "meshgate-backbone": "on nats bb",
 }
+#: the version of the ``--json`` schema
+JSON_SCHEMA = 1
 
 
-def print_table(rows: list[tuple[str, str, dict[str, float]]]) -> None:
-    """The comparison table, with the ratio to nats-server per row for meshgate and for
-    every extra column measured (meshgate's NATS port, meshgate over a nats backbone)."""
-    extras = [k for k in EXTRA_COLUMNS if any(k in vals for _, _, vals in rows)]
-    head = f"{'scenario':<28} {'unit':<13} {'meshgate':>12} {'nats-server':>12} {'ratio':>7}"
-    head += "".join(f" {EXTRA_COLUMNS[k]:>12} {'ratio':>7}" for k in extras)
+class Row:
+    """One scenario: every server's samples (one per repeat, after a warm-up)."""
+
+    def __init__(self, name: str, unit: str) -> None:
+        self.name = name
+        self.unit = unit
+        self.samples: dict[str, list[float]] = {}
+
+    def median(self, server: str) -> float:
+        values = self.samples.get(server)
+        return statistics.median(values) if values else float("nan")
+
+    def spread(self, server: str) -> float:
+        """Half the range of the samples, relative to the median (0.05 = +-5 %)."""
+        values = self.samples.get(server)
+        if not values or len(values) < 2:
+            return 0.0
+        med = statistics.median(values)
+        return (max(values) - min(values)) / 2 / med if med else 0.0
+
+    def ratio(self, server: str) -> float:
+        n = self.median("nats")
+        return self.median(server) / n if n == n and n else float("nan")
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "scenario": self.name,
+            "unit": self.unit,
+            "servers": {
+                k: {
+                    "median": self.median(k),
+                    "min": min(v),
+                    "max": max(v),
+                    "samples": v,
+                    "ratio_to_nats": self.ratio(k) if k != "nats" else 1.0,
+                }
+                for k, v in self.samples.items()
+            },
+        }
+
+
+def sample(row: Row, server: str, measure: Callable[[], float], repeats: int) -> None:
+    """Run ``measure`` once to warm up (discarded), then ``repeats`` times."""
+    measure()
+    row.samples[server] = [measure() for _ in range(repeats)]
+
+
+def print_table(rows: list[Row]) -> None:
+    """The comparison table: medians with their spread, and the ratio to nats-server per
+    row for meshgate and for every extra column measured."""
+    extras = [k for k in EXTRA_COLUMNS if any(k in r.samples for r in rows)]
+    head = f"{'scenario':<28} {'unit':<13} {'meshgate':>16} {'nats-server':>16} {'ratio':>6}"
+    head += "".join(f" {EXTRA_COLUMNS[k]:>16} {'ratio':>6}" for k in extras)
     print(head)
     print("-" * len(head))
-    nan = float("nan")
-    for name, unit, vals in rows:
-        n = vals.get("nats", nan)
 
-        def ratio(x: float, n: float = n) -> float:
-            return x / n if n == n and n else nan
+    def cell(r: Row, k: str) -> str:
+        return f"{r.median(k):>10,.0f} \u00b1{100 * r.spread(k):>2.0f}%"
 
-        m = vals.get("meshgate", nan)
-        line = f"{name:<28} {unit:<13} {m:>12,.0f} {n:>12,.0f} {ratio(m):>7.2f}"
+    for r in rows:
+        line = f"{r.name:<28} {r.unit:<13} {cell(r, 'meshgate'):>16} {cell(r, 'nats'):>16}"
+        line += f" {r.ratio('meshgate'):>6.2f}"
         for k in extras:
-            v = vals.get(k, nan)
-            line += f" {v:>12,.0f} {ratio(v):>7.2f}"
+            line += f" {cell(r, k):>16} {r.ratio(k):>6.2f}"
         print(line)
     notes = {
         "meshgate-nats": "NATS port: meshgate driven with the NATS text protocol",
         "meshgate-backbone": "on nats bb: meshgate nodes attached to the nats-server clusters",
     }
     print(
+        "medians of the repeats (after a warm-up), \u00b1 half their range; "
         "ratio = x / nats-server (for latency, lower is better)"
         + "".join(f"; {notes[k]}" for k in extras)
     )
 
 
+def write_json(path: str, benchmark: str, rows: list[Row], repeats: int) -> None:
+    """The rows as JSON (stable schema, :data:`JSON_SCHEMA`); ``-`` is standard output."""
+    doc = {
+        "schema": JSON_SCHEMA,
+        "benchmark": benchmark,
+        "repeats": repeats,
+        "rows": [r.as_json() for r in rows],
+    }
+    text = json.dumps(doc, indent=2)
+    if path == "-":
+        print(text)
+    else:
+        Path(path).write_text(text + "\n")
+
+
 def parse_args(doc: str | None) -> tuple[argparse.Namespace, int, int, int, int]:
-    """``--quick`` / ``--no-nats``, and the message counts: 1->1, 1->10, 1->100, rounds."""
+    """``--quick`` / ``--no-nats`` / ``--repeat`` / ``--json``, and the message counts:
+    1->1, 1->10, 1->100, rounds."""
     ap = argparse.ArgumentParser(description=doc)
-    ap.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
+    ap.add_argument("--quick", action="store_true", help="tiny counts, one repeat: a smoke run")
     ap.add_argument("--no-nats", action="store_true", help="skip the nats-server reference")
+    ap.add_argument("--repeat", type=int, default=5, help="repeats per scenario (default 5)")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON (- : stdout)")
     args = ap.parse_args()
     if args.quick:
+        args.repeat = 1
         return args, 3_000, 500, 100, 100
     return args, 200_000, 30_000, 4_000, 3_000
 
@@ -433,25 +500,27 @@ def main() -> None:
         elif not args.no_nats:
             print("nats-server unavailable: reference columns empty", file=sys.stderr)
 
-        rows: list[tuple[str, str, dict[str, float]]] = [
-            (
-                f"1 -> 1 throughput, {size} B",
-                "msg/s",
-                {k: throughput(fl, p, size, 1, n1) for k, (fl, p) in servers.items()},
-            )
-            for size in (16, 128, 1024)
-        ]
+        rows: list[Row] = []
+        reps = args.repeat
+        for size in (16, 128, 1024):
+            row = Row(f"1 -> 1 throughput, {size} B", "msg/s")
+            for k, (fl, p) in servers.items():
+                sample(row, k, lambda fl=fl, p=p, size=size: throughput(fl, p, size, 1, n1), reps)
+            rows.append(row)
         for n, cnt in ((10, n10), (100, n100)):
-            rows.append(
-                (
-                    f"1 -> {n} fan-out, 128 B",
-                    "deliveries/s",
-                    {k: throughput(fl, p, 128, n, cnt) for k, (fl, p) in servers.items()},
+            row = Row(f"1 -> {n} fan-out, 128 B", "deliveries/s")
+            for k, (fl, p) in servers.items():
+                sample(
+                    row, k, lambda fl=fl, p=p, n=n, cnt=cnt: throughput(fl, p, 128, n, cnt), reps
                 )
-            )
-        lat = {k: request_reply(fl, p, rounds) for k, (fl, p) in servers.items()}
-        rows.append(("request/reply p50", "us", {k: v[0] for k, v in lat.items()}))
-        rows.append(("request/reply p99", "us", {k: v[1] for k, v in lat.items()}))
+            rows.append(row)
+        p50, p99 = Row("request/reply p50", "us"), Row("request/reply p99", "us")
+        for k, (fl, p) in servers.items():
+            request_reply(fl, p, rounds)  # warm-up
+            runs = [request_reply(fl, p, rounds) for _ in range(reps)]
+            p50.samples[k] = [r[0] for r in runs]
+            p99.samples[k] = [r[1] for r in runs]
+        rows += [p50, p99]
     finally:
         for proc in procs:
             proc.terminate()
@@ -459,6 +528,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print_table(rows)
+    if args.json:
+        write_json(args.json, "node", rows, args.repeat)
 
 
 if __name__ == "__main__":

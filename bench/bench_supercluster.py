@@ -119,40 +119,50 @@ def main() -> None:
             servers["meshgate-backbone"] = (bn.MeshgateFlavour(), ba, bb)
         elif not args.no_nats:
             print("nats-server unavailable: reference columns empty", file=sys.stderr)
-        rows: list[tuple[str, str, dict[str, float]]] = [
-            (
-                f"A -> B throughput, {size} B",
-                "msg/s",
-                {
-                    k: bn.throughput(fl, a, size, 1, n1, sub_port=b)
-                    for k, (fl, a, b) in servers.items()
-                },
-            )
-            for size in (16, 128, 1024)
-        ]
-        for n, cnt in ((10, n10), (100, n100)):
-            rows.append(
-                (
-                    f"A -> {n} in B, 128 B",
-                    "deliveries/s",
-                    {
-                        k: bn.throughput(fl, a, 128, n, cnt, sub_port=b)
-                        for k, (fl, a, b) in servers.items()
-                    },
+        rows: list[bn.Row] = []
+        reps = args.repeat
+        for size in (16, 128, 1024):
+            row = bn.Row(f"A -> B throughput, {size} B", "msg/s")
+            for k, (fl, a, b) in servers.items():
+                bn.sample(
+                    row,
+                    k,
+                    lambda fl=fl, a=a, b=b, size=size: bn.throughput(
+                        fl, a, size, 1, n1, sub_port=b
+                    ),
+                    reps,
                 )
-            )
-        lat = {
-            k: bn.request_reply(fl, a, rounds, responder_port=b)
-            for k, (fl, a, b) in servers.items()
-        }
-        rows.append(("A -> B request/reply p50", "us", {k: v[0] for k, v in lat.items()}))
-        rows.append(("A -> B request/reply p99", "us", {k: v[1] for k, v in lat.items()}))
+            rows.append(row)
+        for n, cnt in ((10, n10), (100, n100)):
+            row = bn.Row(f"A -> {n} in B, 128 B", "deliveries/s")
+            for k, (fl, a, b) in servers.items():
+                bn.sample(
+                    row,
+                    k,
+                    lambda fl=fl, a=a, b=b, n=n, cnt=cnt: bn.throughput(
+                        fl, a, 128, n, cnt, sub_port=b
+                    ),
+                    reps,
+                )
+            rows.append(row)
+        p50, p99 = (
+            bn.Row("A -> B request/reply p50", "us"),
+            bn.Row("A -> B request/reply p99", "us"),
+        )
+        for k, (fl, a, b) in servers.items():
+            bn.request_reply(fl, a, rounds, responder_port=b)  # warm-up
+            runs = [bn.request_reply(fl, a, rounds, responder_port=b) for _ in range(reps)]
+            p50.samples[k] = [r[0] for r in runs]
+            p99.samples[k] = [r[1] for r in runs]
+        rows += [p50, p99]
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     bn.print_table(rows)
+    if args.json:
+        bn.write_json(args.json, "supercluster", rows, args.repeat)
 
 
 if __name__ == "__main__":

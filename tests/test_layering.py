@@ -23,12 +23,13 @@ STDLIB = {"_make", "_asdict", "_replace", "_fields"}
 MAY_IMPORT_CORE = {
     "_shell.py",
     "_dialers.py",
+    "_observe.py",
     "_game.py",
     "testing/_sim.py",
     "testing/_harness.py",
 }
-#: modules that are one unit split over files (the shell and its dialer mixin)
-UNITS = [{"_shell.py", "_dialers.py"}]
+#: modules that are one unit split over files (the shell and its mixins)
+UNITS = [{"_shell.py", "_dialers.py", "_observe.py"}]
 
 
 def modules() -> list[Path]:

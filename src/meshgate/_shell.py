@@ -16,32 +16,21 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import attrs
 import trio
 import trio.testing
 
 from . import _game
-from ._core import Connection, ConnState, NodeCore, PeerConnection, _views
+from ._core import Connection, ConnState, NodeCore, PeerConnection
 from ._dialers import Dialing
 from ._nursery import open_unwrapping_nursery
-from ._stats import (
-    AccountInfo,
-    AccountStatistics,
-    ConnectionInfo,
-    RouteInfo,
-    ServerInfo,
-    Statistics,
-    SubscriptionsInfo,
-)
-from ._version import __version__
+from ._observe import Observing
 from .config import GatewayConfig
 from .protocol import ConnectionKind, Role
 from .transports import get_transport
 
 if TYPE_CHECKING:
-    from ._game import GameInfo
     from .client import Client
     from .replicant import AttachedReplicant, ReplicantAdapter
 
@@ -87,7 +76,7 @@ class _Handle:
         self.peer = _peer_address(stream)
 
 
-class Gateway(Dialing):
+class Gateway(Dialing, Observing):
     """A running node.  Get one from :func:`open_gateway`, or construct it and
     ``await nursery.start(gateway.run)`` in a nursery you own."""
 
@@ -394,21 +383,6 @@ class Gateway(Dialing):
 
     # -- public API ---------------------------------------------------------------------------
 
-    def statistics(self) -> Statistics:
-        """A frozen snapshot of the node's counters."""
-        return self._core.statistics()
-
-    def account_statistics(self, account: str) -> AccountStatistics:
-        """Counters of ``account`` alone; nothing of another account is included."""
-        return self._core.account_statistics(account)
-
-    @property
-    def backbone_server(self) -> str | None:
-        """The nats-server this node's backbone connection is attached to (its server
-        name), or None while it is not attached."""
-        conn = self._core.backbone.conn
-        return conn.peer if conn is not None else None
-
     async def wait_backbone(self) -> None:
         """Wait until the backbone connection is attached (``GatewayConfig.backbone``)."""
         while self._core.backbone.conn is None:
@@ -467,75 +441,6 @@ class Gateway(Dialing):
         """A round trip on every route: when this returns, each peer has processed
         everything this node sent it before the call (interest included)."""
         await self._ping_all(list(self._core.routes.peers.values()))
-
-    def gatewayz(self) -> dict[str, Any]:
-        """Gateway state shaped like nats-server's ``/gatewayz``: per remote cluster, the
-        connection and each account's interest mode, no-interest count and subscriptions;
-        ``known_urls`` maps each remote cluster to the gateway URLs this node knows."""
-        return _views.gatewayz(self._core)
-
-    @property
-    def uptime(self) -> float:
-        """Seconds since the node started serving (0 before)."""
-        if self._started_monotonic is None:
-            return 0.0
-        return trio.current_time() - self._started_monotonic
-
-    def varz(self) -> ServerInfo:
-        """Identity, limits, uptime and counters (nats-server's ``/varz``)."""
-        cfg = self.config
-        core = self._core
-        return ServerInfo(
-            server_name=cfg.name,
-            cluster=cfg.cluster,
-            version=__version__,
-            start=self.started_at,
-            uptime_seconds=round(self.uptime, 3),
-            client_url=self.client_url,
-            cluster_url=self.cluster_url,
-            gateway_url=self.gateway_url,
-            max_payload=cfg.max_payload,
-            max_pending=cfg.max_pending_bytes,
-            max_connections=cfg.max_connections,
-            ping_interval=cfg.ping_interval,
-            interest_mode=cfg.interest_mode,
-            interest_only_threshold=cfg.interest_only_threshold,
-            accounts=len(core.accounts),
-            self_urls=tuple(sorted(core.routes.self_urls)),
-            gateway_control_msgs=core.gateway_control_msgs,
-            statistics=core.statistics(),
-        )
-
-    def connz(self) -> list[ConnectionInfo]:
-        """Every client and replicant connection (nats-server's ``/connz``)."""
-        core = self._core
-        rows = _views.connections(core, trio.current_time())
-        out = []
-        for row in rows:
-            conn = core.conns.get(row.cid)
-            h = conn.shell if conn is not None else None
-            if h is not None and h.peer is not None:
-                row = attrs.evolve(row, ip=h.peer[0], port=h.peer[1])
-            out.append(row)
-        return out
-
-    def routez(self, *, interest: bool = False) -> list[RouteInfo]:
-        """Every route of this node, with the peer's name and URL (``/routez``); with
-        ``interest``, each route's interest entries ``(account, pattern, queue, weight)``."""
-        return _views.routes(self._core, interest=interest)
-
-    def accountz(self) -> list[AccountInfo]:
-        """Every account this node has seen, with its counters."""
-        return _views.accounts(self._core)
-
-    def subsz(self) -> SubscriptionsInfo:
-        """The interest graph's size and match cache (``/subsz``)."""
-        return _views.subscriptions(self._core)
-
-    def game(self) -> GameInfo | None:
-        """The game layer: entity ownership, held inputs, provisional records and their
-        evictions (None unless ``replicants=True``)."""
-        return self._game.info() if self._game is not None else None
 
     @asynccontextmanager
     async def connect_local(

@@ -204,6 +204,25 @@ class FanOut(Delivery):
         self.messages_out += n
         self.payload_out += n * plen
 
+    def has_interest(self, conn: ClientConnection, subject: str) -> bool:
+        """Would a message on ``subject`` from ``conn`` reach anyone: a subscription of
+        this node or a route peer, or a remote cluster that has not said it does not
+        want it (gateways start optimistic)?"""
+        assert conn.account is not None
+        account = conn.account.name
+        index = self.graph.index(account)
+        if index is not None:
+            m = index.match(subject)
+            if m.plain or m.queues:
+                return True
+        for c in self._gw_order:
+            oi = c.out_interest
+            if oi is not None and (
+                oi.should_forward(account, subject) or oi.queue_groups(account, subject)
+            ):
+                return True
+        return False
+
     def _pick(
         self, members: Sequence[LocalSubscription | RemoteInterest]
     ) -> LocalSubscription | RemoteInterest:

@@ -496,25 +496,6 @@ class NodeCore(FanOut):
         self._append(c, self.encoder.encode(Message(sid, subject, reply, data)))
         return True
 
-    def has_interest(self, conn: ClientConnection, subject: str) -> bool:
-        """Would a message on ``subject`` from ``conn`` reach anyone: a subscription of
-        this node or a route peer, or a remote cluster that has not said it does not
-        want it (gateways start optimistic)?"""
-        assert conn.account is not None
-        account = conn.account.name
-        index = self.graph.index(account)
-        if index is not None:
-            m = index.match(subject)
-            if m.plain or m.queues:
-                return True
-        for c in self._gw_order:
-            oi = c.out_interest
-            if oi is not None and (
-                oi.should_forward(account, subject) or oi.queue_groups(account, subject)
-            ):
-                return True
-        return False
-
     def local_patterns(self, account: str) -> list[str]:
         """Plain patterns some local connection of ``account`` subscribes to."""
         return self.clients.patterns(account)

@@ -82,3 +82,44 @@ def test_the_parser_raises_only_protocol_errors(data: bytes) -> None:
     except (NatsProtocolError, UnicodeDecodeError):
         pass
     assert parser.buffered <= len(data)
+
+
+_subjects = st.sampled_from(["a", "a.b", "game.cell.1.2", "x" * 40])
+_ops = st.one_of(
+    st.tuples(_subjects, st.none() | _subjects, st.binary(max_size=40)).map(
+        lambda t: (
+            b"PUB %s%s %d\r\n%s\r\n"
+            % (t[0].encode(), b" " + t[1].encode() if t[1] else b"", len(t[2]), t[2])
+        )
+    ),
+    st.just(b"PING\r\n"),
+    st.just(b"SUB a.* q 1\r\n"),
+    st.just(b"HPUB a 12 14\r\nNATS/1.0\r\n\r\nhi\r\n"),
+)
+
+
+def _ops_of(parser: NatsParser, batched: bool) -> list[tuple[object, ...]]:
+    out: list[tuple[object, ...]] = []
+    while True:
+        if batched:
+            out += [("PUB", s, r, None, p) for s, r, p in parser.pubs()]
+        op = parser.next()
+        if op is None:
+            return out
+        out.append(op)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(ops=st.lists(_ops, max_size=20), chunk=st.integers(min_value=1, max_value=50))
+def test_the_batched_pub_path_parses_what_next_parses(ops: list[bytes], chunk: int) -> None:
+    data = b"".join(ops)
+    plain, batched = NatsParser(), NatsParser()
+    got_plain: list[tuple[object, ...]] = []
+    got_batched: list[tuple[object, ...]] = []
+    for i in range(0, len(data), chunk):
+        plain.feed(data[i : i + chunk])
+        batched.feed(data[i : i + chunk])
+        got_plain += _ops_of(plain, batched=False)
+        got_batched += _ops_of(batched, batched=True)
+    assert got_batched == got_plain
+    assert len(got_plain) == len(ops)

@@ -192,6 +192,15 @@ class NatsPort:
         core = self.core
         publish = core._publish
         while conn.state < ConnState.CLOSING:
+            if conn.state is ConnState.OPEN and not st.verbose and st.echo:
+                # the hot path: a run of plain PUBs, parsed in one call
+                for subject, reply, payload in parser.pubs():
+                    if reply is not None and st.no_responders:
+                        self._publish(conn, st, subject, reply, None, payload)
+                    else:
+                        publish(conn, subject, reply, payload, None)
+                    if conn.state >= ConnState.CLOSING:
+                        return
             try:
                 op = parser.next()
             except (NatsProtocolError, UnicodeDecodeError) as exc:
@@ -230,7 +239,7 @@ class NatsPort:
                 core._append(conn, _PONG)
                 continue
             elif name == "PONG":
-                conn.pings_out = 0
+                core._pong_received(conn)
                 continue
             elif name == "CONNECT":
                 self._connect(conn, st, op[1])

@@ -124,6 +124,48 @@ class NatsParser:
                 names[raw] = name
         return name
 
+    def pubs(self) -> list[tuple[str, str | None, bytes]]:
+        """The plain ``PUB`` operations at the front of the buffer, complete ones only,
+        as ``(subject, reply, payload)``: the hot path of a publishing client in one
+        call.  Anything else (or anything wrong) is left for :meth:`next`."""
+        buf = self._buf
+        pos = self._pos
+        out: list[tuple[str, str | None, bytes]] = []
+        if self._pending is not None:
+            return out
+        names = self._names
+        limit = self.max_control_line
+        max_payload = self.max_payload
+        append = out.append
+        while buf.startswith(b"PUB ", pos):
+            end = buf.find(b"\r\n", pos, pos + limit + 2)
+            if end < 0:
+                break
+            args = buf[pos + 4 : end].split()
+            n = len(args)
+            if n != 2 and n != 3:
+                break
+            size = args[-1]
+            if not size.isdigit():
+                break
+            total = int(size)
+            stop = end + 2 + total
+            if total > max_payload or len(buf) < stop + 2 or buf[stop : stop + 2] != b"\r\n":
+                break
+            try:
+                raw = args[0]
+                subject = names.get(raw) or self._name(raw)
+                reply = None
+                if n == 3:
+                    raw = args[1]
+                    reply = names.get(raw) or self._name(raw)
+            except UnicodeDecodeError:
+                break  # next() reports it, after the PUBs before it
+            append((subject, reply, buf[end + 2 : stop]))
+            pos = stop + 2
+            self._pos = pos
+        return out
+
     def next(self) -> tuple[Any, ...] | None:
         """The next complete operation, or None until more bytes arrive."""
         if self._pending is not None:

@@ -123,3 +123,46 @@ def test_the_batched_pub_path_parses_what_next_parses(ops: list[bytes], chunk: i
         got_batched += _ops_of(batched, batched=True)
     assert got_batched == got_plain
     assert len(got_plain) == len(ops)
+
+
+_leaf_ops = st.one_of(
+    st.tuples(_subjects, st.none() | _subjects, st.binary(max_size=30)).map(
+        lambda t: (
+            b"LMSG %s%s %d\r\n%s\r\n"
+            % (t[0].encode(), b" " + t[1].encode() if t[1] else b"", len(t[2]), t[2])
+        )
+    ),
+    st.tuples(_subjects, st.sampled_from([b"+ r", b"|"]), st.binary(max_size=30)).map(
+        lambda t: b"LMSG %s %s q1 q2 %d\r\n%s\r\n" % (t[0].encode(), t[1], len(t[2]), t[2])
+    ),
+    st.just(b"LS+ a.* q 2\r\n"),
+    st.just(b"PING\r\n"),
+    st.just(b"HMSG a r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n"),
+)
+
+
+def _leaf_ops_of(parser: NatsParser, batched: bool) -> list[tuple[object, ...]]:
+    out: list[tuple[object, ...]] = []
+    while True:
+        if batched:
+            out += [("LMSG", s, r, q, None, p) for s, r, q, p in parser.lmsgs()]
+        op = parser.next()
+        if op is None:
+            return out
+        out.append(op)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(ops=st.lists(_leaf_ops, max_size=20), chunk=st.integers(min_value=1, max_value=50))
+def test_the_batched_leaf_path_parses_what_next_parses(ops: list[bytes], chunk: int) -> None:
+    data = b"".join(ops)
+    plain, batched = NatsParser(leaf=True), NatsParser(leaf=True)
+    got_plain: list[tuple[object, ...]] = []
+    got_batched: list[tuple[object, ...]] = []
+    for i in range(0, len(data), chunk):
+        plain.feed(data[i : i + chunk])
+        batched.feed(data[i : i + chunk])
+        got_plain += _leaf_ops_of(plain, batched=False)
+        got_batched += _leaf_ops_of(batched, batched=True)
+    assert got_batched == got_plain
+    assert len(got_plain) == len(ops)

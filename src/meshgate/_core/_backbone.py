@@ -185,7 +185,13 @@ class Backbone:
         parser = conn.parser
         assert parser is not None
         parser.feed(data)
+        known = core.known_accounts
         while conn.state < ConnState.CLOSING:
+            # the hot path: a run of plain LMSGs, parsed in one call
+            for subject, reply, queues, payload in parser.lmsgs():
+                self._message(conn, subject, reply, queues, payload, known)
+                if conn.state >= ConnState.CLOSING:
+                    return
             try:
                 op = parser.next()
             except (NatsProtocolError, UnicodeDecodeError) as exc:
@@ -195,15 +201,8 @@ class Backbone:
                 return
             name = op[0]
             if name == "LMSG":
-                mapped = from_hub(op[1])
-                if mapped is None or mapped[0] not in core.known_accounts:
-                    continue
-                account, subject = mapped
-                reply = op[2]
-                if reply is not None:
-                    reply = reply_from_hub(account, reply)
                 payload = op[5] if op[4] is None else Headered(op[5], op[4])
-                core._route_message(conn, op[3], account, subject, reply, payload)
+                self._message(conn, op[1], op[2], op[3], payload, known)
             elif name == "LS+":
                 self._sub(conn, op[1], op[2], op[3])
             elif name == "LS-":
@@ -227,6 +226,29 @@ class Backbone:
             else:
                 core._fail(conn, ErrorCode.ILLEGAL_FOR_ROLE, f"backbone: unexpected {name}")
                 return
+
+    def _message(
+        self,
+        conn: BackboneConnection,
+        hub_subject: str,
+        reply: str | None,
+        queues: tuple[str, ...] | None,
+        payload: bytes,
+        known: frozenset[str],
+    ) -> None:
+        """A message from the hub: to local subscribers of its account (one hop)."""
+        if hub_subject[0] != "$":  # the default account: the common case
+            account, subject = DEFAULT_ACCOUNT, hub_subject
+            if account not in known:
+                return
+        else:
+            mapped = from_hub(hub_subject)
+            if mapped is None or mapped[0] not in known:
+                return
+            account, subject = mapped
+        if reply is not None and (reply[0] in "$_" or account != DEFAULT_ACCOUNT):
+            reply = reply_from_hub(account, reply)
+        self.core._route_message(conn, queues, account, subject, reply, payload)
 
     def _sub(
         self, conn: BackboneConnection, hub_pattern: str, queue: str | None, weight: int

@@ -166,6 +166,53 @@ class NatsParser:
             self._pos = pos
         return out
 
+    def lmsgs(self) -> list[tuple[str, str | None, tuple[str, ...] | None, bytes]]:
+        """The plain ``LMSG`` operations at the front of the buffer (a leaf connection's
+        hot path), complete ones only, as ``(subject, reply, queues, payload)``;
+        anything else is left for :meth:`next`."""
+        buf = self._buf
+        pos = self._pos
+        out: list[tuple[str, str | None, tuple[str, ...] | None, bytes]] = []
+        if self._pending is not None or not self.leaf:
+            return out
+        names = self._names
+        limit = self.max_control_line
+        max_payload = self.max_payload
+        while buf.startswith(b"LMSG ", pos):
+            end = buf.find(b"\r\n", pos, pos + limit + 2)
+            if end < 0:
+                break
+            args = buf[pos + 5 : end].split()
+            n = len(args)
+            if n < 2 or not args[-1].isdigit():
+                break
+            total = int(args[-1])
+            stop = end + 2 + total
+            if total > max_payload or len(buf) < stop + 2 or buf[stop : stop + 2] != b"\r\n":
+                break
+            try:
+                raw = args[0]
+                subject = names.get(raw) or self._name(raw)
+                reply: str | None = None
+                queues: tuple[str, ...] | None = None
+                if n == 3:
+                    reply = self._name(args[1])
+                elif n > 3:
+                    marker = args[1]
+                    if marker == b"+":
+                        reply = self._name(args[2])
+                        queues = tuple(self._name(q) for q in args[3:-1]) or None
+                    elif marker == b"|":
+                        queues = tuple(self._name(q) for q in args[2:-1]) or None
+                    else:
+                        break
+            except UnicodeDecodeError:
+                break  # next() reports it
+            out.append((subject, reply, queues, buf[end + 2 : stop]))
+            pos = stop + 2
+            self._pos = pos
+        return out
+
     def next(self) -> tuple[Any, ...] | None:
         """The next complete operation, or None until more bytes arrive."""
         if self._pending is not None:

@@ -175,6 +175,20 @@ def test_supercluster_benchmark_runs() -> None:
     assert "A -> B request/reply p50" in proc.stdout.decode()
 
 
+def test_growth_benchmark_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_growth.py"), "--quick"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = proc.stdout.decode()
+    assert "cache miss" in out
+    assert "KiB per client" in out
+    assert "3 x 3" in out
+
+
 def test_relay_benchmark_runs() -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench_relay.py"), "--quick"],

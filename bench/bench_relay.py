@@ -6,7 +6,9 @@ others of its group (and sees its own echo, which is not counted).  The node run
 its own process (``meshgate serve``); the clients are raw sockets driven by a selector
 loop in this process with pre-encoded frames.  Latency is publisher-to-subscriber on
 one machine clock.  The run steps N up and reports where p99 passes 5 ms, then the
-node's memory per idle client connection.
+node's memory per idle client connection.  The same load, over the NATS text protocol,
+runs against nats-server for comparison, and each step reports the load generator's
+own CPU share (so a saturated tool is visible).
 
 Run: ``python bench/bench_relay.py`` (``--quick`` for a smoke run).
 """
@@ -25,8 +27,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_node import free_port
+from bench_node import find_nats, free_port, start_nats
 from meshgate.protocol import PROTOCOL_VERSION, Decoder, Encoder, Hello, Ping, Publish, Subscribe
+from meshgate.protocol.nats import NatsParser
 
 STAMP = struct.Struct("!dI")
 GROUP = 21
@@ -57,24 +60,37 @@ def rss_kib(pid: int) -> int:
 
 
 class Clients:
-    def __init__(self, port: int, n: int) -> None:
+    """``n`` relay clients on raw sockets, speaking meshgate's protocol or (``nats``)
+    the NATS text protocol, driven by one selector loop."""
+
+    def __init__(self, port: int, n: int, *, nats: bool = False) -> None:
         enc = Encoder()
         self.enc = enc
+        self.nats = nats
         self.sel = selectors.DefaultSelector()
         self.socks: list[socket.socket] = []
         self.decoders: list[Decoder] = []
+        self.parsers: list[NatsParser] = []
         self.latencies: list[float] = []
         for i in range(n):
             s = socket.create_connection(("127.0.0.1", port))
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             group = i // GROUP
-            s.sendall(
-                enc.encode(Hello(PROTOCOL_VERSION, "client", f"c{i}", None, None, 0, (), ()))
-                + enc.encode(Subscribe(1, f"g.{group}.*", None))
-                + enc.encode(Ping())
-            )
+            if nats:
+                s.sendall(
+                    b'CONNECT {"verbose":false,"pedantic":false,"name":"c%d"}\r\n' % i
+                    + f"SUB g.{group}.* 1\r\n".encode()
+                    + b"PING\r\n"
+                )
+            else:
+                s.sendall(
+                    enc.encode(Hello(PROTOCOL_VERSION, "client", f"c{i}", None, None, 0, (), ()))
+                    + enc.encode(Subscribe(1, f"g.{group}.*", None))
+                    + enc.encode(Ping())
+                )
             self.socks.append(s)
             self.decoders.append(Decoder(max_frame_bytes=1 << 20))
+            self.parsers.append(NatsParser(max_payload=1 << 20))
         for i, s in enumerate(self.socks):  # wait for every PONG: subscriptions are live
             while not self._pong(i):
                 pass
@@ -82,11 +98,40 @@ class Clients:
             self.sel.register(s, selectors.EVENT_READ, i)
 
     def _pong(self, i: int) -> bool:
-        self.decoders[i].feed(self.socks[i].recv(65536))
+        data = self.socks[i].recv(65536)
+        if self.nats:
+            p = self.parsers[i]
+            p.feed(data)
+            while (op := p.next()) is not None:
+                if op[0] == "PONG":
+                    return True
+            return False
+        self.decoders[i].feed(data)
         while (f := self.decoders[i].next_raw()) is not None:
             if f[0] == 6:
                 return True
         return False
+
+    def _frame(self, subject: str, payload: bytes) -> bytes:
+        if self.nats:
+            return b"PUB %s %d\r\n%s\r\n" % (subject.encode(), len(payload), payload)
+        return self.enc.encode(Publish(subject, None, payload, None))
+
+    def _payloads(self, i: int, data: bytes) -> list[bytes]:
+        """The payloads of the deliveries in ``data`` received by client ``i``."""
+        if self.nats:
+            p = self.parsers[i]
+            p.feed(data)
+            out = []
+            while (op := p.next()) is not None:
+                if op[0] == "MSG":
+                    out.append(op[5])
+                elif op[0] == "PING":
+                    self.socks[i].send(b"PONG\r\n")
+            return out
+        dec = self.decoders[i]
+        dec.feed(data)
+        return [f[4] for f in iter(dec.next_raw, None) if f[0] == 4]
 
     def run(self, seconds: float, rate: float, measure: bool) -> None:
         n = len(self.socks)
@@ -108,7 +153,7 @@ class Clients:
                 i = order[k]
                 if next_send[i] > now:
                     break
-                frame = self.enc.encode(Publish(subjects[i], None, STAMP.pack(now, i) + pad, None))
+                frame = self._frame(subjects[i], STAMP.pack(now, i) + pad)
                 try:
                     self.socks[i].send(frame)
                 except BlockingIOError:
@@ -123,12 +168,10 @@ class Clients:
                     data = self.socks[i].recv(1 << 20)
                 except BlockingIOError:
                     continue
-                dec = self.decoders[i]
-                dec.feed(data)
                 t = time.perf_counter()
-                while (f := dec.next_raw()) is not None:
-                    if f[0] == 4 and measure:
-                        sent_at, origin = STAMP.unpack_from(f[4])
+                for payload in self._payloads(i, data):
+                    if measure:
+                        sent_at, origin = STAMP.unpack_from(payload)
                         if origin != i:
                             self.latencies.append(t - sent_at)
 
@@ -147,13 +190,14 @@ def percentile(xs: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="short smoke run")
+    ap.add_argument("--no-nats", action="store_true", help="skip the nats-server column")
     args = ap.parse_args()
     steps = [42, 105] if args.quick else [105, 210, 420, 630, 840, 1008]
     seconds = 1.0 if args.quick else 4.0
     rate = 20.0
     tmp = tempfile.mkdtemp()
     proc, port = start_node(tmp)
-    rows = []
+    rows: list[tuple[str, int, float, float, float, float]] = []
     try:
         # idle connections first, on a fresh node, so freed memory is not reused
         idle = 50 if args.quick else 1000
@@ -172,28 +216,57 @@ def main() -> None:
         after = rss_kib(proc.pid)
         for s in socks:
             s.close()
-        for n in steps:
-            clients = Clients(port, n)
-            clients.run(0.5, rate, measure=False)  # warm up
-            clients.run(seconds, rate, measure=True)
-            lat = clients.latencies
-            rows.append((n, len(lat) / seconds, percentile(lat, 0.5), percentile(lat, 0.99)))
-            clients.close()
+        rows.extend(("meshgate", *_step(port, n, seconds, rate, nats=False)) for n in steps)
     finally:
         proc.terminate()
         proc.wait(10)
-    print(f"{'clients':>8} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8}")
-    print("-" * 42)
-    sustained = 0
-    for n, rate_d, p50, p99 in rows:
-        print(f"{n:>8} {rate_d:>13,.0f} {p50:>8.2f} {p99:>8.2f}")
+    nats_binary = None if args.no_nats else find_nats()
+    if nats_binary:
+        nproc, nport = start_nats(nats_binary, tmp)
+        try:
+            rows.extend(("nats-server", *_step(nport, n, seconds, rate, nats=True)) for n in steps)
+        finally:
+            nproc.terminate()
+            nproc.wait(10)
+    print(
+        f"{'server':<12} {'clients':>8} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'generator CPU':>14}"
+    )
+    print("-" * 68)
+    sustained: dict[str, int] = {}
+    for server, n, rate_d, p50, p99, cpu in rows:
+        print(f"{server:<12} {n:>8} {rate_d:>13,.0f} {p50:>8.2f} {p99:>8.2f} {100 * cpu:>13.0f}%")
         if p99 <= 5.0:
-            sustained = n
-    print(f"clients sustained with p99 <= 5 ms: {sustained} (20 updates/s each, ~20 peers)")
+            sustained[server] = max(sustained.get(server, 0), n)
+    for server in dict.fromkeys(r[0] for r in rows):
+        print(
+            f"{server}: clients sustained with p99 <= 5 ms: {sustained.get(server, 0)} "
+            "(20 updates/s each, ~20 peers)"
+        )
+    print(
+        "generator CPU: the load generator's CPU time over wall time while measuring; "
+        "below ~90 % it is not what limits the figures"
+    )
     print(
         f"memory per idle client connection: {(after - before) * 1024 / idle / 1024:.1f} KiB "
         f"({idle} idle clients, node RSS {before} -> {after} KiB)"
     )
+
+
+def _step(
+    port: int, n: int, seconds: float, rate: float, *, nats: bool
+) -> tuple[int, float, float, float, float]:
+    """One load step: (clients, deliveries/s, p50 ms, p99 ms, generator CPU share)."""
+    clients = Clients(port, n, nats=nats)
+    try:
+        clients.run(0.5, rate, measure=False)  # warm up
+        cpu, wall = time.process_time(), time.perf_counter()
+        clients.run(seconds, rate, measure=True)
+        cpu_share = (time.process_time() - cpu) / (time.perf_counter() - wall)
+        lat = clients.latencies
+        return n, len(lat) / seconds, percentile(lat, 0.5), percentile(lat, 0.99), cpu_share
+    finally:
+        clients.close()
 
 
 if __name__ == "__main__":

@@ -410,7 +410,7 @@ async def test_sigterm_moves_clients_away_and_sighup_costs_nothing(tmp_path: Pat
 
             async def hup_then_term() -> None:
                 n["n0"].hangup()
-                await trio.sleep(0.5)
+                await trio.sleep(0.5)  # the scenario: SIGTERM half a second after SIGHUP
                 n["n1"].terminate()
 
             await run_streams(ledger, [(pub, "s.t")], followers, hup_then_term, after=3.0)

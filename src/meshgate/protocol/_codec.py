@@ -13,7 +13,6 @@ __all__ = [
     "UnpackerPool",
 ]
 
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -127,6 +126,23 @@ class Decoder:
     ``max_frame_bytes + chunk_size`` however the input arrives.
     """
 
+    # one per connection: slots keep an idle connection small
+    __slots__ = (
+        "_backlog",
+        "_backlog_bytes",
+        "_chunk_size",
+        "_failed",
+        "_fed",
+        "_last_tell",
+        "_pool",
+        "_unpacker",
+        "max_array_len",
+        "max_frame_bytes",
+        "max_map_len",
+        "max_nesting",
+        "max_subject_length",
+    )
+
     def __init__(
         self,
         *,
@@ -148,7 +164,9 @@ class Decoder:
         self._chunk_size = chunk_size
         self._pool = pool
         self._unpacker: Any = None if pool is not None else self._new_unpacker()
-        self._backlog: deque[bytes | bytearray | memoryview] = deque()
+        # a list, not a deque: it is short (chunks of chunk_size), and an idle connection's
+        # empty deque would cost ten times the memory
+        self._backlog: list[bytes | bytearray | memoryview] = []
         self._backlog_bytes = 0
         self._fed = 0
         self._last_tell = 0
@@ -226,7 +244,7 @@ class Decoder:
                         self._pool.give_back(unpacker)
                         self._unpacker = None
                     return None
-                chunk = self._backlog.popleft()
+                chunk = self._backlog.pop(0)
                 self._backlog_bytes -= len(chunk)
                 try:
                     unpacker.feed(chunk)

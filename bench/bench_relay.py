@@ -5,7 +5,8 @@ N clients in groups of 21: each client publishes 20 updates per second on
 others of its group (and sees its own echo, which is not counted).  The node runs as
 its own process (``meshgate serve``); the clients are raw sockets driven by a selector
 loop in this process with pre-encoded frames.  Latency is publisher-to-subscriber on
-one machine clock.  The run steps N up and reports where p99 passes 5 ms, then the
+one machine clock (the clients are spread over ``--generators`` processes that start
+together; by default one per core but one, which is left to the server).  The run steps N up and reports where p99 passes 5 ms, then the
 node's memory per idle client connection.  The same load, over the NATS text protocol,
 runs against nats-server for comparison, and each step reports the load generator's
 own CPU share (so a saturated tool is visible).
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import selectors
 import socket
 import struct
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_node import find_nats, free_port, start_nats
@@ -63,7 +67,7 @@ class Clients:
     """``n`` relay clients on raw sockets, speaking meshgate's protocol or (``nats``)
     the NATS text protocol, driven by one selector loop."""
 
-    def __init__(self, port: int, n: int, *, nats: bool = False) -> None:
+    def __init__(self, port: int, ids: range, *, nats: bool = False) -> None:
         enc = Encoder()
         self.enc = enc
         self.nats = nats
@@ -72,7 +76,8 @@ class Clients:
         self.decoders: list[Decoder] = []
         self.parsers: list[NatsParser] = []
         self.latencies: list[float] = []
-        for i in range(n):
+        self.ids = ids
+        for i in ids:
             s = socket.create_connection(("127.0.0.1", port))
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             group = i // GROUP
@@ -91,11 +96,11 @@ class Clients:
             self.socks.append(s)
             self.decoders.append(Decoder(max_frame_bytes=1 << 20))
             self.parsers.append(NatsParser(max_payload=1 << 20))
-        for i, s in enumerate(self.socks):  # wait for every PONG: subscriptions are live
-            while not self._pong(i):
+        for k, s in enumerate(self.socks):  # wait for every PONG: subscriptions are live
+            while not self._pong(k):
                 pass
             s.setblocking(False)
-            self.sel.register(s, selectors.EVENT_READ, i)
+            self.sel.register(s, selectors.EVENT_READ, k)
 
     def _pong(self, i: int) -> bool:
         data = self.socks[i].recv(65536)
@@ -137,8 +142,8 @@ class Clients:
         n = len(self.socks)
         period = 1.0 / rate
         # spread the clients' send times evenly over one period
-        next_send = [time.perf_counter() + period * i / n for i in range(n)]
-        subjects = [f"g.{i // GROUP}.{i}" for i in range(n)]
+        next_send = [time.perf_counter() + period * k / n for k in range(n)]
+        subjects = [f"g.{i // GROUP}.{i}" for i in self.ids]
         pad = b"\0" * 40
         end = time.perf_counter() + seconds
         order = sorted(range(n), key=lambda i: next_send[i])
@@ -153,7 +158,7 @@ class Clients:
                 i = order[k]
                 if next_send[i] > now:
                     break
-                frame = self._frame(subjects[i], STAMP.pack(now, i) + pad)
+                frame = self._frame(subjects[i], STAMP.pack(now, self.ids[i]) + pad)
                 try:
                     self.socks[i].send(frame)
                 except BlockingIOError:
@@ -169,10 +174,11 @@ class Clients:
                 except BlockingIOError:
                     continue
                 t = time.perf_counter()
+                me = self.ids[i]
                 for payload in self._payloads(i, data):
                     if measure:
                         sent_at, origin = STAMP.unpack_from(payload)
-                        if origin != i:
+                        if origin != me:
                             self.latencies.append(t - sent_at)
 
     def close(self) -> None:
@@ -191,6 +197,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="short smoke run")
     ap.add_argument("--no-nats", action="store_true", help="skip the nats-server column")
+    ap.add_argument(
+        "--generators",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) - 1),
+        help="load generator processes (default: one per core but one, left to the server)",
+    )
     args = ap.parse_args()
     steps = [42, 105] if args.quick else [105, 210, 420, 630, 840, 1008]
     seconds = 1.0 if args.quick else 4.0
@@ -216,7 +228,10 @@ def main() -> None:
         after = rss_kib(proc.pid)
         for s in socks:
             s.close()
-        rows.extend(("meshgate", *_step(port, n, seconds, rate, nats=False)) for n in steps)
+        gens = args.generators
+        rows.extend(
+            ("meshgate", *_step(port, n, seconds, rate, nats=False, generators=gens)) for n in steps
+        )
     finally:
         proc.terminate()
         proc.wait(10)
@@ -224,7 +239,10 @@ def main() -> None:
     if nats_binary:
         nproc, nport = start_nats(nats_binary, tmp)
         try:
-            rows.extend(("nats-server", *_step(nport, n, seconds, rate, nats=True)) for n in steps)
+            rows.extend(
+                ("nats-server", *_step(nport, n, seconds, rate, nats=True, generators=gens))
+                for n in steps
+            )
         finally:
             nproc.terminate()
             nproc.wait(10)
@@ -244,8 +262,8 @@ def main() -> None:
             "(20 updates/s each, ~20 peers)"
         )
     print(
-        "generator CPU: the load generator's CPU time over wall time while measuring; "
-        "below ~90 % it is not what limits the figures"
+        f"generator CPU: the busiest of {args.generators} load generator processes, its CPU "
+        "time over wall time while measuring; below ~90 % it is not what limits the figures"
     )
     print(
         f"memory per idle client connection: {(after - before) * 1024 / idle / 1024:.1f} KiB "
@@ -254,17 +272,57 @@ def main() -> None:
 
 
 def _step(
-    port: int, n: int, seconds: float, rate: float, *, nats: bool
+    port: int, n: int, seconds: float, rate: float, *, nats: bool, generators: int = 1
 ) -> tuple[int, float, float, float, float]:
-    """One load step: (clients, deliveries/s, p50 ms, p99 ms, generator CPU share)."""
-    clients = Clients(port, n, nats=nats)
+    """One load step: (clients, deliveries/s, p50 ms, p99 ms, the busiest generator's
+    CPU share).  With ``generators`` > 1 the clients are spread over that many
+    processes, started together once every client is subscribed."""
+    if generators <= 1:
+        lat, cpu_share = _generate(port, range(n), seconds, rate, nats, None)
+        return n, len(lat) / seconds, percentile(lat, 0.5), percentile(lat, 0.99), cpu_share
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Barrier(generators)
+    results = ctx.Queue()
+    bounds = [n * k // generators for k in range(generators + 1)]
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(port, range(bounds[k], bounds[k + 1]), seconds, rate, nats, ready, results),
+        )
+        for k in range(generators)
+    ]
+    for proc in procs:
+        proc.start()
+    lat: list[float] = []
+    shares = []
+    for _ in procs:
+        part, share = results.get(timeout=120)
+        lat += part
+        shares.append(share)
+    for proc in procs:
+        proc.join(30)
+    return n, len(lat) / seconds, percentile(lat, 0.5), percentile(lat, 0.99), max(shares)
+
+
+def _worker(
+    port: int, ids: range, seconds: float, rate: float, nats: bool, ready: Any, results: Any
+) -> None:
+    results.put(_generate(port, ids, seconds, rate, nats, ready))
+
+
+def _generate(
+    port: int, ids: range, seconds: float, rate: float, nats: bool, ready: Any
+) -> tuple[list[float], float]:
+    """Connect and subscribe ``ids``, wait for the other generators, warm up, measure:
+    (latencies in seconds, this generator's CPU share while measuring)."""
+    clients = Clients(port, ids, nats=nats)
     try:
+        if ready is not None:
+            ready.wait()
         clients.run(0.5, rate, measure=False)  # warm up
         cpu, wall = time.process_time(), time.perf_counter()
         clients.run(seconds, rate, measure=True)
-        cpu_share = (time.process_time() - cpu) / (time.perf_counter() - wall)
-        lat = clients.latencies
-        return n, len(lat) / seconds, percentile(lat, 0.5), percentile(lat, 0.99), cpu_share
+        return clients.latencies, (time.process_time() - cpu) / (time.perf_counter() - wall)
     finally:
         clients.close()
 

@@ -11,7 +11,8 @@ __all__ = ["Dialing"]
 import itertools
 import logging
 import random
-from typing import TYPE_CHECKING
+import ssl
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -37,6 +38,8 @@ class Dialing:
     _routes_event: trio.Event
     _gateway_dialers: set[str]
     _dialing: set[str]
+    #: orders dial attempts across dialers (see ``_serve_first_of``)
+    _attempts = itertools.count()
 
     if TYPE_CHECKING:  # the shell runs the connections the dialers open
 
@@ -56,6 +59,42 @@ class Dialing:
         ``reconnect_wait``, and never zero (no hot loop)."""
         delay = self.config.reconnect_wait * min(10.0, 1.5 ** min(failures, 8))
         await trio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _serve_first_of(
+        self,
+        urls: list[str],
+        lost_at: dict[str, int],
+        ssl_context: ssl.SSLContext | None,
+        kind: ConnectionKind,
+        **serve: Any,
+    ) -> str | None:
+        """One pass over ``urls``: serve the first that connects until its connection
+        ends; the URL served, or None if none connected.  ``lost_at`` remembers when
+        each URL last failed or lost its connection: those are tried last, the longest
+        ago first, so a hung or dead node is not picked again while another is untried."""
+        cfg = self.config
+        random.shuffle(urls)
+        for gone in [u for u in lost_at if u not in urls]:  # forget departed URLs
+            del lost_at[gone]
+        urls.sort(key=lambda u: lost_at.get(u, -1))
+        for url in urls:
+            lost_at[url] = next(self._attempts)  # kept if this attempt fails or ends
+            try:
+                with trio.move_on_after(max(2.0, cfg.reconnect_wait)) as scope:
+                    cm = connect_stream(url, ssl_context=ssl_context)
+                    stream = await cm.__aenter__()
+                if scope.cancelled_caught:
+                    continue
+            except OSError as exc:
+                log.debug("%s via %s failed: %s", kind.value, url, exc)
+                continue
+            try:
+                await self._serve_stream(stream, kind, dialed=True, **serve)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await cm.__aexit__(None, None, None)
+            return url
+        return None
 
     def _start_gateway_dialer(self, cluster: str, *, explicit: bool) -> None:
         if (
@@ -78,44 +117,20 @@ class Dialing:
         gateways = self._core.gateways
         cfg = self.config
         failures = 0
-        # when each URL last failed or lost its connection: those are tried last, the
-        # longest-ago first, so a hung or dead node is not picked again while another
-        # node of the cluster has not been tried
         lost_at: dict[str, int] = {}
-        attempts = itertools.count()
         try:
             while True:
                 if cluster in gateways.outbound:
                     await self._gateways_event.wait()
                     continue
-                urls = list(gateways.urls.get(cluster, ()))
-                random.shuffle(urls)
-                lost_at = {u: lost_at[u] for u in urls if u in lost_at}  # forget departed
-                urls.sort(key=lambda u: lost_at.get(u, -1))
-                connected = False
-                for url in urls:
-                    lost_at[url] = next(attempts)  # kept if this attempt fails or ends
-                    try:
-                        with trio.move_on_after(max(2.0, cfg.reconnect_wait)) as scope:
-                            cm = connect_stream(url, ssl_context=cfg.gateway_tls_dial)
-                            stream = await cm.__aenter__()
-                        if scope.cancelled_caught:
-                            continue
-                    except OSError as exc:
-                        log.debug("gateway %s via %s failed: %s", cluster, url, exc)
-                        continue
-                    try:
-                        connected = True
-                        await self._serve_stream(
-                            stream,
-                            ConnectionKind.GATEWAY_OUTBOUND,
-                            dialed=True,
-                            expected_cluster=cluster,
-                        )
-                    finally:
-                        with trio.CancelScope(shield=True):
-                            await cm.__aexit__(None, None, None)
-                    break
+                served = await self._serve_first_of(
+                    list(gateways.urls.get(cluster, ())),
+                    lost_at,
+                    cfg.gateway_tls_dial,
+                    ConnectionKind.GATEWAY_OUTBOUND,
+                    expected_cluster=cluster,
+                )
+                connected = served is not None
                 failures = 0 if connected else failures + 1
                 if not explicit and failures > cfg.connect_retries:
                     log.info("giving up on discovered gateway cluster %s", cluster)
@@ -167,39 +182,19 @@ class Dialing:
         cfg = self.config
         failures = 0
         lost_at: dict[str, int] = {}
-        attempts = itertools.count()
         scheme = "tls" if cfg.backbone[0].startswith("tls://") else "tcp"
+        tls = cfg.backbone_tls if scheme == "tls" else None
         while not self._stopping:
             urls = list(dict.fromkeys(_dial_url(u, scheme) for u in cfg.backbone))
             urls += [
                 u for u in (_dial_url(u, scheme) for u in backbone.learned_urls) if u not in urls
             ]
-            random.shuffle(urls)
-            urls.sort(key=lambda u: lost_at.get(u, -1))
-            connected = False
-            for url in urls:
-                lost_at[url] = next(attempts)
-                tls = cfg.backbone_tls if url.startswith("tls://") else None
-                try:
-                    with trio.move_on_after(max(2.0, cfg.reconnect_wait)) as scope:
-                        cm = connect_stream(url, ssl_context=tls)
-                        stream = await cm.__aenter__()
-                    if scope.cancelled_caught:
-                        continue
-                except OSError as exc:
-                    log.debug("backbone via %s failed: %s", url, exc)
-                    continue
-                try:
-                    connected = True
-                    await self._serve_stream(
-                        stream, ConnectionKind.ROUTE, dialed=True, backbone=True
-                    )
-                finally:
-                    with trio.CancelScope(shield=True):
-                        await cm.__aexit__(None, None, None)
-                if backbone.last_error:
-                    log.warning("backbone %s: %s", url, backbone.last_error)
-                break
+            served = await self._serve_first_of(
+                urls, lost_at, tls, ConnectionKind.ROUTE, backbone=True
+            )
+            if served is not None and backbone.last_error:
+                log.warning("backbone %s: %s", served, backbone.last_error)
+            connected = served is not None
             failures = 0 if connected else failures + 1
             await self._backoff(failures)
 

@@ -226,27 +226,6 @@ class NatsParser:
             return None
         if end - pos > self.max_control_line:
             raise NatsProtocolError("Maximum Control Line Exceeded")
-        if buf.startswith(b"PUB ", pos):  # the hot path: PUB subject [reply] size
-            args = buf[pos + 4 : end].split()
-            n = len(args)
-            size = args[-1] if n else b""
-            if (n == 2 or n == 3) and size.isdigit():
-                total = int(size)
-                if total > self.max_payload:
-                    raise NatsProtocolError("Maximum Payload Violation")
-                stop = end + 2 + total
-                if len(buf) >= stop + 2:
-                    if buf[stop : stop + 2] != b"\r\n":
-                        raise NatsProtocolError("Parser Error")
-                    self._pos = stop + 2
-                    names = self._names
-                    raw = args[0]
-                    subject = names.get(raw) or self._name(raw)
-                    reply = None
-                    if n == 3:
-                        raw = args[1]
-                        reply = names.get(raw) or self._name(raw)
-                    return ("PUB", subject, reply, None, buf[end + 2 : stop])
         line = buf[pos:end]
         self._pos = end + 2
         op, _, rest = line.partition(b" ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -98,33 +99,6 @@ _ops = st.one_of(
 )
 
 
-def _ops_of(parser: NatsParser, batched: bool) -> list[tuple[object, ...]]:
-    out: list[tuple[object, ...]] = []
-    while True:
-        if batched:
-            out += [("PUB", s, r, None, p) for s, r, p in parser.pubs()]
-        op = parser.next()
-        if op is None:
-            return out
-        out.append(op)
-
-
-@settings(max_examples=EXAMPLES, deadline=None)
-@given(ops=st.lists(_ops, max_size=20), chunk=st.integers(min_value=1, max_value=50))
-def test_the_batched_pub_path_parses_what_next_parses(ops: list[bytes], chunk: int) -> None:
-    data = b"".join(ops)
-    plain, batched = NatsParser(), NatsParser()
-    got_plain: list[tuple[object, ...]] = []
-    got_batched: list[tuple[object, ...]] = []
-    for i in range(0, len(data), chunk):
-        plain.feed(data[i : i + chunk])
-        batched.feed(data[i : i + chunk])
-        got_plain += _ops_of(plain, batched=False)
-        got_batched += _ops_of(batched, batched=True)
-    assert got_batched == got_plain
-    assert len(got_plain) == len(ops)
-
-
 _leaf_ops = st.one_of(
     st.tuples(_subjects, st.none() | _subjects, st.binary(max_size=30)).map(
         lambda t: (
@@ -141,11 +115,18 @@ _leaf_ops = st.one_of(
 )
 
 
-def _leaf_ops_of(parser: NatsParser, batched: bool) -> list[tuple[object, ...]]:
+def _batch(parser: NatsParser) -> list[tuple[object, ...]]:
+    """What the batched hot path takes, in the form next() gives it."""
+    if parser.leaf:
+        return [("LMSG", s, r, q, None, p) for s, r, q, p in parser.lmsgs()]
+    return [("PUB", s, r, None, p) for s, r, p in parser.pubs()]
+
+
+def _ops_of(parser: NatsParser, batched: bool) -> list[tuple[object, ...]]:
     out: list[tuple[object, ...]] = []
     while True:
         if batched:
-            out += [("LMSG", s, r, q, None, p) for s, r, q, p in parser.lmsgs()]
+            out += _batch(parser)
         op = parser.next()
         if op is None:
             return out
@@ -153,16 +134,22 @@ def _leaf_ops_of(parser: NatsParser, batched: bool) -> list[tuple[object, ...]]:
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(ops=st.lists(_leaf_ops, max_size=20), chunk=st.integers(min_value=1, max_value=50))
-def test_the_batched_leaf_path_parses_what_next_parses(ops: list[bytes], chunk: int) -> None:
-    data = b"".join(ops)
-    plain, batched = NatsParser(leaf=True), NatsParser(leaf=True)
+@given(data=st.data(), chunk=st.integers(min_value=1, max_value=50))
+@pytest.mark.parametrize("leaf", [False, True], ids=["client", "leaf"])
+def test_the_batched_path_parses_what_next_parses(
+    leaf: bool, data: st.DataObject, chunk: int
+) -> None:
+    """pubs() (a client's PUBs) and lmsgs() (a leaf connection's LMSGs) take exactly
+    what next() would have given, however the bytes are split."""
+    ops = data.draw(st.lists(_leaf_ops if leaf else _ops, max_size=20))
+    stream = b"".join(ops)
+    plain, batched = NatsParser(leaf=leaf), NatsParser(leaf=leaf)
     got_plain: list[tuple[object, ...]] = []
     got_batched: list[tuple[object, ...]] = []
-    for i in range(0, len(data), chunk):
-        plain.feed(data[i : i + chunk])
-        batched.feed(data[i : i + chunk])
-        got_plain += _leaf_ops_of(plain, batched=False)
-        got_batched += _leaf_ops_of(batched, batched=True)
+    for i in range(0, len(stream), chunk):
+        plain.feed(stream[i : i + chunk])
+        batched.feed(stream[i : i + chunk])
+        got_plain += _ops_of(plain, batched=False)
+        got_batched += _ops_of(batched, batched=True)
     assert got_batched == got_plain
     assert len(got_plain) == len(ops)

@@ -214,36 +214,20 @@ async def proxied_pair(
     """Two nodes whose one ``link`` ("route" or "gateway") from the second to the first
     goes through a fault proxy.  For a gateway that is x1's outbound to cluster X;
     x0's outbound to cluster Y does not cross the proxy."""
+    listener = "cluster_listen" if link == "route" else "gateway_listen"
     async with AsyncExitStack() as stack:
-        base = {"listen": "127.0.0.1:0", **FAST}
-        if link == "route":
-            first = await stack.enter_async_context(
-                open_node_process(
-                    {"name": "x0", "cluster": "X", "cluster_listen": "127.0.0.1:0", **base}, tmp
-                )
-            )
-            assert first.cluster_url
-            proxy = await stack.enter_async_context(open_fault_proxy(first.cluster_url))
-            second_fields = {
-                "name": "x1",
-                "cluster": "X",
-                "cluster_listen": "127.0.0.1:0",
-                "routes": [proxy.url],
-            }
-        else:
-            first = await stack.enter_async_context(
-                open_node_process(
-                    {"name": "x0", "cluster": "X", "gateway_listen": "127.0.0.1:0", **base}, tmp
-                )
-            )
-            assert first.gateway_url
-            proxy = await stack.enter_async_context(open_fault_proxy(first.gateway_url))
-            second_fields = {
-                "name": "y0",
-                "cluster": "Y",
-                "gateway_listen": "127.0.0.1:0",
-                "gateways": {"X": [proxy.url]},
-            }
+        base = {"listen": "127.0.0.1:0", listener: "127.0.0.1:0", **FAST}
+        first = await stack.enter_async_context(
+            open_node_process({"name": "x0", "cluster": "X", **base}, tmp)
+        )
+        target = first.cluster_url if link == "route" else first.gateway_url
+        assert target
+        proxy = await stack.enter_async_context(open_fault_proxy(target))
+        second_fields: dict[str, Any] = (
+            {"name": "x1", "cluster": "X", "routes": [proxy.url]}
+            if link == "route"
+            else {"name": "y0", "cluster": "Y", "gateways": {"X": [proxy.url]}}
+        )
         second = await stack.enter_async_context(open_node_process({**second_fields, **base}, tmp))
         yield first, second, proxy
 

@@ -40,6 +40,16 @@ def _dead(pid: int) -> bool:
         return True
 
 
+def summary_rows(out: str) -> dict[str, list[str]]:
+    """The demo's summary table: each row's label and its cells."""
+    rows = {}
+    for line in out.split("Summary", 1)[1].splitlines():
+        parts = re.split(r"\s{2,}", line.strip())
+        if len(parts) >= 2:
+            rows[parts[0]] = parts[1:]
+    return rows
+
+
 def test_demo_runs_and_prints_the_table() -> None:
     proc = subprocess.run(
         [
@@ -62,11 +72,7 @@ def test_demo_runs_and_prints_the_table() -> None:
     )
     assert proc.returncode == 0, proc.stderr.decode()
     out = proc.stdout.decode()
-    rows = {}
-    for line in out.split("Summary", 1)[1].splitlines():
-        parts = re.split(r"\s{2,}", line.strip())
-        if len(parts) >= 2:
-            rows[parts[0]] = parts[1:]
+    rows = summary_rows(out)
     assert rows["route connections"] == ["2", "M*N(N-1)/2 = 2"]
     assert rows["outbound gateway connections"] == ["4", "M*N*(M-1) = 4"]
     assert rows["inbound gateway connections"][0] == "4"
@@ -100,11 +106,7 @@ def test_demo_on_a_nats_server_backbone() -> None:
     )
     assert proc.returncode == 0, proc.stderr.decode()
     out = proc.stdout.decode()
-    rows = {}
-    for line in out.split("Summary", 1)[1].splitlines():
-        parts = re.split(r"\s{2,}", line.strip())
-        if len(parts) >= 2:
-            rows[parts[0]] = parts[1:]
+    rows = summary_rows(out)
     assert rows["leaf node connections"] == ["4", "one per node = 4"]
     assert "route connections" not in rows
     sent = int(rows["inputs sent (speculative moves)"][0])

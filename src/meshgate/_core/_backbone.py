@@ -43,6 +43,7 @@ from .._version import __version__
 from ..protocol import Headered
 from ..protocol.nats import NatsParser, NatsProtocolError
 from ._conn import BackboneConnection, ConnState, RemoteInterest
+from ._natsport import PING, PONG
 
 if TYPE_CHECKING:
     from ._node import NodeCore
@@ -50,8 +51,6 @@ if TYPE_CHECKING:
 _ACCOUNT_PREFIX = "$MGA."
 _CONTROL_PREFIX = "$MGC."
 _CONTROL_SUFFIX_LEN = len(control_account(""))
-_PING = b"PING\r\n"
-_PONG = b"PONG\r\n"
 
 
 def to_hub(account: str, subject: str) -> str:
@@ -151,7 +150,7 @@ class Backbone:
             core.clients.local_keys.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")
         ):
             lines.append(self._interest_line(account, pattern, queue, n))
-        lines.append(_PING)
+        lines.append(PING)
         core._append(conn, b"".join(lines))
         conn.state = ConnState.OPEN
         conn.peer = str(info.get("server_name") or info.get("server_id") or "hub")
@@ -208,7 +207,7 @@ class Backbone:
             elif name == "LS-":
                 self._unsub(conn, op[1], op[2])
             elif name == "PING":
-                core._append(conn, _PONG)
+                core._append(conn, PONG)
             elif name == "PONG":
                 core._pong_received(conn)
             elif name == "INFO":

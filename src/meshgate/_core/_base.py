@@ -36,7 +36,7 @@ from ._conn import (
     RouteConnection,
 )
 from ._effects import Effects
-from ._natsport import NatsPort, error_text
+from ._natsport import PING, PONG, NatsPort, error_text
 
 if TYPE_CHECKING:
     from ._backbone import Backbone
@@ -162,10 +162,10 @@ class CoreBase:
 
     def _append(self, conn: Connection, data: bytes) -> None:
         if type(conn) is BackboneConnection and (data is self._ping or data is self._pong):
-            data = b"PING\r\n" if data is self._ping else b"PONG\r\n"
+            data = PING if data is self._ping else PONG
         elif type(conn) is ClientConnection:
             if conn.nats is not None and (data is self._ping or data is self._pong):
-                data = b"PING\r\n" if data is self._ping else b"PONG\r\n"
+                data = PING if data is self._ping else PONG
             if conn.frame_sizes is not None:
                 conn.frame_sizes.append(len(data))  # keeps drop-oldest on frame boundaries
         conn.out += data

@@ -32,7 +32,7 @@ payload.
 
 from __future__ import annotations
 
-__all__ = ["NOTICE_SUBJECT", "NatsPort", "NatsState"]
+__all__ = ["NOTICE_SUBJECT", "PING", "PONG", "NatsPort", "NatsState", "error_text"]
 
 import json
 import re
@@ -45,6 +45,7 @@ from .._reserved import INPUT_PREFIX, NOTICE_SID
 from .._version import __version__
 from ..protocol import PROTOCOL_VERSION, Headered, Hello, Role
 from ..protocol.nats import NatsParser, NatsProtocolError, parse_headers
+from ..subjects import match
 from ._clients import session_identity
 from ._conn import ClientConnection, ConnState
 
@@ -54,8 +55,9 @@ if TYPE_CHECKING:
 #: the subject a NATS client subscribes to for its node's notices
 NOTICE_SUBJECT = "$MG.notice"
 
-_PING = b"PING\r\n"
-_PONG = b"PONG\r\n"
+#: keepalive in the NATS text protocol (client connections and leaf connections)
+PING = b"PING\r\n"
+PONG = b"PONG\r\n"
 _OK = b"+OK\r\n"
 _NO_RESPONDERS = b"NATS/1.0 503\r\n\r\n"
 
@@ -213,7 +215,7 @@ class NatsPort:
             name = op[0]
             if conn.state is ConnState.AWAIT_HELLO and name != "CONNECT":
                 if name == "PING":  # some clients ping before CONNECT is answered
-                    core._append(conn, _PONG)
+                    core._append(conn, PONG)
                     continue
                 core.protocol_errors += 1
                 self._fail(conn, "Authorization Violation" if core.config.users else "Parser Error")
@@ -236,7 +238,7 @@ class NatsPort:
                 elif st.notice_sid is not None and op[1].encode() == st.notice_sid:
                     st.notice_sid = None
             elif name == "PING":
-                core._append(conn, _PONG)
+                core._append(conn, PONG)
                 continue
             elif name == "PONG":
                 core._pong_received(conn)
@@ -345,7 +347,7 @@ class NatsPort:
         503 status on the request's reply subject (as nats-server does)."""
         n = len(_NO_RESPONDERS)
         for sub in conn.subs.values():
-            if sub.queue is None and _matches(sub.pattern, reply):
+            if sub.queue is None and match(sub.pattern, reply):
                 self.core._append(
                     conn,
                     b"HMSG %s %s %d %d\r\n%s\r\n"
@@ -396,22 +398,3 @@ class NatsPort:
             b"MSG %s %s%s %d\r\n%s\r\n"
             % ((subject or NOTICE_SUBJECT).encode(), nsid, rb, len(data), data),
         )
-
-    @staticmethod
-    def control(data: bytes, ping: bytes, pong: bytes) -> bytes | None:
-        """The NATS form of one of the node's keepalive frames, else None."""
-        if data is ping:
-            return _PING
-        if data is pong:
-            return _PONG
-        return None
-
-
-def _matches(pattern: str, subject: str) -> bool:
-    p, s = pattern.split("."), subject.split(".")
-    for i, t in enumerate(p):
-        if t == ">":
-            return len(s) > i
-        if i >= len(s) or (t != "*" and t != s[i]):
-            return False
-    return len(p) == len(s)

@@ -98,6 +98,8 @@ class Gateway(Dialing, Observing):
         self._gateways_event = trio.Event()
         self._gateway_dialers: set[str] = set()
         self._dialing: set[str] = set()
+        #: routes, gateways and the backbone whose writer is in a send (back-pressure)
+        self._busy_links: set[_Handle] = set()
         #: the client listener's bound URL, or None
         self.client_url: str | None = None
         #: the route listener's bound URL (clusters are not configured yet: None)
@@ -289,18 +291,14 @@ class Gateway(Dialing, Observing):
                 await self._wait_drained(congested)
 
     def _peer_links(self) -> list[tuple[_Handle, int]] | None:
-        """Each route, outbound gateway and the backbone with the bytes it holds, before
-        a batch."""
+        """The routes, outbound gateways and backbone whose writer is busy, with the
+        bytes each holds, before a batch.  Only those can be congested: an idle link's
+        output is taken as soon as the batch ends, so on most reads this costs nothing."""
+        busy = self._busy_links
+        if not busy:
+            return None
         core = self._core
-        routes, outbound, hub = core.routes.peers, core.gateways.outbound, core.backbone.conn
-        if not routes and not outbound and hub is None:
-            return None  # a node on its own: nothing to wait for
-        out = []
-        for c in (*routes.values(), *outbound.values(), *((hub,) if hub is not None else ())):
-            h = c.shell
-            if h is not None:
-                out.append((h, core.pending_bytes(c)))
-        return out
+        return [(h, core.pending_bytes(h.conn)) for h in busy]
 
     def _congested_links(self, before: list[tuple[_Handle, int]]) -> list[_Handle] | None:
         """Routes and gateways that the last batch of input added to and that now hold
@@ -312,7 +310,7 @@ class Gateway(Dialing, Observing):
         out: list[_Handle] | None = None
         for h, held in before:
             pending = core.pending_bytes(h.conn)
-            if pending > limit and pending > held:
+            if pending > limit and pending > held and not h.closed:
                 if out is None:
                     out = []
                 out.append(h)
@@ -346,8 +344,12 @@ class Gateway(Dialing, Observing):
                     if not peer:
                         await stream.send_all(data)
                     else:
-                        with trio.move_on_after(self.config.write_deadline) as deadline:
-                            await stream.send_all(data)
+                        self._busy_links.add(h)
+                        try:
+                            with trio.move_on_after(self.config.write_deadline) as deadline:
+                                await stream.send_all(data)
+                        finally:
+                            self._busy_links.discard(h)
                         if deadline.cancelled_caught:
                             log.warning(
                                 "connection %d: a write took longer than write_deadline=%ss;"

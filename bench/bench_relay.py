@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import selectors
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -39,18 +40,22 @@ STAMP = struct.Struct("!dI")
 GROUP = 21
 
 
-def start_node(tmp: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_node(tmp: str, flush_window: float = 0.0, workers: int = 1) -> tuple[Any, int]:
+    """``meshgate serve`` (``--workers``) on a free port: (process, client port)."""
     port = free_port()
     conf = Path(tmp) / "relay.toml"
     conf.write_text(
         f'name = "relay"\nlisten = "127.0.0.1:{port}"\nmax_connections = 100000\n'
         "ping_interval = 600.0\nmax_pending_bytes = 8388608\n"
+        f"flush_window = {flush_window}\n"
         # the load generator does not reconnect: no lame-duck window when it stops
         "lame_duck_duration = 0.0\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "meshgate", "serve", "-c", str(conf)], stdout=subprocess.PIPE
-    )
+    cmd = [sys.executable, "-m", "meshgate", "serve", "-c", str(conf)]
+    if workers > 1:
+        conf.write_text(conf.read_text() + 'cluster_listen = "127.0.0.1:0"\n')
+        cmd += ["--workers", str(workers)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     json.loads(proc.stdout.readline())
     return proc, port
@@ -193,9 +198,92 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(len(xs) * q))] * 1000
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` and its descendants (worker nodes)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += times.get(p, 0.0)
+        todo += [c for c, parent in parents.items() if parent == p]
+    return total
+
+
+class CpuTrace:
+    """Samples a process tree's CPU time every 50 ms in a thread, so the share in any
+    window (the generators' measuring window) can be read afterwards."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter(), tree_cpu(self.pid)))
+            self._stop.wait(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def share(self, start: float, end: float) -> float:
+        """CPU seconds per wall second between ``start`` and ``end`` (perf_counter)."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return float("nan")
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        return (c1 - c0) / (t1 - t0)
+
+
+class Step:
+    """One load step's repeats: (deliveries/s, p50 ms, p99 ms, busiest generator CPU,
+    node CPU) each."""
+
+    def __init__(self, server: str, clients: int) -> None:
+        self.server = server
+        self.clients = clients
+        self.runs: list[tuple[float, float, float, float, float]] = []
+
+    def median(self, k: int) -> float:
+        return statistics.median(r[k] for r in self.runs)
+
+    def spread(self, k: int) -> float:
+        values = [r[k] for r in self.runs]
+        med = statistics.median(values)
+        return (max(values) - min(values)) / 2 / med if med else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        names = ("deliveries_per_s", "p50_ms", "p99_ms", "generator_cpu", "node_cpu")
+        return {
+            "server": self.server,
+            "clients": self.clients,
+            **{
+                n: {"median": self.median(k), "samples": [r[k] for r in self.runs]}
+                for k, n in enumerate(names)
+            },
+        }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="short smoke run")
+    ap.add_argument("--quick", action="store_true", help="short smoke run, one repeat")
     ap.add_argument("--no-nats", action="store_true", help="skip the nats-server column")
     ap.add_argument(
         "--generators",
@@ -203,35 +291,40 @@ def main() -> None:
         default=max(1, (os.cpu_count() or 2) - 1),
         help="load generator processes (default: one per core but one, left to the server)",
     )
+    ap.add_argument("--repeat", type=int, default=5, help="repeats per step (default 5)")
+    ap.add_argument("--steps", help="comma-separated client counts (default 105,...,1008)")
+    ap.add_argument("--seconds", type=float, default=4.0, help="measuring time per repeat")
+    ap.add_argument(
+        "--flush-window", type=float, default=0.0, help="the node's flush_window, seconds"
+    )
+    ap.add_argument("--workers", type=int, default=1, help="node processes (serve --workers)")
+    ap.add_argument("--profile", metavar="FILE", help="py-spy the meshgate node: collapsed stacks")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args()
-    steps = [42, 105] if args.quick else [105, 210, 420, 630, 840, 1008]
-    seconds = 1.0 if args.quick else 4.0
+    steps = [105, 210, 420, 630, 840, 1008]
+    if args.steps:
+        steps = [int(x) for x in args.steps.split(",")]
+    repeats, seconds = args.repeat, args.seconds
+    if args.quick:
+        steps, repeats, seconds = [42, 105], 1, 1.0
     rate = 20.0
     tmp = tempfile.mkdtemp()
-    proc, port = start_node(tmp)
-    rows: list[tuple[str, int, float, float, float, float]] = []
+    gens = args.generators
+    proc, port = start_node(tmp, args.flush_window, args.workers)
+    results: list[Step] = []
     try:
-        # idle connections first, on a fresh node, so freed memory is not reused
-        idle = 50 if args.quick else 1000
-        before = rss_kib(proc.pid)
-        socks = []
-        enc = Encoder()
-        for i in range(idle):
-            s = socket.create_connection(("127.0.0.1", port))
-            hello = Hello(PROTOCOL_VERSION, "client", f"idle{i}", None, None, 0, (), ())
-            s.sendall(enc.encode(hello) + enc.encode(Ping()))
-            socks.append(s)
-        for s in socks:
-            buf = b""
-            while b"\x91\x06" not in buf:
-                buf += s.recv(4096)
-        after = rss_kib(proc.pid)
-        for s in socks:
-            s.close()
-        gens = args.generators
-        rows.extend(
-            ("meshgate", *_step(port, n, seconds, rate, nats=False, generators=gens)) for n in steps
-        )
+        before, after, idle = idle_memory(proc.pid, port, 50 if args.quick else 1000)
+        sampler = None
+        if args.profile:
+            from _profile import Sampler
+
+            sampler = Sampler(proc.pid, Path(args.profile))
+        results += [
+            _steps("meshgate", proc.pid, port, n, seconds, rate, gens, repeats, False)
+            for n in steps
+        ]
+        if sampler is not None:
+            sampler.stop()
     finally:
         proc.terminate()
         proc.wait(10)
@@ -239,47 +332,110 @@ def main() -> None:
     if nats_binary:
         nproc, nport = start_nats(nats_binary, tmp)
         try:
-            rows.extend(
-                ("nats-server", *_step(nport, n, seconds, rate, nats=True, generators=gens))
+            results += [
+                _steps("nats-server", nproc.pid, nport, n, seconds, rate, gens, repeats, True)
                 for n in steps
-            )
+            ]
         finally:
             nproc.terminate()
             nproc.wait(10)
     print(
-        f"{'server':<12} {'clients':>8} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8}"
-        f" {'generator CPU':>14}"
+        f"{'server':<12} {'clients':>7} {'deliveries/s':>12} {'p50 ms':>7} {'p99 ms':>13}"
+        f" {'node CPU':>9} {'us/delivery':>12} {'generator CPU':>14}"
     )
-    print("-" * 68)
+    print("-" * 94)
     sustained: dict[str, int] = {}
-    for server, n, rate_d, p50, p99, cpu in rows:
-        print(f"{server:<12} {n:>8} {rate_d:>13,.0f} {p50:>8.2f} {p99:>8.2f} {100 * cpu:>13.0f}%")
-        if p99 <= 5.0:
-            sustained[server] = max(sustained.get(server, 0), n)
-    for server in dict.fromkeys(r[0] for r in rows):
+    for st in results:
+        rate_d, cpu = st.median(0), st.median(4)
+        print(
+            f"{st.server:<12} {st.clients:>7} {rate_d:>12,.0f} {st.median(1):>7.2f}"
+            f" {st.median(2):>7.2f} \u00b1{100 * st.spread(2):>3.0f}%"
+            f" {100 * cpu:>8.0f}% {1e6 * cpu / rate_d if rate_d else 0:>12.2f}"
+            f" {100 * st.median(3):>13.0f}%"
+        )
+        if st.median(2) <= 5.0:
+            sustained[st.server] = max(sustained.get(st.server, 0), st.clients)
+    for server in dict.fromkeys(st.server for st in results):
         print(
             f"{server}: clients sustained with p99 <= 5 ms: {sustained.get(server, 0)} "
             "(20 updates/s each, ~20 peers)"
         )
     print(
-        f"generator CPU: the busiest of {args.generators} load generator processes, its CPU "
-        "time over wall time while measuring; below ~90 % it is not what limits the figures"
+        f"medians of {repeats} repeats after a warm-up (p99: \u00b1 half the range); node CPU:"
+        " the server's processes, CPU time over wall time while measuring; generator CPU:"
+        f" the busiest of {gens} load generator processes (below ~90 % it is not what"
+        " limits the figures)"
     )
     print(
-        f"memory per idle client connection: {(after - before) * 1024 / idle / 1024:.1f} KiB "
+        f"memory per idle client connection: {(after - before) / idle:.1f} KiB "
         f"({idle} idle clients, node RSS {before} -> {after} KiB)"
     )
+    if args.profile:
+        from _profile import summary
+
+        print(f"\nprofile of the meshgate node ({args.profile}):\n" + summary(Path(args.profile)))
+    if args.json:
+        doc = {
+            "schema": 1,
+            "benchmark": "relay",
+            "repeats": repeats,
+            "flush_window": args.flush_window,
+            "workers": args.workers,
+            "generators": gens,
+            "idle_client_kib": (after - before) / idle,
+            "steps": [st.as_json() for st in results],
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def idle_memory(pid: int, port: int, idle: int) -> tuple[int, int, int]:
+    """Open ``idle`` handshaken client connections on a fresh node: (RSS before, RSS
+    after in KiB, idle); first, so that freed memory is not reused."""
+    before = rss_kib(pid)
+    socks = []
+    enc = Encoder()
+    for i in range(idle):
+        s = socket.create_connection(("127.0.0.1", port))
+        hello = Hello(PROTOCOL_VERSION, "client", f"idle{i}", None, None, 0, (), ())
+        s.sendall(enc.encode(hello) + enc.encode(Ping()))
+        socks.append(s)
+    for s in socks:
+        buf = b""
+        while b"\x91\x06" not in buf:
+            buf += s.recv(4096)
+    after = rss_kib(pid)
+    for s in socks:
+        s.close()
+    return before, after, idle
+
+
+def _steps(
+    server: str,
+    pid: int,
+    port: int,
+    n: int,
+    seconds: float,
+    rate: float,
+    generators: int,
+    repeats: int,
+    nats: bool,
+) -> Step:
+    step = Step(server, n)
+    trace = CpuTrace(pid)
+    try:
+        for _ in range(repeats):
+            step.runs.append(_step(port, n, seconds, rate, nats, generators, trace))
+    finally:
+        trace.stop()
+    return step
 
 
 def _step(
-    port: int, n: int, seconds: float, rate: float, *, nats: bool, generators: int = 1
-) -> tuple[int, float, float, float, float]:
-    """One load step: (clients, deliveries/s, p50 ms, p99 ms, the busiest generator's
-    CPU share).  With ``generators`` > 1 the clients are spread over that many
-    processes, started together once every client is subscribed."""
-    if generators <= 1:
-        lat, cpu_share = _generate(port, range(n), seconds, rate, nats, None)
-        return n, len(lat) / seconds, percentile(lat, 0.5), percentile(lat, 0.99), cpu_share
+    port: int, n: int, seconds: float, rate: float, nats: bool, generators: int, trace: CpuTrace
+) -> tuple[float, float, float, float, float]:
+    """One load step: (deliveries/s, p50 ms, p99 ms, the busiest generator's CPU share,
+    the node's CPU share).  The clients are spread over ``generators`` processes,
+    started together once every client is subscribed."""
     ctx = multiprocessing.get_context("fork")
     ready = ctx.Barrier(generators)
     results = ctx.Queue()
@@ -295,13 +451,22 @@ def _step(
         proc.start()
     lat: list[float] = []
     shares = []
+    windows = []
     for _ in procs:
-        part, share = results.get(timeout=120)
+        part, share, window = results.get(timeout=120)
         lat += part
         shares.append(share)
+        windows.append(window)
     for proc in procs:
         proc.join(30)
-    return n, len(lat) / seconds, percentile(lat, 0.5), percentile(lat, 0.99), max(shares)
+    start, end = max(w[0] for w in windows), min(w[1] for w in windows)
+    return (
+        len(lat) / seconds,
+        percentile(lat, 0.5),
+        percentile(lat, 0.99),
+        max(shares),
+        trace.share(start, end),
+    )
 
 
 def _worker(
@@ -312,17 +477,17 @@ def _worker(
 
 def _generate(
     port: int, ids: range, seconds: float, rate: float, nats: bool, ready: Any
-) -> tuple[list[float], float]:
+) -> tuple[list[float], float, tuple[float, float]]:
     """Connect and subscribe ``ids``, wait for the other generators, warm up, measure:
-    (latencies in seconds, this generator's CPU share while measuring)."""
+    (latencies in seconds, this generator's CPU share while measuring, the window)."""
     clients = Clients(port, ids, nats=nats)
     try:
-        if ready is not None:
-            ready.wait()
+        ready.wait()
         clients.run(0.5, rate, measure=False)  # warm up
         cpu, wall = time.process_time(), time.perf_counter()
         clients.run(seconds, rate, measure=True)
-        return clients.latencies, (time.process_time() - cpu) / (time.perf_counter() - wall)
+        end = time.perf_counter()
+        return clients.latencies, (time.process_time() - cpu) / (end - wall), (wall, end)
     finally:
         clients.close()
 

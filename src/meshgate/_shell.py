@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = ["Gateway", "open_gateway"]
 
 import logging
+import os
 import secrets
 import ssl
 import time
@@ -59,9 +60,26 @@ def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
 
 
 class _Handle:
-    """The shell's side of one connection: its stream, cancel scope and writer wake-up."""
+    """The shell's side of one connection: its stream, cancel scope and writer state.
 
-    __slots__ = ("closed", "conn", "drained", "peer", "scope", "stream", "wake")
+    Output is written straight from the task that produced it when the writer is idle
+    and the stream is a plain socket (``fd``): one non-blocking ``write`` per batch of
+    input, no task switch.  What the socket does not take at once (``backlog``), and
+    everything for other streams, goes to the connection's writer task."""
+
+    __slots__ = (
+        "backlog",
+        "closed",
+        "conn",
+        "deferred",
+        "drained",
+        "fd",
+        "idle",
+        "peer",
+        "scope",
+        "stream",
+        "wake",
+    )
 
     def __init__(self, conn: Connection, stream: trio.abc.Stream) -> None:
         self.conn = conn
@@ -74,6 +92,14 @@ class _Handle:
         self.closed = False
         #: the peer's (ip, port), if the transport has one
         self.peer = _peer_address(stream)
+        #: the socket's file descriptor for direct writes; -1: always via the writer task
+        self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        #: the writer task waits with nothing in hand: a direct write keeps the order
+        self.idle = False
+        #: bytes a direct write left over, for the writer task (sent before anything newer)
+        self.backlog: memoryview | None = None
+        #: waiting for the end of the scheduling round or the next flush window
+        self.deferred = False
 
 
 class Gateway(Dialing, Observing):
@@ -100,6 +126,12 @@ class Gateway(Dialing, Observing):
         self._dialing: set[str] = set()
         #: routes, gateways and the backbone whose writer is in a send (back-pressure)
         self._busy_links: set[_Handle] = set()
+        #: connections whose output waits for the end of this scheduling round, and
+        #: clients whose output waits for the next flush window; the flushers' wake-ups
+        self._round: list[_Handle] = []
+        self._round_due = trio.Event()
+        self._windowed: list[_Handle] = []
+        self._window_due = trio.Event()
         #: the client listener's bound URL, or None
         self.client_url: str | None = None
         #: the route listener's bound URL (clusters are not configured yet: None)
@@ -152,6 +184,8 @@ class Gateway(Dialing, Observing):
 
                 self.monitor_url = await nursery.start(serve_monitor, self, cfg.monitor_listen)
             nursery.start_soon(self._timer)
+            nursery.start_soon(self._round_flusher)
+            nursery.start_soon(self._window_flusher)
             self._started_monotonic = trio.current_time()
             task_status.started(self)
 
@@ -180,12 +214,26 @@ class Gateway(Dialing, Observing):
             self._after_core()
 
     def _after_core(self) -> None:
-        """Wake the writers of connections with output; bound the life of closing ones."""
+        """Write or schedule the output the core produced; bound the life of closing
+        connections; start the dialers it asked for."""
         fx = self._core.effects
         if fx.writable:
+            window = self.config.flush_window
             for c in fx.writable:
                 h = c.shell
-                if h is not None:
+                if h is None or h.deferred:
+                    continue
+                if window and h.drained is None:  # a client, with a flush window
+                    h.deferred = True
+                    self._windowed.append(h)
+                    if len(self._windowed) == 1:
+                        self._window_due.set()
+                elif h.idle and h.fd >= 0:
+                    h.deferred = True
+                    self._round.append(h)
+                    if len(self._round) == 1:
+                        self._round_due.set()
+                else:
                     h.wake.set()
             fx.writable.clear()
         if fx.closing:
@@ -327,19 +375,79 @@ class Gateway(Dialing, Observing):
                 assert link.drained is not None
                 await link.drained.wait()
 
+    def _write_direct(self, h: _Handle) -> None:
+        """Write ``h``'s output now, from the task that produced it (its writer is idle,
+        its stream a plain socket): one non-blocking write; the writer task gets
+        whatever the socket does not take, and any error (its send raises it again)."""
+        data = self._core.take_output(h.conn)
+        try:
+            n = os.write(h.fd, data)
+        except OSError:  # full (EAGAIN) or broken: the writer task takes over
+            n = 0
+        if n < len(data):
+            h.backlog = memoryview(data)[n:]
+            h.idle = False
+            h.wake.set()
+            if h.drained is not None:
+                self._busy_links.add(h)
+        elif h.drained is not None:
+            h.drained.set()
+            h.drained = trio.Event()
+
+    async def _round_flusher(self) -> None:
+        """Write the output of every reader that ran in this scheduling round, one write
+        per connection: it runs after all of them (trio runs the tasks woken by one I/O
+        poll as one batch), so what several batches of input produced for a connection
+        goes out together, without a task switch per connection."""
+        while True:
+            await self._round_due.wait()
+            self._round_due = trio.Event()
+            due, self._round = self._round, []
+            self._flush(due)
+
+    async def _window_flusher(self) -> None:
+        """``flush_window``: write the clients' output at the next multiple of the window
+        (on the node's clock) after the first of it was produced, all in one go."""
+        while True:
+            await self._window_due.wait()
+            self._window_due = trio.Event()
+            window = self.config.flush_window
+            if window:
+                await trio.sleep_until((trio.current_time() // window + 1) * window)
+            due, self._windowed = self._windowed, []
+            self._flush(due)
+
+    def _flush(self, due: list[_Handle]) -> None:
+        core = self._core
+        for h in due:
+            h.deferred = False
+            if h.closed or not core.has_output(h.conn):
+                continue
+            if h.idle and h.fd >= 0:
+                self._write_direct(h)
+            else:
+                h.wake.set()
+
     async def _writer(self, h: _Handle) -> None:
-        """Write whatever the core queued, coalesced per wake-up.  A client that falls
-        behind meets its slow-consumer policy in the core; a route or gateway write is
-        bounded by ``write_deadline`` and wakes the publishers waiting for the link."""
+        """Write what direct writes left over and whatever the core queued, coalesced per
+        wake-up.  A client that falls behind meets its slow-consumer policy in the core;
+        a route or gateway write is bounded by ``write_deadline`` and wakes the
+        publishers waiting for the link."""
         core = self._core
         conn = h.conn
         stream = h.stream
         peer = h.drained is not None
         while True:
+            h.idle = True
             await h.wake.wait()
+            h.idle = False
             h.wake = trio.Event()
+            data: bytes | bytearray | memoryview | None = h.backlog
+            h.backlog = None
             if core.has_output(conn):
-                data = core.take_output(conn)
+                out = core.take_output(conn)
+                data = out if data is None else bytes(data) + out
+            if data:
                 try:
                     if not peer:
                         await stream.send_all(data)

@@ -56,6 +56,13 @@ def _non_negative_number(inst: object, attribute: attrs.Attribute[Any], value: o
         raise ConfigError(attribute.name, f"must be a non-negative number, not {value!r}")
 
 
+def _flush_window(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _non_negative_number(inst, attribute, value)
+    assert isinstance(value, int | float)
+    if value > 1.0:
+        raise ConfigError(attribute.name, f"must be at most 1 second, not {value!r}")
+
+
 def _non_negative_int(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(attribute.name, f"must be a non-negative integer, not {value!r}")
@@ -324,6 +331,12 @@ class GatewayConfig:
     #: seconds one write to a connection may take (as nats-server's ``write_deadline``);
     #: a stuck route or gateway is then closed (and redialed), a stuck client closed
     write_deadline: float = attrs.field(default=10.0, validator=_positive)
+    #: seconds a client connection's output may wait to be written with what follows it
+    #: (0: written at once, after the batch of input that produced it).  A window of a few
+    #: milliseconds, e.g. a fraction of the game's tick, turns many small writes into one
+    #: for a bounded added latency (at most the window); routes, gateways and the
+    #: backbone are always written at once.  At most 1 s.
+    flush_window: float = attrs.field(default=0.0, validator=_flush_window)
     #: token users; when empty, clients connect anonymously to account ``$G``
     users: tuple[User, ...] = attrs.field(default=(), converter=_user_tuple, validator=_users)
     #: TLS for ``tls://`` client listeners

@@ -134,6 +134,7 @@ class NodeCore(FanOut):
             "ping_interval",
             "max_pings_out",
             "write_deadline",
+            "flush_window",
             "connect_retries",
             "reconnect_wait",
         }

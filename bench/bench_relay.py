@@ -53,7 +53,6 @@ def start_node(tmp: str, flush_window: float = 0.0, workers: int = 1) -> tuple[A
     )
     cmd = [sys.executable, "-m", "meshgate", "serve", "-c", str(conf)]
     if workers > 1:
-        conf.write_text(conf.read_text() + 'cluster_listen = "127.0.0.1:0"\n')
         cmd += ["--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
     assert proc.stdout is not None

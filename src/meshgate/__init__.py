@@ -19,6 +19,7 @@ from . import spatial as spatial
 from . import subjects as subjects
 from . import topology as topology
 from . import transports as transports
+from . import workers as workers
 from ._errors import ErrorCode as ErrorCode
 from ._errors import InvalidSubjectError as InvalidSubjectError
 from ._errors import LocalProtocolError as LocalProtocolError
@@ -50,6 +51,7 @@ from .config import Permissions as Permissions
 from .config import User as User
 from .replicant import ReplicantAdapter as ReplicantAdapter
 from .replicant import ReplicantLink as ReplicantLink
+from .workers import open_workers as open_workers
 
 __all__ = [
     "AccountInfo",
@@ -77,6 +79,7 @@ __all__ = [
     "User",
     "connect",
     "open_gateway",
+    "open_workers",
     "InvalidSubjectError",
     "LocalProtocolError",
     "MeshgateError",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -30,6 +31,14 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--check", action="store_true", help="validate the file, print every error, exit 2 if any"
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="node processes sharing the client port, routed to each other (default 1)",
+    )
+    # how a worker pool gives each worker its own name and ports (JSON object)
+    serve.add_argument("--worker-overrides", help=argparse.SUPPRESS)
     topo = sub.add_parser("topology", help="draw a running super-cluster as SVG")
     topo.add_argument("urls", nargs="+", help="monitoring URLs (http://host:port), one per node")
     topo.add_argument("-o", "--output", help="SVG file to write (default: standard output)")
@@ -59,7 +68,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from ._serve import serve_main
 
-        return serve_main(args.config, verbose=args.verbose, check=args.check)
+        if args.workers < 1:
+            print("meshgate serve: --workers must be at least 1", file=sys.stderr)
+            return 2
+        overrides = None
+        if args.worker_overrides:  # "-": a JSON object on standard input
+            text = args.worker_overrides
+            overrides = json.loads(sys.stdin.readline() if text == "-" else text)
+        return serve_main(
+            args.config,
+            verbose=args.verbose,
+            check=args.check,
+            workers=args.workers,
+            overrides=overrides,
+        )
     if args.command == "topology":
         from .topology import topology_main
 

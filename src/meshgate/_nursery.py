@@ -11,7 +11,7 @@ the group, so no error is ever hidden.
 
 from __future__ import annotations
 
-__all__ = ["open_unwrapping_nursery"]
+__all__ = ["open_unwrapping_nursery", "sole_exception"]
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,3 +40,17 @@ async def open_unwrapping_nursery() -> AsyncIterator[trio.Nursery]:
         unwrapped = body
     if unwrapped is not None:
         raise unwrapped
+
+
+def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside ``group`` (through nested groups), if it holds just one:
+    how a failure to start (a port in use) comes out of our context managers as itself."""
+    leaves: list[BaseException] = []
+    todo: list[BaseException] = [group]
+    while todo:
+        exc = todo.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            todo.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else None

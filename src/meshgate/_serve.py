@@ -17,10 +17,13 @@ import re
 import signal
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import trio
 
+from ._errors import MeshgateError
 from ._shell import Gateway, open_gateway
 from .config import ConfigError, GatewayConfig, check_mapping
 
@@ -53,17 +56,20 @@ def check_file(path: str | Path) -> list[str]:
     return out
 
 
-def load_config(path: str | Path) -> GatewayConfig:
-    """Read a node configuration from a TOML file; errors name the field."""
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> GatewayConfig:
+    """Read a node configuration from a TOML file; errors name the field.
+    ``overrides`` replace top-level keys of the file (a worker's own ports and name)."""
     with open(path, "rb") as f:
         try:
             data = tomllib.load(f)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("toml", str(exc)) from None
+    if overrides:
+        data.update(overrides)
     return GatewayConfig.from_mapping(data)
 
 
-def _reload(gw: Gateway, path: str | Path) -> None:
+def _reload(gw: Gateway, path: str | Path, overrides: Mapping[str, Any] | None = None) -> None:
     """SIGHUP: re-read the file and apply what can change while running."""
     log = logging.getLogger("meshgate")
     errors = check_file(path)
@@ -72,7 +78,7 @@ def _reload(gw: Gateway, path: str | Path) -> None:
             log.error("reload refused, the running configuration stays: %s", e)
         return
     try:
-        restart = gw.reconfigure(load_config(path))
+        restart = gw.reconfigure(load_config(path, overrides))
     except (ConfigError, OSError) as exc:
         log.error("reload refused, the running configuration stays: %s", exc)
         return
@@ -82,7 +88,11 @@ def _reload(gw: Gateway, path: str | Path) -> None:
     )
 
 
-async def _run(config: GatewayConfig, path: str | Path | None = None) -> None:
+async def _run(
+    config: GatewayConfig,
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> None:
     signals_wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
     with trio.open_signal_receiver(*signals_wanted) as signals:
         async with open_gateway(config) as gw:
@@ -98,7 +108,7 @@ async def _run(config: GatewayConfig, path: str | Path | None = None) -> None:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     if path is not None:
-                        _reload(gw, path)
+                        _reload(gw, path, overrides)
                     continue
                 logging.getLogger("meshgate").info("signal %d: lame duck, then drain", signum)
                 # new connections are refused, clients are asked to move to other nodes
@@ -119,10 +129,20 @@ async def _run(config: GatewayConfig, path: str | Path | None = None) -> None:
                 break
 
 
-def serve_main(path: str, *, verbose: int = 0, check: bool = False) -> int:
+def serve_main(
+    path: str,
+    *,
+    verbose: int = 0,
+    check: bool = False,
+    workers: int = 1,
+    overrides: Mapping[str, Any] | None = None,
+) -> int:
     """Run a node until SIGINT/SIGTERM; exit status 2 for a bad configuration.
 
-    With ``check``, only validate: print every error (or "ok") and exit 2 or 0.
+    With ``check``, only validate: print every error (or "ok") and exit 2 or 0.  With
+    ``workers`` > 1, run that many node processes sharing the client port
+    (:func:`meshgate.workers.open_workers`).  ``overrides`` replace keys of the file
+    (how a pool configures each worker).
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -139,9 +159,31 @@ def serve_main(path: str, *, verbose: int = 0, check: bool = False) -> int:
             print(f"meshgate serve: {e}", file=sys.stderr)
         return 2
     try:
-        config = load_config(path)
+        config = load_config(path, overrides)
     except (ConfigError, OSError) as exc:
         print(f"meshgate serve: {path}: {exc}", file=sys.stderr)
         return 2
-    trio.run(_run, config, path)
+    if workers > 1:
+        try:
+            trio.run(_run_workers, path, workers, verbose)
+        except MeshgateError as exc:
+            print(f"meshgate serve: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    trio.run(_run, config, path, overrides)
     return 0
+
+
+async def _run_workers(path: str, workers: int, verbose: int) -> None:
+    """``serve --workers N``: the pool's ready line, then signals until SIGINT/SIGTERM
+    (SIGHUP goes to every worker)."""
+    from .workers import open_workers
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with open_workers(path, workers, verbose=verbose) as pool:
+            print(json.dumps(pool.ready_line()), flush=True)
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    pool.signal_all(signal.SIGHUP)
+                    continue
+                break

@@ -25,7 +25,7 @@ import trio.testing
 from . import _game
 from ._core import Connection, ConnState, NodeCore, PeerConnection
 from ._dialers import Dialing
-from ._nursery import open_unwrapping_nursery
+from ._nursery import open_unwrapping_nursery, sole_exception
 from ._observe import Observing
 from .config import GatewayConfig
 from .protocol import ConnectionKind, Role
@@ -151,16 +151,17 @@ class Gateway(Dialing, Observing):
             self._nursery = nursery
             cfg = self.config
             listen = self._listen
-            self.client_url = await listen(nursery, cfg.listen, self._serve_stream, cfg.tls)
+            shared = cfg.reuse_port
+            self.client_url = await listen(nursery, cfg.listen, self._serve_stream, cfg.tls, shared)
             self.cluster_url = await listen(
                 nursery, cfg.cluster_listen, self._serve_route_stream, cfg.cluster_tls
             )
             self.gateway_url = await listen(
-                nursery, cfg.gateway_listen, self._serve_gateway_stream, cfg.gateway_tls
+                nursery, cfg.gateway_listen, self._serve_gateway_stream, cfg.gateway_tls, shared
             )
             nats_urls = []
             for url in cfg.nats_listen:
-                bound = await listen(nursery, url, self._serve_nats_stream, cfg.tls)
+                bound = await listen(nursery, url, self._serve_nats_stream, cfg.tls, shared)
                 assert bound is not None
                 nats_urls.append(bound)
             self.nats_urls = tuple(nats_urls)
@@ -195,14 +196,16 @@ class Gateway(Dialing, Observing):
         url: str | None,
         handler: Callable[[trio.abc.Stream], Awaitable[None]],
         ssl_context: ssl.SSLContext | None,
+        reuse_port: bool = False,
     ) -> str | None:
         """Serve ``url`` (None: nothing) with ``handler``; the bound URL."""
         if url is None:
             return None
         transport = get_transport(url)
-        bound: str = await nursery.start(
-            partial(transport.serve, url, handler, ssl_context=ssl_context)
-        )
+        serve = partial(transport.serve, url, handler, ssl_context=ssl_context)
+        if reuse_port:  # only then: a custom transport need not know the keyword
+            serve = partial(serve, reuse_port=True)
+        bound: str = await nursery.start(serve)
         return bound
 
     async def _timer(self) -> None:
@@ -642,7 +645,13 @@ async def open_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
     """
     async with open_unwrapping_nursery() as nursery:
         gw = Gateway(config)
-        await nursery.start(gw.run)
+        try:
+            await nursery.start(gw.run)
+        except BaseExceptionGroup as group:  # it did not start: say why, unwrapped
+            sole = sole_exception(group)
+            if sole is None:
+                raise
+            raise sole from None
         try:
             yield gw
         finally:

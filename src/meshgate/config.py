@@ -331,6 +331,11 @@ class GatewayConfig:
     #: seconds one write to a connection may take (as nats-server's ``write_deadline``);
     #: a stuck route or gateway is then closed (and redialed), a stuck client closed
     write_deadline: float = attrs.field(default=10.0, validator=_positive)
+    #: bind the client, NATS and gateway listeners with ``SO_REUSEPORT``, so that
+    #: several node processes of one user (``meshgate serve --workers``) share those
+    #: ports and the kernel spreads connections over them; route and monitoring
+    #: listeners stay each node's own
+    reuse_port: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     #: seconds a client connection's output may wait to be written with what follows it
     #: (0: written at once, after the batch of input that produced it).  A window of a few
     #: milliseconds, e.g. a fraction of the game's tick, turns many small writes into one

@@ -26,7 +26,6 @@ import abc
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,9 +64,13 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def listen(
-        self, url: str, *, ssl_context: ssl.SSLContext | None = None
+        self, url: str, *, ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False
     ) -> tuple[Listener, str]:
-        """Start listening at ``url``; return the listener and the URL actually bound."""
+        """Start listening at ``url``; return the listener and the URL actually bound.
+
+        ``reuse_port``: share the port with other processes of the same user that
+        listen with it too (``SO_REUSEPORT``; the kernel spreads connections over
+        them).  Transports without ports raise :class:`MeshgateError` for it."""
 
     @abc.abstractmethod
     async def connect(
@@ -81,15 +84,19 @@ class Transport(abc.ABC):
         handler: Callable[[trio.abc.Stream], Awaitable[None]],
         *,
         ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept connections at ``url`` and run ``handler(stream)`` for each, until cancelled.
 
         ``task_status.started`` reports the bound URL.  The default listens with
-        :meth:`listen`; a transport whose streams need their own background
-        tasks (WebSocket) overrides this.  ``handler`` must not raise.
+        :meth:`listen` (``reuse_port`` as there); a transport whose streams need their
+        own background tasks (WebSocket) overrides this.  ``handler`` must not raise.
         """
-        listener, bound = await self.listen(url, ssl_context=ssl_context)
+        if reuse_port:
+            listener, bound = await self.listen(url, ssl_context=ssl_context, reuse_port=True)
+        else:
+            listener, bound = await self.listen(url, ssl_context=ssl_context)
         async with listener, trio.open_nursery() as nursery:
             task_status.started(bound)
             while True:
@@ -114,18 +121,42 @@ class Transport(abc.ABC):
             await trio.aclose_forcefully(stream)
 
 
+async def _shared_tcp_listener(host: str, port: int) -> trio.SocketListener:
+    """A TCP listener with ``SO_REUSEPORT``: processes of the same user that bind the
+    same address with it share the port, and the kernel spreads connections over them."""
+    if not hasattr(trio.socket, "SO_REUSEPORT"):
+        raise MeshgateError("reuse_port needs SO_REUSEPORT, which this platform lacks")
+    infos = await trio.socket.getaddrinfo(
+        host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
+    )
+    family, type_, proto, _, addr = infos[0]
+    sock = trio.socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+        await sock.bind(addr)
+        sock.listen(4096)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
+
+
 class TCPTransport(Transport):
     """Plain TCP (``tcp://``) via trio's socket streams (TCP_NODELAY is on)."""
 
     async def listen(
-        self, url: str, *, ssl_context: ssl.SSLContext | None = None
+        self, url: str, *, ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False
     ) -> tuple[Listener, str]:
-        """Listen on one TCP socket."""
+        """Listen on one TCP socket (``reuse_port``: shared, see :meth:`Transport.listen`)."""
         _, host, port = split_url(url)
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        listener = listeners[0]
-        for extra in listeners[1:]:
-            await extra.aclose()
+        if reuse_port:
+            listener = await _shared_tcp_listener(host, port)
+        else:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+            listener = listeners[0]
+            for extra in listeners[1:]:
+                await extra.aclose()
         sockname = listener.socket.getsockname()
         return listener, f"tcp://{sockname[0]}:{sockname[1]}"
 
@@ -141,12 +172,12 @@ class TLSTransport(Transport):
     """TLS over TCP (``tls://``) with :class:`trio.SSLStream`."""
 
     async def listen(
-        self, url: str, *, ssl_context: ssl.SSLContext | None = None
+        self, url: str, *, ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False
     ) -> tuple[Listener, str]:
         """Listen on TCP and wrap accepted streams in TLS (server side)."""
         if ssl_context is None:
             raise MeshgateError("a tls:// listener needs an ssl.SSLContext")
-        tcp, bound = await TCPTransport().listen(url)
+        tcp, bound = await TCPTransport().listen(url, reuse_port=reuse_port)
         listener = trio.SSLListener(tcp, ssl_context, https_compatible=False)
         return listener, "tls://" + bound.removeprefix("tcp://")
 
@@ -189,9 +220,11 @@ class MemoryTransport(Transport):
         self._counter = 0
 
     async def listen(
-        self, url: str, *, ssl_context: ssl.SSLContext | None = None
+        self, url: str, *, ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False
     ) -> tuple[Listener, str]:
         """Register a listener under the URL's name (``memory://`` alone picks a fresh one)."""
+        if reuse_port:
+            raise MeshgateError("memory:// listeners cannot be shared between processes")
         _, name, _ = split_url(url)
         if not name:
             self._counter += 1
@@ -303,7 +336,7 @@ class WebSocketTransport(Transport):
     max_message_size = 16 * 1024 * 1024
 
     async def listen(
-        self, url: str, *, ssl_context: ssl.SSLContext | None = None
+        self, url: str, *, ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False
     ) -> tuple[Listener, str]:
         """Not available: WebSocket connections need background tasks; use :meth:`serve`."""
         raise MeshgateError("ws:// cannot hand out a bare listener; use Transport.serve")
@@ -320,10 +353,12 @@ class WebSocketTransport(Transport):
         handler: Callable[[trio.abc.Stream], Awaitable[None]],
         *,
         ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve WebSocket upgrades at ``url``; each accepted connection runs ``handler``."""
-        from trio_websocket import ConnectionRejected, serve_websocket
+        """Serve WebSocket upgrades at ``url``; each accepted connection runs ``handler``
+        (``reuse_port``: the port is shared, see :meth:`Transport.listen`)."""
+        from trio_websocket import ConnectionRejected, WebSocketServer
 
         _, host, port = split_url(url)
 
@@ -334,18 +369,19 @@ class WebSocketTransport(Transport):
                 return
             await handler(_WebSocketStream(ws))
 
+        tcp: list[trio.SocketListener]
+        if reuse_port:
+            tcp = [await _shared_tcp_listener(host, port)]
+        else:
+            tcp = (await trio.open_tcp_listeners(port, host=host))[:1]
+        listeners: list[Any] = [
+            trio.SSLListener(t, ssl_context, https_compatible=True) if ssl_context else t
+            for t in tcp
+        ]
+        server = WebSocketServer(on_request, listeners, max_message_size=self.max_message_size)
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(
-                    serve_websocket,
-                    on_request,
-                    host,
-                    port,
-                    ssl_context,
-                    max_message_size=self.max_message_size,
-                )
-            )
-            task_status.started(f"ws://{host}:{server.port}")
+            await nursery.start(server.run)
+            task_status.started(f"ws://{host}:{tcp[0].socket.getsockname()[1]}")
 
     @asynccontextmanager
     async def open(

@@ -66,12 +66,16 @@ def main() -> int:
                 for c in present
             )
             print(f"{doc['benchmark']:<13} {row['scenario']:<28} {row['unit']:<13}{cells}")
+    import meshgate
+
+    core = "compiled with mypyc (tools/compile.py)" if meshgate.COMPILED else "pure Python"
     print(
         f"median ratio to nats-server in the same run ({docs[0]['repeats']} repeats after a "
-        "warm-up); for latency, lower is better"
+        f"warm-up); for latency, lower is better; meshgate's core: {core}"
     )
     if args.json:
-        Path(args.json).write_text(json.dumps({"schema": 1, "benchmarks": docs}, indent=2) + "\n")
+        doc = {"schema": 1, "compiled": meshgate.COMPILED, "benchmarks": docs}
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 
 

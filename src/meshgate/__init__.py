@@ -20,6 +20,7 @@ from . import subjects as subjects
 from . import topology as topology
 from . import transports as transports
 from . import workers as workers
+from ._compiled import COMPILED as COMPILED
 from ._errors import ErrorCode as ErrorCode
 from ._errors import InvalidSubjectError as InvalidSubjectError
 from ._errors import LocalProtocolError as LocalProtocolError
@@ -54,6 +55,7 @@ from .replicant import ReplicantLink as ReplicantLink
 from .workers import open_workers as open_workers
 
 __all__ = [
+    "COMPILED",
     "AccountInfo",
     "AccountStatistics",
     "ConnectionInfo",

@@ -12,6 +12,8 @@ Pure synchronous code: this package never imports trio.
 
 from __future__ import annotations
 
+from .._compiled import restore_class_docs
+from . import _index
 from ._index import DEFAULT_CACHE_SIZE as DEFAULT_CACHE_SIZE
 from ._index import InterestGraph as InterestGraph
 from ._index import Match as Match
@@ -33,3 +35,5 @@ __all__ = [
     "OutboundInterest",
     "SubscriptionIndex",
 ]
+
+restore_class_docs(_index)

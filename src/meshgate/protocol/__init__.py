@@ -5,9 +5,11 @@ See ``docs/protocol.md`` for every opcode, its fields and where it is legal.
 
 from __future__ import annotations
 
+from .._compiled import restore_class_docs
 from .._errors import ErrorCode as ErrorCode
 from .._errors import LocalProtocolError as LocalProtocolError
 from .._errors import RemoteProtocolError as RemoteProtocolError
+from . import _codec
 from ._codec import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
 from ._codec import Decoder as Decoder
 from ._codec import Encoder as Encoder
@@ -84,3 +86,5 @@ __all__ = [
     "to_ext",
     "to_frame",
 ]
+
+restore_class_docs(_codec)

@@ -14,7 +14,7 @@ __all__ = [
 ]
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
@@ -468,9 +468,11 @@ class Encoder:
                 fields = {k: v for k, v in fields.items() if v is not None}
             p.pack([int(op), fields])
         elif op in _PAYLOAD_OPS:
-            p.pack((int(op), *(to_ext(v) if type(v) is Headered else v for v in frame)))
+            # (as a sequence of objects: mypyc cannot iterate the union of frame types)
+            items = cast("tuple[object, ...]", frame)
+            p.pack([int(op), *[to_ext(v) if type(v) is Headered else v for v in items]])
         else:
-            p.pack((int(op), *frame))
+            p.pack([int(op), *cast("tuple[object, ...]", frame)])
         return self._take()
 
     def pack(self, value: object) -> bytes:

@@ -197,11 +197,9 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(len(xs) * q))] * 1000
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by process ``pid`` and its descendants (worker nodes)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
+def _tree(pid: int) -> list[tuple[int, list[str]]]:
+    """``pid`` and its descendants (worker nodes), each with its /proc stat fields."""
+    stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -209,15 +207,25 @@ def tree_cpu(pid: int) -> float:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
-    total, todo = 0.0, [pid]
+        stats[int(entry.name)] = stat[stat.rindex(")") + 2 :].split()
+    out, todo = [], [pid]
     while todo:
         p = todo.pop()
-        total += times.get(p, 0.0)
-        todo += [c for c, parent in parents.items() if parent == p]
-    return total
+        if p in stats:
+            out.append((p, stats[p]))
+        todo += [c for c, fields in stats.items() if int(fields[1]) == p]
+    return out
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` and its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum((int(f[11]) + int(f[12])) / tick for _, f in _tree(pid))
+
+
+def tree_rss_kib(pid: int) -> int:
+    """Resident memory of process ``pid`` and its descendants, KiB."""
+    return sum(rss_kib(p) for p, _ in _tree(pid))
 
 
 class CpuTrace:
@@ -390,7 +398,7 @@ def main() -> None:
 def idle_memory(pid: int, port: int, idle: int) -> tuple[int, int, int]:
     """Open ``idle`` handshaken client connections on a fresh node: (RSS before, RSS
     after in KiB, idle); first, so that freed memory is not reused."""
-    before = rss_kib(pid)
+    before = tree_rss_kib(pid)
     socks = []
     enc = Encoder()
     for i in range(idle):
@@ -402,7 +410,7 @@ def idle_memory(pid: int, port: int, idle: int) -> tuple[int, int, int]:
         buf = b""
         while b"\x91\x06" not in buf:
             buf += s.recv(4096)
-    after = rss_kib(pid)
+    after = tree_rss_kib(pid)
     for s in socks:
         s.close()
     return before, after, idle

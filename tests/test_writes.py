@@ -3,6 +3,8 @@ the connection's writer, and clients' output held to a ``flush_window`` when set
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
 import attrs
 import pytest
 import trio
@@ -15,27 +17,36 @@ from .helpers import raw
 
 
 async def test_a_full_socket_loses_and_reorders_nothing() -> None:
-    """A subscriber that stops reading makes the node's direct writes come up short;
-    the writer task must send the remainder before anything newer."""
-    count, size = 600, 16 * 1024  # ~10 MB: far more than the socket buffers hold
+    """Subscribers that stop reading make the node's direct writes come up short; each
+    one's writer task (started then) must send the remainder before anything newer,
+    while the publisher keeps producing more for it."""
+    count, size, subscribers = 400, 16 * 1024, 8  # ~6.5 MB each: more than sockets hold
     cfg = meshgate.GatewayConfig(listen="127.0.0.1:0", max_pending_bytes=64 * 1024 * 1024)
     with trio.fail_after(60):
         async with meshgate.open_gateway(cfg) as gw:
             assert gw.client_url is not None
-            async with raw(gw.client_url) as sub, meshgate.connect(gw.client_url) as pub:
-                await sub.hello()
-                await sub.send(Subscribe(1, "bulk"), Ping())
-                assert isinstance(await sub.next(), Pong)
+            async with AsyncExitStack() as stack:
+                subs = [
+                    await stack.enter_async_context(raw(gw.client_url)) for _ in range(subscribers)
+                ]
+                for sub in subs:
+                    await sub.hello()
+                    await sub.send(Subscribe(1, "bulk"), Ping())
+                    assert isinstance(await sub.next(), Pong)
+                pub = await stack.enter_async_context(meshgate.connect(gw.client_url))
                 for i in range(count):
                     await pub.publish("bulk", i.to_bytes(4, "big") + b"x" * (size - 4))
-                await pub.flush()  # the node has queued or written all of it
-                seen = []
-                while len(seen) < count:
-                    frame = await sub.next()
-                    assert isinstance(frame, Message), frame
-                    assert len(frame.payload) == size
-                    seen.append(int.from_bytes(frame.payload[:4], "big"))
-                assert seen == list(range(count))
+                    if i % 8 == 0:
+                        await pub.flush()  # small batches: output keeps coming after a short write
+                await pub.flush()
+                for sub in subs:
+                    seen = []
+                    while len(seen) < count:
+                        frame = await sub.next()
+                        assert isinstance(frame, Message), frame
+                        assert len(frame.payload) == size
+                        seen.append(int.from_bytes(frame.payload[:4], "big"))
+                    assert seen == list(range(count))
 
 
 async def test_flush_window_holds_client_output_until_the_window_ends(

@@ -75,10 +75,12 @@ class _Handle:
         "drained",
         "fd",
         "idle",
+        "nursery",
         "peer",
         "scope",
         "stream",
         "wake",
+        "writing",
     )
 
     def __init__(self, conn: Connection, stream: trio.abc.Stream) -> None:
@@ -94,8 +96,14 @@ class _Handle:
         self.peer = _peer_address(stream)
         #: the socket's file descriptor for direct writes; -1: always via the writer task
         self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
-        #: the writer task waits with nothing in hand: a direct write keeps the order
+        #: nothing is being written (no writer task yet, or it waits with nothing in
+        #: hand): a direct write keeps the order
         self.idle = False
+        #: the writer task has been started (routes, gateways and streams without a
+        #: socket at once; plain-socket clients only once a direct write falls short)
+        self.writing = False
+        #: the connection's nursery, for starting the writer task
+        self.nursery: trio.Nursery | None = None
         #: bytes a direct write left over, for the writer task (sent before anything newer)
         self.backlog: memoryview | None = None
         #: waiting for the end of the scheduling round or the next flush window
@@ -237,14 +245,14 @@ class Gateway(Dialing, Observing):
                     if len(self._round) == 1:
                         self._round_due.set()
                 else:
-                    h.wake.set()
+                    self._wake(h)
             fx.writable.clear()
         if fx.closing:
             deadline = trio.current_time() + CLOSE_GRACE
             for c in fx.closing:
                 h = c.shell
                 if h is not None:
-                    h.wake.set()
+                    self._wake(h)
                     if h.scope is not None:
                         h.scope.deadline = min(h.scope.deadline, deadline)
             fx.closing.clear()
@@ -299,9 +307,16 @@ class Gateway(Dialing, Observing):
         try:
             async with trio.open_nursery() as nursery:
                 h.scope = nursery.cancel_scope
-                nursery.start_soon(self._writer, h)
-                nursery.start_soon(self._reader, h)
+                h.nursery = nursery
+                if h.fd < 0 or h.drained is not None:
+                    self._wake(h)  # a writer task from the start
+                else:
+                    h.idle = True  # direct writes; a writer task only once one falls short
                 self._after_core()
+                try:
+                    await self._reader(h)  # this task reads: one task per idle client
+                finally:
+                    h.closed = True  # the nursery takes no new writer from here on
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("connection %d ended: %r", conn.id, exc)
         except Exception:  # a per-connection failure never takes the node down
@@ -378,6 +393,16 @@ class Gateway(Dialing, Observing):
                 assert link.drained is not None
                 await link.drained.wait()
 
+    def _wake(self, h: _Handle) -> None:
+        """Give ``h``'s writer task work, starting it the first time."""
+        if h.closed:
+            return
+        if not h.writing:
+            h.writing = True
+            assert h.nursery is not None
+            h.nursery.start_soon(self._writer, h)
+        h.wake.set()
+
     def _write_direct(self, h: _Handle) -> None:
         """Write ``h``'s output now, from the task that produced it (its writer is idle,
         its stream a plain socket): one non-blocking write; the writer task gets
@@ -390,7 +415,7 @@ class Gateway(Dialing, Observing):
         if n < len(data):
             h.backlog = memoryview(data)[n:]
             h.idle = False
-            h.wake.set()
+            self._wake(h)
             if h.drained is not None:
                 self._busy_links.add(h)
         elif h.drained is not None:
@@ -429,7 +454,7 @@ class Gateway(Dialing, Observing):
             if h.idle and h.fd >= 0:
                 self._write_direct(h)
             else:
-                h.wake.set()
+                self._wake(h)
 
     async def _writer(self, h: _Handle) -> None:
         """Write what direct writes left over and whatever the core queued, coalesced per
@@ -441,7 +466,8 @@ class Gateway(Dialing, Observing):
         stream = h.stream
         peer = h.drained is not None
         while True:
-            h.idle = True
+            # direct writes may go ahead only while nothing older waits to be sent
+            h.idle = h.backlog is None
             await h.wake.wait()
             h.idle = False
             h.wake = trio.Event()

@@ -1,6 +1,6 @@
 """Draw ``bench_growth.py --json`` results as one SVG of three panels (no plotting
 library needed): publish throughput against subscriptions, node memory against idle
-clients, and super-cluster formation time against size.
+clients, and super-cluster formation time against its connections.
 
     python bench/bench_growth.py --json growth.json
     python bench/plot_growth.py growth.json docs/_static/growth.svg
@@ -87,7 +87,7 @@ def panel(
             f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{colour}"/>' for x, y in pts
         ]
         if len(series) > 1:
-            ly = TOP + 12 + 14 * i
+            ly = (TOP + H - BOTTOM) / 2 + 14 * i  # mid-height: clear of the lines here
             out.append(
                 f'<text x="{x0 + W - RIGHT - 4}" y="{ly}" text-anchor="end" '
                 f'fill="{colour}">{name}</text>'
@@ -119,14 +119,9 @@ def render(doc: dict[str, Any]) -> str:
     parts += panel(
         2 * W,
         "forming a super-cluster (simulator)",
-        "nodes (clusters x nodes)",
+        "connections (routes + gateways)",
         "seconds",
-        [
-            (
-                "seconds",
-                [(r["clusters"] * r["nodes_per_cluster"], r["seconds"]) for r in form],
-            )
-        ],
+        [("seconds", [(r["routes"] + r["gateway_connections"], r["seconds"]) for r in form])],
     )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{3 * W}" height="{H}" '

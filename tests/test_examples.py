@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -177,9 +179,16 @@ def test_supercluster_benchmark_runs() -> None:
     assert "A -> B request/reply p50" in proc.stdout.decode()
 
 
-def test_growth_benchmark_runs() -> None:
+def test_growth_benchmark_runs_and_plots(tmp_path: Path) -> None:
+    figures = tmp_path / "growth.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_growth.py"), "--quick"],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_growth.py"),
+            "--quick",
+            "--json",
+            str(figures),
+        ],
         capture_output=True,
         timeout=120,
         check=False,
@@ -189,6 +198,19 @@ def test_growth_benchmark_runs() -> None:
     assert "cache miss" in out
     assert "KiB per client" in out
     assert "3 x 3" in out
+    svg = tmp_path / "growth.svg"
+    plot = ROOT / "bench" / "plot_growth.py"
+    subprocess.run([sys.executable, str(plot), str(figures), str(svg)], check=True, timeout=60)
+    root = ElementTree.parse(svg).getroot()
+    lines = root.findall("{http://www.w3.org/2000/svg}polyline")
+    doc = json.loads(figures.read_text())
+    # one line per curve: hit, miss, memory, formation; a point per measurement
+    assert len(lines) == 4
+    counts = [len(line.get("points", "").split()) for line in lines]
+    assert counts == [len(doc["subscriptions"])] * 2 + [
+        len(doc["idle_clients"]),
+        len(doc["formation"]),
+    ]
 
 
 def test_relay_benchmark_runs() -> None:

@@ -97,6 +97,11 @@ _ops = st.one_of(
     st.just(b"SUB a.* q 1\r\n"),
     st.just(b"HPUB a 12 14\r\nNATS/1.0\r\n\r\nhi\r\n"),
 )
+#: a PUB whose payload runs past its declared size (a line seen before must not be
+#: trusted for the bytes after it)
+_bad_pub = st.tuples(_subjects, st.integers(min_value=0, max_value=3)).map(
+    lambda t: b"PUB %s %d\r\n%sX\r\n" % (t[0].encode(), t[1], b"y" * t[1])
+)
 
 
 _leaf_ops = st.one_of(
@@ -142,14 +147,24 @@ def test_the_batched_path_parses_what_next_parses(
     """pubs() (a client's PUBs) and lmsgs() (a leaf connection's LMSGs) take exactly
     what next() would have given, however the bytes are split."""
     ops = data.draw(st.lists(_leaf_ops if leaf else _ops, max_size=20))
+    bad = None if leaf else data.draw(st.none() | _bad_pub)
+    if bad is not None:  # somewhere in the stream, and the same good lines around it
+        at = data.draw(st.integers(min_value=0, max_value=len(ops)))
+        ops = [*ops[:at], bad, *ops[at:]]
     stream = b"".join(ops)
-    plain, batched = NatsParser(leaf=leaf), NatsParser(leaf=leaf)
-    got_plain: list[tuple[object, ...]] = []
-    got_batched: list[tuple[object, ...]] = []
-    for i in range(0, len(stream), chunk):
-        plain.feed(stream[i : i + chunk])
-        batched.feed(stream[i : i + chunk])
-        got_plain += _ops_of(plain, batched=False)
-        got_batched += _ops_of(batched, batched=True)
-    assert got_batched == got_plain
-    assert len(got_plain) == len(ops)
+    got: dict[bool, list[tuple[object, ...]]] = {}
+    for batched in (False, True):
+        parser = NatsParser(leaf=leaf)
+        seen: list[tuple[object, ...]] = []
+        try:
+            for i in range(0, len(stream), chunk):
+                parser.feed(stream[i : i + chunk])
+                seen += _ops_of(parser, batched=batched)
+        except NatsProtocolError as exc:
+            seen.append(("error", str(exc)))
+        got[batched] = seen
+    assert got[True] == got[False]
+    if bad is None:
+        assert len(got[False]) == len(ops)
+    else:
+        assert got[False][-1] == ("error", "Parser Error")

@@ -137,6 +137,8 @@ class NatsPort:
         #: its msgpack tail, which identifies it
         self.current: object = None
         self.head = b""
+        #: ``MSG <subject> `` per recent subject, built once (bounded)
+        self._heads: dict[str, bytes] = {}
         self.tail = b""
         self.plain_tail = b""
         self._server_id = f"meshgate-{core.config.name}"
@@ -371,7 +373,14 @@ class NatsPort:
             self.tail = b"%s %d %d\r\n%s%s\r\n" % (rb, n, n + len(payload), hdrs, payload)
             self.plain_tail = b"%s %d\r\n%s\r\n" % (rb, len(payload), payload)
         else:
-            self.head = b"MSG " + subject.encode() + b" "
+            heads = self._heads
+            head = heads.get(subject)
+            if head is None:
+                head = b"MSG " + subject.encode() + b" "
+                if len(heads) >= 1024:  # bounded: a new set of hot subjects replaces it
+                    heads.clear()
+                heads[subject] = head
+            self.head = head
             self.tail = self.plain_tail = b"%s %d\r\n%s\r\n" % (rb, len(payload), payload)
 
     def plain(self, sid: bytes) -> tuple[bytes, bytes]:

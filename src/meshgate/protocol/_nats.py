@@ -33,6 +33,8 @@ class NatsScanner:
         self._pending: tuple[str, list[bytes], int, int] | None = None
         #: decoded subjects and sids, reused (bounded)
         self._names: dict[bytes, str] = {}
+        #: plain PUB control lines already parsed: (subject, reply, size) (bounded)
+        self._lines: dict[bytes, tuple[str, str | None, int]] = {}
 
     def feed(self, data: bytes | bytearray) -> None:
         """Add received bytes."""
@@ -69,11 +71,23 @@ class NatsScanner:
         limit = self.max_control_line
         max_payload = self.max_payload
         append = out.append
+        lines = self._lines
         while buf.startswith(b"PUB ", pos):
             end = buf.find(b"\r\n", pos, pos + limit + 2)
             if end < 0:
                 break
-            args = buf[pos + 4 : end].split()
+            line = buf[pos:end]
+            known = lines.get(line)
+            if known is not None:  # a control line seen before: (subject, reply, size)
+                subject, reply, total = known
+                stop = end + 2 + total
+                if len(buf) < stop + 2 or buf[stop : stop + 2] != b"\r\n":
+                    break
+                append((subject, reply, buf[end + 2 : stop]))
+                pos = stop + 2
+                self._pos = pos
+                continue
+            args = line[4:].split()
             n = len(args)
             if n != 2 and n != 3:
                 break
@@ -93,6 +107,8 @@ class NatsScanner:
                     reply = names.get(raw) or self._name(raw)
             except UnicodeDecodeError:
                 break  # next() reports it, after the PUBs before it
+            if len(lines) < 256 and len(line) <= 128:  # a client's usual lines only
+                lines[line] = (subject, reply, total)
             append((subject, reply, buf[end + 2 : stop]))
             pos = stop + 2
             self._pos = pos

@@ -22,6 +22,7 @@ STDLIB = {"_make", "_asdict", "_replace", "_fields"}
 
 MAY_IMPORT_CORE = {
     "_shell.py",
+    "_writes.py",
     "_dialers.py",
     "_observe.py",
     "_game.py",
@@ -29,7 +30,7 @@ MAY_IMPORT_CORE = {
     "testing/_harness.py",
 }
 #: modules that are one unit split over files (the shell and its mixins)
-UNITS = [{"_shell.py", "_dialers.py", "_observe.py"}]
+UNITS = [{"_shell.py", "_dialers.py", "_observe.py", "_writes.py"}]
 
 
 def modules() -> list[Path]:

@@ -156,23 +156,7 @@ class Gateway(Dialing, Observing, Writing):
         connections; start the dialers it asked for."""
         fx = self._core.effects
         if fx.writable:
-            window = self.config.flush_window
-            for c in fx.writable:
-                h = c.shell
-                if h is None or h.deferred:
-                    continue
-                if window and h.drained is None:  # a client, with a flush window
-                    h.deferred = True
-                    self._windowed.append(h)
-                    if len(self._windowed) == 1:
-                        self._window_due.set()
-                elif h.idle and h.fd >= 0:
-                    h.deferred = True
-                    self._round.append(h)
-                    if len(self._round) == 1:
-                        self._round_due.set()
-                else:
-                    self._wake(h)
+            self._schedule_writes(fx.writable)
             fx.writable.clear()
         if fx.closing:
             deadline = trio.current_time() + CLOSE_GRACE

@@ -146,6 +146,36 @@ class Writing:
                 assert link.drained is not None
                 await link.drained.wait()
 
+    def _schedule_writes(self, writable: list[Connection]) -> None:
+        """After a call into the core: each connection with new output is written at the
+        end of this scheduling round (directly, by the round flusher), at the next flush
+        window (a client, with ``flush_window``), or by its writer task (busy, or not a
+        plain socket)."""
+        window = self.config.flush_window
+        for c in writable:
+            h = c.shell
+            if h is None or h.deferred:
+                continue
+            if window and h.drained is None:  # a client, with a flush window
+                h.deferred = True
+                self._windowed.append(h)
+                if len(self._windowed) == 1:
+                    self._window_due.set()
+            elif h.idle and h.fd >= 0:
+                h.deferred = True
+                self._round.append(h)
+                if len(self._round) == 1:
+                    self._round_due.set()
+            else:
+                self._wake(h)
+
+    @staticmethod
+    def _drained_now(h: ConnHandle) -> None:
+        """A route's or gateway's output went out: wake the publishers waiting for it."""
+        assert h.drained is not None
+        h.drained.set()
+        h.drained = trio.Event()
+
     def _wake(self, h: ConnHandle) -> None:
         """Give ``h``'s writer task work, starting it the first time."""
         if h.closed:
@@ -172,8 +202,7 @@ class Writing:
             if h.drained is not None:
                 self._busy_links.add(h)
         elif h.drained is not None:
-            h.drained.set()
-            h.drained = trio.Event()
+            self._drained_now(h)
 
     async def _round_flusher(self) -> None:
         """Write the output of every reader that ran in this scheduling round, one write
@@ -248,9 +277,7 @@ class Writing:
                                 self.config.write_deadline,
                             )
                             break
-                        assert h.drained is not None
-                        h.drained.set()
-                        h.drained = trio.Event()
+                        self._drained_now(h)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     break
             if conn.state >= ConnState.CLOSING and not core.has_output(conn):

@@ -67,10 +67,16 @@ class WorkerInfo:
 class WorkerPool:
     """The running workers of :func:`open_workers`."""
 
-    def __init__(self, config_file: Path, count: int, base: dict[str, Any], verbose: int) -> None:
+    def __init__(self, config_file: Path, config: GatewayConfig, verbose: int) -> None:
         self._file = config_file
-        self._count = count
-        self._base = base
+        #: the file's configuration, which each worker's is derived from
+        self._config = config
+        #: the secret of the workers' own routes, when the file configures none
+        self._secret = (
+            secrets.token_urlsafe(32)
+            if config.cluster_secret is None and config.cluster_listen is None
+            else None
+        )
         self._verbose = verbose
         self._procs: dict[int, trio.Process] = {}
         self._stopping = False
@@ -120,27 +126,26 @@ class WorkerPool:
     # -- internals ----------------------------------------------------------------------------
 
     def _overrides(self, index: int) -> dict[str, Any]:
-        base = self._base
-        out: dict[str, Any] = {"name": f"{base['name']}-{index}", "reuse_port": True}
-        cluster_listen = base.get("cluster_listen")
-        if cluster_listen is None:
+        cfg = self._config
+        out: dict[str, Any] = {"name": f"{cfg.name}-{index}", "reuse_port": True}
+        if cfg.cluster_listen is None:
             out["cluster_listen"] = "127.0.0.1:0"
         else:
-            scheme, host, _ = split_url(cluster_listen)
+            scheme, host, _ = split_url(cfg.cluster_listen)
             out["cluster_listen"] = f"{scheme}://{host}:0"
-        if base.get("cluster_secret") is None and "cluster_secret" in base["_generated"]:
-            out["cluster_secret"] = base["_generated"]["cluster_secret"]
+        if self._secret is not None:
+            out["cluster_secret"] = self._secret
         own = [w.urls.get("cluster_url") for w in self._infos.values() if w.index != index]
-        out["routes"] = [*base.get("routes", ()), *(u for u in own if u)]
+        out["routes"] = [*cfg.routes, *(u for u in own if u)]
         if self.client_url is not None:
             out["listen"] = self.client_url
         if self.nats_urls:
             out["nats_listen"] = list(self.nats_urls)
         if self.gateway_url is not None:
             out["gateway_listen"] = self.gateway_url
-        monitor = base.get("monitor_listen")
+        monitor = cfg.monitor_listen
         if monitor is not None:
-            scheme, host, port = split_url(monitor)
+            _, host, port = split_url(monitor)
             out["monitor_listen"] = f"{host}:{port + index if port else 0}"
         return out
 
@@ -229,26 +234,15 @@ class WorkerPool:
                 await proc.wait()
 
 
-def _read_base(config_file: Path) -> dict[str, Any]:
-    """The file's fields that the pool derives the workers' from; validates it whole."""
+def _read_config(config_file: Path) -> GatewayConfig:
+    """The file's configuration, validated whole, with ports that workers can share."""
     with open(config_file, "rb") as f:
         data = tomllib.load(f)
     config = GatewayConfig.from_mapping(data)  # raises ConfigError naming the field
     for url in (config.listen, *config.nats_listen):
         if url is not None and split_url(url)[0] not in ("tcp", "tls", "ws"):
             raise MeshgateError(f"workers share ports over TCP; {url!r} cannot be shared")
-    return {
-        "name": config.name,
-        "cluster_listen": config.cluster_listen,
-        "cluster_secret": config.cluster_secret,
-        "routes": list(config.routes),
-        "monitor_listen": config.monitor_listen,
-        "_generated": (
-            {"cluster_secret": secrets.token_urlsafe(32)}
-            if config.cluster_secret is None and config.cluster_listen is None
-            else {}
-        ),
-    }
+    return config
 
 
 @asynccontextmanager
@@ -264,7 +258,7 @@ async def open_workers(
     if workers < 1:
         raise ValueError("workers must be at least 1")
     path = Path(config_file)
-    pool = WorkerPool(path, workers, _read_base(path), verbose)
+    pool = WorkerPool(path, _read_config(path), verbose)
     async with open_unwrapping_nursery() as nursery:
         try:
             await pool._start(0)  # first: it binds the shared ports (port 0 picks them)

@@ -1,7 +1,7 @@
 """The layering rules, checked on the source (the spirit of test_exports.py).
 
-* The sans-IO core (``meshgate/_core``) imports no trio and no module above it.
-* Only the shell, the game layer and the testing harnesses import ``meshgate._core``.
+* The sans-IO core (``meshgate/_node``) imports no trio and no module above it.
+* Only the shell, the game layer and the testing harnesses import ``meshgate._node``.
 * Outside the core, no module touches another module's private names: ``obj._x`` is
   allowed only where ``_x`` is defined in the same module.
 * Tests import only public modules and touch no private names of meshgate objects.
@@ -91,7 +91,7 @@ def foreign_private_uses(path: Path, allowed: set[str]) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("path", [p for p in modules() if rel(p).startswith("_core/")], ids=rel)
+@pytest.mark.parametrize("path", [p for p in modules() if rel(p).startswith("_node/")], ids=rel)
 def test_core_imports_no_io_and_nothing_above_it(path: Path) -> None:
     for name in imported(path):
         assert not name.startswith(("trio", "socket", "ssl", "time", "asyncio")), name
@@ -101,15 +101,15 @@ def test_core_imports_no_io_and_nothing_above_it(path: Path) -> None:
 
 @pytest.mark.parametrize("path", modules(), ids=rel)
 def test_only_the_shell_layer_and_harnesses_import_the_core(path: Path) -> None:
-    if rel(path).startswith("_core/"):
+    if rel(path).startswith("_node/"):
         return
-    uses_core = any(n.startswith("meshgate._core") for n in imported(path))
+    uses_core = any(n.startswith("meshgate._node") for n in imported(path))
     assert not uses_core or rel(path) in MAY_IMPORT_CORE
 
 
 def test_game_layer_depends_only_on_the_hooks_and_protocol_layers() -> None:
     allowed = (
-        "meshgate._core",
+        "meshgate._node",
         "meshgate._reserved",
         "meshgate._errors",
         "meshgate.authority",
@@ -122,7 +122,7 @@ def test_game_layer_depends_only_on_the_hooks_and_protocol_layers() -> None:
             assert name.startswith(allowed), name
 
 
-@pytest.mark.parametrize("path", [p for p in modules() if not rel(p).startswith("_core/")], ids=rel)
+@pytest.mark.parametrize("path", [p for p in modules() if not rel(p).startswith("_node/")], ids=rel)
 def test_no_module_outside_the_core_touches_foreign_private_names(path: Path) -> None:
     allowed: set[str] = set()
     for unit in UNITS:

@@ -3,7 +3,7 @@
     python tools/compile.py          # build: one extension per core module, next to it
     python tools/compile.py --clean  # back to pure Python
 
-The sans-IO core (``meshgate/_core``), the codecs and the subscription index are plain,
+The sans-IO core (``meshgate/_node``), the codecs and the subscription index are plain,
 fully typed Python (``mypy --strict``), which mypyc turns into C extensions: the same
 code, about twice the publish rate in process.  Python prefers an extension module to
 the ``.py`` beside it, so an editable install picks the build up at once;
@@ -30,7 +30,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 MODULES = [
     *sorted(
         p.relative_to(SRC).as_posix()
-        for p in (SRC / "meshgate" / "_core").glob("_*.py")
+        for p in (SRC / "meshgate" / "_node").glob("_*.py")
         if p.name != "__init__.py"
     ),
     "meshgate/protocol/_nats.py",

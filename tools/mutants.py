@@ -27,14 +27,14 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "legality-table-skipped",
         "illegal opcodes are processed instead of refused with ILLEGAL_FOR_ROLE",
-        "_core/_node.py",
+        "_node/_core.py",
         "        if op not in conn.legal:\n",
         "        if False:\n",
     ),
     Mutant(
         "gateway-max-payload-unchecked",
         "the max_payload check removed for gateway input",
-        "_core/_fanout.py",
+        "_node/_fanout.py",
         "        if len(payload) > self._max_payload:\n"
         '            self._fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, "gateway message above',
         "        if False:\n"
@@ -43,7 +43,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "route-subject-unvalidated",
         "RMSG subjects from route peers are not validated",
-        "_core/_fanout.py",
+        "_node/_fanout.py",
         "        valid = self._valid\n        if subject not in valid and not self._validate(conn, "
         "subject):\n            return\n        if reply is not None and reply not in valid and not "
         "self._validate(conn, reply):\n            return\n        if len(payload) > "
@@ -54,14 +54,14 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "drop-oldest-drops-newest",
         "drop-oldest drops the newest frames",
-        "_core/_delivery.py",
+        "_node/_delivery.py",
         "                drop += sizes.popleft()\n",
         "                drop += sizes.pop()\n",
     ),
     Mutant(
         "no-routed-reply-rewrite",
         "the _GR_ reply rewrite removed (interest-only race: request before inbox interest)",
-        "_core/_fanout.py",
+        "_node/_fanout.py",
         "                    reply = routed_reply(self.config.cluster, self.config.name, reply)\n",
         "                    pass\n",
     ),
@@ -75,7 +75,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "route-unsub-not-passed-to-gateways",
         "a route peer's last unsubscribe is not passed on to gateways",
-        "_core/_routes.py",
+        "_node/_routes.py",
         "        if entry is not None and core.graph.remove(account, pattern, entry, queue):\n"
         "            core.gateways.on_cluster_key(account, pattern, queue, added=False)\n",
         "        if entry is not None and core.graph.remove(account, pattern, entry, queue):\n"
@@ -84,7 +84,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "gateway-input-wrong-account",
         "gateway input matched against another account's index",
-        "_core/_fanout.py",
+        "_node/_fanout.py",
         "        index = self.graph.index(account)\n"
         "        m = index.match(subject) if index is not None else None\n",
         '        index = self.graph.index("$G")\n'
@@ -93,14 +93,14 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "queue-group-served-twice",
         "a queue group served in this cluster is served again by a remote cluster",
-        "_core/_fanout.py",
+        "_node/_fanout.py",
         "                    done = set(served)\n",
         "                    done = set()\n",
     ),
     Mutant(
         "route-input-rerouted",
         "a message from a route is routed on (to routes and gateways), not local only",
-        "_core/_fanout.py",
+        "_node/_fanout.py",
         "        self._local_only(queues, account, subject, reply, payload)\n\n    def _local_only(",
         "        self._route_publish(self.account(account), subject, reply, payload, None)\n\n"
         "    def _local_only(",
@@ -108,7 +108,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "drop-new-appends-anyway",
         "drop-new counts a drop but queues the message past the bound",
-        "_core/_delivery.py",
+        "_node/_delivery.py",
         '        if policy == "drop-new":\n            c.dropped += 1\n            '
         "self.dropped_messages += 1\n            return False\n",
         '        if policy == "drop-new":\n            c.dropped += 1\n            '
@@ -117,21 +117,21 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "slow-consumer-not-disconnected",
         "the disconnect policy leaves the slow client connected",
-        "_core/_delivery.py",
+        "_node/_delivery.py",
         '        self._slow(c, "pending output")\n        return False\n',
         "        return False\n",
     ),
     Mutant(
         "auto-unsubscribe-off-by-one",
         "UNSUB with max_msgs delivers one message too many",
-        "_core/_delivery.py",
+        "_node/_delivery.py",
         "            if sub.remaining <= 0:\n",
         "            if sub.remaining < 0:\n",
     ),
     Mutant(
         "publish-permission-ignored",
         "a denied publish is still routed",
-        "_core/_fanout.py",
+        "_node/_fanout.py",
         "        if conn.pub_perm is not None and not self._pub_allowed(conn, subject, reply):\n"
         "            return\n",
         "        if conn.pub_perm is not None and not self._pub_allowed(conn, subject, reply):\n"
@@ -141,7 +141,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "coalesce-keeps-stale-frame",
         "coalesce keeps the old keyed frame's bytes counted (the state lane overflows)",
-        "_core/_delivery.py",
+        "_node/_delivery.py",
         "            old = c.keyed.pop(k, None)\n",
         "            old = None\n",
         ("tests/test_delivery_lanes.py",),
@@ -157,14 +157,14 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "route-secret-unchecked",
         "a route dialer without the cluster secret is accepted",
-        "_core/_routes.py",
+        "_node/_routes.py",
         '        if secret is not None and not core.check_secret(conn, hello.token, secret, "route"):\n',
         "        if False:\n",
     ),
     Mutant(
         "routed-reply-permission-wrapped-only",
         "publish permissions are checked on the _GR_ envelope, not the subject delivered",
-        "_core/_fanout.py",
+        "_node/_fanout.py",
         "            subject = parsed[2]\n",
         "            pass\n",
     ),
@@ -185,7 +185,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "control-frames-untracked",
         "drop-oldest cuts mid-frame when a PING or ERROR sits among the data frames",
-        "_core/_base.py",
+        "_node/_base.py",
         "            conn.frame_sizes.append(len(data))  # keeps drop-oldest on frame boundaries\n",
         "            pass\n",
     ),

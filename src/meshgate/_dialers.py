@@ -20,7 +20,7 @@ from .protocol import ConnectionKind
 from .transports import connect_stream
 
 if TYPE_CHECKING:
-    from ._core import NodeCore
+    from ._node import NodeCore
     from .config import GatewayConfig
 
 log = logging.getLogger("meshgate.gateway")

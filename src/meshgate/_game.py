@@ -1,8 +1,8 @@
 """The game layer: inputs follow authority, speculative relay, interest for replicants.
 
-It plugs into the node core through the hook interface of ``_core/_hooks.py`` (a
-:class:`~meshgate._core.Layer`) and acts only through the core's
-:class:`~meshgate._core.Host` methods: it subscribes the node to ``$AUTH.*``,
+It plugs into the node core through the hook interface of ``_node/_hooks.py`` (a
+:class:`~meshgate._node.Layer`) and acts only through the core's
+:class:`~meshgate._node.Host` methods: it subscribes the node to ``$AUTH.*``,
 ``$SPEC.*`` and ``$INTEREST.sync`` with handlers, publishes with ``inject`` and sends
 notices with ``notify``.  Nodes run it with ``GatewayConfig(replicants=True)``.
 """
@@ -26,7 +26,7 @@ from .protocol import Role
 from .subjects import is_valid_subject, match
 
 if TYPE_CHECKING:
-    from ._core import ClientConnection, Host, LocalSubscription, NodeCore, RemoteInterest
+    from ._node import ClientConnection, Host, LocalSubscription, NodeCore, RemoteInterest
 
 #: provisional records remembered at most, in all and per sending client (oldest
 #: forgotten first; a client's flood evicts only its own records)

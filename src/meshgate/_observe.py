@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ._core import _views
+from ._node import _views
 from ._stats import (
     AccountInfo,
     AccountStatistics,
@@ -26,8 +26,8 @@ from ._stats import (
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._core import NodeCore
     from ._game import GameInfo, GameLayer
+    from ._node import NodeCore
     from .config import GatewayConfig
 
 

@@ -1,7 +1,7 @@
 """The trio shell around the sans-IO node core: listeners, per-connection tasks, timers.
 
 The shell owns tasks and time; it holds no routing rules.  After every call into the
-core it acts on the core's :class:`~meshgate._core.Effects` (``_after_core``) and
+core it acts on the core's :class:`~meshgate._node.Effects` (``_after_core``) and
 nothing else.  (Named ``_shell`` because "gateway" means the link between clusters.)
 """
 
@@ -22,8 +22,8 @@ import trio
 import trio.testing
 
 from . import _game
-from ._core import Connection, ConnState, NodeCore
 from ._dialers import Dialing
+from ._node import Connection, ConnState, NodeCore
 from ._nursery import open_unwrapping_nursery, sole_exception
 from ._observe import Observing
 from ._writes import CLOSE_GRACE, ConnHandle, Writing
@@ -154,10 +154,11 @@ class Gateway(Dialing, Observing, Writing):
     def _after_core(self) -> None:
         """Write or schedule the output the core produced; bound the life of closing
         connections; start the dialers it asked for."""
-        fx = self._core.effects
+        fx = self._core.drain()
+        if not fx:
+            return
         if fx.writable:
             self._schedule_writes(fx.writable)
-            fx.writable.clear()
         if fx.closing:
             deadline = trio.current_time() + CLOSE_GRACE
             for c in fx.closing:
@@ -166,23 +167,16 @@ class Gateway(Dialing, Observing, Writing):
                     self._wake(h)
                     if h.scope is not None:
                         h.scope.deadline = min(h.scope.deadline, deadline)
-            fx.closing.clear()
         if fx.routes_changed:
-            fx.routes_changed = False
             self._routes_event.set()
             self._routes_event = trio.Event()
-        if fx.dial_routes:
-            for url in fx.dial_routes:
-                self._start_dialer(url, explicit=False)
-            fx.dial_routes.clear()
+        for url in fx.dial_routes:
+            self._start_dialer(url, explicit=False)
         if fx.gateways_changed:
-            fx.gateways_changed = False
             self._gateways_event.set()
             self._gateways_event = trio.Event()
-        if fx.dial_gateways:
-            for cluster in fx.dial_gateways:
-                self._start_gateway_dialer(cluster, explicit=cluster in self.config.gateways)
-            fx.dial_gateways.clear()
+        for cluster in fx.dial_gateways:
+            self._start_gateway_dialer(cluster, explicit=cluster in self.config.gateways)
 
     async def _serve_route_stream(self, stream: trio.abc.Stream) -> None:
         await self._serve_stream(stream, ConnectionKind.ROUTE)

@@ -11,14 +11,15 @@ __all__ = ["CLOSE_GRACE", "ConnHandle", "Writing"]
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
 
-from ._core import Connection, ConnState, PeerConnection
+from ._node import Connection, ConnState, PeerConnection
 
 if TYPE_CHECKING:
-    from ._core import NodeCore
+    from ._node import NodeCore
     from .config import GatewayConfig
 
 log = logging.getLogger("meshgate.gateway")
@@ -146,7 +147,7 @@ class Writing:
                 assert link.drained is not None
                 await link.drained.wait()
 
-    def _schedule_writes(self, writable: list[Connection]) -> None:
+    def _schedule_writes(self, writable: Sequence[Connection]) -> None:
         """After a call into the core: each connection with new output is written at the
         end of this scheduling round (directly, by the round flusher), at the next flush
         window (a client, with ``flush_window``), or by its writer task (busy, or not a

@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = ["CoreHarness", "CorePeer"]
 
 from .. import _game
-from .._core import Connection, ConnState, NodeCore
+from .._node import Connection, ConnState, NodeCore
 from ..config import GatewayConfig
 from ..protocol import (
     PROTOCOL_VERSION,
@@ -172,9 +172,8 @@ class CoreHarness:
         """Move the core's output to the peers; close what the core closed (after the
         output it queued before closing, as the shell does)."""
         core = self.core
-        fx = core.effects
-        writable, fx.writable[:] = list(fx.writable), []
-        for conn in writable:
+        fx = core.drain()
+        for conn in fx.writable:
             peer = self._peers.get(conn.id)
             if peer is not None and not peer.reading:
                 conn.dirty = False  # listed again on its next output
@@ -182,8 +181,7 @@ class CoreHarness:
             data = core.take_output(conn) if core.has_output(conn) else b""
             if peer is not None and not peer.closed:
                 peer._pending += data
-        closing, fx.closing[:] = list(fx.closing), []
-        for conn in closing:
+        for conn in fx.closing:
             peer = self._peers.get(conn.id)
             if core.has_output(conn):
                 data = core.take_output(conn)
@@ -194,8 +192,5 @@ class CoreHarness:
             self.closed.append(conn.id)
             if conn.state is not ConnState.CLOSED:
                 core.connection_lost(conn)
-        fx.routes_changed = fx.gateways_changed = False
         self.dial_routes += fx.dial_routes
         self.dial_gateways += fx.dial_gateways
-        fx.dial_routes.clear()
-        fx.dial_gateways.clear()

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterator
 
 from .. import _game
-from .._core import Connection, ConnState, NodeCore
+from .._node import Connection, ConnState, NodeCore
 from ..config import GatewayConfig, User
 from ..protocol import (
     PROTOCOL_VERSION,
@@ -124,6 +124,8 @@ class SimulatedSuperCluster:
         self._by_route_url: dict[str, str] = {}
         self._by_gateway_url: dict[str, str] = {}
         self._known_routes: dict[str, set[str]] = {}
+        #: what each core asked its dialers for (routes, clusters), until ``heal`` plays them
+        self._dials: dict[str, tuple[list[str], list[str]]] = {}
         names = list(clusters)
         first_gateway = f"sim://gw/{names[0].lower()}0"
         for ci, cluster in enumerate(names):
@@ -197,18 +199,18 @@ class SimulatedSuperCluster:
         missing is dialed (like the shell's reconnect loops eventually do)."""
         for name, core in self.nodes.items():
             # like the shell's dialers, remember every URL ever gossiped and keep redialing
-            fx = core.effects
+            dial_routes, dial_gateways = self._dials.setdefault(name, ([], []))
             known = self._known_routes.setdefault(name, set(core.config.routes))
-            known.update(fx.dial_routes)
-            fx.dial_routes.clear()
+            known.update(dial_routes)
+            dial_routes.clear()
             wanted = set(known)
             for url in sorted(wanted):
                 peer = self._by_route_url.get(url)
                 if peer and peer != name and not self._link_pending("route", name, peer):
                     self._connect("route", name, peer)
             gateways = core.gateways
-            clusters = set(gateways.urls) | set(fx.dial_gateways)
-            fx.dial_gateways.clear()
+            clusters = set(gateways.urls) | set(dial_gateways)
+            dial_gateways.clear()
             for cluster in sorted(clusters):
                 if cluster == core.config.cluster or cluster in gateways.outbound:
                     continue
@@ -228,14 +230,20 @@ class SimulatedSuperCluster:
         link.ba.clear()
         link.a.connection_lost(link.ca)
         link.b.connection_lost(link.cb)
-        link.a.effects.closing.clear()
-        link.b.effects.closing.clear()
+        self._after(link.a)
+        self._after(link.b)
 
     # -- moving bytes ---------------------------------------------------------------------------
 
     def _after(self, core: NodeCore) -> None:
         """Collect a core's output into links and clients; close what it closed."""
-        fx = core.effects
+        fx = core.drain()
+        if not fx:
+            return
+        if fx.dial_routes or fx.dial_gateways:
+            dial_routes, dial_gateways = self._dials.setdefault(core.config.name, ([], []))
+            dial_routes += fx.dial_routes
+            dial_gateways += fx.dial_gateways
         for conn in fx.writable:
             if not core.has_output(conn):
                 continue
@@ -248,7 +256,6 @@ class SimulatedSuperCluster:
             for client in self.clients:
                 if client.conn is conn:
                     client._feed(data)
-        fx.writable.clear()
         for conn in fx.closing:
             link = self._link_of(conn)
             if link is not None and link.open:
@@ -257,8 +264,6 @@ class SimulatedSuperCluster:
                 self.drop(link)
             elif conn.state is not ConnState.CLOSED:
                 core.connection_lost(conn)
-        fx.closing.clear()
-        fx.routes_changed = fx.gateways_changed = False
 
     def _link_of(self, conn: Connection) -> SimLink | None:
         for link in self.links:
@@ -301,7 +306,7 @@ class SimulatedSuperCluster:
                     steps += 1
                     if steps > max_steps:
                         raise RuntimeError("the simulated network does not quiesce")
-            if any(c.effects.dial_routes or c.effects.dial_gateways for c in self.nodes.values()):
+            if any(r or g for r, g in self._dials.values()):
                 self.heal()
                 moved = True
             for core in self.nodes.values():

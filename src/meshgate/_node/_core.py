@@ -2,7 +2,7 @@
 
 No I/O, no clock, no tasks: the shell feeds bytes and ticks in (time is an
 argument), takes output with :meth:`NodeCore.take_output` and acts on
-:attr:`NodeCore.effects` after each call.
+the :class:`Effects` that :meth:`NodeCore.drain` returns after each call.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from ._conn import (
     PeerConnection,
     RouteConnection,
 )
+from ._effects import Effects
 from ._fanout import FanOut
 from ._gateways import GatewayMesh
 from ._hooks import Layer
@@ -515,6 +516,13 @@ class NodeCore(FanOut):
                 handler(unpacker.unpack(), unpacker.unpack(), unpacker.unpack())
         finally:
             self._running_internal = False
+
+    def drain(self) -> Effects:
+        """Finish the current call (the node's own subscriptions run, and may route more)
+        and return what the shell must do now, as one immutable value.  Call it after
+        every other call into the core."""
+        self._run_internal()
+        return self.pending.take()
 
     # -- introspection ------------------------------------------------------------------------
 

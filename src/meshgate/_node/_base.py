@@ -3,7 +3,7 @@
 :class:`CoreBase` is the root of the core's one receiver object (``NodeCore``), in
 the way nats-server's ``client`` and ``Server`` methods are spread over files by
 concern: ``_delivery.py`` (the slow-consumer policy) and ``_fanout.py`` (the hot
-path) add methods on top of it; ``_node.py`` completes it with connection life and
+path) add methods on top of it; ``_core.py`` completes it with connection life and
 the receive loops.  The cold concerns are separate objects that own their tables:
 ``ClientPort`` (``_clients.py``), ``RouteMesh`` (``_routes.py``) and ``GatewayMesh``
 (``_gateways.py``).
@@ -35,7 +35,7 @@ from ._conn import (
     RemoteInterest,
     RouteConnection,
 )
-from ._effects import Effects
+from ._effects import PendingEffects
 from ._natsport import PING, PONG, NatsPort, error_text
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class CoreBase:
         #: open connections by id
         self.conns: dict[int, Connection] = {}
         #: what the shell must do after each call
-        self.effects = Effects()
+        self.pending = PendingEffects()
         #: per-account counters
         self.accounts: dict[str, Account] = {}
         #: set by ``shutdown``: new connections are refused
@@ -85,7 +85,7 @@ class CoreBase:
         self._ping = self.encoder.encode(Ping())
         self._pong = self.encoder.encode(Pong())
         # the hot path's aliases: each is the same object for the core's whole life
-        self._writable = self.effects.writable
+        self._writable = self.pending.writable
         self._layer: Layer | None = None
         #: the message being delivered: (subject, reply, payload), set with its tail, for
         #: NATS targets (which need the fields, not the msgpack tail)
@@ -205,7 +205,7 @@ class CoreBase:
         was_open = conn.state is ConnState.OPEN
         conn.state = ConnState.CLOSING
         self._retire(conn, was_open)
-        self.effects.closing.append(conn)
+        self.pending.closing.append(conn)
 
     def _retire(self, conn: Connection, was_open: bool) -> None:
         """The connection stops counting: its interest and its table entries go now."""

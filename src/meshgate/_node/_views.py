@@ -11,7 +11,7 @@ from .._stats import AccountInfo, ConnectionInfo, RouteInfo, SubscriptionsInfo
 from ._conn import ClientConnection, GatewayConnection
 
 if TYPE_CHECKING:
-    from ._node import NodeCore
+    from ._core import NodeCore
 
 
 def connections(core: NodeCore, now: float) -> list[ConnectionInfo]:

@@ -46,7 +46,7 @@ from ._conn import BackboneConnection, ConnState, RemoteInterest
 from ._natsport import PING, PONG
 
 if TYPE_CHECKING:
-    from ._node import NodeCore
+    from ._core import NodeCore
 
 _ACCOUNT_PREFIX = "$MGA."
 _CONTROL_PREFIX = "$MGC."
@@ -126,7 +126,7 @@ class Backbone:
         conn.remote.clear()
         if self.conn is conn:
             self.conn = None
-            core.effects.routes_changed = True
+            core.pending.routes_changed = True
         core._wake_pong_waiters(conn)
 
     def _connect(self, conn: BackboneConnection, info: dict[str, Any]) -> None:
@@ -155,7 +155,7 @@ class Backbone:
         conn.state = ConnState.OPEN
         conn.peer = str(info.get("server_name") or info.get("server_id") or "hub")
         self.conn = conn
-        core.effects.routes_changed = True
+        core.pending.routes_changed = True
 
     @staticmethod
     def _interest_line(account: str, pattern: str, queue: str | None, n: int) -> bytes:

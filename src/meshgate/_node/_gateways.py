@@ -20,7 +20,7 @@ from ..protocol import Hello, Info, Opcode, Role, to_frame
 from ._conn import ConnState, GatewayConnection, InboundGateway, OutboundGateway
 
 if TYPE_CHECKING:
-    from ._node import NodeCore
+    from ._core import NodeCore
 
 _INFO = int(Opcode.INFO)
 
@@ -126,7 +126,7 @@ class GatewayMesh:
         conn.out_interest = OutboundInterest(interest_only="interest-only" in hello.features)
         conn.state = ConnState.OPEN
         self.outbound[cluster] = conn
-        core.effects.gateways_changed = True
+        core.pending.gateways_changed = True
         self.learn(cluster, hello.urls, replace=True)
         # measure the round trip at once so the queue-group order is known early
         conn.pings_sent += 1
@@ -159,7 +159,7 @@ class GatewayMesh:
         )
         conn.state = ConnState.OPEN
         self.inbound[conn.id] = conn
-        core.effects.gateways_changed = True
+        core.pending.gateways_changed = True
         # the dialer authenticated: our HELLO now, then the interest it should start with
         token = cfg.gateway_secrets.get(cluster)
         core._append(conn, self._hello_frame(outbound=False, token=token))
@@ -214,7 +214,7 @@ class GatewayMesh:
             return
         changed = new != known
         self.urls[cluster] = new
-        dial = core.effects.dial_gateways
+        dial = core.pending.dial_gateways
         if cluster not in self.outbound and cluster not in dial:
             dial.append(cluster)
         if changed and not from_route:
@@ -227,9 +227,9 @@ class GatewayMesh:
         if cluster is not None and self.outbound.get(cluster) is conn:
             del self.outbound[cluster]
             self.sort()
-            core.effects.gateways_changed = True
+            core.pending.gateways_changed = True
         if self.inbound.pop(conn.id, None) is not None:
-            core.effects.gateways_changed = True
+            core.pending.gateways_changed = True
         core._wake_pong_waiters(conn)
 
     def sort(self) -> None:

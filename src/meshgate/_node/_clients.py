@@ -17,7 +17,7 @@ from ..subjects import is_valid_pattern, is_valid_subject
 from ._conn import ClientConnection, ConnState, LocalSubscription
 
 if TYPE_CHECKING:
-    from ._node import NodeCore
+    from ._core import NodeCore
 
 _SUB = int(Opcode.SUB)
 _UNSUB = int(Opcode.UNSUB)

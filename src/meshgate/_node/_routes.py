@@ -25,7 +25,7 @@ from ..subjects import is_valid_pattern, is_valid_subject
 from ._conn import ConnState, RemoteInterest, RouteConnection
 
 if TYPE_CHECKING:
-    from ._node import NodeCore
+    from ._core import NodeCore
 
 _RSUB = int(Opcode.RSUB)
 _RUNSUB = int(Opcode.RUNSUB)
@@ -111,7 +111,7 @@ class RouteMesh:
                 return
             core._close_quietly(existing, f"route to {hello.name} replaced")
         self.peers[hello.name] = conn
-        core.effects.routes_changed = True
+        core.pending.routes_changed = True
         conn.state = ConnState.OPEN
         if conn.peer_client_url:
             core.clients.tell_urls()
@@ -162,7 +162,7 @@ class RouteMesh:
         known = self.connected_urls() | self.self_urls
         if self.cluster_url:
             known.add(self.cluster_url)
-        dial = core.effects.dial_routes
+        dial = core.pending.dial_routes
         for url in info.route_urls:
             if url not in known and url not in dial:
                 dial.append(url)
@@ -222,7 +222,7 @@ class RouteMesh:
         conn.remote.clear()
         if conn.peer is not None and self.peers.get(conn.peer) is conn:
             del self.peers[conn.peer]
-            core.effects.routes_changed = True
+            core.pending.routes_changed = True
         core._wake_pong_waiters(conn)
 
     def on_local_key(self, account: str, pattern: str, queue: str | None, n: int) -> None:

@@ -350,7 +350,6 @@ class FanOut(Delivery):
             acct.messages_out += n
         self.messages_out += n
         self.payload_out += n * len(payload)
-        self.payload_out += n * len(payload)
 
     # -- to and from gateways -----------------------------------------------------------------
 

@@ -50,7 +50,7 @@ from ._clients import session_identity
 from ._conn import ClientConnection, ConnState
 
 if TYPE_CHECKING:
-    from ._node import NodeCore
+    from ._core import NodeCore
 
 #: the subject a NATS client subscribes to for its node's notices
 NOTICE_SUBJECT = "$MG.notice"

@@ -9,7 +9,7 @@
 ``_clients.py``               :class:`ClientPort`: client handshake, auth, subscriptions
 ``_routes.py``                :class:`RouteMesh`: routes within a cluster
 ``_gateways.py``              :class:`GatewayMesh`: gateways between clusters
-``_node.py``                  :class:`NodeCore`: connection life, receive loops, timers, host
+``_core.py``                  :class:`NodeCore`: connection life, receive loops, timers, host
 ``_hooks.py``                 :class:`Layer` / :class:`Host`: how the game layer plugs in
 ``_views.py``                 typed snapshots for monitoring
 ============================  ==============================================================
@@ -30,11 +30,11 @@ from ._conn import OutboundGateway as OutboundGateway
 from ._conn import PeerConnection as PeerConnection
 from ._conn import RemoteInterest as RemoteInterest
 from ._conn import RouteConnection as RouteConnection
+from ._core import NodeCore as NodeCore
 from ._effects import Effects as Effects
 from ._gateways import GatewayMesh as GatewayMesh
 from ._hooks import Host as Host
 from ._hooks import Layer as Layer
-from ._node import NodeCore as NodeCore
 from ._routes import RouteMesh as RouteMesh
 
 __all__ = [

@@ -32,24 +32,21 @@ MUTANTS: tuple[Mutant, ...] = (
         "        if False:\n",
     ),
     Mutant(
-        "gateway-max-payload-unchecked",
-        "the max_payload check removed for gateway input",
+        "peer-max-payload-unchecked",
+        "the max_payload check removed for route and gateway input",
         "_node/_fanout.py",
-        "        if len(payload) > self._max_payload:\n"
-        '            self._fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, "gateway message above',
+        "        if size > self._max_payload:\n"
+        '            self.outbox.fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, f"{what} message',
         "        if False:\n"
-        '            self._fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, "gateway message above',
+        '            self.outbox.fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, f"{what} message',
     ),
     Mutant(
         "route-subject-unvalidated",
-        "RMSG subjects from route peers are not validated",
+        "RMSG/GMSG subjects from route and gateway peers are not validated",
         "_node/_fanout.py",
         "        valid = self._valid\n        if subject not in valid and not self._validate(conn, "
-        "subject):\n            return\n        if reply is not None and reply not in valid and not "
-        "self._validate(conn, reply):\n            return\n        if len(payload) > "
-        'self._max_payload:\n            self._fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, "route',
-        "        valid = self._valid\n        if len(payload) > "
-        'self._max_payload:\n            self._fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, "route',
+        "subject):\n            return False\n",
+        "        valid = self._valid\n",
     ),
     Mutant(
         "drop-oldest-drops-newest",
@@ -62,7 +59,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "no-routed-reply-rewrite",
         "the _GR_ reply rewrite removed (interest-only race: request before inbox interest)",
         "_node/_fanout.py",
-        "                    reply = routed_reply(self.config.cluster, self.config.name, reply)\n",
+        "                    reply = routed_reply(cfg.cluster, cfg.name, reply)\n",
         "                    pass\n",
     ),
     Mutant(
@@ -76,9 +73,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "route-unsub-not-passed-to-gateways",
         "a route peer's last unsubscribe is not passed on to gateways",
         "_node/_routes.py",
-        "        if entry is not None and core.graph.remove(account, pattern, entry, queue):\n"
-        "            core.gateways.on_cluster_key(account, pattern, queue, added=False)\n",
-        "        if entry is not None and core.graph.remove(account, pattern, entry, queue):\n"
+        "        if entry is not None and self.graph.remove(account, pattern, entry, queue):\n"
+        "            self.bus.cluster_key(account, pattern, queue, False)\n",
+        "        if entry is not None and self.graph.remove(account, pattern, entry, queue):\n"
         "            pass\n",
     ),
     Mutant(
@@ -86,9 +83,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "gateway input matched against another account's index",
         "_node/_fanout.py",
         "        index = self.graph.index(account)\n"
-        "        m = index.match(subject) if index is not None else None\n",
+        "        m = index.match(subject) if index is not None else None\n"
+        "        acct = self.accounts.get(account)\n"
+        "        self.results(m, acct, account, subject, reply, payload, None, FROM_GATEWAY",
         '        index = self.graph.index("$G")\n'
-        "        m = index.match(subject) if index is not None else None\n",
+        "        m = index.match(subject) if index is not None else None\n"
+        "        acct = self.accounts.get(account)\n"
+        "        self.results(m, acct, account, subject, reply, payload, None, FROM_GATEWAY",
     ),
     Mutant(
         "queue-group-served-twice",
@@ -101,9 +102,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "route-input-rerouted",
         "a message from a route is routed on (to routes and gateways), not local only",
         "_node/_fanout.py",
-        "        self._local_only(queues, account, subject, reply, payload)\n\n    def _local_only(",
-        "        self._route_publish(self.account(account), subject, reply, payload, None)\n\n"
-        "    def _local_only(",
+        "        self.results(m, acct, account, subject, reply, payload, None, FROM_ROUTE, queues)\n",
+        "        self.results(m, acct, account, subject, reply, payload, None, FROM_CLIENT, queues)\n",
     ),
     Mutant(
         "drop-new-appends-anyway",
@@ -158,7 +158,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "route-secret-unchecked",
         "a route dialer without the cluster secret is accepted",
         "_node/_routes.py",
-        '        if secret is not None and not core.check_secret(conn, hello.token, secret, "route"):\n',
+        '        if secret is not None and not out.check_secret(conn, hello.token, secret, "route"):\n',
         "        if False:\n",
     ),
     Mutant(
@@ -185,8 +185,17 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "control-frames-untracked",
         "drop-oldest cuts mid-frame when a PING or ERROR sits among the data frames",
-        "_node/_base.py",
-        "            conn.frame_sizes.append(len(data))  # keeps drop-oldest on frame boundaries\n",
+        "_node/_outbox.py",
+        "            sizes.append(len(data))  # keeps drop-oldest on frame boundaries\n",
         "            pass\n",
+    ),
+    Mutant(
+        "route-payload-bytes-out-counted-twice",
+        "payload bytes out counted twice for messages from a route or the backbone (a real "
+        "bug of the three-loop fan-out: /varz payload_bytes_out double-counted)",
+        "_node/_fanout.py",
+        "            self.payload_out += n * plen\n",
+        "            self.payload_out += n * plen * (2 if source == FROM_ROUTE else 1)\n",
+        ("tests/test_counters.py",),
     ),
 )

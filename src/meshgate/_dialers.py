@@ -153,9 +153,9 @@ class Dialing:
         failures = 0
         try:
             while True:
-                if url in routes.self_urls or url == routes.cluster_url:
+                if url in routes.self_urls or url == self._core.directory.cluster_url:
                     return
-                if url in routes.connected_urls():
+                if url in self._core.directory.route_urls():
                     await self._routes_event.wait()  # a route to it exists (either direction)
                     continue
                 try:

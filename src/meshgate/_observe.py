@@ -92,7 +92,7 @@ class Observing:
             interest_only_threshold=cfg.interest_only_threshold,
             accounts=len(core.accounts),
             self_urls=tuple(sorted(core.routes.self_urls)),
-            gateway_control_msgs=core.gateway_control_msgs,
+            gateway_control_msgs=core.fanout.gateway_control_msgs,
             statistics=core.statistics(),
         )
 

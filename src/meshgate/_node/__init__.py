@@ -3,13 +3,18 @@
 ============================  ==============================================================
 ``_conn.py``                  connection kinds (one class each) and subscriptions
 ``_effects.py``               :class:`Effects`: what the shell must do after each call
-``_base.py``                  shared state and output helpers
-``_delivery.py``              delivery to local subscriptions; the slow-consumer policy
-``_fanout.py``                the one fan-out (hot path): client, route and gateway input
+``_outbox.py``                :class:`Outbox` (the output API of every part), ``Settings``
+``_bus.py``                   :class:`Bus` (events between parts), ``Directory`` (URLs)
+``_delivery.py``              :class:`Delivery`: to local subscriptions; slow-consumer policy
+``_fanout.py``                :class:`FanOut`: the one fan-out (hot path) and its entry points
 ``_clients.py``               :class:`ClientPort`: client handshake, auth, subscriptions
+``_natsport.py``              :class:`NatsPort`: clients speaking the NATS text protocol
+``_natstext.py``              keepalive and errors in NATS text
 ``_routes.py``                :class:`RouteMesh`: routes within a cluster
 ``_gateways.py``              :class:`GatewayMesh`: gateways between clusters
-``_core.py``                  :class:`NodeCore`: connection life, receive loops, timers, host
+``_backbone.py``              :class:`Backbone`: a leafnode link to a nats-server hub
+``_core.py``                  :class:`NodeCore`: the parts composed; connection life,
+                              dispatch by kind, timers, the layer host, ``drain``
 ``_hooks.py``                 :class:`Layer` / :class:`Host`: how the game layer plugs in
 ``_views.py``                 typed snapshots for monitoring
 ============================  ==============================================================
@@ -26,6 +31,7 @@ from ._conn import ConnState as ConnState
 from ._conn import InboundGateway as InboundGateway
 from ._conn import InternalHandler as InternalHandler
 from ._conn import LocalSubscription as LocalSubscription
+from ._conn import NatsClientConnection as NatsClientConnection
 from ._conn import OutboundGateway as OutboundGateway
 from ._conn import PeerConnection as PeerConnection
 from ._conn import RemoteInterest as RemoteInterest
@@ -49,6 +55,7 @@ __all__ = [
     "InternalHandler",
     "Layer",
     "LocalSubscription",
+    "NatsClientConnection",
     "NodeCore",
     "OutboundGateway",
     "PeerConnection",

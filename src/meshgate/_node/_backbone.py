@@ -32,21 +32,26 @@ ignored, so accounts stay isolated.
 
 from __future__ import annotations
 
-__all__ = ["Backbone", "from_hub", "reply_from_hub", "to_hub"]
+__all__ = ["Backbone", "from_hub", "hub_message", "reply_from_hub", "to_hub"]
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from .._errors import ErrorCode
 from .._reserved import DEFAULT_ACCOUNT, control_account, is_control_account
 from .._version import __version__
+from ..interest import InterestGraph
 from ..protocol import Headered
 from ..protocol.nats import NatsParser, NatsProtocolError
-from ._conn import BackboneConnection, ConnState, RemoteInterest
-from ._natsport import PING, PONG
+from ._bus import Bus
+from ._conn import BackboneConnection, Connection, ConnState, LocalSubscription, RemoteInterest
+from ._natstext import PING
+from ._outbox import Outbox, Settings
 
-if TYPE_CHECKING:
-    from ._core import NodeCore
+#: the fan-out's entry for a message from a peer of this node's cluster (or the hub):
+#: ``(conn, queues, account, subject, reply, payload)``
+PeerMessage = Callable[[Connection, "tuple[str, ...] | None", str, str, "str | None", bytes], None]
 
 _ACCOUNT_PREFIX = "$MGA."
 _CONTROL_PREFIX = "$MGC."
@@ -96,11 +101,51 @@ def reply_from_hub(account: str, reply: str) -> str | None:
     return mapped[1]
 
 
+def hub_message(
+    account: str, subject: str, reply: str | None, queues: list[str] | None, payload: bytes
+) -> bytes:
+    """One ``LMSG`` (``HMSG`` with headers, as leaf connections carry them) to the
+    hub; ``queues``: the groups the hub should serve (those with no member here)."""
+    target = to_hub(account, subject)
+    if reply is not None:
+        reply = to_hub(account, reply)
+    if queues:
+        mid = (f" + {reply} " if reply else " | ") + " ".join(queues)
+    else:
+        mid = f" {reply}" if reply else ""
+    if type(payload) is Headered:
+        h = payload.headers
+        return b"HMSG %s%s %d %d\r\n%s%s\r\n" % (
+            target.encode(),
+            mid.encode(),
+            len(h),
+            len(h) + len(payload),
+            h,
+            payload,
+        )
+    return b"LMSG %s%s %d\r\n%s\r\n" % (target.encode(), mid.encode(), len(payload), payload)
+
+
 class Backbone:
     """The node's leafnode connection to a nats-server hub (at most one at a time)."""
 
-    def __init__(self, core: NodeCore) -> None:
-        self.core = core
+    def __init__(
+        self,
+        settings: Settings,
+        outbox: Outbox,
+        graph: InterestGraph[LocalSubscription | RemoteInterest],
+        bus: Bus,
+        local_keys: dict[tuple[str, str, str | None], int],
+        on_message: PeerMessage,
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.graph = graph
+        #: the local interest per key (the client port's table; read here)
+        self.local_keys = local_keys
+        self._on_message = on_message
+        outbox.retirers[BackboneConnection] = self.retire  # type: ignore[assignment]
+        bus.on_local_key(self.on_local_key)
         #: the open backbone connection, once the hub answered
         self.conn: BackboneConnection | None = None
         #: what the hub said in its last INFO
@@ -116,22 +161,22 @@ class Backbone:
 
     def opened(self, conn: BackboneConnection) -> None:
         """We dialed the hub: it speaks first (INFO)."""
-        conn.parser = NatsParser(max_payload=self.core.config.max_payload + 64 * 1024, leaf=True)
+        conn.parser = NatsParser(
+            max_payload=self.settings.config.max_payload + 64 * 1024, leaf=True
+        )
 
-    def retire(self, conn: BackboneConnection) -> None:
+    def retire(self, conn: BackboneConnection, was_open: bool) -> None:
         """The connection is gone: forget the hub's interest."""
-        core = self.core
         for entry in conn.remote.values():
-            core.graph.remove(entry.account, entry.pattern, entry, entry.queue)
+            self.graph.remove(entry.account, entry.pattern, entry, entry.queue)
         conn.remote.clear()
         if self.conn is conn:
             self.conn = None
-            core.pending.routes_changed = True
-        core._wake_pong_waiters(conn)
+            self.outbox.pending.routes_changed = True
+        conn.wake_pong_waiters()
 
     def _connect(self, conn: BackboneConnection, info: dict[str, Any]) -> None:
-        core = self.core
-        cfg = core.config
+        cfg = self.settings.config
         self.hub = info
         options: dict[str, Any] = {
             "name": cfg.name,
@@ -147,15 +192,15 @@ class Backbone:
             options["auth_token"] = cfg.backbone_token
         lines = [b"CONNECT " + json.dumps(options, separators=(",", ":")).encode() + b"\r\n"]
         for (account, pattern, queue), n in sorted(
-            core.clients.local_keys.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")
+            self.local_keys.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")
         ):
             lines.append(self._interest_line(account, pattern, queue, n))
         lines.append(PING)
-        core._append(conn, b"".join(lines))
+        self.outbox.append(conn, b"".join(lines))
         conn.state = ConnState.OPEN
         conn.peer = str(info.get("server_name") or info.get("server_id") or "hub")
         self.conn = conn
-        core.pending.routes_changed = True
+        self.outbox.pending.routes_changed = True
 
     @staticmethod
     def _interest_line(account: str, pattern: str, queue: str | None, n: int) -> bytes:
@@ -166,7 +211,9 @@ class Backbone:
             return f"LS+ {subject}\r\n".encode()
         return f"LS+ {subject} {queue} {n}\r\n".encode()
 
-    def on_local_key(self, account: str, pattern: str, queue: str | None, n: int) -> None:
+    def on_local_key(
+        self, account: str, pattern: str, queue: str | None, n: int, added: bool
+    ) -> None:
         """A local key's count changed to ``n``: tell the hub (plain keys on 0<->1 only,
         queue keys with their member count)."""
         conn = self.conn
@@ -174,17 +221,17 @@ class Backbone:
             return
         if queue is None and n > 1:
             return
-        self.core._append(conn, self._interest_line(account, pattern, queue, n))
+        self.outbox.append(conn, self._interest_line(account, pattern, queue, n))
 
     # -- input --------------------------------------------------------------------------------
 
     def receive(self, conn: BackboneConnection, data: bytes | bytearray) -> None:
         """Bytes from the hub."""
-        core = self.core
+        out = self.outbox
         parser = conn.parser
         assert parser is not None
         parser.feed(data)
-        known = core.known_accounts
+        known = self.settings.known_accounts
         while conn.state < ConnState.CLOSING:
             # the hot path: a run of plain LMSGs, parsed in one call
             for subject, reply, queues, payload in parser.lmsgs():
@@ -194,7 +241,7 @@ class Backbone:
             try:
                 op = parser.next()
             except (NatsProtocolError, UnicodeDecodeError) as exc:
-                core._fail(conn, ErrorCode.MALFORMED, f"backbone: {exc}")
+                out.fail(conn, ErrorCode.MALFORMED, f"backbone: {exc}")
                 return
             if op is None:
                 return
@@ -207,9 +254,9 @@ class Backbone:
             elif name == "LS-":
                 self._unsub(conn, op[1], op[2])
             elif name == "PING":
-                core._append(conn, PONG)
+                out.pong(conn)
             elif name == "PONG":
-                core._pong_received(conn)
+                conn.pong_received(self.settings.now)
             elif name == "INFO":
                 urls = op[1].get("leafnode_urls")
                 if isinstance(urls, list):
@@ -219,11 +266,11 @@ class Backbone:
             elif name == "-ERR":
                 self.last_error = op[1]
                 if conn.state is ConnState.AWAIT_HELLO or "Authorization" in op[1]:
-                    core._close_quietly(conn, f"hub refused: {op[1]}")
+                    out.close_quietly(conn, f"hub refused: {op[1]}")
             elif name == "+OK":
                 continue
             else:
-                core._fail(conn, ErrorCode.ILLEGAL_FOR_ROLE, f"backbone: unexpected {name}")
+                out.fail(conn, ErrorCode.ILLEGAL_FOR_ROLE, f"backbone: unexpected {name}")
                 return
 
     def _message(
@@ -247,25 +294,24 @@ class Backbone:
             account, subject = mapped
         if reply is not None and (reply[0] in "$_" or account != DEFAULT_ACCOUNT):
             reply = reply_from_hub(account, reply)
-        self.core._route_message(conn, queues, account, subject, reply, payload)
+        self._on_message(conn, queues, account, subject, reply, payload)
 
     def _sub(
         self, conn: BackboneConnection, hub_pattern: str, queue: str | None, weight: int
     ) -> None:
-        core = self.core
         mapped = from_hub(hub_pattern)
-        if mapped is None or mapped[0] not in core.known_accounts:
+        if mapped is None or mapped[0] not in self.settings.known_accounts:
             self.ignored_interest += 1
             return
         account, pattern = mapped
         key = (account, pattern, queue)
         entry = conn.remote.get(key)
         if entry is None:
-            if len(conn.remote) >= core.config.max_subscriptions * 16:
+            if len(conn.remote) >= self.settings.config.max_subscriptions * 16:
                 self.ignored_interest += 1  # bounded, like every table
                 return
             entry = conn.remote[key] = RemoteInterest(conn, account, pattern, queue, 1)
-            core.graph.add(account, pattern, entry, queue)
+            self.graph.add(account, pattern, entry, queue)
         entry.weight = max(1, weight)
 
     def _unsub(self, conn: BackboneConnection, hub_pattern: str, queue: str | None) -> None:
@@ -274,31 +320,4 @@ class Backbone:
             return
         entry = conn.remote.pop((mapped[0], mapped[1], queue), None)
         if entry is not None:
-            self.core.graph.remove(entry.account, entry.pattern, entry, entry.queue)
-
-    # -- output -------------------------------------------------------------------------------
-
-    @staticmethod
-    def message(
-        account: str, subject: str, reply: str | None, queues: list[str] | None, payload: bytes
-    ) -> bytes:
-        """One ``LMSG`` (``HMSG`` with headers, as leaf connections carry them) to the
-        hub; ``queues``: the groups the hub should serve (those with no member here)."""
-        target = to_hub(account, subject)
-        if reply is not None:
-            reply = to_hub(account, reply)
-        if queues:
-            mid = (f" + {reply} " if reply else " | ") + " ".join(queues)
-        else:
-            mid = f" {reply}" if reply else ""
-        if type(payload) is Headered:
-            h = payload.headers
-            return b"HMSG %s%s %d %d\r\n%s%s\r\n" % (
-                target.encode(),
-                mid.encode(),
-                len(h),
-                len(h) + len(payload),
-                h,
-                payload,
-            )
-        return b"LMSG %s%s %d\r\n%s\r\n" % (target.encode(), mid.encode(), len(payload), payload)
+            self.graph.remove(entry.account, entry.pattern, entry, entry.queue)

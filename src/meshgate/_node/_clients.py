@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ErrorCode
 from .._reserved import DEFAULT_ACCOUNT
 from ..config import Permissions, User
+from ..interest import InterestGraph
 from ..protocol import Hello, Info, Opcode, Role
 from ..subjects import is_valid_pattern, is_valid_subject
-from ._conn import ClientConnection, ConnState, LocalSubscription
+from ._bus import Bus, Directory
+from ._conn import Account, ClientConnection, ConnState, LocalSubscription, RemoteInterest
+from ._outbox import Outbox, Settings
 
 if TYPE_CHECKING:
-    from ._core import NodeCore
+    from ._hooks import Layer
 
 _SUB = int(Opcode.SUB)
 _UNSUB = int(Opcode.UNSUB)
@@ -66,27 +69,63 @@ def sub_permitted(perm: Permissions, pattern: str) -> bool:
 class ClientPort:
     """Clients and replicants on the client port, and the node's local interest."""
 
-    def __init__(self, core: NodeCore) -> None:
-        self.core = core
-        self._users: dict[str, User] = {u.token: u for u in core.config.users}
+    def __init__(
+        self,
+        settings: Settings,
+        outbox: Outbox,
+        graph: InterestGraph[LocalSubscription | RemoteInterest],
+        bus: Bus,
+        directory: Directory,
+        accounts: dict[str, Account],
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.graph = graph
+        self.bus = bus
+        self.directory = directory
+        #: per-account counters (the node's table; entries are created here)
+        self.accounts = accounts
+        #: the game layer, if one is plugged in (it decides about ``$`` subscriptions)
+        self.layer: Layer | None = None
+        cfg = settings.config
+        self._users: dict[str, User] = {u.token: u for u in cfg.users}
         #: a token the host application's in-process replicants present (set by the shell)
         self.local_replicant_token: str | None = None
         #: client connections counted towards ``max_connections``
         self.count = 0
+        #: the client connections of this node (meshgate and NATS ports) by id
+        self.conns: dict[int, ClientConnection] = {}
         #: local subscriptions per (account, pattern, queue), the node's own included
         self.local_keys: dict[tuple[str, str, str | None], int] = {}
+        #: the HELLO every client gets first; with users configured it names neither the
+        #: node nor its cluster (nothing for an unauthenticated caller to use)
+        self.node_hello = outbox.hello_frame(
+            Role.NODE, max_payload=cfg.max_payload, reveal=not cfg.users
+        )
+
+    def account(self, name: str) -> Account:
+        """The counters of account ``name`` (created on first use)."""
+        acct = self.accounts.get(name)
+        if acct is None:
+            acct = self.accounts[name] = Account(name)
+        return acct
 
     # -- life ---------------------------------------------------------------------------------
 
     def opened(self, conn: ClientConnection) -> None:
-        """A client connection was accepted: our HELLO first, then the limits."""
-        core = self.core
-        core._append(conn, core.node_hello if conn.nats is None else core.nats.info(conn))
-        cfg = core.config
-        if core.draining:
-            core._fail(conn, ErrorCode.SHUTTING_DOWN, "node is shutting down", count=False)
+        """A meshgate client connection was accepted: our HELLO first, then the limits."""
+        self.outbox.append(conn, self.node_hello)
+        self.admit(conn)
+
+    def admit(self, conn: ClientConnection) -> None:
+        """A client connection (either port) was greeted: refused if the node is going
+        away or full, else counted towards ``max_connections``."""
+        self.conns[conn.id] = conn
+        cfg = self.settings.config
+        if self.settings.draining:
+            self.outbox.fail(conn, ErrorCode.SHUTTING_DOWN, "node is shutting down", count=False)
         elif self.count >= cfg.max_connections:
-            core._fail(
+            self.outbox.fail(
                 conn, ErrorCode.LIMIT_EXCEEDED, f"max_connections={cfg.max_connections} reached"
             )
         else:
@@ -95,9 +134,9 @@ class ClientPort:
 
     def hello(self, conn: ClientConnection, hello: Hello) -> None:
         """The handshake settles who the connection is: role, account, permissions."""
-        core = self.core
+        out = self.outbox
         if hello.role not in (Role.CLIENT, Role.REPLICANT):
-            core._fail(
+            out.fail(
                 conn,
                 ErrorCode.HANDSHAKE_REFUSED,
                 f"role {hello.role!r} cannot use the client port",
@@ -108,18 +147,16 @@ class ClientPort:
         if self._users:
             user = self._check_token(hello.token)
             if user is None:
-                core.auth_failures += 1
-                core._fail(conn, ErrorCode.AUTH_FAILED, "authentication failed")
+                out.fail_auth(conn, "authentication failed")
                 return
         if hello.role == Role.REPLICANT and not self._replicant_credential(user, hello):
-            core.auth_failures += 1
-            core._fail(conn, ErrorCode.AUTH_FAILED, "role replicant needs a replicant credential")
+            out.fail_auth(conn, "role replicant needs a replicant credential")
             return
         if user is not None:
             account = user.account
             conn.user = user
             self._apply_permissions(conn, user)
-        acct = core.account(account)
+        acct = self.account(account)
         acct.clients += 1
         conn.account = acct
         conn.name = hello.name
@@ -127,33 +164,36 @@ class ClientPort:
             conn.session = session_identity(account, hello.session)
         conn.role = Role(hello.role)
         conn.state = ConnState.OPEN
-        if conn.nats is not None:
-            if core.config.users and len(core.routes.nats_urls()) > 1:
-                core._append(conn, core.nats.info(conn))  # authenticated: connect_urls
-            return
+
+    def handshake(self, conn: ClientConnection, hello: Hello) -> None:
+        """A meshgate client's HELLO: who it is, then (authenticated) where else it can
+        reconnect to."""
+        self.hello(conn, hello)
+        if conn.state is ConnState.OPEN:
+            self.welcome(conn)
+
+    def welcome(self, conn: ClientConnection) -> None:
+        """A meshgate client authenticated: where else it can reconnect to."""
         frame = self._urls_frame()
-        if frame is not None:  # authenticated: where else this client can reconnect to
-            core._append(conn, frame)
+        if frame is not None:
+            self.outbox.append(conn, frame)
 
     def _urls_frame(self) -> bytes | None:
-        urls = self.core.routes.client_urls()
+        urls = self.directory.client_urls()
         if len(urls) < 2:
             return None
-        return self.core.encoder.encode(Info(self.core.config.cluster, client_urls=urls))
+        return self.outbox.encoder.encode(Info(self.settings.config.cluster, client_urls=urls))
 
     def tell_urls(self) -> None:
-        """The cluster's nodes changed: every open client learns the client URLs again."""
+        """The cluster's nodes changed: every open meshgate client learns the client URLs
+        again (NATS clients hear of NATS ports from the NATS port)."""
         frame = self._urls_frame()
         if frame is None:
             return
-        core = self.core
-        for conn in core.conns.values():
-            if (
-                type(conn) is ClientConnection
-                and conn.state is ConnState.OPEN
-                and conn.nats is None
-            ):
-                core._append(conn, frame)
+        append = self.outbox.append
+        for conn in self.conns.values():
+            if conn.state is ConnState.OPEN and not conn.nats_text:
+                append(conn, frame)
 
     @staticmethod
     def _apply_permissions(conn: ClientConnection, user: User) -> None:
@@ -165,10 +205,10 @@ class ClientPort:
         """New users: a connection whose credential is gone (or moved to another account,
         or lost its replicant right) is closed; the others get their user's new
         permissions, and subscriptions those no longer allow end with an error."""
-        core = self.core
+        out = self.outbox
         self._users = {u.token: u for u in users}
-        for conn in list(core.conns.values()):
-            if type(conn) is not ClientConnection or conn.user is None:
+        for conn in list(self.conns.values()):
+            if conn.user is None:
                 continue
             if conn.state is not ConnState.OPEN:
                 continue
@@ -178,7 +218,7 @@ class ClientPort:
                 or new.account != conn.user.account
                 or (conn.role is Role.REPLICANT and not new.replicant)
             ):
-                core._fail(conn, ErrorCode.AUTH_FAILED, "credential revoked")
+                out.fail(conn, ErrorCode.AUTH_FAILED, "credential revoked")
                 continue
             conn.user = new
             self._apply_permissions(conn, new)
@@ -186,7 +226,7 @@ class ClientPort:
                 for sub in list(conn.subs.values()):
                     if sub.pattern[0] != "$" and not sub_permitted(conn.sub_perm, sub.pattern):
                         self.remove_sub(sub)
-                        core.deny(conn, f"subscription to {sub.pattern!r} no longer permitted")
+                        out.deny(conn, f"subscription to {sub.pattern!r} no longer permitted")
 
     def _is_local_replicant(self, hello: Hello) -> bool:
         local = self.local_replicant_token
@@ -204,7 +244,7 @@ class ClientPort:
             return user.replicant
         if self._is_local_replicant(hello):
             return True
-        token = self.core.config.replicant_token
+        token = self.settings.config.replicant_token
         return (
             not self._users
             and token is not None
@@ -231,11 +271,11 @@ class ClientPort:
 
     def retire(self, conn: ClientConnection, was_open: bool) -> None:
         """The connection stops counting: its subscriptions and its client slot go now."""
+        self.conns.pop(conn.id, None)
         for sub in list(conn.subs.values()):
             self.remove_sub(sub)
-        layer = self.core._layer
-        if was_open and layer is not None:
-            layer.on_client_lost(conn)
+        if was_open:
+            self.bus.client_lost(conn)
         if conn.account is not None:
             conn.account.clients -= 1
             conn.account = None
@@ -247,41 +287,41 @@ class ClientPort:
 
     def subscribe(self, conn: ClientConnection, sid: int, pattern: str, queue: str | None) -> None:
         """Add a subscription; interest changes go to gateways, then routes, then the layer."""
-        core = self.core
+        out = self.outbox
         if not is_valid_pattern(pattern):
-            core._fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid subscription pattern {pattern!r}")
+            out.fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid subscription pattern {pattern!r}")
             return
         if queue is not None and not is_valid_subject(queue):
-            core._fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid queue name {queue!r}")
+            out.fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid queue name {queue!r}")
             return
         if sid in conn.subs:
-            core._fail(conn, ErrorCode.MALFORMED, f"sid {sid} is already in use")
+            out.fail(conn, ErrorCode.MALFORMED, f"sid {sid} is already in use")
             return
-        limit = core.config.max_subscriptions
+        limit = self.settings.config.max_subscriptions
         if len(conn.subs) >= limit:
-            core._fail(conn, ErrorCode.LIMIT_EXCEEDED, f"max_subscriptions={limit} reached")
+            out.fail(conn, ErrorCode.LIMIT_EXCEEDED, f"max_subscriptions={limit} reached")
             return
         assert conn.account is not None
         account = conn.account.name
-        layer = core._layer
+        layer = self.layer
         if pattern[0] == "$" and layer is not None:
             # the game layer's control subjects: only where it says, in its namespace
             target = layer.dollar_account(conn, account, pattern)
             if target is None:
-                core.deny(conn, f"subscribe to {pattern!r} denied: reserved subject")
+                out.deny(conn, f"subscribe to {pattern!r} denied: reserved subject")
                 return
             account = target
         if conn.sub_perm is not None and not sub_permitted(conn.sub_perm, pattern):
-            core.deny(conn, f"subscribe to {pattern!r} denied")
+            out.deny(conn, f"subscribe to {pattern!r} denied")
             return
-        prefix = core.encoder.message_prefix(sid)
+        prefix = out.encoder.message_prefix(sid)
         sub = LocalSubscription(conn, account, sid, pattern, queue, prefix)
         conn.subs[sid] = sub
-        if core.graph.add(account, pattern, sub, queue):
-            core.gateways.on_cluster_key(account, pattern, queue, added=True)
+        if self.graph.add(account, pattern, sub, queue):
+            self.bus.cluster_key(account, pattern, queue, True)
         key = (account, pattern, queue)
         n = self.local_keys[key] = self.local_keys.get(key, 0) + 1
-        self._local_key(account, pattern, queue, n, True)
+        self.bus.local_key(account, pattern, queue, n, True)
 
     def unsubscribe(self, conn: ClientConnection, sid: int, max_msgs: int | None) -> None:
         """Remove a subscription now, or after ``max_msgs`` more messages."""
@@ -298,28 +338,16 @@ class ClientPort:
         conn = sub.conn
         if conn.subs.pop(sub.sid, None) is None:
             return
-        core = self.core
         account = sub.account
-        if core.graph.remove(account, sub.pattern, sub, sub.queue):
-            core.gateways.on_cluster_key(account, sub.pattern, sub.queue, added=False)
+        if self.graph.remove(account, sub.pattern, sub, sub.queue):
+            self.bus.cluster_key(account, sub.pattern, sub.queue, False)
         key = (account, sub.pattern, sub.queue)
         n = self.local_keys[key] - 1
         if n:
             self.local_keys[key] = n
         else:
             del self.local_keys[key]
-        self._local_key(account, sub.pattern, sub.queue, n, False)
-
-    def _local_key(
-        self, account: str, pattern: str, queue: str | None, n: int, added: bool
-    ) -> None:
-        """Listeners of a local key count, in this order (gateways heard of the cluster
-        key already, in the caller): routes, then the layer."""
-        core = self.core
-        core.routes.on_local_key(account, pattern, queue, n)
-        core.backbone.on_local_key(account, pattern, queue, n)
-        if core._layer is not None:
-            core._layer.on_local_key(account, pattern, queue, n, added)
+        self.bus.local_key(account, sub.pattern, sub.queue, n, False)
 
     def patterns(self, account: str) -> list[str]:
         """Plain (non-queue) patterns with local subscribers in ``account``."""

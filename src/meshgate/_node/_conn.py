@@ -5,15 +5,22 @@ kind); its handshake only fills in what the peer said.  A replicant is a
 :class:`ClientConnection` whose HELLO said ``role = "replicant"``: the handshake
 sets :attr:`ClientConnection.role` once and the kind never changes.
 
-=======================  ========================  =====================================
-class                    :class:`ConnectionKind`   receive loop / control frames
-=======================  ========================  =====================================
-:class:`ClientConnection`  ``CLIENT``              PUB fast path, else ``ClientPort``
-:class:`RouteConnection`   ``ROUTE``               RMSG fast path, else ``RouteMesh``
-:class:`InboundGateway`    ``GATEWAY_INBOUND``     GMSG fast path, else ``GatewayMesh``
-:class:`OutboundGateway`   ``GATEWAY_OUTBOUND``    interest frames, ``GatewayMesh``
-:class:`InternalConnection`  (none)                the node's own subscriptions
-=======================  ========================  =====================================
+=============================  =====================  ========================================
+class                          wire                   receive loop / control frames
+=============================  =====================  ========================================
+:class:`ClientConnection`      meshgate (CLIENT)      PUB fast path, else ``ClientPort``
+:class:`NatsClientConnection`  NATS text              ``NatsPort`` (then the client port)
+:class:`RouteConnection`       meshgate (ROUTE)       RMSG fast path, else ``RouteMesh``
+:class:`BackboneConnection`    NATS leafnode          ``Backbone``
+:class:`InboundGateway`        meshgate (GW_INBOUND)  GMSG fast path, else ``GatewayMesh``
+:class:`OutboundGateway`       meshgate (GW_OUTBOUND) interest frames, ``GatewayMesh``
+:class:`InternalConnection`    (none)                 the node's own subscriptions
+=============================  =====================  ========================================
+
+What differs between kinds is said here, by the class, never asked elsewhere: how it
+says PING, PONG and errors (``ping_bytes``, ``pong_bytes``, :meth:`Connection.error_bytes`),
+whether deliveries are rendered in NATS text (``nats_text``), what it holds besides
+``out`` (:meth:`Connection.pending_bytes`, :meth:`Connection.take_output`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ __all__ = [
     "Account",
     "BackboneConnection",
     "ClientConnection",
+    "NatsClientConnection",
     "ConnState",
     "Connection",
     "GatewayConnection",
@@ -40,9 +48,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .._errors import ErrorCode
+from .._reserved import NOTICE_SID
 from ..config import Permissions, User
 from ..interest import InboundInterest, OutboundInterest
-from ..protocol import LEGAL_RECEIVE, ConnectionKind, Decoder, Opcode, Role
+from ..protocol import LEGAL_RECEIVE, ConnectionKind, Decoder, Encoder, Message, Opcode, Role
+from ._natstext import NOTICE_SUBJECT, PING, PONG, error_line
 
 if TYPE_CHECKING:
     from ..protocol.nats import NatsParser
@@ -86,6 +97,15 @@ class Connection:
     kind: ClassVar[ConnectionKind]
     #: the opcodes legal to receive on this kind (:data:`~meshgate.protocol.LEGAL_RECEIVE`)
     legal: ClassVar[frozenset[Opcode]]
+    #: PING and PONG in this kind's protocol (None: meshgate's frames)
+    ping_bytes: ClassVar[bytes | None] = None
+    pong_bytes: ClassVar[bytes | None] = None
+    #: deliveries to it are rendered in the NATS text protocol
+    nats_text: ClassVar[bool] = False
+    #: messages relayed to it are rendered in nats-server's leafnode protocol (``LMSG``)
+    leaf: ClassVar[bool] = False
+    #: sizes of the frames in ``out``, where a slow-consumer policy needs them
+    frame_sizes: deque[int] | None = None
 
     __slots__ = (
         "bytes_in",
@@ -139,6 +159,36 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.state.name}>"
+
+    def error_bytes(self, code: ErrorCode, reason: str) -> bytes | None:
+        """An error in this kind's protocol (None: meshgate's ERROR frame)."""
+        return None
+
+    def pong_received(self, now: float) -> None:
+        """A PONG arrived at ``now``: nothing is outstanding; the round trip is known."""
+        self.pings_out = 0
+        if self.ping_sent_at is not None:
+            self.rtt = now - self.ping_sent_at
+            self.ping_sent_at = None
+
+    def has_output(self) -> bool:
+        """Something is queued for it."""
+        return bool(self.out)
+
+    def pending_bytes(self) -> int:
+        """Bytes queued for it and not yet taken."""
+        return len(self.out)
+
+    def take_output(self) -> bytearray:
+        """Everything queued, in order; the buffer starts empty again."""
+        out = self.out
+        self.out = bytearray()
+        self.dirty = False
+        return out
+
+    def forget_output(self) -> None:
+        """The transport is gone: drop whatever is queued."""
+        self.out = bytearray()
 
 
 class ClientConnection(Connection):
@@ -194,8 +244,94 @@ class ClientConnection(Connection):
         #: the keyed state lane (coalesce policy): (sid, key) -> encoded frame
         self.keyed: dict[tuple[int, str], bytes] = {}
         self.keyed_bytes = 0
-        #: a client of the NATS port: its NATS state (None on the meshgate port)
-        self.nats: NatsState | None = None
+
+    def wire(self) -> tuple[str, str, str]:
+        """``(protocol, client language, client version)`` for monitoring."""
+        return ("meshgate", "", "")
+
+    def notice_bytes(
+        self, encoder: Encoder, sid: int, subject: str, reply: str | None, data: bytes
+    ) -> bytes | None:
+        """One MSG from the node itself for subscription ``sid`` (sid 0: the client's
+        notices, confirmations and corrections of its inputs); None: nowhere to go."""
+        return encoder.encode(Message(sid, subject, reply, data))
+
+    def has_output(self) -> bool:
+        """Something is queued, in the event lane or the keyed state lane."""
+        return bool(self.out) or bool(self.keyed)
+
+    def pending_bytes(self) -> int:
+        """Bytes queued in both lanes."""
+        return len(self.out) + self.keyed_bytes
+
+    def take_output(self) -> bytearray:
+        """The event lane, then the latest value of every key; the client caught up."""
+        out = self.out
+        if self.keyed:
+            out += b"".join(self.keyed.values())
+            self.keyed.clear()
+            self.keyed_bytes = 0
+        if self.frame_sizes is not None:
+            self.frame_sizes.clear()
+        self.slow = False
+        self.resync_streak = 0
+        self.out = bytearray()
+        self.dirty = False
+        return out
+
+    def forget_output(self) -> None:
+        """The transport is gone: drop both lanes."""
+        self.out = bytearray()
+        self.keyed.clear()
+        self.keyed_bytes = 0
+
+
+class NatsClientConnection(ClientConnection):
+    """A client of the NATS port: a client in every respect (account, permissions,
+    subscriptions, limits, policy), speaking the NATS text protocol."""
+
+    ping_bytes: ClassVar[bytes | None] = PING
+    pong_bytes: ClassVar[bytes | None] = PONG
+    nats_text = True
+
+    __slots__ = ("nats",)
+
+    def __init__(
+        self, cid: int, decoder: Decoder, now: float, *, track_frames: bool, nats: NatsState
+    ) -> None:
+        super().__init__(cid, decoder, now, track_frames=track_frames)
+        #: its NATS side: parser, sid map, CONNECT options
+        self.nats = nats
+
+    def error_bytes(self, code: ErrorCode, reason: str) -> bytes:
+        """nats-server's ``-ERR`` line."""
+        return error_line(code, reason)
+
+    def wire(self) -> tuple[str, str, str]:
+        """``("nats", lang, version)`` as the client said in CONNECT."""
+        return ("nats", self.nats.lang, self.nats.version)
+
+    def notice_bytes(
+        self, encoder: Encoder, sid: int, subject: str, reply: str | None, data: bytes
+    ) -> bytes | None:
+        """A notice goes to the client's ``$MG.notice`` subscription (sid 0) or to one of
+        its own subscriptions, as a NATS ``MSG``."""
+        st = self.nats
+        if sid == NOTICE_SID:
+            nsid = st.notice_sid
+        else:
+            sub = self.subs.get(sid)
+            nsid = sub.prefix if sub is not None else None
+        if nsid is None:
+            return None
+        rb = b" " + reply.encode() if reply is not None else b""
+        return b"MSG %s %s%s %d\r\n%s\r\n" % (
+            (subject or NOTICE_SUBJECT).encode(),
+            nsid,
+            rb,
+            len(data),
+            data,
+        )
 
 
 class InternalConnection(ClientConnection):
@@ -226,6 +362,20 @@ class PeerConnection(Connection):
         self.pongs_received = 0
         self.pong_waiters: deque[tuple[int, Callable[[], None]]] = deque()
 
+    def pong_received(self, now: float) -> None:
+        """A PONG: the round trip, and whoever waited for this many PONGs is woken."""
+        Connection.pong_received(self, now)
+        self.pongs_received += 1
+        waiters = self.pong_waiters
+        while waiters and waiters[0][0] <= self.pongs_received:
+            waiters.popleft()[1]()
+
+    def wake_pong_waiters(self) -> None:
+        """The connection is going: everyone waiting for a PONG on it is woken."""
+        for _, wake in self.pong_waiters:
+            wake()
+        self.pong_waiters.clear()
+
 
 class RouteConnection(PeerConnection):
     """A route to a node of the same cluster (symmetric)."""
@@ -252,6 +402,9 @@ class BackboneConnection(PeerConnection):
 
     kind = ConnectionKind.ROUTE
     legal = LEGAL_RECEIVE[ConnectionKind.ROUTE]
+    ping_bytes: ClassVar[bytes | None] = PING
+    pong_bytes: ClassVar[bytes | None] = PONG
+    leaf = True
 
     __slots__ = ("parser", "remote")
 
@@ -260,6 +413,10 @@ class BackboneConnection(PeerConnection):
         self.parser: NatsParser | None = None
         #: the hub's interest: (account, pattern, queue) -> entry in the interest graph
         self.remote: dict[tuple[str, str, str | None], RemoteInterest] = {}
+
+    def error_bytes(self, code: ErrorCode, reason: str) -> bytes:
+        """nats-server's ``-ERR`` line."""
+        return error_line(code, reason)
 
 
 class GatewayConnection(PeerConnection):

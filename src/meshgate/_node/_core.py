@@ -1,8 +1,14 @@
-"""``NodeCore``: connection life, the per-kind receive loops, timers and the layer host.
+"""``NodeCore``: the parts composed; connection life, dispatch by kind, timers, the
+layer host and the effects.
 
 No I/O, no clock, no tasks: the shell feeds bytes and ticks in (time is an
-argument), takes output with :meth:`NodeCore.take_output` and acts on
-the :class:`Effects` that :meth:`NodeCore.drain` returns after each call.
+argument), takes output with :meth:`NodeCore.take_output` and acts on the
+:class:`Effects` that :meth:`NodeCore.drain` returns after each call.
+
+The parts never see this object: each is built from the settings, the tables it
+owns or reads, the :class:`~meshgate._node._outbox.Outbox` and the
+:class:`~meshgate._node._bus.Bus`.  This class wires them together once, owns the
+connection table and the timers, and dispatches input by the connection's class.
 """
 
 from __future__ import annotations
@@ -19,20 +25,23 @@ from .._errors import ErrorCode, RemoteProtocolError
 from .._reserved import control_account
 from .._stats import AccountStatistics, Statistics
 from ..config import GatewayConfig
+from ..interest import InterestGraph
 from ..protocol import (
     PROTOCOL_VERSION,
     ConnectionKind,
     Decoder,
+    Encoder,
     Hello,
-    Message,
     Opcode,
     Role,
     UnpackerPool,
     to_frame,
 )
 from ._backbone import Backbone
+from ._bus import Bus, Directory
 from ._clients import ClientPort
 from ._conn import (
+    Account,
     BackboneConnection,
     ClientConnection,
     Connection,
@@ -40,15 +49,20 @@ from ._conn import (
     InboundGateway,
     InternalConnection,
     InternalHandler,
+    LocalSubscription,
+    NatsClientConnection,
     OutboundGateway,
     PeerConnection,
+    RemoteInterest,
     RouteConnection,
 )
-from ._effects import Effects
+from ._delivery import Delivery
+from ._effects import Effects, PendingEffects
 from ._fanout import FanOut
 from ._gateways import GatewayMesh
 from ._hooks import Layer
 from ._natsport import NatsPort
+from ._outbox import Outbox, Settings
 from ._routes import RouteMesh
 
 _PUB = int(Opcode.PUB)
@@ -64,45 +78,103 @@ _CLOSING = ConnState.CLOSING
 _Raw = tuple[Any, ...]
 
 
-class NodeCore(FanOut):
+class NodeCore:
     """All protocol and routing state of one node; synchronous and I/O-free.
 
-    The parts: :attr:`clients` (:class:`ClientPort`), :attr:`routes`
-    (:class:`RouteMesh`), :attr:`gateways` (:class:`GatewayMesh`), the fan-out
-    (inherited, ``_fanout.py``) and an optional layer (:meth:`attach_layer`).
+    The parts: :attr:`clients` (:class:`ClientPort`), :attr:`nats` (:class:`NatsPort`),
+    :attr:`routes` (:class:`RouteMesh`), :attr:`gateways` (:class:`GatewayMesh`),
+    :attr:`backbone` (:class:`Backbone`), :attr:`fanout` (:class:`FanOut`) with its
+    :attr:`delivery` policy, and an optional layer (:meth:`attach_layer`).
     """
 
     def __init__(self, config: GatewayConfig) -> None:
-        super().__init__(config)
+        self.settings = settings = Settings(config)
+        self.encoder = Encoder()
+        self.pending = PendingEffects()
+        self.outbox = outbox = Outbox(settings, self.encoder, self.pending)
+        self.bus = bus = Bus()
+        #: every subscription and route interest, per account
+        self.graph: InterestGraph[LocalSubscription | RemoteInterest] = InterestGraph()
+        #: open connections by id
+        self.conns: dict[int, Connection] = {}
+        #: per-account counters
+        self.accounts: dict[str, Account] = {}
+        self.directory = Directory({})
+        self.clients = ClientPort(settings, outbox, self.graph, bus, self.directory, self.accounts)
+        self.delivery = Delivery(config, outbox, self.clients.remove_sub)
+        self.gateways = GatewayMesh(settings, outbox, self.graph, bus, self.directory)
+        self.fanout = FanOut(
+            settings,
+            outbox,
+            self.graph,
+            self.delivery,
+            self.accounts,
+            self.directory.peers,
+            self.gateways.outbound,
+            self.gateways.order,
+        )
+        self.nats = NatsPort(settings, outbox, bus, self.directory, self.clients, self.fanout)
+        # routes before the backbone: both hear of local interest, in this order
+        self.routes = RouteMesh(
+            settings,
+            outbox,
+            self.graph,
+            bus,
+            self.directory,
+            self.clients.local_keys,
+            self.gateways.urls,
+        )
+        self.backbone = Backbone(
+            settings, outbox, self.graph, bus, self.clients.local_keys, self.fanout.route_message
+        )
+        outbox.retirers[ClientConnection] = self.clients.retire  # type: ignore[assignment]
+        bus.on_client_urls(self.clients.tell_urls)
+        self._layer: Layer | None = None
         self._unpackers = UnpackerPool()
+        self._next_id = 0
         self._next_ping: float | None = None
         self._running_internal = False
         self._internal_unpacker = msgpack.Unpacker(raw=False)
-        self.clients = ClientPort(self)
-        self.nats = NatsPort(self)
-        self.backbone = Backbone(self)
-        self.routes = RouteMesh(self)
-        self.gateways = GatewayMesh(self)
-        self._route_peers = self.routes.peers
-        self._outbound = self.gateways.outbound
-        self._gw_order = self.gateways.order
-        #: the HELLO every client gets first; with users configured it names neither the
-        #: node nor its cluster (nothing for an unauthenticated caller to use)
-        self.node_hello = self.hello_frame(
-            Role.NODE, max_payload=config.max_payload, reveal=not config.users
-        )
-        self._handshakes: dict[ConnectionKind, Callable[[Any, Hello], None]] = {
-            ConnectionKind.CLIENT: self.clients.hello,
-            ConnectionKind.ROUTE: self.routes.hello,
-            ConnectionKind.GATEWAY_INBOUND: self.gateways.hello_inbound,
-            ConnectionKind.GATEWAY_OUTBOUND: self.gateways.hello_outbound,
+        self._internal: dict[str, InternalConnection] = {}
+        #: wire bytes received from and written to every connection
+        self.bytes_in = 0
+        self.bytes_out = 0
+        # dispatch by the connection's class: input, the handshake, control frames
+        self._receivers: dict[type[Connection], Callable[[Any, bytes | bytearray], None]] = {
+            ClientConnection: self._client_input,
+            NatsClientConnection: self.nats.receive,
+            RouteConnection: self._route_input,
+            BackboneConnection: self.backbone.receive,
+            InboundGateway: self._inbound_input,
+            OutboundGateway: self._other_input,
         }
-        self._controls: dict[ConnectionKind, Callable[[Any, int, _Raw], None]] = {
-            ConnectionKind.CLIENT: self.clients.control,
-            ConnectionKind.ROUTE: self.routes.control,
-            ConnectionKind.GATEWAY_INBOUND: self.gateways.control_inbound,
-            ConnectionKind.GATEWAY_OUTBOUND: self.gateways.control_outbound,
+        self._handshakes: dict[type[Connection], Callable[[Any, Hello], None]] = {
+            ClientConnection: self.clients.handshake,
+            RouteConnection: self.routes.hello,
+            InboundGateway: self.gateways.hello_inbound,
+            OutboundGateway: self.gateways.hello_outbound,
         }
+        self._controls: dict[type[Connection], Callable[[Any, int, _Raw], None]] = {
+            ClientConnection: self.clients.control,
+            RouteConnection: self.routes.control,
+            InboundGateway: self.gateways.control_inbound,
+            OutboundGateway: self.gateways.control_outbound,
+        }
+
+    @property
+    def config(self) -> GatewayConfig:
+        """The node's configuration (as last applied by :meth:`reconfigure`)."""
+        return self.settings.config
+
+    @property
+    def draining(self) -> bool:
+        """New connections are refused (``stop_accepting`` or ``shutdown`` was called)."""
+        return self.settings.draining
+
+    @property
+    def known_accounts(self) -> frozenset[str]:
+        """The accounts peers may name."""
+        return self.settings.known_accounts
 
     def bound(
         self,
@@ -113,14 +185,15 @@ class NodeCore(FanOut):
         nats_url: str | None = None,
     ) -> None:
         """The shell bound the client, route, gateway (and NATS) listeners at these URLs."""
+        d = self.directory
         if client_url is not None:
-            self.routes.client_url = client_url
+            d.client_url = client_url
         if nats_url is not None:
-            self.routes.nats_url = nats_url
+            d.nats_url = nats_url
         if cluster_url is not None:
-            self.routes.cluster_url = cluster_url
+            d.cluster_url = cluster_url
         if gateway_url is not None:
-            self.gateways.gateway_url = gateway_url
+            d.gateway_url = gateway_url
 
     #: configuration fields that :meth:`reconfigure` applies to a running node
     RELOADABLE = frozenset(
@@ -145,7 +218,7 @@ class NodeCore(FanOut):
         """Apply what can change safely while running (:attr:`RELOADABLE`); returns the
         names of the other fields that differ (they need a restart and are not applied).
         New limits apply to what comes next (a decoder's frame limit is its own)."""
-        old = self.config
+        old = self.settings.config
         changed = [
             f.name
             for f in attrs.fields(GatewayConfig)
@@ -155,13 +228,12 @@ class NodeCore(FanOut):
         applied = attrs.evolve(
             old, **{name: getattr(new, name) for name in changed if name in self.RELOADABLE}
         )
-        self.config = applied
-        self._max_payload = applied.max_payload
-        self._max_pending = applied.max_pending_bytes
+        self.settings.config = applied
+        self.fanout.reconfigure(applied)
+        self.delivery.reconfigure(applied)
         if "users" in changed:
-            self.known_accounts = self._known_accounts()
+            self.settings.known_accounts = self._known_accounts()
             self.clients.reload_users(applied.users)
-        self._run_internal()
         return restart
 
     def attach_layer(self, layer: Layer) -> None:
@@ -169,12 +241,16 @@ class NodeCore(FanOut):
         if self._layer is not None:
             raise RuntimeError("a layer is already attached")
         self._layer = layer
-        self.known_accounts = self._known_accounts()
+        self.clients.layer = layer
+        self.fanout.layer = layer
+        self.bus.on_local_key(layer.on_local_key)
+        self.bus.on_client_lost(layer.on_client_lost)
+        self.settings.known_accounts = self._known_accounts()
 
     def _known_accounts(self) -> frozenset[str]:
         """The accounts peers may name: those served, and with a layer their control
         namespaces."""
-        served = self.config.accounts
+        served = self.settings.config.accounts
         if self._layer is None:
             return served
         return served | {control_account(a) for a in served}
@@ -192,24 +268,31 @@ class NodeCore(FanOut):
         backbone: bool = False,
     ) -> Connection:
         """A transport accepted (or, for ``dialed``, opened) a connection of ``kind``;
-        the connection's class is fixed now, and our HELLO goes first.  ``nats``: a
+        the connection's class is fixed now, and our greeting goes first.  ``nats``: a
         client of the NATS port (it speaks the NATS text protocol; INFO goes first);
         ``backbone``: the leafnode connection this node dialed to a nats-server hub."""
         self._next_id += 1
         cid = self._next_id
-        decoder = Decoder(max_frame_bytes=self._max_payload + 8 * 1024, pool=self._unpackers)
+        cfg = self.settings.config
+        decoder = Decoder(max_frame_bytes=cfg.max_payload + 8 * 1024, pool=self._unpackers)
         conn: Connection
         if backbone:
             leaf = BackboneConnection(cid, decoder, now)
             self.conns[cid] = conn = leaf
             self.backbone.opened(leaf)
         elif kind is ConnectionKind.CLIENT or kind is ConnectionKind.REPLICANT:
-            track = self._policy == "drop-oldest" or self._policy == "coalesce"
-            client = ClientConnection(cid, decoder, now, track_frames=track)
-            self.conns[cid] = conn = client
+            policy = cfg.slow_consumer_policy
+            track = policy == "drop-oldest" or policy == "coalesce"
             if nats:
-                self.nats.opened(client)
-            self.clients.opened(client)
+                natsc = NatsClientConnection(
+                    cid, decoder, now, track_frames=track, nats=self.nats.new_state()
+                )
+                self.conns[cid] = conn = natsc
+                self.nats.opened(natsc)
+            else:
+                client = ClientConnection(cid, decoder, now, track_frames=track)
+                self.conns[cid] = conn = client
+                self.clients.opened(client)
         elif kind is ConnectionKind.ROUTE:
             route = RouteConnection(cid, decoder, now, dialed=dialed)
             self.conns[cid] = conn = route
@@ -217,13 +300,13 @@ class NodeCore(FanOut):
         elif kind is ConnectionKind.GATEWAY_INBOUND:
             inbound = InboundGateway(cid, decoder, now)
             self.conns[cid] = conn = inbound
-            self.gateways.opened(inbound)
+            self.gateways.opened_inbound(inbound)
         elif kind is ConnectionKind.GATEWAY_OUTBOUND:
             if expected_cluster is None:
                 raise ValueError("an outbound gateway connection needs expected_cluster")
             outbound = OutboundGateway(cid, decoder, now, expected_cluster=expected_cluster)
             self.conns[cid] = conn = outbound
-            self.gateways.opened(outbound)
+            self.gateways.opened_outbound(outbound)
         else:
             raise ValueError(f"a node does not accept {kind.value} connections")
         return conn
@@ -232,33 +315,18 @@ class NodeCore(FanOut):
         """The transport is gone: forget the connection and its subscriptions."""
         if conn.state is ConnState.CLOSED:
             return
-        self._retire(conn, conn.state is _OPEN)
+        self.outbox.retire(conn, conn.state is _OPEN)
         self.conns.pop(conn.id, None)
         conn.state = ConnState.CLOSED
-        conn.out = bytearray()
-        if type(conn) is ClientConnection:
-            conn.keyed.clear()
-            conn.keyed_bytes = 0
-        self._run_internal()
+        conn.forget_output()
 
     def has_output(self, conn: Connection) -> bool:
         """Something is queued for ``conn``."""
-        return bool(conn.out) or (type(conn) is ClientConnection and bool(conn.keyed))
+        return conn.has_output()
 
     def take_output(self, conn: Connection) -> bytearray:
         """Everything queued for ``conn``, in order; the buffer starts empty again."""
-        out = conn.out
-        if type(conn) is ClientConnection:
-            if conn.keyed:
-                out += b"".join(conn.keyed.values())
-                conn.keyed.clear()
-                conn.keyed_bytes = 0
-            if conn.frame_sizes is not None:
-                conn.frame_sizes.clear()
-            conn.slow = False
-            conn.resync_streak = 0
-        conn.out = bytearray()
-        conn.dirty = False
+        out = conn.take_output()
         n = len(out)
         conn.bytes_out += n
         self.bytes_out += n
@@ -266,17 +334,26 @@ class NodeCore(FanOut):
 
     def pending_bytes(self, conn: Connection) -> int:
         """Bytes queued for ``conn`` and not yet taken by the shell."""
-        if type(conn) is ClientConnection:
-            return len(conn.out) + conn.keyed_bytes
-        return len(conn.out)
+        return conn.pending_bytes()
+
+    def drain(self) -> Effects:
+        """Finish the current call (the node's own subscriptions run, and may route more)
+        and return what the shell must do now, as one immutable value.  Call it after
+        every other call into the core."""
+        if self.delivery.internal:
+            self._run_internal()
+        return self.pending.take()
+
+    # -- timers ---------------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
         """Timers: handshake deadline and keepalive pings."""
-        cfg = self.config
+        self.settings.now = now
+        cfg = self.settings.config
+        out = self.outbox
         for conn in list(self.conns.values()):
             if conn.state is ConnState.AWAIT_HELLO and now - conn.opened_at >= cfg.auth_timeout:
-                self.auth_failures += 1
-                self._fail(conn, ErrorCode.AUTH_FAILED, "no HELLO within auth_timeout")
+                out.fail_auth(conn, "no HELLO within auth_timeout")
         if self._next_ping is None:
             self._next_ping = now + cfg.ping_interval
         elif now >= self._next_ping:
@@ -285,46 +362,43 @@ class NodeCore(FanOut):
                 if conn.state is not _OPEN:
                     continue
                 if conn.pings_out >= cfg.max_pings_out:
-                    self._fail(conn, ErrorCode.STALE_CONNECTION, "stale connection: no PONG")
+                    out.fail(conn, ErrorCode.STALE_CONNECTION, "stale connection: no PONG")
                 else:
                     conn.pings_out += 1
                     conn.pings_sent += 1
                     if conn.ping_sent_at is None:
                         conn.ping_sent_at = now
-                    self._append(conn, self._ping)
-        self._run_internal()
+                    out.ping(conn)
 
     def stop_accepting(self) -> None:
         """Lame duck: refuse new connections (clients, routes and gateways)."""
-        self.draining = True
+        self.settings.draining = True
 
     def clients_to_move(self) -> list[int]:
         """Ids of the open client (not replicant) connections, for a lame-duck drain."""
         return [
-            c.id
-            for c in self.conns.values()
-            if type(c) is ClientConnection and c.state is _OPEN and c.role is Role.CLIENT
+            c.id for c in self.clients.conns.values() if c.state is _OPEN and c.role is Role.CLIENT
         ]
 
     def move_client(self, conn_id: int) -> None:
         """Ask one client to go: SHUTTING_DOWN, so that it reconnects to another node."""
         conn = self.conns.get(conn_id)
         if conn is not None and conn.state is _OPEN:
-            self._fail(
+            self.outbox.fail(
                 conn,
                 ErrorCode.SHUTTING_DOWN,
                 "node is going away: reconnect to another node",
                 count=False,
             )
-            self._run_internal()
 
     def shutdown(self) -> None:
         """Drain: refuse new connections; tell every connection the node is going away."""
-        self.draining = True
+        self.settings.draining = True
         for conn in list(self.conns.values()):
             if conn.state < _CLOSING:
-                self._fail(conn, ErrorCode.SHUTTING_DOWN, "node is shutting down", count=False)
-        self._run_internal()
+                self.outbox.fail(
+                    conn, ErrorCode.SHUTTING_DOWN, "node is shutting down", count=False
+                )
 
     def ping(self, conn: Connection, on_pong: Callable[[], None]) -> None:
         """Send a PING on a route or gateway connection; ``on_pong()`` is called once its
@@ -336,55 +410,34 @@ class NodeCore(FanOut):
             return
         conn.pings_sent += 1
         conn.pong_waiters.append((conn.pings_sent, on_pong))
-        self._append(conn, self._ping)
+        self.outbox.ping(conn)
 
-    def _wake_pong_waiters(self, conn: PeerConnection) -> None:
-        for _, wake in conn.pong_waiters:
-            wake()
-        conn.pong_waiters.clear()
-
-    # -- input: one loop per kind -------------------------------------------------------------
+    # -- input: dispatch by kind, one loop per kind ---------------------------------------------
 
     def receive_data(self, conn: Connection, data: bytes | bytearray, now: float) -> None:
         """Process bytes received on ``conn`` at time ``now``: every complete frame is handled."""
         if conn.state >= _CLOSING:
             return
-        self._now = now
+        self.settings.now = now
         conn.last_activity = now
         n = len(data)
         conn.bytes_in += n
         self.bytes_in += n
-        dec = conn.decoder
         try:
-            kind = conn.kind
-            if kind is ConnectionKind.CLIENT and conn.nats is not None:  # type: ignore[attr-defined]
-                self.nats.receive(conn, data)  # type: ignore[arg-type]
-                return
-            if kind is ConnectionKind.ROUTE and type(conn) is BackboneConnection:
-                self.backbone.receive(conn, data)
-                return
-            dec.feed(data)
-            if kind is ConnectionKind.CLIENT:
-                self._client_frames(conn, dec.next_raw)  # type: ignore[arg-type]
-            elif kind is ConnectionKind.ROUTE:
-                self._route_frames(conn, dec.next_raw)  # type: ignore[arg-type]
-            elif kind is ConnectionKind.GATEWAY_INBOUND:
-                self._inbound_frames(conn, dec.next_raw)  # type: ignore[arg-type]
-            else:
-                self._other_frames(conn, dec.next_raw)
+            self._receivers[type(conn)](conn, data)
         except RemoteProtocolError as exc:
-            self._fail(conn, exc.code, exc.reason)
-        finally:
-            if self._internal_queue:
-                self._run_internal()
+            self.outbox.fail(conn, exc.code, exc.reason)
 
     # Raw frames are the decoder's validated tuples (``protocol/_frames.py``):
     # PUB (op, subject, reply, payload, key); RMSG/GMSG (op, queues, account, subject,
     # reply, payload).  Only the data frame of each kind takes the fast path; everything
     # else goes through ``_control``, which applies the legality table first.
 
-    def _client_frames(self, conn: ClientConnection, nxt: Callable[[], _Raw | None]) -> None:
-        publish = self._publish
+    def _client_input(self, conn: ClientConnection, data: bytes | bytearray) -> None:
+        dec = conn.decoder
+        dec.feed(data)
+        nxt = dec.next_raw
+        publish = self.fanout.publish
         while (f := nxt()) is not None:
             if f[0] == _PUB and conn.state is _OPEN:
                 publish(conn, f[1], f[2], f[3], f[4])
@@ -393,8 +446,11 @@ class NodeCore(FanOut):
             if conn.state >= _CLOSING:
                 return
 
-    def _route_frames(self, conn: RouteConnection, nxt: Callable[[], _Raw | None]) -> None:
-        message = self._route_message
+    def _route_input(self, conn: RouteConnection, data: bytes | bytearray) -> None:
+        dec = conn.decoder
+        dec.feed(data)
+        nxt = dec.next_raw
+        message = self.fanout.route_message
         while (f := nxt()) is not None:
             if f[0] == _RMSG and conn.state is _OPEN:
                 message(conn, f[1], f[2], f[3], f[4], f[5])
@@ -403,8 +459,11 @@ class NodeCore(FanOut):
             if conn.state >= _CLOSING:
                 return
 
-    def _inbound_frames(self, conn: InboundGateway, nxt: Callable[[], _Raw | None]) -> None:
-        message = self._gateway_message
+    def _inbound_input(self, conn: InboundGateway, data: bytes | bytearray) -> None:
+        dec = conn.decoder
+        dec.feed(data)
+        nxt = dec.next_raw
+        message = self.fanout.gateway_message
         while (f := nxt()) is not None:
             if f[0] == _GMSG and conn.state is _OPEN:
                 message(conn, f[1], f[2], f[3], f[4], f[5])
@@ -413,7 +472,10 @@ class NodeCore(FanOut):
             if conn.state >= _CLOSING:
                 return
 
-    def _other_frames(self, conn: Connection, nxt: Callable[[], _Raw | None]) -> None:
+    def _other_input(self, conn: Connection, data: bytes | bytearray) -> None:
+        dec = conn.decoder
+        dec.feed(data)
+        nxt = dec.next_raw
         while (f := nxt()) is not None:
             self._control(conn, f[0], f)
             if conn.state >= _CLOSING:
@@ -422,8 +484,9 @@ class NodeCore(FanOut):
     def _control(self, conn: Connection, op: int, f: _Raw) -> None:
         """Every frame but the kind's data frame: the legality table, the handshake, the
         frames every kind has, then the kind's own control frames."""
+        out = self.outbox
         if op not in conn.legal:
-            self._fail(
+            out.fail(
                 conn,
                 ErrorCode.ILLEGAL_FOR_ROLE,
                 f"{Opcode(op).name} is not legal on a {conn.kind.value} connection",
@@ -431,48 +494,36 @@ class NodeCore(FanOut):
             return
         if conn.state is ConnState.AWAIT_HELLO:
             if op != _HELLO:
-                self._fail(conn, ErrorCode.HANDSHAKE_REFUSED, "expected HELLO first")
+                out.fail(conn, ErrorCode.HANDSHAKE_REFUSED, "expected HELLO first")
                 return
             hello = to_frame(f)
             assert isinstance(hello, Hello)
             if hello.version != PROTOCOL_VERSION:
-                self._fail(
+                out.fail(
                     conn,
                     ErrorCode.HANDSHAKE_REFUSED,
                     f"protocol version {hello.version} is not supported (need {PROTOCOL_VERSION})",
                 )
                 return
-            self._handshakes[conn.kind](conn, hello)
+            self._handshakes[type(conn)](conn, hello)
         elif op == _PING:
-            self._append(conn, self._pong)
+            out.pong(conn)
         elif op == _PONG:
-            self._pong_received(conn)
+            conn.pong_received(self.settings.now)
+            if conn.kind is ConnectionKind.GATEWAY_OUTBOUND:
+                self.gateways.sort()  # the queue-group order follows the round trip
         elif op == _ERROR:
-            self._close_quietly(conn, f"peer sent error {f[1]}: {f[2]}")
+            out.close_quietly(conn, f"peer sent error {f[1]}: {f[2]}")
         elif op == _HELLO:
-            self._fail(conn, ErrorCode.MALFORMED, "duplicate HELLO")
+            out.fail(conn, ErrorCode.MALFORMED, "duplicate HELLO")
         else:
-            self._controls[conn.kind](conn, op, f)
-
-    def _pong_received(self, conn: Connection) -> None:
-        conn.pings_out = 0
-        if conn.ping_sent_at is not None:
-            conn.rtt = self._now - conn.ping_sent_at
-            conn.ping_sent_at = None
-            if type(conn) is OutboundGateway:
-                self.gateways.sort()
-        if isinstance(conn, PeerConnection):
-            conn.pongs_received += 1
-            waiters = conn.pong_waiters
-            while waiters and waiters[0][0] <= conn.pongs_received:
-                waiters.popleft()[1]()
+            self._controls[type(conn)](conn, op, f)
 
     # -- the layer host (see _hooks.Host) -----------------------------------------------------
 
     def inject(self, account: str, subject: str, payload: bytes, reply: str | None = None) -> None:
         """Publish a message from the node itself (routed like a client's publish)."""
-        self._route_publish(self.account(account), subject, reply, payload, None)
-        self._run_internal()
+        self.fanout.inject(self.clients.account(account), subject, reply, payload, None)
 
     def subscribe_internal(self, account: str, pattern: str, handler: InternalHandler) -> None:
         """Subscribe the node itself; ``handler(subject, reply, payload)`` runs for each
@@ -481,7 +532,7 @@ class NodeCore(FanOut):
         if conn is None:
             self._next_id += 1
             conn = self._internal[account] = InternalConnection(
-                self._next_id, self.account(account)
+                self._next_id, self.clients.account(account)
             )
         sid = len(conn.handlers) + 1
         conn.handlers[sid] = handler
@@ -490,25 +541,37 @@ class NodeCore(FanOut):
     def notify(self, conn_id: int, sid: int, subject: str, reply: str | None, data: bytes) -> bool:
         """Send one MSG to a local connection if it is still open; False if not."""
         c = self.conns.get(conn_id)
-        if c is None or c.state is not _OPEN:
+        if c is None or c.state is not _OPEN or not isinstance(c, ClientConnection):
             return False
-        if type(c) is ClientConnection and c.nats is not None:
-            self.nats.notice(c, sid, subject, reply, data)
-            return True
-        self._append(c, self.encoder.encode(Message(sid, subject, reply, data)))
+        frame = c.notice_bytes(self.encoder, sid, subject, reply, data)
+        if frame is not None:
+            self.outbox.append(c, frame)
         return True
+
+    def error(self, conn: Connection, code: ErrorCode, reason: str) -> None:
+        """Send an error frame to ``conn``; it stays open."""
+        self.outbox.error(conn, code, reason)
+
+    def deny(self, conn: Connection, reason: str) -> None:
+        """A permission violation by ``conn``: counted, an error frame, it stays open."""
+        self.outbox.deny(conn, reason)
 
     def local_patterns(self, account: str) -> list[str]:
         """Plain patterns some local connection of ``account`` subscribes to."""
-        return self.clients.patterns(account)
+        return [p for (a, p, q) in self.clients.local_keys if a == account and q is None]
+
+    def has_interest(self, conn: ClientConnection, subject: str) -> bool:
+        """Would a message on ``subject`` from ``conn`` reach anyone (see
+        :meth:`FanOut.has_interest`)?"""
+        return self.fanout.has_interest(conn, subject)
 
     def _run_internal(self) -> None:
         """Run the handlers of the node's own subscriptions (they may route more)."""
-        if self._running_internal or not self._internal_queue:
+        if self._running_internal:
             return
         self._running_internal = True
         try:
-            queue = self._internal_queue
+            queue = self.delivery.internal
             unpacker = self._internal_unpacker
             while queue:
                 handler, tail = queue.popleft()
@@ -516,13 +579,6 @@ class NodeCore(FanOut):
                 handler(unpacker.unpack(), unpacker.unpack(), unpacker.unpack())
         finally:
             self._running_internal = False
-
-    def drain(self) -> Effects:
-        """Finish the current call (the node's own subscriptions run, and may route more)
-        and return what the shell must do now, as one immutable value.  Call it after
-        every other call into the core."""
-        self._run_internal()
-        return self.pending.take()
 
     # -- introspection ------------------------------------------------------------------------
 
@@ -533,26 +589,27 @@ class NodeCore(FanOut):
         )
 
     def statistics(self) -> Statistics:
-        """A snapshot of the node's counters."""
+        """A snapshot of the node's counters (each part keeps its own)."""
+        fan, dlv, out = self.fanout, self.delivery, self.outbox
         return Statistics(
             clients=self.clients.count,
             routes=len(self.routes.peers),
             outbound_gateways=len(self.gateways.outbound),
             inbound_gateways=len(self.gateways.inbound),
             subscriptions=sum(self.clients.local_keys.values()) - self.internal_subscriptions(),
-            messages_in=self.messages_in,
-            messages_out=self.messages_out,
+            messages_in=fan.messages_in,
+            messages_out=fan.messages_out,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
-            slow_consumers=self.slow_consumers,
-            dropped_messages=self.dropped_messages,
-            coalesced_messages=self.coalesced_messages,
-            resyncs=self.resyncs,
-            protocol_errors=self.protocol_errors,
-            auth_failures=self.auth_failures,
-            permission_violations=self.permission_violations,
-            payload_bytes_in=self.payload_in,
-            payload_bytes_out=self.payload_out,
+            slow_consumers=dlv.slow_consumers,
+            dropped_messages=dlv.dropped_messages,
+            coalesced_messages=dlv.coalesced_messages,
+            resyncs=dlv.resyncs,
+            protocol_errors=out.protocol_errors,
+            auth_failures=out.auth_failures,
+            permission_violations=out.permission_violations,
+            payload_bytes_in=fan.payload_in,
+            payload_bytes_out=fan.payload_out,
         )
 
     def account_statistics(self, account: str) -> AccountStatistics:

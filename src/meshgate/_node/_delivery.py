@@ -1,6 +1,6 @@
 """Delivery to local subscriptions and the slow-consumer policy (DESIGN §6).
 
-``_deliver`` is on the hot path: one call per local target.  Each client has one
+``Delivery.deliver`` is on the hot path: one call per local target.  Each client has one
 output buffer bounded by ``max_pending_bytes``; what happens when it would pass
 the bound is the node's ``slow_consumer_policy``:
 
@@ -19,32 +19,68 @@ from __future__ import annotations
 
 __all__ = ["Delivery"]
 
+from collections import deque
+from collections.abc import Callable
+
 from .._errors import ErrorCode
-from ._base import CoreBase
-from ._conn import ClientConnection, ConnState, LocalSubscription
+from ..config import GatewayConfig
+from ._conn import ClientConnection, ConnState, InternalHandler, LocalSubscription
+from ._natsport import NatsRender
+from ._outbox import Outbox
 
 _OPEN = ConnState.OPEN
 _INTERNAL = ConnState.INTERNAL
 
 
-class Delivery(CoreBase):
-    """Delivery to local subscriptions, with the policy applied when a client is behind."""
+class Delivery:
+    """Delivery to local subscriptions, with the policy applied when a client is behind.
 
-    def _deliver(self, sub: LocalSubscription, tail: bytes, key: str | None) -> int:
+    The fan-out sets :attr:`cur` (the message being delivered) before the first
+    :meth:`deliver` of a message; NATS targets need its fields, not the msgpack tail."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        outbox: Outbox,
+        remove_sub: Callable[[LocalSubscription], None],
+    ) -> None:
+        self.outbox = outbox
+        self._remove_sub = remove_sub
+        self._writable = outbox.writable
+        #: the message being delivered: (subject, reply, payload, payload size)
+        self.cur: tuple[str, str | None, bytes, int] = ("", None, b"", 0)
+        #: the NATS client publishing with ``echo: false`` now (its own messages skip it)
+        self.origin: ClientConnection | None = None
+        #: the current message in NATS text, built once for all its NATS targets
+        self.render = NatsRender()
+        #: the node's own subscriptions that matched: run by ``NodeCore.drain``
+        self.internal: deque[tuple[InternalHandler, bytes]] = deque()
+        self.slow_consumers = 0
+        self.dropped_messages = 0
+        self.coalesced_messages = 0
+        self.resyncs = 0
+        self.reconfigure(config)
+
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """The limits of ``config`` apply to what is delivered from now on."""
+        self._max_pending = config.max_pending_bytes
+        self._policy = config.slow_consumer_policy
+        self._max_resyncs = config.max_resyncs
+
+    def deliver(self, sub: LocalSubscription, tail: bytes, key: str | None) -> int:
         """Append one MSG (the subscription's prefix, then the shared tail); 1 if queued."""
         c = sub.conn
         if c.state is not _OPEN:
             return self._deliver_internal(sub, tail) if c.state is _INTERNAL else 0
         prefix = sub.prefix
-        st = c.nats
-        if st is not None:  # a NATS client: the same message in NATS text, built once
-            if c is self._origin:
+        if c.nats_text:  # a NATS client: the same message in NATS text, built once
+            if c is self.origin:
                 return 0  # echo off: not to its own subscriptions
-            nats = self.nats
+            nats = self.render
             if nats.current is not tail:
-                subject, reply, payload, _ = self._cur
+                subject, reply, payload, _ = self.cur
                 nats.build(tail, subject, reply, payload)
-            if st.headers or nats.tail is nats.plain_tail:
+            if c.nats.headers or nats.tail is nats.plain_tail:  # type: ignore[attr-defined]
                 prefix = nats.head + prefix
                 tail = nats.tail
             else:
@@ -76,21 +112,21 @@ class Delivery(CoreBase):
             if sizes is not None:
                 sizes.append(size)
         c.messages_out += 1
-        c.payload_out += self._cur[3]
+        c.payload_out += self.cur[3]
         if not c.dirty:
             c.dirty = True
             self._writable.append(c)
         if sub.remaining is not None:
             sub.remaining -= 1
             if sub.remaining <= 0:
-                self.clients.remove_sub(sub)
+                self._remove_sub(sub)
         return 1
 
     def _deliver_internal(self, sub: LocalSubscription, tail: bytes) -> int:
         """A node's own subscription matched: its handler runs after the current batch."""
         handler = sub.conn.handlers.get(sub.sid)  # type: ignore[attr-defined]
         if handler is not None:
-            self._internal_queue.append((handler, tail))
+            self.internal.append((handler, tail))
         return 0
 
     def _overflow(self, c: ClientConnection, size: int) -> bool:
@@ -127,8 +163,8 @@ class Delivery(CoreBase):
         stays, latest value per key), tell the client to resynchronise; after
         ``max_resyncs`` in a row without the client catching up, disconnect it."""
         c.resync_streak += 1
-        if c.resync_streak > self.config.max_resyncs:
-            self._slow(c, f"still behind after {self.config.max_resyncs} resyncs")
+        if c.resync_streak > self._max_resyncs:
+            self._slow(c, f"still behind after {self._max_resyncs} resyncs")
             return False
         sizes = c.frame_sizes
         assert sizes is not None
@@ -139,7 +175,7 @@ class Delivery(CoreBase):
         self.resyncs += 1
         c.out = bytearray()
         sizes.clear()
-        self.error(
+        self.outbox.error(
             c,
             ErrorCode.RESYNC,
             f"fell behind: {dropped} events dropped; keyed state follows (resync {c.resyncs})",
@@ -155,7 +191,7 @@ class Delivery(CoreBase):
         c.keyed_bytes = 0
         if c.frame_sizes is not None:
             c.frame_sizes.clear()
-        self._fail(
+        self.outbox.fail(
             c,
             ErrorCode.SLOW_CONSUMER,
             f"slow consumer: {what} passed max_pending_bytes={self._max_pending}",

@@ -4,16 +4,16 @@ A message is routed one hop at a time, so nothing loops and nothing arrives twic
 (DESIGN §4):
 
 ==============================  ======================================  ======================
-a message entering from         goes to                                 implemented by
+a message entering from         goes to                                 entry point
 ==============================  ======================================  ======================
-a client or replicant (PUB)     local subscribers, each route peer      ``_publish`` ->
-                                with interest (one copy per peer), each ``_route_publish``
+a client or replicant (PUB)     local subscribers, each route peer      ``publish``
+                                with interest (one copy per peer), each
                                 remote cluster with interest (one copy
                                 per cluster, on the outbound gateway)
-the node itself (``inject``)    as a client's                           ``_route_publish``
-a route peer (RMSG)             local subscribers only; only the        ``_route_message``
+the node itself (``inject``)    as a client's                           ``inject``
+a route peer (RMSG), the hub    local subscribers only; only the        ``route_message``
                                 queue groups named in the frame
-a gateway (GMSG)                local subscribers and route peers,      ``_gateway_message``
+a gateway (GMSG)                local subscribers and route peers,      ``gateway_message``
                                 never another gateway; named groups
 a routed reply (``_GR_.``)      straight to its origin node             ``_reply_routed``
 ==============================  ======================================  ======================
@@ -23,34 +23,44 @@ member of its own cluster (local or behind a route, weighted by member count); a
 group nobody in the cluster has goes to the lowest-RTT remote cluster that has it,
 named in the frame so no cluster serves it twice.
 
-The three entry loops are deliberately specialised (no per-message calls beyond
-what each row needs); ``tests/test_supercluster_model.py`` proves they agree with
-the one-hop table.  Raw frames are tuples (see ``protocol/_frames.py``):
+The entry points only validate and count what comes in; every delivery decision is
+made by one function, :meth:`FanOut.results` (nats-server's ``processMsgResults``),
+told where the message came from.  ``tests/test_supercluster_model.py`` proves it
+agrees with the one-hop table, ``tests/test_counters.py`` that every counter counts
+each message once.  Raw frames are tuples (see ``protocol/_frames.py``):
 RMSG/GMSG ``(op, queues, account, subject, reply, payload)``.
 """
 
 from __future__ import annotations
 
-__all__ = ["FanOut"]
+__all__ = ["FROM_CLIENT", "FROM_GATEWAY", "FROM_ROUTE", "FanOut", "permitted"]
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .._errors import ErrorCode
 from .._reserved import GR_PREFIX, PROV_PREFIX, parse_routed_reply, routed_reply
-from ..config import Permissions
+from ..config import GatewayConfig, Permissions
+from ..interest import InterestGraph
 from ..protocol import Opcode
 from ..subjects import is_valid_subject, match
+from ._backbone import hub_message
 from ._conn import (
     Account,
-    BackboneConnection,
     ClientConnection,
     Connection,
     InboundGateway,
     LocalSubscription,
+    OutboundGateway,
     RemoteInterest,
     RouteConnection,
 )
 from ._delivery import Delivery
+from ._outbox import Outbox, Settings
+
+if TYPE_CHECKING:
+    from ..interest import Match
+    from ._hooks import Layer
 
 _VALID_CACHE_MAX = 16384
 _PERM_CACHE_MAX = 1024
@@ -59,6 +69,11 @@ _GMSG = Opcode.GMSG
 
 
 _INBOX = "_INBOX."
+
+#: where a message entered the node (the one-hop rule depends on it)
+FROM_CLIENT = 0
+FROM_ROUTE = 1
+FROM_GATEWAY = 2
 
 
 def permitted(perm: Permissions, subject: str) -> bool:
@@ -76,8 +91,53 @@ def permitted(perm: Permissions, subject: str) -> bool:
     )
 
 
-class FanOut(Delivery):
-    """The hot path: publish from clients, messages from routes and gateways."""
+_Entry = LocalSubscription | RemoteInterest
+
+
+class FanOut:
+    """Where every message entering the node goes: thin entry points per origin, and
+    one function that computes the deliveries (:meth:`results`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        outbox: Outbox,
+        graph: InterestGraph[_Entry],
+        delivery: Delivery,
+        accounts: dict[str, Account],
+        route_peers: dict[str, RouteConnection],
+        outbound: dict[str, OutboundGateway],
+        gateway_order: list[OutboundGateway],
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.graph = graph
+        self.delivery = delivery
+        self.encoder = outbox.encoder
+        self._writable = outbox.writable
+        #: per-account counters (the node's table)
+        self.accounts = accounts
+        # the meshes' tables (each the same object for the node's whole life)
+        self._route_peers = route_peers
+        self._outbound = outbound
+        self._gw_order = gateway_order
+        #: the game layer, if one is plugged in (``$`` publishes and ``$`` replies)
+        self.layer: Layer | None = None
+        self._valid: dict[str, None] = {}
+        self._rr = 0
+        #: message counts and payload bytes in and out (nats-server's ``in_msgs``,
+        #: ``out_msgs``, ``in_bytes``, ``out_bytes``)
+        self.messages_in = 0
+        self.messages_out = 0
+        self.payload_in = 0
+        self.payload_out = 0
+        #: messages on ``$`` subjects (the game layer's control traffic) sent to gateways
+        self.gateway_control_msgs = 0
+        self.reconfigure(settings.config)
+
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """The limits of ``config`` apply to what comes in from now on."""
+        self._max_payload = config.max_payload
 
     # -- validation (cached) ------------------------------------------------------------------
 
@@ -87,7 +147,7 @@ class FanOut(Delivery):
                 self._valid.clear()
             self._valid[subject] = None
             return True
-        self._fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid subject {subject!r}")
+        self.outbox.fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid subject {subject!r}")
         return False
 
     def _permitted(self, conn: ClientConnection, subject: str) -> bool:
@@ -104,16 +164,35 @@ class FanOut(Delivery):
     def _pub_allowed(self, conn: ClientConnection, subject: str, reply: str | None) -> bool:
         """The subject (unwrapped) and the reply subject are both permitted."""
         if not self._permitted(conn, subject):
-            self.deny(conn, f"publish to {subject!r} denied")
+            self.outbox.deny(conn, f"publish to {subject!r} denied")
             return False
         if reply is not None and not reply.startswith(_INBOX) and not self._permitted(conn, reply):
-            self.deny(conn, f"reply subject {reply!r} denied")
+            self.outbox.deny(conn, f"reply subject {reply!r} denied")
             return False
         return True
 
-    # -- from a client ------------------------------------------------------------------------
+    def _peer_input(
+        self, conn: Connection, subject: str, reply: str | None, payload: bytes, what: str
+    ) -> bool:
+        """A message from another node passes the same checks as a client's; counted in."""
+        valid = self._valid
+        if subject not in valid and not self._validate(conn, subject):
+            return False
+        if reply is not None and reply not in valid and not self._validate(conn, reply):
+            return False
+        size = len(payload)
+        if size > self._max_payload:
+            self.outbox.fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, f"{what} message above max_payload")
+            return False
+        conn.messages_in += 1
+        conn.payload_in += size
+        self.messages_in += 1
+        self.payload_in += size
+        return True
 
-    def _publish(
+    # -- entry points ---------------------------------------------------------------------------
+
+    def publish(
         self,
         conn: ClientConnection,
         subject: str,
@@ -121,9 +200,10 @@ class FanOut(Delivery):
         payload: bytes,
         key: str | None,
     ) -> None:
+        """A client's (or replicant's) PUB: checked, counted in, then routed."""
         size = len(payload)
         if size > self._max_payload:
-            self._fail(
+            self.outbox.fail(
                 conn,
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"payload of {size} bytes exceeds max_payload={self._max_payload}",
@@ -139,70 +219,162 @@ class FanOut(Delivery):
         acct = conn.account
         assert acct is not None
         conn.messages_in += 1
+        conn.payload_in += size
         acct.messages_in += 1
         self.messages_in += 1
-        conn.payload_in += size
         self.payload_in += size
         if (
             (subject[0] == "$" or (reply is not None and reply[0] == "$"))
-            and self._layer is not None
-            and self._layer.on_dollar_publish(conn, acct.name, subject, reply, payload)
+            and self.layer is not None
+            and self.layer.on_dollar_publish(conn, acct.name, subject, reply, payload)
         ):
             return
-        self._route_publish(acct, subject, reply, payload, key)
+        self.inject(acct, subject, reply, payload, key)
 
-    def _route_publish(
+    def inject(
         self, acct: Account, subject: str, reply: str | None, payload: bytes, key: str | None
     ) -> None:
-        """Route a message entering this node from a client (or from the node itself):
-        local subscribers, interested route peers, interested remote clusters."""
+        """Route a message entering this node from a client or from the node itself."""
+        account = acct.name
         if (
             subject[0] == "_"
             and subject.startswith(GR_PREFIX)
-            and self._reply_routed(acct.name, subject, reply, payload)
+            and self._reply_routed(account, subject, reply, payload)
         ):
             return
-        index = self.graph.index(acct.name)
+        index = self.graph.index(account)
+        m = index.match(subject) if index is not None else None
+        self.results(m, acct, account, subject, reply, payload, key, FROM_CLIENT, None)
+
+    def route_message(
+        self,
+        conn: Connection,
+        queues: tuple[str, ...] | None,
+        account: str,
+        subject: str,
+        reply: str | None,
+        payload: bytes,
+    ) -> None:
+        """A message relayed by a route peer (or the backbone hub): local subscribers
+        only, named queue groups only."""
+        if not self._peer_input(conn, subject, reply, payload, "route"):
+            return
+        if subject[0] == "_" and subject.startswith(GR_PREFIX):
+            parsed = parse_routed_reply(subject)
+            if parsed is None:
+                return
+            cluster, node, subject = parsed
+            cfg = self.settings.config
+            if cluster != cfg.cluster or node != cfg.name:
+                return  # not ours: never re-routed from a route
+        index = self.graph.index(account)
         if index is None:
-            if self._outbound:
-                self._to_gateways(acct.name, subject, reply, payload, ())
             return
         m = index.match(subject)
-        if not (m.plain or m.queues):
-            if self._outbound:
-                self._to_gateways(acct.name, subject, reply, payload, ())
+        acct = self.accounts.get(account)
+        self.results(m, acct, account, subject, reply, payload, None, FROM_ROUTE, queues)
+
+    def gateway_message(
+        self,
+        conn: InboundGateway,
+        queues: tuple[str, ...] | None,
+        account: str,
+        subject: str,
+        reply: str | None,
+        payload: bytes,
+    ) -> None:
+        """A message from another cluster: local subscribers and route peers, never
+        gateways; with no local interest, the sender is told (optimistic mode)."""
+        if not self._peer_input(conn, subject, reply, payload, "gateway"):
             return
-        tail = self.encoder.message_tail(subject, reply, payload)
-        plen = len(payload)
-        self._cur = (subject, reply, payload, plen)
-        deliver = self._deliver
+        if (
+            subject[0] == "_"
+            and subject.startswith(GR_PREFIX)
+            and self._reply_routed(account, subject, reply, payload)
+        ):
+            return
+        index = self.graph.index(account)
+        m = index.match(subject) if index is not None else None
+        acct = self.accounts.get(account)
+        self.results(m, acct, account, subject, reply, payload, None, FROM_GATEWAY, queues)
+        if (m is None or not m.plain) and account in self.settings.known_accounts:
+            ii = conn.in_interest
+            assert ii is not None
+            enc = self.encoder
+            for f in ii.on_unwanted(account, subject):
+                self.outbox.append(conn, enc.encode(f))
+
+    # -- the one fan-out ----------------------------------------------------------------------
+
+    def results(
+        self,
+        m: Match[_Entry] | None,
+        acct: Account | None,
+        account: str,
+        subject: str,
+        reply: str | None,
+        payload: bytes,
+        key: str | None,
+        source: int,
+        queues: tuple[str, ...] | None,
+    ) -> int:
+        """Every delivery of one message whose subject matched ``m`` in ``account``, by
+        where it came from (``source``): local subscribers always; route peers with
+        interest unless it came from a route; remote clusters only if it came from a
+        client.  Queue groups: one member each; from a client any group, else only
+        the ``queues`` the frame names (from a route, only members on this node).
+        Counts what went out (node, account); returns the number of copies."""
         n = 0
-        peers: dict[Connection, list[str]] | None = None
-        for sub in m.plain:
-            if sub.prefix is not None:
-                n += deliver(sub, tail, key)
-            else:
-                if peers is None:
-                    peers = {}
-                if sub.conn not in peers:
-                    peers[sub.conn] = []
-        for q, members in m.queues:
-            chosen = self._pick(members)
-            if chosen.prefix is not None:
-                n += deliver(chosen, tail, key)
-            else:
-                if peers is None:
-                    peers = {}
-                peers.setdefault(chosen.conn, []).append(q)
-        if peers:
-            n += self._to_routes(peers, acct.name, subject, reply, payload)
-        if reply is not None and reply[0] == "$" and self._layer is not None:
-            self._layer.on_dollar_reply(reply, subject, m.plain)
-        if self._outbound:
-            n += self._to_gateways(acct.name, subject, reply, payload, [q for q, _ in m.queues])
-        acct.messages_out += n
-        self.messages_out += n
-        self.payload_out += n * plen
+        plen = len(payload)
+        if m is not None and (m.plain or m.queues):
+            deliver = self.delivery.deliver
+            tail: bytes | None = None
+            peers: dict[Connection, list[str]] | None = None
+            for sub in m.plain:
+                if sub.prefix is not None:
+                    if tail is None:
+                        tail = self.encoder.message_tail(subject, reply, payload)
+                        self.delivery.cur = (subject, reply, payload, plen)
+                    n += deliver(sub, tail, key)
+                elif source != FROM_ROUTE:
+                    if peers is None:
+                        peers = {}
+                    if sub.conn not in peers:
+                        peers[sub.conn] = []
+            if m.queues and (source == FROM_CLIENT or queues):
+                for q, members in m.queues:
+                    if source != FROM_CLIENT:
+                        assert queues is not None
+                        if q not in queues:
+                            continue
+                        if source == FROM_ROUTE:
+                            local = [x for x in members if x.prefix is not None]
+                            if not local:
+                                continue  # the group left this node meanwhile: dropped
+                            members = local  # type: ignore[assignment]
+                    chosen = self._pick(members)
+                    if chosen.prefix is not None:
+                        if tail is None:
+                            tail = self.encoder.message_tail(subject, reply, payload)
+                            self.delivery.cur = (subject, reply, payload, plen)
+                        n += deliver(chosen, tail, key)
+                    else:
+                        if peers is None:
+                            peers = {}
+                        peers.setdefault(chosen.conn, []).append(q)
+            if peers:
+                n += self._to_routes(peers, account, subject, reply, payload)
+            if reply is not None and reply[0] == "$" and self.layer is not None:
+                self.layer.on_dollar_reply(reply, subject, m.plain)
+        if source == FROM_CLIENT and self._outbound:
+            served = [q for q, _ in m.queues] if m is not None else ()
+            n += self._to_gateways(account, subject, reply, payload, served)
+        if n:
+            self.messages_out += n
+            self.payload_out += n * plen
+            if acct is not None:
+                acct.messages_out += n
+        return n
 
     def has_interest(self, conn: ClientConnection, subject: str) -> bool:
         """Would a message on ``subject`` from ``conn`` reach anyone: a subscription of
@@ -223,9 +395,7 @@ class FanOut(Delivery):
                 return True
         return False
 
-    def _pick(
-        self, members: Sequence[LocalSubscription | RemoteInterest]
-    ) -> LocalSubscription | RemoteInterest:
+    def _pick(self, members: Sequence[_Entry]) -> _Entry:
         """One queue member, round robin weighted by each entry's member count."""
         self._rr += 1
         if len(members) == 1:
@@ -240,6 +410,8 @@ class FanOut(Delivery):
                 return m
         return members[-1]
 
+    # -- to other nodes -----------------------------------------------------------------------
+
     def _to_routes(
         self,
         peers: dict[Connection, list[str]],
@@ -248,110 +420,34 @@ class FanOut(Delivery):
         reply: str | None,
         payload: bytes,
     ) -> int:
+        """One copy per route peer (the backbone hub is one), naming the queue groups it
+        should serve; returns the number of copies."""
         enc = self.encoder
-        tail = enc.relay_tail(account, subject, reply, payload)
+        tail: bytes | None = None
         plain_prefix: bytes | None = None
         size = len(payload)
+        writable = self._writable
         for peer, queues in peers.items():
-            if type(peer) is BackboneConnection:
-                peer.out += self.backbone.message(account, subject, reply, queues, payload)
-                peer.messages_out += 1
-                peer.payload_out += size
-                if not peer.dirty:
-                    peer.dirty = True
-                    self._writable.append(peer)
-                continue
-            if queues:
-                prefix = enc.relay_prefix(_RMSG, tuple(queues))
-            else:
-                if plain_prefix is None:
-                    plain_prefix = enc.relay_prefix(_RMSG, None)
-                prefix = plain_prefix
             out = peer.out
-            out += prefix
-            out += tail
+            if peer.leaf:
+                out += hub_message(account, subject, reply, queues, payload)
+            else:
+                if tail is None:
+                    tail = enc.relay_tail(account, subject, reply, payload)
+                if queues:
+                    prefix = enc.relay_prefix(_RMSG, tuple(queues))
+                else:
+                    if plain_prefix is None:
+                        plain_prefix = enc.relay_prefix(_RMSG, None)
+                    prefix = plain_prefix
+                out += prefix
+                out += tail
             peer.messages_out += 1
             peer.payload_out += size
             if not peer.dirty:
                 peer.dirty = True
-                self._writable.append(peer)
+                writable.append(peer)
         return len(peers)
-
-    # -- from a route peer --------------------------------------------------------------------
-
-    def _route_message(
-        self,
-        conn: RouteConnection | BackboneConnection,
-        queues: tuple[str, ...] | None,
-        account: str,
-        subject: str,
-        reply: str | None,
-        payload: bytes,
-    ) -> None:
-        """A message relayed by a route peer (or the backbone): local subscribers only,
-        named queue groups only."""
-        valid = self._valid
-        if subject not in valid and not self._validate(conn, subject):
-            return
-        if reply is not None and reply not in valid and not self._validate(conn, reply):
-            return
-        if len(payload) > self._max_payload:
-            self._fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, "route message above max_payload")
-            return
-        conn.messages_in += 1
-        self.messages_in += 1
-        size = len(payload)
-        conn.payload_in += size
-        self.payload_in += size
-        if subject[0] == "_" and subject.startswith(GR_PREFIX):
-            parsed = parse_routed_reply(subject)
-            if parsed is None:
-                return
-            cluster, node, subject = parsed
-            if cluster != self.config.cluster or node != self.config.name:
-                return  # not ours: never re-routed from a route
-        self._local_only(queues, account, subject, reply, payload)
-
-    def _local_only(
-        self,
-        queues: tuple[str, ...] | None,
-        account: str,
-        subject: str,
-        reply: str | None,
-        payload: bytes,
-    ) -> None:
-        index = self.graph.index(account)
-        if index is None:
-            return
-        m = index.match(subject)
-        tail: bytes | None = None
-        n = 0
-        for sub in m.plain:
-            if sub.prefix is not None:
-                if tail is None:
-                    tail = self.encoder.message_tail(subject, reply, payload)
-                    self._cur = (subject, reply, payload, len(payload))
-                n += self._deliver(sub, tail, None)
-        if queues:
-            for q, members in m.queues:
-                if q not in queues:
-                    continue
-                local = tuple(x for x in members if x.prefix is not None)
-                if not local:
-                    continue  # the group left this node meanwhile: drop, never re-route
-                if tail is None:
-                    tail = self.encoder.message_tail(subject, reply, payload)
-                    self._cur = (subject, reply, payload, len(payload))
-                n += self._deliver(self._pick(local), tail, None)  # type: ignore[arg-type]
-        if reply is not None and reply[0] == "$" and self._layer is not None:
-            self._layer.on_dollar_reply(reply, subject, m.plain)
-        acct = self.accounts.get(account)
-        if acct is not None:
-            acct.messages_out += n
-        self.messages_out += n
-        self.payload_out += n * len(payload)
-
-    # -- to and from gateways -----------------------------------------------------------------
 
     def _to_gateways(
         self,
@@ -390,124 +486,61 @@ class FanOut(Delivery):
                 ):
                     # interest and data travel on different connections: the reply finds
                     # its way back through the origin node whatever the interest views say
-                    reply = routed_reply(self.config.cluster, self.config.name, reply)
+                    cfg = self.settings.config
+                    reply = routed_reply(cfg.cluster, cfg.name, reply)
                 tail = enc.relay_tail(account, subject, reply, payload)
-            out = c.out
-            out += enc.relay_prefix(_GMSG, tuple(groups) if groups else None)
-            out += tail
-            c.messages_out += 1
+            self._to_gateway(c, enc.relay_prefix(_GMSG, tuple(groups) if groups else None), tail)
             c.payload_out += len(payload)
             n += 1
             if subject[0] == "$":
                 self.gateway_control_msgs += 1
-            if not c.dirty:
-                c.dirty = True
-                self._writable.append(c)
         return n
 
-    def _gateway_message(
-        self,
-        conn: InboundGateway,
-        queues: tuple[str, ...] | None,
-        account: str,
-        subject: str,
-        reply: str | None,
-        payload: bytes,
-    ) -> None:
-        """A message from another cluster: local subscribers and route peers, never gateways."""
-        valid = self._valid
-        if subject not in valid and not self._validate(conn, subject):
-            return
-        if reply is not None and reply not in valid and not self._validate(conn, reply):
-            return
-        if len(payload) > self._max_payload:
-            self._fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, "gateway message above max_payload")
-            return
-        conn.messages_in += 1
-        self.messages_in += 1
-        size = len(payload)
-        conn.payload_in += size
-        self.payload_in += size
-        if (
-            subject[0] == "_"
-            and subject.startswith(GR_PREFIX)
-            and self._reply_routed(account, subject, reply, payload)
-        ):
-            return
-        index = self.graph.index(account)
-        m = index.match(subject) if index is not None else None
-        n = 0
-        if m is not None and (m.plain or m.queues):
-            tail: bytes | None = None
-            peers: dict[Connection, list[str]] | None = None
-            for sub in m.plain:
-                if sub.prefix is not None:
-                    if tail is None:
-                        tail = self.encoder.message_tail(subject, reply, payload)
-                        self._cur = (subject, reply, payload, len(payload))
-                    n += self._deliver(sub, tail, None)
-                else:
-                    if peers is None:
-                        peers = {}
-                    if sub.conn not in peers:
-                        peers[sub.conn] = []
-            if queues:
-                for q, members in m.queues:
-                    if q not in queues:
-                        continue
-                    chosen = self._pick(members)
-                    if chosen.prefix is not None:
-                        if tail is None:
-                            tail = self.encoder.message_tail(subject, reply, payload)
-                            self._cur = (subject, reply, payload, len(payload))
-                        n += self._deliver(chosen, tail, None)
-                    else:
-                        if peers is None:
-                            peers = {}
-                        peers.setdefault(chosen.conn, []).append(q)
-            if peers:
-                n += self._to_routes(peers, account, subject, reply, payload)
-            if reply is not None and reply[0] == "$" and self._layer is not None:
-                self._layer.on_dollar_reply(reply, subject, m.plain)
-        self.messages_out += n
-        self.payload_out += n * len(payload)
-        acct = self.accounts.get(account)
-        if acct is not None:
-            acct.messages_out += n
-        if (m is None or not m.plain) and account in self.known_accounts:
-            ii = conn.in_interest
-            assert ii is not None
-            enc = self.encoder
-            for f in ii.on_unwanted(account, subject):
-                self._append(conn, enc.encode(f))
+    def _to_gateway(self, c: OutboundGateway, prefix: bytes, tail: bytes) -> None:
+        out = c.out
+        out += prefix
+        out += tail
+        c.messages_out += 1
+        if not c.dirty:
+            c.dirty = True
+            self._writable.append(c)
 
     def _reply_routed(self, account: str, subject: str, reply: str | None, payload: bytes) -> bool:
         """Route ``_GR_.<cluster>.<node>.<reply>`` straight back to where the request came
         from, whatever the interest views say (they travel on other connections).
         Returns False if the subject is not a well-formed routed reply, or if the node's
         backbone is a nats-server (whose gateways route their own ``_GR_.`` replies)."""
-        if self.backbone.conn is not None or self.config.backbone:
+        cfg = self.settings.config
+        if cfg.backbone:
             return False
         parsed = parse_routed_reply(subject)
         if parsed is None:
             return False
         cluster, node, stripped = parsed
-        cfg = self.config
         if cluster != cfg.cluster:
             c = self._outbound.get(cluster)
             if c is not None:
-                c.out += self.encoder.relay_prefix(_GMSG, None)
-                c.out += self.encoder.relay_tail(account, subject, reply, payload)
-                c.messages_out += 1
+                enc = self.encoder
+                self._to_gateway(
+                    c,
+                    enc.relay_prefix(_GMSG, None),
+                    enc.relay_tail(account, subject, reply, payload),
+                )
                 c.payload_out += len(payload)
-                if not c.dirty:
-                    c.dirty = True
-                    self._writable.append(c)
+                # counted as one more copy out, like any relayed message
+                self.messages_out += 1
+                self.payload_out += len(payload)
             return True
         if node == cfg.name:
-            self._local_only(None, account, stripped, reply, payload)
+            index = self.graph.index(account)
+            if index is not None:
+                m = index.match(stripped)
+                acct = self.accounts.get(account)
+                self.results(m, acct, account, stripped, reply, payload, None, FROM_ROUTE, None)
             return True
         route = self._route_peers.get(node)
         if route is not None:
             self._to_routes({route: []}, account, subject, reply, payload)
+            self.messages_out += 1
+            self.payload_out += len(payload)
         return True

@@ -1,6 +1,6 @@
 """The NATS port: client connections that speak the NATS text protocol.
 
-A NATS client is a :class:`ClientConnection` like any other (same accounts, users,
+A NATS client (:class:`NatsClientConnection`) is a client like any other (same accounts, users,
 permissions, limits, slow-consumer policy and fan-out); only its wire differs.  This
 module turns NATS operations into the client port's operations, and the node's output
 for that connection (greeting, keepalive, errors, deliveries) into NATS text.
@@ -32,68 +32,30 @@ payload.
 
 from __future__ import annotations
 
-__all__ = ["NOTICE_SUBJECT", "PING", "PONG", "NatsPort", "NatsState", "error_text"]
+__all__ = ["NOTICE_SUBJECT", "NatsPort", "NatsRender", "NatsState"]
 
 import json
-import re
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from .._errors import ErrorCode
-from .._reserved import INPUT_PREFIX, NOTICE_SID
+from .._reserved import INPUT_PREFIX
 from .._version import __version__
 from ..protocol import PROTOCOL_VERSION, Headered, Hello, Role
 from ..protocol.nats import NatsParser, NatsProtocolError, parse_headers
 from ..subjects import match
-from ._clients import session_identity
-from ._conn import ClientConnection, ConnState
+from ._bus import Bus, Directory
+from ._clients import ClientPort, session_identity
+from ._conn import ConnState, NatsClientConnection
+from ._natstext import NOTICE_SUBJECT
+from ._outbox import Outbox, Settings
 
 if TYPE_CHECKING:
-    from ._core import NodeCore
+    from ._fanout import FanOut
 
-#: the subject a NATS client subscribes to for its node's notices
-NOTICE_SUBJECT = "$MG.notice"
-
-#: keepalive in the NATS text protocol (client connections and leaf connections)
-PING = b"PING\r\n"
-PONG = b"PONG\r\n"
 _OK = b"+OK\r\n"
 _NO_RESPONDERS = b"NATS/1.0 503\r\n\r\n"
-
-_DENIED = re.compile(r"^(publish|subscribe) to (['\"])(.*)\2 denied")
-_REPLY_DENIED = re.compile(r"^reply subject (['\"])(.*)\1 denied")
-
-_TEXT: dict[ErrorCode, str] = {
-    ErrorCode.AUTH_FAILED: "Authorization Violation",
-    ErrorCode.PAYLOAD_TOO_LARGE: "Maximum Payload Violation",
-    ErrorCode.INVALID_SUBJECT: "Invalid Subject",
-    ErrorCode.STALE_CONNECTION: "Stale Connection",
-    ErrorCode.SLOW_CONSUMER: "Slow Consumer",
-    ErrorCode.MALFORMED: "Parser Error",
-    ErrorCode.FRAME_TOO_LARGE: "Maximum Payload Violation",
-}
-
-
-def error_text(code: ErrorCode, reason: str) -> str:
-    """nats-server's ``-ERR`` text for one of meshgate's errors."""
-    if code is ErrorCode.PERMISSION_DENIED:
-        m = _DENIED.match(reason)
-        if m is not None:
-            what = "Publish" if m.group(1) == "publish" else "Subscription"
-            return f'Permissions Violation for {what} to "{m.group(3)}"'
-        m = _REPLY_DENIED.match(reason)
-        if m is not None:
-            return f'Permissions Violation for Publish with Reply of "{m.group(2)}"'
-        return f"Permissions Violation: {reason}"
-    if code is ErrorCode.AUTH_FAILED and "auth_timeout" in reason:
-        return "Authentication Timeout"
-    if code is ErrorCode.LIMIT_EXCEEDED and "max_connections" in reason:
-        return "maximum connections exceeded"
-    if code is ErrorCode.LIMIT_EXCEEDED and "max_subscriptions" in reason:
-        return "maximum subscriptions exceeded"
-    text = _TEXT.get(code)
-    return text if text is not None else reason.replace("'", '"').replace("\r", " ")
 
 
 class NatsState:
@@ -129,31 +91,49 @@ class NatsState:
 
 
 class NatsPort:
-    """NATS clients of one node core."""
+    """NATS clients of one node: their operations become the client port's and the
+    fan-out's; the node's output for them becomes NATS text."""
 
-    def __init__(self, core: NodeCore) -> None:
-        self.core = core
-        #: the message being delivered, in NATS form (see :meth:`build`); ``current`` is
-        #: its msgpack tail, which identifies it
-        self.current: object = None
-        self.head = b""
-        #: ``MSG <subject> `` per recent subject, built once (bounded)
-        self._heads: dict[str, bytes] = {}
-        self.tail = b""
-        self.plain_tail = b""
-        self._server_id = f"meshgate-{core.config.name}"
+    def __init__(
+        self,
+        settings: Settings,
+        outbox: Outbox,
+        bus: Bus,
+        directory: Directory,
+        clients: ClientPort,
+        fanout: FanOut,
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.directory = directory
+        self.clients = clients
+        self.fanout = fanout
+        #: the open NATS clients by id
+        self.conns: dict[int, NatsClientConnection] = {}
+        self._server_id = f"meshgate-{settings.config.name}"
+        outbox.retirers[NatsClientConnection] = self.retire  # type: ignore[assignment]
+        bus.on_nats_urls(self.tell_urls)
 
     # -- life -----------------------------------------------------------------------------------
 
-    def opened(self, conn: ClientConnection) -> None:
-        """A NATS client connected: its state, then the client port's admission."""
-        cfg = self.core.config
-        conn.nats = NatsState(NatsParser(max_payload=cfg.max_payload))
+    def new_state(self) -> NatsState:
+        """The NATS side of a new client connection."""
+        return NatsState(NatsParser(max_payload=self.settings.config.max_payload))
 
-    def info(self, conn: ClientConnection) -> bytes:
+    def opened(self, conn: NatsClientConnection) -> None:
+        """A NATS client connected: INFO first, then the client port's admission."""
+        self.conns[conn.id] = conn
+        self.outbox.append(conn, self.info(conn))
+        self.clients.admit(conn)
+
+    def retire(self, conn: NatsClientConnection, was_open: bool) -> None:
+        """The connection stops counting (as a client of the client port too)."""
+        self.conns.pop(conn.id, None)
+        self.clients.retire(conn, was_open)
+
+    def info(self, conn: NatsClientConnection) -> bytes:
         """The INFO line: the greeting, and again when the cluster's NATS ports change."""
-        core = self.core
-        cfg = core.config
+        cfg = self.settings.config
         info: dict[str, Any] = {
             "server_id": self._server_id,
             "server_name": cfg.name,
@@ -169,32 +149,26 @@ class NatsPort:
         else:
             info["cluster"] = cfg.cluster
         if conn.state is ConnState.OPEN or not cfg.users:
-            urls = core.routes.nats_urls()
+            urls = self.directory.nats_urls()
             if len(urls) > 1:
                 info["connect_urls"] = [u.split("://", 1)[-1] for u in urls]
         return b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b"\r\n"
 
     def tell_urls(self) -> None:
         """The cluster's NATS ports changed: every open NATS client hears of them."""
-        core = self.core
-        for conn in core.conns.values():
-            if (
-                type(conn) is ClientConnection
-                and conn.nats is not None
-                and conn.state is ConnState.OPEN
-            ):
-                core._append(conn, self.info(conn))
+        for conn in self.conns.values():
+            if conn.state is ConnState.OPEN:
+                self.outbox.append(conn, self.info(conn))
 
     # -- input ----------------------------------------------------------------------------------
 
-    def receive(self, conn: ClientConnection, data: bytes | bytearray) -> None:
+    def receive(self, conn: NatsClientConnection, data: bytes | bytearray) -> None:
         """Bytes from a NATS client: every complete operation is carried out."""
         st = conn.nats
-        assert st is not None
         parser = st.parser
         parser.feed(data)
-        core = self.core
-        publish = core._publish
+        out = self.outbox
+        publish = self.fanout.publish
         while conn.state < ConnState.CLOSING:
             if conn.state is ConnState.OPEN and not st.verbose and st.echo:
                 # the hot path: a run of plain PUBs, parsed in one call
@@ -209,7 +183,7 @@ class NatsPort:
                 op = parser.next()
             except (NatsProtocolError, UnicodeDecodeError) as exc:
                 text = str(exc) if isinstance(exc, NatsProtocolError) else "Parser Error"
-                core.protocol_errors += 1
+                out.protocol_errors += 1
                 self._fail(conn, text)
                 return
             if op is None:
@@ -217,14 +191,17 @@ class NatsPort:
             name = op[0]
             if conn.state is ConnState.AWAIT_HELLO and name != "CONNECT":
                 if name == "PING":  # some clients ping before CONNECT is answered
-                    core._append(conn, PONG)
+                    out.pong(conn)
                     continue
-                core.protocol_errors += 1
-                self._fail(conn, "Authorization Violation" if core.config.users else "Parser Error")
+                out.protocol_errors += 1
+                self._fail(
+                    conn,
+                    "Authorization Violation" if self.settings.config.users else "Parser Error",
+                )
                 return
             if name == "PUB":
                 if st.verbose:
-                    core._append(conn, _OK)  # as nats-server: before the message is routed
+                    out.append(conn, _OK)  # as nats-server: before the message is routed
                 if op[3] is None and st.echo and (op[2] is None or not st.no_responders):
                     publish(conn, op[1], op[2], op[4], None)  # the common case, directly
                 else:
@@ -234,32 +211,31 @@ class NatsPort:
             elif name == "UNSUB":
                 sid = st.sids.get(op[1])
                 if sid is not None:
-                    core.clients.unsubscribe(conn, sid, op[2])
+                    self.clients.unsubscribe(conn, sid, op[2])
                     if conn.subs.get(sid) is None:
                         del st.sids[op[1]]
                 elif st.notice_sid is not None and op[1].encode() == st.notice_sid:
                     st.notice_sid = None
             elif name == "PING":
-                core._append(conn, PONG)
+                out.pong(conn)
                 continue
             elif name == "PONG":
-                core._pong_received(conn)
+                conn.pong_received(self.settings.now)
                 continue
             elif name == "CONNECT":
                 self._connect(conn, st, op[1])
             else:  # INFO, MSG, +OK, -ERR: a server's operations
-                core.protocol_errors += 1
+                out.protocol_errors += 1
                 self._fail(conn, "Unknown Protocol Operation")
                 return
             if st.verbose and conn.state is ConnState.OPEN and name != "PUB":
-                core._append(conn, _OK)
+                out.append(conn, _OK)
 
-    def _fail(self, conn: ClientConnection, text: str) -> None:
-        core = self.core
-        core._append(conn, b"-ERR '" + text.encode() + b"'\r\n")
-        core._close_quietly(conn, text)
+    def _fail(self, conn: NatsClientConnection, text: str) -> None:
+        self.outbox.append(conn, b"-ERR '" + text.encode() + b"'\r\n")
+        self.outbox.close_quietly(conn, text)
 
-    def _connect(self, conn: ClientConnection, st: NatsState, opts: dict[str, Any]) -> None:
+    def _connect(self, conn: NatsClientConnection, st: NatsState, opts: dict[str, Any]) -> None:
         st.echo = opts.get("echo", True) is not False
         st.verbose = opts.get("verbose") is True
         st.headers = opts.get("headers") is True
@@ -277,22 +253,29 @@ class NatsPort:
             name=name if isinstance(name, str) and name else "nats",
             token=token if isinstance(token, str) else None,
         )
-        self.core.clients.hello(conn, hello)
+        self.clients.hello(conn, hello)
+        cfg = self.settings.config
+        if conn.account is not None and cfg.users and len(self.directory.nats_urls()) > 1:
+            self.outbox.append(conn, self.info(conn))  # authenticated: connect_urls
 
     def _subscribe(
-        self, conn: ClientConnection, st: NatsState, subject: str, queue: str | None, nsid: str
+        self,
+        conn: NatsClientConnection,
+        st: NatsState,
+        subject: str,
+        queue: str | None,
+        nsid: str,
     ) -> None:
-        core = self.core
         if subject == NOTICE_SUBJECT and queue is None:
             st.notice_sid = nsid.encode()
             return
         if nsid in st.sids or len(nsid) > 64:
-            core._fail(conn, ErrorCode.MALFORMED, f"sid {nsid!r} is already in use")
+            self.outbox.fail(conn, ErrorCode.MALFORMED, f"sid {nsid!r} is already in use")
             return
         st.next_sid += 1
         sid = st.next_sid
         st.sids[nsid] = sid
-        core.clients.subscribe(conn, sid, subject, queue)
+        self.clients.subscribe(conn, sid, subject, queue)
         sub = conn.subs.get(sid)
         if sub is None:
             del st.sids[nsid]
@@ -301,20 +284,20 @@ class NatsPort:
 
     def _publish(
         self,
-        conn: ClientConnection,
+        conn: NatsClientConnection,
         st: NatsState,
         subject: str,
         reply: str | None,
         headers: bytes | None,
         payload: bytes,
     ) -> None:
-        core = self.core
+        fanout = self.fanout
         body: bytes = payload
         if headers is not None:
             try:
                 _, fields = parse_headers(headers)
             except (ValueError, UnicodeDecodeError):
-                core.protocol_errors += 1
+                self.outbox.protocol_errors += 1
                 self._fail(conn, "Parser Error")
                 return
             seq = fields.get("Meshgate-Seq")
@@ -323,7 +306,7 @@ class NatsPort:
                 # and a session key that keeps the client's identity across reconnects
                 relay = fields.get("Meshgate-Relay")
                 if not seq[0].isdigit():
-                    core.error(conn, ErrorCode.MALFORMED, "Meshgate-Seq must be a number")
+                    self.outbox.error(conn, ErrorCode.MALFORMED, "Meshgate-Seq must be a number")
                     return
                 key = fields.get("Meshgate-Session")
                 if key and conn.session is None and len(key[0]) >= 16 and conn.account:
@@ -332,32 +315,46 @@ class NatsPort:
                 body = msgpack.packb((n, payload) if not relay else (n, payload, relay[0]))
             else:
                 body = Headered(payload, headers)
-        if st.no_responders and reply is not None and not core.has_interest(conn, subject):
+        if st.no_responders and reply is not None and not fanout.has_interest(conn, subject):
             self._no_responders(conn, reply)
             return
         if st.echo:
-            core._publish(conn, subject, reply, body, None)
+            fanout.publish(conn, subject, reply, body, None)
             return
-        core._origin = conn  # echo off: its own subscriptions skip this message
+        fanout.delivery.origin = conn  # echo off: its own subscriptions skip this message
         try:
-            core._publish(conn, subject, reply, body, None)
+            fanout.publish(conn, subject, reply, body, None)
         finally:
-            core._origin = None
+            fanout.delivery.origin = None
 
-    def _no_responders(self, conn: ClientConnection, reply: str) -> None:
+    def _no_responders(self, conn: NatsClientConnection, reply: str) -> None:
         """Nobody anywhere is subscribed to a request's subject: answer at once with a
         503 status on the request's reply subject (as nats-server does)."""
         n = len(_NO_RESPONDERS)
         for sub in conn.subs.values():
             if sub.queue is None and match(sub.pattern, reply):
-                self.core._append(
+                self.outbox.append(
                     conn,
                     b"HMSG %s %s %d %d\r\n%s\r\n"
                     % (reply.encode(), sub.prefix, n, n, _NO_RESPONDERS),
                 )
                 return
 
-    # -- output ---------------------------------------------------------------------------------
+
+class NatsRender:
+    """The message being delivered, rendered once in NATS text for all its NATS
+    targets (the fan-out's delivery asks for it on the first NATS target)."""
+
+    __slots__ = ("_heads", "current", "head", "plain_tail", "tail")
+
+    def __init__(self) -> None:
+        #: the msgpack tail of the message rendered now (it identifies the message)
+        self.current: object = None
+        self.head = b""
+        #: ``MSG <subject> `` per recent subject, built once (bounded)
+        self._heads: dict[str, bytes] = {}
+        self.tail = b""
+        self.plain_tail = b""
 
     def build(self, tail: bytes, subject: str, reply: str | None, payload: bytes) -> None:
         """The NATS parts of the message whose msgpack tail is ``tail``, once for all its
@@ -386,24 +383,3 @@ class NatsPort:
     def plain(self, sid: bytes) -> tuple[bytes, bytes]:
         """The current message without its headers, for subscription ``sid``."""
         return b"MSG " + self.head[5:] + sid, self.plain_tail
-
-    def notice(
-        self, conn: ClientConnection, sid: int, subject: str, reply: str | None, data: bytes
-    ) -> None:
-        """A notice for one NATS client (sid 0: a confirmation or correction) goes to
-        its ``$MG.notice`` subscription; other sids are its own subscriptions."""
-        st = conn.nats
-        assert st is not None
-        if sid == NOTICE_SID:
-            nsid = st.notice_sid
-        else:
-            sub = conn.subs.get(sid)
-            nsid = sub.prefix if sub is not None else None
-        if nsid is None:
-            return
-        rb = b" " + reply.encode() if reply is not None else b""
-        self.core._append(
-            conn,
-            b"MSG %s %s%s %d\r\n%s\r\n"
-            % ((subject or NOTICE_SUBJECT).encode(), nsid, rb, len(data), data),
-        )

@@ -2,16 +2,17 @@
 
 Owns the route table, the gossip of cluster URLs (INFO) and the propagation of
 local interest to peers (RSUB with queue weights, RUNSUB).  Messages from routes
-are handled by the fan-out (``_fanout.py``, ``_route_message``).
+are handled by the fan-out (``_fanout.py``, ``FanOut.route_message``).
 """
 
 from __future__ import annotations
 
 __all__ = ["RouteMesh"]
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._errors import ErrorCode
+from ..interest import InterestGraph
 from ..protocol import (
     Hello,
     Info,
@@ -22,10 +23,9 @@ from ..protocol import (
     to_frame,
 )
 from ..subjects import is_valid_pattern, is_valid_subject
-from ._conn import ConnState, RemoteInterest, RouteConnection
-
-if TYPE_CHECKING:
-    from ._core import NodeCore
+from ._bus import Bus, Directory
+from ._conn import ConnState, LocalSubscription, RemoteInterest, RouteConnection
+from ._outbox import Outbox, Settings
 
 _RSUB = int(Opcode.RSUB)
 _RUNSUB = int(Opcode.RUNSUB)
@@ -35,63 +35,75 @@ _INFO = int(Opcode.INFO)
 class RouteMesh:
     """Routes to the other nodes of this node's cluster."""
 
-    def __init__(self, core: NodeCore) -> None:
-        self.core = core
-        #: route peers by node name (registered after the handshake)
-        self.peers: dict[str, RouteConnection] = {}
-        #: this node's route listener URL, once bound
-        self.cluster_url: str | None = None
-        #: this node's client listener URL, once bound (told to peers, then to clients)
-        self.client_url: str | None = None
-        #: this node's (first) NATS port URL, once bound
-        self.nats_url: str | None = None
+    def __init__(
+        self,
+        settings: Settings,
+        outbox: Outbox,
+        graph: InterestGraph[LocalSubscription | RemoteInterest],
+        bus: Bus,
+        directory: Directory,
+        local_keys: dict[tuple[str, str, str | None], int],
+        gateway_urls: dict[str, set[str]],
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.graph = graph
+        self.bus = bus
+        self.directory = directory
+        #: route peers by node name (registered after the handshake; the directory's table)
+        self.peers = directory.peers
+        #: the local interest per key (the client port's table; read here)
+        self.local_keys = local_keys
+        #: gateway URLs per remote cluster (the gateway mesh's table; read here)
+        self.gateway_urls = gateway_urls
         #: our own route URLs as seen by peers (a seed list may include ourselves)
         self.self_urls: set[str] = set()
+        outbox.retirers[RouteConnection] = self.retire  # type: ignore[assignment]
+        bus.on_local_key(self.on_local_key)
+        bus.on_gateway_urls_changed(self.tell_gateway_urls)
 
     def opened(self, conn: RouteConnection) -> None:
         """A route connection was dialed (our HELLO, with the cluster secret, goes first) or
         accepted (our HELLO waits until the dialer has authenticated)."""
-        core = self.core
         if conn.dialed:
-            core._append(conn, self._hello_frame())
-        if core.draining:
-            core._close_quietly(conn, "node is shutting down")
+            self.outbox.append(conn, self._hello_frame())
+        if self.settings.draining:
+            self.outbox.close_quietly(conn, "node is shutting down")
 
     def _hello_frame(self) -> bytes:
-        core = self.core
-        gw_url = core.gateways.gateway_url
+        d = self.directory
         urls = (
-            (self.cluster_url, gw_url or "", self.client_url or "", self.nats_url or "")
-            if self.cluster_url
+            (d.cluster_url, d.gateway_url or "", d.client_url or "", d.nats_url or "")
+            if d.cluster_url
             else ()
         )
-        return core.hello_frame(Role.ROUTE, urls, token=core.config.cluster_secret)
+        return self.outbox.hello_frame(Role.ROUTE, urls, token=self.settings.config.cluster_secret)
 
     def hello(self, conn: RouteConnection, hello: Hello) -> None:
         """The peer's HELLO: same cluster, not ourselves, one route per peer."""
-        core = self.core
-        cfg = core.config
+        out = self.outbox
+        cfg = self.settings.config
         if hello.role != Role.ROUTE:
-            core._fail(
+            out.fail(
                 conn,
                 ErrorCode.HANDSHAKE_REFUSED,
                 f"role {hello.role!r} cannot use the cluster port (clients use the client port)",
             )
             return
         if hello.cluster != cfg.cluster:
-            core._fail(
+            out.fail(
                 conn,
                 ErrorCode.HANDSHAKE_REFUSED,
                 f"route from cluster {hello.cluster!r}; this node is in cluster {cfg.cluster!r}",
             )
             return
         secret = cfg.cluster_secret
-        if secret is not None and not core.check_secret(conn, hello.token, secret, "route"):
+        if secret is not None and not out.check_secret(conn, hello.token, secret, "route"):
             return
         if hello.name == cfg.name:
             if hello.urls:
                 self.self_urls.add(hello.urls[0])
-            core._close_quietly(conn, "route to self")
+            out.close_quietly(conn, "route to self")
             return
         conn.peer = hello.name
         conn.peer_url = hello.urls[0] if hello.urls else None
@@ -107,25 +119,25 @@ class RouteMesh:
             old_dialer = cfg.name if existing.dialed else hello.name
             if old_dialer == lower and new_dialer != lower:
                 conn.peer = None
-                core._close_quietly(conn, f"duplicate route to {hello.name}")
+                out.close_quietly(conn, f"duplicate route to {hello.name}")
                 return
-            core._close_quietly(existing, f"route to {hello.name} replaced")
+            out.close_quietly(existing, f"route to {hello.name} replaced")
         self.peers[hello.name] = conn
-        core.pending.routes_changed = True
+        out.pending.routes_changed = True
         conn.state = ConnState.OPEN
         if conn.peer_client_url:
-            core.clients.tell_urls()
+            self.bus.client_urls_changed()
         if conn.peer_nats_url:
-            core.nats.tell_urls()
+            self.bus.nats_urls_changed()
         if not conn.dialed:
-            core._append(conn, self._hello_frame())  # the dialer authenticated: answer
+            out.append(conn, self._hello_frame())  # the dialer authenticated: answer
         # our whole local interest, then gossip of every cluster URL we know
-        enc = core.encoder
-        for (account, pattern, queue), n in core.clients.local_keys.items():
-            core._append(conn, enc.encode(RouteSub(account, pattern, queue, n)))
+        enc = out.encoder
+        for (account, pattern, queue), n in self.local_keys.items():
+            out.append(conn, enc.encode(RouteSub(account, pattern, queue, n)))
         self._gossip()
-        for cluster, urls in core.gateways.urls.items():
-            core._append(conn, enc.encode(Info(cluster, (), tuple(sorted(urls)))))
+        for cluster, urls in self.gateway_urls.items():
+            out.append(conn, enc.encode(Info(cluster, (), tuple(sorted(urls)))))
 
     def control(self, conn: RouteConnection, op: int, f: tuple[Any, ...]) -> None:
         """RSUB ``(op, account, pattern, queue, weight)``, RUNSUB, INFO."""
@@ -139,98 +151,82 @@ class RouteMesh:
             self._info(conn, info)
 
     def _gossip(self) -> None:
-        core = self.core
-        urls = sorted(
-            {c.peer_url for c in self.peers.values() if c.peer_url}
-            | ({self.cluster_url} if self.cluster_url else set())
-        )
-        frame = core.encoder.encode(Info(core.config.cluster, tuple(urls), ()))
+        own = self.directory.cluster_url
+        urls = sorted(self.directory.route_urls() | ({own} if own else set()))
+        frame = self.outbox.encoder.encode(Info(self.settings.config.cluster, tuple(urls), ()))
         self.broadcast(frame)
 
     def broadcast(self, frame: bytes) -> None:
         """Queue ``frame`` on every open route."""
+        append = self.outbox.append
         for c in self.peers.values():
             if c.state is ConnState.OPEN:
-                self.core._append(c, frame)
+                append(c, frame)
+
+    def tell_gateway_urls(self, cluster: str, urls: tuple[str, ...]) -> None:
+        """This node learned gateway URLs of ``cluster``: its route peers hear of them."""
+        if self.peers:
+            self.broadcast(self.outbox.encoder.encode(Info(cluster, (), urls)))
 
     def _info(self, conn: RouteConnection, info: Info) -> None:
-        core = self.core
-        if info.cluster != core.config.cluster:
+        if info.cluster != self.settings.config.cluster:
             # gateway gossip relayed by a peer of this cluster
-            core.gateways.learn(info.cluster, info.gateway_urls, from_route=True)
+            self.bus.gateway_urls_relayed(info.cluster, info.gateway_urls)
             return
-        known = self.connected_urls() | self.self_urls
-        if self.cluster_url:
-            known.add(self.cluster_url)
-        dial = core.pending.dial_routes
+        known = self.directory.route_urls() | self.self_urls
+        own = self.directory.cluster_url
+        if own:
+            known.add(own)
+        dial = self.outbox.pending.dial_routes
         for url in info.route_urls:
             if url not in known and url not in dial:
                 dial.append(url)
 
-    def client_urls(self) -> tuple[str, ...]:
-        """Client URLs of this node and of every route peer (for clients to fail over)."""
-        urls = {c.peer_client_url for c in self.peers.values() if c.peer_client_url}
-        if self.client_url:
-            urls.add(self.client_url)
-        return tuple(sorted(urls))
-
-    def nats_urls(self) -> tuple[str, ...]:
-        """NATS port URLs of this node and of every route peer (``connect_urls``)."""
-        urls = {c.peer_nats_url for c in self.peers.values() if c.peer_nats_url}
-        if self.nats_url:
-            urls.add(self.nats_url)
-        return tuple(sorted(urls))
-
-    def connected_urls(self) -> set[str]:
-        """Cluster URLs of the peers this node has a route to."""
-        return {c.peer_url for c in self.peers.values() if c.peer_url}
-
     def _route_sub(
         self, conn: RouteConnection, account: str, pattern: str, queue: str | None, weight: int
     ) -> None:
-        core = self.core
+        out = self.outbox
         if not is_valid_pattern(pattern) or (queue is not None and not is_valid_subject(queue)):
-            core._fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid route interest {pattern!r}")
+            out.fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid route interest {pattern!r}")
             return
-        if account not in core.known_accounts:
-            core.permission_violations += 1
-            core.error(conn, ErrorCode.PERMISSION_DENIED, f"unknown account {account!r}")
+        if account not in self.settings.known_accounts:
+            out.deny(conn, f"unknown account {account!r}")
             return
         key = (account, pattern, queue)
         entry = conn.remote.get(key)
         if entry is None:
             entry = conn.remote[key] = RemoteInterest(conn, account, pattern, queue, 1)
-            if core.graph.add(account, pattern, entry, queue):
-                core.gateways.on_cluster_key(account, pattern, queue, added=True)
+            if self.graph.add(account, pattern, entry, queue):
+                self.bus.cluster_key(account, pattern, queue, True)
         # weights are absolute: a restarted peer re-sending its counts is not double counted
         entry.weight = max(1, weight)
 
     def _route_unsub(
         self, conn: RouteConnection, account: str, pattern: str, queue: str | None
     ) -> None:
-        core = self.core
         entry = conn.remote.pop((account, pattern, queue), None)
-        if entry is not None and core.graph.remove(account, pattern, entry, queue):
-            core.gateways.on_cluster_key(account, pattern, queue, added=False)
+        if entry is not None and self.graph.remove(account, pattern, entry, queue):
+            self.bus.cluster_key(account, pattern, queue, False)
 
-    def retire(self, conn: RouteConnection) -> None:
+    def retire(self, conn: RouteConnection, was_open: bool) -> None:
         """Forget the peer's interest and its place in the table; wake its PONG waiters."""
-        core = self.core
         for entry in conn.remote.values():
-            if core.graph.remove(entry.account, entry.pattern, entry, entry.queue):
-                core.gateways.on_cluster_key(entry.account, entry.pattern, entry.queue, added=False)
+            if self.graph.remove(entry.account, entry.pattern, entry, entry.queue):
+                self.bus.cluster_key(entry.account, entry.pattern, entry.queue, False)
         conn.remote.clear()
         if conn.peer is not None and self.peers.get(conn.peer) is conn:
             del self.peers[conn.peer]
-            core.pending.routes_changed = True
-        core._wake_pong_waiters(conn)
+            self.outbox.pending.routes_changed = True
+        conn.wake_pong_waiters()
 
-    def on_local_key(self, account: str, pattern: str, queue: str | None, n: int) -> None:
+    def on_local_key(
+        self, account: str, pattern: str, queue: str | None, n: int, added: bool
+    ) -> None:
         """A local key's count changed to ``n``: tell every route (plain keys on 0<->1 only,
         queue keys with their weight)."""
         if not self.peers:
             return
-        enc = self.core.encoder
+        enc = self.outbox.encoder
         if n == 0:
             frame = enc.encode(RouteUnsub(account, pattern, queue))
         elif queue is not None or n == 1:

@@ -8,7 +8,7 @@ __all__ = ["accounts", "connections", "gatewayz", "routes", "subscriptions"]
 from typing import TYPE_CHECKING, Any
 
 from .._stats import AccountInfo, ConnectionInfo, RouteInfo, SubscriptionsInfo
-from ._conn import ClientConnection, GatewayConnection
+from ._conn import GatewayConnection
 
 if TYPE_CHECKING:
     from ._core import NodeCore
@@ -16,41 +16,36 @@ if TYPE_CHECKING:
 
 def connections(core: NodeCore, now: float) -> list[ConnectionInfo]:
     """Every client and replicant connection, by id (``now``: the core's clock)."""
-    rows = []
-    for c in core.conns.values():
-        if type(c) is not ClientConnection:
-            continue
-        rows.append(
-            ConnectionInfo(
-                cid=c.id,
-                kind=c.role.value,
-                name=c.name,
-                account=c.account.name if c.account else None,
-                state=c.state.name,
-                in_msgs=c.messages_in,
-                out_msgs=c.messages_out,
-                in_bytes=c.bytes_in,
-                out_bytes=c.bytes_out,
-                pending_bytes=core.pending_bytes(c),
-                subscriptions=len(c.subs),
-                pending_frames=(len(c.frame_sizes) if c.frame_sizes is not None else 0)
-                + len(c.keyed),
-                keyed_frames=len(c.keyed),
-                dropped_msgs=c.dropped,
-                coalesced_msgs=c.coalesced,
-                resyncs=c.resyncs,
-                in_payload_bytes=c.payload_in,
-                out_payload_bytes=c.payload_out,
-                uptime_seconds=round(max(0.0, now - c.opened_at), 3),
-                idle_seconds=round(max(0.0, now - c.last_activity), 3),
-                rtt=c.rtt,
-                protocol="nats" if c.nats is not None else "meshgate",
-                lang=c.nats.lang if c.nats is not None else "",
-                client_version=c.nats.version if c.nats is not None else "",
-                subscriptions_list=tuple(s.pattern for s in c.subs.values()),
-            )
+    return [
+        ConnectionInfo(
+            cid=c.id,
+            kind=c.role.value,
+            name=c.name,
+            account=c.account.name if c.account else None,
+            state=c.state.name,
+            in_msgs=c.messages_in,
+            out_msgs=c.messages_out,
+            in_bytes=c.bytes_in,
+            out_bytes=c.bytes_out,
+            pending_bytes=core.pending_bytes(c),
+            subscriptions=len(c.subs),
+            pending_frames=(len(c.frame_sizes) if c.frame_sizes is not None else 0) + len(c.keyed),
+            keyed_frames=len(c.keyed),
+            dropped_msgs=c.dropped,
+            coalesced_msgs=c.coalesced,
+            resyncs=c.resyncs,
+            in_payload_bytes=c.payload_in,
+            out_payload_bytes=c.payload_out,
+            uptime_seconds=round(max(0.0, now - c.opened_at), 3),
+            idle_seconds=round(max(0.0, now - c.last_activity), 3),
+            rtt=c.rtt,
+            protocol=c.wire()[0],
+            lang=c.wire()[1],
+            client_version=c.wire()[2],
+            subscriptions_list=tuple(s.pattern for s in c.subs.values()),
         )
-    return rows
+        for c in core.clients.conns.values()
+    ]
 
 
 def routes(core: NodeCore, *, interest: bool = False) -> list[RouteInfo]:

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-import msgpack
 
 from .._errors import ErrorCode, RemoteProtocolError
 from .._reserved import control_account
@@ -37,6 +36,7 @@ from ..protocol import (
     UnpackerPool,
     to_frame,
 )
+from . import _views
 from ._backbone import Backbone
 from ._bus import Bus, Directory
 from ._clients import ClientPort
@@ -47,7 +47,6 @@ from ._conn import (
     Connection,
     ConnState,
     InboundGateway,
-    InternalConnection,
     InternalHandler,
     LocalSubscription,
     NatsClientConnection,
@@ -61,6 +60,7 @@ from ._effects import Effects, PendingEffects
 from ._fanout import FanOut
 from ._gateways import GatewayMesh
 from ._hooks import Layer
+from ._internal import NodeSubscriptions
 from ._natsport import NatsPort
 from ._outbox import Outbox, Settings
 from ._routes import RouteMesh
@@ -129,13 +129,12 @@ class NodeCore:
         )
         outbox.retirers[ClientConnection] = self.clients.retire  # type: ignore[assignment]
         bus.on_client_urls(self.clients.tell_urls)
+        #: the node's own subscriptions (handlers run in ``drain``)
+        self.internal = NodeSubscriptions(self.delivery.internal, self.clients.subscribe)
         self._layer: Layer | None = None
         self._unpackers = UnpackerPool()
         self._next_id = 0
         self._next_ping: float | None = None
-        self._running_internal = False
-        self._internal_unpacker = msgpack.Unpacker(raw=False)
-        self._internal: dict[str, InternalConnection] = {}
         #: wire bytes received from and written to every connection
         self.bytes_in = 0
         self.bytes_out = 0
@@ -271,8 +270,7 @@ class NodeCore:
         the connection's class is fixed now, and our greeting goes first.  ``nats``: a
         client of the NATS port (it speaks the NATS text protocol; INFO goes first);
         ``backbone``: the leafnode connection this node dialed to a nats-server hub."""
-        self._next_id += 1
-        cid = self._next_id
+        cid = self._new_id()
         cfg = self.settings.config
         decoder = Decoder(max_frame_bytes=cfg.max_payload + 8 * 1024, pool=self._unpackers)
         conn: Connection
@@ -341,7 +339,7 @@ class NodeCore:
         and return what the shell must do now, as one immutable value.  Call it after
         every other call into the core."""
         if self.delivery.internal:
-            self._run_internal()
+            self.internal.run()
         return self.pending.take()
 
     # -- timers ---------------------------------------------------------------------------------
@@ -528,15 +526,11 @@ class NodeCore:
     def subscribe_internal(self, account: str, pattern: str, handler: InternalHandler) -> None:
         """Subscribe the node itself; ``handler(subject, reply, payload)`` runs for each
         message the subscription matches, after the batch that delivered it."""
-        conn = self._internal.get(account)
-        if conn is None:
-            self._next_id += 1
-            conn = self._internal[account] = InternalConnection(
-                self._next_id, self.clients.account(account)
-            )
-        sid = len(conn.handlers) + 1
-        conn.handlers[sid] = handler
-        self.clients.subscribe(conn, sid, pattern, None)
+        self.internal.subscribe(self._new_id, self.clients.account(account), pattern, handler)
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
 
     def notify(self, conn_id: int, sid: int, subject: str, reply: str | None, data: bytes) -> bool:
         """Send one MSG to a local connection if it is still open; False if not."""
@@ -565,61 +559,16 @@ class NodeCore:
         :meth:`FanOut.has_interest`)?"""
         return self.fanout.has_interest(conn, subject)
 
-    def _run_internal(self) -> None:
-        """Run the handlers of the node's own subscriptions (they may route more)."""
-        if self._running_internal:
-            return
-        self._running_internal = True
-        try:
-            queue = self.delivery.internal
-            unpacker = self._internal_unpacker
-            while queue:
-                handler, tail = queue.popleft()
-                unpacker.feed(tail)  # the shared MSG tail: subject, reply, payload
-                handler(unpacker.unpack(), unpacker.unpack(), unpacker.unpack())
-        finally:
-            self._running_internal = False
-
     # -- introspection ------------------------------------------------------------------------
 
     def internal_subscriptions(self, account: str | None = None) -> int:
         """The node's own subscriptions (not counted as clients' in statistics)."""
-        return sum(
-            len(c.subs) for a, c in self._internal.items() if account is None or a == account
-        )
+        return self.internal.count(account)
 
     def statistics(self) -> Statistics:
         """A snapshot of the node's counters (each part keeps its own)."""
-        fan, dlv, out = self.fanout, self.delivery, self.outbox
-        return Statistics(
-            clients=self.clients.count,
-            routes=len(self.routes.peers),
-            outbound_gateways=len(self.gateways.outbound),
-            inbound_gateways=len(self.gateways.inbound),
-            subscriptions=sum(self.clients.local_keys.values()) - self.internal_subscriptions(),
-            messages_in=fan.messages_in,
-            messages_out=fan.messages_out,
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-            slow_consumers=dlv.slow_consumers,
-            dropped_messages=dlv.dropped_messages,
-            coalesced_messages=dlv.coalesced_messages,
-            resyncs=dlv.resyncs,
-            protocol_errors=out.protocol_errors,
-            auth_failures=out.auth_failures,
-            permission_violations=out.permission_violations,
-            payload_bytes_in=fan.payload_in,
-            payload_bytes_out=fan.payload_out,
-        )
+        return _views.statistics(self)
 
     def account_statistics(self, account: str) -> AccountStatistics:
         """Counters of one account only."""
-        acct = self.accounts.get(account)
-        return AccountStatistics(
-            account=account,
-            clients=acct.clients if acct else 0,
-            subscriptions=sum(n for (a, _, _), n in self.clients.local_keys.items() if a == account)
-            - self.internal_subscriptions(account),
-            messages_in=acct.messages_in if acct else 0,
-            messages_out=acct.messages_out if acct else 0,
-        )
+        return _views.account_statistics(self, account)

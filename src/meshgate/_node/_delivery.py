@@ -1,4 +1,5 @@
-"""Delivery to local subscriptions and the slow-consumer policy (DESIGN §6).
+"""Delivery to local subscriptions and the slow-consumer policy (docs/operations.md,
+"Slow consumers").
 
 ``Delivery.deliver`` is on the hot path: one call per local target.  Each client has one
 output buffer bounded by ``max_pending_bytes``; what happens when it would pass

@@ -1,7 +1,7 @@
 """The fan-out: where every message entering the node goes (the hot path, one file).
 
 A message is routed one hop at a time, so nothing loops and nothing arrives twice
-(DESIGN §4):
+(docs/concepts.md, "Routing rules"):
 
 ==============================  ======================================  ======================
 a message entering from         goes to                                 entry point

@@ -1,4 +1,5 @@
-"""The gateway mesh: links between clusters (DESIGN §4-5, nats-server's gateways).
+"""The gateway mesh: links between clusters (nats-server's gateways; docs/concepts.md,
+"Interest between clusters").
 
 For each remote cluster this node dials exactly one *outbound* connection (data
 flows out on it, interest flows back) and accepts any number of *inbound* ones

@@ -3,11 +3,26 @@
 
 from __future__ import annotations
 
-__all__ = ["accounts", "connections", "gatewayz", "routes", "subscriptions"]
+__all__ = [
+    "account_statistics",
+    "accounts",
+    "connections",
+    "gatewayz",
+    "routes",
+    "statistics",
+    "subscriptions",
+]
 
 from typing import TYPE_CHECKING, Any
 
-from .._stats import AccountInfo, ConnectionInfo, RouteInfo, SubscriptionsInfo
+from .._stats import (
+    AccountInfo,
+    AccountStatistics,
+    ConnectionInfo,
+    RouteInfo,
+    Statistics,
+    SubscriptionsInfo,
+)
 from ._conn import GatewayConnection
 
 if TYPE_CHECKING:
@@ -177,3 +192,41 @@ def gatewayz(core: NodeCore) -> dict[str, Any]:
         "outbound_gateways": outbound,
         "inbound_gateways": inbound,
     }
+
+
+def statistics(core: NodeCore) -> Statistics:
+    """A snapshot of the node's counters (each part keeps its own)."""
+    fan, dlv, out = core.fanout, core.delivery, core.outbox
+    return Statistics(
+        clients=core.clients.count,
+        routes=len(core.routes.peers),
+        outbound_gateways=len(core.gateways.outbound),
+        inbound_gateways=len(core.gateways.inbound),
+        subscriptions=sum(core.clients.local_keys.values()) - core.internal_subscriptions(),
+        messages_in=fan.messages_in,
+        messages_out=fan.messages_out,
+        bytes_in=core.bytes_in,
+        bytes_out=core.bytes_out,
+        slow_consumers=dlv.slow_consumers,
+        dropped_messages=dlv.dropped_messages,
+        coalesced_messages=dlv.coalesced_messages,
+        resyncs=dlv.resyncs,
+        protocol_errors=out.protocol_errors,
+        auth_failures=out.auth_failures,
+        permission_violations=out.permission_violations,
+        payload_bytes_in=fan.payload_in,
+        payload_bytes_out=fan.payload_out,
+    )
+
+
+def account_statistics(core: NodeCore, account: str) -> AccountStatistics:
+    """Counters of one account only."""
+    acct = core.accounts.get(account)
+    return AccountStatistics(
+        account=account,
+        clients=acct.clients if acct else 0,
+        subscriptions=sum(n for (a, _, _), n in core.clients.local_keys.items() if a == account)
+        - core.internal_subscriptions(account),
+        messages_in=acct.messages_in if acct else 0,
+        messages_out=acct.messages_out if acct else 0,
+    )

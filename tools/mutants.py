@@ -136,7 +136,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "            return\n",
         "        if conn.pub_perm is not None and not self._pub_allowed(conn, subject, reply):\n"
         "            pass\n",
-        ("tests/test_gateway_security.py",),
+        ("tests/test_node_security.py",),
     ),
     Mutant(
         "coalesce-keeps-stale-frame",

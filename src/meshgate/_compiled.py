@@ -14,7 +14,7 @@ _HERE = Path(__file__).parent
 
 #: True when the node core runs as C extension modules built by mypyc
 #: (``python tools/compile.py``), False for pure Python; found without importing it
-COMPILED: bool = any((_HERE / "_core" / f"_fanout{s}").exists() for s in EXTENSION_SUFFIXES)
+COMPILED: bool = any((_HERE / "_node" / f"_core{s}").exists() for s in EXTENSION_SUFFIXES)
 
 
 def restore_class_docs(module: ModuleType) -> None:

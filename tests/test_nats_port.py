@@ -434,3 +434,111 @@ async def test_a_nats_client_over_tls() -> None:
         async with meshgate.open_gateway(cfg) as gw:
             assert gw.nats_urls[0].startswith("tls://")
             assert await on_asyncio(lambda: scenario(gw.nats_urls[0])) == b"over tls"
+
+
+async def test_nats_py_with_token_users_on_a_routed_cluster_and_across_a_gateway() -> None:
+    """The secure setup of ``examples/node.toml``: token users, routes and a gateway.  A
+    node that knows other NATS ports sends its second INFO (with ``connect_urls``) only
+    after the PONG that answers the client's first PING, as nats-server orders it;
+    nats-py waits for that PONG and would otherwise never leave CONNECTING."""
+
+    async def subscriber(url: str, ready: trio.Event, token: trio.lowlevel.TrioToken) -> list[Any]:
+        nc = await nats.connect(url, token=TOKEN, connect_timeout=5, max_reconnect_attempts=0)
+        sub = await nc.subscribe("sec.>")
+        await nc.flush(timeout=5)
+        trio.from_thread.run_sync(ready.set, trio_token=token)
+        got = [await sub.next_msg(timeout=10) for _ in range(2)]
+        urls = nc.discovered_servers
+        await nc.close()
+        return [sorted((m.subject, m.data) for m in got), len(urls)]
+
+    async def publisher(url: str) -> None:
+        nc = await nats.connect(url, token=TOKEN, connect_timeout=5, max_reconnect_attempts=0)
+        for _ in range(200):  # interest crosses routes and the gateway asynchronously
+            try:
+                await nc.request("probe.sec", b"", timeout=0.2)
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                pass
+            else:
+                break
+        await nc.publish("sec.a", b"1")
+        await nc.publish("sec.b", b"2")
+        await nc.flush(timeout=5)
+        await nc.close()
+
+    def extra(cluster: str, i: int) -> dict[str, Any]:
+        return {
+            "nats_listen": "127.0.0.1:0",
+            "users": (meshgate.User(token=TOKEN),),
+            "cluster_secret": f"route-secret-{cluster}-0123",
+            "gateway_secrets": {"A": "gateway-secret-ab-0123", "B": "gateway-secret-ab-0123"},
+        }
+
+    async def responder(url: str, ready: trio.Event, token: trio.lowlevel.TrioToken) -> None:
+        nc = await nats.connect(url, token=TOKEN, connect_timeout=5, max_reconnect_attempts=0)
+        sub = await nc.subscribe("probe.sec")
+        await nc.flush(timeout=5)
+        trio.from_thread.run_sync(ready.set, trio_token=token)
+        m = await sub.next_msg(timeout=20)
+        await nc.publish(m.reply, b"ok")
+        await nc.flush(timeout=5)
+        await nc.close()
+
+    async def over(sub_node: meshgate.Gateway, pub_node: meshgate.Gateway) -> list[Any]:
+        token = trio.lowlevel.current_trio_token()
+        ready, ready2 = trio.Event(), trio.Event()
+        results: list[Any] = []
+
+        async def run_sub() -> None:
+            results.append(await on_asyncio(lambda: subscriber(nats_url(sub_node), ready, token)))
+
+        async with trio.open_nursery() as n:
+            n.start_soon(run_sub)
+            n.start_soon(on_asyncio, lambda: responder(nats_url(sub_node), ready2, token))
+            await ready.wait()
+            await ready2.wait()
+            await on_asyncio(lambda: publisher(nats_url(pub_node)))
+        return results[0]  # type: ignore[no-any-return]
+
+    with trio.fail_after(90):
+        async with supercluster({"A": 2, "B": 1}, scheme="tcp", extra=extra) as sc:
+            a0, a1, b0 = sc["A"][0], sc["A"][1], sc["B"][0]
+            for pub_node in (a1, b0):  # over a route, over a gateway
+                got, discovered = await over(a0, pub_node)
+                assert got == [("sec.a", b"1"), ("sec.b", b"2")]
+                # the authenticated client learned the cluster's other NATS port
+                assert discovered >= 1
+
+
+async def test_nats_js_with_token_users_on_a_routed_cluster_and_across_a_gateway() -> None:
+    """The same secure setup with nats.js (from npm): over a route and over a gateway."""
+    import os
+    from pathlib import Path
+
+    from ._npm import node_modules
+
+    modules = node_modules()
+    script = Path(__file__).parent / "js" / "nats_secure.cjs"
+
+    def extra(cluster: str, i: int) -> dict[str, Any]:
+        return {
+            "nats_listen": "127.0.0.1:0",
+            "users": (meshgate.User(token=TOKEN),),
+            "cluster_secret": f"route-secret-{cluster}-0123",
+            "gateway_secrets": {"A": "gateway-secret-ab-0123", "B": "gateway-secret-ab-0123"},
+        }
+
+    with trio.fail_after(90):
+        async with supercluster({"A": 2, "B": 1}, scheme="tcp", extra=extra) as sc:
+            a0, a1, b0 = sc["A"][0], sc["A"][1], sc["B"][0]
+            for pub_node in (a1, b0):  # over a route, over a gateway
+                done = await trio.run_process(
+                    ["node", str(script), nats_url(a0), nats_url(pub_node), TOKEN],
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                    env={**os.environ, "NODE_PATH": str(modules)},
+                )
+                assert done.returncode == 0, done.stderr.decode()
+                out = json.loads(done.stdout)
+                assert out == {"seen": [["jsec.a", "1"], ["jsec.b", "2"]], "crossed": True}

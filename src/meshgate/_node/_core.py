@@ -369,8 +369,11 @@ class NodeCore:
                     out.ping(conn)
 
     def stop_accepting(self) -> None:
-        """Lame duck: refuse new connections (clients, routes and gateways)."""
-        self.settings.draining = True
+        """Lame duck: refuse new connections (clients, routes and gateways); NATS clients
+        are told (``"ldm": true``)."""
+        if not self.settings.draining:
+            self.settings.draining = True
+            self.nats.lame_duck()
 
     def clients_to_move(self) -> list[int]:
         """Ids of the open client (not replicant) connections, for a lame-duck drain."""

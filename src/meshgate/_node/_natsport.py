@@ -64,6 +64,7 @@ class NatsState:
     __slots__ = (
         "echo",
         "headers",
+        "info_after_pong",
         "lang",
         "next_sid",
         "no_responders",
@@ -88,6 +89,9 @@ class NatsState:
         self.version = ""
         #: the NATS sid of its ``$MG.notice`` subscription, if any
         self.notice_sid: bytes | None = None
+        #: an INFO (``connect_urls``) waits for the PONG that answers the first PING after
+        #: CONNECT: clients wait for that PONG to finish connecting (nats-server's order)
+        self.info_after_pong = False
 
 
 class NatsPort:
@@ -144,6 +148,8 @@ class NatsPort:
             "max_payload": cfg.max_payload,
             "client_id": conn.id,
         }
+        if self.settings.draining:
+            info["ldm"] = True
         if cfg.users:
             info["auth_required"] = True
         else:
@@ -156,6 +162,13 @@ class NatsPort:
 
     def tell_urls(self) -> None:
         """The cluster's NATS ports changed: every open NATS client hears of them."""
+        for conn in self.conns.values():
+            if conn.state is ConnState.OPEN and not conn.nats.info_after_pong:
+                self.outbox.append(conn, self.info(conn))
+
+    def lame_duck(self) -> None:
+        """The node is going away: every NATS client is told (``"ldm": true``) so that it
+        moves to another node before this one closes it."""
         for conn in self.conns.values():
             if conn.state is ConnState.OPEN:
                 self.outbox.append(conn, self.info(conn))
@@ -218,6 +231,9 @@ class NatsPort:
                     st.notice_sid = None
             elif name == "PING":
                 out.pong(conn)
+                if st.info_after_pong and conn.state is ConnState.OPEN:
+                    st.info_after_pong = False
+                    out.append(conn, self.info(conn))
                 continue
             elif name == "PONG":
                 conn.pong_received(self.settings.now)
@@ -256,7 +272,7 @@ class NatsPort:
         self.clients.hello(conn, hello)
         cfg = self.settings.config
         if conn.account is not None and cfg.users and len(self.directory.nats_urls()) > 1:
-            self.outbox.append(conn, self.info(conn))  # authenticated: connect_urls
+            st.info_after_pong = True  # authenticated: connect_urls, after the next PONG
 
     def _subscribe(
         self,

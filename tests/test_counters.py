@@ -12,7 +12,11 @@ subscriber counts.  Every other counter must not move.
 
 Wire bytes (``bytes_in``/``bytes_out``) are checked against the other end of each link
 after a round trip: what a client, a NATS client, a route or a gateway peer sent is
-what the node counted in, and the reverse.
+what the node counted in, and the reverse; and a node's totals move by the sum of its
+connections'.  ``/gatewayz`` follows the monitoring convention of docs/operations.md
+(``in_bytes``/``out_bytes``: payload; ``*_wire_bytes``: the wire).  The backbone
+connection has no view of its own: its share is what the node's totals show beyond
+its other connections', and the hub's ``/leafz`` counts it from the other end.
 """
 
 from __future__ import annotations
@@ -97,13 +101,15 @@ def counters(gw: meshgate.Gateway) -> dict[Key, int]:
     return out
 
 
-#: (our name, /gatewayz connection field) of the gateway counters
+#: (our name, /gatewayz connection field) of the gateway message and payload counters
 GATEWAY_FIELDS = (
     ("in_msgs", "in_msgs"),
     ("out_msgs", "out_msgs"),
     ("in_payload_bytes", "in_bytes"),
     ("out_payload_bytes", "out_bytes"),
 )
+#: the /gatewayz connection fields of the wire bytes in and out
+GATEWAY_WIRE = ("in_wire_bytes", "out_wire_bytes")
 
 
 def delta(before: dict[Key, int], after: dict[Key, int]) -> dict[Key, int]:
@@ -274,8 +280,8 @@ def wire_counters(gw: meshgate.Gateway) -> dict[Key, int]:
     rows = [o["connection"] for o in gz["outbound_gateways"].values()]
     rows += [i["connection"] for ins in gz["inbound_gateways"].values() for i in ins]
     for row in rows:
-        out[("gateway", str(row["cid"]), "in")] = row["in_wire_bytes"]
-        out[("gateway", str(row["cid"]), "out")] = row["out_wire_bytes"]
+        out[("gateway", str(row["cid"]), "in")] = row[GATEWAY_WIRE[0]]
+        out[("gateway", str(row["cid"]), "out")] = row[GATEWAY_WIRE[1]]
     return out
 
 
@@ -339,10 +345,11 @@ class World:
                     if i["connection"]["name"] == me
                 ]
                 out = o["connection"]
-                assert (out["out_wire_bytes"], out["in_wire_bytes"]) == (
-                    row["in_wire_bytes"],
-                    row["out_wire_bytes"],
-                ), (me, cluster)
+                sent, received = out[GATEWAY_WIRE[1]], out[GATEWAY_WIRE[0]]
+                assert (sent, received) == (row[GATEWAY_WIRE[0]], row[GATEWAY_WIRE[1]]), (
+                    me,
+                    cluster,
+                )
         if before is not None:
             for gw in self.nodes:
                 moved = delta(before[gw.config.name], wire_counters(gw))

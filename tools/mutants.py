@@ -45,7 +45,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "RMSG/GMSG subjects from route and gateway peers are not validated",
         "_node/_fanout.py",
         "        valid = self._valid\n        if subject not in valid and not self._validate(conn, "
-        "subject):\n            return False\n",
+        "subject):\n            return None\n",
         "        valid = self._valid\n",
     ),
     Mutant(
@@ -84,11 +84,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "_node/_fanout.py",
         "        index = self.graph.index(account)\n"
         "        m = index.match(subject) if index is not None else None\n"
-        "        acct = self.accounts.get(account)\n"
         "        self.results(m, acct, account, subject, reply, payload, None, FROM_GATEWAY",
         '        index = self.graph.index("$G")\n'
         "        m = index.match(subject) if index is not None else None\n"
-        "        acct = self.accounts.get(account)\n"
         "        self.results(m, acct, account, subject, reply, payload, None, FROM_GATEWAY",
     ),
     Mutant(

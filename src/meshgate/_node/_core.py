@@ -543,6 +543,10 @@ class NodeCore:
         frame = c.notice_bytes(self.encoder, sid, subject, reply, data)
         if frame is not None:
             self.outbox.append(c, frame)
+            c.messages_out += 1
+            c.payload_out += len(data)
+            if c.account is not None:
+                self.fanout.count_out(c.account.name, 1, len(data))
         return True
 
     def error(self, conn: Connection, code: ErrorCode, reason: str) -> None:

@@ -49,6 +49,7 @@ from ._conn import (
     Account,
     ClientConnection,
     Connection,
+    ConnState,
     InboundGateway,
     LocalSubscription,
     OutboundGateway,
@@ -69,6 +70,7 @@ _GMSG = Opcode.GMSG
 
 
 _INBOX = "_INBOX."
+_OPEN = ConnState.OPEN
 
 #: where a message entered the node (the one-hop rule depends on it)
 FROM_CLIENT = 0
@@ -172,23 +174,35 @@ class FanOut:
         return True
 
     def _peer_input(
-        self, conn: Connection, subject: str, reply: str | None, payload: bytes, what: str
-    ) -> bool:
-        """A message from another node passes the same checks as a client's; counted in."""
+        self,
+        conn: Connection,
+        account: str,
+        subject: str,
+        reply: str | None,
+        payload: bytes,
+        what: str,
+    ) -> Account | None:
+        """A message from another node passes the same checks as a client's; counted in
+        (connection, node and account, as nats-server's account totals include route,
+        gateway and leaf traffic).  Returns its account's counters (None: not served
+        here, or refused: see ``conn.state``)."""
         valid = self._valid
         if subject not in valid and not self._validate(conn, subject):
-            return False
+            return None
         if reply is not None and reply not in valid and not self._validate(conn, reply):
-            return False
+            return None
         size = len(payload)
         if size > self._max_payload:
             self.outbox.fail(conn, ErrorCode.PAYLOAD_TOO_LARGE, f"{what} message above max_payload")
-            return False
+            return None
         conn.messages_in += 1
         conn.payload_in += size
         self.messages_in += 1
         self.payload_in += size
-        return True
+        acct = self.accounts.get(account)
+        if acct is not None:
+            acct.messages_in += 1
+        return acct
 
     # -- entry points ---------------------------------------------------------------------------
 
@@ -257,7 +271,8 @@ class FanOut:
     ) -> None:
         """A message relayed by a route peer (or the backbone hub): local subscribers
         only, named queue groups only."""
-        if not self._peer_input(conn, subject, reply, payload, "route"):
+        acct = self._peer_input(conn, account, subject, reply, payload, "route")
+        if conn.state is not _OPEN:
             return
         if subject[0] == "_" and subject.startswith(GR_PREFIX):
             parsed = parse_routed_reply(subject)
@@ -271,7 +286,6 @@ class FanOut:
         if index is None:
             return
         m = index.match(subject)
-        acct = self.accounts.get(account)
         self.results(m, acct, account, subject, reply, payload, None, FROM_ROUTE, queues)
 
     def gateway_message(
@@ -285,7 +299,8 @@ class FanOut:
     ) -> None:
         """A message from another cluster: local subscribers and route peers, never
         gateways; with no local interest, the sender is told (optimistic mode)."""
-        if not self._peer_input(conn, subject, reply, payload, "gateway"):
+        acct = self._peer_input(conn, account, subject, reply, payload, "gateway")
+        if conn.state is not _OPEN:
             return
         if (
             subject[0] == "_"
@@ -295,7 +310,6 @@ class FanOut:
             return
         index = self.graph.index(account)
         m = index.match(subject) if index is not None else None
-        acct = self.accounts.get(account)
         self.results(m, acct, account, subject, reply, payload, None, FROM_GATEWAY, queues)
         if (m is None or not m.plain) and account in self.settings.known_accounts:
             ii = conn.in_interest
@@ -527,9 +541,7 @@ class FanOut:
                     enc.relay_tail(account, subject, reply, payload),
                 )
                 c.payload_out += len(payload)
-                # counted as one more copy out, like any relayed message
-                self.messages_out += 1
-                self.payload_out += len(payload)
+                self.count_out(account, 1, len(payload))
             return True
         if node == cfg.name:
             index = self.graph.index(account)
@@ -540,7 +552,15 @@ class FanOut:
             return True
         route = self._route_peers.get(node)
         if route is not None:
-            self._to_routes({route: []}, account, subject, reply, payload)
-            self.messages_out += 1
-            self.payload_out += len(payload)
+            n = self._to_routes({route: []}, account, subject, reply, payload)
+            self.count_out(account, n, len(payload))
         return True
+
+    def count_out(self, account: str, n: int, size: int) -> None:
+        """``n`` copies of a message of ``size`` payload bytes went out in ``account``
+        outside :meth:`results` (routed replies, the node's own notices)."""
+        self.messages_out += n
+        self.payload_out += n * size
+        acct = self.accounts.get(account)
+        if acct is not None:
+            acct.messages_out += n

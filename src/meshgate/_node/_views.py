@@ -139,8 +139,11 @@ def _connection(c: GatewayConnection) -> dict[str, Any]:
         "rtt": c.rtt,
         "in_msgs": c.messages_in,
         "out_msgs": c.messages_out,
-        "in_bytes": c.bytes_in,
-        "out_bytes": c.bytes_out,
+        # payload bytes, as every monitoring path names them (the wire: *_wire_bytes)
+        "in_bytes": c.payload_in,
+        "out_bytes": c.payload_out,
+        "in_wire_bytes": c.bytes_in,
+        "out_wire_bytes": c.bytes_out,
     }
 
 

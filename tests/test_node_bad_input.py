@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -287,3 +288,57 @@ async def test_slow_consumer_policies(listen: str, policy: str) -> None:
                     stalled = [c for c in gw.connz() if c.pending_bytes > 0]
                     assert stalled
                     assert all(c.pending_bytes <= limit for c in stalled)
+
+
+@pytest.mark.parametrize("port", ["cluster", "gateway"])
+async def test_frame_far_above_limit_on_peer_ports_gets_an_error_frame(
+    listen: str, port: str
+) -> None:
+    """Route and gateway ports answer an oversized frame like the client port: an error
+    frame, then the close (authenticated dialer, so the node has spoken)."""
+    from meshgate.protocol import PROTOCOL_VERSION, Error, Hello, Opcode
+    from meshgate.transports import connect_stream
+
+    from .helpers import Raw
+
+    scheme_listen = listen if listen != "memory://" else f"memory://big-{port}"
+    cfg = meshgate.GatewayConfig(
+        name="a1",
+        cluster="A",
+        listen="127.0.0.1:0",
+        cluster_listen=scheme_listen if port == "cluster" else None,
+        gateway_listen=scheme_listen if port == "gateway" else None,
+        max_payload=1000,
+        cluster_secret="route-secret-0123456789",
+        gateway_secrets={"B": "gateway-secret-0123456789"},
+    )
+    with trio.fail_after(10):
+        async with meshgate.open_gateway(cfg) as gw:
+            url = gw.cluster_url if port == "cluster" else gw.gateway_url
+            assert url
+            async with connect_stream(url) as stream:
+                r = Raw(stream)
+                if port == "cluster":
+                    hello = Hello(
+                        PROTOCOL_VERSION, "route", "x", cluster="A", token="route-secret-0123456789"
+                    )
+                    frame = msgpack.packb(
+                        [int(Opcode.RMSG), None, "$G", "big", None, b"x" * 200_000]
+                    )
+                else:
+                    hello = Hello(
+                        PROTOCOL_VERSION,
+                        "gateway",
+                        "b1",
+                        cluster="B",
+                        token="gateway-secret-0123456789",
+                    )
+                    frame = msgpack.packb(
+                        [int(Opcode.GMSG), None, "$G", "big", None, b"x" * 200_000]
+                    )
+                await r.send(hello)
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await r.send_bytes(frame)
+                frames = await r.until_closed()
+            errors = [f for f in frames if isinstance(f, Error)]
+            assert [e.code for e in errors] == [ErrorCode.FRAME_TOO_LARGE], frames

@@ -115,6 +115,8 @@ class FanOut:
         self.outbox = outbox
         self.graph = graph
         self.delivery = delivery
+        self._delivery = delivery
+        self._deliver = delivery.deliver
         self.encoder = outbox.encoder
         self._writable = outbox.writable
         #: per-account counters (the node's table)
@@ -243,12 +245,22 @@ class FanOut:
             and self.layer.on_dollar_publish(conn, acct.name, subject, reply, payload)
         ):
             return
-        self.inject(acct, subject, reply, payload, key)
+        account = acct.name
+        if (
+            subject[0] == "_"
+            and subject.startswith(GR_PREFIX)
+            and self._reply_routed(account, subject, reply, payload)
+        ):
+            return
+        index = self.graph.index(account)
+        m = index.match(subject) if index is not None else None
+        self.results(m, acct, account, subject, reply, payload, key, FROM_CLIENT, None)
 
     def inject(
         self, acct: Account, subject: str, reply: str | None, payload: bytes, key: str | None
     ) -> None:
-        """Route a message entering this node from a client or from the node itself."""
+        """Route a message entering this node from the node itself (as :meth:`publish`
+        routes a client's, after its checks)."""
         account = acct.name
         if (
             subject[0] == "_"
@@ -341,14 +353,14 @@ class FanOut:
         n = 0
         plen = len(payload)
         if m is not None and (m.plain or m.queues):
-            deliver = self.delivery.deliver
+            deliver = self._deliver
             tail: bytes | None = None
             peers: dict[Connection, list[str]] | None = None
             for sub in m.plain:
                 if sub.prefix is not None:
                     if tail is None:
                         tail = self.encoder.message_tail(subject, reply, payload)
-                        self.delivery.cur = (subject, reply, payload, plen)
+                        self._delivery.cur = (subject, reply, payload, plen)
                     n += deliver(sub, tail, key)
                 elif source != FROM_ROUTE:
                     if peers is None:
@@ -370,7 +382,7 @@ class FanOut:
                     if chosen.prefix is not None:
                         if tail is None:
                             tail = self.encoder.message_tail(subject, reply, payload)
-                            self.delivery.cur = (subject, reply, payload, plen)
+                            self._delivery.cur = (subject, reply, payload, plen)
                         n += deliver(chosen, tail, key)
                     else:
                         if peers is None:

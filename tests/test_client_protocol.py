@@ -10,6 +10,7 @@ exactly the messages the node owed it, once each and in order, and each PING its
 from __future__ import annotations
 
 import itertools
+from collections import deque
 
 import msgpack
 import pytest
@@ -204,6 +205,23 @@ def test_messages_become_events_for_live_subscriptions_and_notices() -> None:
         MessageReceived(sid, meshgate.Message("a", b"1", "r")),
         NoticeReceived(meshgate.Message("$CONF.c.1", b"ok", None)),
     ]
+
+
+def test_with_on_message_messages_are_calls_in_order_before_the_events() -> None:
+    got: list[tuple[int, meshgate.Message]] = []
+    p = handshaken(on_message=lambda sid, msg: got.append((sid, msg)))
+    sid = p.subscribe("a")
+    p.unsubscribe(sid, 2)
+    first = p.ping()
+    p.data_to_send()
+    events = p.receive_data(
+        node(Message(sid, "a", None, b"1"), Pong(), Message(sid, "a", None, b"2"))
+    )
+    assert got == [
+        (sid, meshgate.Message("a", b"1", None)),
+        (sid, meshgate.Message("a", b"2", None)),
+    ]
+    assert events == [PongReceived(first), SubscriptionEnded(sid)]
 
 
 def test_a_limited_subscription_ends_after_its_last_message() -> None:
@@ -648,3 +666,48 @@ class ClientAgainstCore(RuleBasedStateMachine):
 
 TestClientAgainstCore = ClientAgainstCore.TestCase
 TestClientAgainstCore.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+# -- the trio Client over the protocol ----------------------------------------------------------
+
+
+async def test_a_subscription_made_while_disconnected_is_sent_once_after_the_reconnect() -> None:
+    """Its SUB waits in the queue; the resume must not send it a second time (the node
+    would refuse the reused sid and drop the connection, again and again)."""
+    import trio
+
+    from .helpers import memory_node
+
+    async def run_node(
+        config: meshgate.GatewayConfig, *, task_status: trio.TaskStatus[trio.CancelScope]
+    ) -> None:
+        with trio.CancelScope() as scope:
+            async with meshgate.open_gateway(config):
+                task_status.started(scope)
+                await trio.sleep_forever()
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nodes:
+            stop_q0 = await nodes.start(run_node, memory_node("q0"))
+            async with meshgate.connect(
+                ["memory://q0-clients", "memory://q1-clients"], reconnect_wait=0.01
+            ) as client:
+                await client.flush()
+                stop_q0.cancel()
+                kinds = []
+                async for event in client.connection_events():
+                    kinds.append(event.kind)
+                    if event.kind == "disconnected":  # no node to go to yet
+                        sub = await client.add_subscription("late")
+                        await nodes.start(run_node, memory_node("q1"))
+                    if event.kind == "reconnected":
+                        break
+                await client.flush()
+                async with meshgate.connect("memory://q1-clients") as other:
+                    await other.publish("late", b"here")
+                    await other.flush()
+                assert (await sub.receive()).payload == b"here"
+                assert kinds == ["disconnected", "reconnected"]
+                assert client.reconnects == 1
+                assert client.errors == deque()
+            nodes.cancel_scope.cancel()

@@ -38,7 +38,6 @@ from ._protocol import (
     ConnectionClosedError,
     ConnectionLost,
     Message,
-    MessageReceived,
     NoticeReceived,
     PongReceived,
     ServerError,
@@ -95,17 +94,6 @@ class Subscription:
         self.dropped = 0
         self._active = True
         self._lost = False  # the client gave up its connection (not an unsubscribe)
-
-    def _push(self, msg: Message) -> None:
-        if self._on_message is not None:
-            self._on_message(msg)
-            return
-        try:
-            self._send.send_nowait(msg)
-        except trio.WouldBlock:
-            self.dropped += 1
-        except trio.ClosedResourceError:
-            pass
 
     def _finish(self) -> None:
         if self._active:
@@ -171,6 +159,7 @@ class Client:
             session=session,
             ping_interval=ping_interval,
             max_pings_out=max_pings_out,
+            on_message=self._deliver,
         )
         self._stream = stream
         #: the URL of the node this client is connected to (None for a given stream)
@@ -284,7 +273,6 @@ class Client:
 
     async def _reader(self) -> None:
         proto = self._proto
-        subs = self._subs
         try:
             while True:
                 try:
@@ -292,22 +280,32 @@ class Client:
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     self._transport_error = self._transport_error or exc
                     return
-                for event in proto.receive_data(data):
-                    if type(event) is MessageReceived:
-                        sub = subs.get(event.sid)
-                        if sub is not None:
-                            sub._push(event.message)
-                    elif type(event) is ConnectionLost:
+                for event in proto.receive_data(data):  # messages went to _deliver
+                    if type(event) is ConnectionLost:
                         return
-                    else:
-                        self._handle(event)
+                    self._handle(event)
                 if proto.pending_bytes:  # PONGs to the node's PINGs
                     self._wake.set()
         finally:
             self._lose()
 
+    def _deliver(self, sid: int, msg: Message) -> None:
+        """A message for a subscription (the protocol's ``on_message``: the hot path)."""
+        sub = self._subs.get(sid)
+        if sub is None:
+            return
+        if sub._on_message is not None:
+            sub._on_message(msg)
+            return
+        try:
+            sub._send.send_nowait(msg)
+        except trio.WouldBlock:
+            sub.dropped += 1
+        except trio.ClosedResourceError:
+            pass
+
     def _handle(self, event: ClientEvent) -> None:
-        """Every event but a message and the loss."""
+        """Every event but the loss (messages go to :meth:`_deliver`)."""
         if type(event) is PongReceived:
             waiter = self._flushes.pop(event.ping_id, None)
             if waiter is not None:

@@ -34,7 +34,7 @@ __all__ = [
 import enum
 import secrets
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import NamedTuple
 
@@ -80,9 +80,12 @@ class Message(NamedTuple):
     headers: dict[str, list[str]] | None = None
 
 
+_new_tuple = tuple.__new__  # builds a Message without NamedTuple's Python-level __new__
+
+
 def _message(subject: str, payload: bytes, reply: str | None) -> Message:
     if type(payload) is not Headered:
-        return Message(subject, payload, reply)
+        return _new_tuple(Message, (subject, payload, reply, None))
     try:
         _, headers = parse_headers(payload.headers)
     except (ValueError, UnicodeDecodeError):
@@ -269,6 +272,11 @@ class ClientProtocol:
     connection left unanswered, and then what was queued and not yet written.
     Frames that were never written are not sent twice.
 
+    Messages for subscriptions are :class:`MessageReceived` events; with
+    ``on_message``, each is instead a call ``on_message(sid, message)`` during
+    :meth:`receive_data`, in order, before the events it returns (no event object per
+    message: the fast path :class:`meshgate.Client` takes).
+
     Limits: a frame from the node larger than ``max_frame_bytes``, or anything the
     codec of :mod:`meshgate.protocol` rejects, or a frame a node never sends to a
     client, ends the connection with a :class:`ConnectionLost` whose ``error`` says
@@ -287,6 +295,7 @@ class ClientProtocol:
         max_pings_out: int = 2,
         max_frame_bytes: int = _MAX_FRAME_BYTES,
         recent_inputs: int = RECENT_INPUTS,
+        on_message: Callable[[int, Message], None] | None = None,
     ) -> None:
         #: the client's name, in its HELLO
         self.name = name
@@ -297,6 +306,7 @@ class ClientProtocol:
         self._ping_interval = ping_interval
         self._max_pings_out = max_pings_out
         self._max_frame_bytes = max_frame_bytes
+        self._on_message = on_message
         #: where the protocol is in its life
         self.state = ClientState.IDLE
         self._enc = Encoder()
@@ -467,6 +477,7 @@ class ClientProtocol:
             return self._end_of_stream(events)
         dec = self._dec
         subs = self._subs
+        deliver = self._on_message
         try:
             dec.feed(data)
             while (f := dec.next_raw()) is not None:
@@ -474,7 +485,10 @@ class ClientProtocol:
                     sid = f[1]
                     sub = subs.get(sid)
                     if sub is not None:
-                        events.append(MessageReceived(sid, _message(f[2], f[4], f[3])))
+                        if deliver is None:
+                            events.append(MessageReceived(sid, _message(f[2], f[4], f[3])))
+                        else:
+                            deliver(sid, _message(f[2], f[4], f[3]))
                         if sub.remaining is not None:
                             sub.remaining -= 1
                             if sub.remaining <= 0:

@@ -307,8 +307,7 @@ class ClientProtocol:
         self._max_pings_out = max_pings_out
         self._max_frame_bytes = max_frame_bytes
         self._on_message = on_message
-        #: where the protocol is in its life
-        self.state = ClientState.IDLE
+        self._state = ClientState.IDLE
         self._enc = Encoder()
         self._dec = Decoder(max_frame_bytes=max_frame_bytes)
         # Frames not yet handed out.  _gen counts the hand-outs (data_to_send calls that
@@ -353,13 +352,13 @@ class ClientProtocol:
     def connection_made(self, now: float) -> None:
         """A new connection to a node (the first or a resume); ``now`` starts the
         keepalive.  The next :meth:`data_to_send` begins with the HELLO."""
-        if self.state in _CONNECTED:
+        if self._state in _CONNECTED:
             raise LocalProtocolError("connection_made() while connected")
-        if self.state is ClientState.CLOSED:
+        if self._state is ClientState.CLOSED:
             raise LocalProtocolError("the client protocol is closed")
-        if self.state is ClientState.LOST:
+        if self._state is ClientState.LOST:
             self.reconnects += 1
-        self.state = ClientState.HANDSHAKING
+        self._state = ClientState.HANDSHAKING
         self.error = None
         self._dec = Decoder(max_frame_bytes=self._max_frame_bytes)
         self._pings_out = 0
@@ -371,14 +370,19 @@ class ClientProtocol:
     def connection_lost(self) -> None:
         """The transport is gone (broken, closed, or after :class:`ConnectionLost`).
         What was queued and not handed out stays queued for the next connection."""
-        if self.state in _CONNECTED:
-            self.state = ClientState.LOST
+        if self._state in _CONNECTED:
+            self._state = ClientState.LOST
             self._next_ping_at = None
 
     def close(self) -> None:
         """Closed for good: no more connections; calls that queue frames raise."""
-        self.state = ClientState.CLOSED
+        self._state = ClientState.CLOSED
         self._next_ping_at = None
+
+    @property
+    def state(self) -> ClientState:
+        """Where the protocol is in its life."""
+        return self._state
 
     @property
     def refused(self) -> bool:
@@ -400,7 +404,7 @@ class ClientProtocol:
     def data_to_send(self) -> bytes | bytearray:
         """Everything queued for the current connection, to write now (empty when there
         is nothing, or no connection)."""
-        if self.state not in _CONNECTED:
+        if self._state not in _CONNECTED:
             return b""
         data: bytes | bytearray
         if self._resume_pending:
@@ -452,7 +456,7 @@ class ClientProtocol:
         """Keepalive at ``now``: a PING every ``ping_interval``; a node that left
         ``max_pings_out`` of them unanswered is lost (:class:`ConnectionLost`)."""
         due = self._next_ping_at
-        if due is None or now < due or self.state not in _CONNECTED:
+        if due is None or now < due or self._state not in _CONNECTED:
             return []
         assert self._ping_interval is not None
         if self._pings_out >= self._max_pings_out:
@@ -468,7 +472,7 @@ class ClientProtocol:
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[ClientEvent]:
         """Bytes from the node (``b""``: it closed the stream); the events they make."""
         events: list[ClientEvent] = []
-        state = self.state
+        state = self._state
         if state not in _CONNECTED:
             if state is ClientState.IDLE:
                 raise LocalProtocolError("receive_data() before connection_made()")
@@ -563,11 +567,11 @@ class ClientProtocol:
         return True
 
     def _maybe_open(self, events: list[ClientEvent]) -> None:
-        if self.state is not ClientState.HANDSHAKING:
+        if self._state is not ClientState.HANDSHAKING:
             return
         if not (self._hello_seen and self._handshake_answered):
             return
-        self.state = ClientState.OPEN
+        self._state = ClientState.OPEN
         if self._opened_once:
             events.append(
                 Resumed(self.server_name, self.server_cluster, self.max_payload, self.reconnects)
@@ -579,7 +583,7 @@ class ClientProtocol:
     # -- sending --------------------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self.state is ClientState.CLOSED:
+        if self._state is ClientState.CLOSED:
             raise LocalProtocolError("the client protocol is closed")
 
     def publish(
@@ -594,7 +598,7 @@ class ClientProtocol:
         """Queue a PUB; returns :attr:`pending_bytes`.  Raises
         :class:`PayloadTooLargeError` if the payload exceeds the node's ``max_payload``
         and :class:`~meshgate.InvalidSubjectError` for a bad subject, queuing nothing."""
-        if self.state is ClientState.CLOSED:
+        if self._state is ClientState.CLOSED:
             raise LocalProtocolError("the client protocol is closed")
         max_payload = self.max_payload
         if max_payload and len(payload) > max_payload:

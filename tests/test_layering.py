@@ -1,6 +1,7 @@
 """The layering rules, checked on the source (the spirit of test_exports.py).
 
 * The sans-IO core (``meshgate/_node``) imports no trio and no module above it.
+* The client protocol (``meshgate/client/_protocol.py``) imports no trio, no I/O, no clock.
 * Only the shell, the game layer and the testing harnesses import ``meshgate._node``.
 * Outside the core, no module touches another module's private names: ``obj._x`` is
   allowed only where ``_x`` is defined in the same module.
@@ -97,6 +98,15 @@ def test_core_imports_no_io_and_nothing_above_it(path: Path) -> None:
         assert not name.startswith(("trio", "socket", "ssl", "time", "asyncio")), name
         for upper in ("_shell", "_game", "client", "replicant", "monitor", "transports", "testing"):
             assert not name.startswith(f"meshgate.{upper}"), name
+
+
+def test_client_protocol_is_sans_io() -> None:
+    """``client/_protocol.py`` (every transport's client) imports no I/O, no clock."""
+    for name in imported(SRC / "client" / "_protocol.py"):
+        assert not name.startswith(("trio", "socket", "ssl", "time", "asyncio")), name
+        assert not name.startswith(
+            ("meshgate._node", "meshgate.transports", "meshgate.client._client")
+        ), name
 
 
 @pytest.mark.parametrize("path", modules(), ids=rel)

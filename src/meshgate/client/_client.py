@@ -1,20 +1,16 @@
-"""The client library: connect to a node, publish, subscribe, request, flush.
+"""The trio client: :class:`ClientProtocol` over a ``trio.abc.Stream``.
 
-Every call is trio-native; there are no ``timeout=`` parameters — wrap calls in
-:func:`trio.fail_after` / :func:`trio.move_on_after`.
+This module only moves bytes and wakes tasks: a reader feeds the protocol and hands
+its events to subscriptions and waiters, a writer sends what the protocol queued, a
+pinger calls its keepalive, and a supervisor redials and resumes after a loss.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "DEFAULT_SUBSCRIPTION_BUFFER",
-    "RECENT_INPUTS",
     "Client",
-    "ConnectionClosedError",
     "ConnectionEvent",
-    "Message",
-    "PayloadTooLargeError",
-    "ServerError",
     "Subscription",
     "connect",
     "connect_with_stream",
@@ -31,53 +27,27 @@ from typing import NamedTuple
 
 import trio
 
-from ._errors import ErrorCode, MeshgateError, RemoteProtocolError
-from ._nursery import open_unwrapping_nursery
-from ._reserved import NOTICE_SID, input_subject
-from .protocol import (
-    PROTOCOL_VERSION,
-    Decoder,
-    Encoder,
-    Headered,
-    Hello,
-    Info,
-    Opcode,
-    Ping,
-    Pong,
-    Role,
-    to_ext,
-    to_frame,
+from .._errors import MeshgateError
+from .._nursery import open_unwrapping_nursery
+from ..protocol import Role
+from ..transports import connect_stream, get_transport
+from ._protocol import (
+    ClientEvent,
+    ClientProtocol,
+    Connected,
+    ConnectionClosedError,
+    ConnectionLost,
+    Message,
+    NoticeReceived,
+    PongReceived,
+    ServerError,
+    ServerErrorReceived,
+    SubscriptionEnded,
 )
-from .protocol.nats import encode_headers, parse_headers
-from .subjects import validate_pattern, validate_subject
-from .transports import connect_stream, get_transport
 
 #: Messages a subscription buffers before it drops new ones (see :class:`Subscription`).
 DEFAULT_SUBSCRIPTION_BUFFER = 65536
-#: Game inputs a client keeps to send again after a reconnect (see :meth:`Client.send_input`).
-RECENT_INPUTS = 256
 _OUT_HIGH_WATER = 4 * 1024 * 1024
-
-
-class Message(NamedTuple):
-    """A received message (not the wire frame :class:`meshgate.protocol.Message`)."""
-
-    subject: str
-    payload: bytes
-    reply: str | None
-    #: the message's headers (``{name: [values]}``), or None if it has none; NATS
-    #: clients' headers arrive here, and :meth:`Client.publish` can send them
-    headers: dict[str, list[str]] | None = None
-
-
-def _message(subject: str, payload: bytes, reply: str | None) -> Message:
-    if type(payload) is not Headered:
-        return Message(subject, payload, reply)
-    try:
-        _, headers = parse_headers(payload.headers)
-    except (ValueError, UnicodeDecodeError):
-        headers = {}
-    return Message(subject, bytes(payload), reply, headers)
 
 
 class ConnectionEvent(NamedTuple):
@@ -93,31 +63,6 @@ class ConnectionEvent(NamedTuple):
 
 #: how a client finds a node again: ``redial(lost_url, learned_urls) -> (stream, url) | None``
 Redial = Callable[[str | None, tuple[str, ...]], Awaitable["tuple[trio.abc.Stream, str] | None"]]
-
-
-class ConnectionClosedError(MeshgateError):
-    """The connection to the node is closed; ``error`` is the node's reason, if it gave one."""
-
-    def __init__(self, message: str, error: ServerError | None = None) -> None:
-        self.error = error
-        super().__init__(message)
-
-
-class ServerError(MeshgateError):
-    """An error frame from the node: ``code`` (an :class:`~meshgate.ErrorCode`) and ``reason``."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
-        try:
-            name = ErrorCode(code).name
-        except ValueError:
-            name = str(code)
-        super().__init__(f"{name}: {reason}")
-
-
-class PayloadTooLargeError(MeshgateError):
-    """A publish was refused locally: the payload exceeds the node's ``max_payload``."""
 
 
 class Subscription:
@@ -147,25 +92,8 @@ class Subscription:
         self._send, self._receive = trio.open_memory_channel[Message](size)
         #: messages dropped because the buffer was full
         self.dropped = 0
-        self._remaining: int | None = None
         self._active = True
         self._lost = False  # the client gave up its connection (not an unsubscribe)
-
-    def _push(self, msg: Message) -> None:
-        if self._on_message is not None:
-            self._on_message(msg)
-            return
-        try:
-            self._send.send_nowait(msg)
-        except trio.WouldBlock:
-            self.dropped += 1
-            return
-        except trio.ClosedResourceError:
-            return
-        if self._remaining is not None:
-            self._remaining -= 1
-            if self._remaining <= 0:
-                self._finish()
 
     def _finish(self) -> None:
         if self._active:
@@ -203,12 +131,9 @@ class Subscription:
         """Stop now, or after ``max_msgs`` more messages (then iteration ends)."""
         if not self._active:
             return
-        if max_msgs:
-            self._remaining = max_msgs
-            await self._client._send_raw(Opcode.UNSUB, self.sid, max_msgs)
-        else:
+        if not max_msgs:
             self._finish()
-            await self._client._send_raw(Opcode.UNSUB, self.sid, None)
+        await self._client._unsubscribe(self.sid, max_msgs)
 
 
 class Client:
@@ -227,60 +152,81 @@ class Client:
         max_pings_out: int = 2,
         session: str | None = None,
     ) -> None:
+        self._proto = ClientProtocol(
+            name=name,
+            token=token,
+            role=role,
+            session=session,
+            ping_interval=ping_interval,
+            max_pings_out=max_pings_out,
+            on_message=self._deliver,
+        )
         self._stream = stream
-        self.name = name
-        self._token = token
-        self._role = role
         #: the URL of the node this client is connected to (None for a given stream)
         self.url = url
         self._redial = redial
-        self._ping_interval = ping_interval
-        self._max_pings_out = max_pings_out
-        self._pings_out = 0
         self._explicit_close = False
         self._established = False  # the node accepted us once: a loss is worth a redial
         self._conn_scope: trio.CancelScope | None = None
-        #: times the client reconnected (to this node or another)
-        self.reconnects = 0
-        #: the cluster's client URLs as the node told them (tried after the given ones)
-        self.known_urls: tuple[str, ...] = ()
         self._events_send, self._events = trio.open_memory_channel[ConnectionEvent](256)
-        #: the secret this client's game identity is derived from (same on every reconnect)
-        self._session = session if session is not None else os.urandom(16).hex()
-        self._recent_inputs: deque[bytes] = deque(maxlen=RECENT_INPUTS)
-        self._enc = Encoder()
-        self._dec = Decoder(max_frame_bytes=64 * 1024 * 1024)
-        self._out = bytearray()
         self._wake = trio.Event()
         self._drained = trio.Event()
         self._subs: dict[int, Subscription] = {}
-        self._sids = itertools.count(1)
-        self._pongs: deque[trio.Event | None] = deque()  # None: a keepalive PING
+        self._flushes: dict[int, trio.Event] = {}  # ping id -> its flush() waiting
         self._closed = False
-        self._error: ServerError | None = None
         self._transport_error: BaseException | None = None
-        #: the node's payload limit, learned in the handshake
-        self.max_payload = 0
-        #: the node's name and cluster, learned in the handshake
-        self.server_name = ""
-        self.server_cluster: str | None = None
-        #: times the node dropped this client's event backlog (it fell behind)
-        self.resyncs = 0
         #: error frames that did not close the connection (e.g. permission denied)
         self.errors: deque[ServerError] = deque(maxlen=100)
         self._inbox_prefix = f"_INBOX.{os.urandom(8).hex()}"
         self._inbox_sub: Subscription | None = None
         self._requests: dict[str, trio.MemorySendChannel[Message]] = {}
         self._req_ids = itertools.count(1)
-        self._handshake_done = trio.Event()
+        self._connected = trio.Event()  # the first handshake completed (or the client closed)
         self._corrections_send, self._corrections = trio.open_memory_channel[Message](4096)
+
+    # -- what the protocol knows -----------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The client's name (in its HELLO)."""
+        return self._proto.name
+
+    @property
+    def reconnects(self) -> int:
+        """Times the client reconnected (to this node or another)."""
+        return self._proto.reconnects
+
+    @property
+    def known_urls(self) -> tuple[str, ...]:
+        """The cluster's client URLs as the node told them (tried after the given ones)."""
+        return self._proto.known_urls
+
+    @property
+    def max_payload(self) -> int:
+        """The node's payload limit, learned in the handshake."""
+        return self._proto.max_payload
+
+    @property
+    def server_name(self) -> str:
+        """The node's name, learned in the handshake."""
+        return self._proto.server_name
+
+    @property
+    def server_cluster(self) -> str | None:
+        """The node's cluster, learned in the handshake."""
+        return self._proto.server_cluster
+
+    @property
+    def resyncs(self) -> int:
+        """Times the node dropped this client's event backlog (it fell behind)."""
+        return self._proto.resyncs
 
     # -- plumbing ------------------------------------------------------------------------------
 
     def _loss_reason(self) -> str:
         """Why the connection ended: the node's error, the transport's, or ""."""
-        if self._error is not None:
-            return str(self._error)
+        if self._proto.error is not None:
+            return str(self._proto.error)
         if self._transport_error is not None:
             return f"transport: {self._transport_error.__cause__ or self._transport_error}"
         return ""
@@ -288,31 +234,34 @@ class Client:
     def _closed_error(self) -> ConnectionClosedError:
         reason = self._loss_reason()
         message = f"connection closed ({reason})" if reason else "connection closed"
-        err = ConnectionClosedError(message, self._error)
+        err = ConnectionClosedError(message, self._proto.error)
         err.__cause__ = self._transport_error
         return err
 
-    async def _queue(self, data: bytes) -> None:
-        if self._closed:
-            raise self._closed_error()
-        self._out += data
+    async def _queued(self, pending: int) -> None:
+        """The protocol queued frames (``pending`` bytes wait): wake the writer; past
+        the high-water mark, wait until it has written them."""
         self._wake.set()
-        if len(self._out) > _OUT_HIGH_WATER:
+        if pending > _OUT_HIGH_WATER:
             await self._drained.wait()  # set by the writer, and when the connection dies
             if self._closed:
                 raise self._closed_error()
         else:
             await trio.lowlevel.checkpoint()
 
-    async def _send_raw(self, op: Opcode, *fields: object) -> None:
-        await self._queue(self._enc.encode_raw(int(op), *fields))
+    async def _unsubscribe(self, sid: int, max_msgs: int | None) -> None:
+        if self._closed:
+            raise self._closed_error()
+        self._proto.unsubscribe(sid, max_msgs)
+        await self._queued(self._proto.pending_bytes)
 
     async def _writer(self) -> None:
+        proto = self._proto
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            if self._out:
-                data, self._out = self._out, bytearray()
+            data = proto.data_to_send()
+            if data:
                 try:
                     await self._stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -323,7 +272,7 @@ class Client:
             self._drained = trio.Event()
 
     async def _reader(self) -> None:
-        dec = self._dec
+        proto = self._proto
         try:
             while True:
                 try:
@@ -331,57 +280,50 @@ class Client:
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     self._transport_error = self._transport_error or exc
                     return
-                if not data:
-                    return
-                dec.feed(data)
-                while (f := dec.next_raw()) is not None:
-                    op = f[0]
-                    if op == Opcode.MSG:
-                        sub = self._subs.get(f[1])
-                        if sub is not None:
-                            sub._push(_message(f[2], f[4], f[3]))
-                        elif f[1] == NOTICE_SID:  # the node's notices: speculation answers
-                            try:
-                                self._corrections_send.send_nowait(_message(f[2], f[4], f[3]))
-                            except trio.WouldBlock:
-                                pass
-                    else:
-                        self._control(op, f)
-        except RemoteProtocolError as exc:
-            self._error = ServerError(int(exc.code), f"bad frame from node: {exc.reason}")
+                for event in proto.receive_data(data):  # messages went to _deliver
+                    if type(event) is ConnectionLost:
+                        return
+                    self._handle(event)
+                if proto.pending_bytes:  # PONGs to the node's PINGs
+                    self._wake.set()
         finally:
             self._lose()
 
-    def _control(self, op: int, f: tuple[object, ...]) -> None:
-        if op == Opcode.PONG:
-            self._pings_out = 0  # any answer shows the node is alive
-            if self._pongs:
-                waiter = self._pongs.popleft()
-                if waiter is not None:
-                    waiter.set()
-        elif op == Opcode.PING:
-            self._out += _PONG
-            self._wake.set()
-        elif op == Opcode.ERROR:
-            err = ServerError(f[1], f[2])  # type: ignore[arg-type]
-            if err.code == ErrorCode.RESYNC:
-                self.resyncs += 1
-                self.errors.append(err)
-            elif err.code == ErrorCode.PERMISSION_DENIED:
-                self.errors.append(err)
-            else:
-                self._error = err
-        elif op == Opcode.INFO:
-            info = to_frame(f)
-            assert isinstance(info, Info)
-            self.known_urls = tuple(u for u in info.client_urls if u)[:64]
-        elif op == Opcode.HELLO:
-            hello = to_frame(f)
-            assert isinstance(hello, Hello)
-            self.max_payload = hello.max_payload
-            self.server_name = hello.name
-            self.server_cluster = hello.cluster
-            self._handshake_done.set()
+    def _deliver(self, sid: int, msg: Message) -> None:
+        """A message for a subscription (the protocol's ``on_message``: the hot path)."""
+        sub = self._subs.get(sid)
+        if sub is None:
+            return
+        if sub._on_message is not None:
+            sub._on_message(msg)
+            return
+        try:
+            sub._send.send_nowait(msg)
+        except trio.WouldBlock:
+            sub.dropped += 1
+        except trio.ClosedResourceError:
+            pass
+
+    def _handle(self, event: ClientEvent) -> None:
+        """Every event but the loss (messages go to :meth:`_deliver`)."""
+        if type(event) is PongReceived:
+            waiter = self._flushes.pop(event.ping_id, None)
+            if waiter is not None:
+                waiter.set()
+        elif type(event) is NoticeReceived:  # the node's notices: speculation answers
+            try:
+                self._corrections_send.send_nowait(event.message)
+            except trio.WouldBlock:
+                pass
+        elif type(event) is SubscriptionEnded:
+            sub = self._subs.get(event.sid)
+            if sub is not None:
+                sub._finish()
+        elif type(event) is ServerErrorReceived:
+            if not event.fatal:  # a fatal one is the protocol's error: the loss reports it
+                self.errors.append(event.error)
+        elif type(event) is Connected:
+            self._connected.set()
 
     def _lose(self) -> None:
         """This connection is over (the supervisor decides whether to reconnect)."""
@@ -389,38 +331,28 @@ class Client:
             self._conn_scope.cancel()
 
     async def _pinger(self) -> None:
-        """Keepalive: a node that answers no PING for ``max_pings_out`` intervals is hung."""
-        assert self._ping_interval is not None
-        while True:
-            await trio.sleep(self._ping_interval)
-            if self._pings_out >= self._max_pings_out:
-                self._transport_error = self._transport_error or ConnectionError(
-                    f"no PONG from the node for {self._max_pings_out} pings"
-                )
-                await trio.aclose_forcefully(self._stream)
-                self._lose()
-                return
-            self._pings_out += 1
-            self._pongs.append(None)
-            self._out += _PING
+        """Keepalive: the protocol's timer, on trio's clock."""
+        proto = self._proto
+        while (deadline := proto.next_timer) is not None:
+            await trio.sleep_until(deadline)
+            for event in proto.tick(trio.current_time()):
+                if type(event) is ConnectionLost:
+                    self._transport_error = self._transport_error or ConnectionError(event.reason)
+                    await trio.aclose_forcefully(self._stream)
+                    self._lose()
+                    return
             self._wake.set()
 
     async def _serve_connection(self) -> None:
         """Read, write and ping on the current stream until it is lost."""
+        self._proto.connection_made(trio.current_time())
+        self._wake.set()  # the HELLO and what waits for this connection
         async with trio.open_nursery() as nursery:
             self._conn_scope = nursery.cancel_scope
             nursery.start_soon(self._writer)
             nursery.start_soon(self._reader)
-            if self._ping_interval is not None:
-                nursery.start_soon(self._pinger)
-
-    def _final(self) -> bool:
-        """The node refused us for good: reconnecting would only repeat it."""
-        return self._error is not None and self._error.code in (
-            ErrorCode.AUTH_FAILED,
-            ErrorCode.HANDSHAKE_REFUSED,
-            ErrorCode.PERMISSION_DENIED,
-        )
+            nursery.start_soon(self._pinger)
+        self._proto.connection_lost()
 
     async def _supervise(self) -> None:
         """Serve the connection; when it is lost, reconnect (if allowed) and resume."""
@@ -431,52 +363,19 @@ class Client:
                     self._explicit_close
                     or self._redial is None
                     or not self._established
-                    or self._final()
+                    or self._proto.refused
                 ):
                     return
                 self._event("disconnected", self._loss_reason())
                 await trio.aclose_forcefully(self._stream)
-                found = await self._redial(self.url, self.known_urls)
+                found = await self._redial(self.url, self._proto.known_urls)
                 if found is None:
                     return
                 self._stream, self.url = found
-                self._resume()
+                self._transport_error = None
                 self._event("reconnected", "")
         finally:
             self._mark_closed()
-
-    def _resume(self) -> None:
-        """A new connection: say HELLO again, subscribe again (same sids), then what was
-        queued meanwhile, then a PING for every flush still waiting."""
-        self.reconnects += 1
-        self._error = None
-        self._transport_error = None
-        self._pings_out = 0
-        self._dec = Decoder(max_frame_bytes=64 * 1024 * 1024)
-        waiting = [w for w in self._pongs if w is not None]
-        self._pongs = deque(waiting)
-        hello = self._enc.encode(
-            Hello(
-                version=PROTOCOL_VERSION,
-                role=self._role.value,
-                name=self.name,
-                token=self._token,
-                session=self._session,
-            )
-        )
-        subs = b"".join(
-            self._enc.encode_raw(int(Opcode.SUB), sid, s.pattern, s.queue)
-            + (
-                self._enc.encode_raw(int(Opcode.UNSUB), sid, s._remaining)
-                if s._remaining is not None
-                else b""
-            )
-            for sid, s in self._subs.items()
-            if s._active
-        )
-        retries = b"".join(self._recent_inputs)  # the owner applies each once
-        self._out = bytearray(hello + subs + retries) + self._out + _PING * len(waiting)
-        self._wake.set()
 
     def _event(self, kind: str, reason: str) -> None:
         try:
@@ -489,17 +388,17 @@ class Client:
             return
         self._closed = True
         self._event("closed", "" if self._explicit_close else str(self._closed_error()))
+        self._proto.close()
         self._events_send.close()
-        self._handshake_done.set()
+        self._connected.set()
         self._drained.set()  # a publish waiting for room must learn the connection died
         for sub in list(self._subs.values()):
             sub._lost = not self._explicit_close
             sub._finish()
         self._corrections_send.close()
-        while self._pongs:
-            waiter = self._pongs.popleft()
-            if waiter is not None:
-                waiter.set()
+        for waiter in self._flushes.values():
+            waiter.set()
+        self._flushes.clear()
         for ch in self._requests.values():
             ch.close()
 
@@ -533,17 +432,10 @@ class Client:
         node's ``max_payload``, and :class:`~meshgate.InvalidSubjectError` for
         a bad subject, without sending anything.
         """
-        if self.max_payload and len(payload) > self.max_payload:
-            raise PayloadTooLargeError(
-                f"payload of {len(payload)} bytes exceeds the node's max_payload={self.max_payload}"
-            )
-        validate_subject(subject)
-        if reply is not None:
-            validate_subject(reply)
-        body: object = bytes(payload)
-        if headers:
-            body = to_ext(Headered(payload, encode_headers(headers)))
-        await self._queue(self._enc.encode_raw(_PUB, subject, reply, body, key))
+        if self._closed:
+            raise self._closed_error()
+        pending = self._proto.publish(subject, payload, reply=reply, key=key, headers=headers)
+        await self._queued(pending)
 
     @asynccontextmanager
     async def subscribe(
@@ -576,21 +468,21 @@ class Client:
         """Subscribe until :meth:`Subscription.unsubscribe` (or the connection ends):
         for long-lived subscriptions handed to other tasks.  Prefer :meth:`subscribe`
         when a block scopes the subscription."""
-        validate_pattern(pattern)
-        if queue is not None:
-            validate_subject(queue)
-        sid = next(self._sids)
+        if self._closed:
+            raise self._closed_error()
+        sid = self._proto.subscribe(pattern, queue)
         sub = Subscription(self, sid, pattern, queue, max_buffered, on_message)
         self._subs[sid] = sub
-        await self._send_raw(Opcode.SUB, sid, pattern, queue)
+        await self._queued(self._proto.pending_bytes)
         return sub
 
     async def flush(self) -> None:
         """A round trip: when this returns, the node has processed everything sent before."""
-        ev = trio.Event()
-        self._pongs.append(ev)
-        await self._queue(_PING)
-        await ev.wait()
+        if self._closed:
+            raise self._closed_error()
+        waiter = self._flushes[self._proto.ping()] = trio.Event()
+        await self._queued(self._proto.pending_bytes)
+        await waiter.wait()
         if self._closed:
             raise self._closed_error()
 
@@ -610,16 +502,9 @@ class Client:
         The client keeps its last inputs (:data:`RECENT_INPUTS`) and sends them again
         after a reconnect: its session key makes the owner apply each sequence number
         once."""
-        import msgpack
-
-        fields: tuple[object, ...] = (
-            (seq, bytes(data)) if relay is None else (seq, bytes(data), relay)
-        )
-        subject = input_subject(entity)
-        await self.publish(subject, msgpack.packb(fields))
-        # kept without the relay: a retry must not relay the move a second time
-        retry = msgpack.packb(fields[:2])
-        self._recent_inputs.append(self._enc.encode_raw(_PUB, subject, None, retry, None))
+        if self._closed:
+            raise self._closed_error()
+        await self._queued(self._proto.send_input(entity, seq, data, relay=relay))
 
     async def receive_correction(self) -> Message:
         """The next confirm (reply ``$CONF.…``) or correction (``$CORR.…``) of this
@@ -658,17 +543,12 @@ class Client:
     async def aclose(self) -> None:
         """Close the connection for good (buffered publishes are flushed first, briefly)."""
         self._explicit_close = True
-        if not self._closed and self._out:
+        if not self._closed and self._proto.pending_bytes:
             with trio.move_on_after(1), trio.CancelScope(shield=True):
                 self._wake.set()
                 await self._drained.wait()
         self._mark_closed()
         await trio.aclose_forcefully(self._stream)
-
-
-_PUB = int(Opcode.PUB)
-_PING = Encoder().encode(Ping())
-_PONG = Encoder().encode(Pong())
 
 
 @asynccontextmanager
@@ -677,30 +557,17 @@ async def _running(client: Client) -> AsyncIterator[Client]:
     refused: ConnectionClosedError | None = None
     async with open_unwrapping_nursery() as nursery:
         nursery.start_soon(client._supervise)
-        try:
-            await client._queue(
-                client._enc.encode(
-                    Hello(
-                        version=PROTOCOL_VERSION,
-                        role=client._role.value,
-                        name=client.name,
-                        token=client._token,
-                        session=client._session,
-                    )
-                )
-            )
-            await client._handshake_done.wait()
-            await client.flush()  # the node accepted our HELLO (or said why not)
+        await client._connected.wait()  # the node accepted our HELLO (or said why not)
+        if client.is_closed:
+            refused = client._closed_error()  # raised below, outside the nursery
+        else:
             client._established = True
-        except ConnectionClosedError as exc:
-            refused = exc  # raised below, outside the nursery, so callers can catch it plainly
-        if refused is None:
             try:
                 yield client
             finally:
                 with trio.CancelScope(shield=True):
                     await client.aclose()
-        else:
+        if refused is not None:
             client._explicit_close = True
             await trio.aclose_forcefully(client._stream)
         nursery.cancel_scope.cancel()

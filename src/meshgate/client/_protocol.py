@@ -1,0 +1,673 @@
+"""The client side of the meshgate protocol, sans-IO: bytes in, events out, bytes to send.
+
+Like h11 and wsproto, :class:`ClientProtocol` does no I/O and reads no clock: a
+transport feeds it what it received (:meth:`~ClientProtocol.receive_data`), acts on
+the events it returns, writes what :meth:`~ClientProtocol.data_to_send` gives it, and
+passes the time to :meth:`~ClientProtocol.tick`.  It owns everything about the
+conversation with a node that does not depend on how bytes travel: the HELLO
+handshake, subscriptions and their ids, PING/PONG bookkeeping and keepalive, the
+session key, and what a reconnect must send again.  :class:`meshgate.Client` is this
+protocol under trio streams; a client over another transport reuses it the same way.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RECENT_INPUTS",
+    "ClientEvent",
+    "ClientProtocol",
+    "ClientState",
+    "Connected",
+    "ConnectionClosedError",
+    "ConnectionLost",
+    "Message",
+    "MessageReceived",
+    "NoticeReceived",
+    "PayloadTooLargeError",
+    "PongReceived",
+    "Resumed",
+    "ServerError",
+    "ServerErrorReceived",
+    "SubscriptionEnded",
+]
+
+import enum
+import secrets
+from collections import deque
+from collections.abc import Callable, Mapping
+from itertools import islice
+from typing import NamedTuple
+
+import msgpack
+
+from .._errors import ErrorCode, LocalProtocolError, MeshgateError, RemoteProtocolError
+from .._reserved import NOTICE_SID, input_subject
+from ..protocol import (
+    LEGAL_RECEIVE,
+    PROTOCOL_VERSION,
+    ConnectionKind,
+    Decoder,
+    Encoder,
+    Headered,
+    Hello,
+    Info,
+    Opcode,
+    Ping,
+    Pong,
+    Role,
+    to_ext,
+    to_frame,
+)
+from ..protocol.nats import encode_headers, parse_headers
+from ..subjects import validate_pattern, validate_subject
+
+#: Game inputs a client keeps to send again after a reconnect (see :meth:`ClientProtocol.send_input`).
+RECENT_INPUTS = 256
+#: the largest frame a client accepts from its node (the node's own limit is lower)
+_MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+# -- what a client hands its user ---------------------------------------------------------------
+
+
+class Message(NamedTuple):
+    """A received message (not the wire frame :class:`meshgate.protocol.Message`)."""
+
+    subject: str
+    payload: bytes
+    reply: str | None
+    #: the message's headers (``{name: [values]}``), or None if it has none; NATS
+    #: clients' headers arrive here, and :meth:`Client.publish` can send them
+    headers: dict[str, list[str]] | None = None
+
+
+_new_tuple = tuple.__new__  # builds a Message without NamedTuple's Python-level __new__
+
+
+def _message(subject: str, payload: bytes, reply: str | None) -> Message:
+    if type(payload) is not Headered:
+        return _new_tuple(Message, (subject, payload, reply, None))
+    try:
+        _, headers = parse_headers(payload.headers)
+    except (ValueError, UnicodeDecodeError):
+        headers = {}
+    return Message(subject, bytes(payload), reply, headers)
+
+
+class ServerError(MeshgateError):
+    """An error frame from the node: ``code`` (an :class:`~meshgate.ErrorCode`) and ``reason``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        try:
+            name = ErrorCode(code).name
+        except ValueError:
+            name = str(code)
+        super().__init__(f"{name}: {reason}")
+
+
+class ConnectionClosedError(MeshgateError):
+    """The connection to the node is closed; ``error`` is the node's reason, if it gave one."""
+
+    def __init__(self, message: str, error: ServerError | None = None) -> None:
+        self.error = error
+        super().__init__(message)
+
+
+class PayloadTooLargeError(MeshgateError):
+    """A publish was refused locally: the payload exceeds the node's ``max_payload``."""
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+class Connected(NamedTuple):
+    """The node accepted the handshake of the first connection (its HELLO arrived and it
+    answered the PING sent after ours); what it said about itself."""
+
+    server_name: str
+    server_cluster: str | None
+    max_payload: int
+
+
+class Resumed(NamedTuple):
+    """A later connection's handshake completed: the node has also processed the
+    subscriptions and inputs sent again (:meth:`ClientProtocol.connection_made`)."""
+
+    server_name: str
+    server_cluster: str | None
+    max_payload: int
+    #: how many times the protocol has resumed so far, this one included
+    reconnects: int
+
+
+class MessageReceived(NamedTuple):
+    """A message for the subscription ``sid``."""
+
+    sid: int
+    message: Message
+
+
+class SubscriptionEnded(NamedTuple):
+    """The subscription ``sid`` received the last message it was limited to
+    (:meth:`ClientProtocol.unsubscribe` with ``max_msgs``); it is gone."""
+
+    sid: int
+
+
+class NoticeReceived(NamedTuple):
+    """A notice from the node to this client alone (sid 0): the confirm (reply
+    ``$CONF.…``) or correction (``$CORR.…``) of one of its speculative inputs."""
+
+    message: Message
+
+
+class PongReceived(NamedTuple):
+    """The node answered the PING :meth:`ClientProtocol.ping` returned ``ping_id`` for:
+    it has processed everything queued before it."""
+
+    ping_id: int
+
+
+class ServerErrorReceived(NamedTuple):
+    """An error frame from the node.  ``fatal``: the node closes the connection after
+    it (the error is also :attr:`ClientProtocol.error`); otherwise the connection stays
+    (a permission denied, a resync)."""
+
+    error: ServerError
+    fatal: bool
+
+
+class ConnectionLost(NamedTuple):
+    """The protocol gave this connection up: the node closed it, sent bytes that are
+    not the protocol (``error`` says what), or stopped answering pings.  The transport
+    should close it; :meth:`ClientProtocol.connection_made` resumes on a new one."""
+
+    reason: str
+    error: ServerError | None
+
+
+#: everything :meth:`ClientProtocol.receive_data` and :meth:`ClientProtocol.tick` return
+ClientEvent = (
+    Connected
+    | Resumed
+    | MessageReceived
+    | SubscriptionEnded
+    | NoticeReceived
+    | PongReceived
+    | ServerErrorReceived
+    | ConnectionLost
+)
+
+
+class ClientState(enum.Enum):
+    """Where a :class:`ClientProtocol` is in its life."""
+
+    #: created; no connection yet (calls queue frames for the first one)
+    IDLE = "idle"
+    #: connected, HELLO sent, the node's HELLO and PONG not yet both received
+    HANDSHAKING = "handshaking"
+    #: the node accepted the handshake
+    OPEN = "open"
+    #: the connection is gone; calls queue frames for the next one
+    LOST = "lost"
+    #: closed for good
+    CLOSED = "closed"
+
+
+# -- the protocol ------------------------------------------------------------------------------
+
+_PUB = int(Opcode.PUB)
+_SUB = int(Opcode.SUB)
+_UNSUB = int(Opcode.UNSUB)
+_MSG = int(Opcode.MSG)
+_PING = Encoder().encode(Ping())
+_PONG = Encoder().encode(Pong())
+#: ids in the PING queue that are not the user's: the handshake's and keepalives
+_HANDSHAKE = -1
+_KEEPALIVE = 0
+_LEGAL = frozenset(int(op) for op in LEGAL_RECEIVE[ConnectionKind.NODE])
+_CONNECTED = (ClientState.HANDSHAKING, ClientState.OPEN)
+#: refusals a reconnect would only repeat
+_FINAL = (ErrorCode.AUTH_FAILED, ErrorCode.HANDSHAKE_REFUSED, ErrorCode.PERMISSION_DENIED)
+
+
+def _pack_input(seq: int, data: bytes, relay: str | None) -> bytes:
+    """The payload of a game input on ``$IN.<entity>``: ``[seq, data, relay?]``."""
+    fields: tuple[object, ...] = (seq, bytes(data)) if relay is None else (seq, bytes(data), relay)
+    return msgpack.packb(fields)  # type: ignore[no-any-return]
+
+
+class _Sub:
+    """One subscription as the protocol keeps it to subscribe again after a loss."""
+
+    __slots__ = ("gen", "pattern", "queue", "remaining")
+
+    def __init__(self, pattern: str, queue: str | None, gen: int) -> None:
+        self.pattern = pattern
+        self.queue = queue
+        #: messages until an auto-unsubscribe (None: none asked)
+        self.remaining: int | None = None
+        #: the hand-out its SUB frame was queued before (see ClientProtocol._gen)
+        self.gen = gen
+
+
+class ClientProtocol:
+    """The client side of the meshgate protocol, sans-IO.
+
+    Per connection: :meth:`connection_made`, then feed every received chunk to
+    :meth:`receive_data` (``b""`` at the end of the stream) and act on the events it
+    returns, write :meth:`data_to_send` whenever it has bytes, call :meth:`tick` at
+    :attr:`next_timer`, and :meth:`connection_lost` when the transport breaks.  The
+    first connection completes with :class:`Connected`, every later one with
+    :class:`Resumed`.  :meth:`publish`, :meth:`subscribe`, :meth:`unsubscribe`,
+    :meth:`ping` and :meth:`send_input` queue frames at any time before
+    :meth:`close`, connected or not; while there is no connection they wait for
+    the next one.
+
+    After a loss the next connection starts with a HELLO carrying the same
+    :attr:`session` key, the subscriptions with their ids (and what is left of their
+    ``max_msgs``), the last :data:`RECENT_INPUTS` game inputs (the entity's owner
+    applies each sequence number once), a PING again for every :meth:`ping` the lost
+    connection left unanswered, and then what was queued and not yet written.
+    Frames that were never written are not sent twice.
+
+    Messages for subscriptions are :class:`MessageReceived` events; with
+    ``on_message``, each is instead a call ``on_message(sid, message)`` during
+    :meth:`receive_data`, in order, before the events it returns (no event object per
+    message: the fast path :class:`meshgate.Client` takes).
+
+    Limits: a frame from the node larger than ``max_frame_bytes``, or anything the
+    codec of :mod:`meshgate.protocol` rejects, or a frame a node never sends to a
+    client, ends the connection with a :class:`ConnectionLost` whose ``error`` says
+    why.  ``ping_interval`` (None: no keepalive) and ``max_pings_out``: a node that
+    leaves that many keepalive PINGs unanswered is lost.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "client",
+        token: str | None = None,
+        role: Role = Role.CLIENT,
+        session: str | None = None,
+        ping_interval: float | None = None,
+        max_pings_out: int = 2,
+        max_frame_bytes: int = _MAX_FRAME_BYTES,
+        recent_inputs: int = RECENT_INPUTS,
+        on_message: Callable[[int, Message], None] | None = None,
+    ) -> None:
+        #: the client's name, in its HELLO
+        self.name = name
+        self._token = token
+        self._role = role
+        #: the secret this client's game identity is derived from (same on every reconnect)
+        self.session = session if session is not None else secrets.token_hex(16)
+        self._ping_interval = ping_interval
+        self._max_pings_out = max_pings_out
+        self._max_frame_bytes = max_frame_bytes
+        self._on_message = on_message
+        self._state = ClientState.IDLE
+        self._enc = Encoder()
+        self._dec = Decoder(max_frame_bytes=max_frame_bytes)
+        # Frames not yet handed out.  _gen counts the hand-outs (data_to_send calls that
+        # returned bytes); what was queued since the last one is still in _out, and after
+        # a loss only what was handed out must be sent again.
+        self._out = bytearray()
+        self._gen = 0
+        self._resume_pending = False  # the next hand-out starts with HELLO and the resume
+        self._subs: dict[int, _Sub] = {}
+        self._next_sid = 1
+        # ids of the PINGs queued and not yet answered, in order; the last _pings_unsent
+        # of them are still in _out
+        self._pings: deque[int] = deque()
+        self._pings_unsent = 0
+        self._next_ping_id = 1
+        self._pings_out = 0  # keepalives since the last PONG
+        self._next_ping_at: float | None = None
+        # PUB frames of the last game inputs (without their relay), newest last; the
+        # last _recent_unsent of them are still in _out
+        self._recent: deque[bytes] = deque(maxlen=recent_inputs)
+        self._recent_unsent = 0
+        self._hello_seen = False
+        self._handshake_answered = False
+        self._opened_once = False
+        #: the node's payload limit, learned in the handshake (0: not yet known)
+        self.max_payload = 0
+        #: the node's name and cluster, learned in the handshake
+        self.server_name = ""
+        self.server_cluster: str | None = None
+        #: the cluster's client URLs as the node told them (at most 64)
+        self.known_urls: tuple[str, ...] = ()
+        #: connections after the first (resumes started)
+        self.reconnects = 0
+        #: times the node dropped this client's event backlog (it fell behind)
+        self.resyncs = 0
+        #: the error that ended the current or last connection: the node's fatal error
+        #: frame, or what was wrong with its bytes (None: none, or a transport's failure)
+        self.error: ServerError | None = None
+
+    # -- the connection's life ------------------------------------------------------------------
+
+    def connection_made(self, now: float) -> None:
+        """A new connection to a node (the first or a resume); ``now`` starts the
+        keepalive.  The next :meth:`data_to_send` begins with the HELLO."""
+        if self._state in _CONNECTED:
+            raise LocalProtocolError("connection_made() while connected")
+        if self._state is ClientState.CLOSED:
+            raise LocalProtocolError("the client protocol is closed")
+        if self._state is ClientState.LOST:
+            self.reconnects += 1
+        self._state = ClientState.HANDSHAKING
+        self.error = None
+        self._dec = Decoder(max_frame_bytes=self._max_frame_bytes)
+        self._pings_out = 0
+        self._hello_seen = self._handshake_answered = False
+        self._resume_pending = True
+        if self._ping_interval is not None:
+            self._next_ping_at = now + self._ping_interval
+
+    def connection_lost(self) -> None:
+        """The transport is gone (broken, closed, or after :class:`ConnectionLost`).
+        What was queued and not handed out stays queued for the next connection."""
+        if self._state in _CONNECTED:
+            self._state = ClientState.LOST
+            self._next_ping_at = None
+
+    def close(self) -> None:
+        """Closed for good: no more connections; calls that queue frames raise."""
+        self._state = ClientState.CLOSED
+        self._next_ping_at = None
+
+    @property
+    def state(self) -> ClientState:
+        """Where the protocol is in its life."""
+        return self._state
+
+    @property
+    def refused(self) -> bool:
+        """The node refused this client for good (authentication, handshake or
+        permission): connecting again would only repeat it."""
+        return self.error is not None and self.error.code in _FINAL
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued and not yet handed out by :meth:`data_to_send`."""
+        return len(self._out)
+
+    @property
+    def next_timer(self) -> float | None:
+        """When :meth:`tick` has work (a keepalive PING, or giving a silent node up);
+        None: no keepalive, or not connected."""
+        return self._next_ping_at
+
+    def data_to_send(self) -> bytes | bytearray:
+        """Everything queued for the current connection, to write now (empty when there
+        is nothing, or no connection)."""
+        if self._state not in _CONNECTED:
+            return b""
+        data: bytes | bytearray
+        if self._resume_pending:
+            self._resume_pending = False
+            data = self._resume_frames() + self._out
+        elif self._out:
+            data = self._out
+        else:
+            return b""
+        self._out = bytearray()
+        self._gen += 1
+        self._pings_unsent = 0
+        self._recent_unsent = 0
+        return data
+
+    def _resume_frames(self) -> bytes:
+        """HELLO; SUB (and UNSUB) again for the subscriptions the lost connection took
+        along; the inputs it took along; the handshake's PING; a PING again for each
+        unanswered one it took along."""
+        enc = self._enc
+        parts = [
+            enc.encode(
+                Hello(
+                    version=PROTOCOL_VERSION,
+                    role=self._role.value,
+                    name=self.name,
+                    token=self._token,
+                    session=self.session,
+                )
+            )
+        ]
+        gen = self._gen
+        for sid, sub in self._subs.items():
+            if sub.gen != gen:  # written on a lost connection (else its SUB is in _out)
+                sub.gen = gen
+                parts.append(enc.encode_raw(_SUB, sid, sub.pattern, sub.queue))
+                if sub.remaining is not None:
+                    parts.append(enc.encode_raw(_UNSUB, sid, sub.remaining))
+        recent = self._recent
+        parts.extend(islice(recent, len(recent) - min(self._recent_unsent, len(recent))))
+        pings = self._pings
+        lost = [pings.popleft() for _ in range(len(pings) - self._pings_unsent)]
+        again = [p for p in lost if p > 0]  # the user's; keepalives and handshakes are moot
+        pings.extendleft(reversed([_HANDSHAKE, *again]))
+        parts.append(_PING * (1 + len(again)))
+        return b"".join(parts)
+
+    def tick(self, now: float) -> list[ClientEvent]:
+        """Keepalive at ``now``: a PING every ``ping_interval``; a node that left
+        ``max_pings_out`` of them unanswered is lost (:class:`ConnectionLost`)."""
+        due = self._next_ping_at
+        if due is None or now < due or self._state not in _CONNECTED:
+            return []
+        assert self._ping_interval is not None
+        if self._pings_out >= self._max_pings_out:
+            self.connection_lost()
+            return [ConnectionLost(f"no PONG from the node for {self._max_pings_out} pings", None)]
+        self._pings_out += 1
+        self._queue_ping(_KEEPALIVE)
+        self._next_ping_at = now + self._ping_interval
+        return []
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[ClientEvent]:
+        """Bytes from the node (``b""``: it closed the stream); the events they make."""
+        events: list[ClientEvent] = []
+        state = self._state
+        if state not in _CONNECTED:
+            if state is ClientState.IDLE:
+                raise LocalProtocolError("receive_data() before connection_made()")
+            return events  # after a loss or close: nothing more is read
+        if not data:
+            return self._end_of_stream(events)
+        dec = self._dec
+        subs = self._subs
+        deliver = self._on_message
+        try:
+            dec.feed(data)
+            while (f := dec.next_raw()) is not None:
+                if f[0] == _MSG:
+                    sid = f[1]
+                    sub = subs.get(sid)
+                    if sub is not None:
+                        if deliver is None:
+                            events.append(MessageReceived(sid, _message(f[2], f[4], f[3])))
+                        else:
+                            deliver(sid, _message(f[2], f[4], f[3]))
+                        if sub.remaining is not None:
+                            sub.remaining -= 1
+                            if sub.remaining <= 0:
+                                del subs[sid]
+                                events.append(SubscriptionEnded(sid))
+                    elif sid == NOTICE_SID:
+                        events.append(NoticeReceived(_message(f[2], f[4], f[3])))
+                elif not self._control(f, events):
+                    break
+        except RemoteProtocolError as exc:
+            self._broken(ServerError(int(exc.code), f"bad frame from node: {exc.reason}"), events)
+        return events
+
+    def _end_of_stream(self, events: list[ClientEvent]) -> list[ClientEvent]:
+        buffered = self._dec.buffered_bytes
+        if buffered and self.error is None:
+            self.error = ServerError(
+                int(ErrorCode.MALFORMED),
+                f"bad frame from node: the stream ended inside a frame ({buffered} bytes)",
+            )
+        self.connection_lost()
+        reason = str(self.error) if self.error is not None else "the node closed the connection"
+        events.append(ConnectionLost(reason, self.error))
+        return events
+
+    def _broken(self, error: ServerError, events: list[ClientEvent]) -> None:
+        self.error = error
+        self.connection_lost()
+        events.append(ConnectionLost(str(error), error))
+
+    def _control(self, f: tuple[object, ...], events: list[ClientEvent]) -> bool:
+        """Every frame but MSG; False if it ended the connection."""
+        op = f[0]
+        if op not in _LEGAL:
+            error = ServerError(
+                int(ErrorCode.ILLEGAL_FOR_ROLE),
+                f"bad frame from node: opcode {op} is not sent to a client",
+            )
+            self._broken(error, events)
+            return False
+        if op == Opcode.PONG:
+            self._pings_out = 0  # any answer shows the node is alive
+            if len(self._pings) > self._pings_unsent:  # else: not an answer to a PING of ours
+                ping_id = self._pings.popleft()
+                if ping_id > 0:
+                    events.append(PongReceived(ping_id))
+                elif ping_id == _HANDSHAKE:
+                    self._handshake_answered = True
+                    self._maybe_open(events)
+        elif op == Opcode.PING:
+            self._out += _PONG
+        elif op == Opcode.ERROR:
+            err = ServerError(f[1], f[2])  # type: ignore[arg-type]
+            fatal = err.code not in (ErrorCode.RESYNC, ErrorCode.PERMISSION_DENIED)
+            if err.code == ErrorCode.RESYNC:
+                self.resyncs += 1
+            if fatal:
+                self.error = err
+            events.append(ServerErrorReceived(err, fatal))
+        elif op == Opcode.INFO:
+            info = to_frame(f)
+            assert isinstance(info, Info)
+            self.known_urls = tuple(u for u in info.client_urls if u)[:64]
+        elif op == Opcode.HELLO:
+            hello = to_frame(f)
+            assert isinstance(hello, Hello)
+            self.max_payload = hello.max_payload
+            self.server_name = hello.name
+            self.server_cluster = hello.cluster
+            self._hello_seen = True
+            self._maybe_open(events)
+        return True
+
+    def _maybe_open(self, events: list[ClientEvent]) -> None:
+        if self._state is not ClientState.HANDSHAKING:
+            return
+        if not (self._hello_seen and self._handshake_answered):
+            return
+        self._state = ClientState.OPEN
+        if self._opened_once:
+            events.append(
+                Resumed(self.server_name, self.server_cluster, self.max_payload, self.reconnects)
+            )
+        else:
+            self._opened_once = True
+            events.append(Connected(self.server_name, self.server_cluster, self.max_payload))
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._state is ClientState.CLOSED:
+            raise LocalProtocolError("the client protocol is closed")
+
+    def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        *,
+        reply: str | None = None,
+        key: str | None = None,
+        headers: Mapping[str, str | list[str]] | None = None,
+    ) -> int:
+        """Queue a PUB; returns :attr:`pending_bytes`.  Raises
+        :class:`PayloadTooLargeError` if the payload exceeds the node's ``max_payload``
+        and :class:`~meshgate.InvalidSubjectError` for a bad subject, queuing nothing."""
+        if self._state is ClientState.CLOSED:
+            raise LocalProtocolError("the client protocol is closed")
+        max_payload = self.max_payload
+        if max_payload and len(payload) > max_payload:
+            raise PayloadTooLargeError(
+                f"payload of {len(payload)} bytes exceeds the node's max_payload={max_payload}"
+            )
+        validate_subject(subject)
+        if reply is not None:
+            validate_subject(reply)
+        body: object = bytes(payload)
+        if headers:
+            body = to_ext(Headered(payload, encode_headers(headers)))
+        out = self._out
+        out += self._enc.encode_raw(_PUB, subject, reply, body, key)
+        return len(out)
+
+    def subscribe(self, pattern: str, queue: str | None = None) -> int:
+        """Queue a SUB for ``pattern`` (in ``queue``, a queue group); returns its sid."""
+        self._check_open()
+        validate_pattern(pattern)
+        if queue is not None:
+            validate_subject(queue)
+        sid = self._next_sid
+        self._next_sid += 1
+        self._subs[sid] = _Sub(pattern, queue, self._gen)
+        self._out += self._enc.encode_raw(_SUB, sid, pattern, queue)
+        return sid
+
+    def unsubscribe(self, sid: int, max_msgs: int | None = None) -> None:
+        """Queue an UNSUB: now, or after ``max_msgs`` more messages (then
+        :class:`SubscriptionEnded`).  An unknown or finished ``sid`` is ignored."""
+        self._check_open()
+        sub = self._subs.get(sid)
+        if sub is None:
+            return
+        if max_msgs:
+            sub.remaining = max_msgs
+        else:
+            del self._subs[sid]
+        self._out += self._enc.encode_raw(_UNSUB, sid, max_msgs or None)
+
+    @property
+    def subscriptions(self) -> dict[int, tuple[str, str | None]]:
+        """The live subscriptions: sid to (pattern, queue)."""
+        return {sid: (s.pattern, s.queue) for sid, s in self._subs.items()}
+
+    def ping(self) -> int:
+        """Queue a PING; returns the id its :class:`PongReceived` will carry.  The PONG
+        means the node processed everything queued before (a flush); across a
+        reconnect the PING is sent again if the lost connection left it unanswered."""
+        self._check_open()
+        ping_id = self._next_ping_id
+        self._next_ping_id += 1
+        self._queue_ping(ping_id)
+        return ping_id
+
+    def _queue_ping(self, ping_id: int) -> None:
+        self._pings.append(ping_id)
+        self._pings_unsent += 1
+        self._out += _PING
+
+    def send_input(self, entity: str, seq: int, data: bytes, *, relay: str | None = None) -> int:
+        """Queue a game input for ``entity`` with this client's sequence number ``seq``
+        (see :meth:`meshgate.Client.send_input`); it is kept, without ``relay``, to be
+        sent again after a reconnect.  Returns :attr:`pending_bytes`."""
+        subject = input_subject(entity)
+        pending = self.publish(subject, _pack_input(seq, data, relay))
+        # kept without the relay: a retry must not relay the move a second time
+        retry = _pack_input(seq, data, None)
+        self._recent.append(self._enc.encode_raw(_PUB, subject, None, retry, None))
+        self._recent_unsent += 1
+        return pending

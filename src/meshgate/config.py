@@ -18,6 +18,7 @@ __all__ = [
 
 import ssl
 from collections.abc import Callable, Iterable, Mapping
+from importlib.util import find_spec
 from typing import Any
 
 import attrs
@@ -158,6 +159,8 @@ def _endpoint(
                 f"{url!r}: no transport for {scheme}:// (tcp, tls, ws, memory, or one "
                 "added with meshgate.transports.register_transport)",
             ) from None
+    if scheme == "ws" and find_spec("trio_websocket") is None:
+        raise ConfigError(field, f"{url!r}: ws:// needs pip install 'meshgate[websocket]'")
     if scheme not in (*_HOST_PORT_SCHEMES, "nats"):  # a named endpoint (memory://NAME)
         if not listener and not rest:
             raise ConfigError(field, f"{url!r} names nothing to dial")
@@ -741,11 +744,14 @@ class GatewayConfig:
         return tuple(out)
 
     def _check_listener_addresses(self) -> None:
-        """Two listeners on one address: the second could not bind (or, with
-        ``reuse_port``, would share the first's connections)."""
+        """Refuse two listeners on one address (the second could not bind or, with
+        ``reuse_port``, would take half the first's connections) and a shared
+        ``memory://`` listener (which the memory transport refuses at start)."""
         seen: list[tuple[str, str, str, int]] = []
         for field, url in self.listeners:
             scheme, host, port = _endpoint(field, url, listener=True)
+            if scheme == "memory" and self.reuse_port and field != "cluster_listen":
+                raise ConfigError(field, f"{url!r}: reuse_port cannot share a memory:// listener")
             if not port and not (scheme == "memory" and host):
                 continue  # a free port (or a fresh name) every time
             for other, other_scheme, other_host, other_port in seen:

@@ -4,7 +4,8 @@ The TOML file holds :class:`~meshgate.GatewayConfig` fields at the top level
 (``[gateways]`` maps remote cluster names to URL lists; ``[[users]]`` entries
 take ``token``, ``account`` and optional ``publish``/``subscribe`` tables with
 ``allow``/``deny`` lists).  Once listening, the node prints one JSON line with
-its bound URLs on standard output; SIGINT or SIGTERM stops it gracefully; SIGHUP
+its bound URLs on standard output (a listener that cannot start is one line on
+standard error naming its field and address); SIGINT or SIGTERM stops it gracefully; SIGHUP
 re-reads the file and applies users, permissions and limits (it logs which other
 changes need a restart).
 """
@@ -254,7 +255,8 @@ def serve_main(
     workers: int = 1,
     overrides: Mapping[str, Any] | None = None,
 ) -> int:
-    """Run a node until SIGINT/SIGTERM; exit status 2 for a bad configuration.
+    """Run a node until SIGINT/SIGTERM; exit status 2 for a bad configuration, 1 when a
+    listener cannot start (one line names its field and address, no traceback).
 
     With ``check``, only validate: print every error (or "ok") and exit 2 or 0.  With
     ``workers`` > 1, run that many node processes sharing the client port

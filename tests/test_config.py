@@ -206,14 +206,18 @@ def test_a_listener_url_accepted_here_is_one_the_transports_accept(
     pieces: tuple[str, str, str, str],
 ) -> None:
     url = "".join(pieces)
+    tls = _CTX if url.startswith("tls") else None
+    refused: ConfigError | None = None
     try:
-        cfg = GatewayConfig(listen=url, tls=None if not url.startswith("tls") else _CTX)
+        GatewayConfig(listen=url, tls=tls)
     except ConfigError as exc:
-        assert exc.field == "listen"
+        refused = exc
+    if refused is not None:
+        assert refused.field == "listen"
         return
-    assert cfg.listen == url
-    scheme, host, port = split_url(url)  # raises if the shell could not listen there
-    assert 0 <= port <= 65535 and host
+    _, host, port = split_url(url)  # raises if the shell could not listen there
+    assert 0 <= port <= 65535
+    assert host
 
 
 def test_a_registered_transport_is_a_known_scheme() -> None:
@@ -249,8 +253,7 @@ def test_listeners_are_named_as_errors_name_them() -> None:
             # a key appended after the last user belongs to that user
             {"users": [{"token": "token-token-1"}, {"token": "token-token-2", "replicnt": 1}]},
             "users[1]",
-            "unknown key 'replicnt' (known: account, name, publish, replicant, subscribe, "
-            "token)",
+            "unknown key 'replicnt' (known: account, name, publish, replicant, subscribe, token)",
         ),
         (
             {"users": [{"token": "token-token-1", "max_payload": 5}]},
@@ -308,9 +311,7 @@ def test_listeners_are_named_as_errors_name_them() -> None:
         ),
     ],
 )
-def test_tables_name_the_table_and_index(
-    data: dict[str, object], field: str, problem: str
-) -> None:
+def test_tables_name_the_table_and_index(data: dict[str, object], field: str, problem: str) -> None:
     errors = check_mapping(data)
     assert [(e.field, e.problem[: len(problem)]) for e in errors] == [(field, problem)]
     with pytest.raises(ConfigError) as info:

@@ -5,9 +5,9 @@ The TOML file holds :class:`~meshgate.GatewayConfig` fields at the top level
 take ``token``, ``account`` and optional ``publish``/``subscribe`` tables with
 ``allow``/``deny`` lists).  Once listening, the node prints one JSON line with
 its bound URLs on standard output (a listener that cannot start is one line on
-standard error naming its field and address); SIGINT or SIGTERM stops it gracefully; SIGHUP
-re-reads the file and applies users, permissions and limits (it logs which other
-changes need a restart).
+standard error naming its field and address); SIGINT or SIGTERM stops it
+gracefully; SIGHUP re-reads the file and applies users, permissions and limits (it
+logs which other changes need a restart).
 """
 
 from __future__ import annotations

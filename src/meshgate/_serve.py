@@ -156,10 +156,10 @@ async def _try_listen(
     url: str, ssl_context: ssl.SSLContext | None, reuse_port: bool
 ) -> BaseException | None:
     """Listen at ``url`` and stop at once: why that fails, or None."""
-    serve = partial(get_transport(url).serve, url, _no_connections, ssl_context=ssl_context)
-    if reuse_port:
-        serve = partial(serve, reuse_port=True)
     try:
+        serve = partial(get_transport(url).serve, url, _no_connections, ssl_context=ssl_context)
+        if reuse_port:
+            serve = partial(serve, reuse_port=True)
         async with trio.open_nursery() as nursery:
             await nursery.start(serve)
             nursery.cancel_scope.cancel()

@@ -134,31 +134,21 @@ def _endpoint(
 
     ``listener``: the node binds it (port 0 picks a free port); otherwise the node dials
     it (port 1..65535).  ``schemes``: the only schemes allowed, the first for a bare
-    ``host:port`` (default: tcp for a bare ``host:port``, and any registered transport).
+    ``host:port`` (default: tcp for a bare ``host:port``, and any scheme: one that is
+    not tcp, tls or ws names an endpoint, as ``memory://NAME``; whether a transport
+    serves it is :func:`check_mapping`'s question, as a node simulated without
+    transports has its own).
     """
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(field, f"must be a URL or host:port, not {_shown(url)}")
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = (schemes or ("tcp",))[0], url
-    if schemes is not None:
-        if scheme not in schemes:
-            if schemes == ("tcp",):
-                raise ConfigError(field, f"{url!r}: write host:port (plain HTTP over TCP)")
-            expected = ", ".join(f"{s}://" for s in schemes[:-1]) + f" or {schemes[-1]}://"
-            raise ConfigError(field, f"{url!r}: use {expected} URLs")
-    elif scheme not in (*_HOST_PORT_SCHEMES, "memory"):
-        # a transport registered in this process (register_transport) is as good
-        from .transports import get_transport
-
-        try:
-            get_transport(url)
-        except MeshgateError:
-            raise ConfigError(
-                field,
-                f"{url!r}: no transport for {scheme}:// (tcp, tls, ws, memory, or one "
-                "added with meshgate.transports.register_transport)",
-            ) from None
+    if schemes is not None and scheme not in schemes:
+        if schemes == ("tcp",):
+            raise ConfigError(field, f"{url!r}: write host:port (plain HTTP over TCP)")
+        expected = ", ".join(f"{s}://" for s in schemes[:-1]) + f" or {schemes[-1]}://"
+        raise ConfigError(field, f"{url!r}: use {expected} URLs")
     if scheme == "ws" and find_spec("trio_websocket") is None:
         raise ConfigError(field, f"{url!r}: ws:// needs pip install 'meshgate[websocket]'")
     if scheme not in (*_HOST_PORT_SCHEMES, "nats"):  # a named endpoint (memory://NAME)
@@ -464,8 +454,52 @@ def _peer_tls_from_files(spec: Any, field: str) -> tuple[ssl.SSLContext, ssl.SSL
     return server, tls_context_from_files(spec, field=field, client=True)
 
 
+def _without_transport(field: str, value: object) -> list[ConfigError]:
+    """The URLs of a valid listener or dial field whose scheme no transport of this
+    process serves (as ``meshgate serve`` would find when it starts)."""
+    from .transports import get_transport  # the transports registered in this process
+
+    if field == "gateways":
+        assert isinstance(value, dict)
+        urls = [e for name, us in value.items() for e in _entries(f"gateways.{name}", us)]
+    elif isinstance(value, tuple):
+        urls = _entries(field, value)
+    else:
+        urls = [] if value is None else [(field, value)]
+    errors = []
+    for name, url in urls:
+        assert isinstance(url, str)
+        try:
+            get_transport(url)
+        except MeshgateError:
+            scheme = url.partition("://")[0]
+            errors.append(
+                ConfigError(
+                    name,
+                    f"{url!r}: no transport for {scheme}:// (tcp, tls, ws, memory, or one "
+                    "added with meshgate.transports.register_transport)",
+                )
+            )
+    return errors
+
+
+#: the fields whose URLs a transport must serve (monitor_listen and backbone take
+#: fixed schemes)
+_TRANSPORT_FIELDS = (
+    "listen",
+    "cluster_listen",
+    "gateway_listen",
+    "nats_listen",
+    "routes",
+    "gateways",
+)
+
+
 def check_mapping(data: Mapping[str, Any]) -> list[ConfigError]:
-    """Every problem in a configuration mapping, not just the first (for ``serve --check``)."""
+    """Every problem in a configuration mapping, not just the first (for ``serve --check``).
+
+    Beyond what :class:`GatewayConfig` checks, every listener and dialed URL needs a
+    transport registered in this process (:func:`meshgate.transports.register_transport`)."""
     errors: list[ConfigError] = []
     fields = {a.name: a for a in attrs.fields(GatewayConfig)}
     for key, value in data.items():
@@ -494,6 +528,8 @@ def check_mapping(data: Mapping[str, Any]) -> list[ConfigError]:
             converted = field.converter(value) if callable(field.converter) else value
             if field.validator is not None:
                 field.validator(None, field, converted)
+            if key in _TRANSPORT_FIELDS:
+                errors.extend(_without_transport(key, converted))
         except ConfigError as exc:
             errors.append(exc)
         except (TypeError, ValueError) as exc:
@@ -744,14 +780,11 @@ class GatewayConfig:
         return tuple(out)
 
     def _check_listener_addresses(self) -> None:
-        """Refuse two listeners on one address (the second could not bind or, with
-        ``reuse_port``, would take half the first's connections) and a shared
-        ``memory://`` listener (which the memory transport refuses at start)."""
+        """Refuse two listeners on one address: the second could not bind (or, with
+        ``reuse_port``, would take half the first's connections)."""
         seen: list[tuple[str, str, str, int]] = []
         for field, url in self.listeners:
             scheme, host, port = _endpoint(field, url, listener=True)
-            if scheme == "memory" and self.reuse_port and field != "cluster_listen":
-                raise ConfigError(field, f"{url!r}: reuse_port cannot share a memory:// listener")
             if not port and not (scheme == "memory" and host):
                 continue  # a free port (or a fresh name) every time
             for other, other_scheme, other_host, other_port in seen:

@@ -118,3 +118,115 @@ async def test_sigterm_drains_and_exits(tmp_path: Path) -> None:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+def serve_once(path: Path) -> subprocess.CompletedProcess[str]:
+    """``meshgate serve`` with a configuration it must refuse (it never gets to run)."""
+    return subprocess.run(
+        [sys.executable, "-m", "meshgate", "serve", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('listen = "127.0.0.1:70000"\n', "1: listen: port 70000 is out of range 0..65535"),
+        (
+            'name = "n1"\nmonitor_listen = "127.0.0.1"\n',
+            "2: monitor_listen: '127.0.0.1' has no port (write 127.0.0.1:PORT)",
+        ),
+        (
+            'nats_listen = ["127.0.0.1:0", "tcp://127.0.0.1:65536"]\n',
+            "1: nats_listen[1]: port 65536 is out of range 0..65535",
+        ),
+        (
+            'cluster_listen = "127.0.0.1:0"\nroutes = ["tcp://127.0.0.1:0"]\n',
+            "2: routes: port 0 is out of range 1..65535 (a port this node dials)",
+        ),
+        (
+            # a key appended after the last user belongs to that user
+            '[[users]]\ntoken = "token-token-1"\n\n[[users]]\ntoken = "token-token-2"\n'
+            "max_payload = 4096\n",
+            "4: users[1]: unknown key 'max_payload' (known: account, name, publish, "
+            "replicant, subscribe, token); 'max_payload' is a top-level setting, but TOML "
+            "puts every key after [[users]] into that table: move it above the first table",
+        ),
+        (
+            '[[users]]\ntoken = "token-token-1"\n[users.publish]\nalow = ["game.>"]\n',
+            "1: users[0].publish: unknown key 'alow' (known: allow, allow_responses, deny)",
+        ),
+        ("auth_timeout = 0\n", "1: auth_timeout: must be a positive number of seconds, not 0"),
+    ],
+)
+def test_check_refuses_what_serve_would_fail_on_in_one_line(
+    tmp_path: Path, text: str, error: str
+) -> None:
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(text)
+    proc = check(cfg)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"{cfg}:{error}"]
+
+
+def test_serve_refuses_what_check_refuses_before_listening(tmp_path: Path) -> None:
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('name = "n1"\nlisten = "127.0.0.1:70000"\n')
+    proc = serve_once(cfg)  # it used to end in a traceback from the transport
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"meshgate serve: {cfg}:2: listen: port 70000 is out of range 0..65535"
+    ]
+    assert proc.stdout == ""
+
+
+def test_serve_with_tls_files_it_cannot_load_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "tls.toml"
+    cfg.write_text(
+        'listen = "tls://127.0.0.1:0"\n[tls]\ncert_file = "/nonexistent.pem"\n'
+        'key_file = "/nonexistent.pem"\n'
+    )
+    proc = serve_once(cfg)
+    assert proc.returncode == 2
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"meshgate serve: {cfg}:2: tls.cert_file: cannot load"), line
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            'listen = "127.0.0.1:0"\nmonitor_listen = "127.0.0.1:{port}"\n',
+            "monitor_listen 127.0.0.1:{port}: address in use",
+        ),
+        (
+            'nats_listen = ["127.0.0.1:0", "tcp://127.0.0.1:{port}"]\n',
+            "nats_listen[1] tcp://127.0.0.1:{port}: address in use",
+        ),
+        (  # shared with SO_REUSEPORT, but the holder does not share it
+            'reuse_port = true\nlisten = "127.0.0.1:{port}"\n',
+            "listen 127.0.0.1:{port}: address in use",
+        ),
+    ],
+)
+async def test_serve_names_the_listener_whose_address_is_in_use(
+    tmp_path: Path, text: str, error: str
+) -> None:
+    held = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = held.socket.getsockname()[1]
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(text.format(port=port))
+    with trio.fail_after(30):
+        async with held:
+            proc = await trio.run_process(
+                [sys.executable, "-m", "meshgate", "serve", "-c", str(cfg)],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+    assert proc.returncode == 1
+    assert proc.stdout == b""  # never ready
+    assert proc.stderr.decode().splitlines() == [f"meshgate serve: {error.format(port=port)}"]

@@ -17,7 +17,8 @@ __all__ = [
 ]
 
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from importlib.util import find_spec
 from typing import Any
 
 import attrs
@@ -38,54 +39,207 @@ class ConfigError(MeshgateError, ValueError):
         super().__init__(f"{field}: {problem}")
 
 
+_Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+#: the built-in transports whose URLs are ``host:port`` (``memory://`` takes a name)
+_HOST_PORT_SCHEMES = ("tcp", "tls", "ws")
+
+
+def _shown(value: object) -> str:
+    """A value as it is written in TOML (``true``, not ``True``), for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
 def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(value)
+    # one value (a string, or anything else the validator will name) or an iterable
+    if isinstance(value, str | Mapping) or not isinstance(value, Iterable):
+        return (value,)  # type: ignore[return-value]
+    return tuple(value)
 
 
 def _user_tuple(value: Iterable[User]) -> tuple[User, ...]:
     return tuple(value)
 
 
-def _positive(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(attribute.name, f"must be a positive number, not {value!r}")
+def _positive(unit: str = "") -> _Validator:
+    """A number above 0; ``unit`` (" of seconds", " of bytes") goes into the message."""
+
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(
+                attribute.name, f"must be a positive number{unit}, not {_shown(value)}"
+            )
+
+    return check
 
 
-def _non_negative_number(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(attribute.name, f"must be a non-negative number, not {value!r}")
+def _non_negative(unit: str = "") -> _Validator:
+    """A number of at least 0; ``unit`` as for :func:`_positive`."""
+
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(
+                attribute.name, f"must be a non-negative number{unit}, not {_shown(value)}"
+            )
+
+    return check
+
+
+_SECONDS = " of seconds"
+_BYTES = " of bytes"
 
 
 def _flush_window(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    _non_negative_number(inst, attribute, value)
+    _non_negative(_SECONDS)(inst, attribute, value)
     assert isinstance(value, int | float)
     if value > 1.0:
-        raise ConfigError(attribute.name, f"must be at most 1 second, not {value!r}")
+        raise ConfigError(attribute.name, f"must be at most 1 second, not {_shown(value)}")
 
 
 def _non_negative_int(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(attribute.name, f"must be a non-negative integer, not {value!r}")
+        raise ConfigError(attribute.name, f"must be a non-negative integer, not {_shown(value)}")
+
+
+def _bool(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(attribute.name, f"must be true or false, not {_shown(value)}")
+
+
+def _str(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str):
+        raise ConfigError(attribute.name, f"must be a string, not {_shown(value)}")
 
 
 def _name(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, str) or not is_valid_subject(value) or "." in value:
-        raise ConfigError(attribute.name, f"must be a single non-empty token, not {value!r}")
+        raise ConfigError(attribute.name, f"must be a single non-empty token, not {_shown(value)}")
 
 
 def _patterns(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, tuple):
         raise ConfigError(attribute.name, "must be a tuple of patterns")
     for p in value:
-        if not is_valid_pattern(p):
+        if not isinstance(p, str) or not is_valid_pattern(p):
             raise ConfigError(attribute.name, f"{p!r} is not a valid subject pattern")
 
 
-def _url_or_none(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return
-    if not isinstance(value, str) or not value:
-        raise ConfigError(attribute.name, f"must be a URL or host:port, not {value!r}")
+def _endpoint(
+    field: str, url: object, *, listener: bool, schemes: tuple[str, ...] | None = None
+) -> tuple[str, str, int]:
+    """``(scheme, host or name, port)`` of one configured URL, parsed as the transports
+    will parse it, or a :class:`ConfigError` naming ``field`` where they would refuse it.
+
+    ``listener``: the node binds it (port 0 picks a free port); otherwise the node dials
+    it (port 1..65535).  ``schemes``: the only schemes allowed, the first for a bare
+    ``host:port`` (default: tcp for a bare ``host:port``, and any scheme: one that is
+    not tcp, tls or ws names an endpoint, as ``memory://NAME``; whether a transport
+    serves it is :func:`check_mapping`'s question, as a node simulated without
+    transports has its own).
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(field, f"must be a URL or host:port, not {_shown(url)}")
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = (schemes or ("tcp",))[0], url
+    if schemes is not None and scheme not in schemes:
+        if schemes == ("tcp",):
+            raise ConfigError(field, f"{url!r}: write host:port (plain HTTP over TCP)")
+        expected = ", ".join(f"{s}://" for s in schemes[:-1]) + f" or {schemes[-1]}://"
+        raise ConfigError(field, f"{url!r}: use {expected} URLs")
+    if scheme == "ws" and find_spec("trio_websocket") is None:
+        raise ConfigError(field, f"{url!r}: ws:// needs pip install 'meshgate[websocket]'")
+    if scheme not in (*_HOST_PORT_SCHEMES, "nats"):  # a named endpoint (memory://NAME)
+        if not listener and not rest:
+            raise ConfigError(field, f"{url!r} names nothing to dial")
+        return scheme, rest, 0
+    netloc = rest.split("/", 1)[0].rpartition("@")[2]
+    port_text: str | None
+    if netloc.startswith("["):  # [IPv6]:port
+        host, bracket, after = netloc[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            raise ConfigError(field, f"{url!r} is not host:port")
+        port_text = after[1:] if after else None
+    else:
+        host, colon, port_text = netloc.rpartition(":")
+        if not colon:
+            host, port_text = netloc, None
+        elif ":" in host:
+            raise ConfigError(field, f"{url!r}: write an IPv6 address in brackets ([::1]:4222)")
+    if not host:
+        every = " (0.0.0.0:PORT listens on every interface)" if listener else ""
+        raise ConfigError(field, f"{url!r} has no host{every}")
+    if not port_text:
+        raise ConfigError(field, f"{url!r} has no port (write {host}:PORT)")
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise ConfigError(field, f"port {port_text!r} is not a number")
+    port = int(port_text)
+    low = 0 if listener else 1
+    if not low <= port <= 65535:
+        dialed = "" if listener else " (a port this node dials)"
+        raise ConfigError(field, f"port {port} is out of range {low}..65535{dialed}")
+    return scheme, host, port
+
+
+def _entries(field: str, values: tuple[object, ...]) -> list[tuple[str, object]]:
+    """``(name, value)`` per entry of a list field: ``field[i]`` when it has several."""
+    if len(values) == 1:
+        return [(field, values[0])]
+    return [(f"{field}[{i}]", v) for i, v in enumerate(values)]
+
+
+def _listener(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _endpoint(attribute.name, value, listener=True)
+
+
+def _monitor_listener(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:  # plain HTTP over TCP
+        _endpoint(attribute.name, value, listener=True, schemes=("tcp",))
+
+
+def _listeners(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple):
+        raise ConfigError(attribute.name, "must be a URL or a list of URLs")
+    for name, url in _entries(attribute.name, value):
+        _endpoint(name, url, listener=True)
+
+
+def _dial_urls(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple):
+        raise ConfigError(attribute.name, "must be a list of URLs")
+    for name, url in _entries(attribute.name, value):
+        _endpoint(name, url, listener=False)
+
+
+def _backbone_urls(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple):
+        raise ConfigError(attribute.name, "must be a URL or a list of URLs")
+    for name, url in _entries(attribute.name, value):
+        _endpoint(name, url, listener=False, schemes=("nats", "tcp", "tls"))
+
+
+def _placement_hint(table: str, key: object) -> str:
+    """For a key that is a top-level setting found inside a table: why it is there."""
+    if key not in {a.name for a in attrs.fields(GatewayConfig)}:
+        return ""
+    return (
+        f"; {key!r} is a top-level setting, but TOML puts every key after {table} into "
+        "that table: move it above the first table"
+    )
+
+
+def _known_keys_only(
+    field: str, table: Mapping[Any, Any], known: tuple[str, ...], header: str
+) -> None:
+    """Refuse the first key of ``table`` that is not ``known``, naming the table (and
+    index) as ``field``; ``header`` is how the table is written in TOML."""
+    for key in table:
+        if key not in known:
+            hint = _placement_hint(header, key)
+            raise ConfigError(field, f"unknown key {key!r} (known: {', '.join(known)}){hint}")
 
 
 @attrs.frozen
@@ -101,7 +255,7 @@ class Permissions:
 
     allow: tuple[str, ...] = attrs.field(default=(">",), converter=_str_tuple, validator=_patterns)
     deny: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, validator=_patterns)
-    allow_responses: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    allow_responses: bool = attrs.field(default=False, validator=_bool)
 
 
 @attrs.frozen
@@ -110,12 +264,12 @@ class User:
 
     token: str = attrs.field(repr=False)
     account: str = attrs.field(default="$G", validator=_name)
-    name: str = "user"
+    name: str = attrs.field(default="user", validator=_str)
     publish: Permissions = attrs.field(factory=Permissions)
     subscribe: Permissions = attrs.field(factory=Permissions)
     #: a replicant credential: may connect with role ``replicant`` (claim, release,
     #: receive inputs, confirm and correct); ordinary users may not
-    replicant: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    replicant: bool = attrs.field(default=False, validator=_bool)
 
     @token.validator
     def _check_token(self, attribute: attrs.Attribute[str], value: object) -> None:
@@ -131,9 +285,58 @@ def _users(inst: object, attribute: attrs.Attribute[Any], value: object) -> None
         raise ConfigError(attribute.name, "two users share a token")
 
 
-def _urls(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, tuple) or not all(isinstance(u, str) and u for u in value):
-        raise ConfigError(attribute.name, "must be a list of URLs")
+_USER_KEYS = ("account", "name", "publish", "replicant", "subscribe", "token")
+_PERMISSION_KEYS = ("allow", "allow_responses", "deny")
+_TLS_KEYS = ("ca_file", "cert_file", "key_file")
+
+
+def _permissions_from_data(field: str, value: object) -> Permissions:
+    """``users[i].publish`` / ``.subscribe``: a table of ``allow``, ``deny``,
+    ``allow_responses``; errors name ``field``."""
+    if isinstance(value, Permissions):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(field, f"must be a table of {', '.join(_PERMISSION_KEYS)}")
+    _known_keys_only(field, value, _PERMISSION_KEYS, f"[users.{field.rpartition('.')[2]}]")
+    try:
+        return Permissions(**value)
+    except ConfigError as exc:
+        raise ConfigError(f"{field}.{exc.field}", exc.problem) from None
+
+
+def _user_from_data(field: str, value: object) -> User:
+    """One ``[[users]]`` table; errors name ``field`` (``users[i]``)."""
+    if isinstance(value, User):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(field, f"must be a table with a token, not {_shown(value)}")
+    _known_keys_only(field, value, _USER_KEYS, "[[users]]")
+    if "token" not in value:
+        raise ConfigError(field, "needs a token (a string of at least 8 characters)")
+    kw = dict(value)
+    for perm in ("publish", "subscribe"):
+        if perm in kw:
+            kw[perm] = _permissions_from_data(f"{field}.{perm}", kw[perm])
+    try:
+        return User(**kw)
+    except ConfigError as exc:
+        if exc.field.startswith("users."):  # the token's own message, never its value
+            raise
+        raise ConfigError(f"{field}.{exc.field}", exc.problem) from None
+
+
+def _users_from_data(value: object) -> tuple[tuple[User, ...], list[ConfigError]]:
+    """The ``[[users]]`` array: the users it defines and every entry's first error."""
+    if isinstance(value, str | Mapping) or not isinstance(value, Iterable):
+        return (), [ConfigError("users", "must be an array of tables: write [[users]]")]
+    users: list[User] = []
+    errors: list[ConfigError] = []
+    for i, entry in enumerate(value):
+        try:
+            users.append(_user_from_data(f"users[{i}]", entry))
+        except ConfigError as exc:
+            errors.append(exc)
+    return tuple(users), errors
 
 
 def _gateway_map(value: object) -> dict[str, tuple[str, ...]]:
@@ -141,7 +344,15 @@ def _gateway_map(value: object) -> dict[str, tuple[str, ...]]:
         raise ConfigError("gateways", "must map cluster names to lists of URLs")
     out: dict[str, tuple[str, ...]] = {}
     for k, v in value.items():
-        out[k] = (v,) if isinstance(v, str) else tuple(v)
+        if isinstance(v, str):
+            out[k] = (v,)
+        elif isinstance(v, list | tuple):
+            out[k] = tuple(v)
+        else:
+            hint = _placement_hint("[gateways]", k)
+            raise ConfigError(
+                f"gateways.{k}", f"must be a URL or a list of URLs, not {_shown(v)}{hint}"
+            )
     return out
 
 
@@ -150,13 +361,19 @@ def _gateways(inst: object, attribute: attrs.Attribute[Any], value: object) -> N
     for name, urls in value.items():
         if not isinstance(name, str) or not is_valid_subject(name) or "." in name:
             raise ConfigError("gateways", f"{name!r} is not a valid cluster name")
-        if not urls or not all(isinstance(u, str) and u for u in urls):
+        if not urls:
             raise ConfigError(f"gateways.{name}", "needs at least one URL")
+        for field, url in _entries(f"gateways.{name}", urls):
+            try:
+                _endpoint(field, url, listener=False)
+            except ConfigError as exc:
+                hint = _placement_hint("[gateways]", name)
+                raise ConfigError(exc.field, exc.problem + hint) from None
 
 
-def _secret(field: str, value: object) -> None:
+def _secret(field: str, value: object, hint: str = "") -> None:
     if not isinstance(value, str) or len(value) < 16:
-        raise ConfigError(field, "must be a string of at least 16 characters")
+        raise ConfigError(field, f"must be a string of at least 16 characters{hint}")
 
 
 def _secret_or_none(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -170,23 +387,30 @@ def _secret_map(value: object) -> dict[str, str]:
     for name, secret in value.items():
         if not isinstance(name, str) or not is_valid_subject(name) or "." in name:
             raise ConfigError("gateway_secrets", f"{name!r} is not a valid cluster name")
-        _secret(f"gateway_secrets.{name}", secret)
+        _secret(f"gateway_secrets.{name}", secret, _placement_hint("[gateway_secrets]", name))
     return dict(value)
 
 
 def _interest_mode(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value not in ("optimistic", "interest-only"):
-        raise ConfigError(attribute.name, f"must be 'optimistic' or 'interest-only', not {value!r}")
+        raise ConfigError(
+            attribute.name, f"must be 'optimistic' or 'interest-only', not {_shown(value)}"
+        )
 
 
 def _policy(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value not in SLOW_CONSUMER_POLICIES:
-        raise ConfigError(attribute.name, f"must be one of {SLOW_CONSUMER_POLICIES}, not {value!r}")
+        raise ConfigError(
+            attribute.name, f"must be one of {SLOW_CONSUMER_POLICIES}, not {_shown(value)}"
+        )
 
 
 def _tls(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and not isinstance(value, ssl.SSLContext):
-        raise ConfigError(attribute.name, "must be an ssl.SSLContext or None")
+        raise ConfigError(
+            attribute.name,
+            f"must be a [{attribute.name}] table of files or an ssl.SSLContext, not {value!r}",
+        )
 
 
 def tls_context_from_files(
@@ -197,10 +421,9 @@ def tls_context_from_files(
     Server side (the default): with ``ca_file``, peers must present a certificate signed
     by it (mutual TLS).  ``client``: the context a node dials with, presenting its own
     certificate and verifying the server against ``ca_file``.  Errors name ``field``."""
-    allowed = {"cert_file", "key_file", "ca_file"}
-    for key in spec:
-        if key not in allowed:
-            raise ConfigError(f"{field}.{key}", f"unknown key (expected {sorted(allowed)})")
+    if not isinstance(spec, Mapping):
+        raise ConfigError(field, "must be a table with cert_file, key_file and optionally ca_file")
+    _known_keys_only(field, spec, _TLS_KEYS, f"[{field}]")
     for key in ("cert_file", "key_file"):
         if not isinstance(spec.get(key), str):
             raise ConfigError(f"{field}.{key}", "is required (a file path)")
@@ -231,8 +454,52 @@ def _peer_tls_from_files(spec: Any, field: str) -> tuple[ssl.SSLContext, ssl.SSL
     return server, tls_context_from_files(spec, field=field, client=True)
 
 
+def _without_transport(field: str, value: object) -> list[ConfigError]:
+    """The URLs of a valid listener or dial field whose scheme no transport of this
+    process serves (as ``meshgate serve`` would find when it starts)."""
+    from .transports import get_transport  # the transports registered in this process
+
+    if field == "gateways":
+        assert isinstance(value, dict)
+        urls = [e for name, us in value.items() for e in _entries(f"gateways.{name}", us)]
+    elif isinstance(value, tuple):
+        urls = _entries(field, value)
+    else:
+        urls = [] if value is None else [(field, value)]
+    errors = []
+    for name, url in urls:
+        assert isinstance(url, str)
+        try:
+            get_transport(url)
+        except MeshgateError:
+            scheme = url.partition("://")[0]
+            errors.append(
+                ConfigError(
+                    name,
+                    f"{url!r}: no transport for {scheme}:// (tcp, tls, ws, memory, or one "
+                    "added with meshgate.transports.register_transport)",
+                )
+            )
+    return errors
+
+
+#: the fields whose URLs a transport must serve (monitor_listen and backbone take
+#: fixed schemes)
+_TRANSPORT_FIELDS = (
+    "listen",
+    "cluster_listen",
+    "gateway_listen",
+    "nats_listen",
+    "routes",
+    "gateways",
+)
+
+
 def check_mapping(data: Mapping[str, Any]) -> list[ConfigError]:
-    """Every problem in a configuration mapping, not just the first (for ``serve --check``)."""
+    """Every problem in a configuration mapping, not just the first (for ``serve --check``).
+
+    Beyond what :class:`GatewayConfig` checks, every listener and dialed URL needs a
+    transport registered in this process (:func:`meshgate.transports.register_transport`)."""
     errors: list[ConfigError] = []
     fields = {a.name: a for a in attrs.fields(GatewayConfig)}
     for key, value in data.items():
@@ -240,7 +507,16 @@ def check_mapping(data: Mapping[str, Any]) -> list[ConfigError]:
         if field is None:
             errors.append(ConfigError(str(key), "unknown configuration key"))
             continue
-        if key in ("users", "tls", "cluster_tls", "gateway_tls"):
+        if key == "users":
+            users, user_errors = _users_from_data(value)
+            errors.extend(user_errors)
+            if not user_errors:
+                try:
+                    _users(None, field, users)
+                except ConfigError as exc:
+                    errors.append(exc)
+            continue
+        if key in ("tls", "cluster_tls", "gateway_tls", "backbone_tls"):
             try:
                 GatewayConfig.from_mapping({key: value, **_companions(key, data)})
             except ConfigError as exc:
@@ -252,6 +528,8 @@ def check_mapping(data: Mapping[str, Any]) -> list[ConfigError]:
             converted = field.converter(value) if callable(field.converter) else value
             if field.validator is not None:
                 field.validator(None, field, converted)
+            if key in _TRANSPORT_FIELDS:
+                errors.extend(_without_transport(key, converted))
         except ConfigError as exc:
             errors.append(exc)
         except (TypeError, ValueError) as exc:
@@ -277,9 +555,21 @@ def _companions(key: str, data: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _overlaps(host: str, other: str) -> bool:
+    """A wildcard address and an address of the same family bind the same port."""
+    for wildcard, v6 in (("0.0.0.0", False), ("::", True)):
+        for a, b in ((host, other), (other, host)):
+            if a == wildcard and (":" in b) == v6:
+                return True
+    return False
+
+
 def _backbone_tls_from_files(table: Mapping[str, Any]) -> ssl.SSLContext:
     """``[backbone_tls]``: ``ca_file`` (required: the hub's CA), and ``cert_file`` /
     ``key_file`` if the hub wants a client certificate."""
+    if not isinstance(table, Mapping):
+        raise ConfigError("backbone_tls", "must be a table with ca_file (cert_file, key_file)")
+    _known_keys_only("backbone_tls", table, _TLS_KEYS, "[backbone_tls]")
     ca = table.get("ca_file")
     if not isinstance(ca, str):
         raise ConfigError("backbone_tls.ca_file", "is required (the CA of the hub's certificate)")
@@ -303,39 +593,39 @@ class GatewayConfig:
     cluster: str = attrs.field(default="meshgate", validator=_name)
     #: client listener: ``host:port`` (TCP) or a URL (``tcp://``, ``tls://``, ``memory://NAME``);
     #: port 0 binds any free port; None disables it
-    listen: str | None = attrs.field(default="127.0.0.1:0", validator=_url_or_none)
+    listen: str | None = attrs.field(default="127.0.0.1:0", validator=_listener)
     #: largest payload a client may publish, in bytes
-    max_payload: int = attrs.field(default=1024 * 1024, validator=_positive)
+    max_payload: int = attrs.field(default=1024 * 1024, validator=_positive(_BYTES))
     #: bound on bytes queued for one connection before its slow-consumer policy applies
-    max_pending_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=_positive)
+    max_pending_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=_positive(_BYTES))
     #: what happens when a client passes ``max_pending_bytes``
     slow_consumer_policy: str = attrs.field(default="disconnect", validator=_policy)
     #: coalesce policy: resyncs in a row (backlog dropped while the client stays behind)
     #: before the client is disconnected
     max_resyncs: int = attrs.field(default=3, validator=_non_negative_int)
     #: concurrent client connections
-    max_connections: int = attrs.field(default=10_000, validator=_positive)
+    max_connections: int = attrs.field(default=10_000, validator=_positive())
     #: subscriptions per connection
-    max_subscriptions: int = attrs.field(default=10_000, validator=_positive)
+    max_subscriptions: int = attrs.field(default=10_000, validator=_positive())
     #: seconds a new connection has to complete its handshake
-    auth_timeout: float = attrs.field(default=2.0, validator=_positive)
+    auth_timeout: float = attrs.field(default=2.0, validator=_positive(_SECONDS))
     #: seconds between keepalive pings (a game edge wants a dead peer found in well under
     #: a minute: 15 s x ``max_pings_out`` 2 closes it within 30-45 s; nats-server's 2 min
     #: suits message buses, not players)
-    ping_interval: float = attrs.field(default=15.0, validator=_positive)
+    ping_interval: float = attrs.field(default=15.0, validator=_positive(_SECONDS))
     #: unanswered pings before a connection is closed as stale
-    max_pings_out: int = attrs.field(default=2, validator=_positive)
+    max_pings_out: int = attrs.field(default=2, validator=_positive())
     #: seconds over which a node in lame-duck mode (SIGTERM, :meth:`Gateway.lame_duck`)
     #: asks its clients to move to other nodes, a few at a time
-    lame_duck_duration: float = attrs.field(default=10.0, validator=_non_negative_number)
+    lame_duck_duration: float = attrs.field(default=10.0, validator=_non_negative(_SECONDS))
     #: seconds one write to a connection may take (as nats-server's ``write_deadline``);
     #: a stuck route or gateway is then closed (and redialed), a stuck client closed
-    write_deadline: float = attrs.field(default=10.0, validator=_positive)
+    write_deadline: float = attrs.field(default=10.0, validator=_positive(_SECONDS))
     #: bind the client, NATS and gateway listeners with ``SO_REUSEPORT``, so that
     #: several node processes of one user (``meshgate serve --workers``) share those
     #: ports and the kernel spreads connections over them; route and monitoring
     #: listeners stay each node's own
-    reuse_port: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    reuse_port: bool = attrs.field(default=False, validator=_bool)
     #: seconds a client connection's output may wait to be written with what follows it
     #: (0: written at once, after the batch of input that produced it).  A window of a few
     #: milliseconds, e.g. a fraction of the game's tick, turns many small writes into one
@@ -347,7 +637,7 @@ class GatewayConfig:
     #: TLS for ``tls://`` client listeners
     tls: ssl.SSLContext | None = attrs.field(default=None, validator=_tls, eq=False)
     #: route listener for nodes of the same cluster (URL or ``host:port``); None disables it
-    cluster_listen: str | None = attrs.field(default=None, validator=_url_or_none)
+    cluster_listen: str | None = attrs.field(default=None, validator=_listener)
     #: mutual TLS for a ``tls://`` route listener: the server context (it must verify the
     #: dialer's certificate); TOML ``[cluster_tls]`` with cert_file, key_file, ca_file
     #: sets both this and ``cluster_tls_dial``
@@ -355,13 +645,13 @@ class GatewayConfig:
     #: the context this node dials ``tls://`` routes with (its certificate, the CA)
     cluster_tls_dial: ssl.SSLContext | None = attrs.field(default=None, validator=_tls, eq=False)
     #: seed URLs of other nodes of this cluster; the rest of the cluster is learned by gossip
-    routes: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, validator=_urls)
+    routes: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, validator=_dial_urls)
     #: attempts to reach a URL learned by gossip before it is forgotten (seeds retry forever)
     connect_retries: int = attrs.field(default=5, validator=_non_negative_int)
     #: base delay between reconnect attempts, in seconds (jittered, growing to 10x)
-    reconnect_wait: float = attrs.field(default=1.0, validator=_positive)
+    reconnect_wait: float = attrs.field(default=1.0, validator=_positive(_SECONDS))
     #: gateway listener for other clusters (URL or ``host:port``); None disables it
-    gateway_listen: str | None = attrs.field(default=None, validator=_url_or_none)
+    gateway_listen: str | None = attrs.field(default=None, validator=_listener)
     #: mutual TLS for a ``tls://`` gateway listener (as ``cluster_tls``; TOML
     #: ``[gateway_tls]`` sets both this and ``gateway_tls_dial``)
     gateway_tls: ssl.SSLContext | None = attrs.field(default=None, validator=_tls, eq=False)
@@ -383,18 +673,18 @@ class GatewayConfig:
     )
     #: accept route and gateway peers without credentials although ``users`` are
     #: configured: only where every host that can reach those ports is trusted
-    trusted_network: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    trusted_network: bool = attrs.field(default=False, validator=_bool)
     #: refuse inbound gateways from clusters not named in ``gateways``
-    reject_unknown: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    reject_unknown: bool = attrs.field(default=False, validator=_bool)
     #: ``"optimistic"`` (NATS's original mode; switches per account at the threshold) or
     #: ``"interest-only"`` (this node, as a receiver, asks for positive interest from the start)
     interest_mode: str = attrs.field(default="optimistic", validator=_interest_mode)
     #: no-interest notices per account and connection before switching it to interest-only
-    interest_only_threshold: int = attrs.field(default=1000, validator=_positive)
+    interest_only_threshold: int = attrs.field(default=1000, validator=_positive())
     #: the game layer: route client inputs (``$IN.<entity>``) to entity owners across
     #: hand-overs, follow authority broadcasts (``$AUTH.*``) and announce client interest
     #: to replicants; set it on every node of a super-cluster that serves replicants
-    replicants: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    replicants: bool = attrs.field(default=False, validator=_bool)
     #: speculative relay: an input sent with ``relay=subject`` matching one of these
     #: patterns is relayed at once to interested clients, marked provisional, and the
     #: owner's confirm/correct reaches exactly the clients that got it (and the sender)
@@ -403,7 +693,7 @@ class GatewayConfig:
     )
     #: subscriptions of clients under this prefix are announced to replicants as
     #: interest deltas on ``$INTEREST.add`` / ``$INTEREST.remove`` ("" disables)
-    interest_prefix: str = attrs.field(default="cell.", validator=attrs.validators.instance_of(str))
+    interest_prefix: str = attrs.field(default="cell.", validator=_str)
     #: without ``users``: the token a remote replicant must present (at least 16
     #: characters; never logged); replicants attached in process need none.  With
     #: ``users``, replicants authenticate as users with ``replicant = true``
@@ -412,19 +702,23 @@ class GatewayConfig:
     #: ``tls://`` with ``tls``, ``ws://``): unmodified NATS clients connect here, as
     #: clients of this node with the same users, accounts, permissions and limits;
     #: none by default
-    nats_listen: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, validator=_urls)
+    nats_listen: tuple[str, ...] = attrs.field(
+        default=(), converter=_str_tuple, validator=_listeners
+    )
     #: attach to a nats-server deployment instead of routes and gateways: its leafnode
     #: URLs (``nats://[user:password@ | token@]host:port`` or ``tls://`` with
     #: ``backbone_tls``); the node dials one, fails over to the others and to those the
     #: hub tells it about.  Excludes ``cluster_listen``, ``routes``, ``gateway_listen``
     #: and ``gateways``.  See docs/deploy.md.
-    backbone: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, validator=_urls)
+    backbone: tuple[str, ...] = attrs.field(
+        default=(), converter=_str_tuple, validator=_backbone_urls
+    )
     #: TLS context for ``tls://`` backbone URLs (TOML ``[backbone_tls]`` with ``ca_file``
     #: and optionally ``cert_file``/``key_file``)
     backbone_tls: ssl.SSLContext | None = attrs.field(default=None, repr=False)
     #: HTTP monitoring endpoint (``host:port``): /varz /connz /routez /gatewayz /subsz
     #: /healthz (JSON) and /metrics (Prometheus text); None disables it
-    monitor_listen: str | None = attrs.field(default=None, validator=_url_or_none)
+    monitor_listen: str | None = attrs.field(default=None, validator=_monitor_listener)
 
     def __attrs_post_init__(self) -> None:
         if self.listen is not None and self.listen.startswith("tls://") and self.tls is None:
@@ -433,8 +727,13 @@ class GatewayConfig:
             raise ConfigError("nats_listen", "a tls:// listener needs tls (an ssl.SSLContext)")
         for kind in ("cluster", "gateway"):
             self._check_peer_tls(kind)
+        self._check_listener_addresses()
         if self.max_pending_bytes < self.max_payload:
-            raise ConfigError("max_pending_bytes", "must be at least max_payload")
+            raise ConfigError(
+                "max_pending_bytes",
+                f"must be at least max_payload ({self.max_payload} bytes), "
+                f"not {self.max_pending_bytes} bytes",
+            )
         if self.backbone:
             for field in ("cluster_listen", "gateway_listen", "routes", "gateways"):
                 if getattr(self, field):
@@ -442,10 +741,7 @@ class GatewayConfig:
                         field, "a node with a backbone has no routes or gateways of its own"
                     )
             for url in self.backbone:
-                scheme = url.split("://", 1)[0] if "://" in url else "nats"
-                if scheme not in ("nats", "tcp", "tls"):
-                    raise ConfigError("backbone", f"{url!r}: use nats:// or tls:// URLs")
-                if scheme == "tls" and self.backbone_tls is None:
+                if url.startswith("tls://") and self.backbone_tls is None:
                     raise ConfigError("backbone_tls", "tls:// backbone URLs need backbone_tls")
         if self.routes and self.cluster_listen is None:
             raise ConfigError("routes", "needs cluster_listen (routes are two-way)")
@@ -465,6 +761,38 @@ class GatewayConfig:
                         "a node with users needs a secret for each remote cluster "
                         "(or trusted_network = true on a trusted network)",
                     )
+
+    @property
+    def listeners(self) -> tuple[tuple[str, str], ...]:
+        """Every address the node listens on, as ``(field, url)`` in the order it binds
+        them: ``listen``, ``cluster_listen``, ``gateway_listen``, each ``nats_listen``
+        entry (``nats_listen[i]`` when there are several), ``monitor_listen``; fields
+        set to None are left out.  Errors about a listener name its field this way."""
+        single = (
+            ("listen", self.listen),
+            ("cluster_listen", self.cluster_listen),
+            ("gateway_listen", self.gateway_listen),
+        )
+        out = [(field, url) for field, url in single if url is not None]
+        out.extend(_entries("nats_listen", self.nats_listen))  # type: ignore[arg-type]
+        if self.monitor_listen is not None:
+            out.append(("monitor_listen", self.monitor_listen))
+        return tuple(out)
+
+    def _check_listener_addresses(self) -> None:
+        """Refuse two listeners on one address: the second could not bind (or, with
+        ``reuse_port``, would take half the first's connections)."""
+        seen: list[tuple[str, str, str, int]] = []
+        for field, url in self.listeners:
+            scheme, host, port = _endpoint(field, url, listener=True)
+            if not port and not (scheme == "memory" and host):
+                continue  # a free port (or a fresh name) every time
+            for other, other_scheme, other_host, other_port in seen:
+                if (scheme == "memory") != (other_scheme == "memory") or port != other_port:
+                    continue
+                if host == other_host or _overlaps(host, other_host):
+                    raise ConfigError(field, f"{url!r}: the same address as {other}")
+            seen.append((field, scheme, host, port))
 
     def _check_peer_tls(self, kind: str) -> None:
         listen = getattr(self, f"{kind}_listen")
@@ -551,15 +879,8 @@ class GatewayConfig:
                     kw[f"{kind}_tls"], f"{kind}_tls"
                 )
         if "users" in kw:
-            users = []
-            for i, u in enumerate(kw["users"]):
-                try:
-                    u = dict(u)
-                    for perm in ("publish", "subscribe"):
-                        if perm in u:
-                            u[perm] = Permissions(**u[perm])
-                    users.append(User(**u))
-                except TypeError as exc:
-                    raise ConfigError(f"users[{i}]", str(exc)) from None
-            kw["users"] = tuple(users)
+            users, errors = _users_from_data(kw["users"])
+            if errors:
+                raise errors[0]
+            kw["users"] = users
         return cls(**kw)

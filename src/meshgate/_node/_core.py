@@ -566,3 +566,67 @@ class NodeCore(FanOut):
             messages_in=acct.messages_in if acct else 0,
             messages_out=acct.messages_out if acct else 0,
         )
+
+    # -- queries and commands for the shell --------------------------------------------------
+
+    def set_local_replicant_token(self, token: str) -> None:
+        """The token the host application's in-process replicants present (no users)."""
+        self.clients.local_replicant_token = token
+
+    def open_connection_count(self) -> int:
+        """Connections the core still knows (opened and not yet lost)."""
+        return len(self.conns)
+
+    def account_count(self) -> int:
+        """Accounts this node has seen."""
+        return len(self.accounts)
+
+    def route_peer_count(self) -> int:
+        """Peers of this node's cluster it has a route to."""
+        return len(self.routes.peers)
+
+    def route_connections(self) -> list[Connection]:
+        """The route connections, one per peer."""
+        return list(self.routes.peers.values())
+
+    def own_route_urls(self) -> tuple[str, ...]:
+        """Cluster URLs peers reported for this node itself, sorted."""
+        return tuple(sorted(self.routes.self_urls))
+
+    def is_own_route_url(self, url: str) -> bool:
+        """``url`` leads to this node itself (never dialed)."""
+        return url in self.routes.self_urls or url == self.routes.cluster_url
+
+    def has_route_to(self, url: str) -> bool:
+        """A route to the node at cluster URL ``url`` is up (either direction)."""
+        return url in self.routes.connected_urls()
+
+    def gateway_counts(self) -> tuple[int, int]:
+        """How many outbound and inbound gateway connections are up."""
+        return len(self.gateways.outbound), len(self.gateways.inbound)
+
+    def gateway_connections(self) -> list[Connection]:
+        """The gateway connections, outbound then inbound."""
+        gateways = self.gateways
+        return [*gateways.outbound.values(), *gateways.inbound.values()]
+
+    def has_outbound_gateway(self, cluster: str) -> bool:
+        """An outbound gateway connection to ``cluster`` is up."""
+        return cluster in self.gateways.outbound
+
+    def gateway_urls(self, cluster: str) -> tuple[str, ...]:
+        """The gateway URLs known for the nodes of ``cluster``."""
+        return tuple(self.gateways.urls.get(cluster, ()))
+
+    def backbone_server(self) -> str | None:
+        """The server name of the nats-server the backbone is attached to, or None."""
+        conn = self.backbone.conn
+        return conn.peer if conn is not None else None
+
+    def backbone_urls(self) -> tuple[str, ...]:
+        """Backbone URLs the hub told this node about."""
+        return self.backbone.learned_urls
+
+    def backbone_error(self) -> str | None:
+        """The last error the backbone hub sent, or None."""
+        return self.backbone.last_error

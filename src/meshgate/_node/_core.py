@@ -618,6 +618,10 @@ class NodeCore(FanOut):
         """The gateway URLs known for the nodes of ``cluster``."""
         return tuple(self.gateways.urls.get(cluster, ()))
 
+    def gateway_clusters(self) -> tuple[str, ...]:
+        """The remote clusters this node knows gateway URLs for."""
+        return tuple(self.gateways.urls)
+
     def backbone_server(self) -> str | None:
         """The server name of the nats-server the backbone is attached to, or None."""
         conn = self.backbone.conn

@@ -162,7 +162,8 @@ class CoreHarness:
 
     def pending_bytes(self) -> int:
         """Bytes the core holds for all its connections (not yet written)."""
-        return sum(self.core.pending_bytes(c) for c in self.core.conns.values())
+        core = self.core
+        return sum(core.pending_bytes(peer._conn) for peer in self._peers.values())
 
     def tick(self, now: float) -> None:
         """Move time to ``now`` and run the core's timers."""

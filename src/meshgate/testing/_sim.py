@@ -212,15 +212,14 @@ class SimulatedSuperCluster:
                 peer = self._by_route_url.get(url)
                 if peer and peer != name and not self._link_pending("route", name, peer):
                     self._connect("route", name, peer)
-            gateways = core.gateways
-            clusters = set(gateways.urls) | set(dial_gateways)
+            clusters = set(core.gateway_clusters()) | set(dial_gateways)
             dial_gateways.clear()
             for cluster in sorted(clusters):
-                if cluster == core.config.cluster or cluster in gateways.outbound:
+                if cluster == core.config.cluster or core.has_outbound_gateway(cluster):
                     continue
                 if self._link_pending("gateway", name, cluster):
                     continue
-                urls = sorted(gateways.urls.get(cluster, ()))
+                urls = sorted(core.gateway_urls(cluster))
                 targets = [self._by_gateway_url[u] for u in urls if u in self._by_gateway_url]
                 if targets:
                     self._connect("gateway", name, targets[0])

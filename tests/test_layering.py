@@ -21,17 +21,17 @@ TESTS = Path(__file__).resolve().parent
 #: names that look private but are public API of the standard library (namedtuple)
 STDLIB = {"_make", "_asdict", "_replace", "_fields"}
 
+#: the shell's parts that know the core (the dialers do not: they get a topology view)
 MAY_IMPORT_CORE = {
-    "_shell.py",
-    "_writes.py",
-    "_dialers.py",
-    "_observe.py",
+    "_shell/_gateway.py",
+    "_shell/_driver.py",
+    "_shell/_writer.py",
+    "_shell/_topology.py",
+    "_shell/_observer.py",
     "_game.py",
     "testing/_sim.py",
     "testing/_harness.py",
 }
-#: modules that are one unit split over files (the shell and its mixins)
-UNITS = [{"_shell.py", "_dialers.py", "_observe.py", "_writes.py"}]
 
 
 def modules() -> list[Path]:
@@ -134,12 +134,54 @@ def test_game_layer_depends_only_on_the_hooks_and_protocol_layers() -> None:
 
 @pytest.mark.parametrize("path", [p for p in modules() if not rel(p).startswith("_node/")], ids=rel)
 def test_no_module_outside_the_core_touches_foreign_private_names(path: Path) -> None:
-    allowed: set[str] = set()
-    for unit in UNITS:
-        if rel(path) in unit:
-            for other in unit:
-                allowed |= own_private_names(ast.parse((SRC / other).read_text()))
-    assert foreign_private_uses(path, allowed) == []
+    assert foreign_private_uses(path, set()) == []
+
+
+def test_the_driver_imports_no_trio() -> None:
+    """The harness and the simulator run the shell's driver: no trio, no I/O, no clock."""
+    for name in imported(SRC / "_shell" / "_driver.py"):
+        assert not name.startswith(("trio", "socket", "ssl", "time", "asyncio")), name
+
+
+def test_only_the_writer_sets_connection_handle_fields() -> None:
+    """``ConnHandle`` (and a connection's ``shell`` slot) belong to the writer."""
+    writer = SRC / "_shell" / "_writer.py"
+    (cls,) = [
+        n
+        for n in ast.walk(ast.parse(writer.read_text()))
+        if isinstance(n, ast.ClassDef) and n.name == "ConnHandle"
+    ]
+    fields = {
+        e.value
+        for n in ast.walk(cls)
+        if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__slots__" for t in n.targets)
+        for e in ast.walk(n.value)
+        if isinstance(e, ast.Constant)
+    }
+    assert {"closed", "idle", "writing", "deferred", "backlog", "drained"} <= fields
+    for path in modules():
+        if path == writer or rel(path).startswith("_node/"):
+            continue
+        stores = {
+            n.attr
+            for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)
+        }
+        assert "shell" not in stores, rel(path)
+        if rel(path).startswith("_shell/"):
+            assert not stores & fields, (rel(path), stores & fields)
+
+
+@pytest.mark.parametrize("path", sorted((SRC / "_shell").glob("*.py")), ids=rel)
+def test_the_shell_is_composed_not_inherited(path: Path) -> None:
+    """No mixins: every class of the shell stands alone (a Protocol at most), and none
+    is over 500 lines."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ClassDef):
+            bases = [ast.unparse(b) for b in node.bases]
+            assert bases in ([], ["Protocol"]), (node.name, bases)
+            assert node.end_lineno is not None
+            assert node.end_lineno - node.lineno < 500, node.name
 
 
 @pytest.mark.parametrize(

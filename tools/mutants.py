@@ -27,7 +27,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "legality-table-skipped",
         "illegal opcodes are processed instead of refused with ILLEGAL_FOR_ROLE",
-        "_node/_core.py",
+        "_node/_input.py",
         "        if op not in conn.legal:\n",
         "        if False:\n",
     ),

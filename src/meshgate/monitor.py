@@ -3,8 +3,8 @@
 Paths: ``/varz``, ``/connz``, ``/routez``, ``/gatewayz``, ``/subsz``, ``/accountz``,
 ``/gamez``, ``/healthz`` (JSON; field names follow nats-server where the concept is the
 same) and ``/metrics`` (Prometheus text format).  Every body is built from the
-node's public snapshots (:meth:`~meshgate.Gateway.varz` and friends); this module
-only does HTTP.  HTTP parsing is h11's; a bad request gets
+node's public snapshots (:meth:`~meshgate.Gateway.varz` and friends, the
+:class:`Observable` protocol); this module only does HTTP.  HTTP parsing is h11's; a bad request gets
 400, an unknown path 404, any method but GET/HEAD 405.  Each request is handled in
 its own task with a deadline and a size limit, so monitoring never blocks routing.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "MONITOR_PATHS",
+    "Observable",
     "escape_label",
     "go_duration",
     "render_metrics",
@@ -23,7 +24,7 @@ __all__ = [
 import json
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
@@ -31,7 +32,16 @@ import h11
 import trio
 
 if TYPE_CHECKING:
-    from ._shell import Gateway
+    from ._game import GameInfo
+    from ._stats import (
+        AccountInfo,
+        ConnectionInfo,
+        RouteInfo,
+        ServerInfo,
+        Statistics,
+        SubscriptionsInfo,
+    )
+    from .config import GatewayConfig
 
 #: Paths the endpoint serves.
 MONITOR_PATHS = (
@@ -45,6 +55,45 @@ MONITOR_PATHS = (
     "/healthz",
     "/metrics",
 )
+
+
+class Observable(Protocol):
+    """What the endpoint reads of a node: its snapshots (a :class:`~meshgate.Gateway`
+    is one)."""
+
+    @property
+    def config(self) -> GatewayConfig:
+        """The node's configuration (its name and cluster label every body)."""
+
+    @property
+    def backbone_server(self) -> str | None:
+        """The nats-server the backbone is attached to, or None."""
+
+    def statistics(self) -> Statistics:
+        """The node's counters."""
+
+    def varz(self) -> ServerInfo:
+        """Identity, limits, uptime and counters."""
+
+    def connz(self) -> list[ConnectionInfo]:
+        """Every client and replicant connection."""
+
+    def routez(self) -> list[RouteInfo]:
+        """Every route."""
+
+    def gatewayz(self) -> dict[str, Any]:
+        """Gateway state shaped like nats-server's ``/gatewayz``."""
+
+    def subsz(self) -> SubscriptionsInfo:
+        """The interest graph's size and match cache."""
+
+    def accountz(self) -> list[AccountInfo]:
+        """Every account, with its counters."""
+
+    def game(self) -> GameInfo | None:
+        """The game layer's snapshot, or None."""
+
+
 _REQUEST_DEADLINE = 10.0
 _MAX_REQUEST = 16 * 1024
 
@@ -101,7 +150,7 @@ def escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _varz(gw: Gateway) -> dict[str, Any]:
+def _varz(gw: Observable) -> dict[str, Any]:
     v = gw.varz()
     st = v.statistics
     host, _, port = (v.client_url or "").rpartition("://")[2].rpartition(":")
@@ -153,7 +202,7 @@ def _varz(gw: Gateway) -> dict[str, Any]:
     }
 
 
-def _connz(gw: Gateway, query: dict[str, list[str]]) -> dict[str, Any]:
+def _connz(gw: Observable, query: dict[str, list[str]]) -> dict[str, Any]:
     try:
         limit = max(0, min(int(query.get("limit", ["1024"])[0]), 100_000))
         offset = max(0, int(query.get("offset", ["0"])[0]))
@@ -200,7 +249,7 @@ def _connz(gw: Gateway, query: dict[str, list[str]]) -> dict[str, Any]:
     }
 
 
-def _routez(gw: Gateway) -> dict[str, Any]:
+def _routez(gw: Observable) -> dict[str, Any]:
     routes = gw.routez()
     rows = []
     for r in routes:
@@ -224,20 +273,20 @@ def _routez(gw: Gateway) -> dict[str, Any]:
     }
 
 
-def _subsz(gw: Gateway) -> dict[str, Any]:
+def _subsz(gw: Observable) -> dict[str, Any]:
     return {"server_name": gw.config.name, **attrs.asdict(gw.subsz())}
 
 
-def _accountz(gw: Gateway) -> dict[str, Any]:
+def _accountz(gw: Observable) -> dict[str, Any]:
     return {"server_name": gw.config.name, "accounts": [attrs.asdict(a) for a in gw.accountz()]}
 
 
-def _gamez(gw: Gateway) -> dict[str, Any]:
+def _gamez(gw: Observable) -> dict[str, Any]:
     game = gw.game()
     return {"server_name": gw.config.name, "game": attrs.asdict(game) if game else None}
 
 
-def render_metrics(gw: Gateway) -> str:
+def render_metrics(gw: Observable) -> str:
     """The node's counters in the Prometheus text exposition format."""
     st = gw.statistics()
     name = gw.config.name
@@ -291,7 +340,7 @@ class _BadRequest(Exception):
     pass
 
 
-def _route(gw: Gateway, target: str) -> tuple[int, str, bytes]:
+def _route(gw: Observable, target: str) -> tuple[int, str, bytes]:
     parts = urlsplit(target)
     path = parts.path.rstrip("/") or "/"
     query = parse_qs(parts.query)
@@ -319,7 +368,7 @@ def _route(gw: Gateway, target: str) -> tuple[int, str, bytes]:
     return 200, "application/json", json.dumps(body, indent=2, default=str).encode()
 
 
-async def _handle(gw: Gateway, stream: trio.abc.Stream) -> None:
+async def _handle(gw: Observable, stream: trio.abc.Stream) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST)
 
     async def send(event: Any) -> None:
@@ -369,9 +418,10 @@ async def _handle(gw: Gateway, stream: trio.abc.Stream) -> None:
 
 
 async def serve_monitor(
-    gw: Gateway, listen: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    gw: Observable, listen: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Serve the monitoring endpoint for ``gw`` at ``listen`` (``host:port``) until cancelled."""
+    """Serve the monitoring endpoint for ``gw`` (a node, or anything :class:`Observable`)
+    at ``listen`` (``host:port``) until cancelled."""
     from .transports import TCPTransport
 
     async def handler(stream: trio.abc.Stream) -> None:

@@ -13,6 +13,7 @@
 ``_routes.py``                :class:`RouteMesh`: routes within a cluster
 ``_gateways.py``              :class:`GatewayMesh`: gateways between clusters
 ``_backbone.py``              :class:`Backbone`: a leafnode link to a nats-server hub
+``_input.py``                 :class:`FrameInput`: receive loops per kind, legality table
 ``_core.py``                  :class:`NodeCore`: the parts composed; connection life,
                               dispatch by kind, timers, the layer host, ``drain``
 ``_hooks.py``                 :class:`Layer` / :class:`Host`: how the game layer plugs in

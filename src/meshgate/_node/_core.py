@@ -26,15 +26,12 @@ from .._stats import AccountStatistics, Statistics
 from ..config import GatewayConfig
 from ..interest import InterestGraph
 from ..protocol import (
-    PROTOCOL_VERSION,
     ConnectionKind,
     Decoder,
     Encoder,
-    Hello,
     Opcode,
     Role,
     UnpackerPool,
-    to_frame,
 )
 from . import _views
 from ._backbone import Backbone
@@ -60,6 +57,7 @@ from ._effects import Effects, PendingEffects
 from ._fanout import FanOut
 from ._gateways import GatewayMesh
 from ._hooks import Layer
+from ._input import FrameInput
 from ._internal import NodeSubscriptions
 from ._natsport import NatsPort
 from ._outbox import Outbox, Settings
@@ -139,26 +137,31 @@ class NodeCore:
         self.bytes_in = 0
         self.bytes_out = 0
         # dispatch by the connection's class: input, the handshake, control frames
+        frames = FrameInput(settings, outbox, self.fanout, self.gateways.sort)
         self._receivers: dict[type[Connection], Callable[[Any, bytes | bytearray], None]] = {
-            ClientConnection: self._client_input,
+            ClientConnection: frames.client,
             NatsClientConnection: self.nats.receive,
-            RouteConnection: self._route_input,
+            RouteConnection: frames.route,
             BackboneConnection: self.backbone.receive,
-            InboundGateway: self._inbound_input,
-            OutboundGateway: self._other_input,
+            InboundGateway: frames.inbound,
+            OutboundGateway: frames.other,
         }
-        self._handshakes: dict[type[Connection], Callable[[Any, Hello], None]] = {
-            ClientConnection: self.clients.handshake,
-            RouteConnection: self.routes.hello,
-            InboundGateway: self.gateways.hello_inbound,
-            OutboundGateway: self.gateways.hello_outbound,
-        }
-        self._controls: dict[type[Connection], Callable[[Any, int, _Raw], None]] = {
-            ClientConnection: self.clients.control,
-            RouteConnection: self.routes.control,
-            InboundGateway: self.gateways.control_inbound,
-            OutboundGateway: self.gateways.control_outbound,
-        }
+        frames.handshakes.update(
+            {
+                ClientConnection: self.clients.handshake,
+                RouteConnection: self.routes.hello,
+                InboundGateway: self.gateways.hello_inbound,
+                OutboundGateway: self.gateways.hello_outbound,
+            }
+        )
+        frames.controls.update(
+            {
+                ClientConnection: self.clients.control,
+                RouteConnection: self.routes.control,
+                InboundGateway: self.gateways.control_inbound,
+                OutboundGateway: self.gateways.control_outbound,
+            }
+        )
 
     @property
     def config(self) -> GatewayConfig:
@@ -429,97 +432,6 @@ class NodeCore:
         except RemoteProtocolError as exc:
             self.outbox.fail(conn, exc.code, exc.reason)
 
-    # Raw frames are the decoder's validated tuples (``protocol/_frames.py``):
-    # PUB (op, subject, reply, payload, key); RMSG/GMSG (op, queues, account, subject,
-    # reply, payload).  Only the data frame of each kind takes the fast path; everything
-    # else goes through ``_control``, which applies the legality table first.
-
-    def _client_input(self, conn: ClientConnection, data: bytes | bytearray) -> None:
-        dec = conn.decoder
-        dec.feed(data)
-        nxt = dec.next_raw
-        publish = self.fanout.publish
-        while (f := nxt()) is not None:
-            if f[0] == _PUB and conn.state is _OPEN:
-                publish(conn, f[1], f[2], f[3], f[4])
-            else:
-                self._control(conn, f[0], f)
-            if conn.state >= _CLOSING:
-                return
-
-    def _route_input(self, conn: RouteConnection, data: bytes | bytearray) -> None:
-        dec = conn.decoder
-        dec.feed(data)
-        nxt = dec.next_raw
-        message = self.fanout.route_message
-        while (f := nxt()) is not None:
-            if f[0] == _RMSG and conn.state is _OPEN:
-                message(conn, f[1], f[2], f[3], f[4], f[5])
-            else:
-                self._control(conn, f[0], f)
-            if conn.state >= _CLOSING:
-                return
-
-    def _inbound_input(self, conn: InboundGateway, data: bytes | bytearray) -> None:
-        dec = conn.decoder
-        dec.feed(data)
-        nxt = dec.next_raw
-        message = self.fanout.gateway_message
-        while (f := nxt()) is not None:
-            if f[0] == _GMSG and conn.state is _OPEN:
-                message(conn, f[1], f[2], f[3], f[4], f[5])
-            else:
-                self._control(conn, f[0], f)
-            if conn.state >= _CLOSING:
-                return
-
-    def _other_input(self, conn: Connection, data: bytes | bytearray) -> None:
-        dec = conn.decoder
-        dec.feed(data)
-        nxt = dec.next_raw
-        while (f := nxt()) is not None:
-            self._control(conn, f[0], f)
-            if conn.state >= _CLOSING:
-                return
-
-    def _control(self, conn: Connection, op: int, f: _Raw) -> None:
-        """Every frame but the kind's data frame: the legality table, the handshake, the
-        frames every kind has, then the kind's own control frames."""
-        out = self.outbox
-        if op not in conn.legal:
-            out.fail(
-                conn,
-                ErrorCode.ILLEGAL_FOR_ROLE,
-                f"{Opcode(op).name} is not legal on a {conn.kind.value} connection",
-            )
-            return
-        if conn.state is ConnState.AWAIT_HELLO:
-            if op != _HELLO:
-                out.fail(conn, ErrorCode.HANDSHAKE_REFUSED, "expected HELLO first")
-                return
-            hello = to_frame(f)
-            assert isinstance(hello, Hello)
-            if hello.version != PROTOCOL_VERSION:
-                out.fail(
-                    conn,
-                    ErrorCode.HANDSHAKE_REFUSED,
-                    f"protocol version {hello.version} is not supported (need {PROTOCOL_VERSION})",
-                )
-                return
-            self._handshakes[type(conn)](conn, hello)
-        elif op == _PING:
-            out.pong(conn)
-        elif op == _PONG:
-            conn.pong_received(self.settings.now)
-            if conn.kind is ConnectionKind.GATEWAY_OUTBOUND:
-                self.gateways.sort()  # the queue-group order follows the round trip
-        elif op == _ERROR:
-            out.close_quietly(conn, f"peer sent error {f[1]}: {f[2]}")
-        elif op == _HELLO:
-            out.fail(conn, ErrorCode.MALFORMED, "duplicate HELLO")
-        else:
-            self._controls[type(conn)](conn, op, f)
-
     # -- the layer host (see _hooks.Host) -----------------------------------------------------
 
     def inject(self, account: str, subject: str, payload: bytes, reply: str | None = None) -> None:
@@ -579,3 +491,76 @@ class NodeCore:
     def account_statistics(self, account: str) -> AccountStatistics:
         """Counters of one account only."""
         return _views.account_statistics(self, account)
+
+    # -- queries and commands for the shell --------------------------------------------------
+
+    def set_local_replicant_token(self, token: str) -> None:
+        """The token the host application's in-process replicants present (no users)."""
+        self.clients.local_replicant_token = token
+
+    def open_connection_count(self) -> int:
+        """Connections the core still knows (opened and not yet lost)."""
+        return len(self.conns)
+
+    def account_count(self) -> int:
+        """Accounts this node has seen."""
+        return len(self.accounts)
+
+    def route_peer_count(self) -> int:
+        """Peers of this node's cluster it has a route to."""
+        return len(self.routes.peers)
+
+    def route_connections(self) -> list[Connection]:
+        """The route connections, one per peer."""
+        return list(self.routes.peers.values())
+
+    def own_route_urls(self) -> tuple[str, ...]:
+        """Cluster URLs peers reported for this node itself, sorted."""
+        return tuple(sorted(self.routes.self_urls))
+
+    def is_own_route_url(self, url: str) -> bool:
+        """``url`` leads to this node itself (never dialed)."""
+        return url in self.routes.self_urls or url == self.directory.cluster_url
+
+    def has_route_to(self, url: str) -> bool:
+        """A route to the node at cluster URL ``url`` is up (either direction)."""
+        return url in self.directory.route_urls()
+
+    def gateway_counts(self) -> tuple[int, int]:
+        """How many outbound and inbound gateway connections are up."""
+        return len(self.gateways.outbound), len(self.gateways.inbound)
+
+    def gateway_connections(self) -> list[Connection]:
+        """The gateway connections, outbound then inbound."""
+        gateways = self.gateways
+        return [*gateways.outbound.values(), *gateways.inbound.values()]
+
+    def has_outbound_gateway(self, cluster: str) -> bool:
+        """An outbound gateway connection to ``cluster`` is up."""
+        return cluster in self.gateways.outbound
+
+    def gateway_urls(self, cluster: str) -> tuple[str, ...]:
+        """The gateway URLs known for the nodes of ``cluster``."""
+        return tuple(self.gateways.urls.get(cluster, ()))
+
+    def gateway_clusters(self) -> tuple[str, ...]:
+        """The remote clusters this node knows gateway URLs for."""
+        return tuple(self.gateways.urls)
+
+    def backbone_server(self) -> str | None:
+        """The server name of the nats-server the backbone is attached to, or None."""
+        conn = self.backbone.conn
+        return conn.peer if conn is not None else None
+
+    def backbone_urls(self) -> tuple[str, ...]:
+        """Backbone URLs the hub told this node about."""
+        return self.backbone.learned_urls
+
+    @property
+    def gateway_control_msgs(self) -> int:
+        """Messages on ``$`` subjects (the game layer's control traffic) sent to gateways."""
+        return self.fanout.gateway_control_msgs
+
+    def backbone_error(self) -> str | None:
+        """The last error the backbone hub sent, or None."""
+        return self.backbone.last_error

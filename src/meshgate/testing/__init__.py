@@ -6,6 +6,9 @@
   state machines over your own subject schemes.
 * :class:`CoreHarness` — one node core whose connections' far ends the test plays
   (:class:`CorePeer`): send frames, read what the core answered, move time.
+* :class:`CoreDriver` — the one driver of a node core (the shell, the harness and the
+  simulator all use it): after each call into the core, hand its effects to an
+  :class:`EffectSink` of your own.
 * :mod:`meshgate.testing.strategies` — hypothesis strategies for subjects and
   patterns (import it only where hypothesis is installed).
 * :mod:`meshgate.testing.chaos` — nodes as OS processes to kill, stop and signal, a
@@ -17,10 +20,20 @@
 
 from __future__ import annotations
 
+from .._shell._driver import CoreDriver as CoreDriver
+from .._shell._driver import EffectSink as EffectSink
 from ._harness import CoreHarness as CoreHarness
 from ._harness import CorePeer as CorePeer
 from ._sim import SimClient as SimClient
 from ._sim import SimLink as SimLink
 from ._sim import SimulatedSuperCluster as SimulatedSuperCluster
 
-__all__ = ["CoreHarness", "CorePeer", "SimClient", "SimLink", "SimulatedSuperCluster"]
+__all__ = [
+    "CoreDriver",
+    "CoreHarness",
+    "CorePeer",
+    "EffectSink",
+    "SimClient",
+    "SimLink",
+    "SimulatedSuperCluster",
+]

@@ -11,6 +11,7 @@ __all__ = ["CoreHarness", "CorePeer"]
 
 from .. import _game
 from .._node import Connection, ConnState, NodeCore
+from .._shell._driver import CoreDriver
 from ..config import GatewayConfig
 from ..protocol import (
     PROTOCOL_VERSION,
@@ -122,7 +123,7 @@ class CoreHarness:
         self._game = _game.plug_into(self.core)
         #: the token an in-process replicant presents (without users)
         self.replicant_token = "harness-local-replicant-token"
-        self.core.clients.local_replicant_token = self.replicant_token
+        self.core.set_local_replicant_token(self.replicant_token)
         #: the time passed to the core
         self.now = now
         self._peers: dict[int, CorePeer] = {}
@@ -131,6 +132,7 @@ class CoreHarness:
         #: route URLs and remote clusters the core asked to dial, in order
         self.dial_routes: list[str] = []
         self.dial_gateways: list[str] = []
+        self._driver = CoreDriver(self.core, _HarnessSink(self))
         if config.cluster_listen:
             self.core.bound(cluster_url=config.cluster_listen)
         if config.gateway_listen:
@@ -160,7 +162,8 @@ class CoreHarness:
 
     def pending_bytes(self) -> int:
         """Bytes the core holds for all its connections (not yet written)."""
-        return sum(self.core.pending_bytes(c) for c in self.core.conns.values())
+        core = self.core
+        return sum(core.pending_bytes(peer._conn) for peer in self._peers.values())
 
     def tick(self, now: float) -> None:
         """Move time to ``now`` and run the core's timers."""
@@ -171,26 +174,57 @@ class CoreHarness:
     def collect(self) -> None:
         """Move the core's output to the peers; close what the core closed (after the
         output it queued before closing, as the shell does)."""
-        core = self.core
-        fx = core.drain()
-        for conn in fx.writable:
-            peer = self._peers.get(conn.id)
+        self._driver.drain()
+
+
+class _HarnessSink:
+    """The harness's side of the :class:`~meshgate.testing.CoreDriver`: output goes to
+    the scripted peers, closes and dial requests are recorded."""
+
+    __slots__ = ("_h",)
+
+    def __init__(self, harness: CoreHarness) -> None:
+        self._h = harness
+
+    def write(self, conns: tuple[Connection, ...]) -> None:
+        """Move each connection's output to its peer (unless the peer stopped reading)."""
+        h = self._h
+        core = h.core
+        for conn in conns:
+            peer = h._peers.get(conn.id)
             if peer is not None and not peer.reading:
                 conn.dirty = False  # listed again on its next output
                 continue
             data = core.take_output(conn) if core.has_output(conn) else b""
             if peer is not None and not peer.closed:
                 peer._pending += data
-        for conn in fx.closing:
-            peer = self._peers.get(conn.id)
+
+    def close(self, conns: tuple[Connection, ...]) -> None:
+        """Give each peer what was queued before the close, then lose the connection."""
+        h = self._h
+        core = h.core
+        for conn in conns:
+            peer = h._peers.get(conn.id)
             if core.has_output(conn):
                 data = core.take_output(conn)
                 if peer is not None:
                     peer._pending += data
             if peer is not None:
                 peer.closed = True
-            self.closed.append(conn.id)
+            h.closed.append(conn.id)
             if conn.state is not ConnState.CLOSED:
                 core.connection_lost(conn)
-        self.dial_routes += fx.dial_routes
-        self.dial_gateways += fx.dial_gateways
+
+    def routes_changed(self) -> None:
+        """Nothing waits for routes here."""
+
+    def gateways_changed(self) -> None:
+        """Nothing waits for gateways here."""
+
+    def dial_route(self, url: str) -> None:
+        """Record the route URL the core asked to dial."""
+        self._h.dial_routes.append(url)
+
+    def dial_gateway(self, cluster: str) -> None:
+        """Record the cluster the core asked to dial."""
+        self._h.dial_gateways.append(cluster)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from .. import _game
 from .._node import Connection, ConnState, NodeCore
+from .._shell._driver import CoreDriver
 from ..config import GatewayConfig, User
 from ..protocol import (
     PROTOCOL_VERSION,
@@ -126,6 +127,8 @@ class SimulatedSuperCluster:
         self._known_routes: dict[str, set[str]] = {}
         #: what each core asked its dialers for (routes, clusters), until ``heal`` plays them
         self._dials: dict[str, tuple[list[str], list[str]]] = {}
+        #: each core's driver, by node name
+        self._drivers: dict[str, CoreDriver] = {}
         names = list(clusters)
         first_gateway = f"sim://gw/{names[0].lower()}0"
         for ci, cluster in enumerate(names):
@@ -155,6 +158,7 @@ class SimulatedSuperCluster:
                 _game.plug_into(core)
                 core.bound(cluster_url=f"sim://route/{name}", gateway_url=f"sim://gw/{name}")
                 self.nodes[name] = core
+                self._drivers[name] = CoreDriver(core, _SimSink(self, core))
                 self._by_route_url[f"sim://route/{name}"] = name
                 self._by_gateway_url[f"sim://gw/{name}"] = name
         self.heal()
@@ -208,15 +212,14 @@ class SimulatedSuperCluster:
                 peer = self._by_route_url.get(url)
                 if peer and peer != name and not self._link_pending("route", name, peer):
                     self._connect("route", name, peer)
-            gateways = core.gateways
-            clusters = set(gateways.urls) | set(dial_gateways)
+            clusters = set(core.gateway_clusters()) | set(dial_gateways)
             dial_gateways.clear()
             for cluster in sorted(clusters):
-                if cluster == core.config.cluster or cluster in gateways.outbound:
+                if cluster == core.config.cluster or core.has_outbound_gateway(cluster):
                     continue
                 if self._link_pending("gateway", name, cluster):
                     continue
-                urls = sorted(gateways.urls.get(cluster, ()))
+                urls = sorted(core.gateway_urls(cluster))
                 targets = [self._by_gateway_url[u] for u in urls if u in self._by_gateway_url]
                 if targets:
                     self._connect("gateway", name, targets[0])
@@ -237,33 +240,7 @@ class SimulatedSuperCluster:
 
     def _after(self, core: NodeCore) -> None:
         """Collect a core's output into links and clients; close what it closed."""
-        fx = core.drain()
-        if not fx:
-            return
-        if fx.dial_routes or fx.dial_gateways:
-            dial_routes, dial_gateways = self._dials.setdefault(core.config.name, ([], []))
-            dial_routes += fx.dial_routes
-            dial_gateways += fx.dial_gateways
-        for conn in fx.writable:
-            if not core.has_output(conn):
-                continue
-            data = bytes(core.take_output(conn))
-            link = self._link_of(conn)
-            if link is not None:
-                if link.open:
-                    (link.ab if conn is link.ca else link.ba).append(data)
-                continue
-            for client in self.clients:
-                if client.conn is conn:
-                    client._feed(data)
-        for conn in fx.closing:
-            link = self._link_of(conn)
-            if link is not None and link.open:
-                # let the peer read what was written (the error frame), then cut
-                self._deliver_all(link)
-                self.drop(link)
-            elif conn.state is not ConnState.CLOSED:
-                core.connection_lost(conn)
+        self._drivers[core.config.name].drain()
 
     def _link_of(self, conn: Connection) -> SimLink | None:
         for link in self.links:
@@ -320,3 +297,57 @@ class SimulatedSuperCluster:
         self.clients.append(c)
         self._after(self.nodes[node])
         return c
+
+
+class _SimSink:
+    """One core's side of its :class:`~meshgate.testing.CoreDriver` in the simulated
+    network: output goes onto links and to clients, closes cut links (after the peer
+    read what was written), dial requests wait for :meth:`SimulatedSuperCluster.heal`."""
+
+    __slots__ = ("_core", "_net")
+
+    def __init__(self, net: SimulatedSuperCluster, core: NodeCore) -> None:
+        self._net = net
+        self._core = core
+
+    def write(self, conns: tuple[Connection, ...]) -> None:
+        """Put each connection's output on its link, or give it to its client."""
+        net = self._net
+        core = self._core
+        for conn in conns:
+            if not core.has_output(conn):
+                continue
+            data = bytes(core.take_output(conn))
+            link = net._link_of(conn)
+            if link is not None:
+                if link.open:
+                    (link.ab if conn is link.ca else link.ba).append(data)
+                continue
+            for client in net.clients:
+                if client.conn is conn:
+                    client._feed(data)
+
+    def close(self, conns: tuple[Connection, ...]) -> None:
+        """Let the peer read what was written (the error frame), then cut the link."""
+        net = self._net
+        for conn in conns:
+            link = net._link_of(conn)
+            if link is not None and link.open:
+                net._deliver_all(link)
+                net.drop(link)
+            elif conn.state is not ConnState.CLOSED:
+                self._core.connection_lost(conn)
+
+    def routes_changed(self) -> None:
+        """Nothing waits for routes here."""
+
+    def gateways_changed(self) -> None:
+        """Nothing waits for gateways here."""
+
+    def dial_route(self, url: str) -> None:
+        """Remember the URL for the next :meth:`SimulatedSuperCluster.heal`."""
+        self._net._dials.setdefault(self._core.config.name, ([], []))[0].append(url)
+
+    def dial_gateway(self, cluster: str) -> None:
+        """Remember the cluster for the next :meth:`SimulatedSuperCluster.heal`."""
+        self._net._dials.setdefault(self._core.config.name, ([], []))[1].append(cluster)

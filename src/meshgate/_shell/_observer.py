@@ -1,20 +1,22 @@
 """What a running node shows of itself: counters and typed snapshots shaped like
 nats-server's monitoring (``/varz``, ``/connz``, ``/routez``, ``/gatewayz``, ...).
 
-A mixin of :class:`~meshgate.Gateway` (the shell); ``monitor.py`` serves these over HTTP.
+:class:`Observer` builds them from the core's public queries and views; it is what
+``monitor.py`` serves over HTTP (an :class:`~meshgate.monitor.Observable`).
 """
 
 from __future__ import annotations
 
-__all__ = ["Observing"]
+__all__ = ["Observer"]
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-from ._node import _views
-from ._stats import (
+from .._node import _views
+from .._stats import (
     AccountInfo,
     AccountStatistics,
     ConnectionInfo,
@@ -23,25 +25,41 @@ from ._stats import (
     Statistics,
     SubscriptionsInfo,
 )
-from ._version import __version__
+from .._version import __version__
 
 if TYPE_CHECKING:
-    from ._game import GameInfo, GameLayer
-    from ._node import NodeCore
-    from .config import GatewayConfig
+    from .._game import GameInfo, GameLayer
+    from .._node import NodeCore
+    from ..config import GatewayConfig
+    from ._writer import Writer
 
 
-class Observing:
-    """Counters and snapshots of the node."""
+class Observer:
+    """Counters and snapshots of one node."""
 
-    config: GatewayConfig
-    _core: NodeCore
-    _game: GameLayer | None
-    started_at: str
-    _started_monotonic: float | None
-    client_url: str | None
-    cluster_url: str | None
-    gateway_url: str | None
+    def __init__(
+        self, config: GatewayConfig, core: NodeCore, game: GameLayer | None, writer: Writer
+    ) -> None:
+        #: the node's configuration (replaced by the node on reconfigure)
+        self.config = config
+        self._core = core
+        self._game = game
+        self._writer = writer
+        #: when the node was made (ISO 8601, UTC) and the wall clock then; read once here
+        self.started_wall = time.time()
+        self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_wall))
+        self._started_monotonic: float | None = None
+        self._urls: tuple[str | None, str | None, str | None] = (None, None, None)
+
+    def bound(
+        self, *, client_url: str | None, cluster_url: str | None, gateway_url: str | None
+    ) -> None:
+        """The node's listeners are bound at these URLs."""
+        self._urls = (client_url, cluster_url, gateway_url)
+
+    def serving(self) -> None:
+        """The node serves from now on (uptime counts from here)."""
+        self._started_monotonic = trio.current_time()
 
     def statistics(self) -> Statistics:
         """A frozen snapshot of the node's counters."""
@@ -53,15 +71,12 @@ class Observing:
 
     @property
     def backbone_server(self) -> str | None:
-        """The nats-server this node's backbone connection is attached to (its server
-        name), or None while it is not attached."""
-        conn = self._core.backbone.conn
-        return conn.peer if conn is not None else None
+        """The nats-server the backbone connection is attached to (its server name),
+        or None while it is not attached."""
+        return self._core.backbone_server()
 
     def gatewayz(self) -> dict[str, Any]:
-        """Gateway state shaped like nats-server's ``/gatewayz``: per remote cluster, the
-        connection and each account's interest mode, no-interest count and subscriptions;
-        ``known_urls`` maps each remote cluster to the gateway URLs this node knows."""
+        """Gateway state shaped like nats-server's ``/gatewayz``."""
         return _views.gatewayz(self._core)
 
     @property
@@ -75,37 +90,36 @@ class Observing:
         """Identity, limits, uptime and counters (nats-server's ``/varz``)."""
         cfg = self.config
         core = self._core
+        client_url, cluster_url, gateway_url = self._urls
         return ServerInfo(
             server_name=cfg.name,
             cluster=cfg.cluster,
             version=__version__,
             start=self.started_at,
             uptime_seconds=round(self.uptime, 3),
-            client_url=self.client_url,
-            cluster_url=self.cluster_url,
-            gateway_url=self.gateway_url,
+            client_url=client_url,
+            cluster_url=cluster_url,
+            gateway_url=gateway_url,
             max_payload=cfg.max_payload,
             max_pending=cfg.max_pending_bytes,
             max_connections=cfg.max_connections,
             ping_interval=cfg.ping_interval,
             interest_mode=cfg.interest_mode,
             interest_only_threshold=cfg.interest_only_threshold,
-            accounts=len(core.accounts),
-            self_urls=tuple(sorted(core.routes.self_urls)),
-            gateway_control_msgs=core.fanout.gateway_control_msgs,
+            accounts=core.account_count(),
+            self_urls=core.own_route_urls(),
+            gateway_control_msgs=core.gateway_control_msgs,
             statistics=core.statistics(),
         )
 
     def connz(self) -> list[ConnectionInfo]:
         """Every client and replicant connection (nats-server's ``/connz``)."""
-        core = self._core
-        rows = _views.connections(core, trio.current_time())
+        peer_address = self._writer.peer_address
         out = []
-        for row in rows:
-            conn = core.conns.get(row.cid)
-            h = conn.shell if conn is not None else None
-            if h is not None and h.peer is not None:
-                row = attrs.evolve(row, ip=h.peer[0], port=h.peer[1])
+        for row in _views.connections(self._core, trio.current_time()):
+            peer = peer_address(row.cid)
+            if peer is not None:
+                row = attrs.evolve(row, ip=peer[0], port=peer[1])
             out.append(row)
         return out
 

@@ -1,26 +1,27 @@
 """How the shell writes: straight to a socket from the task that produced the output,
 once per scheduling round (or per ``flush_window``), with a writer task per connection
 only for what a socket does not take at once; and back-pressure from routes and
-gateways to the publishers that fill them.  A mixin of :class:`~meshgate.Gateway` (the
-shell); it decides nothing about routing.
+gateways to the publishers that fill them.
+
+:class:`Writer` owns every :class:`ConnHandle` and all of its state: nothing else sets
+a handle's fields.  It decides nothing about routing.
 """
 
 from __future__ import annotations
 
-__all__ = ["CLOSE_GRACE", "ConnHandle", "Writing"]
+__all__ = ["CLOSE_GRACE", "ConnHandle", "Writer"]
 
 import logging
 import os
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
 
-from ._node import Connection, ConnState, PeerConnection
+from .._node import Connection, ConnState, PeerConnection
 
 if TYPE_CHECKING:
-    from ._node import NodeCore
-    from .config import GatewayConfig
+    from .._node import NodeCore
+    from ..config import GatewayConfig
 
 log = logging.getLogger("meshgate.gateway")
 
@@ -51,7 +52,8 @@ class ConnHandle:
     Output is written straight from the task that produced it when the writer is idle
     and the stream is a plain socket (``fd``): one non-blocking ``write`` per batch of
     input, no task switch.  What the socket does not take at once (``backlog``), and
-    everything for other streams, goes to the connection's writer task."""
+    everything for other streams, goes to the connection's writer task.  Only the
+    :class:`Writer` sets these fields."""
 
     __slots__ = (
         "backlog",
@@ -96,58 +98,75 @@ class ConnHandle:
         self.deferred = False
 
 
-class Writing:
-    """The write side of the shell's connections."""
+class Writer:
+    """The write side of a node's connections: handles, scheduling, coalescing,
+    writer tasks and back-pressure.
 
-    config: GatewayConfig
-    _core: NodeCore
-    #: routes, gateways and the backbone whose writer is in a send (back-pressure)
-    _busy_links: set[ConnHandle]
-    #: connections whose output waits for the end of this scheduling round, and
-    #: clients whose output waits for the next flush window; the flushers' wake-ups
-    _round: list[ConnHandle]
-    _round_due: trio.Event
-    _windowed: list[ConnHandle]
-    _window_due: trio.Event
+    A connection's life here: :meth:`open` (a handle), :meth:`start` (its nursery is
+    up), :meth:`schedule` and :meth:`closing` as the core asks (the driver's sink),
+    :meth:`stop` (its reader is done), :meth:`release` (it is gone).  Run
+    :meth:`run_round_flusher` and :meth:`run_window_flusher` in the node's nursery."""
 
-    def _peer_links(self) -> list[tuple[ConnHandle, int]] | None:
-        """The routes, outbound gateways and backbone whose writer is busy, with the
-        bytes each holds, before a batch.  Only those can be congested: an idle link's
-        output is taken as soon as the batch ends, so on most reads this costs nothing."""
-        busy = self._busy_links
-        if not busy:
-            return None
-        core = self._core
-        return [(h, core.pending_bytes(h.conn)) for h in busy]
+    def __init__(self, config: GatewayConfig, core: NodeCore) -> None:
+        #: the node's configuration (replaced by the node on reconfigure)
+        self.config = config
+        self._core = core
+        #: routes, gateways and the backbone whose writer is in a send (back-pressure)
+        self._busy_links: set[ConnHandle] = set()
+        #: connections whose output waits for the end of this scheduling round, and
+        #: clients whose output waits for the next flush window; the flushers' wake-ups
+        self._round: list[ConnHandle] = []
+        self._round_due = trio.Event()
+        self._windowed: list[ConnHandle] = []
+        self._window_due = trio.Event()
+        #: every open connection's handle, by connection id
+        self._handles: dict[int, ConnHandle] = {}
 
-    def _congested_links(self, before: list[tuple[ConnHandle, int]]) -> list[ConnHandle] | None:
-        """Routes and gateways that the last batch of input added to and that now hold
-        more than ``max_pending_bytes``: only the connection that sent that batch waits
-        for them (back-pressure); nothing else on the node does.  (A link whose writer
-        is busy is not listed again in ``Effects.writable``, so growth is what tells.)"""
-        core = self._core
-        limit = self.config.max_pending_bytes
-        out: list[ConnHandle] | None = None
-        for h, held in before:
-            pending = core.pending_bytes(h.conn)
-            if pending > limit and pending > held and not h.closed:
-                if out is None:
-                    out = []
-                out.append(h)
-        return out
+    # -- a connection's life ------------------------------------------------------------------
 
-    async def _wait_drained(self, links: list[ConnHandle]) -> None:
-        """Back-pressure: routes and gateways are never dropped for being slow; the
-        publishers whose messages wait for them pause until they drain or go away (a
-        stuck link is closed after ``write_deadline``)."""
-        core = self._core
-        limit = self.config.max_pending_bytes
-        for link in links:
-            while not link.closed and core.pending_bytes(link.conn) > limit:
-                assert link.drained is not None
-                await link.drained.wait()
+    def open(self, conn: Connection, stream: trio.abc.Stream) -> ConnHandle:
+        """A handle for a connection the core just opened on ``stream``."""
+        h = ConnHandle(conn, stream)
+        conn.shell = h
+        self._handles[conn.id] = h
+        return h
 
-    def _schedule_writes(self, writable: Sequence[Connection]) -> None:
+    def start(self, h: ConnHandle, nursery: trio.Nursery) -> None:
+        """``h``'s nursery is up (its reader runs in it): writes may begin."""
+        h.scope = nursery.cancel_scope
+        h.nursery = nursery
+        if h.fd < 0 or h.drained is not None:
+            self._wake(h)  # a writer task from the start
+        else:
+            h.idle = True  # direct writes; a writer task only once one falls short
+
+    @staticmethod
+    def end(h: ConnHandle) -> None:
+        """The peer ended its stream: end the connection (its nursery)."""
+        assert h.scope is not None
+        h.scope.cancel()
+
+    @staticmethod
+    def stop(h: ConnHandle) -> None:
+        """``h``'s reader is done: its nursery takes no new writer task from here on."""
+        h.closed = True
+
+    def release(self, h: ConnHandle) -> None:
+        """``h``'s connection is gone: nobody waits for it, nothing refers to it."""
+        h.closed = True
+        if h.drained is not None:
+            h.drained.set()  # nobody waits for a link that is gone
+        h.conn.shell = None
+        self._handles.pop(h.conn.id, None)
+
+    def peer_address(self, conn_id: int) -> tuple[str, int] | None:
+        """The remote (ip, port) of open connection ``conn_id``, if its transport has one."""
+        h = self._handles.get(conn_id)
+        return h.peer if h is not None else None
+
+    # -- what the core asks (the driver's sink) -----------------------------------------------
+
+    def schedule(self, writable: tuple[Connection, ...]) -> None:
         """After a call into the core: each connection with new output is written at the
         end of this scheduling round (directly, by the round flusher), at the next flush
         window (a client, with ``flush_window``), or by its writer task (busy, or not a
@@ -169,6 +188,58 @@ class Writing:
                     self._round_due.set()
             else:
                 self._wake(h)
+
+    def closing(self, conns: tuple[Connection, ...]) -> None:
+        """The core closed these connections: flush what they hold (the error frame),
+        within ``CLOSE_GRACE``."""
+        deadline = trio.current_time() + CLOSE_GRACE
+        for c in conns:
+            h = c.shell
+            if h is not None:
+                self._wake(h)
+                if h.scope is not None:
+                    h.scope.deadline = min(h.scope.deadline, deadline)
+
+    # -- back-pressure ------------------------------------------------------------------------
+
+    def busy_links(self) -> list[tuple[ConnHandle, int]] | None:
+        """The routes, outbound gateways and backbone whose writer is busy, with the
+        bytes each holds, before a batch.  Only those can be congested: an idle link's
+        output is taken as soon as the batch ends, so on most reads this costs nothing."""
+        busy = self._busy_links
+        if not busy:
+            return None
+        core = self._core
+        return [(h, core.pending_bytes(h.conn)) for h in busy]
+
+    def congested(self, before: list[tuple[ConnHandle, int]]) -> list[ConnHandle] | None:
+        """Routes and gateways that the last batch of input added to and that now hold
+        more than ``max_pending_bytes``: only the connection that sent that batch waits
+        for them (back-pressure); nothing else on the node does.  (A link whose writer
+        is busy is not listed again in ``Effects.writable``, so growth is what tells.)"""
+        core = self._core
+        limit = self.config.max_pending_bytes
+        out: list[ConnHandle] | None = None
+        for h, held in before:
+            pending = core.pending_bytes(h.conn)
+            if pending > limit and pending > held and not h.closed:
+                if out is None:
+                    out = []
+                out.append(h)
+        return out
+
+    async def wait_drained(self, links: list[ConnHandle]) -> None:
+        """Back-pressure: routes and gateways are never dropped for being slow; the
+        publishers whose messages wait for them pause until they drain or go away (a
+        stuck link is closed after ``write_deadline``)."""
+        core = self._core
+        limit = self.config.max_pending_bytes
+        for link in links:
+            while not link.closed and core.pending_bytes(link.conn) > limit:
+                assert link.drained is not None
+                await link.drained.wait()
+
+    # -- writing ------------------------------------------------------------------------------
 
     @staticmethod
     def _drained_now(h: ConnHandle) -> None:
@@ -205,7 +276,7 @@ class Writing:
         elif h.drained is not None:
             self._drained_now(h)
 
-    async def _round_flusher(self) -> None:
+    async def run_round_flusher(self) -> None:
         """Write the output of every reader that ran in this scheduling round, one write
         per connection: it runs after all of them (trio runs the tasks woken by one I/O
         poll as one batch), so what several batches of input produced for a connection
@@ -216,7 +287,7 @@ class Writing:
             due, self._round = self._round, []
             self._flush(due)
 
-    async def _window_flusher(self) -> None:
+    async def run_window_flusher(self) -> None:
         """``flush_window``: write the clients' output at the next multiple of the window
         (on the node's clock) after the first of it was produced, all in one go."""
         while True:

@@ -1,58 +1,118 @@
 """The dialers of a node: routes to the seeds and gossiped URLs of its cluster, one
-outbound gateway per remote cluster; jittered backoff, never a hot loop.
+outbound gateway per remote cluster, the backbone; jittered backoff, never a hot loop.
 
-A mixin of :class:`~meshgate.Gateway` (the shell); it decides nothing about routing.
+They are given a ``serve(stream, kind, ...)`` callable (the node runs what they open)
+and a :class:`TopologyView` (what is connected, what is known, a wake-up when that
+changes); they know neither the node nor its core, and decide nothing about routing.
 """
 
 from __future__ import annotations
 
-__all__ = ["Dialing"]
+__all__ = ["Dialers", "Serve", "TopologyView"]
 
 import itertools
 import logging
 import random
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from .protocol import ConnectionKind
-from .transports import connect_stream
+from ..protocol import ConnectionKind
+from ..transports import connect_stream
 
 if TYPE_CHECKING:
-    from ._node import NodeCore
-    from .config import GatewayConfig
+    from ..config import GatewayConfig
 
 log = logging.getLogger("meshgate.gateway")
 
 
-class Dialing:
-    """Keeps the node's routes and outbound gateways dialed."""
+class Serve(Protocol):
+    """Runs one connection the dialers opened, until it ends."""
 
-    config: GatewayConfig
-    gateway_url: str | None
-    _core: NodeCore
-    _nursery: trio.Nursery | None
-    _stopping: bool
-    _gateways_event: trio.Event
-    _routes_event: trio.Event
-    _gateway_dialers: set[str]
-    _dialing: set[str]
-    #: orders dial attempts across dialers (see ``_serve_first_of``)
-    _attempts = itertools.count()
+    async def __call__(
+        self,
+        stream: trio.abc.Stream,
+        kind: ConnectionKind,
+        *,
+        dialed: bool = False,
+        expected_cluster: str | None = None,
+        backbone: bool = False,
+    ) -> None:
+        """Serve ``stream`` as a connection of ``kind`` until it ends."""
 
-    if TYPE_CHECKING:  # the shell runs the connections the dialers open
 
-        async def _serve_stream(
-            self,
-            stream: trio.abc.Stream,
-            kind: ConnectionKind = ConnectionKind.CLIENT,
-            *,
-            dialed: bool = False,
-            expected_cluster: str | None = None,
-            nats: bool = False,
-            backbone: bool = False,
-        ) -> None: ...
+class TopologyView(Protocol):
+    """What the dialers ask about the node's links, and the changes they wait for."""
+
+    def has_outbound_gateway(self, cluster: str) -> bool:
+        """An outbound gateway connection to ``cluster`` is up."""
+
+    def gateway_urls(self, cluster: str) -> tuple[str, ...]:
+        """The gateway URLs known for ``cluster``'s nodes."""
+
+    def is_own_route_url(self, url: str) -> bool:
+        """``url`` leads to this node itself."""
+
+    def has_route_to(self, url: str) -> bool:
+        """A route to the node at ``url`` is up (either direction)."""
+
+    def backbone_urls(self) -> tuple[str, ...]:
+        """Backbone URLs the hub told this node about."""
+
+    def backbone_error(self) -> str | None:
+        """The last error the backbone hub sent, or None."""
+
+    async def next_routes_change(self) -> None:
+        """Wait for the next change of the routes."""
+
+    async def next_gateways_change(self) -> None:
+        """Wait for the next change of the gateway connections."""
+
+
+class Dialers:
+    """Keeps the node's routes, outbound gateways and backbone dialed."""
+
+    def __init__(self, config: GatewayConfig, serve: Serve, topology: TopologyView) -> None:
+        #: the node's configuration (replaced by the node on reconfigure)
+        self.config = config
+        self._serve = serve
+        self._topology = topology
+        self._nursery: trio.Nursery | None = None
+        self._stopping = False
+        self._gateway_dialers: set[str] = set()
+        self._dialing: set[str] = set()
+        #: orders dial attempts across dialers (see ``_serve_first_of``)
+        self._attempts = itertools.count()
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """The node serves: dial the configured routes, gateways and backbone (in
+        ``nursery``), and from now on whatever :meth:`dial_route` and
+        :meth:`dial_gateway` ask for."""
+        self._nursery = nursery
+        cfg = self.config
+        if cfg.gateway_listen is not None:
+            for cluster in cfg.gateways:
+                if cluster != cfg.cluster:
+                    self._start_gateway_dialer(cluster, explicit=True)
+        if cfg.cluster_listen is not None:
+            for url in cfg.routes:
+                self._start_dialer(url, explicit=True)
+        if cfg.backbone:
+            nursery.start_soon(self._dial_backbone)
+
+    def stop(self) -> None:
+        """The node is stopping: start no more dialers; the backbone dialer gives up."""
+        self._stopping = True
+
+    def dial_route(self, url: str) -> None:
+        """Keep a route to ``url``, learned by gossip (``connect_retries`` failed attempts)."""
+        self._start_dialer(url, explicit=False)
+
+    def dial_gateway(self, cluster: str) -> None:
+        """Keep an outbound gateway connection to ``cluster`` (forever if configured,
+        ``connect_retries`` failed passes if discovered)."""
+        self._start_gateway_dialer(cluster, explicit=cluster in self.config.gateways)
 
     async def _backoff(self, failures: int) -> None:
         """Wait before the next dial: jittered, growing with failures to 10x
@@ -89,7 +149,7 @@ class Dialing:
                 log.debug("%s via %s failed: %s", kind.value, url, exc)
                 continue
             try:
-                await self._serve_stream(stream, kind, dialed=True, **serve)
+                await self._serve(stream, kind, dialed=True, **serve)
             finally:
                 with trio.CancelScope(shield=True):
                     await cm.__aexit__(None, None, None)
@@ -102,7 +162,7 @@ class Dialing:
             or cluster == self.config.cluster
             or self._nursery is None
             or self._stopping
-            or self.gateway_url is None
+            or self.config.gateway_listen is None
         ):
             return
         self._gateway_dialers.add(cluster)
@@ -114,17 +174,17 @@ class Dialing:
         Configured clusters are retried forever, discovered ones for ``connect_retries``
         failed passes.  Every pass is followed by a jittered wait: never a hot loop.
         """
-        gateways = self._core.gateways
+        topology = self._topology
         cfg = self.config
         failures = 0
         lost_at: dict[str, int] = {}
         try:
             while True:
-                if cluster in gateways.outbound:
-                    await self._gateways_event.wait()
+                if topology.has_outbound_gateway(cluster):
+                    await topology.next_gateways_change()
                     continue
                 served = await self._serve_first_of(
-                    list(gateways.urls.get(cluster, ())),
+                    list(topology.gateway_urls(cluster)),
                     lost_at,
                     cfg.gateway_tls_dial,
                     ConnectionKind.GATEWAY_OUTBOUND,
@@ -148,27 +208,27 @@ class Dialing:
     async def _dial_route(self, url: str, explicit: bool) -> None:
         """Keep a route to ``url``: forever for a configured seed, ``connect_retries``
         failed attempts for a URL learned by gossip.  Always waits between attempts."""
-        routes = self._core.routes
+        topology = self._topology
         cfg = self.config
         failures = 0
         try:
             while True:
-                if url in routes.self_urls or url == self._core.directory.cluster_url:
+                if topology.is_own_route_url(url):
                     return
-                if url in self._core.directory.route_urls():
-                    await self._routes_event.wait()  # a route to it exists (either direction)
+                if topology.has_route_to(url):
+                    await topology.next_routes_change()  # a route to it exists (either way)
                     continue
                 try:
                     async with connect_stream(url, ssl_context=cfg.cluster_tls_dial) as stream:
                         failures = 0
-                        await self._serve_stream(stream, ConnectionKind.ROUTE, dialed=True)
+                        await self._serve(stream, ConnectionKind.ROUTE, dialed=True)
                 except OSError as exc:
                     failures += 1
                     log.debug("route to %s failed: %s", url, exc)
                     if not explicit and failures > cfg.connect_retries:
                         log.info("giving up on gossiped route %s", url)
                         return
-                if url in routes.self_urls:
+                if topology.is_own_route_url(url):
                     return
                 await self._backoff(failures)
         finally:
@@ -178,7 +238,7 @@ class Dialing:
         """Keep one leafnode connection to the nats-server backbone: every configured
         URL and every URL the hub told us about, the ones that failed or were lost
         last tried last; jittered backoff between passes, forever."""
-        backbone = self._core.backbone
+        topology = self._topology
         cfg = self.config
         failures = 0
         lost_at: dict[str, int] = {}
@@ -186,14 +246,14 @@ class Dialing:
         tls = cfg.backbone_tls if scheme == "tls" else None
         while not self._stopping:
             urls = list(dict.fromkeys(_dial_url(u, scheme) for u in cfg.backbone))
-            urls += [
-                u for u in (_dial_url(u, scheme) for u in backbone.learned_urls) if u not in urls
-            ]
+            learned = (_dial_url(u, scheme) for u in topology.backbone_urls())
+            urls += [u for u in learned if u not in urls]
             served = await self._serve_first_of(
                 urls, lost_at, tls, ConnectionKind.ROUTE, backbone=True
             )
-            if served is not None and backbone.last_error:
-                log.warning("backbone %s: %s", served, backbone.last_error)
+            error = topology.backbone_error()
+            if served is not None and error:
+                log.warning("backbone %s: %s", served, error)
             connected = served is not None
             failures = 0 if connected else failures + 1
             await self._backoff(failures)

@@ -1,8 +1,17 @@
-"""The trio shell around the sans-IO node core: listeners, per-connection tasks, timers.
+"""The node: a sans-IO core inside a trio shell, composed of parts that each own one job.
 
-The shell owns tasks and time; it holds no routing rules.  After every call into the
-core it acts on the core's :class:`~meshgate._node.Effects` (``_after_core``) and
-nothing else.  (Named ``_shell`` because "gateway" means the link between clusters.)
+* :class:`~meshgate._shell._writer.Writer`: connection handles, write scheduling and
+  coalescing, writer tasks, back-pressure;
+* :class:`~meshgate._shell._dialers.Dialers`: routes, outbound gateways, the backbone;
+* :class:`~meshgate._shell._topology.Topology`: what is connected, and a wake-up when
+  that changes;
+* :class:`~meshgate._shell._observer.Observer`: counters and monitoring snapshots;
+* :class:`~meshgate._shell._driver.CoreDriver`: after every call into the core, the one
+  place that acts on its :class:`~meshgate._node.Effects` (through :class:`_ShellSink`).
+
+:class:`Gateway` owns the tasks, the listeners and the core, and runs each connection
+(a reader here, writes in the writer).  It holds no routing rules.  (Named ``_shell``
+because "gateway" means the link between clusters.)
 """
 
 from __future__ import annotations
@@ -12,61 +21,86 @@ __all__ = ["Gateway", "open_gateway"]
 import logging
 import secrets
 import ssl
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 import trio.testing
 
-from . import _game
-from ._dialers import Dialing
-from ._node import Connection, ConnState, NodeCore
-from ._nursery import open_unwrapping_nursery, sole_exception
-from ._observe import Observing
-from ._writes import CLOSE_GRACE, ConnHandle, Writing
-from .config import GatewayConfig
-from .protocol import ConnectionKind, Role
-from .transports import get_transport
+from .. import _game
+from .._node import Connection, ConnState, NodeCore
+from .._nursery import open_unwrapping_nursery, sole_exception
+from ..config import GatewayConfig
+from ..protocol import ConnectionKind, Role
+from ..transports import get_transport
+from ._dialers import Dialers
+from ._driver import CoreDriver
+from ._observer import Observer
+from ._topology import Topology
+from ._writer import CLOSE_GRACE, ConnHandle, Writer
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .replicant import AttachedReplicant, ReplicantAdapter
+    from .._game import GameInfo
+    from .._stats import (
+        AccountInfo,
+        AccountStatistics,
+        ConnectionInfo,
+        RouteInfo,
+        ServerInfo,
+        Statistics,
+        SubscriptionsInfo,
+    )
+    from ..client import Client
+    from ..replicant import AttachedReplicant, ReplicantAdapter
 
 log = logging.getLogger("meshgate.gateway")
 
 _RECEIVE_SIZE = 64 * 1024
 
 
-class Gateway(Dialing, Observing, Writing):
+class _ShellSink:
+    """Where the driver hands the core's effects: each kind straight to the part that
+    handles it (no call in between on the hot path)."""
+
+    __slots__ = (
+        "close",
+        "dial_gateway",
+        "dial_route",
+        "gateways_changed",
+        "routes_changed",
+        "write",
+    )
+
+    def __init__(self, writer: Writer, topology: Topology, dialers: Dialers) -> None:
+        self.write = writer.schedule
+        self.close = writer.closing
+        self.routes_changed = topology.routes_changed
+        self.gateways_changed = topology.gateways_changed
+        self.dial_route = dialers.dial_route
+        self.dial_gateway = dialers.dial_gateway
+
+
+class Gateway:
     """A running node.  Get one from :func:`open_gateway`, or construct it and
     ``await nursery.start(gateway.run)`` in a nursery you own."""
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self._core = NodeCore(config)
-        self._game = _game.plug_into(self._core)
+        core = self._core = NodeCore(config)
+        self._game = _game.plug_into(core)
         # what the host application's in-process replicants present (attach_replicant)
         self._local_replicant_token = secrets.token_urlsafe(24)
-        self._core.clients.local_replicant_token = self._local_replicant_token
+        core.set_local_replicant_token(self._local_replicant_token)
+        self._writer = Writer(config, core)
+        self._topology = Topology(core)
+        self._dialers = Dialers(config, self._serve_stream, self._topology)
+        self._observer = Observer(config, core, self._game, self._writer)
+        self._driver = CoreDriver(core, _ShellSink(self._writer, self._topology, self._dialers))
         self._nursery: trio.Nursery | None = None
         self._drained = trio.Event()
         self._stopping = False
-        self._routes_event = trio.Event()
-        #: when the node started (ISO 8601, UTC) and the wall clock then; read once here
-        self.started_wall = time.time()
-        self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_wall))
-        self._started_monotonic: float | None = None
-        self._gateways_event = trio.Event()
-        self._gateway_dialers: set[str] = set()
-        self._dialing: set[str] = set()
-        self._busy_links: set[ConnHandle] = set()
-        self._round: list[ConnHandle] = []
-        self._round_due = trio.Event()
-        self._windowed: list[ConnHandle] = []
-        self._window_due = trio.Event()
         #: the client listener's bound URL, or None
         self.client_url: str | None = None
         #: the route listener's bound URL (clusters are not configured yet: None)
@@ -77,6 +111,16 @@ class Gateway(Dialing, Observing, Writing):
         self.nats_urls: tuple[str, ...] = ()
         #: the monitoring endpoint's URL (not configured: None)
         self.monitor_url: str | None = None
+
+    @property
+    def started_wall(self) -> float:
+        """When the node was made, on the wall clock (``time.time()``)."""
+        return self._observer.started_wall
+
+    @property
+    def started_at(self) -> str:
+        """When the node was made (ISO 8601, UTC)."""
+        return self._observer.started_at
 
     async def run(
         self, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED
@@ -106,23 +150,21 @@ class Gateway(Dialing, Observing, Writing):
                 gateway_url=self.gateway_url,
                 nats_url=next((u for u in nats_urls if not u.startswith("ws")), None),
             )
-            if cfg.gateway_listen is not None:
-                for cluster in cfg.gateways:
-                    if cluster != cfg.cluster:
-                        self._start_gateway_dialer(cluster, explicit=True)
-            if cfg.cluster_listen is not None:
-                for url in cfg.routes:
-                    self._start_dialer(url, explicit=True)
-            if cfg.backbone:
-                nursery.start_soon(self._dial_backbone)
+            observer = self._observer
+            observer.bound(
+                client_url=self.client_url,
+                cluster_url=self.cluster_url,
+                gateway_url=self.gateway_url,
+            )
+            self._dialers.start(nursery)
             if cfg.monitor_listen is not None:
-                from .monitor import serve_monitor
+                from ..monitor import serve_monitor
 
-                self.monitor_url = await nursery.start(serve_monitor, self, cfg.monitor_listen)
+                self.monitor_url = await nursery.start(serve_monitor, observer, cfg.monitor_listen)
             nursery.start_soon(self._timer)
-            nursery.start_soon(self._round_flusher)
-            nursery.start_soon(self._window_flusher)
-            self._started_monotonic = trio.current_time()
+            nursery.start_soon(self._writer.run_round_flusher)
+            nursery.start_soon(self._writer.run_window_flusher)
+            observer.serving()
             task_status.started(self)
 
     @staticmethod
@@ -149,34 +191,7 @@ class Gateway(Dialing, Observing, Writing):
         while True:
             await trio.sleep(interval)
             self._core.tick(trio.current_time())
-            self._after_core()
-
-    def _after_core(self) -> None:
-        """Write or schedule the output the core produced; bound the life of closing
-        connections; start the dialers it asked for."""
-        fx = self._core.drain()
-        if not fx:
-            return
-        if fx.writable:
-            self._schedule_writes(fx.writable)
-        if fx.closing:
-            deadline = trio.current_time() + CLOSE_GRACE
-            for c in fx.closing:
-                h = c.shell
-                if h is not None:
-                    self._wake(h)
-                    if h.scope is not None:
-                        h.scope.deadline = min(h.scope.deadline, deadline)
-        if fx.routes_changed:
-            self._routes_event.set()
-            self._routes_event = trio.Event()
-        for url in fx.dial_routes:
-            self._start_dialer(url, explicit=False)
-        if fx.gateways_changed:
-            self._gateways_event.set()
-            self._gateways_event = trio.Event()
-        for cluster in fx.dial_gateways:
-            self._start_gateway_dialer(cluster, explicit=cluster in self.config.gateways)
+            self._driver.drain()
 
     async def _serve_route_stream(self, stream: trio.abc.Stream) -> None:
         await self._serve_stream(stream, ConnectionKind.ROUTE)
@@ -207,79 +222,71 @@ class Gateway(Dialing, Observing, Writing):
             nats=nats,
             backbone=backbone,
         )
-        h = ConnHandle(conn, stream)
-        conn.shell = h
+        writer = self._writer
+        h = writer.open(conn, stream)
         try:
             async with trio.open_nursery() as nursery:
-                h.scope = nursery.cancel_scope
-                h.nursery = nursery
-                if h.fd < 0 or h.drained is not None:
-                    self._wake(h)  # a writer task from the start
-                else:
-                    h.idle = True  # direct writes; a writer task only once one falls short
-                self._after_core()
+                writer.start(h, nursery)
+                self._driver.drain()
                 try:
-                    await self._reader(h)  # this task reads: one task per idle client
+                    await self._read(h)  # this task reads: one per idle client
                 finally:
-                    h.closed = True  # the nursery takes no new writer from here on
+                    writer.stop(h)  # the nursery takes no new writer from here on
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("connection %d ended: %r", conn.id, exc)
         except Exception:  # a per-connection failure never takes the node down
             log.exception("connection %d failed", conn.id)
         finally:
-            h.closed = True
-            if h.drained is not None:
-                h.drained.set()  # nobody waits for a link that is gone
+            writer.release(h)
             if conn.close_reason:
                 log.info("connection %d closed: %s", conn.id, conn.close_reason)
             core.connection_lost(conn)
-            conn.shell = None
             await trio.aclose_forcefully(stream)
-            self._after_core()
-            if self._stopping and not core.conns:
+            self._driver.drain()
+            if self._stopping and not core.open_connection_count():
                 self._drained.set()
 
-    async def _reader(self, h: ConnHandle) -> None:
+    async def _read(self, h: ConnHandle) -> None:
+        """Feed what the connection receives to the core, batch by batch; a publisher
+        whose batch filled a congested route or gateway waits for it (back-pressure)."""
         core = self._core
         conn = h.conn
         stream = h.stream
+        writer = self._writer
+        busy_links = writer.busy_links
+        drain = self._driver.drain
         while True:
             try:
                 data = await stream.receive_some(_RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
             if not data:
-                assert h.scope is not None
-                h.scope.cancel()
+                writer.end(h)
                 return
             if conn.state >= ConnState.CLOSING:
-                continue  # closing: drain what the peer still sends (see _writer), unread
-            links = self._peer_links()
+                continue  # closing: drain what the peer still sends (see Writer), unread
+            links = busy_links()
             core.receive_data(conn, data, trio.current_time())
-            congested = self._congested_links(links) if links else None
-            self._after_core()
+            congested = writer.congested(links) if links else None
+            drain()
             if congested:
-                await self._wait_drained(congested)
+                await writer.wait_drained(congested)
 
     # -- public API ---------------------------------------------------------------------------
 
     async def wait_backbone(self) -> None:
         """Wait until the backbone connection is attached (``GatewayConfig.backbone``)."""
-        while self._core.backbone.conn is None:
-            await self._routes_event.wait()
+        await self._topology.wait_backbone()
 
     async def wait_gateways(self, outbound: int, inbound: int = 0) -> None:
         """Wait until this node has at least ``outbound`` outbound and ``inbound`` inbound
         gateway connections."""
-        gateways = self._core.gateways
-        while len(gateways.outbound) < outbound or len(gateways.inbound) < inbound:
-            await self._gateways_event.wait()
+        await self._topology.wait_gateways(outbound, inbound)
 
     async def flush_gateways(self) -> None:
         """A round trip on every gateway connection, both directions: when this returns,
         each peer has processed everything this node sent it before the call."""
-        gateways = self._core.gateways
-        await self._ping_all([*gateways.outbound.values(), *gateways.inbound.values()])
+        await self._ping_all(self._core.gateway_connections())
 
     async def _ping_all(self, conns: list[Connection]) -> None:
         core = self._core
@@ -297,37 +304,83 @@ class Gateway(Dialing, Observing, Writing):
 
         for c in conns:
             core.ping(c, one)
-        self._after_core()
+        self._driver.drain()
         await done.wait()
 
     async def wait_routes(self, n: int) -> None:
         """Wait until this node has routes to at least ``n`` peers of its cluster."""
-        while len(self._core.routes.peers) < n:
-            await self._routes_event.wait()
+        await self._topology.wait_routes(n)
 
     async def wait_topology_change(self) -> None:
         """Wait until a route or gateway connection of this node comes or goes."""
-        routes, gateways = self._routes_event, self._gateways_event
-        async with trio.open_nursery() as nursery:
-
-            async def wait(event: trio.Event) -> None:
-                await event.wait()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(wait, routes)
-            nursery.start_soon(wait, gateways)
+        await self._topology.next_change()
 
     async def flush_routes(self) -> None:
         """A round trip on every route: when this returns, each peer has processed
         everything this node sent it before the call (interest included)."""
-        await self._ping_all(list(self._core.routes.peers.values()))
+        await self._ping_all(self._core.route_connections())
+
+    # -- what the node shows of itself (its observer's snapshots) ------------------------------
+
+    def statistics(self) -> Statistics:
+        """A frozen snapshot of the node's counters."""
+        return self._observer.statistics()
+
+    def account_statistics(self, account: str) -> AccountStatistics:
+        """Counters of ``account`` alone; nothing of another account is included."""
+        return self._observer.account_statistics(account)
+
+    @property
+    def backbone_server(self) -> str | None:
+        """The nats-server this node's backbone connection is attached to (its server
+        name), or None while it is not attached."""
+        return self._observer.backbone_server
+
+    def gatewayz(self) -> dict[str, Any]:
+        """Gateway state shaped like nats-server's ``/gatewayz``: per remote cluster, the
+        connection and each account's interest mode, no-interest count and subscriptions;
+        ``known_urls`` maps each remote cluster to the gateway URLs this node knows."""
+        return self._observer.gatewayz()
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the node started serving (0 before)."""
+        return self._observer.uptime
+
+    def varz(self) -> ServerInfo:
+        """Identity, limits, uptime and counters (nats-server's ``/varz``)."""
+        return self._observer.varz()
+
+    def connz(self) -> list[ConnectionInfo]:
+        """Every client and replicant connection (nats-server's ``/connz``)."""
+        return self._observer.connz()
+
+    def routez(self, *, interest: bool = False) -> list[RouteInfo]:
+        """Every route of this node, with the peer's name and URL (``/routez``); with
+        ``interest``, each route's interest entries ``(account, pattern, queue, weight)``."""
+        return self._observer.routez(interest=interest)
+
+    def accountz(self) -> list[AccountInfo]:
+        """Every account this node has seen, with its counters."""
+        return self._observer.accountz()
+
+    def subsz(self) -> SubscriptionsInfo:
+        """The interest graph's size and match cache (``/subsz``)."""
+        return self._observer.subsz()
+
+    def game(self) -> GameInfo | None:
+        """The game layer: entity ownership, held inputs, provisional records and their
+        evictions (None unless ``replicants=True``)."""
+        return self._observer.game()
+
+    # -- in-process clients and replicants ----------------------------------------------------
 
     @asynccontextmanager
     async def connect_local(
         self, *, name: str | None = None, token: str | None = None, role: Role = Role.CLIENT
     ) -> AsyncIterator[Client]:
         """An in-process client for the host application: no sockets, same protocol."""
-        from .client import connect_with_stream
+        from ..client import connect_with_stream
 
         if self._nursery is None:
             raise RuntimeError("the gateway is not running")
@@ -346,7 +399,7 @@ class Gateway(Dialing, Observing, Writing):
 
         Without users the link authenticates with a token only this process knows; with
         users, pass the ``token`` of a user with ``replicant=True``."""
-        from .replicant import AttachedReplicant
+        from ..replicant import AttachedReplicant
 
         if self._nursery is None:
             raise RuntimeError("the gateway is not running")
@@ -369,8 +422,10 @@ class Gateway(Dialing, Observing, Writing):
         the subscriptions they no longer allow) and limits.  Returns the names of the
         fields that differ but need a restart; those are not applied."""
         restart = self._core.reconfigure(config)
-        self.config = self._core.config
-        self._after_core()
+        self.config = self._writer.config = self._dialers.config = self._observer.config = (
+            self._core.config
+        )
+        self._driver.drain()
         return restart
 
     async def lame_duck(self, window: float | None = None) -> None:
@@ -388,16 +443,17 @@ class Gateway(Dialing, Observing, Writing):
             if i and pause:
                 await trio.sleep(pause)
             core.move_client(conn_id)
-            self._after_core()
+            self._driver.drain()
         await self.aclose()
 
     async def aclose(self) -> None:
         """Stop: every connection gets a shutting-down error, is flushed briefly, then closed."""
         self._stopping = True
+        self._dialers.stop()
         self._core.shutdown()
-        self._after_core()
+        self._driver.drain()
         if self._nursery is not None:
-            if self._core.conns:
+            if self._core.open_connection_count():
                 with trio.move_on_after(CLOSE_GRACE):
                     await self._drained.wait()
             self._nursery.cancel_scope.cancel()

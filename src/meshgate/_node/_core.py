@@ -29,7 +29,6 @@ from ..protocol import (
     ConnectionKind,
     Decoder,
     Encoder,
-    Opcode,
     Role,
     UnpackerPool,
 )
@@ -63,17 +62,8 @@ from ._natsport import NatsPort
 from ._outbox import Outbox, Settings
 from ._routes import RouteMesh
 
-_PUB = int(Opcode.PUB)
-_RMSG = int(Opcode.RMSG)
-_GMSG = int(Opcode.GMSG)
-_PING = int(Opcode.PING)
-_PONG = int(Opcode.PONG)
-_HELLO = int(Opcode.HELLO)
-_ERROR = int(Opcode.ERROR)
 _OPEN = ConnState.OPEN
 _CLOSING = ConnState.CLOSING
-
-_Raw = tuple[Any, ...]
 
 
 class NodeCore:

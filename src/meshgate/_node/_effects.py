@@ -3,9 +3,9 @@
 Every call into :class:`~meshgate._node.NodeCore` (bytes received, a tick, a
 connection opened or lost, a publish by the node itself) leaves work for the shell;
 :meth:`NodeCore.drain` runs what the core itself still has to do (the node's own
-subscriptions) and returns it as one immutable :class:`Effects` value.  One driver
-per embedding (the trio shell, the test harness, the simulator) acts on it; nothing
-else of the core needs polling.
+subscriptions) and returns it as one immutable :class:`Effects` value.  One
+``CoreDriver`` (``meshgate/_shell/_driver.py``) acts on it, for the trio shell, the
+test harness and the simulator alike; nothing else of the core needs polling.
 """
 
 from __future__ import annotations

@@ -245,22 +245,13 @@ class FanOut:
             and self.layer.on_dollar_publish(conn, acct.name, subject, reply, payload)
         ):
             return
-        account = acct.name
-        if (
-            subject[0] == "_"
-            and subject.startswith(GR_PREFIX)
-            and self._reply_routed(account, subject, reply, payload)
-        ):
-            return
-        index = self.graph.index(account)
-        m = index.match(subject) if index is not None else None
-        self.results(m, acct, account, subject, reply, payload, key, FROM_CLIENT, None)
+        self.inject(acct, subject, reply, payload, key)
 
     def inject(
         self, acct: Account, subject: str, reply: str | None, payload: bytes, key: str | None
     ) -> None:
-        """Route a message entering this node from the node itself (as :meth:`publish`
-        routes a client's, after its checks)."""
+        """Route a message entering this node from a client (after :meth:`publish`'s
+        checks) or from the node itself."""
         account = acct.name
         if (
             subject[0] == "_"

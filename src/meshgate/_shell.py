@@ -63,6 +63,8 @@ class Gateway(Dialing, Observing, Writing):
         self._gateway_dialers: set[str] = set()
         self._dialing: set[str] = set()
         self._busy_links: set[ConnHandle] = set()
+        # in-process replicants: stopped before the node closes their links (aclose)
+        self._replicants: list[AttachedReplicant] = []
         self._round: list[ConnHandle] = []
         self._round_due = trio.Event()
         self._windowed: list[ConnHandle] = []
@@ -360,6 +362,8 @@ class Gateway(Dialing, Observing, Writing):
             adapter,
             partial(self.connect_local, name=adapter.name, token=token, role=Role.REPLICANT),
         )
+        self._replicants = [h for h in self._replicants if h.running]
+        self._replicants.append(handle)
         self._nursery.start_soon(handle.run)
         return handle
 
@@ -392,7 +396,16 @@ class Gateway(Dialing, Observing, Writing):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop: every connection gets a shutting-down error, is flushed briefly, then closed."""
+        """Stop: attached replicants stop first (their owners are announced lost while
+        routes and gateways are up); then every connection gets a shutting-down error,
+        is flushed briefly, and closed."""
+        if self._replicants:
+            for h in self._replicants:
+                h.stop()
+            with trio.move_on_after(CLOSE_GRACE):
+                for h in self._replicants:
+                    await h.wait_stopped()
+            self._replicants = []
         self._stopping = True
         self._core.shutdown()
         self._after_core()

@@ -43,6 +43,7 @@ from ._protocol import (
     ServerError,
     ServerErrorReceived,
     SubscriptionEnded,
+    check_session,
 )
 
 #: Messages a subscription buffers before it drops new ones (see :class:`Subscription`).
@@ -190,6 +191,12 @@ class Client:
     def name(self) -> str:
         """The client's name (in its HELLO)."""
         return self._proto.name
+
+    @property
+    def session(self) -> str:
+        """The client's secret session key: keep it (privately) and pass it to
+        :func:`connect` again after a restart to remain the same client."""
+        return self._proto.session
 
     @property
     def reconnects(self) -> int:
@@ -582,11 +589,12 @@ async def connect_with_stream(
     name: str | None = None,
     token: str | None = None,
     role: Role = Role.CLIENT,
+    session: str | None = None,
 ) -> AsyncIterator[Client]:
     """A :class:`Client` over a stream you opened (any ``trio.abc.Stream`` to a node's
     client port); the block runs while connected (no reconnect: the stream is yours).
-    Same errors as :func:`connect`."""
-    client = Client(stream, name=name or "client", token=token, role=role)
+    ``session`` and the errors are as for :func:`connect`."""
+    client = Client(stream, name=name or "client", token=token, role=role, session=session)
     async with _running(client):
         yield client
 
@@ -628,9 +636,19 @@ async def connect(
     reconnect_wait: float = 0.25,
     ping_interval: float | None = 10.0,
     max_pings_out: int = 2,
+    session: str | None = None,
 ) -> AsyncIterator[Client]:
     """Connect to the node at ``url`` (or the first of several that answers); the block
     runs while connected.
+
+    ``session`` is the client's secret session key (16 to 256 characters; default: a
+    new random one, :attr:`Client.session`).  The node derives the client's game
+    identity from it (hashed with the account), so a game client that restarts, or
+    reconnects with its own logic, and presents the same key again is the same
+    client: the owner applies each of its input sequence numbers once, retries
+    included, and its corrections find it on any node.  It is what NATS clients send
+    as the ``Meshgate-Session`` header.  Keep it secret: who presents it acts as that
+    client.
 
     With ``reconnect`` (the default), a lost connection is reopened to any of the URLs
     (the lost one last), with jittered backoff for up to ``max_reconnect_attempts``
@@ -641,12 +659,15 @@ async def connect(
     once the client gives up, subscriptions raise :class:`ConnectionClosedError`.
     Reconnecting needs ``tcp://``, ``tls://`` or ``memory://`` URLs.
 
-    Raises :class:`ConnectionClosedError` if the node refuses the handshake (for
-    example a bad token), and :class:`OSError` if no URL can be reached at all.
+    Raises :class:`ValueError` for a session key out of bounds (before connecting),
+    :class:`ConnectionClosedError` if the node refuses the handshake (for example a
+    bad token), and :class:`OSError` if no URL can be reached at all.
     """
     urls = [url] if isinstance(url, str) else list(url)
     if not urls:
         raise ValueError("connect() needs at least one URL")
+    if session is not None:
+        check_session(session)  # before any connection: a bad key is the caller's mistake
     redial = _redialer(urls, ssl_context, max_reconnect_attempts, reconnect_wait)
     failure: OSError | None = None
     async with AsyncExitStack() as stack:
@@ -671,6 +692,7 @@ async def connect(
             redial=redial if reconnect else None,
             ping_interval=ping_interval,
             max_pings_out=max_pings_out,
+            session=session,
         )
         async with _running(client):
             yield client

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 __all__ = [
     "RECENT_INPUTS",
+    "SESSION_MAX",
+    "SESSION_MIN",
     "ClientEvent",
     "ClientProtocol",
     "ClientState",
@@ -29,6 +31,7 @@ __all__ = [
     "ServerError",
     "ServerErrorReceived",
     "SubscriptionEnded",
+    "check_session",
 ]
 
 import enum
@@ -65,6 +68,24 @@ from ..subjects import validate_pattern, validate_subject
 RECENT_INPUTS = 256
 #: the largest frame a client accepts from its node (the node's own limit is lower)
 _MAX_FRAME_BYTES = 64 * 1024 * 1024
+#: bounds of a session key: the node ignores a shorter one; a longer one would exceed
+#: the smallest string limit a node may be configured with
+SESSION_MIN = 16
+SESSION_MAX = 256
+
+
+def check_session(session: object) -> str:
+    """``session`` if it is a usable session key, else :class:`ValueError` saying why."""
+    if not isinstance(session, str):
+        raise ValueError(f"a session key is a str, not {type(session).__name__}")
+    if not SESSION_MIN <= len(session) <= SESSION_MAX:
+        raise ValueError(
+            f"a session key has {SESSION_MIN} to {SESSION_MAX} characters (got {len(session)}):"
+            " the node ignores a shorter one, and a client without one is a new client"
+            " on every connect()"
+        )
+    return session
+
 
 # -- what a client hands its user ---------------------------------------------------------------
 
@@ -265,6 +286,12 @@ class ClientProtocol:
     :meth:`close`, connected or not; while there is no connection they wait for
     the next one.
 
+    ``session`` is the client's secret session key (:data:`SESSION_MIN` to
+    :data:`SESSION_MAX` characters, else :class:`ValueError`; default: a new random
+    one): the node derives the client's game identity from it, so a client that
+    presents it again, after a reconnect or a restart, is the same client and its
+    retried inputs are applied once.
+
     After a loss the next connection starts with a HELLO carrying the same
     :attr:`session` key, the subscriptions with their ids (and what is left of their
     ``max_msgs``), the last :data:`RECENT_INPUTS` game inputs (the entity's owner
@@ -301,8 +328,9 @@ class ClientProtocol:
         self.name = name
         self._token = token
         self._role = role
-        #: the secret this client's game identity is derived from (same on every reconnect)
-        self.session = session if session is not None else secrets.token_hex(16)
+        #: the secret this client's game identity is derived from (same on every
+        #: reconnect; pass it again after a restart to remain the same client)
+        self.session = check_session(session) if session is not None else secrets.token_hex(16)
         self._ping_interval = ping_interval
         self._max_pings_out = max_pings_out
         self._max_frame_bytes = max_frame_bytes

@@ -15,10 +15,11 @@ import trio
 
 import meshgate
 from meshgate import ErrorCode, Permissions, User
-from meshgate.client import ClientProtocol, ServerErrorReceived
+from meshgate.client import ClientProtocol, ServerErrorReceived, connect_with_stream
 from meshgate.protocol import PROTOCOL_VERSION, Decoder, Encoder, Error, Hello, Pong, Subscribe
 from meshgate.replicant import InMemoryReplicant
 from meshgate.spatial import Grid
+from meshgate.transports import connect_stream
 
 from .test_monitor import get
 
@@ -166,3 +167,72 @@ def test_the_protocol_forgets_a_refused_subscription() -> None:
     dec = Decoder()
     dec.feed(p.data_to_send())
     assert [f for f in dec if isinstance(f, Subscribe)] == [Subscribe(kept, "ship.>")]
+
+
+async def test_a_malformed_input_raises_at_the_next_flush_and_the_connection_stays() -> None:
+    """The game layer refuses an input it cannot read with MALFORMED and keeps the
+    connection: an error code that usually ends one, so the flush that proves the
+    connection survived raises it."""
+    with trio.fail_after(10):
+        async with meshgate.open_gateway(node(replicants=True)) as gw:
+            assert gw.client_url is not None
+            async with meshgate.connect(gw.client_url) as pilot:
+                await pilot.publish("$IN.ship1", b"not msgpack [seq, data]")
+                with pytest.raises(meshgate.ServerError) as refused:
+                    await pilot.flush()
+                assert refused.value.code == ErrorCode.MALFORMED
+                await pilot.flush()
+                assert not pilot.is_closed
+
+
+class Gated(trio.abc.Stream):
+    """A stream whose reader can be held (a client that stops reading for a while)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.gate = trio.Event()
+        self.gate.set()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        await self.gate.wait()
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_resync_notice_is_not_a_refusal() -> None:
+    """A client that fell behind is told (RESYNC, in ``errors``), but nothing it sent
+    was refused: its flush does not raise."""
+    limit = 64 * 1024
+    cfg = meshgate.GatewayConfig(
+        listen="memory://",
+        slow_consumer_policy="coalesce",
+        max_pending_bytes=limit,
+        max_payload=1024,
+    )
+    with trio.fail_after(20):
+        async with meshgate.open_gateway(cfg) as gw:
+            assert gw.client_url is not None
+            async with (
+                connect_stream(gw.client_url) as stream,
+                connect_with_stream(gated := Gated(stream)) as slow,
+                meshgate.connect(gw.client_url) as pub,
+            ):
+                await slow.add_subscription("ev.>")
+                await slow.flush()
+                gated.gate = trio.Event()  # the slow client stops reading
+                for _ in range(4 * limit // 1000):  # past what one read takes, and the lane
+                    await pub.publish("ev.boom", b"e" * 1000)
+                await pub.flush()
+                await trio.testing.wait_all_tasks_blocked()
+                gated.gate.set()
+                await slow.flush()  # does not raise
+                assert slow.resyncs == 1
+                assert [e.code for e in slow.errors] == [ErrorCode.RESYNC]

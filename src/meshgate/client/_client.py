@@ -78,7 +78,7 @@ class Subscription:
 
     If the node refuses the subscription (its permissions, a reserved ``$`` subject,
     or permissions narrowed by a reload), it is over: :meth:`receive`,
-    :meth:`receive_nowait` and iteration raise that :class:`PermissionDeniedError`
+    :meth:`receive_nowait` and iteration raise that :class:`~meshgate.PermissionDeniedError`
     (also :attr:`error`) once the buffer is drained, instead of waiting forever.
     """
 
@@ -121,7 +121,7 @@ class Subscription:
 
     async def receive(self) -> Message:
         """The next message; raises :class:`ConnectionClosedError` once closed and
-        drained, the node's :class:`PermissionDeniedError` once refused and drained."""
+        drained, the node's :class:`~meshgate.PermissionDeniedError` once refused and drained."""
         try:
             return await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
@@ -197,7 +197,7 @@ class Client:
         self._closed = False
         self._transport_error: BaseException | None = None
         #: the node's error frames that did not close the connection, newest last (at
-        #: most 100): refusals (:class:`PermissionDeniedError`) and resync notices
+        #: most 100): refusals (:class:`~meshgate.PermissionDeniedError`) and resync notices
         self.errors: deque[ServerError] = deque(maxlen=100)
         self._on_error = on_error
         # refusals not raised by a flush() yet, each with whether it claimed to be fatal
@@ -527,7 +527,7 @@ class Client:
         """A round trip: when this returns, the node has processed everything sent before.
 
         Raises the first refusal the node reported for what was sent before it (and
-        no earlier ``flush()`` raised): a :class:`PermissionDeniedError` for a denied
+        no earlier ``flush()`` raised): a :class:`~meshgate.PermissionDeniedError` for a denied
         publish, subscription, input or relay (every one is also in :attr:`errors`
         and given to ``on_error``); :class:`ConnectionClosedError` if the connection
         is closed for good."""
@@ -566,7 +566,12 @@ class Client:
 
         The client keeps its last inputs (:data:`RECENT_INPUTS`) and sends them again
         after a reconnect: its session key makes the owner apply each sequence number
-        once."""
+        once (also after a restart, with :func:`connect`'s ``session``).
+
+        Raises :class:`~meshgate.NoGameLayerError` at once if the node does not run the
+        game layer.  A ``relay`` subject that matches no ``speculative`` pattern is not
+        relayed (the input still goes to its owner): the next :meth:`flush` raises the
+        node's :class:`~meshgate.PermissionDeniedError`."""
         if self._closed:
             raise self._closed_error()
         await self._queued(self._proto.send_input(entity, seq, data, relay=relay))
@@ -582,7 +587,7 @@ class Client:
     async def request(self, subject: str, payload: bytes = b"") -> Message:
         """Publish with a unique reply subject and return the first reply.
 
-        Raises :class:`NoRespondersError` as soon as the node knows nobody can receive
+        Raises :class:`~meshgate.NoRespondersError` as soon as the node knows nobody can receive
         the request: no subscriber on the node or its cluster, and no remote cluster
         that might have one (see the NATS page, "No responders", for exactly when).
         Otherwise it waits for the first reply however long it takes: bound it with
@@ -724,7 +729,7 @@ async def connect(
     What only the node can judge (permissions, reserved ``$`` subjects, a relay
     subject that is not speculative) it refuses with an error frame and keeps the
     connection: the next :meth:`Client.flush` raises it (a
-    :class:`PermissionDeniedError` with the node's ``code`` and ``reason``), a
+    :class:`~meshgate.PermissionDeniedError` with the node's ``code`` and ``reason``), a
     refused subscription's :meth:`Subscription.receive` raises it, and
     ``on_error(error)``, if given, is called with every error frame as it arrives (in
     the client's reader task: it must not block); :attr:`Client.errors` keeps the last

@@ -7,6 +7,7 @@ changes nothing for anyone else.
 from __future__ import annotations
 
 import msgpack
+import pytest
 import trio
 
 import meshgate
@@ -120,12 +121,16 @@ async def test_players_cannot_touch_authority_or_side_step_deny_lists() -> None:
                     ("$SPEC.correct", ("a0/1", 0, b"x")),
                 ]:
                     await cheat.publish(subject, msgpack.packb(fields))
-                async with cheat.subscribe("$REP.west.in"):
-                    await cheat.flush()
+                async with cheat.subscribe("$REP.west.in") as spy:
+                    with pytest.raises(meshgate.PermissionDeniedError):
+                        await cheat.flush()
+                    with pytest.raises(meshgate.PermissionDeniedError):
+                        await spy.receive()  # refused, and over
                 # 4. the _GR_ envelope around a denied subject, and around $AUTH.claim
                 await cheat.publish("_GR_.A.a0.admin.kick", b"")
                 await cheat.publish("_GR_.A.a0.$AUTH.claim", msgpack.packb(("ship1", "x", 100)))
-                await cheat.flush()
+                with pytest.raises(meshgate.PermissionDeniedError):
+                    await cheat.flush()
                 await admin.flush()
                 codes = [e.code for e in cheat.errors]
                 assert codes.count(ErrorCode.PERMISSION_DENIED) == 5

@@ -69,7 +69,14 @@ def node(*items: Frame) -> bytes:
     return b"".join(ENC.encode(f) for f in items)
 
 
-NODE_HELLO = Hello(version=PROTOCOL_VERSION, role="node", name="n1", cluster="A", max_payload=64)
+NODE_HELLO = Hello(
+    version=PROTOCOL_VERSION,
+    role="node",
+    name="n1",
+    cluster="A",
+    max_payload=64,
+    features=("game",),  # it runs the game layer: inputs may be sent
+)
 
 
 def handshaken(**kw: object) -> ClientProtocol:
@@ -92,7 +99,12 @@ def test_the_handshake_is_hello_and_a_ping_and_completes_on_the_nodes_hello_and_
     assert p.state is ClientState.HANDSHAKING
     hello, ping = frames(p.data_to_send())
     assert hello == Hello(
-        version=PROTOCOL_VERSION, role="client", name="c", token="tok", session=SESSION
+        version=PROTOCOL_VERSION,
+        role="client",
+        name="c",
+        token="tok",
+        session=SESSION,
+        features=("no-responders",),  # tell me at once when nobody can receive a request
     )
     assert ping == Ping()
     assert p.receive_data(node(NODE_HELLO)) == []  # the node has not yet read our HELLO
@@ -355,7 +367,13 @@ def test_resume_sends_again_what_the_lost_connection_took_and_no_frame_twice() -
     assert p.reconnects == 1
     sent = frames(p.data_to_send())
     assert sent == [
-        Hello(version=PROTOCOL_VERSION, role="client", name="c", session=SESSION),
+        Hello(
+            version=PROTOCOL_VERSION,
+            role="client",
+            name="c",
+            session=SESSION,
+            features=("no-responders",),
+        ),
         Subscribe(a, "a"),
         Subscribe(b, "b"),
         Unsubscribe(b, 4),

@@ -51,7 +51,7 @@ frames: st.SearchStrategy[Frame] = st.one_of(
     st.builds(Message, count, name, oname, payload),
     st.just(Ping()),
     st.just(Pong()),
-    st.builds(Error, count, st.text(max_size=40)),
+    st.builds(Error, count, st.text(max_size=40), st.none() | count),
     st.builds(Info, name, names, names),
     st.builds(RouteSub, name, name, oname, count),
     st.builds(RouteUnsub, name, name, oname),

@@ -24,6 +24,8 @@ def test_example_runs(path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout.strip(), "an example should show what it did"
+    # a normal shutdown is quiet: no replicant or connection failure on the way out
+    assert b"Traceback" not in proc.stderr, proc.stderr.decode()
 
 
 def _pids(out: str) -> list[int]:

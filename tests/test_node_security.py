@@ -64,8 +64,14 @@ async def test_permissions_deny_with_error_and_connection_stays(listen: str) -> 
                 await r.publish("game.admin.kick", b"no")
                 await r.publish("chat", b"no")
                 await r.publish("game.1.pos", b"yes")
-                async with r.subscribe("game.>"):  # broader than allowed
-                    await r.flush()
+                async with r.subscribe("game.>") as broad:  # broader than allowed
+                    with pytest.raises(meshgate.PermissionDeniedError) as denied:
+                        await r.flush()  # raises the first refusal since the last flush
+                    assert "game.admin.kick" in denied.value.reason
+                    with pytest.raises(meshgate.PermissionDeniedError) as ended:
+                        await broad.receive()  # refused: over, not waiting forever
+                    assert ended.value.sid == broad.sid
+                    assert ended.value.code == ErrorCode.PERMISSION_DENIED
                 async with r.subscribe("game.1.pos") as allowed:
                     await r.flush()
                     await watcher.publish("game.1.pos", b"to-r")

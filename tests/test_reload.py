@@ -44,15 +44,17 @@ async def test_reconfigure_revokes_narrows_and_reports_what_needs_a_restart() ->
                     await alice.flush()
                 assert info.value.error is not None
                 assert info.value.error.code == meshgate.ErrorCode.AUTH_FAILED
-                await bob.flush()
+                with pytest.raises(meshgate.PermissionDeniedError) as narrowed:
+                    await bob.flush()
+                assert narrowed.value.sid == secrets.sid  # names the subscription it ended
                 assert [e.code for e in bob.errors] == [meshgate.ErrorCode.PERMISSION_DENIED]
                 async with meshgate.connect(gw.client_url, token=BOB.token) as pub:
                     await pub.publish("public.x", b"ok")
                     await pub.publish("secret.x", b"no longer yours")
                     await pub.flush()
                 assert (await public.receive()).payload == b"ok"
-                with pytest.raises(trio.WouldBlock):
-                    secrets.receive_nowait()
+                with pytest.raises(meshgate.PermissionDeniedError):
+                    secrets.receive_nowait()  # over: the node ended it
                 with pytest.raises(meshgate.ConnectionClosedError):
                     async with meshgate.connect(gw.client_url, token=ALICE.token):
                         pass

@@ -84,10 +84,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "_node/_fanout.py",
         "        index = self.graph.index(account)\n"
         "        m = index.match(subject) if index is not None else None\n"
-        "        self.results(m, acct, account, subject, reply, payload, None, FROM_GATEWAY",
+        "        n = self.results(m, acct, account, subject, reply, payload, None, FROM_GATEWAY",
         '        index = self.graph.index("$G")\n'
         "        m = index.match(subject) if index is not None else None\n"
-        "        self.results(m, acct, account, subject, reply, payload, None, FROM_GATEWAY",
+        "        n = self.results(m, acct, account, subject, reply, payload, None, FROM_GATEWAY",
     ),
     Mutant(
         "queue-group-served-twice",

@@ -42,7 +42,10 @@ from ._version import __version__ as __version__
 from .client import Client as Client
 from .client import ConnectionClosedError as ConnectionClosedError
 from .client import Message as Message
+from .client import NoGameLayerError as NoGameLayerError
+from .client import NoRespondersError as NoRespondersError
 from .client import PayloadTooLargeError as PayloadTooLargeError
+from .client import PermissionDeniedError as PermissionDeniedError
 from .client import ServerError as ServerError
 from .client import Subscription as Subscription
 from .client import connect as connect
@@ -71,7 +74,10 @@ __all__ = [
     "Gateway",
     "GatewayConfig",
     "Message",
+    "NoGameLayerError",
+    "NoRespondersError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "Permissions",
     "ReplicantAdapter",
     "ReplicantLink",

@@ -69,6 +69,9 @@ class GameInfo:
     inputs_dropped_client_left: int
     #: the last malformed authority and speculation messages, for diagnosis
     errors: tuple[str, ...]
+    #: inputs sent with a relay subject no ``speculative`` pattern matches: applied by
+    #: their owner, not relayed; the client got PERMISSION_DENIED
+    relays_refused: int = 0
 
 
 class GameLayer:
@@ -88,6 +91,8 @@ class GameLayer:
         self._asked: dict[tuple[str, str], None] = {}  # entities whose owner was asked for
         self._attached: dict[str, int] = {}  # session identity -> local connection id
         self.provisional_evicted = 0
+        #: inputs whose relay subject matched no ``speculative`` pattern (not relayed)
+        self.relays_refused = 0
         for account in accounts:
             control = r.control_account(account)
             host.subscribe_internal(control, r.AUTH_PATTERN, partial(self._authority, account))
@@ -146,6 +151,16 @@ class GameLayer:
             if len(self._attached) > SPECULATIVE_MAX:
                 del self._attached[next(iter(self._attached))]
         speculative = relay is not None and any(match(p, relay) for p in self.config.speculative)
+        if relay is not None and not speculative:
+            # the input still goes to its owner; the relay the client asked for does not
+            # happen, and the client is told why
+            self.relays_refused += 1
+            self.host.error(
+                conn,
+                ErrorCode.PERMISSION_DENIED,
+                f'relay to "{relay}" denied: not a speculative subject'
+                " (GatewayConfig.speculative); the input goes to its owner unrelayed",
+            )
         if speculative:
             mine = self._speculative.setdefault(client, {})
             mine[seq] = None
@@ -355,6 +370,7 @@ class GameLayer:
             inputs_stale=stale,
             inputs_dropped_client_left=left,
             errors=tuple(self.errors),
+            relays_refused=self.relays_refused,
         )
 
 

@@ -153,6 +153,7 @@ def escape_label(value: str) -> str:
 def _varz(gw: Observable) -> dict[str, Any]:
     v = gw.varz()
     st = v.statistics
+    game = gw.game()
     host, _, port = (v.client_url or "").rpartition("://")[2].rpartition(":")
     return {
         "server_id": f"meshgate-{v.server_name}",
@@ -196,6 +197,8 @@ def _varz(gw: Observable) -> dict[str, Any]:
         "protocol_errors": st.protocol_errors,
         "auth_failures": st.auth_failures,
         "permission_violations": st.permission_violations,
+        # game inputs whose relay subject is not speculative (the game layer's count)
+        "relays_refused": game.relays_refused if game is not None else 0,
         "interest_mode": v.interest_mode,
         "interest_only_threshold": v.interest_only_threshold,
         "accounts": v.accounts,

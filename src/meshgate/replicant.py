@@ -39,13 +39,14 @@ import contextlib
 import logging
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import NamedTuple
 
 import msgpack
 import trio
 
+from ._errors import ErrorCode
 from ._nursery import open_unwrapping_nursery
 from ._reserved import (
     AUTH_ACK,
@@ -111,7 +112,10 @@ class AttachedReplicant:
     async def run(self) -> None:
         """Run the adapter over a new link until it returns, fails or is stopped.  An
         exception in the adapter ends its link (the node announces the owner lost) and
-        is kept in :attr:`error`; it never propagates into the node."""
+        is kept in :attr:`error`; it never propagates into the node.  A link the node
+        closed because it is shutting down ends the adapter quietly (an INFO log line,
+        no :attr:`error`): the node stops its replicants first, so this happens only
+        to an adapter that outlived the stop's grace period."""
         try:
             with self._scope:
                 async with (
@@ -119,6 +123,12 @@ class AttachedReplicant:
                     open_replicant_link(client, self.name) as link,
                 ):
                     await self._adapter.run(link)
+        except ConnectionClosedError as exc:
+            if exc.error is not None and exc.error.code == ErrorCode.SHUTTING_DOWN:
+                log.info("replicant %s stopped: the node is shutting down", self.name)
+            else:
+                self.error = exc
+                log.exception("replicant %s failed", self.name)
         except Exception as exc:
             self.error = exc
             log.exception("replicant %s failed", self.name)
@@ -131,7 +141,9 @@ class AttachedReplicant:
         return not self._stopped.is_set()
 
     def stop(self) -> None:
-        """Stop the adapter (its link closes; the node announces the owner lost)."""
+        """Stop the adapter (its link closes; the node announces the owner lost).  The
+        node calls it for every attached replicant when it shuts down, before it closes
+        any connection."""
         self._scope.cancel()
 
     async def wait_stopped(self) -> None:
@@ -158,6 +170,8 @@ class ReplicantLink:
         #: times the interest deltas overflowed and were replaced by a full re-sync
         self.interest_resyncs = 0
         self._closed = False
+        #: how the connection ended, as the client reported it (None: not yet, or no reason)
+        self._close_error: ConnectionClosedError | None = None
         self._lost_send, self._lost = trio.open_memory_channel[str](1024)
 
     # -- authority --------------------------------------------------------------------------
@@ -195,7 +209,7 @@ class ReplicantLink:
         :class:`~meshgate.ConnectionClosedError` once the link's connection is gone."""
         while not self._inputs:
             if self._closed:
-                raise ConnectionClosedError("the replicant link's connection is closed")
+                raise self._closed_error()
             await self._input_waiters.park()
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._inputs:  # taken by receive_input_nowait meanwhile
@@ -214,7 +228,7 @@ class ReplicantLink:
         try:
             return await self._deltas.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise ConnectionClosedError("the replicant link's connection is closed") from None
+            raise self._closed_error() from None
 
     async def owner_lost(self) -> str:
         """The name of the next replicant whose connection went away (its entities have
@@ -223,10 +237,17 @@ class ReplicantLink:
         try:
             return await self._lost.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise ConnectionClosedError("the replicant link's connection is closed") from None
+            raise self._closed_error() from None
+
+    def _closed_error(self) -> ConnectionClosedError:
+        """The link's connection is gone: why, with the node's error if it gave one."""
+        cause = self._close_error
+        if cause is None:
+            return ConnectionClosedError("the replicant link's connection is closed")
+        return ConnectionClosedError(f"the replicant link's {cause}", cause.error)
 
     async def _pump_lost(self, sub: Subscription) -> None:
-        with contextlib.suppress(ConnectionClosedError):
+        with self._ends_link():
             async for m in sub:
                 try:
                     (name,) = msgpack.unpackb(m.payload, use_list=False)
@@ -241,7 +262,7 @@ class ReplicantLink:
         try:
             return self._deltas.receive_nowait()
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise ConnectionClosedError("the replicant link's connection is closed") from None
+            raise self._closed_error() from None
 
     def _emit(self, delta: InterestDelta) -> None:
         try:
@@ -290,8 +311,17 @@ class ReplicantLink:
             self._deltas_send.close()
             self._lost_send.close()
 
+    @contextlib.contextmanager
+    def _ends_link(self) -> Iterator[None]:
+        """A pump ends with the connection: the link keeps the reason."""
+        try:
+            yield
+        except ConnectionClosedError as exc:
+            if self._close_error is None:
+                self._close_error = exc
+
     async def _pump_inputs(self, sub: Subscription) -> None:
-        with contextlib.suppress(ConnectionClosedError):  # the link ends with it
+        with self._ends_link():
             await self._pump_inputs_from(sub)
 
     async def _pump_inputs_from(self, sub: Subscription) -> None:
@@ -309,7 +339,7 @@ class ReplicantLink:
             self._input_waiters.unpark_all()
 
     async def _pump_interest(self, sub: Subscription, added: bool) -> None:
-        with contextlib.suppress(ConnectionClosedError):  # the link ends with it
+        with self._ends_link():
             await self._pump_interest_from(sub, added)
 
     async def _pump_interest_from(self, sub: Subscription, added: bool) -> None:

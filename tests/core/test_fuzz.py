@@ -132,7 +132,9 @@ FRAMES: dict[Opcode, st.SearchStrategy[Frame]] = dict(
             st.builds(Message, sid, subject, st.none() | subject, payload),
             st.just(Ping()),
             st.just(Pong()),
-            st.builds(Error, st.integers(0, 20), st.text(max_size=10)),
+            st.builds(
+                Error, st.integers(0, 20), st.text(max_size=10), st.none() | st.integers(0, 9)
+            ),
             st.builds(
                 Info,
                 st.sampled_from(["A", "B", "Z"]),

@@ -100,7 +100,10 @@ class ClientPort:
         #: the HELLO every client gets first; with users configured it names neither the
         #: node nor its cluster (nothing for an unauthenticated caller to use)
         self.node_hello = outbox.hello_frame(
-            Role.NODE, max_payload=cfg.max_payload, reveal=not cfg.users
+            Role.NODE,
+            features=("game",) if cfg.replicants else (),  # inputs have owners to go to
+            max_payload=cfg.max_payload,
+            reveal=not cfg.users,
         )
 
     def account(self, name: str) -> Account:
@@ -162,6 +165,7 @@ class ClientPort:
         conn.name = hello.name
         if hello.session is not None and len(hello.session) >= 16:
             conn.session = session_identity(account, hello.session)
+        conn.no_responders = "no-responders" in hello.features
         conn.role = Role(hello.role)
         conn.state = ConnState.OPEN
 
@@ -226,7 +230,9 @@ class ClientPort:
                 for sub in list(conn.subs.values()):
                     if sub.pattern[0] != "$" and not sub_permitted(conn.sub_perm, sub.pattern):
                         self.remove_sub(sub)
-                        out.deny(conn, f"subscription to {sub.pattern!r} no longer permitted")
+                        out.deny(
+                            conn, f"subscription to {sub.pattern!r} no longer permitted", sub.sid
+                        )
 
     def _is_local_replicant(self, hello: Hello) -> bool:
         local = self.local_replicant_token
@@ -308,11 +314,11 @@ class ClientPort:
             # the game layer's control subjects: only where it says, in its namespace
             target = layer.dollar_account(conn, account, pattern)
             if target is None:
-                out.deny(conn, f"subscribe to {pattern!r} denied: reserved subject")
+                out.deny(conn, f"subscribe to {pattern!r} denied: reserved subject", sid)
                 return
             account = target
         if conn.sub_perm is not None and not sub_permitted(conn.sub_perm, pattern):
-            out.deny(conn, f"subscribe to {pattern!r} denied")
+            out.deny(conn, f"subscribe to {pattern!r} denied", sid)
             return
         prefix = out.encoder.message_prefix(sid)
         sub = LocalSubscription(conn, account, sid, pattern, queue, prefix)

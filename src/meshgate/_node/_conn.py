@@ -52,7 +52,16 @@ from .._errors import ErrorCode
 from .._reserved import NOTICE_SID
 from ..config import Permissions, User
 from ..interest import InboundInterest, OutboundInterest
-from ..protocol import LEGAL_RECEIVE, ConnectionKind, Decoder, Encoder, Message, Opcode, Role
+from ..protocol import (
+    LEGAL_RECEIVE,
+    ConnectionKind,
+    Decoder,
+    Encoder,
+    Headered,
+    Message,
+    Opcode,
+    Role,
+)
 from ._natstext import NOTICE_SUBJECT, PING, PONG, error_line
 
 if TYPE_CHECKING:
@@ -207,6 +216,7 @@ class ClientConnection(Connection):
         "keyed",
         "keyed_bytes",
         "nats",
+        "no_responders",
         "perm_cache",
         "pub_perm",
         "resync_streak",
@@ -229,6 +239,9 @@ class ClientConnection(Connection):
         self.user: User | None = None
         #: its game identity derived from the HELLO's session key (None without one)
         self.session: str | None = None
+        #: it asked (HELLO feature ``no-responders``) to be told at once when nobody can
+        #: receive its request (a NATS client's own option is in its NATS state)
+        self.no_responders = False
         self.pub_perm: Permissions | None = None
         self.sub_perm: Permissions | None = None
         self.perm_cache: dict[str, bool] = {}
@@ -315,7 +328,8 @@ class NatsClientConnection(ClientConnection):
         self, encoder: Encoder, sid: int, subject: str, reply: str | None, data: bytes
     ) -> bytes | None:
         """A notice goes to the client's ``$MG.notice`` subscription (sid 0) or to one of
-        its own subscriptions, as a NATS ``MSG``."""
+        its own subscriptions, as a NATS ``MSG`` (``HMSG`` for data with headers, if the
+        client said ``headers: true``)."""
         st = self.nats
         if sid == NOTICE_SID:
             nsid = st.notice_sid
@@ -325,6 +339,17 @@ class NatsClientConnection(ClientConnection):
         if nsid is None:
             return None
         rb = b" " + reply.encode() if reply is not None else b""
+        if type(data) is Headered and st.headers:  # a status (no responders) or headers
+            hdrs = data.headers
+            return b"HMSG %s %s%s %d %d\r\n%s%s\r\n" % (
+                (subject or NOTICE_SUBJECT).encode(),
+                nsid,
+                rb,
+                len(hdrs),
+                len(hdrs) + len(data),
+                hdrs,
+                data,
+            )
         return b"MSG %s %s%s %d\r\n%s\r\n" % (
             (subject or NOTICE_SUBJECT).encode(),
             nsid,

@@ -39,10 +39,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .._errors import ErrorCode
-from .._reserved import GR_PREFIX, PROV_PREFIX, parse_routed_reply, routed_reply
+from .._reserved import (
+    GR_PREFIX,
+    INPUT_PREFIX,
+    PROV_PREFIX,
+    parse_routed_reply,
+    routed_reply,
+)
 from ..config import GatewayConfig, Permissions
 from ..interest import InterestGraph
-from ..protocol import Opcode
+from ..protocol import Headered, Opcode
 from ..subjects import is_valid_subject, match
 from ._backbone import hub_message
 from ._conn import (
@@ -70,6 +76,8 @@ _GMSG = Opcode.GMSG
 
 
 _INBOX = "_INBOX."
+#: the no-responders answer: an empty message with a 503 status (nats-server's)
+_NO_RESPONDERS = Headered(b"", b"NATS/1.0 503\r\n\r\n")
 _OPEN = ConnState.OPEN
 
 #: where a message entered the node (the one-hop rule depends on it)
@@ -137,6 +145,9 @@ class FanOut:
         self.payload_out = 0
         #: messages on ``$`` subjects (the game layer's control traffic) sent to gateways
         self.gateway_control_msgs = 0
+        # the ``queues`` of a gateway copy that names no group: None, or () while a
+        # request that asks the remote cluster to answer no-responders is sent
+        self._gateway_queues: tuple[str, ...] | None = None
         self.reconfigure(settings.config)
 
     def reconfigure(self, config: GatewayConfig) -> None:
@@ -239,16 +250,39 @@ class FanOut:
         acct.messages_in += 1
         self.messages_in += 1
         self.payload_in += size
-        if (
-            (subject[0] == "$" or (reply is not None and reply[0] == "$"))
-            and self.layer is not None
-            and self.layer.on_dollar_publish(conn, acct.name, subject, reply, payload)
-        ):
-            return
-        self.inject(acct, subject, reply, payload, key)
+        if subject[0] == "$" or (reply is not None and reply[0] == "$"):
+            layer = self.layer
+            if layer is not None:
+                if layer.on_dollar_publish(conn, acct.name, subject, reply, payload):
+                    return
+            elif subject.startswith(INPUT_PREFIX):  # an input with no owner to go to
+                self.outbox.deny(
+                    conn, f"publish to {subject!r} denied: inputs need a node with replicants=True"
+                )
+                return
+        self.inject(
+            acct, subject, reply, payload, key, conn if reply and conn.no_responders else None
+        )
+
+    def _no_responders(self, conn: ClientConnection, reply: str) -> None:
+        """Nobody can receive a request from ``conn``, which asked to be told (a HELLO
+        feature or NATS ``no_responders``): a 503 status message on its reply subject,
+        to its own subscription, at once (as nats-server answers NATS clients)."""
+        for sub in conn.subs.values():
+            if sub.queue is None and match(sub.pattern, reply):
+                frame = conn.notice_bytes(self.encoder, sub.sid, reply, None, _NO_RESPONDERS)
+                if frame is not None:
+                    self.outbox.append(conn, frame)
+                return
 
     def inject(
-        self, acct: Account, subject: str, reply: str | None, payload: bytes, key: str | None
+        self,
+        acct: Account,
+        subject: str,
+        reply: str | None,
+        payload: bytes,
+        key: str | None,
+        requester: ClientConnection | None = None,
     ) -> None:
         """Route a message entering this node from a client (after :meth:`publish`'s
         checks) or from the node itself."""
@@ -261,6 +295,21 @@ class FanOut:
             return
         index = self.graph.index(account)
         m = index.match(subject) if index is not None else None
+        if requester is not None and reply is not None and (m is None or not (m.plain or m.queues)):
+            # a request that asked to hear of no responders, and nobody in this cluster
+            remote = self._remote_wanting(account, subject)
+            if not remote:
+                self._no_responders(requester, reply)  # nobody anywhere: say so now
+                return
+            if remote == 1:
+                # its one copy goes to one remote cluster, which answers no-responders
+                # itself if nobody there receives it (an empty ``queues`` asks it to)
+                self._gateway_queues = ()
+                try:
+                    self.results(m, acct, account, subject, reply, payload, key, FROM_CLIENT, None)
+                finally:
+                    self._gateway_queues = None
+                return
         self.results(m, acct, account, subject, reply, payload, key, FROM_CLIENT, None)
 
     def route_message(
@@ -313,7 +362,11 @@ class FanOut:
             return
         index = self.graph.index(account)
         m = index.match(subject) if index is not None else None
-        self.results(m, acct, account, subject, reply, payload, None, FROM_GATEWAY, queues)
+        n = self.results(m, acct, account, subject, reply, payload, None, FROM_GATEWAY, queues)
+        if not n and queues == () and reply is not None and account in self.settings.known_accounts:
+            # the request's only copy, from a requester that asked to hear of no
+            # responders, and nobody in this cluster got it: answer on its routed reply
+            self._reply_routed(account, reply, None, _NO_RESPONDERS)
         if (m is None or not m.plain) and account in self.settings.known_accounts:
             ii = conn.in_interest
             assert ii is not None
@@ -404,13 +457,22 @@ class FanOut:
             m = index.match(subject)
             if m.plain or m.queues:
                 return True
+        return self._remote_wanting(account, subject) > 0
+
+    def _remote_wanting(self, account: str, subject: str) -> int:
+        """How many remote clusters (0, 1, or 2 for more) might have a subscriber for
+        ``subject``: their gateway has not said they have none (optimistic), or has
+        said they have one (interest-only, queue groups)."""
+        n = 0
         for c in self._gw_order:
             oi = c.out_interest
             if oi is not None and (
                 oi.should_forward(account, subject) or oi.queue_groups(account, subject)
             ):
-                return True
-        return False
+                n += 1
+                if n == 2:
+                    break
+        return n
 
     def _pick(self, members: Sequence[_Entry]) -> _Entry:
         """One queue member, round robin weighted by each entry's member count."""
@@ -506,7 +568,8 @@ class FanOut:
                     cfg = self.settings.config
                     reply = routed_reply(cfg.cluster, cfg.name, reply)
                 tail = enc.relay_tail(account, subject, reply, payload)
-            self._to_gateway(c, enc.relay_prefix(_GMSG, tuple(groups) if groups else None), tail)
+            queues = tuple(groups) if groups else self._gateway_queues
+            self._to_gateway(c, enc.relay_prefix(_GMSG, queues), tail)
             c.payload_out += len(payload)
             n += 1
             if subject[0] == "$":

@@ -44,7 +44,6 @@ from .._reserved import INPUT_PREFIX
 from .._version import __version__
 from ..protocol import PROTOCOL_VERSION, Headered, Hello, Role
 from ..protocol.nats import NatsParser, NatsProtocolError, parse_headers
-from ..subjects import match
 from ._bus import Bus, Directory
 from ._clients import ClientPort, session_identity
 from ._conn import ConnState, NatsClientConnection
@@ -55,7 +54,6 @@ if TYPE_CHECKING:
     from ._fanout import FanOut
 
 _OK = b"+OK\r\n"
-_NO_RESPONDERS = b"NATS/1.0 503\r\n\r\n"
 
 
 class NatsState:
@@ -186,10 +184,7 @@ class NatsPort:
             if conn.state is ConnState.OPEN and not st.verbose and st.echo:
                 # the hot path: a run of plain PUBs, parsed in one call
                 for subject, reply, payload in parser.pubs():
-                    if reply is not None and st.no_responders:
-                        self._publish(conn, st, subject, reply, None, payload)
-                    else:
-                        publish(conn, subject, reply, payload, None)
+                    publish(conn, subject, reply, payload, None)
                     if conn.state >= ConnState.CLOSING:
                         return
             try:
@@ -215,7 +210,7 @@ class NatsPort:
             if name == "PUB":
                 if st.verbose:
                     out.append(conn, _OK)  # as nats-server: before the message is routed
-                if op[3] is None and st.echo and (op[2] is None or not st.no_responders):
+                if op[3] is None and st.echo:
                     publish(conn, op[1], op[2], op[4], None)  # the common case, directly
                 else:
                     self._publish(conn, st, op[1], op[2], op[3], op[4])
@@ -256,6 +251,8 @@ class NatsPort:
         st.verbose = opts.get("verbose") is True
         st.headers = opts.get("headers") is True
         st.no_responders = st.headers and opts.get("no_responders") is True
+        # answered by the fan-out, as for meshgate's clients (see FanOut.publish)
+        conn.no_responders = st.no_responders
         lang, version = opts.get("lang"), opts.get("version")
         st.lang = lang[:32] if isinstance(lang, str) else ""
         st.version = version[:32] if isinstance(version, str) else ""
@@ -268,6 +265,7 @@ class NatsPort:
             role=Role.CLIENT,
             name=name if isinstance(name, str) and name else "nats",
             token=token if isinstance(token, str) else None,
+            features=("no-responders",) if st.no_responders else (),
         )
         self.clients.hello(conn, hello)
         cfg = self.settings.config
@@ -331,9 +329,6 @@ class NatsPort:
                 body = msgpack.packb((n, payload) if not relay else (n, payload, relay[0]))
             else:
                 body = Headered(payload, headers)
-        if st.no_responders and reply is not None and not fanout.has_interest(conn, subject):
-            self._no_responders(conn, reply)
-            return
         if st.echo:
             fanout.publish(conn, subject, reply, body, None)
             return
@@ -342,19 +337,6 @@ class NatsPort:
             fanout.publish(conn, subject, reply, body, None)
         finally:
             fanout.delivery.origin = None
-
-    def _no_responders(self, conn: NatsClientConnection, reply: str) -> None:
-        """Nobody anywhere is subscribed to a request's subject: answer at once with a
-        503 status on the request's reply subject (as nats-server does)."""
-        n = len(_NO_RESPONDERS)
-        for sub in conn.subs.values():
-            if sub.queue is None and match(sub.pattern, reply):
-                self.outbox.append(
-                    conn,
-                    b"HMSG %s %s %d %d\r\n%s\r\n"
-                    % (reply.encode(), sub.prefix, n, n, _NO_RESPONDERS),
-                )
-                return
 
 
 class NatsRender:

@@ -121,17 +121,19 @@ class Outbox:
 
     # -- errors and closing -------------------------------------------------------------------
 
-    def error(self, conn: Connection, code: ErrorCode, reason: str) -> None:
-        """Send an error frame; the connection stays open."""
+    def error(self, conn: Connection, code: ErrorCode, reason: str, sid: int | None = None) -> None:
+        """Send an error frame (about the client's subscription ``sid``, if given); the
+        connection stays open."""
         text = conn.error_bytes(code, reason)
         self.append(
-            conn, text if text is not None else self.encoder.encode(Error(int(code), reason))
+            conn, text if text is not None else self.encoder.encode(Error(int(code), reason, sid))
         )
 
-    def deny(self, conn: Connection, reason: str) -> None:
-        """A permission violation: counted, an error frame, the connection stays open."""
+    def deny(self, conn: Connection, reason: str, sid: int | None = None) -> None:
+        """A permission violation (of the subscription ``sid``, if given): counted, an
+        error frame, the connection stays open."""
         self.permission_violations += 1
-        self.error(conn, ErrorCode.PERMISSION_DENIED, reason)
+        self.error(conn, ErrorCode.PERMISSION_DENIED, reason, sid)
 
     def fail(self, conn: Connection, code: ErrorCode, reason: str, *, count: bool = True) -> None:
         """Send an error frame and close the connection once it is flushed (counted as a

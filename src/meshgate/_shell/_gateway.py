@@ -101,6 +101,8 @@ class Gateway:
         self._nursery: trio.Nursery | None = None
         self._drained = trio.Event()
         self._stopping = False
+        # in-process replicants: stopped before the node closes their links (aclose)
+        self._replicants: list[AttachedReplicant] = []
         #: the client listener's bound URL, or None
         self.client_url: str | None = None
         #: the route listener's bound URL (clusters are not configured yet: None)
@@ -413,6 +415,8 @@ class Gateway:
             adapter,
             partial(self.connect_local, name=adapter.name, token=token, role=Role.REPLICANT),
         )
+        self._replicants = [h for h in self._replicants if h.running]
+        self._replicants.append(handle)
         self._nursery.start_soon(handle.run)
         return handle
 
@@ -447,7 +451,16 @@ class Gateway:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop: every connection gets a shutting-down error, is flushed briefly, then closed."""
+        """Stop: attached replicants stop first (their owners are announced lost while
+        routes and gateways are up); then every connection gets a shutting-down error,
+        is flushed briefly, and closed."""
+        if self._replicants:
+            for h in self._replicants:
+                h.stop()
+            with trio.move_on_after(CLOSE_GRACE):
+                for h in self._replicants:
+                    await h.wait_stopped()
+            self._replicants = []
         self._stopping = True
         self._dialers.stop()
         self._core.shutdown()

@@ -26,8 +26,11 @@ from ._protocol import ConnectionClosedError as ConnectionClosedError
 from ._protocol import ConnectionLost as ConnectionLost
 from ._protocol import Message as Message
 from ._protocol import MessageReceived as MessageReceived
+from ._protocol import NoGameLayerError as NoGameLayerError
+from ._protocol import NoRespondersError as NoRespondersError
 from ._protocol import NoticeReceived as NoticeReceived
 from ._protocol import PayloadTooLargeError as PayloadTooLargeError
+from ._protocol import PermissionDeniedError as PermissionDeniedError
 from ._protocol import PongReceived as PongReceived
 from ._protocol import Resumed as Resumed
 from ._protocol import ServerError as ServerError
@@ -47,8 +50,11 @@ __all__ = [
     "ConnectionLost",
     "Message",
     "MessageReceived",
+    "NoGameLayerError",
+    "NoRespondersError",
     "NoticeReceived",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "PongReceived",
     "Resumed",
     "ServerError",

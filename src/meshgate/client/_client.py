@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import trio
 
-from .._errors import MeshgateError
+from .._errors import ErrorCode, MeshgateError
 from .._nursery import open_unwrapping_nursery
 from ..protocol import Role
 from ..transports import connect_stream, get_transport
@@ -38,11 +38,13 @@ from ._protocol import (
     ConnectionClosedError,
     ConnectionLost,
     Message,
+    NoRespondersError,
     NoticeReceived,
     PongReceived,
     ServerError,
     ServerErrorReceived,
     SubscriptionEnded,
+    check_session,
 )
 
 #: Messages a subscription buffers before it drops new ones (see :class:`Subscription`).
@@ -73,6 +75,11 @@ class Subscription:
     :attr:`dropped` (the node and other subscriptions are unaffected).
     With ``on_message``, each message is handed to that callback (in the client's
     reader task; it must not block) instead of the buffer.
+
+    If the node refuses the subscription (its permissions, a reserved ``$`` subject,
+    or permissions narrowed by a reload), it is over: :meth:`receive`,
+    :meth:`receive_nowait` and iteration raise that :class:`~meshgate.PermissionDeniedError`
+    (also :attr:`error`) once the buffer is drained, instead of waiting forever.
     """
 
     def __init__(
@@ -94,6 +101,8 @@ class Subscription:
         self.dropped = 0
         self._active = True
         self._lost = False  # the client gave up its connection (not an unsubscribe)
+        #: the node's refusal of this subscription (then it is over), else None
+        self.error: ServerError | None = None
 
     def _finish(self) -> None:
         if self._active:
@@ -101,19 +110,30 @@ class Subscription:
             self._client._subs.pop(self.sid, None)
             self._send.close()
 
+    def _refused(self, error: ServerError) -> None:
+        """The node refused this subscription: it is over, and says why."""
+        self.error = error
+        self._finish()
+
+    def _ended(self) -> MeshgateError:
+        """What receiving from a finished subscription raises."""
+        return self.error if self.error is not None else self._client._closed_error()
+
     async def receive(self) -> Message:
-        """The next message; raises :class:`ConnectionClosedError` once closed and drained."""
+        """The next message; raises :class:`ConnectionClosedError` once closed and
+        drained, the node's :class:`~meshgate.PermissionDeniedError` once refused and drained."""
         try:
             return await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise self._client._closed_error() from None
+            raise self._ended() from None
 
     def receive_nowait(self) -> Message:
-        """The next message if one is buffered, else raise :class:`trio.WouldBlock`."""
+        """The next message if one is buffered, else raise :class:`trio.WouldBlock`
+        (or the error that ended the subscription, as :meth:`receive`)."""
         try:
             return self._receive.receive_nowait()
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise self._client._closed_error() from None
+            raise self._ended() from None
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self._iterate()
@@ -123,8 +143,8 @@ class Subscription:
             try:
                 yield await self._receive.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
-                if self._lost:  # the connection failed for good: say so, do not just end
-                    raise self._client._closed_error() from None
+                if self._lost or self.error is not None:  # failed or refused: say so
+                    raise self._ended() from None
                 return
 
     async def unsubscribe(self, max_msgs: int | None = None) -> None:
@@ -151,6 +171,7 @@ class Client:
         ping_interval: float | None = None,
         max_pings_out: int = 2,
         session: str | None = None,
+        on_error: Callable[[ServerError], None] | None = None,
     ) -> None:
         self._proto = ClientProtocol(
             name=name,
@@ -175,8 +196,13 @@ class Client:
         self._flushes: dict[int, trio.Event] = {}  # ping id -> its flush() waiting
         self._closed = False
         self._transport_error: BaseException | None = None
-        #: error frames that did not close the connection (e.g. permission denied)
+        #: the node's error frames that did not close the connection, newest last (at
+        #: most 100): refusals (:class:`~meshgate.PermissionDeniedError`) and resync notices
         self.errors: deque[ServerError] = deque(maxlen=100)
+        self._on_error = on_error
+        # refusals not raised by a flush() yet, each with whether it claimed to be fatal
+        self._unraised: list[tuple[ServerError, bool]] = []
+        self._refusals: dict[int, ServerError] = {}  # ping id -> what its flush() raises
         self._inbox_prefix = f"_INBOX.{os.urandom(8).hex()}"
         self._inbox_sub: Subscription | None = None
         self._requests: dict[str, trio.MemorySendChannel[Message]] = {}
@@ -190,6 +216,12 @@ class Client:
     def name(self) -> str:
         """The client's name (in its HELLO)."""
         return self._proto.name
+
+    @property
+    def session(self) -> str:
+        """The client's secret session key: keep it (privately) and pass it to
+        :func:`connect` again after a restart to remain the same client."""
+        return self._proto.session
 
     @property
     def reconnects(self) -> int:
@@ -309,6 +341,9 @@ class Client:
         if type(event) is PongReceived:
             waiter = self._flushes.pop(event.ping_id, None)
             if waiter is not None:
+                if self._unraised:  # refused before this PING: its flush() raises it
+                    self._refusals[event.ping_id] = self._unraised[0][0]
+                    self._unraised.clear()
                 waiter.set()
         elif type(event) is NoticeReceived:  # the node's notices: speculation answers
             try:
@@ -320,8 +355,18 @@ class Client:
             if sub is not None:
                 sub._finish()
         elif type(event) is ServerErrorReceived:
+            error = event.error
+            if error.sid is not None:
+                sub = self._subs.get(error.sid)
+                if sub is not None:
+                    sub._refused(error)
             if not event.fatal:  # a fatal one is the protocol's error: the loss reports it
-                self.errors.append(event.error)
+                self.errors.append(error)
+            if error.code != ErrorCode.RESYNC:  # a notice, not a refusal of the caller's
+                self._unraised.append((error, event.fatal))
+                del self._unraised[:-100]
+            if self._on_error is not None:
+                self._on_error(error)
         elif type(event) is Connected:
             self._connected.set()
 
@@ -353,6 +398,8 @@ class Client:
             nursery.start_soon(self._reader)
             nursery.start_soon(self._pinger)
         self._proto.connection_lost()
+        # what ended the connection is the loss's reason, not a refusal to raise later
+        self._unraised = [(e, fatal) for e, fatal in self._unraised if not fatal]
 
     async def _supervise(self) -> None:
         """Serve the connection; when it is lost, reconnect (if allowed) and resume."""
@@ -477,14 +524,32 @@ class Client:
         return sub
 
     async def flush(self) -> None:
-        """A round trip: when this returns, the node has processed everything sent before."""
+        """A round trip: when this returns, the node has processed everything sent before.
+
+        Raises the first refusal the node reported for what was sent before it (and
+        no earlier ``flush()`` raised): a :class:`~meshgate.PermissionDeniedError` for a denied
+        publish, subscription, input or relay (every one is also in :attr:`errors`
+        and given to ``on_error``); :class:`ConnectionClosedError` if the connection
+        is closed for good."""
         if self._closed:
             raise self._closed_error()
-        waiter = self._flushes[self._proto.ping()] = trio.Event()
-        await self._queued(self._proto.pending_bytes)
-        await waiter.wait()
+        ping_id = self._proto.ping()
+        waiter = self._flushes[ping_id] = trio.Event()
+        try:
+            await self._queued(self._proto.pending_bytes)
+            await waiter.wait()
+        except BaseException:
+            # cancelled: a later flush() raises what this one would have
+            self._flushes.pop(ping_id, None)
+            refusal = self._refusals.pop(ping_id, None)
+            if refusal is not None:
+                self._unraised.insert(0, (refusal, False))
+            raise
+        refusal = self._refusals.pop(ping_id, None)
         if self._closed:
             raise self._closed_error()
+        if refusal is not None:
+            raise refusal
 
     async def send_input(
         self, entity: str, seq: int, data: bytes, *, relay: str | None = None
@@ -501,7 +566,12 @@ class Client:
 
         The client keeps its last inputs (:data:`RECENT_INPUTS`) and sends them again
         after a reconnect: its session key makes the owner apply each sequence number
-        once."""
+        once (also after a restart, with :func:`connect`'s ``session``).
+
+        Raises :class:`~meshgate.NoGameLayerError` at once if the node does not run the
+        game layer.  A ``relay`` subject that matches no ``speculative`` pattern is not
+        relayed (the input still goes to its owner): the next :meth:`flush` raises the
+        node's :class:`~meshgate.PermissionDeniedError`."""
         if self._closed:
             raise self._closed_error()
         await self._queued(self._proto.send_input(entity, seq, data, relay=relay))
@@ -515,7 +585,14 @@ class Client:
             raise self._closed_error() from None
 
     async def request(self, subject: str, payload: bytes = b"") -> Message:
-        """Publish with a unique reply subject and return the first reply."""
+        """Publish with a unique reply subject and return the first reply.
+
+        Raises :class:`~meshgate.NoRespondersError` as soon as the node knows nobody can receive
+        the request: no subscriber on the node or its cluster, and no remote cluster
+        that might have one (see the NATS page, "No responders", for exactly when).
+        Otherwise it waits for the first reply however long it takes: bound it with
+        :func:`trio.fail_after` (raises :class:`trio.TooSlowError`) or
+        :func:`trio.move_on_after`, as every call here; there is no ``timeout=``."""
         if self._inbox_sub is None:
             self._inbox_sub = await self.add_subscription(
                 f"{self._inbox_prefix}.*", max_buffered=1, on_message=self._route_reply
@@ -526,11 +603,15 @@ class Client:
         try:
             await self.publish(subject, payload, reply=f"{self._inbox_prefix}.{token}")
             try:
-                return await receive.receive()
+                reply = await receive.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 raise self._closed_error() from None
         finally:
             self._requests.pop(token, None)
+        headers = reply.headers
+        if headers is not None and headers.get("Status") == ["503"] and not reply.payload:
+            raise NoRespondersError(subject)
+        return reply
 
     def _route_reply(self, msg: Message) -> None:
         ch = self._requests.pop(msg.subject.rsplit(".", 1)[-1], None)
@@ -582,11 +663,20 @@ async def connect_with_stream(
     name: str | None = None,
     token: str | None = None,
     role: Role = Role.CLIENT,
+    session: str | None = None,
+    on_error: Callable[[ServerError], None] | None = None,
 ) -> AsyncIterator[Client]:
     """A :class:`Client` over a stream you opened (any ``trio.abc.Stream`` to a node's
     client port); the block runs while connected (no reconnect: the stream is yours).
-    Same errors as :func:`connect`."""
-    client = Client(stream, name=name or "client", token=token, role=role)
+    ``session``, ``on_error`` and the errors are as for :func:`connect`."""
+    client = Client(
+        stream,
+        name=name or "client",
+        token=token,
+        role=role,
+        session=session,
+        on_error=on_error,
+    )
     async with _running(client):
         yield client
 
@@ -628,9 +718,31 @@ async def connect(
     reconnect_wait: float = 0.25,
     ping_interval: float | None = 10.0,
     max_pings_out: int = 2,
+    session: str | None = None,
+    on_error: Callable[[ServerError], None] | None = None,
 ) -> AsyncIterator[Client]:
     """Connect to the node at ``url`` (or the first of several that answers); the block
     runs while connected.
+
+    Mistakes are never silent.  What the client can check itself raises at the call
+    (a bad subject, an oversized payload, an input to a node without the game layer).
+    What only the node can judge (permissions, reserved ``$`` subjects, a relay
+    subject that is not speculative) it refuses with an error frame and keeps the
+    connection: the next :meth:`Client.flush` raises it (a
+    :class:`~meshgate.PermissionDeniedError` with the node's ``code`` and ``reason``), a
+    refused subscription's :meth:`Subscription.receive` raises it, and
+    ``on_error(error)``, if given, is called with every error frame as it arrives (in
+    the client's reader task: it must not block); :attr:`Client.errors` keeps the last
+    100 that did not close the connection.
+
+    ``session`` is the client's secret session key (16 to 256 characters; default: a
+    new random one, :attr:`Client.session`).  The node derives the client's game
+    identity from it (hashed with the account), so a game client that restarts, or
+    reconnects with its own logic, and presents the same key again is the same
+    client: the owner applies each of its input sequence numbers once, retries
+    included, and its corrections find it on any node.  It is what NATS clients send
+    as the ``Meshgate-Session`` header.  Keep it secret: who presents it acts as that
+    client.
 
     With ``reconnect`` (the default), a lost connection is reopened to any of the URLs
     (the lost one last), with jittered backoff for up to ``max_reconnect_attempts``
@@ -641,12 +753,15 @@ async def connect(
     once the client gives up, subscriptions raise :class:`ConnectionClosedError`.
     Reconnecting needs ``tcp://``, ``tls://`` or ``memory://`` URLs.
 
-    Raises :class:`ConnectionClosedError` if the node refuses the handshake (for
-    example a bad token), and :class:`OSError` if no URL can be reached at all.
+    Raises :class:`ValueError` for a session key out of bounds (before connecting),
+    :class:`ConnectionClosedError` if the node refuses the handshake (for example a
+    bad token), and :class:`OSError` if no URL can be reached at all.
     """
     urls = [url] if isinstance(url, str) else list(url)
     if not urls:
         raise ValueError("connect() needs at least one URL")
+    if session is not None:
+        check_session(session)  # before any connection: a bad key is the caller's mistake
     redial = _redialer(urls, ssl_context, max_reconnect_attempts, reconnect_wait)
     failure: OSError | None = None
     async with AsyncExitStack() as stack:
@@ -671,6 +786,8 @@ async def connect(
             redial=redial if reconnect else None,
             ping_interval=ping_interval,
             max_pings_out=max_pings_out,
+            session=session,
+            on_error=on_error,
         )
         async with _running(client):
             yield client

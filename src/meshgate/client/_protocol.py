@@ -14,6 +14,8 @@ from __future__ import annotations
 
 __all__ = [
     "RECENT_INPUTS",
+    "SESSION_MAX",
+    "SESSION_MIN",
     "ClientEvent",
     "ClientProtocol",
     "ClientState",
@@ -22,13 +24,18 @@ __all__ = [
     "ConnectionLost",
     "Message",
     "MessageReceived",
+    "NoGameLayerError",
+    "NoRespondersError",
     "NoticeReceived",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "PongReceived",
     "Resumed",
     "ServerError",
     "ServerErrorReceived",
     "SubscriptionEnded",
+    "check_session",
+    "server_error",
 ]
 
 import enum
@@ -65,6 +72,24 @@ from ..subjects import validate_pattern, validate_subject
 RECENT_INPUTS = 256
 #: the largest frame a client accepts from its node (the node's own limit is lower)
 _MAX_FRAME_BYTES = 64 * 1024 * 1024
+#: bounds of a session key: the node ignores a shorter one; a longer one would exceed
+#: the smallest string limit a node may be configured with
+SESSION_MIN = 16
+SESSION_MAX = 256
+
+
+def check_session(session: object) -> str:
+    """``session`` if it is a usable session key, else :class:`ValueError` saying why."""
+    if not isinstance(session, str):
+        raise ValueError(f"a session key is a str, not {type(session).__name__}")
+    if not SESSION_MIN <= len(session) <= SESSION_MAX:
+        raise ValueError(
+            f"a session key has {SESSION_MIN} to {SESSION_MAX} characters (got {len(session)}):"
+            " the node ignores a shorter one, and a client without one is a new client"
+            " on every connect()"
+        )
+    return session
+
 
 # -- what a client hands its user ---------------------------------------------------------------
 
@@ -76,7 +101,10 @@ class Message(NamedTuple):
     payload: bytes
     reply: str | None
     #: the message's headers (``{name: [values]}``), or None if it has none; NATS
-    #: clients' headers arrive here, and :meth:`Client.publish` can send them
+    #: clients' headers arrive here, and :meth:`Client.publish` can send them.  A
+    #: status message (a header block ``NATS/1.0 503``: the node's no-responders
+    #: answer) has its code under ``"Status"`` (and any text under ``"Description"``),
+    #: as nats-py shows it
     headers: dict[str, list[str]] | None = None
 
 
@@ -87,23 +115,59 @@ def _message(subject: str, payload: bytes, reply: str | None) -> Message:
     if type(payload) is not Headered:
         return _new_tuple(Message, (subject, payload, reply, None))
     try:
-        _, headers = parse_headers(payload.headers)
+        status, headers = parse_headers(payload.headers)
     except (ValueError, UnicodeDecodeError):
-        headers = {}
+        status, headers = "", {}
+    if status:
+        code, _, text = status.partition(" ")
+        headers.setdefault("Status", [code])
+        if text:
+            headers.setdefault("Description", [text])
     return Message(subject, bytes(payload), reply, headers)
 
 
 class ServerError(MeshgateError):
-    """An error frame from the node: ``code`` (an :class:`~meshgate.ErrorCode`) and ``reason``."""
+    """An error frame from the node: ``code`` (an :class:`~meshgate.ErrorCode`),
+    ``reason`` (the node's words) and ``sid`` (the subscription it refuses, else None)."""
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, reason: str, sid: int | None = None) -> None:
         self.code = code
         self.reason = reason
+        self.sid = sid
         try:
             name = ErrorCode(code).name
         except ValueError:
             name = str(code)
         super().__init__(f"{name}: {reason}")
+
+
+class PermissionDeniedError(ServerError):
+    """The node refused something this client sent and kept the connection
+    (``PERMISSION_DENIED``): a publish, subscription or reply subject its permissions
+    do not allow, a reserved (``$``) subject, an input to a node without the game
+    layer, a relay subject that is not speculative.  For a subscription, ``sid`` names
+    it (the subscription is over)."""
+
+
+def server_error(code: int, reason: str, sid: int | None = None) -> ServerError:
+    """The :class:`ServerError` (or subclass, by ``code``) for an error frame."""
+    cls = PermissionDeniedError if code == ErrorCode.PERMISSION_DENIED else ServerError
+    return cls(code, reason, sid)
+
+
+class NoRespondersError(MeshgateError):
+    """A request nobody can receive: the node answered at once that no subscriber
+    anywhere (on the node, its cluster, or a remote cluster that might have one)
+    matches ``subject``."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        super().__init__(f"no responders for a request on {subject!r}")
+
+
+class NoGameLayerError(MeshgateError):
+    """A game input for a node that does not run the game layer
+    (``GatewayConfig(replicants=True)``): there is no owner it could go to."""
 
 
 class ConnectionClosedError(MeshgateError):
@@ -265,12 +329,25 @@ class ClientProtocol:
     :meth:`close`, connected or not; while there is no connection they wait for
     the next one.
 
+    ``session`` is the client's secret session key (:data:`SESSION_MIN` to
+    :data:`SESSION_MAX` characters, else :class:`ValueError`; default: a new random
+    one): the node derives the client's game identity from it, so a client that
+    presents it again, after a reconnect or a restart, is the same client and its
+    retried inputs are applied once.
+
     After a loss the next connection starts with a HELLO carrying the same
     :attr:`session` key, the subscriptions with their ids (and what is left of their
     ``max_msgs``), the last :data:`RECENT_INPUTS` game inputs (the entity's owner
     applies each sequence number once), a PING again for every :meth:`ping` the lost
     connection left unanswered, and then what was queued and not yet written.
     Frames that were never written are not sent twice.
+
+    An error frame is a :class:`ServerErrorReceived` (its ``error`` a
+    :class:`ServerError`, a :class:`PermissionDeniedError` for a refusal); a refused
+    subscription's error names its sid, and the protocol forgets that subscription.
+    With ``no_responders`` (the default) the HELLO asks the node to answer a request
+    nobody can receive at once, with a status message (``headers["Status"] ==
+    ["503"]``) on the request's reply subject.
 
     Messages for subscriptions are :class:`MessageReceived` events; with
     ``on_message``, each is instead a call ``on_message(sid, message)`` during
@@ -296,17 +373,20 @@ class ClientProtocol:
         max_frame_bytes: int = _MAX_FRAME_BYTES,
         recent_inputs: int = RECENT_INPUTS,
         on_message: Callable[[int, Message], None] | None = None,
+        no_responders: bool = True,
     ) -> None:
         #: the client's name, in its HELLO
         self.name = name
         self._token = token
         self._role = role
-        #: the secret this client's game identity is derived from (same on every reconnect)
-        self.session = session if session is not None else secrets.token_hex(16)
+        #: the secret this client's game identity is derived from (same on every
+        #: reconnect; pass it again after a restart to remain the same client)
+        self.session = check_session(session) if session is not None else secrets.token_hex(16)
         self._ping_interval = ping_interval
         self._max_pings_out = max_pings_out
         self._max_frame_bytes = max_frame_bytes
         self._on_message = on_message
+        self._features = ("no-responders",) if no_responders else ()
         self._state = ClientState.IDLE
         self._enc = Encoder()
         self._dec = Decoder(max_frame_bytes=max_frame_bytes)
@@ -337,6 +417,9 @@ class ClientProtocol:
         #: the node's name and cluster, learned in the handshake
         self.server_name = ""
         self.server_cluster: str | None = None
+        #: the features the node announced in its HELLO (None: no HELLO yet); ``game``:
+        #: it runs the game layer
+        self.server_features: tuple[str, ...] | None = None
         #: the cluster's client URLs as the node told them (at most 64)
         self.known_urls: tuple[str, ...] = ()
         #: connections after the first (resumes started)
@@ -433,6 +516,7 @@ class ClientProtocol:
                     name=self.name,
                     token=self._token,
                     session=self.session,
+                    features=self._features,
                 )
             )
         ]
@@ -545,7 +629,9 @@ class ClientProtocol:
         elif op == Opcode.PING:
             self._out += _PONG
         elif op == Opcode.ERROR:
-            err = ServerError(f[1], f[2])  # type: ignore[arg-type]
+            err = server_error(f[1], f[2], f[3] if len(f) > 3 else None)  # type: ignore[arg-type]
+            if err.sid is not None:
+                self._subs.pop(err.sid, None)  # refused: not subscribed again after a loss
             fatal = err.code not in (ErrorCode.RESYNC, ErrorCode.PERMISSION_DENIED)
             if err.code == ErrorCode.RESYNC:
                 self.resyncs += 1
@@ -562,6 +648,7 @@ class ClientProtocol:
             self.max_payload = hello.max_payload
             self.server_name = hello.name
             self.server_cluster = hello.cluster
+            self.server_features = hello.features
             self._hello_seen = True
             self._maybe_open(events)
         return True
@@ -663,7 +750,15 @@ class ClientProtocol:
     def send_input(self, entity: str, seq: int, data: bytes, *, relay: str | None = None) -> int:
         """Queue a game input for ``entity`` with this client's sequence number ``seq``
         (see :meth:`meshgate.Client.send_input`); it is kept, without ``relay``, to be
-        sent again after a reconnect.  Returns :attr:`pending_bytes`."""
+        sent again after a reconnect.  Returns :attr:`pending_bytes`.  Raises
+        :class:`NoGameLayerError` if the node said in its HELLO that it does not run the
+        game layer (before the HELLO, the node refuses such an input itself)."""
+        features = self.server_features
+        if features is not None and "game" not in features:
+            raise NoGameLayerError(
+                f"node {self.server_name or '(unnamed)'} does not run the game layer"
+                " (GatewayConfig(replicants=True)): an input has no owner to go to"
+            )
         subject = input_subject(entity)
         pending = self.publish(subject, _pack_input(seq, data, relay))
         # kept without the relay: a retry must not relay the move a second time

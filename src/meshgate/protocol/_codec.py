@@ -23,6 +23,7 @@ from ..subjects import DEFAULT_MAX_SUBJECT_LENGTH
 from ._frames import (
     FRAME_TYPES,
     OPCODE_OF,
+    Error,
     Frame,
     Hello,
     Info,
@@ -70,6 +71,9 @@ _SHAPES: dict[int, tuple[int, ...]] = {
     Opcode.GMODE_START: (_STR,),
     Opcode.GMODE_END: (_STR,),
 }
+
+#: ERROR with its optional last field, the sid of a refused subscription
+_ERROR_WITH_SID = (_INT, _TEXT, _INT)
 
 # keys of the map-shaped frames: name -> (kind, default); kinds: "int", "str", "ostr", "strs"
 _HELLO_KEYS: dict[str, str] = {
@@ -343,6 +347,8 @@ class Decoder:
         shape = _SHAPES.get(op)
         if shape is None:
             return (f"unknown opcode {op}", ErrorCode.UNKNOWN_OPCODE)
+        if op == Opcode.ERROR and len(obj) == 4:
+            shape = _ERROR_WITH_SID  # the refused subscription's sid
         if len(obj) != len(shape) + 1:
             return (
                 f"opcode {Opcode(op).name} takes {len(shape)} fields, got {len(obj) - 1}",
@@ -433,6 +439,8 @@ def to_frame(raw: tuple[Any, ...]) -> Frame:
     if op == Opcode.INFO:
         f = raw[1]
         return Info(**{k: f[k] for k in _INFO_KEYS if k in f})
+    if op == Opcode.ERROR:
+        return Error(*raw[1:])  # the sid is optional
     cls: Any = FRAME_TYPES[Opcode(op)]
     return cls._make(raw[1:])  # type: ignore[no-any-return]
 
@@ -467,6 +475,8 @@ class Encoder:
             if isinstance(frame, Hello):
                 fields = {k: v for k, v in fields.items() if v is not None}
             p.pack([int(op), fields])
+        elif type(frame) is Error and frame.sid is None:
+            p.pack([int(op), frame.code, frame.reason])  # the sid only when there is one
         elif op in _PAYLOAD_OPS:
             # (as a sequence of objects: mypyc cannot iterate the union of frame types)
             items = cast("tuple[object, ...]", frame)

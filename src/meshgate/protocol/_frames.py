@@ -140,10 +140,13 @@ class Pong(NamedTuple):
 
 
 class Error(NamedTuple):
-    """``[7, code, reason]`` — an :class:`~meshgate.ErrorCode` and a human-readable reason."""
+    """``[7, code, reason]`` — an :class:`~meshgate.ErrorCode` and a human-readable reason;
+    ``[7, code, reason, sid]`` when it refuses the client's subscription ``sid``."""
 
     code: int
     reason: str
+    #: the subscription refused (a node to its client), else None (not encoded)
+    sid: int | None = None
 
 
 class Info(NamedTuple):

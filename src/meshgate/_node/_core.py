@@ -439,8 +439,8 @@ class NodeCore:
 
     def notify(self, conn_id: int, sid: int, subject: str, reply: str | None, data: bytes) -> bool:
         """Send one MSG to a local connection if it is still open; False if not."""
-        c = self.conns.get(conn_id)
-        if c is None or c.state is not _OPEN or not isinstance(c, ClientConnection):
+        c = self.clients.conns.get(conn_id)
+        if c is None or c.state is not _OPEN:
             return False
         frame = c.notice_bytes(self.encoder, sid, subject, reply, data)
         if frame is not None:

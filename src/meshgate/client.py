@@ -48,6 +48,7 @@ from .protocol import (
     to_ext,
     to_frame,
 )
+from .protocol.game import ClientInput
 from .protocol.nats import encode_headers, parse_headers
 from .subjects import validate_pattern, validate_subject
 from .transports import connect_stream, get_transport
@@ -610,15 +611,12 @@ class Client:
         The client keeps its last inputs (:data:`RECENT_INPUTS`) and sends them again
         after a reconnect: its session key makes the owner apply each sequence number
         once."""
-        import msgpack
-
-        fields: tuple[object, ...] = (
-            (seq, bytes(data)) if relay is None else (seq, bytes(data), relay)
-        )
+        data = bytes(data)
+        payload = ClientInput.pack(seq, data, relay)
         subject = input_subject(entity)
-        await self.publish(subject, msgpack.packb(fields))
+        await self.publish(subject, payload)
         # kept without the relay: a retry must not relay the move a second time
-        retry = msgpack.packb(fields[:2])
+        retry = payload if relay is None else ClientInput.pack(seq, data)
         self._recent_inputs.append(self._enc.encode_raw(_PUB, subject, None, retry, None))
 
     async def receive_correction(self) -> Message:

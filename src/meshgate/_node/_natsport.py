@@ -38,12 +38,11 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
-from .._errors import ErrorCode
+from .._errors import ErrorCode, RemoteProtocolError
 from .._reserved import INPUT_PREFIX, NOTICE_SID
 from .._version import __version__
 from ..protocol import PROTOCOL_VERSION, Headered, Hello, Role
+from ..protocol.game import ClientInput
 from ..protocol.nats import NatsParser, NatsProtocolError, parse_headers
 from ..subjects import match
 from ._clients import session_identity
@@ -322,14 +321,14 @@ class NatsPort:
                 # a game input in NATS form: the sequence number (and relay) as headers,
                 # and a session key that keeps the client's identity across reconnects
                 relay = fields.get("Meshgate-Relay")
-                if not seq[0].isdigit():
-                    core.error(conn, ErrorCode.MALFORMED, "Meshgate-Seq must be a number")
+                try:
+                    body = ClientInput.from_text(seq[0], payload, relay[0] if relay else None)
+                except RemoteProtocolError as exc:
+                    core.error(conn, exc.code, f"Meshgate-Seq: {exc.reason}")
                     return
                 key = fields.get("Meshgate-Session")
                 if key and conn.session is None and len(key[0]) >= 16 and conn.account:
                     conn.session = session_identity(conn.account.name, key[0])
-                n = int(seq[0])
-                body = msgpack.packb((n, payload) if not relay else (n, payload, relay[0]))
             else:
                 body = Headered(payload, headers)
         if st.no_responders and reply is not None and not core.has_interest(conn, subject):

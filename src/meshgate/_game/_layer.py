@@ -31,7 +31,7 @@ from ..protocol.game import (
     Release,
     Verdict,
     WhoOwns,
-    message_type,
+    check,
 )
 from ..subjects import match
 from ._info import EntityInfo, GameInfo
@@ -41,9 +41,14 @@ if TYPE_CHECKING:
     from .._node import ClientConnection, Host, LocalSubscription, NodeCore, RemoteInterest
 
 _ERRORS_KEPT = 100
-_PROVISIONAL = MarkerKind.PROVISIONAL
-_decode_input = ClientInput.decode
+_RELAYS_KEPT = 4096
+# the markers' prefixes as plain strings (an enum member formats slowly)
+_PROVISIONAL = MarkerKind.PROVISIONAL.value
+_CONFIRMED = MarkerKind.CONFIRMED.value
+_CORRECTED = MarkerKind.CORRECTED.value
+_unpack_input = ClientInput.unpack
 _pack_input = Input.pack
+_unpack_verdict = Verdict.unpack
 
 
 class GameLayer:
@@ -60,6 +65,7 @@ class GameLayer:
         self.speculation = Speculation()
         self._asked: dict[tuple[str, str], None] = {}  # entities whose owner was asked for
         self._inboxes: dict[str, str] = {}  # replicant -> its input subject
+        self._relays: dict[str, bool] = {}  # relay subject -> matches config.speculative
         for account in accounts:
             control = r.control_account(account)
             host.subscribe_internal(control, r.AUTH_PATTERN, partial(self._authority, account))
@@ -94,7 +100,7 @@ class GameLayer:
             self.host.deny(conn, f"publish to {subject!r} denied: reserved subject")
             return True
         try:
-            seq, data, relay = _decode_input(payload)
+            seq, data, relay = _unpack_input(payload)
         except RemoteProtocolError as exc:
             self.host.error(conn, exc.code, f"{subject}: {exc.reason}")
             return True
@@ -105,9 +111,12 @@ class GameLayer:
             spec.attach(client, conn.id)
         else:
             client = f"{self.config.name}/{conn.id}"
-        speculative = relay is not None and any(match(p, relay) for p in self.config.speculative)
-        if speculative:
-            spec.relay(client, seq)
+        speculative = False
+        if relay is not None:
+            known = self._relays.get(relay)
+            speculative = known if known is not None else self._speculative_relay(relay)
+            if speculative:
+                spec.relay(client, seq)
         router = self.routers.get(account)
         if router is None:
             router = self._router(account)
@@ -122,6 +131,13 @@ class GameLayer:
             self.host.inject(account, relay, data, Marker.pack(_PROVISIONAL, client, seq))
         return True
 
+    def _speculative_relay(self, relay: str) -> bool:
+        """Whether inputs relayed on ``relay`` are relayed provisionally (remembered)."""
+        if len(self._relays) >= _RELAYS_KEPT:
+            self._relays.clear()
+        found = self._relays[relay] = any(match(p, relay) for p in self.config.speculative)
+        return found
+
     def _from_replicant(
         self, conn: ClientConnection, account: str, subject: str, reply: str | None, payload: bytes
     ) -> bool:
@@ -129,16 +145,14 @@ class GameLayer:
         a control message must be well formed and goes to the control namespace."""
         if subject[0] != "$":
             return False
-        message = message_type(subject)
-        if message is ClientInput:
+        if subject.startswith(r.INPUT_PREFIX):
             self.host.deny(conn, "replicants do not send inputs")
             return True
-        if message is not None:
-            try:
-                message.decode(payload)
-            except RemoteProtocolError as exc:
-                self.host.error(conn, exc.code, f"{subject}: {exc.reason}")
-                return True
+        try:
+            check(subject, payload)
+        except RemoteProtocolError as exc:
+            self.host.error(conn, exc.code, f"{subject}: {exc.reason}")
+            return True
         self.host.inject(r.control_account(account), subject, payload, reply)
         return True
 
@@ -264,11 +278,11 @@ class GameLayer:
         """The owner confirmed or corrected a provisional update: tell exactly the local
         clients that received it, and the sender if it is attached here."""
         try:
-            client, seq, value = Verdict.decode(payload)
+            client, seq, value = _unpack_verdict(payload)
         except RemoteProtocolError as exc:
             self._problem(f"bad speculation answer on {subject}: {exc.reason}")
             return
-        kind = MarkerKind.CONFIRMED if subject == r.SPEC_CONFIRM else MarkerKind.CORRECTED
+        kind = _CONFIRMED if subject == r.SPEC_CONFIRM else _CORRECTED
         answer = Marker.pack(kind, client, seq)
         spec = self.speculation
         record = spec.answered(Marker.pack(_PROVISIONAL, client, seq))

@@ -24,9 +24,10 @@ subject                    message               payload
 ``message.encode()`` gives the payload; ``Type.decode(payload)`` checks every field's
 type and limit (:class:`FieldKind`) and raises :class:`~meshgate.RemoteProtocolError`
 (code ``MALFORMED``) whose reason names the message, its layout and the offending field.
-The hot messages (:class:`ClientInput`, :class:`Input`, :class:`Verdict`,
-:class:`Marker`) also have ``pack(...)``: the same payload from the fields, without
-building the message.
+For the hot path, ``pack(*fields)`` (:class:`ClientInput`, :class:`Input`,
+:class:`Verdict`, :class:`Marker`) and ``unpack(payload)`` (:class:`ClientInput`,
+:class:`Verdict`) give the same wire from and to a plain tuple, without building the
+message; :func:`check` checks a reserved subject's payload.
 
 A :class:`Marker` is not a payload but a reply subject: ``$PROV.<client>.<seq>`` marks
 a provisional relay, ``$CONF.…`` and ``$CORR.…`` the owner's confirm and correction;
@@ -58,6 +59,7 @@ __all__ = [
     "Release",
     "Verdict",
     "WhoOwns",
+    "check",
     "fields_of",
     "message_type",
 ]
@@ -67,7 +69,8 @@ import reprlib
 import types
 import typing
 from collections.abc import Callable
-from typing import Annotated, Any, NamedTuple, TypeVar
+from functools import partial
+from typing import Annotated, Any, NamedTuple
 
 import msgpack
 
@@ -127,15 +130,9 @@ _Applied = Annotated[dict[str, int], FieldKind.APPLIED]
 _pack: Callable[[object], bytes] = msgpack.Packer(use_bin_type=True).pack
 _unpackb = msgpack.unpackb
 _new = tuple.__new__
-_M = TypeVar("_M", bound=tuple[Any, ...])
-#: msgpack's limits for one payload: no array longer than the longest message, no map
-#: larger than ``applied`` may be, no extension types
-_LIMITS: dict[str, Any] = {
-    "use_list": False,
-    "max_array_len": 6,
-    "max_map_len": MAX_APPLIED,
-    "max_ext_len": 0,
-}
+# msgpack's limits for one payload: no array longer than the longest message (6), no
+# map larger than ``applied`` may be (none in the hot messages), no extension types
+# (spelled out at each call: keyword arguments from a dict cost more than the parsing)
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = _repr.maxlong = 40
 
@@ -166,23 +163,26 @@ class ClientInput(NamedTuple):
         """The payload of an input whose sequence number is text (a NATS client's
         ``Meshgate-Seq`` header); raises :class:`~meshgate.RemoteProtocolError` if
         ``seq`` is not a decimal number from 0 to 2**64-1."""
-        if not (seq.isascii() and seq.isdigit() and len(seq) <= 20 and int(seq) <= MAX_SEQ):
-            raise _error(ClientInput, f"seq must be a decimal number, got {_repr.repr(seq)}")
-        return ClientInput.pack(int(seq), data, relay)
+        if seq.isdigit() and seq.isascii() and len(seq) <= 20:
+            n = int(seq)
+            if n <= MAX_SEQ:  # the payload of ClientInput.pack, without one more call
+                return _pack((n, data) if relay is None else (n, data, relay))
+        raise _error(ClientInput, f"seq must be a decimal number, got {_repr.repr(seq)}")
 
-    @classmethod
-    def decode(cls, payload: bytes) -> ClientInput:
-        """Parse and check a payload; raises :class:`~meshgate.RemoteProtocolError`."""
+    @staticmethod
+    def unpack(payload: bytes) -> tuple[int, bytes, str | None]:
+        """The checked fields of a payload as a plain tuple, without building the
+        message; raises :class:`~meshgate.RemoteProtocolError`."""
         try:
-            f = _unpackb(payload, **_LIMITS)
+            f = _unpackb(payload, use_list=False, max_array_len=6, max_map_len=0)
         except Exception as exc:
-            raise _not_msgpack(cls, exc) from None
+            raise _not_msgpack(ClientInput, exc) from None
         if type(f) is tuple:
             n = len(f)
             if n == 2:
                 seq, data = f
                 if type(seq) is int and seq >= 0 and type(data) is bytes:
-                    return _new(cls, (seq, data, None))
+                    return (seq, data, None)
             elif n == 3:
                 seq, data, relay = f
                 if (
@@ -191,8 +191,13 @@ class ClientInput(NamedTuple):
                     and type(data) is bytes
                     and (relay is None or is_valid_subject(relay))
                 ):
-                    return _new(cls, f)
-        raise _invalid(cls, f)
+                    return f
+        raise _invalid(ClientInput, f)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> ClientInput:
+        """Parse and check a payload; raises :class:`~meshgate.RemoteProtocolError`."""
+        return _new(cls, ClientInput.unpack(payload))
 
 
 class Input(NamedTuple):
@@ -226,7 +231,7 @@ class Input(NamedTuple):
     def decode(cls, payload: bytes) -> Input:
         """Parse and check a payload; raises :class:`~meshgate.RemoteProtocolError`."""
         try:
-            f = _unpackb(payload, **_LIMITS)
+            f = _unpackb(payload, use_list=False, max_array_len=6, max_map_len=0)
         except Exception as exc:
             raise _not_msgpack(cls, exc) from None
         if type(f) is tuple and len(f) == 6:
@@ -263,7 +268,7 @@ class Claim(NamedTuple):
     @classmethod
     def decode(cls, payload: bytes) -> Claim:
         """Parse and check a payload; raises :class:`~meshgate.RemoteProtocolError`."""
-        return _decode(cls, payload)
+        return _new(cls, _unpack(cls, payload))
 
 
 class Release(NamedTuple):
@@ -282,7 +287,7 @@ class Release(NamedTuple):
     @classmethod
     def decode(cls, payload: bytes) -> Release:
         """Parse and check a payload; raises :class:`~meshgate.RemoteProtocolError`."""
-        return _decode(cls, payload)
+        return _new(cls, _unpack(cls, payload))
 
 
 class Ack(NamedTuple):
@@ -301,7 +306,7 @@ class Ack(NamedTuple):
     @classmethod
     def decode(cls, payload: bytes) -> Ack:
         """Parse and check a payload; raises :class:`~meshgate.RemoteProtocolError`."""
-        return _decode(cls, payload)
+        return _new(cls, _unpack(cls, payload))
 
 
 class OwnerLost(NamedTuple):
@@ -317,7 +322,7 @@ class OwnerLost(NamedTuple):
     @classmethod
     def decode(cls, payload: bytes) -> OwnerLost:
         """Parse and check a payload; raises :class:`~meshgate.RemoteProtocolError`."""
-        return _decode(cls, payload)
+        return _new(cls, _unpack(cls, payload))
 
 
 class WhoOwns(NamedTuple):
@@ -333,7 +338,7 @@ class WhoOwns(NamedTuple):
     @classmethod
     def decode(cls, payload: bytes) -> WhoOwns:
         """Parse and check a payload; raises :class:`~meshgate.RemoteProtocolError`."""
-        return _decode(cls, payload)
+        return _new(cls, _unpack(cls, payload))
 
 
 class Interest(NamedTuple):
@@ -350,7 +355,7 @@ class Interest(NamedTuple):
     @classmethod
     def decode(cls, payload: bytes) -> Interest:
         """Parse and check a payload; raises :class:`~meshgate.RemoteProtocolError`."""
-        return _decode(cls, payload)
+        return _new(cls, _unpack(cls, payload))
 
 
 class InterestSync(NamedTuple):
@@ -390,13 +395,14 @@ class Verdict(NamedTuple):
         """The payload of ``Verdict(client, seq, value)``, without building it."""
         return _pack((client, seq, value))
 
-    @classmethod
-    def decode(cls, payload: bytes) -> Verdict:
-        """Parse and check a payload; raises :class:`~meshgate.RemoteProtocolError`."""
+    @staticmethod
+    def unpack(payload: bytes) -> tuple[str, int, bytes]:
+        """The checked fields of a payload as a plain tuple, without building the
+        message; raises :class:`~meshgate.RemoteProtocolError`."""
         try:
-            f = _unpackb(payload, **_LIMITS)
+            f = _unpackb(payload, use_list=False, max_array_len=6, max_map_len=0)
         except Exception as exc:
-            raise _not_msgpack(cls, exc) from None
+            raise _not_msgpack(Verdict, exc) from None
         if type(f) is tuple and len(f) == 3:
             client, seq, value = f
             if (
@@ -406,8 +412,13 @@ class Verdict(NamedTuple):
                 and seq >= 0
                 and type(value) is bytes
             ):
-                return _new(cls, f)
-        raise _invalid(cls, f)
+                return f
+        raise _invalid(Verdict, f)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Verdict:
+        """Parse and check a payload; raises :class:`~meshgate.RemoteProtocolError`."""
+        return _new(cls, Verdict.unpack(payload))
 
 
 #: every message carried as a msgpack payload
@@ -450,8 +461,9 @@ class Marker(NamedTuple):
         return Marker.pack(*self)
 
     @staticmethod
-    def pack(kind: MarkerKind, client: str, seq: int) -> str:
-        """The reply subject of ``Marker(kind, client, seq)``, without building it."""
+    def pack(kind: str, client: str, seq: int) -> str:
+        """The reply subject of ``Marker(kind, client, seq)``, without building it
+        (``kind`` is a :class:`MarkerKind` or, faster, its value)."""
         return f"{kind}{client}.{seq}"
 
     @classmethod
@@ -606,14 +618,45 @@ def _invalid(cls: type, f: object) -> RemoteProtocolError:
     return _error(cls, _problem(cls, f) or "malformed")
 
 
-def _decode(cls: type[_M], payload: bytes) -> _M:
-    """The general decoder (the hot messages have their own, equivalent ones)."""
+def _unpack(cls: type, payload: bytes) -> tuple[Any, ...]:
+    """The checked fields of a payload (the hot messages have their own, equivalent
+    ``unpack``)."""
     try:
-        f = _unpackb(payload, **_LIMITS)
+        f = _unpackb(
+            payload, use_list=False, max_array_len=6, max_map_len=MAX_APPLIED, max_ext_len=0
+        )
     except Exception as exc:
         raise _not_msgpack(cls, exc) from None
     problem = _problem(cls, f)
     if problem is not None:
         raise _error(cls, problem)
+    assert type(f) is tuple
     missing = len(_SHAPES[cls]) - len(f)
-    return _new(cls, f + (None,) * missing if missing else f)
+    return f + (None,) * missing if missing else f
+
+
+def _checker(message: type[GameMessage]) -> Callable[[bytes], object]:
+    """What checks a payload of ``message`` fastest."""
+    if message is ClientInput or message is Verdict:
+        return message.unpack
+    if message is Input or message is InterestSync:
+        return message.decode
+    return partial(_unpack, message)
+
+
+_CHECKS: dict[str, Callable[[bytes], object]] = {
+    subject: _checker(message) for subject, message in _BY_SUBJECT.items()
+}
+
+
+def check(subject: str, payload: bytes) -> None:
+    """Check the payload of a reserved subject without building the message: raises
+    :class:`~meshgate.RemoteProtocolError` if it is not the message the subject carries
+    (:func:`message_type`); a subject that carries none passes."""
+    unpack = _CHECKS.get(subject)
+    if unpack is None:
+        message = message_type(subject)
+        if message is None:
+            return
+        unpack = _checker(message)
+    unpack(payload)

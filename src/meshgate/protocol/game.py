@@ -566,7 +566,7 @@ def _error(cls: type, problem: str) -> RemoteProtocolError:
 
 
 def _not_msgpack(cls: type, exc: Exception) -> RemoteProtocolError:
-    detail = str(exc)[:100] or type(exc).__name__
+    detail = f"{type(exc).__name__}: {exc}"[:120] if str(exc) else type(exc).__name__
     return _error(cls, f"not one msgpack value within limits ({detail})")
 
 

@@ -5,21 +5,21 @@ payloads on the reserved ``$`` subjects (see ``docs/protocol.md``, "Game message
 Each message is a ``NamedTuple`` whose fields are the elements of one msgpack array, in
 order, so that a replicant written in any language can speak them:
 
-=========================  ====================  ==========================================
-subject                    message               payload
-=========================  ====================  ==========================================
-``$IN.<entity>``           :class:`ClientInput`  ``[seq, data, relay?]``
-``$REP.<replicant>.in``    :class:`Input`        ``[entity, epoch, client, seq, data,
-                                                 speculative]``
-``$AUTH.claim``            :class:`Claim`        ``[entity, replicant, epoch]``
-``$AUTH.release``          :class:`Release`      ``[entity, replicant, epoch, applied]``
-``$AUTH.ack``              :class:`Ack`          ``[entity, replicant, epoch, applied]``
-``$AUTH.lost``             :class:`OwnerLost`    ``[replicant]``
-``$AUTH.who``              :class:`WhoOwns`      ``[entity]``
-``$INTEREST.add|remove``   :class:`Interest`     ``[node, pattern]``
-``$INTEREST.sync``         :class:`InterestSync` empty
-``$SPEC.confirm|correct``  :class:`Verdict`      ``[client, seq, value]``
-=========================  ====================  ==========================================
+=========================  ======================  ==========================================
+subject                    message                 payload
+=========================  ======================  ==========================================
+``$IN.<entity>``           :class:`ClientInput`    ``[seq, data, relay?]``
+``$REP.<replicant>.in``    :class:`Input`          ``[entity, epoch, client, seq, data,
+                                                   speculative]``
+``$AUTH.claim``            :class:`Claim`          ``[entity, replicant, epoch]``
+``$AUTH.release``          :class:`Release`        ``[entity, replicant, epoch, applied]``
+``$AUTH.ack``              :class:`Ack`            ``[entity, replicant, epoch, applied]``
+``$AUTH.lost``             :class:`OwnerLost`      ``[replicant]``
+``$AUTH.who``              :class:`WhoOwns`        ``[entity]``
+``$INTEREST.add|remove``   :class:`Interest`       ``[node, pattern]``
+``$INTEREST.sync``         :class:`InterestSync`   empty
+``$SPEC.confirm|correct``  :class:`Verdict`        ``[client, seq, value]``
+=========================  ======================  ==========================================
 
 ``message.encode()`` gives the payload; ``Type.decode(payload)`` checks every field's
 type and limit (:class:`FieldKind`) and raises :class:`~meshgate.RemoteProtocolError`

@@ -3,6 +3,8 @@
 * The sans-IO core (``meshgate/_node``) imports no trio and no module above it.
 * The client protocol (``meshgate/client/_protocol.py``) imports no trio, no I/O, no clock.
 * Only the shell, the game layer and the testing harnesses import ``meshgate._node``.
+* The game layer (``meshgate/_game/``) uses only the hooks, the protocol layer (its
+  messages are ``meshgate.protocol.game``) and the input router.
 * Outside the core, no module touches another module's private names: ``obj._x`` is
   allowed only where ``_x`` is defined in the same module.
 * Tests import only public modules and touch no private names of meshgate objects.
@@ -28,7 +30,7 @@ MAY_IMPORT_CORE = {
     "_shell/_writer.py",
     "_shell/_topology.py",
     "_shell/_observer.py",
-    "_game.py",
+    "_game/",  # the game layer: every module of the package
     "testing/_sim.py",
     "testing/_harness.py",
 }
@@ -36,6 +38,11 @@ MAY_IMPORT_CORE = {
 
 def modules() -> list[Path]:
     return sorted(SRC.rglob("*.py"))
+
+
+def in_set(name: str, entries: set[str]) -> bool:
+    """``name`` is one of ``entries``, or in a package one of them names (``pkg/``)."""
+    return any(name == e or (e.endswith("/") and name.startswith(e)) for e in entries)
 
 
 def rel(path: Path) -> str:
@@ -114,11 +121,13 @@ def test_only_the_shell_layer_and_harnesses_import_the_core(path: Path) -> None:
     if rel(path).startswith("_node/"):
         return
     uses_core = any(n.startswith("meshgate._node") for n in imported(path))
-    assert not uses_core or rel(path) in MAY_IMPORT_CORE
+    assert not uses_core or in_set(rel(path), MAY_IMPORT_CORE)
 
 
-def test_game_layer_depends_only_on_the_hooks_and_protocol_layers() -> None:
+@pytest.mark.parametrize("path", sorted((SRC / "_game").rglob("*.py")), ids=rel)
+def test_game_layer_depends_only_on_the_hooks_and_protocol_layers(path: Path) -> None:
     allowed = (
+        "meshgate._game",  # its own package
         "meshgate._node",
         "meshgate._reserved",
         "meshgate._errors",
@@ -127,9 +136,19 @@ def test_game_layer_depends_only_on_the_hooks_and_protocol_layers() -> None:
         "meshgate.subjects",
         "meshgate.config",
     )
-    for name in imported(SRC / "_game.py"):
+    for name in imported(path):
         if name.startswith("meshgate."):
             assert name.startswith(allowed), name
+
+
+def test_the_game_messages_are_protocol_layer() -> None:
+    """``meshgate.protocol.game`` is below the core, the game layer, the client and the
+    replicants that all use it: it imports no module above the protocol layer."""
+    allowed = ("meshgate.protocol", "meshgate._reserved", "meshgate._errors", "meshgate.subjects")
+    for name in imported(SRC / "protocol" / "game.py"):
+        if name.startswith("meshgate"):
+            assert name.startswith(allowed), name
+        assert not name.startswith(("trio", "socket", "ssl", "time", "asyncio")), name
 
 
 @pytest.mark.parametrize("path", [p for p in modules() if not rel(p).startswith("_node/")], ids=rel)

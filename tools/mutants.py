@@ -147,7 +147,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "speculative-correction-to-everyone",
         "a correction reaches every client instead of exactly those that got the relay",
-        "_game.py",
+        "_game/_layer.py",
         "        recipients = [(sub.conn.id, sub.sid) for sub in plain if sub.prefix is not None]\n",
         "        recipients = [(sub.conn.id, sub.sid) for sub in plain]\n",
         ("tests/test_speculative.py",),
@@ -169,7 +169,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "players-subscribe-to-the-control-plane",
         "an ordinary client's $ subscription lands in the control namespace",
-        "_game.py",
+        "_game/_layer.py",
         "        if conn.role is not Role.REPLICANT:\n            return None\n",
         "        if conn.role is not Role.REPLICANT:\n            return r.control_account(account)\n",
     ),
@@ -195,5 +195,23 @@ MUTANTS: tuple[Mutant, ...] = (
         "            self.payload_out += n * plen\n",
         "            self.payload_out += n * plen * (2 if source == FROM_ROUTE else 1)\n",
         ("tests/test_counters.py",),
+    ),
+    Mutant(
+        "game-input-fields-swapped",
+        "the input delivered to an owner carries the client as the entity and back",
+        "protocol/game.py",
+        "        return _pack((entity, epoch, client, seq, data, speculative))\n",
+        "        return _pack((client, epoch, entity, seq, data, speculative))\n",
+        ("tests/test_game_messages.py",),
+    ),
+    Mutant(
+        "game-input-negative-seq",
+        "a client's input with a negative sequence number is accepted",
+        "protocol/game.py",
+        "                if type(seq) is int and seq >= 0 and type(data) is bytes:\n"
+        "                    return (seq, data, None)\n",
+        "                if type(seq) is int and type(data) is bytes:\n"
+        "                    return (seq, data, None)\n",
+        ("tests/test_game_messages.py",),
     ),
 )

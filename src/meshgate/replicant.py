@@ -15,7 +15,7 @@ cells clients want so it streams only those.
   epoch, inputs applied in order, state published on grid-cell subjects.
 
 Nodes must run with ``GatewayConfig(replicants=True)``.  Wire conventions (plain
-meshgate subjects): clients send inputs with :meth:`meshgate.Client.send_input`
+meshgate subjects; every payload is a message of :mod:`meshgate.protocol.game`): clients send inputs with :meth:`meshgate.Client.send_input`
 (``$IN.<entity>``); owners announce ``$AUTH.claim`` / ``release`` / ``ack``; a node
 announces ``$AUTH.lost`` when a replicant's connection goes; inputs reach a replicant
 on ``$REP.<name>.in``; nodes announce client interest on ``$INTEREST.add`` / ``remove``.
@@ -43,7 +43,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import NamedTuple
 
-import msgpack
 import trio
 
 from ._errors import ErrorCode
@@ -61,23 +60,12 @@ from ._reserved import (
     replicant_inbox,
 )
 from .client import Client, ConnectionClosedError, Subscription, connect
-from .protocol import Role
+from .protocol import RemoteProtocolError, Role
+from .protocol.game import Ack, Claim, Input, Interest, InterestSync, OwnerLost, Release, Verdict
 from .spatial import Grid
 from .subjects import match
 
 log = logging.getLogger("meshgate.replicant")
-
-
-class Input(NamedTuple):
-    """A client input delivered to the entity's owner."""
-
-    entity: str
-    epoch: int
-    client: str
-    seq: int
-    data: bytes
-    #: the client's node relayed it provisionally: answer with confirm or correct
-    speculative: bool = False
 
 
 class InterestDelta(NamedTuple):
@@ -169,6 +157,8 @@ class ReplicantLink:
         self.dropped_inputs = 0
         #: times the interest deltas overflowed and were replaced by a full re-sync
         self.interest_resyncs = 0
+        #: malformed messages received (dropped; the last reasons are logged)
+        self.malformed = 0
         self._closed = False
         #: how the connection ended, as the client reported it (None: not yet, or no reason)
         self._close_error: ConnectionClosedError | None = None
@@ -178,25 +168,25 @@ class ReplicantLink:
 
     async def claim(self, entity: str, epoch: int) -> None:
         """Take authority over ``entity`` at ``epoch`` (higher than any before)."""
-        await self.client.publish(AUTH_CLAIM, msgpack.packb((entity, self.name, epoch)))
+        await self.client.publish(AUTH_CLAIM, Claim(entity, self.name, epoch).encode())
 
     async def release(self, entity: str, epoch: int, applied: dict[str, int]) -> None:
         """Hand ``entity`` over: ``applied`` maps each client to the last sequence number
         this owner applied; later inputs are held for the next owner."""
-        await self.client.publish(AUTH_RELEASE, msgpack.packb((entity, self.name, epoch, applied)))
+        await self.client.publish(AUTH_RELEASE, Release(entity, self.name, epoch, applied).encode())
 
     async def ack(self, entity: str, epoch: int, applied: dict[str, int]) -> None:
         """The state published so far includes ``applied``: those inputs are durable."""
-        await self.client.publish(AUTH_ACK, msgpack.packb((entity, self.name, epoch, applied)))
+        await self.client.publish(AUTH_ACK, Ack(entity, self.name, epoch, applied).encode())
 
     async def confirm(self, client: str, seq: int) -> None:
         """The provisional relay of ``client``'s input ``seq`` was right."""
-        await self.client.publish(SPEC_CONFIRM, msgpack.packb((client, seq, b"")))
+        await self.client.publish(SPEC_CONFIRM, Verdict.pack(client, seq, b""))
 
     async def correct(self, client: str, seq: int, value: bytes) -> None:
         """The provisional relay was wrong: ``value`` replaces it for exactly the clients
         that got it, the sender included."""
-        await self.client.publish(SPEC_CORRECT, msgpack.packb((client, seq, bytes(value))))
+        await self.client.publish(SPEC_CORRECT, Verdict.pack(client, seq, bytes(value)))
 
     # -- data -------------------------------------------------------------------------------
 
@@ -250,12 +240,12 @@ class ReplicantLink:
         with self._ends_link():
             async for m in sub:
                 try:
-                    (name,) = msgpack.unpackb(m.payload, use_list=False)
-                except (ValueError, TypeError):
+                    name = OwnerLost.decode(m.payload).replicant
+                except RemoteProtocolError as exc:
+                    self._malformed(m.subject, exc)
                     continue
-                if isinstance(name, str):
-                    with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
-                        self._lost_send.send_nowait(name)
+                with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+                    self._lost_send.send_nowait(name)
 
     def interest_change_nowait(self) -> InterestDelta:
         """The next change if one is waiting, else raise :class:`trio.WouldBlock`."""
@@ -290,6 +280,10 @@ class ReplicantLink:
 
     # -- plumbing ---------------------------------------------------------------------------
 
+    def _malformed(self, subject: str, exc: RemoteProtocolError) -> None:
+        self.malformed += 1
+        log.warning("replicant %s dropped a malformed %s: %s", self.name, subject, exc.reason)
+
     async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         c = self.client
         inputs = await c.add_subscription(replicant_inbox(self.name), max_buffered=65536)
@@ -297,7 +291,7 @@ class ReplicantLink:
         removes = await c.add_subscription(INTEREST_REMOVE, max_buffered=65536)
         lost = await c.add_subscription(AUTH_LOST, max_buffered=1024)
         await c.flush()
-        await c.publish(INTEREST_SYNC, b"")  # every node re-announces its interest
+        await c.publish(INTEREST_SYNC, InterestSync().encode())  # nodes re-announce interest
         task_status.started()
         try:
             async with trio.open_nursery() as nursery:
@@ -325,17 +319,17 @@ class ReplicantLink:
             await self._pump_inputs_from(sub)
 
     async def _pump_inputs_from(self, sub: Subscription) -> None:
+        decode = Input.decode
         async for m in sub:
             try:
-                entity, epoch, client, seq, data, speculative = msgpack.unpackb(
-                    m.payload, use_list=False
-                )
-            except (ValueError, TypeError):
+                inp = decode(m.payload)
+            except RemoteProtocolError as exc:
+                self._malformed(m.subject, exc)
                 continue
             if len(self._inputs) >= self._max_buffered:
                 self.dropped_inputs += 1  # the router redelivers: it was never acknowledged
                 continue
-            self._inputs.append(Input(entity, epoch, client, seq, data, bool(speculative)))
+            self._inputs.append(inp)
             self._input_waiters.unpark_all()
 
     async def _pump_interest(self, sub: Subscription, added: bool) -> None:
@@ -345,8 +339,9 @@ class ReplicantLink:
     async def _pump_interest_from(self, sub: Subscription, added: bool) -> None:
         async for m in sub:
             try:
-                node, pattern = msgpack.unpackb(m.payload, use_list=False)
-            except (ValueError, TypeError):
+                node, pattern = Interest.decode(m.payload)
+            except RemoteProtocolError as exc:
+                self._malformed(m.subject, exc)
                 continue
             nodes = self._wanted.get(pattern)
             if added:

@@ -37,12 +37,11 @@ __all__ = ["NOTICE_SUBJECT", "NatsPort", "NatsRender", "NatsState"]
 import json
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
-from .._errors import ErrorCode
+from .._errors import ErrorCode, RemoteProtocolError
 from .._reserved import INPUT_PREFIX
 from .._version import __version__
 from ..protocol import PROTOCOL_VERSION, Headered, Hello, Role
+from ..protocol.game import ClientInput
 from ..protocol.nats import NatsParser, NatsProtocolError, parse_headers
 from ._bus import Bus, Directory
 from ._clients import ClientPort, session_identity
@@ -319,14 +318,14 @@ class NatsPort:
                 # a game input in NATS form: the sequence number (and relay) as headers,
                 # and a session key that keeps the client's identity across reconnects
                 relay = fields.get("Meshgate-Relay")
-                if not seq[0].isdigit():
-                    self.outbox.error(conn, ErrorCode.MALFORMED, "Meshgate-Seq must be a number")
+                try:
+                    body = ClientInput.from_text(seq[0], payload, relay[0] if relay else None)
+                except RemoteProtocolError as exc:
+                    self.outbox.error(conn, exc.code, f"Meshgate-Seq: {exc.reason}")
                     return
                 key = fields.get("Meshgate-Session")
                 if key and conn.session is None and len(key[0]) >= 16 and conn.account:
                     conn.session = session_identity(conn.account.name, key[0])
-                n = int(seq[0])
-                body = msgpack.packb((n, payload) if not relay else (n, payload, relay[0]))
             else:
                 body = Headered(payload, headers)
         if st.echo:

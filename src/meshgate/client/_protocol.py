@@ -45,8 +45,6 @@ from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import NamedTuple
 
-import msgpack
-
 from .._errors import ErrorCode, LocalProtocolError, MeshgateError, RemoteProtocolError
 from .._reserved import NOTICE_SID, input_subject
 from ..protocol import (
@@ -65,6 +63,7 @@ from ..protocol import (
     to_ext,
     to_frame,
 )
+from ..protocol.game import ClientInput
 from ..protocol.nats import encode_headers, parse_headers
 from ..subjects import validate_pattern, validate_subject
 
@@ -297,9 +296,8 @@ _FINAL = (ErrorCode.AUTH_FAILED, ErrorCode.HANDSHAKE_REFUSED, ErrorCode.PERMISSI
 
 
 def _pack_input(seq: int, data: bytes, relay: str | None) -> bytes:
-    """The payload of a game input on ``$IN.<entity>``: ``[seq, data, relay?]``."""
-    fields: tuple[object, ...] = (seq, bytes(data)) if relay is None else (seq, bytes(data), relay)
-    return msgpack.packb(fields)  # type: ignore[no-any-return]
+    """The payload of a game input on ``$IN.<entity>`` (:class:`ClientInput`)."""
+    return ClientInput.pack(seq, bytes(data), relay)
 
 
 class _Sub:

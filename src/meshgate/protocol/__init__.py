@@ -1,6 +1,8 @@
 """The meshgate wire protocol: frames, legality rules and a sans-IO codec.
 
-See ``docs/protocol.md`` for every opcode, its fields and where it is legal.
+See ``docs/protocol.md`` for every opcode, its fields and where it is legal.  The game
+layer's payloads (inputs, authority, interest, speculation) are typed messages of
+:mod:`meshgate.protocol.game`; the NATS text protocol is :mod:`meshgate.protocol.nats`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from .._compiled import restore_class_docs
 from .._errors import ErrorCode as ErrorCode
 from .._errors import LocalProtocolError as LocalProtocolError
 from .._errors import RemoteProtocolError as RemoteProtocolError
-from . import _codec
+from . import _codec, game
 from ._codec import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
 from ._codec import Decoder as Decoder
 from ._codec import Encoder as Encoder
@@ -83,6 +85,7 @@ __all__ = [
     "Subscribe",
     "Unsubscribe",
     "UnpackerPool",
+    "game",
     "to_ext",
     "to_frame",
 ]

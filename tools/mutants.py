@@ -130,9 +130,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "publish-permission-ignored",
         "a denied publish is still routed",
         "_node/_fanout.py",
-        "        if conn.pub_perm is not None and not self._pub_allowed(conn, subject, reply):\n"
+        "        if conn.pub_perm is not None and not _pub_allowed(self.outbox, conn, subject, reply):\n"
         "            return\n",
-        "        if conn.pub_perm is not None and not self._pub_allowed(conn, subject, reply):\n"
+        "        if conn.pub_perm is not None and not _pub_allowed(self.outbox, conn, subject, reply):\n"
         "            pass\n",
         ("tests/test_node_security.py",),
     ),

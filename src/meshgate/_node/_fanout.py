@@ -101,6 +101,46 @@ def permitted(perm: Permissions, subject: str) -> bool:
     )
 
 
+def _permitted(conn: ClientConnection, subject: str) -> bool:
+    """``permitted`` for ``conn``'s publish permissions, cached per connection."""
+    cache = conn.perm_cache
+    ok = cache.get(subject)
+    if ok is None:
+        assert conn.pub_perm is not None
+        ok = permitted(conn.pub_perm, subject)
+        if len(cache) >= _PERM_CACHE_MAX:
+            cache.clear()
+        cache[subject] = ok
+    return ok
+
+
+def _pub_allowed(outbox: Outbox, conn: ClientConnection, subject: str, reply: str | None) -> bool:
+    """The subject (unwrapped) and the reply subject are both permitted."""
+    if not _permitted(conn, subject):
+        outbox.deny(conn, f"publish to {subject!r} denied")
+        return False
+    if reply is not None and not reply.startswith(_INBOX) and not _permitted(conn, reply):
+        outbox.deny(conn, f"reply subject {reply!r} denied")
+        return False
+    return True
+
+
+def _remote_wanting(order: list[OutboundGateway], account: str, subject: str) -> int:
+    """How many remote clusters (0, 1, or 2 for more) might have a subscriber for
+    ``subject``: their gateway has not said they have none (optimistic), or has
+    said they have one (interest-only, queue groups)."""
+    n = 0
+    for c in order:
+        oi = c.out_interest
+        if oi is not None and (
+            oi.should_forward(account, subject) or oi.queue_groups(account, subject)
+        ):
+            n += 1
+            if n == 2:
+                break
+    return n
+
+
 _Entry = LocalSubscription | RemoteInterest
 
 
@@ -165,27 +205,6 @@ class FanOut:
         self.outbox.fail(conn, ErrorCode.INVALID_SUBJECT, f"invalid subject {subject!r}")
         return False
 
-    def _permitted(self, conn: ClientConnection, subject: str) -> bool:
-        cache = conn.perm_cache
-        ok = cache.get(subject)
-        if ok is None:
-            assert conn.pub_perm is not None
-            ok = permitted(conn.pub_perm, subject)
-            if len(cache) >= _PERM_CACHE_MAX:
-                cache.clear()
-            cache[subject] = ok
-        return ok
-
-    def _pub_allowed(self, conn: ClientConnection, subject: str, reply: str | None) -> bool:
-        """The subject (unwrapped) and the reply subject are both permitted."""
-        if not self._permitted(conn, subject):
-            self.outbox.deny(conn, f"publish to {subject!r} denied")
-            return False
-        if reply is not None and not reply.startswith(_INBOX) and not self._permitted(conn, reply):
-            self.outbox.deny(conn, f"reply subject {reply!r} denied")
-            return False
-        return True
-
     def _peer_input(
         self,
         conn: Connection,
@@ -241,7 +260,7 @@ class FanOut:
             return
         if reply is not None and reply not in valid and not self._validate(conn, reply):
             return
-        if conn.pub_perm is not None and not self._pub_allowed(conn, subject, reply):
+        if conn.pub_perm is not None and not _pub_allowed(self.outbox, conn, subject, reply):
             return
         acct = conn.account
         assert acct is not None
@@ -297,7 +316,7 @@ class FanOut:
         m = index.match(subject) if index is not None else None
         if requester is not None and reply is not None and (m is None or not (m.plain or m.queues)):
             # a request that asked to hear of no responders, and nobody in this cluster
-            remote = self._remote_wanting(account, subject)
+            remote = _remote_wanting(self._gw_order, account, subject)
             if not remote:
                 self._no_responders(requester, reply)  # nobody anywhere: say so now
                 return
@@ -457,22 +476,7 @@ class FanOut:
             m = index.match(subject)
             if m.plain or m.queues:
                 return True
-        return self._remote_wanting(account, subject) > 0
-
-    def _remote_wanting(self, account: str, subject: str) -> int:
-        """How many remote clusters (0, 1, or 2 for more) might have a subscriber for
-        ``subject``: their gateway has not said they have none (optimistic), or has
-        said they have one (interest-only, queue groups)."""
-        n = 0
-        for c in self._gw_order:
-            oi = c.out_interest
-            if oi is not None and (
-                oi.should_forward(account, subject) or oi.queue_groups(account, subject)
-            ):
-                n += 1
-                if n == 2:
-                    break
-        return n
+        return _remote_wanting(self._gw_order, account, subject) > 0
 
     def _pick(self, members: Sequence[_Entry]) -> _Entry:
         """One queue member, round robin weighted by each entry's member count."""

@@ -432,7 +432,9 @@ class FanOut:
                         peers[sub.conn] = []
             if m.queues and (source == FROM_CLIENT or queues):
                 for q, members in m.queues:
-                    if source != FROM_CLIENT:
+                    if source == FROM_CLIENT:
+                        chosen = self._pick(members)
+                    else:
                         assert queues is not None
                         if q not in queues:
                             continue
@@ -440,8 +442,9 @@ class FanOut:
                             local = [x for x in members if x.prefix is not None]
                             if not local:
                                 continue  # the group left this node meanwhile: dropped
-                            members = local  # type: ignore[assignment]
-                    chosen = self._pick(members)
+                            chosen = self._pick(local)
+                        else:
+                            chosen = self._pick(members)
                     if chosen.prefix is not None:
                         if tail is None:
                             tail = self.encoder.message_tail(subject, reply, payload)

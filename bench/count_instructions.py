@@ -81,10 +81,13 @@ def main() -> None:
     ap.add_argument("--label-old", default="old")
     ap.add_argument("--label-new", default="new")
     ap.add_argument("--chunks", type=int, default=20, help="chunks of 1000 messages")
+    ap.add_argument(
+        "--scenario", action="append", choices=list(SCENARIOS), help="only these (repeatable)"
+    )
     args = ap.parse_args()
     trees = [(args.label_old, args.old), (args.label_new, args.new)]
     rows: dict[str, dict[str, float]] = {}
-    for scenario in SCENARIOS:
+    for scenario in args.scenario or SCENARIOS:
         for label, src in trees:  # alternating, though counts do not depend on load
             base = instructions(src, scenario, 0)
             full = instructions(src, scenario, args.chunks)

@@ -188,9 +188,16 @@ async def scenario(nodes: dict[str, meshgate.Gateway]) -> dict[str, Any]:
             nursery.start_soon(serve)
             with trio.fail_after(20):
                 while True:
-                    with trio.move_on_after(0.3):
-                        reply = await pa.request("svc.echo", b"hello")
-                        break
+                    try:
+                        with trio.move_on_after(0.3):
+                            reply = await pa.request("svc.echo", b"hello")
+                            break
+                    except meshgate.NoRespondersError:
+                        # the responder's interest has not reached this node through
+                        # the hub yet: the node says so at once; ask again after a
+                        # round trip on both sides
+                        await pc.flush()
+                        await pa.flush()
             out["reply"] = reply.payload
             nursery.cancel_scope.cancel()
         await pa.flush()

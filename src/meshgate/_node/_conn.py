@@ -19,7 +19,7 @@ class                          wire                   receive loop / control fra
 
 What differs between kinds is said here, by the class, never asked elsewhere: how it
 says PING, PONG and errors (``ping_bytes``, ``pong_bytes``, :meth:`Connection.error_bytes`),
-whether deliveries are rendered in NATS text (``nats_text``), what it holds besides
+whether deliveries are rendered in NATS text (``nats_text``, ``leaf``), what it holds besides
 ``out`` (:meth:`Connection.pending_bytes`, :meth:`Connection.take_output`).
 """
 
@@ -109,10 +109,6 @@ class Connection:
     #: PING and PONG in this kind's protocol (None: meshgate's frames)
     ping_bytes: ClassVar[bytes | None] = None
     pong_bytes: ClassVar[bytes | None] = None
-    #: deliveries to it are rendered in the NATS text protocol
-    nats_text: ClassVar[bool] = False
-    #: messages relayed to it are rendered in nats-server's leafnode protocol (``LMSG``)
-    leaf: ClassVar[bool] = False
     #: sizes of the frames in ``out``, where a slow-consumer policy needs them
     frame_sizes: deque[int] | None = None
 
@@ -124,9 +120,11 @@ class Connection:
         "dirty",
         "id",
         "last_activity",
+        "leaf",
         "messages_in",
         "messages_out",
         "name",
+        "nats_text",
         "opened_at",
         "out",
         "payload_in",
@@ -142,6 +140,11 @@ class Connection:
     def __init__(self, cid: int, decoder: Decoder, now: float) -> None:
         self.id = cid
         self.state = ConnState.AWAIT_HELLO
+        #: deliveries to it are rendered in the NATS text protocol (set by the kind; an
+        #: attribute, not a class constant, so that the compiled hot path reads a slot)
+        self.nats_text = False
+        #: messages relayed to it are rendered in nats-server's leafnode protocol (``LMSG``)
+        self.leaf = False
         self.decoder = decoder
         self.out = bytearray()
         #: listed in :attr:`Effects.writable` since the shell last took the output
@@ -305,7 +308,6 @@ class NatsClientConnection(ClientConnection):
 
     ping_bytes: ClassVar[bytes | None] = PING
     pong_bytes: ClassVar[bytes | None] = PONG
-    nats_text = True
 
     __slots__ = ("nats",)
 
@@ -313,6 +315,7 @@ class NatsClientConnection(ClientConnection):
         self, cid: int, decoder: Decoder, now: float, *, track_frames: bool, nats: NatsState
     ) -> None:
         super().__init__(cid, decoder, now, track_frames=track_frames)
+        self.nats_text = True
         #: its NATS side: parser, sid map, CONNECT options
         self.nats = nats
 
@@ -429,12 +432,12 @@ class BackboneConnection(PeerConnection):
     legal = LEGAL_RECEIVE[ConnectionKind.ROUTE]
     ping_bytes: ClassVar[bytes | None] = PING
     pong_bytes: ClassVar[bytes | None] = PONG
-    leaf = True
 
     __slots__ = ("parser", "remote")
 
     def __init__(self, cid: int, decoder: Decoder, now: float) -> None:
         super().__init__(cid, decoder, now, dialed=True)
+        self.leaf = True
         self.parser: NatsParser | None = None
         #: the hub's interest: (account, pattern, queue) -> entry in the interest graph
         self.remote: dict[tuple[str, str, str | None], RemoteInterest] = {}

@@ -210,6 +210,8 @@ class NodeCore:
             "ping_interval",
             "max_pings_out",
             "write_deadline",
+            "peer_write_deadline",
+            "peer_max_pending_bytes",
             "flush_window",
             "connect_retries",
             "reconnect_wait",
@@ -403,6 +405,16 @@ class NodeCore:
                 self.outbox.fail(
                     conn, ErrorCode.SHUTTING_DOWN, "node is shutting down", count=False
                 )
+
+    def close_slow_link(self, conn: Connection, reason: str) -> None:
+        """The shell found route, gateway or backbone connection ``conn`` stuck (it took
+        nothing within its write deadline, or holds more than its pending bound): what is
+        queued for it is dropped, a SLOW_CONSUMER error takes its place (it goes out if
+        the link still takes it), and the connection closes (``Effects.closing``)."""
+        if not isinstance(conn, PeerConnection) or conn.state >= _CLOSING:
+            return
+        conn.forget_output()
+        self.outbox.fail(conn, ErrorCode.SLOW_CONSUMER, reason)
 
     def ping(self, conn: Connection, on_pong: Callable[[], None]) -> None:
         """Send a PING on a route or gateway connection; ``on_pong()`` is called once its

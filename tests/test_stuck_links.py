@@ -17,11 +17,13 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
 import meshgate
 from meshgate.protocol import PROTOCOL_VERSION, Decoder, Hello, RouteMessage, RouteSub
+from meshgate.topology import fetch_json
 from meshgate.transports import connect_stream, get_transport
 
 from .helpers import Raw
@@ -310,3 +312,80 @@ async def test_a_slow_route_that_drains_gets_back_pressure_and_stays(
     assert received == count
     assert (row.stalled, row.stalls, stats.stalled_links) == (False, 0, 0)
     assert peak < LIMIT + 2 * 64 * 1024  # held back: one batch of input past the limit
+
+
+async def test_monitoring_shows_a_stuck_link_and_its_peer_history() -> None:
+    """Over HTTP: a route peer a9 that stops reading is closed as a slow consumer at its
+    deadline; ``/varz`` counts it (``stalled_links``, ``slow_consumer_stats``) and, once
+    a9 is back, its ``/routez`` row says how often a route to it was closed so; every
+    ``/gatewayz`` connection has the same fields."""
+    from ._nats import free_port
+
+    monitor = f"127.0.0.1:{free_port()}"
+    cfg = meshgate.GatewayConfig(
+        name="a0",
+        cluster="A",
+        listen="127.0.0.1:0",
+        cluster_listen="127.0.0.1:0",
+        gateway_listen="127.0.0.1:0",
+        monitor_listen=monitor,
+        peer_write_deadline=0.3,
+    )
+    hello = Hello(version=PROTOCOL_VERSION, role="route", name="a9", cluster="A")
+    with trio.fail_after(30):
+        async with (
+            meshgate.open_gateway(cfg) as a0,
+            meshgate.open_gateway(
+                meshgate.GatewayConfig(
+                    name="b0",
+                    cluster="B",
+                    listen="127.0.0.1:0",
+                    gateway_listen="127.0.0.1:0",
+                    gateways={"A": [str(a0.gateway_url)]},
+                )
+            ),
+        ):
+            await a0.wait_gateways(1, 1)
+            assert a0.cluster_url is not None
+            async with connect_stream(a0.cluster_url) as stuck:
+                r = Raw(stuck)
+                await r.send(hello, RouteSub("$G", "s.>", None, 1))
+                assert isinstance(await r.next(), Hello)  # then a9 reads nothing again
+                await a0.wait_routes(1)
+                async with meshgate.connect(str(a0.client_url)) as pub:
+                    payload = b"x" * 60000  # more than the kernel's buffers take
+                    while a0.statistics().routes:
+                        await pub.publish("s.x", payload)
+                        await pub.flush()
+            varz = await fetch_json(f"http://{monitor}", "/varz")
+            async with connect_stream(a0.cluster_url) as back:
+                r = Raw(back)
+                await r.send(hello)
+                assert isinstance(await r.next(), Hello)
+                await a0.wait_routes(1)
+                routez = await fetch_json(f"http://{monitor}", "/routez")
+                gatewayz = await fetch_json(f"http://{monitor}", "/gatewayz")
+    assert varz["stalled_links"] == 1
+    assert varz["slow_consumer_stats"] == {"clients": 0, "routes": 1, "gateways": 0, "leafs": 0}
+    (row,) = routez["routes"]
+    assert (row["remote_name"], row["slow_consumers"], row["stalled"]) == ("a9", 1, False)
+    assert isinstance(row["stalls"], int)
+    connections = [g["connection"] for g in gatewayz["outbound_gateways"].values()]
+    connections += [g["connection"] for gs in gatewayz["inbound_gateways"].values() for g in gs]
+    assert len(connections) == 2
+    for c in connections:
+        assert (c["stalled"], c["stalls"], c["slow_consumers"]) == (False, 0, 0), c
+        assert isinstance(c["pending_bytes"], int)
+
+
+def test_the_deadline_and_bound_default_to_the_node_wide_limits_and_are_checked() -> None:
+    cfg = meshgate.GatewayConfig(write_deadline=3.0, max_pending_bytes=1 << 20)
+    assert (cfg.link_write_deadline, cfg.link_max_pending_bytes) == (3.0, 8 << 20)
+    cfg = meshgate.GatewayConfig.from_mapping(
+        {"peer_write_deadline": 0.5, "peer_max_pending_bytes": 16 << 20}
+    )
+    assert (cfg.link_write_deadline, cfg.link_max_pending_bytes) == (0.5, 16 << 20)
+    with pytest.raises(meshgate.ConfigError, match="peer_max_pending_bytes: must be at least"):
+        meshgate.GatewayConfig(max_pending_bytes=1 << 20, peer_max_pending_bytes=1 << 19)
+    with pytest.raises(meshgate.ConfigError, match="peer_write_deadline: must be a positive"):
+        meshgate.GatewayConfig(peer_write_deadline=0)

@@ -131,6 +131,7 @@ class ConnHandle:
         "drained",
         "fd",
         "idle",
+        "in_hand",
         "nursery",
         "peer",
         "progress_at",
@@ -168,6 +169,8 @@ class ConnHandle:
         self.backlog: memoryview | None = None
         #: waiting for the end of the scheduling round or the next flush window
         self.deferred = False
+        #: links: bytes the writer took from the core and is writing (at most)
+        self.in_hand = 0
         #: links: when the stream last took bytes (or was handed bytes to write)
         self.progress_at = 0.0
         #: links: it took nothing for ``STALLED_AFTER``: publishers do not wait for it
@@ -326,9 +329,9 @@ class Writer:
         """Links that the last batch of input added to and that now hold more than
         ``max_pending_bytes``: only the connection that sent that batch waits for them
         (back-pressure), and only while they drain (not stalled).  One that now holds
-        more than ``peer_max_pending_bytes`` is closed as a slow consumer instead.  (A
-        link whose writer is busy is not listed again in ``Effects.writable``, so
-        growth is what tells.)"""
+        more than ``peer_max_pending_bytes`` (with what its writer has in hand) is
+        closed as a slow consumer instead.  (A link whose writer is busy is not listed
+        again in ``Effects.writable``, so growth is what tells.)"""
         core = self._core
         cfg = self.config
         limit = cfg.max_pending_bytes
@@ -338,8 +341,9 @@ class Writer:
             if pending <= limit or pending <= held or h.closed or h.stuck is not None:
                 continue
             bound = cfg.link_max_pending_bytes
-            if pending > bound:
-                self._close_stuck(h, f"{pending} bytes queued, over peer_max_pending_bytes={bound}")
+            queued = pending + h.in_hand
+            if queued > bound:
+                self._close_stuck(h, f"{queued} bytes queued, over peer_max_pending_bytes={bound}")
             elif not h.stalled and h.conn.state < ConnState.CLOSING:
                 if out is None:
                     out = []
@@ -525,6 +529,7 @@ class Writer:
         now = trio.current_time()
         h.progress_at = now
         view = memoryview(data)
+        h.in_hand = len(view)
         fd = h.fd
         with trio.CancelScope(deadline=now + patience) as scope:
             if fd >= 0:
@@ -549,7 +554,10 @@ class Writer:
                     h.progress_at = now
                     scope.deadline = now + patience
                     h.stalled = False
-        return not scope.cancelled_caught
+        if not scope.cancelled_caught:
+            h.in_hand = 0
+            return True
+        return False
 
     @staticmethod
     async def _end_gently(stream: trio.abc.Stream) -> None:

@@ -146,9 +146,9 @@ class Dialers:
     ) -> tuple[str | None, LinkOutcome | None]:
         """One pass over ``urls``: serve the first that connects until its connection
         ends; the URL served and how its link ended, or None, None if none connected.
-        ``lost_at`` remembers when
-        each URL last failed or lost its connection: those are tried last, the longest
-        ago first, so a hung or dead node is not picked again while another is untried."""
+        ``lost_at`` remembers when each URL last failed or lost its connection: those
+        are tried last, the longest ago first, so a hung or dead node is not picked
+        again while another is untried."""
         cfg = self.config
         random.shuffle(urls)
         for gone in [u for u in lost_at if u not in urls]:  # forget departed URLs

@@ -13,6 +13,7 @@ table of figures that ``docs/operations.md`` shows.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import subprocess
@@ -34,6 +35,7 @@ from meshgate.testing.chaos import (
     open_fault_proxy,
     open_node_process,
 )
+from meshgate.topology import fetch_json
 
 RATE = 200.0  # messages per second on every stream
 #: a game edge's keepalive, scaled down so that a hung peer is found in about a second
@@ -50,6 +52,8 @@ FAST: dict[str, Any] = {
 UNAFFECTED_GAP = 0.5
 #: how long a stalled link stays stalled (a partition that heals)
 STALL = 1.5
+#: the bulk floods' pace: 8 messages of 32 KiB every 12.5 ms (about 20 MB/s)
+FLOOD_BATCH, FLOOD_TICK, FLOOD_SIZE = 8, 0.0125, 32 * 1024
 
 
 def record(scenario: str, who: str, report: StreamReport, **extra: object) -> None:
@@ -82,11 +86,16 @@ def assert_recovered(report: StreamReport, *, within: float) -> None:
 
 @asynccontextmanager
 async def process_supercluster(
-    tmp: Path, sizes: dict[str, int], **extra: Any
+    tmp: Path,
+    sizes: dict[str, int],
+    *,
+    per_node: dict[str, dict[str, Any]] | None = None,
+    **extra: Any,
 ) -> AsyncIterator[dict[str, NodeProcess]]:
     """Nodes ``<cluster lowercase><i>`` as processes, all on port 0: later nodes of a
     cluster name the first one as their route seed; the first node of each later
-    cluster names the first cluster's first node as its gateway."""
+    cluster names the first cluster's first node as its gateway.  ``per_node`` adds
+    fields to one node's configuration."""
     async with AsyncExitStack() as stack:
         nodes: dict[str, NodeProcess] = {}
         first = next(iter(sizes))
@@ -101,6 +110,7 @@ async def process_supercluster(
                     "gateway_listen": "127.0.0.1:0",
                     **FAST,
                     **extra,
+                    **(per_node or {}).get(name, {}),
                 }
                 if i:
                     fields["routes"] = [nodes[f"{cluster.lower()}0"].cluster_url]
@@ -209,11 +219,12 @@ async def test_a_hung_node_costs_only_its_own_clients_a_window(tmp_path: Path) -
 
 @asynccontextmanager
 async def proxied_pair(
-    tmp: Path, link: str
+    tmp: Path, link: str, **second_extra: Any
 ) -> AsyncIterator[tuple[NodeProcess, NodeProcess, meshgate.testing.chaos.FaultProxy]]:
     """Two nodes whose one ``link`` ("route" or "gateway") from the second to the first
     goes through a fault proxy.  For a gateway that is x1's outbound to cluster X;
-    x0's outbound to cluster Y does not cross the proxy."""
+    x0's outbound to cluster Y does not cross the proxy.  ``second_extra`` adds fields
+    to the second node's configuration."""
     listener = "cluster_listen" if link == "route" else "gateway_listen"
     async with AsyncExitStack() as stack:
         base = {"listen": "127.0.0.1:0", listener: "127.0.0.1:0", **FAST}
@@ -228,7 +239,9 @@ async def proxied_pair(
             if link == "route"
             else {"name": "y0", "cluster": "Y", "gateways": {"X": [proxy.url]}}
         )
-        second = await stack.enter_async_context(open_node_process({**second_fields, **base}, tmp))
+        second = await stack.enter_async_context(
+            open_node_process({**second_fields, **base, **second_extra}, tmp)
+        )
         yield first, second, proxy
 
 
@@ -241,11 +254,15 @@ async def test_a_failed_link_costs_only_the_traffic_crossing_it(
     reset.  Traffic that crosses it has a bounded gap and nothing duplicated or out of
     order; traffic that does not (local, or the other direction's gateway) loses
     nothing.  When it stalls, a bulk publisher floods it too: its pending output passes
-    ``max_pending_bytes`` and only that publisher is held back."""
+    ``max_pending_bytes``; nobody waits for a link that takes nothing, and once it holds
+    ``peer_max_pending_bytes`` it is closed as a slow consumer (and counted)."""
+    from ._nats import free_port
+
+    monitor = f"127.0.0.1:{free_port()}"
     ledger = Ledger()
     with trio.fail_after(60):
         async with (
-            proxied_pair(tmp_path, link) as (first, second, proxy),
+            proxied_pair(tmp_path, link, monitor_listen=monitor) as (first, second, proxy),
             meshgate.connect(second.client_url) as pub,
             meshgate.connect(first.client_url) as across,
             meshgate.connect(second.client_url) as local_pub,
@@ -264,31 +281,23 @@ async def test_a_failed_link_costs_only_the_traffic_crossing_it(
             await until_delivered(local_pub, [sub_local], "s.l")
             await until_delivered(back_pub, [sub_back], "s.b")
             await until_delivered(bulk_pub, [sub_bulk], "bulk")
-            flooded = 0
 
             async def flood() -> None:
-                nonlocal flooded
-                payload = b"x" * 32768
-                while True:
-                    await bulk_pub.publish("bulk", payload)
-                    flooded += 1
+                payload = b"x" * FLOOD_SIZE
+                start = trio.current_time()
+                for tick in itertools.count():
+                    await trio.sleep_until(start + tick * FLOOD_TICK)  # the flood's pace
+                    for _ in range(FLOOD_BATCH):
+                        await bulk_pub.publish("bulk", payload)
 
             async def drain_bulk() -> None:
                 async for _ in sub_bulk:
                     pass
 
-            held_back_at = 0
-
-            async def sample() -> None:
-                nonlocal held_back_at
-                await trio.sleep(0.8)  # within the write deadline: the link still hangs
-                held_back_at = flooded
-
             async def partition() -> None:
                 async with trio.open_nursery() as bulk_traffic:
                     bulk_traffic.start_soon(flood)
                     bulk_traffic.start_soon(drain_bulk)
-                    bulk_traffic.start_soon(sample)
                     await trio.sleep(STALL)  # how long the partition lasts
                     bulk_traffic.cancel_scope.cancel()
                 proxy.heal()
@@ -305,9 +314,10 @@ async def test_a_failed_link_costs_only_the_traffic_crossing_it(
             ]
             publishers = [(pub, "s.f"), (local_pub, "s.l"), (back_pub, "s.b")]
             await run_streams(ledger, publishers, followers, inject, after=3.5)
+            varz = await fetch_json(f"http://{monitor}", "/varz")
             flooding.cancel_scope.cancel()
-    if fault == "stall":  # the flood filled the link and was held back, not buffered
-        assert 0 < held_back_at * 32768 < 32 * 1024 * 1024, held_back_at
+    if fault == "stall":  # the flood filled the link to its bound: closed, not buffered
+        assert varz["stalled_links"] >= 1, varz
     scenario = f"stall a {link} {STALL:g} s" if fault == "stall" else f"{fault} a {link}"
     # a stalled route has no other path until the partition heals; a stalled gateway
     # is found stale and redialed at another of the cluster's URLs (not the proxy)
@@ -492,3 +502,86 @@ async def test_a_killed_backbone_server_is_replaced_by_another_of_its_cluster(
     )
     assert_unaffected(ledger.report("local"))
     assert_recovered(ledger.report("across"), within=2.5)
+
+
+#: how long the hung-peer scenarios keep a node stopped
+HUNG = float(os.environ.get("CHAOS_HUNG", "3.0"))
+
+
+@pytest.mark.parametrize("stopped", ["route peer", "gateway carrier"])
+async def test_a_hung_peer_under_a_flood_costs_only_the_traffic_behind_it(
+    tmp_path: Path, stopped: str
+) -> None:
+    """Clusters A (a0, a1), B (b0) and C (c0).  A publisher on a0 streams to a
+    subscriber on every node while a bulk publisher on a0 floods a subscriber on the
+    node about to hang: a1 (a route peer) or b0 (the node that carries a0's gateway to
+    B).  That node is SIGSTOPped for ``HUNG`` seconds.  The link to it fills up and is
+    closed as a slow consumer; no publisher is held by it meanwhile, so every
+    subscriber not behind the stopped node loses nothing and sees no silence over
+    0.5 s."""
+    from ._nats import free_port
+
+    victim = "a1" if stopped == "route peer" else "b0"
+    monitor = f"127.0.0.1:{free_port()}"
+    ledger = Ledger()
+    with trio.fail_after(90):
+        async with (
+            process_supercluster(
+                tmp_path,
+                {"A": 2, "B": 1, "C": 1},
+                # a0's keepalive is slowed so that what finds the stuck link is its
+                # bound or deadline (the scenario counts it), not a missing PONG
+                per_node={"a0": {"monitor_listen": monitor, "ping_interval": 5.0}},
+            ) as n,
+            AsyncExitStack() as stack,
+        ):
+            clients = {}
+            for who in ("pub", "bulk_pub", "a0", "a1", "b0", "c0", "bulk"):
+                node = (
+                    n["a0"] if who in ("pub", "bulk_pub") else n[victim if who == "bulk" else who]
+                )
+                clients[who] = await stack.enter_async_context(meshgate.connect(node.client_url))
+            subs = {w: await clients[w].add_subscription("s.i") for w in ("a0", "a1", "b0", "c0")}
+            sub_bulk = await clients["bulk"].add_subscription("bulk")
+            await until_delivered(clients["pub"], list(subs.values()), "s.i")
+            await until_delivered(clients["bulk_pub"], [sub_bulk], "bulk")
+            await until_delivered(clients["pub"], list(subs.values()), "s.i")
+
+            async def flood() -> None:
+                payload = b"x" * FLOOD_SIZE
+                start = trio.current_time()
+                for tick in itertools.count():
+                    await trio.sleep_until(start + tick * FLOOD_TICK)  # the flood's pace
+                    for _ in range(FLOOD_BATCH):
+                        await clients["bulk_pub"].publish("bulk", payload)
+
+            async def drain_bulk() -> None:
+                async for _ in sub_bulk:
+                    pass
+
+            async def hang() -> None:
+                flooding.start_soon(flood)
+                flooding.start_soon(drain_bulk)
+                await trio.sleep(0.5)  # the scenario: the flood runs, then the node hangs
+                n[victim].stop()
+                await trio.sleep(HUNG)  # how long it stays hung
+                n[victim].resume()
+
+            followers = [(w, s, "s.i") for w, s in subs.items()]
+            async with trio.open_nursery() as flooding:
+                await run_streams(ledger, [(clients["pub"], "s.i")], followers, hang, after=2.0)
+                flooding.cancel_scope.cancel()
+            varz = await fetch_json(f"http://{monitor}", "/varz")
+    scenario = f"SIGSTOP a {stopped} {HUNG:g} s under a flood"
+    for who in subs:
+        if who != victim:
+            record(scenario, f"subscriber on {who} (not behind it)", ledger.report(who))
+    record(scenario, f"subscriber on {victim} (behind it)", ledger.report(victim))
+    for who in subs:
+        if who != victim:
+            assert_unaffected(ledger.report(who))
+    assert ledger.report(victim).received > 0
+    # a0 closed its link to the stopped node as a slow consumer, and counted it
+    kind = "routes" if stopped == "route peer" else "gateways"
+    assert varz["slow_consumer_stats"][kind] >= 1, varz
+    assert varz["stalled_links"] >= 1, varz

@@ -43,6 +43,13 @@ class Statistics:
     #: message payload bytes in and out (``bytes_in``/``bytes_out`` count the wire)
     payload_bytes_in: int = 0
     payload_bytes_out: int = 0
+    #: route, gateway and backbone links closed as slow consumers (stuck: they took
+    #: nothing for ``peer_write_deadline`` or held ``peer_max_pending_bytes``), in all
+    #: and by kind; ``slow_consumers`` counts clients only
+    stalled_links: int = 0
+    stalled_routes: int = 0
+    stalled_gateways: int = 0
+    stalled_backbone: int = 0
 
 
 @attrs.frozen
@@ -125,6 +132,12 @@ class RouteInfo:
     #: message payload bytes from and to the peer (``in_bytes``/``out_bytes``: the wire)
     in_payload_bytes: int = 0
     out_payload_bytes: int = 0
+    #: the route has taken nothing for a while (publishers no longer wait for it)
+    stalled: bool = False
+    #: times this route stalled
+    stalls: int = 0
+    #: times a route to this peer was closed as a slow consumer (over the node's life)
+    slow_consumers: int = 0
 
 
 @attrs.frozen

@@ -91,6 +91,16 @@ _SECONDS = " of seconds"
 _BYTES = " of bytes"
 
 
+def _optional(check: _Validator) -> _Validator:
+    """None, or a value ``check`` accepts."""
+
+    def optional(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None:
+            check(inst, attribute, value)
+
+    return optional
+
+
 def _flush_window(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     _non_negative(_SECONDS)(inst, attribute, value)
     assert isinstance(value, int | float)
@@ -621,6 +631,19 @@ class GatewayConfig:
     #: seconds one write to a connection may take (as nats-server's ``write_deadline``);
     #: a stuck route or gateway is then closed (and redialed), a stuck client closed
     write_deadline: float = attrs.field(default=10.0, validator=_positive(_SECONDS))
+    #: seconds a route, gateway or backbone link may take nothing while output waits for
+    #: it before it is closed as a slow consumer and redialed (nats-server 2.12's
+    #: per-link ``write_deadline``); None: ``write_deadline``
+    peer_write_deadline: float | None = attrs.field(
+        default=None, validator=_optional(_positive(_SECONDS))
+    )
+    #: bytes a route, gateway or backbone link may hold queued before it is closed as a
+    #: slow consumer and redialed (publishers are held back from ``max_pending_bytes`` on,
+    #: while the link drains); at least ``max_pending_bytes``.  None: 8 x
+    #: ``max_pending_bytes`` (64 MiB by default)
+    peer_max_pending_bytes: int | None = attrs.field(
+        default=None, validator=_optional(_positive(_BYTES))
+    )
     #: bind the client, NATS and gateway listeners with ``SO_REUSEPORT``, so that
     #: several node processes of one user (``meshgate serve --workers``) share those
     #: ports and the kernel spreads connections over them; route and monitoring
@@ -733,6 +756,14 @@ class GatewayConfig:
                 "max_pending_bytes",
                 f"must be at least max_payload ({self.max_payload} bytes), "
                 f"not {self.max_pending_bytes} bytes",
+            )
+        if self.peer_max_pending_bytes is not None and (
+            self.peer_max_pending_bytes < self.max_pending_bytes
+        ):
+            raise ConfigError(
+                "peer_max_pending_bytes",
+                f"must be at least max_pending_bytes ({self.max_pending_bytes} bytes), "
+                f"not {self.peer_max_pending_bytes} bytes",
             )
         if self.backbone:
             for field in ("cluster_listen", "gateway_listen", "routes", "gateways"):
@@ -848,6 +879,19 @@ class GatewayConfig:
         """The token in the backbone URLs (``token@``), if any."""
         user, password = self._backbone_userinfo()
         return user if password is None else None
+
+    @property
+    def link_write_deadline(self) -> float:
+        """Seconds a route, gateway or backbone link may take nothing while output waits
+        for it: ``peer_write_deadline``, or ``write_deadline`` if that is None."""
+        return self.write_deadline if self.peer_write_deadline is None else self.peer_write_deadline
+
+    @property
+    def link_max_pending_bytes(self) -> int:
+        """Bytes a route, gateway or backbone link may hold queued:
+        ``peer_max_pending_bytes``, or 8 x ``max_pending_bytes`` if that is None."""
+        bound = self.peer_max_pending_bytes
+        return 8 * self.max_pending_bytes if bound is None else bound
 
     @property
     def peer_auth_required(self) -> bool:

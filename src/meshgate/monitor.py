@@ -190,6 +190,15 @@ def _varz(gw: Observable) -> dict[str, Any]:
         "in_wire_bytes": st.bytes_in,
         "out_wire_bytes": st.bytes_out,
         "slow_consumers": st.slow_consumers,
+        # links closed as slow consumers (stuck), in all and by kind as nats-server
+        # breaks its slow consumers down
+        "stalled_links": st.stalled_links,
+        "slow_consumer_stats": {
+            "clients": st.slow_consumers,
+            "routes": st.stalled_routes,
+            "gateways": st.stalled_gateways,
+            "leafs": st.stalled_backbone,
+        },
         "dropped_msgs": st.dropped_messages,
         "coalesced_msgs": st.coalesced_messages,
         "resyncs": st.resyncs,
@@ -311,6 +320,12 @@ def render_metrics(gw: Observable) -> str:
         ("meshgate_bytes_in_total", "counter", "bytes received", st.bytes_in),
         ("meshgate_bytes_out_total", "counter", "bytes sent", st.bytes_out),
         ("meshgate_slow_consumers_total", "counter", "slow-consumer episodes", st.slow_consumers),
+        (
+            "meshgate_stalled_links_total",
+            "counter",
+            "route, gateway and backbone links closed as slow consumers",
+            st.stalled_links,
+        ),
         (
             "meshgate_dropped_messages_total",
             "counter",

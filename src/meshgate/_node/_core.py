@@ -66,6 +66,28 @@ _OPEN = ConnState.OPEN
 _CLOSING = ConnState.CLOSING
 
 
+#: configuration fields that ``NodeCore.reconfigure`` applies to a running node
+RELOADABLE = frozenset(
+    {
+        "users",
+        "max_payload",
+        "max_pending_bytes",
+        "max_connections",
+        "max_subscriptions",
+        "max_resyncs",
+        "auth_timeout",
+        "ping_interval",
+        "max_pings_out",
+        "write_deadline",
+        "peer_write_deadline",
+        "peer_max_pending_bytes",
+        "flush_window",
+        "connect_retries",
+        "reconnect_wait",
+    }
+)
+
+
 class NodeCore:
     """All protocol and routing state of one node; synchronous and I/O-free.
 
@@ -188,23 +210,7 @@ class NodeCore:
             d.gateway_url = gateway_url
 
     #: configuration fields that :meth:`reconfigure` applies to a running node
-    RELOADABLE = frozenset(
-        {
-            "users",
-            "max_payload",
-            "max_pending_bytes",
-            "max_connections",
-            "max_subscriptions",
-            "max_resyncs",
-            "auth_timeout",
-            "ping_interval",
-            "max_pings_out",
-            "write_deadline",
-            "flush_window",
-            "connect_retries",
-            "reconnect_wait",
-        }
-    )
+    RELOADABLE = RELOADABLE
 
     def reconfigure(self, new: GatewayConfig) -> list[str]:
         """Apply what can change safely while running (:attr:`RELOADABLE`); returns the
@@ -393,6 +399,16 @@ class NodeCore:
                 self.outbox.fail(
                     conn, ErrorCode.SHUTTING_DOWN, "node is shutting down", count=False
                 )
+
+    def close_slow_link(self, conn: Connection, reason: str) -> None:
+        """The shell found route, gateway or backbone connection ``conn`` stuck (it took
+        nothing within its write deadline, or holds more than its pending bound): what is
+        queued for it is dropped, a SLOW_CONSUMER error takes its place (it goes out if
+        the link still takes it), and the connection closes (``Effects.closing``)."""
+        if not isinstance(conn, PeerConnection) or conn.state >= _CLOSING:
+            return
+        conn.forget_output()
+        self.outbox.fail(conn, ErrorCode.SLOW_CONSUMER, reason)
 
     def ping(self, conn: Connection, on_pong: Callable[[], None]) -> None:
         """Send a PING on a route or gateway connection; ``on_pong()`` is called once its

@@ -6,7 +6,7 @@
 ``_driver.py``                ``CoreDriver``: the one place that acts on the core's effects
                               (no trio: the test harness and the simulator use it too)
 ``_writer.py``                ``Writer`` and ``ConnHandle``: write scheduling, coalescing,
-                              writer tasks, back-pressure
+                              writer tasks, back-pressure, stalled and stuck links
 ``_dialers.py``               ``Dialers``: routes, outbound gateways, the backbone (given a
                               ``serve`` callable and a topology view; no core)
 ``_topology.py``              ``Topology``: what is connected, and a wake-up on each change

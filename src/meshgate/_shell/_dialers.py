@@ -8,13 +8,13 @@ changes); they know neither the node nor its core, and decide nothing about rout
 
 from __future__ import annotations
 
-__all__ = ["Dialers", "Serve", "TopologyView"]
+__all__ = ["Dialers", "LinkOutcome", "Serve", "TopologyView"]
 
 import itertools
 import logging
 import random
 import ssl
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import trio
 
@@ -25,6 +25,21 @@ if TYPE_CHECKING:
     from ..config import GatewayConfig
 
 log = logging.getLogger("meshgate.gateway")
+
+
+#: How a link ended, for its dialer's backoff: ``"up"`` (its handshake completed; it
+#: ended some other way than as a slow consumer), ``"never-up"`` (it ended before its
+#: handshake completed: a hung or refusing peer), ``"stuck"`` (closed as a slow consumer).
+LinkOutcome = Literal["up", "never-up", "stuck"]
+
+
+def _stuck_streak(outcome: LinkOutcome | None, streak: int) -> int:
+    """Links closed as slow consumers in a row, counting the attempts after one that
+    never came up (the peer still hangs): the dialer's backoff grows with it; a link
+    that comes up ends the streak.  ``outcome`` None: nothing connected."""
+    if outcome == "stuck" or (outcome == "never-up" and streak):
+        return streak + 1
+    return 0 if outcome == "up" else streak
 
 
 class Serve(Protocol):
@@ -38,8 +53,8 @@ class Serve(Protocol):
         dialed: bool = False,
         expected_cluster: str | None = None,
         backbone: bool = False,
-    ) -> None:
-        """Serve ``stream`` as a connection of ``kind`` until it ends."""
+    ) -> LinkOutcome:
+        """Serve ``stream`` as a connection of ``kind`` until it ends; how it ended."""
 
 
 class TopologyView(Protocol):
@@ -115,8 +130,9 @@ class Dialers:
         self._start_gateway_dialer(cluster, explicit=cluster in self.config.gateways)
 
     async def _backoff(self, failures: int) -> None:
-        """Wait before the next dial: jittered, growing with failures to 10x
-        ``reconnect_wait``, and never zero (no hot loop)."""
+        """Wait before the next dial: jittered, growing with failures (and links closed
+        as slow consumers in a row) by 1.5x each, to 10x ``reconnect_wait``, and never
+        zero (no hot loop)."""
         delay = self.config.reconnect_wait * min(10.0, 1.5 ** min(failures, 8))
         await trio.sleep(delay * random.uniform(0.5, 1.0))
 
@@ -127,11 +143,12 @@ class Dialers:
         ssl_context: ssl.SSLContext | None,
         kind: ConnectionKind,
         **serve: Any,
-    ) -> str | None:
+    ) -> tuple[str | None, LinkOutcome | None]:
         """One pass over ``urls``: serve the first that connects until its connection
-        ends; the URL served, or None if none connected.  ``lost_at`` remembers when
-        each URL last failed or lost its connection: those are tried last, the longest
-        ago first, so a hung or dead node is not picked again while another is untried."""
+        ends; the URL served and how its link ended, or None, None if none connected.
+        ``lost_at`` remembers when each URL last failed or lost its connection: those
+        are tried last, the longest ago first, so a hung or dead node is not picked
+        again while another is untried."""
         cfg = self.config
         random.shuffle(urls)
         for gone in [u for u in lost_at if u not in urls]:  # forget departed URLs
@@ -149,12 +166,12 @@ class Dialers:
                 log.debug("%s via %s failed: %s", kind.value, url, exc)
                 continue
             try:
-                await self._serve(stream, kind, dialed=True, **serve)
+                outcome = await self._serve(stream, kind, dialed=True, **serve)
             finally:
                 with trio.CancelScope(shield=True):
                     await cm.__aexit__(None, None, None)
-            return url
-        return None
+            return url, outcome
+        return None, None
 
     def _start_gateway_dialer(self, cluster: str, *, explicit: bool) -> None:
         if (
@@ -176,14 +193,14 @@ class Dialers:
         """
         topology = self._topology
         cfg = self.config
-        failures = 0
+        failures = stuck = 0
         lost_at: dict[str, int] = {}
         try:
             while True:
                 if topology.has_outbound_gateway(cluster):
                     await topology.next_gateways_change()
                     continue
-                served = await self._serve_first_of(
+                served, outcome = await self._serve_first_of(
                     list(topology.gateway_urls(cluster)),
                     lost_at,
                     cfg.gateway_tls_dial,
@@ -192,10 +209,11 @@ class Dialers:
                 )
                 connected = served is not None
                 failures = 0 if connected else failures + 1
+                stuck = _stuck_streak(outcome, stuck)
                 if not explicit and failures > cfg.connect_retries:
                     log.info("giving up on discovered gateway cluster %s", cluster)
                     return
-                await self._backoff(failures)
+                await self._backoff(failures + stuck)
         finally:
             self._gateway_dialers.discard(cluster)
 
@@ -210,7 +228,7 @@ class Dialers:
         failed attempts for a URL learned by gossip.  Always waits between attempts."""
         topology = self._topology
         cfg = self.config
-        failures = 0
+        failures = stuck = 0
         try:
             while True:
                 if topology.is_own_route_url(url):
@@ -221,7 +239,8 @@ class Dialers:
                 try:
                     async with connect_stream(url, ssl_context=cfg.cluster_tls_dial) as stream:
                         failures = 0
-                        await self._serve(stream, ConnectionKind.ROUTE, dialed=True)
+                        outcome = await self._serve(stream, ConnectionKind.ROUTE, dialed=True)
+                        stuck = _stuck_streak(outcome, stuck)
                 except OSError as exc:
                     failures += 1
                     log.debug("route to %s failed: %s", url, exc)
@@ -230,7 +249,7 @@ class Dialers:
                         return
                 if topology.is_own_route_url(url):
                     return
-                await self._backoff(failures)
+                await self._backoff(failures + stuck)
         finally:
             self._dialing.discard(url)
 
@@ -240,7 +259,7 @@ class Dialers:
         last tried last; jittered backoff between passes, forever."""
         topology = self._topology
         cfg = self.config
-        failures = 0
+        failures = stuck = 0
         lost_at: dict[str, int] = {}
         scheme = "tls" if cfg.backbone[0].startswith("tls://") else "tcp"
         tls = cfg.backbone_tls if scheme == "tls" else None
@@ -248,7 +267,7 @@ class Dialers:
             urls = list(dict.fromkeys(_dial_url(u, scheme) for u in cfg.backbone))
             learned = (_dial_url(u, scheme) for u in topology.backbone_urls())
             urls += [u for u in learned if u not in urls]
-            served = await self._serve_first_of(
+            served, outcome = await self._serve_first_of(
                 urls, lost_at, tls, ConnectionKind.ROUTE, backbone=True
             )
             error = topology.backbone_error()
@@ -256,7 +275,8 @@ class Dialers:
                 log.warning("backbone %s: %s", served, error)
             connected = served is not None
             failures = 0 if connected else failures + 1
-            await self._backoff(failures)
+            stuck = _stuck_streak(outcome, stuck)
+            await self._backoff(failures + stuck)
 
 
 def _dial_url(url: str, scheme: str) -> str:

@@ -30,12 +30,12 @@ import trio
 import trio.testing
 
 from .. import _game
-from .._node import Connection, ConnState, NodeCore
+from .._node import Connection, ConnState, NodeCore, PeerConnection
 from .._nursery import open_unwrapping_nursery, sole_exception
 from ..config import GatewayConfig
 from ..protocol import ConnectionKind, Role
 from ..transports import get_transport
-from ._dialers import Dialers
+from ._dialers import Dialers, LinkOutcome
 from ._driver import CoreDriver
 from ._observer import Observer
 from ._topology import Topology
@@ -98,6 +98,7 @@ class Gateway:
         self._dialers = Dialers(config, self._serve_stream, self._topology)
         self._observer = Observer(config, core, self._game, self._writer)
         self._driver = CoreDriver(core, _ShellSink(self._writer, self._topology, self._dialers))
+        self._writer.attach_driver(self._driver.drain)
         self._nursery: trio.Nursery | None = None
         self._drained = trio.Event()
         self._stopping = False
@@ -133,7 +134,9 @@ class Gateway:
             cfg = self.config
             listen = self._listen
             shared = cfg.reuse_port
-            self.client_url = await listen(nursery, cfg.listen, self._serve_stream, cfg.tls, shared)
+            self.client_url = await listen(
+                nursery, cfg.listen, self._serve_client_stream, cfg.tls, shared
+            )
             self.cluster_url = await listen(
                 nursery, cfg.cluster_listen, self._serve_route_stream, cfg.cluster_tls
             )
@@ -195,6 +198,9 @@ class Gateway:
             self._core.tick(trio.current_time())
             self._driver.drain()
 
+    async def _serve_client_stream(self, stream: trio.abc.Stream) -> None:
+        await self._serve_stream(stream)
+
     async def _serve_route_stream(self, stream: trio.abc.Stream) -> None:
         await self._serve_stream(stream, ConnectionKind.ROUTE)
 
@@ -213,8 +219,9 @@ class Gateway:
         expected_cluster: str | None = None,
         nats: bool = False,
         backbone: bool = False,
-    ) -> None:
-        """Run one connection: a reader and a writer task, then clean up whatever happened."""
+    ) -> LinkOutcome:
+        """Run one connection: a reader and a writer task, then clean up whatever
+        happened; how it ended (for the dialer of a route, gateway or backbone link)."""
         core = self._core
         conn = core.open_connection(
             trio.current_time(),
@@ -247,6 +254,11 @@ class Gateway:
             self._driver.drain()
             if self._stopping and not core.open_connection_count():
                 self._drained.set()
+        if writer.closed_stuck(h):
+            return "stuck"
+        if isinstance(conn, PeerConnection) and conn.peer is not None:
+            return "up"
+        return "never-up"
 
     async def _read(self, h: ConnHandle) -> None:
         """Feed what the connection receives to the core, batch by batch; a publisher

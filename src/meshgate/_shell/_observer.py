@@ -62,8 +62,16 @@ class Observer:
         self._started_monotonic = trio.current_time()
 
     def statistics(self) -> Statistics:
-        """A frozen snapshot of the node's counters."""
-        return self._core.statistics()
+        """A frozen snapshot of the node's counters (the core's, and the links the
+        writer closed as slow consumers)."""
+        slow = self._writer.slow_links()
+        return attrs.evolve(
+            self._core.statistics(),
+            stalled_links=sum(slow.values()),
+            stalled_routes=slow["routes"],
+            stalled_gateways=slow["gateways"],
+            stalled_backbone=slow["leafs"],
+        )
 
     def account_statistics(self, account: str) -> AccountStatistics:
         """Counters of ``account`` alone; nothing of another account is included."""
@@ -76,8 +84,25 @@ class Observer:
         return self._core.backbone_server()
 
     def gatewayz(self) -> dict[str, Any]:
-        """Gateway state shaped like nats-server's ``/gatewayz``."""
-        return _views.gatewayz(self._core)
+        """Gateway state shaped like nats-server's ``/gatewayz``; each connection also
+        says what it holds (``pending_bytes``), whether it is ``stalled``, how often it
+        stalled (``stalls``) and how often a link to that cluster (this direction) was
+        closed as a slow consumer (``slow_consumers``)."""
+        out = _views.gatewayz(self._core)
+        conns = {c.id: c for c in self._core.gateway_connections()}
+        rows = [g["connection"] for g in out["outbound_gateways"].values()]
+        rows += [g["connection"] for gs in out["inbound_gateways"].values() for g in gs]
+        for row in rows:
+            conn = conns.get(row["cid"])
+            if conn is not None:
+                link = self._writer.link_state(conn)
+                row.update(
+                    pending_bytes=self._core.pending_bytes(conn),
+                    stalled=link.stalled,
+                    stalls=link.stalls,
+                    slow_consumers=link.slow_consumers,
+                )
+        return out
 
     @property
     def uptime(self) -> float:
@@ -109,7 +134,7 @@ class Observer:
             accounts=core.account_count(),
             self_urls=core.own_route_urls(),
             gateway_control_msgs=core.gateway_control_msgs,
-            statistics=core.statistics(),
+            statistics=self.statistics(),
         )
 
     def connz(self) -> list[ConnectionInfo]:
@@ -124,9 +149,23 @@ class Observer:
         return out
 
     def routez(self, *, interest: bool = False) -> list[RouteInfo]:
-        """Every route of this node, with the peer's name and URL (``/routez``); with
-        ``interest``, each route's interest entries ``(account, pattern, queue, weight)``."""
-        return _views.routes(self._core, interest=interest)
+        """Every route of this node, with the peer's name and URL (``/routez``), its stall
+        state and its peer's slow-consumer closes; with ``interest``, each route's
+        interest entries ``(account, pattern, queue, weight)``."""
+        conns = {c.id: c for c in self._core.route_connections()}
+        out = []
+        for row in _views.routes(self._core, interest=interest):
+            conn = conns.get(row.rid)
+            if conn is not None:
+                link = self._writer.link_state(conn)
+                row = attrs.evolve(
+                    row,
+                    stalled=link.stalled,
+                    stalls=link.stalls,
+                    slow_consumers=link.slow_consumers,
+                )
+            out.append(row)
+        return out
 
     def accountz(self) -> list[AccountInfo]:
         """Every account this node has seen, with its counters."""

@@ -1,7 +1,16 @@
 """How the shell writes: straight to a socket from the task that produced the output,
 once per scheduling round (or per ``flush_window``), with a writer task per connection
-only for what a socket does not take at once; and back-pressure from routes and
-gateways to the publishers that fill them.
+only for what a socket does not take at once; back-pressure from routes and gateways
+to the publishers that fill them; and the isolation of a stuck link.
+
+Routes, outbound gateways and the backbone ("links") are never dropped for being slow
+while they drain: a publisher whose batch leaves a link holding more than
+``max_pending_bytes`` waits for it.  A link that takes nothing for
+:data:`STALLED_AFTER` is *stalled*: nobody waits for it any more (local deliveries and
+other links carry on), until it takes something again.  A link that takes nothing for
+``peer_write_deadline``, or holds more than ``peer_max_pending_bytes``, is stuck: the
+core closes it as a slow consumer (:meth:`NodeCore.close_slow_link`) and its dialer
+redials it with backoff.
 
 :class:`Writer` owns every :class:`ConnHandle` and all of its state: nothing else sets
 a handle's fields.  It decides nothing about routing.
@@ -9,15 +18,18 @@ a handle's fields.  It decides nothing about routing.
 
 from __future__ import annotations
 
-__all__ = ["CLOSE_GRACE", "ConnHandle", "Writer"]
+__all__ = ["CLOSE_GRACE", "STALLED_AFTER", "ConnHandle", "LinkState", "Writer"]
 
 import logging
 import os
+import select
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
-from .._node import Connection, ConnState, PeerConnection
+from .._node import Connection, ConnState, InboundGateway, OutboundGateway, PeerConnection
 
 if TYPE_CHECKING:
     from .._node import NodeCore
@@ -27,6 +39,62 @@ log = logging.getLogger("meshgate.gateway")
 
 #: how long a closing connection may take to flush its final error frame
 CLOSE_GRACE = 1.0
+#: a link that has taken nothing for this many seconds while output waits for it is
+#: stalled: publishers no longer wait for it, until it takes something again
+STALLED_AFTER = 0.1
+#: the largest piece handed at once to a link's stream that is not a plain socket
+#: (TLS, WebSocket, memory), so that its progress is seen (one TLS record's worth)
+_CHUNK = 16 * 1024
+
+
+@attrs.frozen
+class LinkState:
+    """What the writer knows of one route, gateway or backbone connection."""
+
+    #: it has taken nothing for ``STALLED_AFTER`` while output waits: nobody waits for it
+    stalled: bool
+    #: times it stalled (and publishers went on without it)
+    stalls: int
+    #: times a link to the same peer (route: the node; gateway: the remote cluster and
+    #: direction; backbone: the hub) was closed as a slow consumer, over the node's life
+    slow_consumers: int
+
+
+def _link_key(conn: Connection) -> tuple[str, str]:
+    """What a link's slow-consumer closes are counted under: its kind (``route``,
+    ``outbound``, ``inbound``, ``backbone``) and its peer (node, remote cluster, hub)."""
+    if conn.leaf:
+        return "backbone", "hub"
+    if isinstance(conn, OutboundGateway):
+        return "outbound", conn.expected_cluster
+    if isinstance(conn, InboundGateway):
+        return "inbound", conn.remote_cluster or ""
+    assert isinstance(conn, PeerConnection)
+    return "route", conn.peer or ""
+
+
+def _describe(conn: Connection) -> str:
+    """A link as a log line names it: ``route to a1 (connection 5)``."""
+    kind, peer = _link_key(conn)
+    if kind == "backbone":
+        what = f"backbone link to {conn.peer if isinstance(conn, PeerConnection) else None}"
+    elif kind == "inbound":
+        what = f"gateway from {peer or '?'}"
+    else:
+        what = f"{'route' if kind == 'route' else 'gateway'} to {peer or '?'}"
+    return f"{what} (connection {conn.id})"
+
+
+def _nothing() -> None:
+    return None
+
+
+def _writable_now(fd: int) -> bool:
+    """The socket ``fd`` would take more bytes right now."""
+    try:
+        return bool(select.select((), (fd,), (), 0)[1])
+    except (OSError, ValueError):
+        return False
 
 
 def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
@@ -63,10 +131,15 @@ class ConnHandle:
         "drained",
         "fd",
         "idle",
+        "in_hand",
         "nursery",
         "peer",
+        "progress_at",
         "scope",
+        "stalled",
+        "stalls",
         "stream",
+        "stuck",
         "wake",
         "writing",
     )
@@ -96,6 +169,16 @@ class ConnHandle:
         self.backlog: memoryview | None = None
         #: waiting for the end of the scheduling round or the next flush window
         self.deferred = False
+        #: links: bytes the writer took from the core and is writing (at most)
+        self.in_hand = 0
+        #: links: when the stream last took bytes (or was handed bytes to write)
+        self.progress_at = 0.0
+        #: links: it took nothing for ``STALLED_AFTER``: publishers do not wait for it
+        self.stalled = False
+        #: links: times it stalled
+        self.stalls = 0
+        #: links: why it was closed as a slow consumer (None: it was not)
+        self.stuck: str | None = None
 
 
 class Writer:
@@ -121,6 +204,14 @@ class Writer:
         self._window_due = trio.Event()
         #: every open connection's handle, by connection id
         self._handles: dict[int, ConnHandle] = {}
+        #: links closed as slow consumers, by (kind, peer) (see ``_link_key``)
+        self._slow_links: dict[tuple[str, str], int] = {}
+        #: acts on the core's effects after the writer called into it (the node's driver)
+        self._drain: Callable[[], None] = _nothing
+
+    def attach_driver(self, drain: Callable[[], None]) -> None:
+        """The node's driver: ``drain()`` after each call the writer makes into the core."""
+        self._drain = drain
 
     # -- a connection's life ------------------------------------------------------------------
 
@@ -164,6 +255,28 @@ class Writer:
         h = self._handles.get(conn_id)
         return h.peer if h is not None else None
 
+    @staticmethod
+    def closed_stuck(h: ConnHandle) -> bool:
+        """``h``'s link was closed as a slow consumer (for its dialer's backoff)."""
+        return h.stuck is not None
+
+    def link_state(self, conn: Connection) -> LinkState:
+        """The stall state of link ``conn`` and the slow-consumer closes of its peer."""
+        h = conn.shell
+        slow = self._slow_links.get(_link_key(conn), 0)
+        if not isinstance(h, ConnHandle):
+            return LinkState(stalled=False, stalls=0, slow_consumers=slow)
+        return LinkState(stalled=h.stalled, stalls=h.stalls, slow_consumers=slow)
+
+    def slow_links(self) -> dict[str, int]:
+        """Links closed as slow consumers, by kind as nats-server's
+        ``slow_consumer_stats`` names them: ``routes``, ``gateways``, ``leafs``."""
+        out = {"routes": 0, "gateways": 0, "leafs": 0}
+        names = {"route": "routes", "outbound": "gateways", "inbound": "gateways"}
+        for (kind, _), n in self._slow_links.items():
+            out[names.get(kind, "leafs")] += n
+        return out
+
     # -- what the core asks (the driver's sink) -----------------------------------------------
 
     def schedule(self, writable: tuple[Connection, ...]) -> None:
@@ -200,12 +313,12 @@ class Writer:
                 if h.scope is not None:
                     h.scope.deadline = min(h.scope.deadline, deadline)
 
-    # -- back-pressure ------------------------------------------------------------------------
+    # -- back-pressure and stuck links --------------------------------------------------------
 
     def busy_links(self) -> list[tuple[ConnHandle, int]] | None:
-        """The routes, outbound gateways and backbone whose writer is busy, with the
-        bytes each holds, before a batch.  Only those can be congested: an idle link's
-        output is taken as soon as the batch ends, so on most reads this costs nothing."""
+        """The routes, gateways and backbone whose writer is busy, with the bytes each
+        holds, before a batch.  Only those can be congested: an idle link's output is
+        taken as soon as the batch ends, so on most reads this costs nothing."""
         busy = self._busy_links
         if not busy:
             return None
@@ -213,31 +326,82 @@ class Writer:
         return [(h, core.pending_bytes(h.conn)) for h in busy]
 
     def congested(self, before: list[tuple[ConnHandle, int]]) -> list[ConnHandle] | None:
-        """Routes and gateways that the last batch of input added to and that now hold
-        more than ``max_pending_bytes``: only the connection that sent that batch waits
-        for them (back-pressure); nothing else on the node does.  (A link whose writer
-        is busy is not listed again in ``Effects.writable``, so growth is what tells.)"""
+        """Links that the last batch of input added to and that now hold more than
+        ``max_pending_bytes``: only the connection that sent that batch waits for them
+        (back-pressure), and only while they drain (not stalled).  One that now holds
+        more than ``peer_max_pending_bytes`` (with what its writer has in hand) is
+        closed as a slow consumer instead.  (A link whose writer is busy is not listed
+        again in ``Effects.writable``, so growth is what tells.)"""
         core = self._core
-        limit = self.config.max_pending_bytes
+        cfg = self.config
+        limit = cfg.max_pending_bytes
         out: list[ConnHandle] | None = None
         for h, held in before:
             pending = core.pending_bytes(h.conn)
-            if pending > limit and pending > held and not h.closed:
+            if pending <= limit or pending <= held or h.closed or h.stuck is not None:
+                continue
+            bound = cfg.link_max_pending_bytes
+            queued = pending + h.in_hand
+            if queued > bound:
+                self._close_stuck(h, f"{queued} bytes queued, over peer_max_pending_bytes={bound}")
+            elif not h.stalled and h.conn.state < ConnState.CLOSING:
                 if out is None:
                     out = []
                 out.append(h)
         return out
 
     async def wait_drained(self, links: list[ConnHandle]) -> None:
-        """Back-pressure: routes and gateways are never dropped for being slow; the
-        publishers whose messages wait for them pause until they drain or go away (a
-        stuck link is closed after ``write_deadline``)."""
+        """Back-pressure: a publisher whose messages wait for a link pauses until the
+        link drains below ``max_pending_bytes``, goes away, or stalls: a link that has
+        taken nothing for ``STALLED_AFTER`` holds nobody (it is closed once it has taken
+        nothing for ``peer_write_deadline`` or holds ``peer_max_pending_bytes``)."""
         core = self._core
         limit = self.config.max_pending_bytes
         for link in links:
-            while not link.closed and core.pending_bytes(link.conn) > limit:
+            conn = link.conn
+            while (
+                not link.closed
+                and not link.stalled
+                and link.stuck is None
+                and conn.state < ConnState.CLOSING
+                and core.pending_bytes(conn) > limit
+            ):
                 assert link.drained is not None
-                await link.drained.wait()
+                with trio.move_on_at(link.progress_at + STALLED_AFTER):
+                    await link.drained.wait()
+                    continue
+                self._check_stalled(link)
+
+    @staticmethod
+    def _check_stalled(h: ConnHandle) -> None:
+        """A publisher waited ``STALLED_AFTER`` for link ``h``: if it took nothing in
+        that time (and its socket would take nothing now, so its writer is not merely
+        yet to run), it is stalled."""
+        if trio.current_time() - h.progress_at < STALLED_AFTER:
+            return  # it took something meanwhile
+        if h.fd >= 0 and _writable_now(h.fd):
+            return  # it would: its writer runs next
+        h.stalled = True
+        h.stalls += 1
+        log.info(
+            "%s: took nothing for %ss; publishers go on without it",
+            _describe(h.conn),
+            STALLED_AFTER,
+        )
+
+    def _close_stuck(self, h: ConnHandle, why: str) -> None:
+        """Link ``h`` is stuck: counted, logged, and closed by the core as a slow
+        consumer (what it holds is dropped; its error frame goes out if it still takes
+        it); its dialer redials it with backoff."""
+        if h.stuck is not None or h.closed:
+            return
+        h.stuck = why
+        conn = h.conn
+        key = _link_key(conn)
+        self._slow_links[key] = self._slow_links.get(key, 0) + 1
+        log.warning("%s: slow consumer: %s; closing it", _describe(conn), why)
+        self._core.close_slow_link(conn, f"slow consumer: {why}")
+        self._drain()
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -272,6 +436,7 @@ class Writer:
             h.idle = False
             self._wake(h)
             if h.drained is not None:
+                h.progress_at = trio.current_time()
                 self._busy_links.add(h)
         elif h.drained is not None:
             self._drained_now(h)
@@ -313,8 +478,8 @@ class Writer:
     async def _writer(self, h: ConnHandle) -> None:
         """Write what direct writes left over and whatever the core queued, coalesced per
         wake-up.  A client that falls behind meets its slow-consumer policy in the core;
-        a route or gateway write is bounded by ``write_deadline`` and wakes the
-        publishers waiting for the link."""
+        a link that takes nothing for ``peer_write_deadline`` is closed as a slow
+        consumer, and every completed link write wakes the publishers waiting for it."""
         core = self._core
         conn = h.conn
         stream = h.stream
@@ -337,18 +502,15 @@ class Writer:
                     else:
                         self._busy_links.add(h)
                         try:
-                            with trio.move_on_after(self.config.write_deadline) as deadline:
-                                await stream.send_all(data)
+                            took = await self._send_link(h, data)
                         finally:
                             self._busy_links.discard(h)
-                        if deadline.cancelled_caught:
-                            log.warning(
-                                "connection %d: a write took longer than write_deadline=%ss;"
-                                " closing",
-                                conn.id,
-                                self.config.write_deadline,
+                        if not took:
+                            deadline = self.config.link_write_deadline
+                            self._close_stuck(
+                                h, f"took nothing for {deadline}s (peer_write_deadline)"
                             )
-                            break
+                            break  # what is in hand cannot be finished: end it now
                         self._drained_now(h)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     break
@@ -357,6 +519,45 @@ class Writer:
                 break
         assert h.scope is not None
         h.scope.cancel()
+
+    async def _send_link(self, h: ConnHandle, data: bytes | bytearray | memoryview) -> bool:
+        """Write ``data`` to link ``h``, noting each time its stream takes some (a
+        plain socket: each non-blocking write; another stream: each ``_CHUNK``); False
+        if it took nothing for ``peer_write_deadline`` (stuck: the stream is then
+        mid-frame, so nothing more can be written to it)."""
+        patience = self.config.link_write_deadline
+        now = trio.current_time()
+        h.progress_at = now
+        view = memoryview(data)
+        h.in_hand = len(view)
+        fd = h.fd
+        with trio.CancelScope(deadline=now + patience) as scope:
+            if fd >= 0:
+                while view:
+                    try:
+                        n = os.write(fd, view)
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(fd)
+                        continue
+                    except OSError as exc:
+                        raise trio.BrokenResourceError(str(exc)) from exc
+                    view = view[n:]
+                    now = trio.current_time()
+                    h.progress_at = now
+                    scope.deadline = now + patience
+                    h.stalled = False
+            else:
+                stream = h.stream
+                for start in range(0, len(view), _CHUNK):
+                    await stream.send_all(view[start : start + _CHUNK])
+                    now = trio.current_time()
+                    h.progress_at = now
+                    scope.deadline = now + patience
+                    h.stalled = False
+        if not scope.cancelled_caught:
+            h.in_hand = 0
+            return True
+        return False
 
     @staticmethod
     async def _end_gently(stream: trio.abc.Stream) -> None:

@@ -250,8 +250,13 @@ def test_the_javascript_game_client_plays_against_the_nats_game_node() -> None:
         )
     finally:
         node.send_signal(signal.SIGINT)
-        node.wait(10)
-        node.stdout.close()  # type: ignore[union-attr]
+        try:
+            node.wait(20)  # the node shuts down on SIGINT (a hang fails the test)
+        finally:
+            if node.poll() is None:  # do not leave it running for the next test
+                node.kill()
+                node.wait()
+            node.stdout.close()  # type: ignore[union-attr]
     assert client.returncode == 0, client.stderr.decode()
     out = client.stdout.decode()
     assert 'provisional "bad"' in out

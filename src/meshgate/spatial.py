@@ -191,7 +191,8 @@ async def interest_area(
         finally:
             nursery.cancel_scope.cancel()
             if not client.is_closed:
-                with trio.CancelScope(shield=True):
+                # bounded: a connection that no longer drains must not hold the block
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + 1):
                     for sub, _ in area._subs.values():
                         try:
                             await sub.unsubscribe()

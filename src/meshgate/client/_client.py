@@ -498,7 +498,9 @@ class Client:
             yield sub
         finally:
             if not self._closed and sub._active:
-                with trio.CancelScope(shield=True):
+                # shielded so a cancelled block still unsubscribes, but bounded: a
+                # connection that no longer drains must not hold the caller forever
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + 1):
                     try:
                         await sub.unsubscribe()
                     except ConnectionClosedError:

@@ -228,6 +228,10 @@ def test_relay_benchmark_runs() -> None:
     assert "memory per idle client connection" in out
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_the_javascript_game_client_plays_against_the_nats_game_node() -> None:
     """examples/nats: the node (Python) and the game client (stock nats.js, from npm)."""
     from ._npm import node_modules
@@ -236,6 +240,9 @@ def test_the_javascript_game_client_plays_against_the_nats_game_node() -> None:
     node = subprocess.Popen(
         [sys.executable, str(ROOT / "examples" / "nats" / "game_node.py"), "0"],
         stdout=subprocess.PIPE,
+        # the SIGINT below must interrupt it even where the tests run with SIGINT
+        # ignored (a background job without job control), which the child inherits
+        preexec_fn=_default_sigint,
     )
     try:
         assert node.stdout is not None

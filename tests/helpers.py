@@ -129,3 +129,17 @@ async def refused(url: str, hello: Hello) -> Error:
         errors = [f for f in frames if isinstance(f, Error)]
         assert errors, f"no error frame before close: {frames}"
         return errors[-1]
+
+
+#: fields of a monitoring body that move with the clock between two reads
+CLOCK_FIELDS = frozenset({"now", "start", "last_activity", "uptime", "idle", "cpu", "mem"})
+
+
+def timeless(body: Any) -> Any:
+    """A monitoring body without the fields that move with the clock (to compare the
+    HTTP body with the snapshot it was built from)."""
+    if isinstance(body, dict):
+        return {k: timeless(v) for k, v in body.items() if k not in CLOCK_FIELDS}
+    if isinstance(body, list):
+        return [timeless(v) for v in body]
+    return body

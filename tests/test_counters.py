@@ -38,7 +38,7 @@ from meshgate.spatial import Grid
 from meshgate.transports import connect_stream
 
 from ._nats import free_port, run_nats
-from .helpers import drain
+from .helpers import drain, timeless
 from .supercluster import settle, supercluster
 
 #: the payload sizes of the messages each scenario publishes (sum: ``PAYLOAD``)
@@ -263,7 +263,9 @@ async def monitor_agrees(gw: meshgate.Gateway) -> None:
             a.in_msgs,
             a.out_msgs,
         )
-    assert await http_json(port, "/gatewayz") == json.loads(json.dumps(gw.gatewayz(), default=str))
+    assert timeless(await http_json(port, "/gatewayz")) == timeless(
+        json.loads(json.dumps(gw.gatewayz(), default=str))
+    )
 
 
 def wire_counters(gw: meshgate.Gateway) -> dict[Key, int]:

@@ -29,6 +29,7 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteProtocolError as RemoteProtocolError
 from ._game import EntityInfo as EntityInfo
 from ._game import GameInfo as GameInfo
+from ._shell import DialState as DialState
 from ._shell import Gateway as Gateway
 from ._shell import open_gateway as open_gateway
 from ._stats import AccountInfo as AccountInfo
@@ -66,6 +67,7 @@ __all__ = [
     "GameInfo",
     "RouteInfo",
     "ServerInfo",
+    "DialState",
     "SubscriptionsInfo",
     "Client",
     "ConfigError",

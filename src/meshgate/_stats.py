@@ -190,3 +190,14 @@ class ServerInfo:
     #: messages on ``$`` subjects (game-layer control traffic) sent to gateways
     gateway_control_msgs: int
     statistics: Statistics
+    #: the process's resident memory, in bytes (nats ``mem``)
+    mem: int = 0
+    #: the process's CPU use since the previous snapshot, in percent of one core (nats ``cpu``)
+    cpu: float = 0.0
+    #: CPU cores of the machine (nats ``cores``)
+    cores: int = 0
+    #: client connections accepted since the node started (nats ``total_connections``)
+    total_connections: int = 0
+    #: when the configuration was last loaded (start or reload), ISO 8601 UTC with
+    #: microseconds (nats ``config_load_time``)
+    config_load_time: str = ""

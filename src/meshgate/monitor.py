@@ -31,6 +31,9 @@ import attrs
 import h11
 import trio
 
+from ._timefmt import go_duration, uptime_text
+from ._timefmt import rfc3339 as _rfc3339
+
 if TYPE_CHECKING:
     from ._game import GameInfo
     from ._stats import (
@@ -93,56 +96,12 @@ class Observable(Protocol):
     def game(self) -> GameInfo | None:
         """The game layer's snapshot, or None."""
 
+    def readiness(self) -> list[str]:
+        """What the node waits for before it is ready; empty when ready."""
+
 
 _REQUEST_DEADLINE = 10.0
 _MAX_REQUEST = 16 * 1024
-
-
-def go_duration(seconds: float) -> str:
-    """A duration as Go's ``time.Duration`` prints it (``"1.5ms"``, ``"2m3.5s"``), the
-    form nats-server's monitoring uses for ``rtt``."""
-    ns = round(seconds * 1e9)
-    if ns == 0:
-        return "0s"
-    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
-    if ns < 1_000:
-        return f"{sign}{ns}ns"
-    if ns < 1_000_000:
-        return f"{sign}{_trim(ns / 1e3)}\u00b5s"
-    if ns < 1_000_000_000:
-        return f"{sign}{_trim(ns / 1e6)}ms"
-    hours, rest = divmod(ns, 3_600_000_000_000)
-    minutes, rest = divmod(rest, 60_000_000_000)
-    secs = _trim(rest / 1e9)
-    if hours:
-        return f"{sign}{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{sign}{minutes}m{secs}s"
-    return f"{sign}{secs}s"
-
-
-def _trim(x: float) -> str:
-    return f"{x:.9f}".rstrip("0").rstrip(".")
-
-
-def uptime_text(seconds: float) -> str:
-    """Whole seconds as nats-server prints ``uptime`` and ``idle``: ``"1d2h3m4s"``."""
-    s = int(seconds)
-    mins, hours, days = s // 60, s // 3600, s // 86400
-    years = days // 365
-    if years:
-        return f"{years}y{days % 365}d{hours % 24}h{mins % 60}m{s % 60}s"
-    if days:
-        return f"{days}d{hours % 24}h{mins % 60}m{s % 60}s"
-    if hours:
-        return f"{hours}h{mins % 60}m{s % 60}s"
-    if mins:
-        return f"{mins}m{s % 60}s"
-    return f"{s}s"
-
-
-def _rfc3339(wall: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + f".{int(wall % 1 * 1e6):06d}Z"
 
 
 def escape_label(value: str) -> str:
@@ -172,6 +131,16 @@ def _varz(gw: Observable) -> dict[str, Any]:
         "max_connections": v.max_connections,
         # nats-server's units: a time.Duration in nanoseconds
         "ping_interval": int(v.ping_interval * 1e9),
+        "ping_max": gw.config.max_pings_out,
+        # nats-server gives auth_timeout in seconds (a float) and write_deadline in ns
+        "auth_timeout": gw.config.auth_timeout,
+        "write_deadline": int(gw.config.write_deadline * 1e9),
+        # the process, as nats-server reports it
+        "mem": v.mem,
+        "cpu": v.cpu,
+        "cores": v.cores,
+        "total_connections": v.total_connections,
+        "config_load_time": v.config_load_time,
         "connections": st.clients,
         # route peers, as nats-server counts its remotes
         "routes": st.routes,
@@ -358,6 +327,23 @@ class _BadRequest(Exception):
     pass
 
 
+def _healthz(gw: Observable, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
+    """Liveness (the node answers: 200), or with ``ready=1`` readiness: 503 while a
+    configured route seed, remote cluster or the backbone is not connected, naming them
+    (nats-server's shape: ``status`` and ``error``)."""
+    if query.get("ready", ["0"])[0].lower() not in ("1", "true", "yes"):
+        return 200, "application/json", b'{"status": "ok"}'
+    waiting = gw.readiness()
+    if not waiting:
+        return 200, "application/json", b'{"status": "ok"}'
+    body = {
+        "status": "unavailable",
+        "error": "not connected: " + "; ".join(waiting),
+        "waiting": waiting,
+    }
+    return 503, "application/json", json.dumps(body).encode()
+
+
 def _route(gw: Observable, target: str) -> tuple[int, str, bytes]:
     parts = urlsplit(target)
     path = parts.path.rstrip("/") or "/"
@@ -370,8 +356,9 @@ def _route(gw: Observable, target: str) -> tuple[int, str, bytes]:
         "/subsz": lambda: _subsz(gw),
         "/accountz": lambda: _accountz(gw),
         "/gamez": lambda: _gamez(gw),
-        "/healthz": lambda: {"status": "ok"},
     }
+    if path == "/healthz":
+        return _healthz(gw, query)
     if path == "/metrics":
         return 200, "text/plain; version=0.0.4", render_metrics(gw).encode()
     if path == "/":

@@ -16,7 +16,8 @@
 
 from __future__ import annotations
 
+from ._dialers import DialState as DialState
 from ._gateway import Gateway as Gateway
 from ._gateway import open_gateway as open_gateway
 
-__all__ = ["Gateway", "open_gateway"]
+__all__ = ["DialState", "Gateway", "open_gateway"]

@@ -8,14 +8,16 @@ changes); they know neither the node nor its core, and decide nothing about rout
 
 from __future__ import annotations
 
-__all__ = ["Dialers", "LinkOutcome", "Serve", "TopologyView"]
+__all__ = ["DialState", "Dialers", "LinkOutcome", "Serve", "TopologyView"]
 
 import itertools
 import logging
 import random
 import ssl
+import time
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import attrs
 import trio
 
 from ..protocol import ConnectionKind
@@ -40,6 +42,30 @@ def _stuck_streak(outcome: LinkOutcome | None, streak: int) -> int:
     if outcome == "stuck" or (outcome == "never-up" and streak):
         return streak + 1
     return 0 if outcome == "up" else streak
+
+
+@attrs.define
+class DialState:
+    """What one dialer is doing (a route URL, a remote cluster, or the backbone), for
+    monitoring (``/gatewayz``, ``/routez``, ``/healthz?ready=1``) and the logs."""
+
+    #: ``"route"``, ``"gateway"`` or ``"backbone"``
+    kind: str
+    #: the route URL, the remote cluster's name, or ``"backbone"``
+    target: str
+    #: configured (retried forever) rather than learned by gossip
+    configured: bool
+    #: ``"dialing"`` (an attempt is under way), ``"connected"`` (a link it opened is
+    #: being served, or one exists the other way) or ``"backoff"`` (waiting to retry)
+    state: str = "dialing"
+    #: failed attempts (passes, for a gateway or the backbone) in a row
+    failures: int = 0
+    #: why the last attempt failed, or None
+    last_error: str | None = None
+    #: when it failed (wall clock, ``time.time()``), or None
+    last_error_at: float | None = None
+    #: the wait before the next attempt, in seconds (during ``"backoff"``)
+    retry_in: float | None = None
 
 
 class Serve(Protocol):
@@ -99,6 +125,12 @@ class Dialers:
         self._dialing: set[str] = set()
         #: orders dial attempts across dialers (see ``_serve_first_of``)
         self._attempts = itertools.count()
+        #: each running dialer's state, by (kind, target)
+        self._states: dict[tuple[str, str], DialState] = {}
+
+    def states(self) -> list[DialState]:
+        """A copy of every running dialer's state, by kind and target."""
+        return [attrs.evolve(s) for _, s in sorted(self._states.items())]
 
     def start(self, nursery: trio.Nursery) -> None:
         """The node serves: dial the configured routes, gateways and backbone (in
@@ -129,12 +161,32 @@ class Dialers:
         ``connect_retries`` failed passes if discovered)."""
         self._start_gateway_dialer(cluster, explicit=cluster in self.config.gateways)
 
-    async def _backoff(self, failures: int) -> None:
+    async def _backoff(self, failures: int, state: DialState, failed: bool) -> None:
         """Wait before the next dial: jittered, growing with failures (and links closed
         as slow consumers in a row) by 1.5x each, to 10x ``reconnect_wait``, and never
-        zero (no hot loop)."""
+        zero (no hot loop).  A failed attempt is logged with its error and the wait."""
         delay = self.config.reconnect_wait * min(10.0, 1.5 ** min(failures, 8))
-        await trio.sleep(delay * random.uniform(0.5, 1.0))
+        delay *= random.uniform(0.5, 1.0)
+        state.state, state.retry_in = "backoff", round(delay, 3)
+        if failed:
+            log.info(
+                "%s %s: dial failed (%d in a row): %s; next attempt in %.1fs",
+                state.kind,
+                state.target,
+                state.failures,
+                state.last_error,
+                delay,
+            )
+        await trio.sleep(delay)
+        state.state, state.retry_in = "dialing", None
+
+    def _state(self, kind: str, target: str, configured: bool) -> DialState:
+        state = self._states[kind, target] = DialState(kind, target, configured)
+        return state
+
+    @staticmethod
+    def _failed(state: DialState, error: str) -> None:
+        state.last_error, state.last_error_at = error, time.time()
 
     async def _serve_first_of(
         self,
@@ -142,6 +194,7 @@ class Dialers:
         lost_at: dict[str, int],
         ssl_context: ssl.SSLContext | None,
         kind: ConnectionKind,
+        state: DialState,
         **serve: Any,
     ) -> tuple[str | None, LinkOutcome | None]:
         """One pass over ``urls``: serve the first that connects until its connection
@@ -154,6 +207,8 @@ class Dialers:
         for gone in [u for u in lost_at if u not in urls]:  # forget departed URLs
             del lost_at[gone]
         urls.sort(key=lambda u: lost_at.get(u, -1))
+        if not urls:
+            self._failed(state, "no URL known")
         for url in urls:
             lost_at[url] = next(self._attempts)  # kept if this attempt fails or ends
             try:
@@ -161,10 +216,13 @@ class Dialers:
                     cm = connect_stream(url, ssl_context=ssl_context)
                     stream = await cm.__aenter__()
                 if scope.cancelled_caught:
+                    self._failed(state, f"{url}: connect timed out")
                     continue
             except OSError as exc:
                 log.debug("%s via %s failed: %s", kind.value, url, exc)
+                self._failed(state, f"{url}: {exc.strerror or exc}")
                 continue
+            state.state, state.failures = "connected", 0
             try:
                 outcome = await self._serve(stream, kind, dialed=True, **serve)
             finally:
@@ -195,27 +253,39 @@ class Dialers:
         cfg = self.config
         failures = stuck = 0
         lost_at: dict[str, int] = {}
+        state = self._state("gateway", cluster, explicit)
         try:
             while True:
                 if topology.has_outbound_gateway(cluster):
+                    state.state = "connected"
                     await topology.next_gateways_change()
                     continue
+                state.state = "dialing"
                 served, outcome = await self._serve_first_of(
                     list(topology.gateway_urls(cluster)),
                     lost_at,
                     cfg.gateway_tls_dial,
                     ConnectionKind.GATEWAY_OUTBOUND,
+                    state,
                     expected_cluster=cluster,
                 )
                 connected = served is not None
                 failures = 0 if connected else failures + 1
+                state.failures = failures
                 stuck = _stuck_streak(outcome, stuck)
                 if not explicit and failures > cfg.connect_retries:
-                    log.info("giving up on discovered gateway cluster %s", cluster)
+                    log.info(
+                        "gateway %s: giving up on this discovered cluster after %d failed "
+                        "passes (last error: %s)",
+                        cluster,
+                        failures,
+                        state.last_error,
+                    )
                     return
-                await self._backoff(failures + stuck)
+                await self._backoff(failures + stuck, state, not connected)
         finally:
             self._gateway_dialers.discard(cluster)
+            self._states.pop(("gateway", cluster), None)
 
     def _start_dialer(self, url: str, *, explicit: bool) -> None:
         if url in self._dialing or self._nursery is None or self._stopping:
@@ -229,29 +299,42 @@ class Dialers:
         topology = self._topology
         cfg = self.config
         failures = stuck = 0
+        state = self._state("route", url, explicit)
         try:
             while True:
                 if topology.is_own_route_url(url):
                     return
                 if topology.has_route_to(url):
+                    state.state = "connected"
                     await topology.next_routes_change()  # a route to it exists (either way)
                     continue
+                state.state = "dialing"
+                failed = False
                 try:
                     async with connect_stream(url, ssl_context=cfg.cluster_tls_dial) as stream:
-                        failures = 0
+                        failures = state.failures = 0
+                        state.state = "connected"
                         outcome = await self._serve(stream, ConnectionKind.ROUTE, dialed=True)
                         stuck = _stuck_streak(outcome, stuck)
                 except OSError as exc:
-                    failures += 1
-                    log.debug("route to %s failed: %s", url, exc)
+                    failures = state.failures = failures + 1
+                    failed = True
+                    self._failed(state, exc.strerror or str(exc))
                     if not explicit and failures > cfg.connect_retries:
-                        log.info("giving up on gossiped route %s", url)
+                        log.info(
+                            "route %s: giving up on this gossiped URL after %d failed "
+                            "attempts (last error: %s)",
+                            url,
+                            failures,
+                            state.last_error,
+                        )
                         return
                 if topology.is_own_route_url(url):
                     return
-                await self._backoff(failures + stuck)
+                await self._backoff(failures + stuck, state, failed)
         finally:
             self._dialing.discard(url)
+            self._states.pop(("route", url), None)
 
     async def _dial_backbone(self) -> None:
         """Keep one leafnode connection to the nats-server backbone: every configured
@@ -261,22 +344,25 @@ class Dialers:
         cfg = self.config
         failures = stuck = 0
         lost_at: dict[str, int] = {}
+        state = self._state("backbone", "backbone", True)
         scheme = "tls" if cfg.backbone[0].startswith("tls://") else "tcp"
         tls = cfg.backbone_tls if scheme == "tls" else None
         while not self._stopping:
             urls = list(dict.fromkeys(_dial_url(u, scheme) for u in cfg.backbone))
             learned = (_dial_url(u, scheme) for u in topology.backbone_urls())
             urls += [u for u in learned if u not in urls]
+            state.state = "dialing"
             served, outcome = await self._serve_first_of(
-                urls, lost_at, tls, ConnectionKind.ROUTE, backbone=True
+                urls, lost_at, tls, ConnectionKind.ROUTE, state, backbone=True
             )
             error = topology.backbone_error()
             if served is not None and error:
                 log.warning("backbone %s: %s", served, error)
+                self._failed(state, error)
             connected = served is not None
-            failures = 0 if connected else failures + 1
+            failures = state.failures = 0 if connected else failures + 1
             stuck = _stuck_streak(outcome, stuck)
-            await self._backoff(failures + stuck)
+            await self._backoff(failures + stuck, state, not connected)
 
 
 def _dial_url(url: str, scheme: str) -> str:

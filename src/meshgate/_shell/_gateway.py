@@ -35,7 +35,7 @@ from .._nursery import open_unwrapping_nursery, sole_exception
 from ..config import GatewayConfig
 from ..protocol import ConnectionKind, Role
 from ..transports import get_transport
-from ._dialers import Dialers, LinkOutcome
+from ._dialers import Dialers, DialState, LinkOutcome
 from ._driver import CoreDriver
 from ._observer import Observer
 from ._topology import Topology
@@ -96,7 +96,7 @@ class Gateway:
         self._writer = Writer(config, core)
         self._topology = Topology(core)
         self._dialers = Dialers(config, self._serve_stream, self._topology)
-        self._observer = Observer(config, core, self._game, self._writer)
+        self._observer = Observer(config, core, self._game, self._writer, self._dialers)
         self._driver = CoreDriver(core, _ShellSink(self._writer, self._topology, self._dialers))
         self._writer.attach_driver(self._driver.drain)
         self._nursery: trio.Nursery | None = None
@@ -231,6 +231,8 @@ class Gateway:
             nats=nats,
             backbone=backbone,
         )
+        if kind is ConnectionKind.CLIENT:
+            self._observer.total_connections += 1
         writer = self._writer
         h = writer.open(conn, stream)
         try:
@@ -361,6 +363,17 @@ class Gateway:
         """Seconds since the node started serving (0 before)."""
         return self._observer.uptime
 
+    def readiness(self) -> list[str]:
+        """What the node still waits for before it is ready (``/healthz?ready=1``): each
+        configured route seed, remote cluster and the backbone that is not connected,
+        with its last dial error; empty when ready."""
+        return self._observer.readiness()
+
+    def dial_states(self) -> list[DialState]:
+        """What each route, gateway and backbone dialer is doing: its state, failures
+        in a row, last error and the wait before its next attempt."""
+        return self._observer.dial_states()
+
     def varz(self) -> ServerInfo:
         """Identity, limits, uptime and counters (nats-server's ``/varz``)."""
         return self._observer.varz()
@@ -441,6 +454,7 @@ class Gateway:
         self.config = self._writer.config = self._dialers.config = self._observer.config = (
             self._core.config
         )
+        self._observer.config_loaded()
         self._driver.drain()
         return restart
 

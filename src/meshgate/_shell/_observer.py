@@ -9,6 +9,8 @@ from __future__ import annotations
 
 __all__ = ["Observer"]
 
+import os
+import resource
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -25,26 +27,56 @@ from .._stats import (
     Statistics,
     SubscriptionsInfo,
 )
+from .._timefmt import go_duration, rfc3339, uptime_text
 from .._version import __version__
 
 if TYPE_CHECKING:
     from .._game import GameInfo, GameLayer
     from .._node import NodeCore
     from ..config import GatewayConfig
+    from ._dialers import Dialers, DialState
     from ._writer import Writer
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss() -> int:
+    """The process's resident memory in bytes (Linux: now; elsewhere: the peak)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if os.uname().sysname == "Darwin" else peak * 1024
+
+
+def _split_host_port(url: str | None) -> tuple[str, int]:
+    host, _, port = (url or "").rpartition("://")[2].rpartition(":")
+    return host.strip("[]"), int(port) if port.isdigit() else 0
 
 
 class Observer:
     """Counters and snapshots of one node."""
 
     def __init__(
-        self, config: GatewayConfig, core: NodeCore, game: GameLayer | None, writer: Writer
+        self,
+        config: GatewayConfig,
+        core: NodeCore,
+        game: GameLayer | None,
+        writer: Writer,
+        dialers: Dialers,
     ) -> None:
         #: the node's configuration (replaced by the node on reconfigure)
         self.config = config
         self._core = core
         self._game = game
         self._writer = writer
+        self._dialers = dialers
+        #: client connections accepted since the node started (the node counts them)
+        self.total_connections = 0
+        self._config_loaded = time.time()
+        self._cpu_sample = (time.monotonic(), time.process_time())
+        self._cpu = 0.0
         #: when the node was made (ISO 8601, UTC) and the wall clock then; read once here
         self.started_wall = time.time()
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_wall))
@@ -56,6 +88,45 @@ class Observer:
     ) -> None:
         """The node's listeners are bound at these URLs."""
         self._urls = (client_url, cluster_url, gateway_url)
+
+    def config_loaded(self) -> None:
+        """The configuration was (re)loaded now (``config_load_time``)."""
+        self._config_loaded = time.time()
+
+    def dial_states(self) -> list[DialState]:
+        """What each route, gateway and backbone dialer is doing (a copy)."""
+        return self._dialers.states()
+
+    def readiness(self) -> list[str]:
+        """What the node waits for before it is ready (``/healthz?ready=1``): each
+        configured route seed, remote cluster and the backbone that is not connected,
+        with its last dial error; empty when ready."""
+        cfg = self.config
+        core = self._core
+        if self._started_monotonic is None:
+            return ["the node is not serving yet"]
+        errors = {(d.kind, d.target): d.last_error for d in self._dialers.states()}
+
+        def why(kind: str, target: str) -> str:
+            err = errors.get((kind, target))
+            return f"{kind} {target}" + (f" ({err})" if err else "")
+
+        waiting = []
+        if cfg.cluster_listen is not None:
+            waiting += [
+                why("route", url)
+                for url in cfg.routes
+                if not core.has_route_to(url) and not core.is_own_route_url(url)
+            ]
+        if cfg.gateway_listen is not None:
+            waiting += [
+                why("gateway", cluster)
+                for cluster in sorted(cfg.gateways)
+                if cluster != cfg.cluster and not core.has_outbound_gateway(cluster)
+            ]
+        if cfg.backbone and core.backbone_server() is None:
+            waiting.append(why("backbone", "backbone"))
+        return waiting
 
     def serving(self) -> None:
         """The node serves from now on (uptime counts from here)."""
@@ -84,25 +155,73 @@ class Observer:
         return self._core.backbone_server()
 
     def gatewayz(self) -> dict[str, Any]:
-        """Gateway state shaped like nats-server's ``/gatewayz``; each connection also
-        says what it holds (``pending_bytes``), whether it is ``stalled``, how often it
-        stalled (``stalls``) and how often a link to that cluster (this direction) was
-        closed as a slow consumer (``slow_consumers``)."""
-        out = _views.gatewayz(self._core)
-        conns = {c.id: c for c in self._core.gateway_connections()}
-        rows = [g["connection"] for g in out["outbound_gateways"].values()]
-        rows += [g["connection"] for gs in out["inbound_gateways"].values() for g in gs]
-        for row in rows:
+        """Gateway state shaped like nats-server's ``/gatewayz``: its field names, units
+        and types (``rtt`` a duration string, times RFC 3339, ``in_bytes``/``out_bytes``
+        payload bytes; the wire is ``in_wire_bytes``/``out_wire_bytes``).  Each
+        connection also says what it holds (``pending_bytes``), whether it is
+        ``stalled``, how often it stalled (``stalls``) and how often a link to that
+        cluster (this direction) was closed as a slow consumer (``slow_consumers``).
+        ``dials`` gives each outbound dialer's state and last error (a configured remote
+        that is down is there, with why)."""
+        cfg = self.config
+        core = self._core
+        out = _views.gatewayz(core)
+        conns = {c.id: c for c in core.gateway_connections()}
+        now_wall, now = time.time(), trio.current_time()
+        configured = set(cfg.gateways)
+        remotes = [(c, g) for c, g in out["outbound_gateways"].items()]
+        remotes += [(c, g) for c, gs in out["inbound_gateways"].items() for g in gs]
+        for cluster, remote in remotes:
+            remote["configured"] = cluster in configured
+            row = remote["connection"]
+            rtt = row["rtt"]
+            row["rtt"] = go_duration(rtt) if rtt is not None else ""
             conn = conns.get(row["cid"])
-            if conn is not None:
-                link = self._writer.link_state(conn)
-                row.update(
-                    pending_bytes=self._core.pending_bytes(conn),
-                    stalled=link.stalled,
-                    stalls=link.stalls,
-                    slow_consumers=link.slow_consumers,
-                )
-        return out
+            if conn is None:
+                continue
+            link = self._writer.link_state(conn)
+            ip, port = self._writer.peer_address(conn.id) or ("", 0)
+            uptime = max(0.0, now - conn.opened_at)
+            idle = max(0.0, now - conn.last_activity)
+            row.update(
+                ip=ip,
+                port=port,
+                start=rfc3339(now_wall - uptime),
+                last_activity=rfc3339(now_wall - idle),
+                uptime=uptime_text(uptime),
+                idle=uptime_text(idle),
+                pending_bytes=core.pending_bytes(conn),
+                stalled=link.stalled,
+                stalls=link.stalls,
+                slow_consumers=link.slow_consumers,
+            )
+        host, port = _split_host_port(self._urls[2])
+        dials = {
+            d.target: {
+                "configured": d.configured,
+                "state": d.state,
+                "failures": d.failures,
+                "last_error": d.last_error,
+                "last_error_at": rfc3339(d.last_error_at) if d.last_error_at else None,
+                "retry_in": go_duration(d.retry_in) if d.retry_in is not None else None,
+            }
+            for d in self._dialers.states()
+            if d.kind == "gateway"
+        }
+        return {
+            "server_id": f"meshgate-{cfg.name}",
+            "server_name": cfg.name,
+            "now": rfc3339(now_wall),
+            # nats-server's ``name`` is the gateway's, which is the cluster's
+            "name": cfg.cluster,
+            "cluster": cfg.cluster,
+            "host": host,
+            "port": port,
+            "known_urls": out["known_urls"],
+            "outbound_gateways": out["outbound_gateways"],
+            "inbound_gateways": out["inbound_gateways"],
+            "dials": dials,
+        }
 
     @property
     def uptime(self) -> float:
@@ -135,7 +254,22 @@ class Observer:
             self_urls=core.own_route_urls(),
             gateway_control_msgs=core.gateway_control_msgs,
             statistics=self.statistics(),
+            mem=_rss(),
+            cpu=self._cpu_percent(),
+            cores=os.cpu_count() or 1,
+            total_connections=self.total_connections,
+            config_load_time=rfc3339(self._config_loaded),
         )
+
+    def _cpu_percent(self) -> float:
+        """CPU use since the previous call (at least a second apart), in percent of one
+        core, as nats-server's ``cpu``."""
+        wall, cpu = time.monotonic(), time.process_time()
+        last_wall, last_cpu = self._cpu_sample
+        if wall - last_wall >= 1.0:
+            self._cpu = round(100.0 * (cpu - last_cpu) / (wall - last_wall), 1)
+            self._cpu_sample = (wall, cpu)
+        return self._cpu
 
     def connz(self) -> list[ConnectionInfo]:
         """Every client and replicant connection (nats-server's ``/connz``)."""

@@ -142,3 +142,138 @@ def test_a_node_name_cannot_break_the_prometheus_scrape(name: str) -> None:
     samples = [line for line in text.splitlines() if not line.startswith("#")]
     assert samples
     assert all(sample.match(line) for line in samples), samples[0]
+
+
+GATEWAY_PATHS = ["/varz", "/routez", "/gatewayz?accs=1", "/healthz"]
+
+
+def _gateways_up(body: dict[str, Any]) -> bool:
+    # n2 lands its inbound on n0 or n1 (gossip): only n0's outbound is certain
+    return bool(body.get("outbound_gateways"))
+
+
+async def test_gateways_and_routes_have_nats_server_fields_and_types() -> None:
+    """Both sides run a cluster of two nodes with routes and a second cluster joined by
+    gateways: the /gatewayz, /routez and /varz fields both have share names and JSON
+    types, and the nats-server-only gateway fields are there."""
+    http = free_port()
+    ra, ga0, ga1, gb = free_port(), free_port(), free_port(), free_port()
+    gw_b = f"gateways: [{{name: B, url: nats://127.0.0.1:{gb}}}]"
+    with (
+        run_nats(
+            f"http: 127.0.0.1:{http}\nserver_name: n0\n"
+            f"cluster {{ name: A, listen: 127.0.0.1:{ra} }}\n"
+            f"gateway {{ name: A, listen: 127.0.0.1:{ga0}, {gw_b} }}"
+        ),
+        run_nats(
+            f"server_name: n1\ncluster {{ name: A, listen: 127.0.0.1:{free_port()}, "
+            f"routes: [nats://127.0.0.1:{ra}] }}\n"
+            f"gateway {{ name: A, listen: 127.0.0.1:{ga1}, {gw_b} }}"
+        ),
+        run_nats(
+            f"server_name: n2\ngateway {{ name: B, listen: 127.0.0.1:{gb}, "
+            f"gateways: [{{name: A, url: nats://127.0.0.1:{ga0}}}] }}"
+        ),
+    ):
+        theirs = {}
+        with trio.fail_after(30):
+            while True:  # until routes and gateways are up: each try is an HTTP round trip
+                theirs = {p: await fetch_json(f"http://127.0.0.1:{http}", p) for p in GATEWAY_PATHS}
+                if theirs["/routez"]["routes"] and _gateways_up(theirs["/gatewayz?accs=1"]):
+                    break
+                await trio.sleep(0.1)  # polling a foreign process: nothing to wait on
+
+    dead = free_port()  # a configured remote cluster nobody serves
+    with trio.fail_after(30):
+        async with meshgate.open_gateway(
+            meshgate.GatewayConfig(
+                name="b0", cluster="B", listen="127.0.0.1:0", gateway_listen="127.0.0.1:0"
+            )
+        ) as b0:
+            assert b0.gateway_url
+            async with meshgate.open_gateway(
+                meshgate.GatewayConfig(
+                    name="a0",
+                    cluster="A",
+                    listen="127.0.0.1:0",
+                    cluster_listen="127.0.0.1:0",
+                    gateway_listen="127.0.0.1:0",
+                    gateways={"B": [b0.gateway_url], "Z": [f"127.0.0.1:{dead}"]},
+                    reconnect_wait=0.05,
+                    monitor_listen="127.0.0.1:0",
+                )
+            ) as a0:
+                assert a0.cluster_url
+                assert a0.monitor_url
+                async with meshgate.open_gateway(
+                    meshgate.GatewayConfig(
+                        name="a1",
+                        cluster="A",
+                        listen="127.0.0.1:0",
+                        cluster_listen="127.0.0.1:0",
+                        routes=(a0.cluster_url,),
+                        gateway_listen="127.0.0.1:0",
+                    )
+                ) as a1:
+                    await a0.wait_routes(1)
+                    await a0.wait_gateways(1, 1)
+                    await a1.wait_gateways(1)
+                    await b0.wait_gateways(1, 2)
+                    while True:  # a dial to a dead port fails at once; nothing to wait on
+                        if any(d.last_error for d in a0.dial_states() if d.target == "Z"):
+                            break
+                        await trio.sleep(0.01)
+                    ours = {p: await fetch_json(a0.monitor_url, p) for p in GATEWAY_PATHS[:3]}
+                    status, health = await http_status(a0.monitor_url, "/healthz?ready=1")
+
+    problems = [m for p in GATEWAY_PATHS[:3] for m in mismatches(ours[p], theirs[p], f"{p} ")]
+    assert not problems, "\n".join(problems)
+    gz, ngz = ours["/gatewayz?accs=1"], theirs["/gatewayz?accs=1"]
+    # every field nats-server gives at the top, per remote and per connection is ours too
+    assert set(ngz) <= set(gz), set(ngz) - set(gz)
+    assert gz["name"] == "A"
+    assert gz["port"] == int(a0.gateway_url.rpartition(":")[2])
+    out_b, n_out_b = gz["outbound_gateways"]["B"], ngz["outbound_gateways"]["B"]
+    assert set(n_out_b) <= set(out_b), set(n_out_b) - set(out_b)
+    assert out_b["configured"] is True
+    missing = set(n_out_b["connection"]) - set(out_b["connection"])
+    assert not missing, missing
+    route, n_route = ours["/routez"]["routes"][0], theirs["/routez"]["routes"][0]
+    assert not set(n_route) - set(route), set(n_route) - set(route)
+    assert route["is_configured"] is False  # a1 dialed a0, not the other way
+    varz = ours["/varz"]
+    for key in ("mem", "cpu", "cores", "total_connections", "config_load_time", "http_port"):
+        assert key in theirs["/varz"], key
+        assert key in varz, key
+    assert varz["mem"] > 0
+    assert varz["cores"] >= 1
+    assert varz["http_port"] == int(a0.monitor_url.rpartition(":")[2])  # type: ignore[union-attr]
+    assert out_b["connection"]["rtt"].endswith("s")  # a duration string, as /routez
+    inbound = gz["inbound_gateways"]["B"][0]
+    for n_inbound in ngz["inbound_gateways"].get("B", [])[:1]:
+        assert set(n_inbound) <= set(inbound)
+    # a configured remote that is down: its dial state and last error
+    z = gz["dials"]["Z"]
+    assert z["configured"]
+    assert z["state"] in ("dialing", "backoff")
+    assert z["last_error"]
+    assert gz["dials"]["B"]["state"] == "connected"
+    # not ready while Z is down, saying why
+    assert status == 503, health
+    assert "gateway Z" in health["error"], health
+    assert theirs["/healthz"] == {"status": "ok"}
+
+
+async def http_status(url: str, path: str) -> tuple[int, dict[str, Any]]:
+    """GET ``path``: the status and the JSON body."""
+    import json
+
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)

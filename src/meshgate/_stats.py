@@ -138,6 +138,14 @@ class RouteInfo:
     stalls: int = 0
     #: times a route to this peer was closed as a slow consumer (over the node's life)
     slow_consumers: int = 0
+    #: the peer's address, if the transport has one
+    ip: str | None = None
+    port: int | None = None
+    #: seconds since the route opened, and since it last received anything
+    uptime_seconds: float = 0.0
+    idle_seconds: float = 0.0
+    #: this node dialed the route because its URL is a configured seed (``routes``)
+    is_configured: bool = False
 
 
 @attrs.frozen

@@ -72,6 +72,10 @@ class Observable(Protocol):
     def backbone_server(self) -> str | None:
         """The nats-server the backbone is attached to, or None."""
 
+    @property
+    def monitor_url(self) -> str | None:
+        """The monitoring endpoint's own URL (``http_host``/``http_port`` in /varz)."""
+
     def statistics(self) -> Statistics:
         """The node's counters."""
 
@@ -114,6 +118,7 @@ def _varz(gw: Observable) -> dict[str, Any]:
     st = v.statistics
     game = gw.game()
     host, _, port = (v.client_url or "").rpartition("://")[2].rpartition(":")
+    http_host, _, http_port = (gw.monitor_url or "").rpartition("://")[2].rpartition(":")
     return {
         "server_id": f"meshgate-{v.server_name}",
         "server_name": v.server_name,
@@ -132,6 +137,9 @@ def _varz(gw: Observable) -> dict[str, Any]:
         # nats-server's units: a time.Duration in nanoseconds
         "ping_interval": int(v.ping_interval * 1e9),
         "ping_max": gw.config.max_pings_out,
+        "http_host": http_host,
+        "http_port": int(http_port) if http_port.isdigit() else 0,
+        "connect_urls": [v.client_url] if v.client_url else [],
         # nats-server gives auth_timeout in seconds (a float) and write_deadline in ns
         "auth_timeout": gw.config.auth_timeout,
         "write_deadline": int(gw.config.write_deadline * 1e9),
@@ -232,22 +240,30 @@ def _connz(gw: Observable, query: dict[str, list[str]]) -> dict[str, Any]:
 
 def _routez(gw: Observable) -> dict[str, Any]:
     routes = gw.routez()
+    now = time.time()
     rows = []
     for r in routes:
         row = attrs.asdict(r)
         row.update(
+            remote_id=f"meshgate-{r.remote_name}",
             in_bytes=r.in_payload_bytes,
             out_bytes=r.out_payload_bytes,
             in_wire_bytes=r.in_bytes,
             out_wire_bytes=r.out_bytes,
             rtt=go_duration(r.rtt) if r.rtt is not None else "",
+            ip=r.ip or "",
+            port=r.port or 0,
+            start=_rfc3339(now - r.uptime_seconds),
+            last_activity=_rfc3339(now - r.idle_seconds),
+            uptime=uptime_text(r.uptime_seconds),
+            idle=uptime_text(r.idle_seconds),
         )
         del row["in_payload_bytes"], row["out_payload_bytes"]
         rows.append(row)
     return {
         "server_id": f"meshgate-{gw.config.name}",
         "server_name": gw.config.name,
-        "now": _rfc3339(time.time()),
+        "now": _rfc3339(now),
         "cluster": gw.config.cluster,
         "num_routes": len(routes),
         "routes": rows,

@@ -166,6 +166,7 @@ class Gateway:
                 from ..monitor import serve_monitor
 
                 self.monitor_url = await nursery.start(serve_monitor, observer, cfg.monitor_listen)
+                observer.monitor_url = self.monitor_url
             nursery.start_soon(self._timer)
             nursery.start_soon(self._writer.run_round_flusher)
             nursery.start_soon(self._writer.run_window_flusher)

@@ -74,6 +74,8 @@ class Observer:
         self._dialers = dialers
         #: client connections accepted since the node started (the node counts them)
         self.total_connections = 0
+        #: the monitoring endpoint's URL, once it listens (the node sets it)
+        self.monitor_url: str | None = None
         self._config_loaded = time.time()
         self._cpu_sample = (time.monotonic(), time.process_time())
         self._cpu = 0.0
@@ -174,6 +176,8 @@ class Observer:
         for cluster, remote in remotes:
             remote["configured"] = cluster in configured
             row = remote["connection"]
+            row["kind"] = "Gateway"
+            row["subscriptions"] = sum(a["num_subs"] for a in remote["accounts"])
             rtt = row["rtt"]
             row["rtt"] = go_duration(rtt) if rtt is not None else ""
             conn = conns.get(row["cid"])
@@ -287,16 +291,24 @@ class Observer:
         state and its peer's slow-consumer closes; with ``interest``, each route's
         interest entries ``(account, pattern, queue, weight)``."""
         conns = {c.id: c for c in self._core.route_connections()}
+        now = trio.current_time()
+        seeds = set(self.config.routes)
         out = []
         for row in _views.routes(self._core, interest=interest):
             conn = conns.get(row.rid)
             if conn is not None:
                 link = self._writer.link_state(conn)
+                ip, port = self._writer.peer_address(conn.id) or (None, None)
                 row = attrs.evolve(
                     row,
                     stalled=link.stalled,
                     stalls=link.stalls,
                     slow_consumers=link.slow_consumers,
+                    ip=ip,
+                    port=port,
+                    uptime_seconds=round(max(0.0, now - conn.opened_at), 3),
+                    idle_seconds=round(max(0.0, now - conn.last_activity), 3),
+                    is_configured=row.did_solicit and row.url in seeds,
                 )
             out.append(row)
         return out

@@ -7,6 +7,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from .logs import LOG_FORMATS
+
 
 def _build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="meshgate", description=__doc__)
@@ -20,6 +22,12 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=1.0, help="inputs per client per second")
     demo.add_argument("--seed", type=int, default=1, help="random seed")
     demo.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help="also log the nodes' INFO lines on standard error, as text or JSON",
+    )
+    demo.add_argument(
         "--backbone",
         choices=("meshgate", "nats"),
         default="meshgate",
@@ -27,7 +35,16 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve = sub.add_parser("serve", help="run one node from a TOML configuration file")
     serve.add_argument("-c", "--config", required=True, help="TOML file (GatewayConfig fields)")
-    serve.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    serve.add_argument(
+        "-v", "--verbose", action="count", default=0, help="debug logging (default: INFO)"
+    )
+    serve.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log lines on standard error as text (default) or one JSON object per line",
+    )
     serve.add_argument(
         "--check", action="store_true", help="validate the file, print every error, exit 2 if any"
     )
@@ -56,6 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from ._demo import run_demo
 
+        if args.log_format is not None:
+            import logging
+
+            from .logs import configure_logging
+
+            configure_logging(logging.INFO, args.log_format)
+
         return run_demo(
             clusters=args.clusters,
             nodes=args.nodes,
@@ -77,8 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides = json.loads(sys.stdin.readline() if text == "-" else text)
         return serve_main(
             args.config,
-            verbose=args.verbose,
+            verbose=-1 if args.quiet else args.verbose,
             check=args.check,
+            log_format=args.log_format,
             workers=args.workers,
             overrides=overrides,
         )

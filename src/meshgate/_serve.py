@@ -32,6 +32,7 @@ from ._errors import MeshgateError
 from ._nursery import sole_exception
 from ._shell import Gateway, open_gateway
 from .config import ConfigError, GatewayConfig, check_mapping
+from .logs import configure_logging
 from .transports import get_transport, split_url
 
 
@@ -94,14 +95,9 @@ def _reload(gw: Gateway, path: str | Path, overrides: Mapping[str, Any] | None =
             log.error("reload refused, the running configuration stays: %s", e)
         return
     try:
-        restart = gw.reconfigure(load_config(path, overrides))
+        gw.reconfigure(load_config(path, overrides))  # logs what changed (and what did not)
     except (ConfigError, OSError) as exc:
         log.error("reload refused, the running configuration stays: %s", exc)
-        return
-    log.warning(
-        "configuration reloaded%s",
-        f"; these need a restart and were not applied: {', '.join(restart)}" if restart else "",
-    )
 
 
 class _StartFailed(Exception):
@@ -221,14 +217,20 @@ async def _serve_until_signalled(
         "cluster_url": gw.cluster_url,
         "gateway_url": gw.gateway_url,
         "nats_urls": list(gw.nats_urls),
+        "monitor_url": gw.monitor_url,
     }
     print(json.dumps(ready), flush=True)
+    logging.getLogger("meshgate").info(
+        "ready: %s", ", ".join(f"{what} {url}" for what, url in gw.urls().items())
+    )
     async for signum in signals:
         if signum == signal.SIGHUP:
             if path is not None:
                 _reload(gw, path, overrides)
             continue
-        logging.getLogger("meshgate").info("signal %d: lame duck, then drain", signum)
+        logging.getLogger("meshgate").info(
+            "signal %s: lame duck, then drain", signal.Signals(signum).name
+        )
         # new connections are refused, clients are asked to move to other nodes
         # a few at a time, then every connection is told and closed; a second
         # signal stops at once
@@ -254,6 +256,7 @@ def serve_main(
     check: bool = False,
     workers: int = 1,
     overrides: Mapping[str, Any] | None = None,
+    log_format: str = "text",
 ) -> int:
     """Run a node until SIGINT/SIGTERM; exit status 2 for a bad configuration, 1 when a
     listener cannot start (one line names its field and address, no traceback).
@@ -261,10 +264,12 @@ def serve_main(
     With ``check``, only validate: print every error (or "ok") and exit 2 or 0.  With
     ``workers`` > 1, run that many node processes sharing the client port
     (:func:`meshgate.workers.open_workers`).  ``overrides`` replace keys of the file
-    (how a pool configures each worker).
+    (how a pool configures each worker).  Logs go to standard error at INFO (``verbose``
+    1: DEBUG, -1: WARNING only), as text or, with ``log_format="json"``, one JSON object
+    per line.
     """
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    level = logging.WARNING if verbose < 0 else logging.INFO if verbose == 0 else logging.DEBUG
+    configure_logging(level, log_format)
     if check:
         errors = check_file(path)
         for e in errors:
@@ -284,7 +289,7 @@ def serve_main(
         return 2
     if workers > 1:
         try:
-            trio.run(_run_workers, path, workers, verbose)
+            trio.run(_run_workers, path, workers, verbose, log_format)
         except MeshgateError as exc:
             print(f"meshgate serve: {exc}", file=sys.stderr)
             return 2
@@ -297,13 +302,13 @@ def serve_main(
     return 0
 
 
-async def _run_workers(path: str, workers: int, verbose: int) -> None:
+async def _run_workers(path: str, workers: int, verbose: int, log_format: str) -> None:
     """``serve --workers N``: the pool's ready line, then signals until SIGINT/SIGTERM
     (SIGHUP goes to every worker)."""
     from .workers import open_workers
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async with open_workers(path, workers, verbose=verbose) as pool:
+        async with open_workers(path, workers, verbose=verbose, log_format=log_format) as pool:
             print(json.dumps(pool.ready_line()), flush=True)
             async for signum in signals:
                 if signum == signal.SIGHUP:

@@ -67,7 +67,9 @@ class WorkerInfo:
 class WorkerPool:
     """The running workers of :func:`open_workers`."""
 
-    def __init__(self, config_file: Path, config: GatewayConfig, verbose: int) -> None:
+    def __init__(
+        self, config_file: Path, config: GatewayConfig, verbose: int, log_format: str = "text"
+    ) -> None:
         self._file = config_file
         #: the file's configuration, which each worker's is derived from
         self._config = config
@@ -78,6 +80,7 @@ class WorkerPool:
             else None
         )
         self._verbose = verbose
+        self._log_format = log_format
         self._procs: dict[int, trio.Process] = {}
         self._stopping = False
         self._changed = trio.Event()
@@ -152,7 +155,8 @@ class WorkerPool:
     async def _start(self, index: int) -> None:
         """Start worker ``index`` and wait for its ready line."""
         cmd = [sys.executable, "-m", "meshgate", "serve", "-c", str(self._file)]
-        cmd += ["-v"] * self._verbose
+        cmd += ["-v"] * self._verbose if self._verbose >= 0 else ["-q"]
+        cmd += ["--log-format", self._log_format]
         # on standard input, not the command line: other users can read command lines,
         # and the overrides may hold the workers' route secret
         cmd += ["--worker-overrides", "-"]
@@ -247,18 +251,24 @@ def _read_config(config_file: Path) -> GatewayConfig:
 
 @asynccontextmanager
 async def open_workers(
-    config_file: str | os.PathLike[str], workers: int, *, verbose: int = 0
+    config_file: str | os.PathLike[str],
+    workers: int,
+    *,
+    verbose: int = 0,
+    log_format: str = "text",
 ) -> AsyncIterator[WorkerPool]:
     """Run ``workers`` node processes from one TOML configuration file for the duration
     of the block (see the module's description); the pool's URLs are the shared ones.
 
     The workers are processes (``python -m meshgate serve``), so they take a file, not
     a :class:`GatewayConfig` (which may hold TLS contexts that cannot cross a process
-    boundary).  On exit they are stopped gracefully, then killed after 30 s."""
+    boundary).  On exit they are stopped gracefully, then killed after 30 s.  Each
+    worker logs to the pool's standard error (``verbose`` and ``log_format`` as
+    ``meshgate serve`` takes them); each reports its own ``monitor_url``."""
     if workers < 1:
         raise ValueError("workers must be at least 1")
     path = Path(config_file)
-    pool = WorkerPool(path, _read_config(path), verbose)
+    pool = WorkerPool(path, _read_config(path), verbose, log_format)
     async with open_unwrapping_nursery() as nursery:
         try:
             await pool._start(0)  # first: it binds the shared ports (port 0 picks them)

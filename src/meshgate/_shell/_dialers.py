@@ -170,7 +170,7 @@ class Dialers:
         state.state, state.retry_in = "backoff", round(delay, 3)
         if failed:
             log.info(
-                "%s %s: dial failed (%d in a row): %s; next attempt in %.1fs",
+                "%s %s: dial failed (%d in a row): %s; next attempt in %.2fs",
                 state.kind,
                 state.target,
                 state.failures,

@@ -16,7 +16,7 @@ because "gateway" means the link between clusters.)
 
 from __future__ import annotations
 
-__all__ = ["Gateway", "open_gateway"]
+__all__ = ["Gateway", "config_changes", "open_gateway"]
 
 import logging
 import secrets
@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 import trio.testing
 
@@ -33,6 +34,7 @@ from .. import _game
 from .._node import Connection, ConnState, NodeCore, PeerConnection
 from .._nursery import open_unwrapping_nursery, sole_exception
 from ..config import GatewayConfig
+from ..logs import LogLimiter
 from ..protocol import ConnectionKind, Role
 from ..transports import get_transport
 from ._dialers import Dialers, DialState, LinkOutcome
@@ -56,6 +58,14 @@ if TYPE_CHECKING:
     from ..replicant import AttachedReplicant, ReplicantAdapter
 
 log = logging.getLogger("meshgate.gateway")
+
+#: seconds between two WARNING lines about one refused peer address, or about slow consumers
+WARN_INTERVAL = 30.0
+
+
+def _now() -> float:
+    return trio.current_time()
+
 
 _RECEIVE_SIZE = 64 * 1024
 
@@ -102,6 +112,8 @@ class Gateway:
         self._nursery: trio.Nursery | None = None
         self._drained = trio.Event()
         self._stopping = False
+        self._warn_limit = LogLimiter(WARN_INTERVAL)
+        self._slow_seen = 0
         # in-process replicants: stopped before the node closes their links (aclose)
         self._replicants: list[AttachedReplicant] = []
         #: the client listener's bound URL, or None
@@ -114,6 +126,17 @@ class Gateway:
         self.nats_urls: tuple[str, ...] = ()
         #: the monitoring endpoint's URL (not configured: None)
         self.monitor_url: str | None = None
+
+    def urls(self) -> dict[str, str]:
+        """Every URL the node listens on, by what it serves: ``clients``, ``cluster``
+        (routes), ``gateway``, ``nats`` (``nats[1]``, ... for more than one) and
+        ``monitoring``; listeners not configured are left out."""
+        out = {"clients": self.client_url, "cluster": self.cluster_url}
+        out["gateway"] = self.gateway_url
+        for i, url in enumerate(self.nats_urls):
+            out["nats" if i == 0 else f"nats[{i}]"] = url
+        out["monitoring"] = self.monitor_url
+        return {k: v for k, v in out.items() if v is not None}
 
     @property
     def started_wall(self) -> float:
@@ -171,6 +194,8 @@ class Gateway:
             nursery.start_soon(self._writer.run_round_flusher)
             nursery.start_soon(self._writer.run_window_flusher)
             observer.serving()
+            for what, url in self.urls().items():
+                log.info("%s: listening on %s", what, url)
             task_status.started(self)
 
     @staticmethod
@@ -198,6 +223,21 @@ class Gateway:
             await trio.sleep(interval)
             self._core.tick(trio.current_time())
             self._driver.drain()
+            self._warn_slow_consumers()
+
+    def _warn_slow_consumers(self) -> None:
+        """A WARNING when clients met their slow-consumer policy since the last one (at
+        most one line every :data:`WARN_INTERVAL` seconds, with the count)."""
+        slow = self._core.delivery.slow_consumers
+        if slow > self._slow_seen and self._warn_limit.allow("slow-episodes", _now()) is not None:
+            log.warning(
+                "slow consumers: %d client episode(s) since the last report "
+                "(slow_consumer_policy %s, max_pending_bytes %d)",
+                slow - self._slow_seen,
+                self.config.slow_consumer_policy,
+                self.config.max_pending_bytes,
+            )
+            self._slow_seen = slow
 
     async def _serve_client_stream(self, stream: trio.abc.Stream) -> None:
         await self._serve_stream(stream)
@@ -236,6 +276,7 @@ class Gateway:
             self._observer.total_connections += 1
         writer = self._writer
         h = writer.open(conn, stream)
+        ended = "closed by the peer"
         try:
             async with trio.open_nursery() as nursery:
                 writer.start(h, nursery)
@@ -246,12 +287,13 @@ class Gateway:
                     writer.stop(h)  # the nursery takes no new writer from here on
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("connection %d ended: %r", conn.id, exc)
+            ended = f"transport error: {exc}"
         except Exception:  # a per-connection failure never takes the node down
             log.exception("connection %d failed", conn.id)
+            ended = "failed (see the traceback above)"
         finally:
+            self._connection_ended(conn, h, conn.close_reason or ended)
             writer.release(h)
-            if conn.close_reason:
-                log.info("connection %d closed: %s", conn.id, conn.close_reason)
             core.connection_lost(conn)
             await trio.aclose_forcefully(stream)
             self._driver.drain()
@@ -262,6 +304,41 @@ class Gateway:
         if isinstance(conn, PeerConnection) and conn.peer is not None:
             return "up"
         return "never-up"
+
+    def _connection_ended(self, conn: Connection, h: ConnHandle, reason: str) -> None:
+        """Log how a connection ended: a link that was up at INFO with its reason; a
+        peer refused before its handshake, and a client closed as a slow consumer, at
+        WARNING, at most once per peer address (or per node, for slow consumers) every
+        :data:`WARN_INTERVAL` seconds, with the count held back."""
+        if isinstance(conn, PeerConnection):
+            if conn.peer is not None:
+                self._topology.link_ended(conn, reason)
+                return
+            if conn.close_reason and not self._stopping:
+                peer = self._writer.peer_address(conn.id)
+                where = f"{peer[0]}:{peer[1]}" if peer else "?"
+                held = self._warn_limit.allow(("refused", peer[0] if peer else "?"), _now())
+                if held is not None:
+                    log.warning(
+                        "%s peer %s refused: %s%s",
+                        conn.kind.value,
+                        where,
+                        conn.close_reason,
+                        f" ({held} more from this address not logged)" if held else "",
+                    )
+            return
+        if conn.close_reason and "slow consumer" in conn.close_reason:
+            held = self._warn_limit.allow("slow-consumer", _now())
+            if held is not None:
+                log.warning(
+                    "client connection %d (%s) closed: %s%s",
+                    conn.id,
+                    conn.name or "unnamed",
+                    conn.close_reason,
+                    f" ({held} more slow-consumer closes not logged)" if held else "",
+                )
+        elif conn.close_reason:
+            log.debug("connection %d closed: %s", conn.id, conn.close_reason)
 
     async def _read(self, h: ConnHandle) -> None:
         """Feed what the connection receives to the core, batch by batch; a publisher
@@ -451,12 +528,23 @@ class Gateway:
         and permissions (revoked credentials are disconnected, narrowed permissions end
         the subscriptions they no longer allow) and limits.  Returns the names of the
         fields that differ but need a restart; those are not applied."""
+        old = self.config
         restart = self._core.reconfigure(config)
         self.config = self._writer.config = self._dialers.config = self._observer.config = (
             self._core.config
         )
         self._observer.config_loaded()
         self._driver.drain()
+        applied = [c for c in config_changes(old, config) if c.split(" ", 1)[0] not in restart]
+        if applied:
+            log.info("configuration reloaded; applied: %s", "; ".join(applied))
+        elif not restart:
+            log.info("configuration reloaded; nothing changed")
+        if restart:
+            log.warning(
+                "configuration reloaded; these need a restart and were not applied: %s",
+                ", ".join(restart),
+            )
         return restart
 
     async def lame_duck(self, window: float | None = None) -> None:
@@ -470,11 +558,17 @@ class Gateway:
         core.stop_accepting()
         movers = core.clients_to_move()
         pause = window / len(movers) if movers else 0.0
+        log.info(
+            "lame duck: refusing new connections; moving %d client(s) to other nodes over %.1fs",
+            len(movers),
+            window if movers else 0.0,
+        )
         for i, conn_id in enumerate(movers):
             if i and pause:
                 await trio.sleep(pause)
             core.move_client(conn_id)
             self._driver.drain()
+        log.info("lame duck: clients moved; closing every connection")
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -497,6 +591,26 @@ class Gateway:
                 with trio.move_on_after(CLOSE_GRACE):
                     await self._drained.wait()
             self._nursery.cancel_scope.cancel()
+
+
+def config_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """The fields that differ between two configurations, each as ``name (old -> new)``;
+    secrets (fields not shown in ``repr``) and TLS contexts by name only, lists of users
+    by count."""
+    out = []
+    for field in attrs.fields(GatewayConfig):
+        a, b = getattr(old, field.name), getattr(new, field.name)
+        if not field.eq:
+            continue  # TLS contexts: compared by identity, a reload always makes new ones
+        if a == b:
+            continue
+        if not field.repr:
+            out.append(f"{field.name} (changed)")
+        elif field.name == "users":
+            out.append(f"users ({len(a)} -> {len(b)} entries)")
+        else:
+            out.append(f"{field.name} ({a!r} -> {b!r})")
+    return out
 
 
 @asynccontextmanager

@@ -107,7 +107,15 @@ class Observer:
         core = self._core
         if self._started_monotonic is None:
             return ["the node is not serving yet"]
-        errors = {(d.kind, d.target): d.last_error for d in self._dialers.states()}
+        states = self._dialers.states()
+        errors = {(d.kind, d.target): d.last_error for d in states}
+        dialed = {d.target for d in states if d.kind == "route" and d.state == "connected"}
+
+        def routed(url: str) -> bool:
+            full = url if "://" in url else f"tcp://{url}"
+            return url in dialed or any(
+                core.has_route_to(u) or core.is_own_route_url(u) for u in (url, full)
+            )
 
         def why(kind: str, target: str) -> str:
             err = errors.get((kind, target))
@@ -115,11 +123,7 @@ class Observer:
 
         waiting = []
         if cfg.cluster_listen is not None:
-            waiting += [
-                why("route", url)
-                for url in cfg.routes
-                if not core.has_route_to(url) and not core.is_own_route_url(url)
-            ]
+            waiting += [why("route", url) for url in cfg.routes if not routed(url)]
         if cfg.gateway_listen is not None:
             waiting += [
                 why("gateway", cluster)

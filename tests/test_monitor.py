@@ -35,6 +35,23 @@ async def get(url: str, path: str) -> tuple[int, bytes]:
     return status, body
 
 
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text exposition, by name and sorted labels (parsed
+    by prometheus-client's own parser)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def varz_after(gw: meshgate.Gateway) -> dict[str, int]:
+    st = gw.statistics()
+    return {"in_bytes": st.payload_bytes_in}
+
+
 async def test_json_paths_and_metrics() -> None:
     def extra(cluster: str, i: int) -> dict[str, object]:
         return {"monitor_listen": "127.0.0.1:0"}
@@ -72,8 +89,23 @@ async def test_json_paths_and_metrics() -> None:
                 )
                 text = metrics.decode()
                 assert status == 200
-                assert 'meshgate_connections{server="a0",cluster="A"} 1' in text
+                got = samples(text)
+                assert got["meshgate_connections", (("cluster", "A"), ("server", "a0"))] == 1
                 assert "# TYPE meshgate_messages_in_total counter" in text
+                # per route, per gateway, per account, and the process and build
+                a0 = (("cluster", "A"), ("server", "a0"))
+                assert (
+                    got["meshgate_route_messages_in_total", (*a0[:1], ("peer", "a1"), a0[1])] >= 0
+                )
+                outbound = [k for k in got if k[0] == "meshgate_gateway_messages_out_total"]
+                assert ("direction", "outbound") in outbound[0][1]
+                assert ("remote_cluster", "B") in outbound[0][1]
+                assert got["meshgate_account_connections", (("account", "$G"), *a0)] == 1
+                assert got["meshgate_ready", a0] == 1
+                assert any(k[0] == "process_cpu_seconds_total" for k in got)
+                assert any(k[0] == "meshgate_build_info" for k in got)
+                # payload bytes, as /varz in_bytes; the wire under its own name
+                assert got["meshgate_bytes_in_total", a0] == varz_after(gw)["in_bytes"]
 
 
 @pytest.mark.parametrize(

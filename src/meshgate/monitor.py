@@ -22,6 +22,7 @@ __all__ = [
 ]
 
 import json
+import platform
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -283,13 +284,37 @@ def _gamez(gw: Observable) -> dict[str, Any]:
     return {"server_name": gw.config.name, "game": attrs.asdict(game) if game else None}
 
 
-def render_metrics(gw: Observable) -> str:
-    """The node's counters in the Prometheus text exposition format."""
+@attrs.define
+class _Family:
+    """One metric family: its samples as (label values, value); for a histogram the
+    value is (cumulative ``(le, count)`` buckets, sum)."""
+
+    name: str
+    kind: str  # "counter", "gauge" or "histogram"
+    help: str
+    labels: tuple[str, ...]
+    samples: list[tuple[tuple[str, ...], Any]] = attrs.Factory(list)
+
+    def add(self, values: tuple[str, ...], value: Any) -> None:
+        self.samples.append((values, value))
+
+
+def _families(gw: Observable) -> list[_Family]:
+    """Every series of the node, from its snapshots (the one definition both renderers
+    use).  Byte counters count payload bytes, as nats-server and /varz do; the wire is
+    ``*_wire_bytes_*``."""
     st = gw.statistics()
-    name = gw.config.name
-    cluster = gw.config.cluster
-    labels = f'server="{escape_label(name)}",cluster="{escape_label(cluster)}"'
-    metrics: list[tuple[str, str, str, float]] = [
+    cfg = gw.config
+    node = (cfg.name, cfg.cluster)
+    base = ("server", "cluster")
+    out: list[_Family] = []
+
+    def family(name: str, kind: str, help_text: str, *labels: str) -> _Family:
+        f = _Family(name, kind, help_text, base + labels)
+        out.append(f)
+        return f
+
+    for name, kind, help_text, value in (
         ("meshgate_connections", "gauge", "client connections", st.clients),
         ("meshgate_routes", "gauge", "route connections", st.routes),
         (
@@ -302,8 +327,10 @@ def render_metrics(gw: Observable) -> str:
         ("meshgate_subscriptions", "gauge", "client subscriptions", st.subscriptions),
         ("meshgate_messages_in_total", "counter", "messages received", st.messages_in),
         ("meshgate_messages_out_total", "counter", "messages sent", st.messages_out),
-        ("meshgate_bytes_in_total", "counter", "bytes received", st.bytes_in),
-        ("meshgate_bytes_out_total", "counter", "bytes sent", st.bytes_out),
+        ("meshgate_bytes_in_total", "counter", "payload bytes received", st.payload_bytes_in),
+        ("meshgate_bytes_out_total", "counter", "payload bytes sent", st.payload_bytes_out),
+        ("meshgate_wire_bytes_in_total", "counter", "bytes read from sockets", st.bytes_in),
+        ("meshgate_wire_bytes_out_total", "counter", "bytes written to sockets", st.bytes_out),
         ("meshgate_slow_consumers_total", "counter", "slow-consumer episodes", st.slow_consumers),
         (
             "meshgate_stalled_links_total",
@@ -323,6 +350,7 @@ def render_metrics(gw: Observable) -> str:
             "keyed frames replaced",
             st.coalesced_messages,
         ),
+        ("meshgate_resyncs_total", "counter", "client resyncs (coalesce policy)", st.resyncs),
         (
             "meshgate_protocol_errors_total",
             "counter",
@@ -330,13 +358,410 @@ def render_metrics(gw: Observable) -> str:
             st.protocol_errors,
         ),
         ("meshgate_auth_failures_total", "counter", "failed authentications", st.auth_failures),
+        (
+            "meshgate_permission_violations_total",
+            "counter",
+            "publishes and subscriptions refused by permissions",
+            st.permission_violations,
+        ),
+        (
+            "meshgate_ready",
+            "gauge",
+            "1 when every configured route seed, gateway and backbone is connected",
+            0 if gw.readiness() else 1,
+        ),
+    ):
+        family(name, kind, help_text).add(node, value)
+    info = family(
+        "meshgate_build_info", "gauge", "the running build", "version", "python", "compiled"
+    )
+    from . import COMPILED
+    from ._version import __version__
+
+    info.add((*node, __version__, platform.python_version(), str(COMPILED).lower()), 1)
+
+    # per route, by peer name
+    routes = gw.routez()
+    route_fams = [
+        (
+            family(
+                "meshgate_route_messages_in_total",
+                "counter",
+                "messages from the route peer",
+                "peer",
+            ),
+            "in_msgs",
+        ),
+        (
+            family(
+                "meshgate_route_messages_out_total", "counter", "messages to the route peer", "peer"
+            ),
+            "out_msgs",
+        ),
+        (
+            family(
+                "meshgate_route_bytes_in_total",
+                "counter",
+                "payload bytes from the route peer",
+                "peer",
+            ),
+            "in_payload_bytes",
+        ),
+        (
+            family(
+                "meshgate_route_bytes_out_total",
+                "counter",
+                "payload bytes to the route peer",
+                "peer",
+            ),
+            "out_payload_bytes",
+        ),
+        (
+            family(
+                "meshgate_route_wire_bytes_in_total",
+                "counter",
+                "wire bytes from the route peer",
+                "peer",
+            ),
+            "in_bytes",
+        ),
+        (
+            family(
+                "meshgate_route_wire_bytes_out_total",
+                "counter",
+                "wire bytes to the route peer",
+                "peer",
+            ),
+            "out_bytes",
+        ),
+        (
+            family(
+                "meshgate_route_pending_bytes", "gauge", "bytes queued for the route peer", "peer"
+            ),
+            "pending_size",
+        ),
+        (
+            family("meshgate_route_stalled", "gauge", "1 while the route takes nothing", "peer"),
+            "stalled",
+        ),
     ]
-    out = []
-    for metric, kind, help_text, value in metrics:
-        out.append(f"# HELP {metric} {help_text}")
-        out.append(f"# TYPE {metric} {kind}")
-        out.append(f"{metric}{{{labels}}} {value}")
-    return "\n".join(out) + "\n"
+    rtt = family("meshgate_route_rtt_seconds", "gauge", "round-trip time to the route peer", "peer")
+    for r in routes:
+        peer = (*node, r.remote_name or str(r.rid))
+        for fam, field in route_fams:
+            fam.add(peer, float(getattr(r, field)))
+        if r.rtt is not None:
+            rtt.add(peer, r.rtt)
+
+    # per gateway connection, by remote cluster and direction; per configured remote
+    gz = gw.gatewayz()
+    gate_labels = ("remote_cluster", "direction", "peer")
+    gate_fams = [
+        (
+            family(
+                "meshgate_gateway_messages_in_total",
+                "counter",
+                "messages from the gateway peer",
+                *gate_labels,
+            ),
+            "in_msgs",
+        ),
+        (
+            family(
+                "meshgate_gateway_messages_out_total",
+                "counter",
+                "messages to the gateway peer",
+                *gate_labels,
+            ),
+            "out_msgs",
+        ),
+        (
+            family(
+                "meshgate_gateway_bytes_in_total",
+                "counter",
+                "payload bytes from the gateway peer",
+                *gate_labels,
+            ),
+            "in_bytes",
+        ),
+        (
+            family(
+                "meshgate_gateway_bytes_out_total",
+                "counter",
+                "payload bytes to the gateway peer",
+                *gate_labels,
+            ),
+            "out_bytes",
+        ),
+        (
+            family(
+                "meshgate_gateway_wire_bytes_in_total",
+                "counter",
+                "wire bytes from the gateway peer",
+                *gate_labels,
+            ),
+            "in_wire_bytes",
+        ),
+        (
+            family(
+                "meshgate_gateway_wire_bytes_out_total",
+                "counter",
+                "wire bytes to the gateway peer",
+                *gate_labels,
+            ),
+            "out_wire_bytes",
+        ),
+        (
+            family(
+                "meshgate_gateway_pending_bytes",
+                "gauge",
+                "bytes queued for the gateway peer",
+                *gate_labels,
+            ),
+            "pending_bytes",
+        ),
+    ]
+    rows = [(c, "outbound", g["connection"]) for c, g in gz["outbound_gateways"].items()]
+    rows += [
+        (c, "inbound", g["connection"]) for c, gs in gz["inbound_gateways"].items() for g in gs
+    ]
+    for cluster, direction, conn in rows:
+        labels = (*node, cluster, direction, str(conn.get("name")))
+        for fam, field in gate_fams:
+            fam.add(labels, float(conn.get(field) or 0))
+    up = family(
+        "meshgate_gateway_up",
+        "gauge",
+        "1 while the outbound gateway to the cluster is connected",
+        "remote_cluster",
+    )
+    failures = family(
+        "meshgate_gateway_dial_failures",
+        "gauge",
+        "failed dial passes in a row to the cluster",
+        "remote_cluster",
+    )
+    for cluster, dial in gz.get("dials", {}).items():
+        up.add((*node, cluster), 1 if dial["state"] == "connected" else 0)
+        failures.add((*node, cluster), dial["failures"])
+
+    # per account
+    acc = [
+        (
+            family(
+                "meshgate_account_connections",
+                "gauge",
+                "client connections of the account",
+                "account",
+            ),
+            "clients",
+        ),
+        (
+            family(
+                "meshgate_account_subscriptions", "gauge", "subscriptions of the account", "account"
+            ),
+            "subscriptions",
+        ),
+        (
+            family(
+                "meshgate_account_messages_in_total",
+                "counter",
+                "messages the account's clients sent",
+                "account",
+            ),
+            "in_msgs",
+        ),
+        (
+            family(
+                "meshgate_account_messages_out_total",
+                "counter",
+                "messages the account's clients got",
+                "account",
+            ),
+            "out_msgs",
+        ),
+    ]
+    for a in gw.accountz():
+        for fam, field in acc:
+            fam.add((*node, a.name), getattr(a, field))
+
+    # the game layer
+    game = gw.game()
+    if game is not None:
+        owned: dict[str, int] = {}
+        held = retained = unowned = 0
+        for e in game.entities:
+            held += e.held
+            retained += e.retained
+            if e.owner is None:
+                unowned += 1
+            else:
+                owned[e.owner] = owned.get(e.owner, 0) + 1
+        owners = family(
+            "meshgate_game_owned_entities", "gauge", "entities each replicant owns", "owner"
+        )
+        for owner, n in sorted(owned.items()):
+            owners.add((*node, owner), n)
+        for name, kind, help_text, value in (
+            (
+                "meshgate_game_unowned_entities",
+                "gauge",
+                "entities without an owner (inputs held)",
+                unowned,
+            ),
+            ("meshgate_game_held_inputs", "gauge", "inputs held for the next owner", held),
+            (
+                "meshgate_game_retained_inputs",
+                "gauge",
+                "inputs delivered and not acknowledged",
+                retained,
+            ),
+            (
+                "meshgate_game_input_bytes",
+                "gauge",
+                "bytes of input held or retained",
+                game.input_bytes,
+            ),
+            (
+                "meshgate_game_provisional",
+                "gauge",
+                "provisional relays awaiting a verdict",
+                game.provisional,
+            ),
+            (
+                "meshgate_game_confirmed_total",
+                "counter",
+                "provisional updates confirmed by the owner",
+                game.confirmed,
+            ),
+            (
+                "meshgate_game_corrected_total",
+                "counter",
+                "provisional updates corrected by the owner",
+                game.corrected,
+            ),
+            (
+                "meshgate_game_inputs_refused_total",
+                "counter",
+                "inputs refused at a bound",
+                game.inputs_refused,
+            ),
+            (
+                "meshgate_game_relays_refused_total",
+                "counter",
+                "inputs whose relay subject is not speculative",
+                game.relays_refused,
+            ),
+        ):
+            family(name, kind, help_text).add(node, value)
+        hist = family(
+            "meshgate_game_relay_latency_seconds",
+            "histogram",
+            "seconds from a provisional update reaching this node's clients to the owner's verdict",
+        )
+        buckets, total = [], 0
+        for bound, n in game.relay_latency_buckets:
+            total += n
+            buckets.append((bound, total))
+        buckets.append((float("inf"), total + game.relay_latency_beyond))
+        hist.add(node, (buckets, game.relay_latency_sum))
+    return out
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+def _render_with_prometheus_client(families: list[_Family]) -> str | None:
+    """The families, the process and the platform in prometheus-client's exposition
+    (None if prometheus-client is not installed: ``pip install meshgate[metrics]``)."""
+    try:
+        from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+    except ImportError:
+        return None
+
+    class Collector:
+        def collect(self) -> Any:
+            for f in families:
+                labels = list(f.labels)
+                if f.kind == "histogram":
+                    h = HistogramMetricFamily(f.name, f.help, labels=labels)
+                    for values, (buckets, total) in f.samples:
+                        h.add_metric(
+                            list(values), [(_le(b), c) for b, c in buckets], sum_value=total
+                        )
+                    yield h
+                    continue
+                cls = CounterMetricFamily if f.kind == "counter" else GaugeMetricFamily
+                m = cls(f.name, f.help, labels=labels)
+                for values, value in f.samples:
+                    m.add_metric(list(values), value)
+                yield m
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector())
+    ProcessCollector(registry=registry)
+    text: str = generate_latest(registry).decode()
+    return text
+
+
+def _render_by_hand(families: list[_Family]) -> str:
+    """The same exposition without prometheus-client: the families, and the process's
+    CPU time, resident memory and start time."""
+    import resource
+
+    lines = []
+    for f in families:
+        lines.append(f"# HELP {f.name} {f.help}")
+        lines.append(f"# TYPE {f.name} {f.kind}")
+        for values, value in f.samples:
+            pairs = [f'{k}="{escape_label(v)}"' for k, v in zip(f.labels, values, strict=True)]
+            if f.kind == "histogram":
+                buckets, total = value
+                for bound, count in buckets:
+                    le = ",".join([*pairs, f'le="{_le(bound)}"'])
+                    lines.append(f"{f.name}_bucket{{{le}}} {count}")
+                lines.append(f"{f.name}_count{{{','.join(pairs)}}} {buckets[-1][1]}")
+                lines.append(f"{f.name}_sum{{{','.join(pairs)}}} {total}")
+            else:
+                lines.append(f"{f.name}{{{','.join(pairs)}}} {value}")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    for name, kind, help_text, v in (
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            usage.ru_utime + usage.ru_stime,
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            _PROCESS_START,
+        ),
+    ):
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {v}"]
+    return "\n".join(lines) + "\n"
+
+
+_PROCESS_START = time.time()
+
+
+def render_metrics(gw: Observable) -> str:
+    """The node's series in the Prometheus text exposition format: node-wide counters,
+    per route, per gateway, per account and the game layer (owners, held inputs,
+    confirms and corrections, a relay latency histogram), build info and the process.
+    Built with prometheus-client when it is installed (the ``metrics`` extra); without
+    it, the same families are written by hand (process series: CPU time and start
+    time only)."""
+    families = _families(gw)
+    text = _render_with_prometheus_client(families)
+    return text if text is not None else _render_by_hand(families)
 
 
 class _BadRequest(Exception):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["EntityInfo", "GameInfo"]
-
+__all__ = ["RELAY_LATENCY_BUCKETS", "EntityInfo", "GameInfo"]
 import attrs
+
+#: upper bounds (seconds) of the relay latency histogram's buckets
+RELAY_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 @attrs.frozen
@@ -44,3 +46,12 @@ class GameInfo:
     #: inputs sent with a relay subject no ``speculative`` pattern matches: applied by
     #: their owner, not relayed; the client got PERMISSION_DENIED
     relays_refused: int = 0
+    #: provisional updates the owner confirmed, and corrected (as seen on this node)
+    confirmed: int = 0
+    corrected: int = 0
+    #: relay latency: seconds from a provisional update reaching this node's clients to
+    #: the owner's verdict, as ``(upper bound, count)`` per bucket (not cumulative), the
+    #: count beyond the last bound, and the sum of all
+    relay_latency_buckets: tuple[tuple[float, int], ...] = ()
+    relay_latency_beyond: int = 0
+    relay_latency_sum: float = 0.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = ["GameLayer", "plug_into"]
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
@@ -34,7 +35,7 @@ from ..protocol.game import (
     check,
 )
 from ..subjects import match
-from ._info import EntityInfo, GameInfo
+from ._info import RELAY_LATENCY_BUCKETS, EntityInfo, GameInfo
 from ._speculation import SPECULATIVE_MAX, Speculation
 
 if TYPE_CHECKING:
@@ -68,6 +69,13 @@ class GameLayer:
         self._relays: dict[str, bool] = {}  # relay subject -> matches config.speculative
         #: inputs whose relay subject matched no ``speculative`` pattern (not relayed)
         self.relays_refused = 0
+        #: provisional updates the owner confirmed, and corrected
+        self.confirmed = 0
+        self.corrected = 0
+        #: seconds from a provisional update reaching this node's clients to the owner's
+        #: verdict: counts per bucket of RELAY_LATENCY_BUCKETS (the last: beyond), and sum
+        self.relay_latency = [0] * (len(RELAY_LATENCY_BUCKETS) + 1)
+        self.relay_latency_sum = 0.0
         for account in accounts:
             control = r.control_account(account)
             host.subscribe_internal(control, r.AUTH_PATTERN, partial(self._authority, account))
@@ -188,7 +196,7 @@ class GameLayer:
             return
         recipients = [(sub.conn.id, sub.sid) for sub in plain if sub.prefix is not None]
         if recipients:
-            self.speculation.delivered(reply, subject, recipients)
+            self.speculation.delivered(reply, subject, recipients, self.host.now)
 
     def on_local_key(
         self, account: str, pattern: str, queue: str | None, count: int, added: bool
@@ -295,11 +303,18 @@ class GameLayer:
             self._problem(f"bad speculation answer on {subject}: {exc.reason}")
             return
         kind = _CONFIRMED if subject == r.SPEC_CONFIRM else _CORRECTED
+        if kind == _CONFIRMED:
+            self.confirmed += 1
+        else:
+            self.corrected += 1
         answer = Marker.pack(kind, client, seq)
         spec = self.speculation
         record = spec.answered(Marker.pack(_PROVISIONAL, client, seq))
         subject = record[0] if record is not None else ""
         if record is not None:
+            waited = max(0.0, self.host.now - record[2])
+            self.relay_latency[bisect_left(RELAY_LATENCY_BUCKETS, waited)] += 1
+            self.relay_latency_sum += waited
             for conn_id, sid in record[1]:
                 self.host.notify(conn_id, sid, subject, answer, value)
         attached = spec.attached(client)
@@ -344,6 +359,13 @@ class GameLayer:
             inputs_dropped_client_left=left,
             errors=tuple(self.errors),
             relays_refused=self.relays_refused,
+            confirmed=self.confirmed,
+            corrected=self.corrected,
+            relay_latency_buckets=tuple(
+                zip(RELAY_LATENCY_BUCKETS, self.relay_latency, strict=False)
+            ),
+            relay_latency_beyond=self.relay_latency[-1],
+            relay_latency_sum=self.relay_latency_sum,
         )
 
 

@@ -181,6 +181,11 @@ class NodeCore:
         return self.settings.config
 
     @property
+    def now(self) -> float:
+        """The core's clock: the time given with the last call (receive, tick, open)."""
+        return self.settings.now
+
+    @property
     def draining(self) -> bool:
         """New connections are refused (``stop_accepting`` or ``shutdown`` was called)."""
         return self.settings.draining

@@ -173,7 +173,7 @@ class Observer:
         core = self._core
         out = _views.gatewayz(core)
         conns = {c.id: c for c in core.gateway_connections()}
-        now_wall, now = time.time(), trio.current_time()
+        now_wall, now = time.time(), trio.current_time() if conns else 0.0
         configured = set(cfg.gateways)
         remotes = [(c, g) for c, g in out["outbound_gateways"].items()]
         remotes += [(c, g) for c, gs in out["inbound_gateways"].items() for g in gs]
@@ -295,7 +295,7 @@ class Observer:
         state and its peer's slow-consumer closes; with ``interest``, each route's
         interest entries ``(account, pattern, queue, weight)``."""
         conns = {c.id: c for c in self._core.route_connections()}
-        now = trio.current_time()
+        now = trio.current_time() if conns else 0.0
         seeds = set(self.config.routes)
         out = []
         for row in _views.routes(self._core, interest=interest):

@@ -9,6 +9,7 @@ import trio
 from trio.testing import wait_all_tasks_blocked
 
 import meshgate
+from meshgate.monitor import render_metrics
 from meshgate.replicant import InMemoryReplicant
 from meshgate.spatial import Grid
 
@@ -82,3 +83,19 @@ async def test_full_loop_within_a_cluster_and_across_clusters() -> None:
             answers = {(await sender.receive_correction()).reply for _ in range(2)}
             assert {r.split(".", 1)[0] for r in answers} == {"$CONF", "$CORR"}
             assert owner.states["ship"] == b"goodbadplain"  # the owner applied everything
+            # counted: a1's clients got both provisional updates, then one verdict each
+            game = a1.game()
+            assert game is not None
+            assert (game.confirmed, game.corrected) == (1, 1)
+            waited = sum(n for _, n in game.relay_latency_buckets) + game.relay_latency_beyond
+            assert waited == 2
+            assert game.relay_latency_sum >= 0.0
+            text = render_metrics(a1)
+            assert "meshgate_game_relay_latency_seconds_count{" in text
+            count = next(
+                line
+                for line in text.splitlines()
+                if line.startswith("meshgate_game_relay_latency_seconds_count{")
+            )
+            assert float(count.rpartition(" ")[2]) == 2
+            assert "meshgate_game_corrected_total{" in text

@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("meshgate.gateway")
 
 
+#: a dialer logs each of its first failures in a row, then every LOG_EVERY_NTH-th (a
+#: configured seed that stays down is retried forever)
+LOG_EVERY_FAILURE = 5
+LOG_EVERY_NTH = 10
+
+
 #: How a link ended, for its dialer's backoff: ``"up"`` (its handshake completed; it
 #: ended some other way than as a slow consumer), ``"never-up"`` (it ended before its
 #: handshake completed: a hung or refusing peer), ``"stuck"`` (closed as a slow consumer).
@@ -168,14 +174,18 @@ class Dialers:
         delay = self.config.reconnect_wait * min(10.0, 1.5 ** min(failures, 8))
         delay *= random.uniform(0.5, 1.0)
         state.state, state.retry_in = "backoff", round(delay, 3)
-        if failed:
+        n = state.failures
+        if failed and (n <= LOG_EVERY_FAILURE or n % LOG_EVERY_NTH == 0):
             log.info(
-                "%s %s: dial failed (%d in a row): %s; next attempt in %.2fs",
+                "%s %s: dial failed (%d in a row): %s; next attempt in %.2fs%s",
                 state.kind,
                 state.target,
-                state.failures,
+                n,
                 state.last_error,
                 delay,
+                f" (from now on every {LOG_EVERY_NTH}th failure is logged)"
+                if n == LOG_EVERY_FAILURE
+                else "",
             )
         await trio.sleep(delay)
         state.state, state.retry_in = "dialing", None

@@ -39,9 +39,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     # how a worker pool gives each worker its own name and ports (JSON object)
     serve.add_argument("--worker-overrides", help=argparse.SUPPRESS)
-    topo = sub.add_parser("topology", help="draw a running super-cluster as SVG")
-    topo.add_argument("urls", nargs="+", help="monitoring URLs (http://host:port), one per node")
+    topo = sub.add_parser(
+        "topology", help="discover a running super-cluster from one node and draw it as SVG"
+    )
+    topo.add_argument(
+        "urls",
+        nargs="+",
+        help="monitoring URLs (http://host:port); one is enough, its peers are discovered",
+    )
     topo.add_argument("-o", "--output", help="SVG file to write (default: standard output)")
+    topo.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="seconds between the two samples that give message rates (0: one sample)",
+    )
     return ap
 
 
@@ -85,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "topology":
         from .topology import topology_main
 
-        return topology_main(args.urls, args.output)
+        return topology_main(args.urls, args.output, interval=args.interval)
     _build_parser().print_help()
     return 2
 

@@ -44,3 +44,8 @@ class GameInfo:
     #: inputs sent with a relay subject no ``speculative`` pattern matches: applied by
     #: their owner, not relayed; the client got PERMISSION_DENIED
     relays_refused: int = 0
+    #: owner verdicts on provisional updates this node delivered: confirmed, corrected
+    confirms: int = 0
+    corrections: int = 0
+    #: claims that moved an entity from one owner (or a release) to the next
+    handovers: int = 0

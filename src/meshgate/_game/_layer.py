@@ -68,6 +68,10 @@ class GameLayer:
         self._relays: dict[str, bool] = {}  # relay subject -> matches config.speculative
         #: inputs whose relay subject matched no ``speculative`` pattern (not relayed)
         self.relays_refused = 0
+        #: owner verdicts on provisional updates delivered here, and hand-overs seen
+        self.confirms = 0
+        self.corrections = 0
+        self.handovers = 0
         for account in accounts:
             control = r.control_account(account)
             host.subscribe_internal(control, r.AUTH_PATTERN, partial(self._authority, account))
@@ -256,6 +260,9 @@ class GameLayer:
             if subject == r.AUTH_CLAIM:
                 claim = Claim.decode(payload)
                 self._asked.pop((account, claim.entity), None)
+                epoch = router.owner(claim.entity)[1]
+                if 0 < epoch < claim.epoch:  # it had an owner before: a hand-over
+                    self.handovers += 1
                 delivered = router.claim(claim.entity, claim.replicant, claim.epoch)
                 self._send_inputs(account, delivered)
             elif subject == r.AUTH_WHO:
@@ -300,6 +307,10 @@ class GameLayer:
         record = spec.answered(Marker.pack(_PROVISIONAL, client, seq))
         subject = record[0] if record is not None else ""
         if record is not None:
+            if kind == _CONFIRMED:
+                self.confirms += 1
+            else:
+                self.corrections += 1
             for conn_id, sid in record[1]:
                 self.host.notify(conn_id, sid, subject, answer, value)
         attached = spec.attached(client)
@@ -344,6 +355,9 @@ class GameLayer:
             inputs_dropped_client_left=left,
             errors=tuple(self.errors),
             relays_refused=self.relays_refused,
+            confirms=self.confirms,
+            corrections=self.corrections,
+            handovers=self.handovers,
         )
 
 

@@ -149,23 +149,25 @@ class Gateway:
                 assert bound is not None
                 nats_urls.append(bound)
             self.nats_urls = tuple(nats_urls)
-            self._core.bound(
-                client_url=self.client_url,
-                cluster_url=self.cluster_url,
-                gateway_url=self.gateway_url,
-                nats_url=next((u for u in nats_urls if not u.startswith("ws")), None),
-            )
             observer = self._observer
             observer.bound(
                 client_url=self.client_url,
                 cluster_url=self.cluster_url,
                 gateway_url=self.gateway_url,
             )
-            self._dialers.start(nursery)
             if cfg.monitor_listen is not None:
+                # bound before the first HELLO: route and gateway peers hear of it
                 from ..monitor import serve_monitor
 
                 self.monitor_url = await nursery.start(serve_monitor, observer, cfg.monitor_listen)
+            self._core.bound(
+                client_url=self.client_url,
+                cluster_url=self.cluster_url,
+                gateway_url=self.gateway_url,
+                nats_url=next((u for u in nats_urls if not u.startswith("ws")), None),
+                monitor_url=self.monitor_url,
+            )
+            self._dialers.start(nursery)
             nursery.start_soon(self._timer)
             nursery.start_soon(self._writer.run_round_flusher)
             nursery.start_soon(self._writer.run_window_flusher)
@@ -386,6 +388,12 @@ class Gateway:
         """The game layer: entity ownership, held inputs, provisional records and their
         evictions (None unless ``replicants=True``)."""
         return self._observer.game()
+
+    def monitor_peers(self) -> list[dict[str, str | None]]:
+        """This node's route and gateway peers with the monitoring URL each announced
+        (``kind``, ``name``, ``cluster``, ``monitor_url``; None where a peer has none):
+        what the dashboard and ``meshgate topology`` discover the super-cluster from."""
+        return self._observer.monitor_peers()
 
     # -- in-process clients and replicants ----------------------------------------------------
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -172,3 +175,70 @@ async def test_dashboard_in_headless_chromium() -> None:
     assert dom.rows["b0"]["clients"] == "2"
     assert shot.exists(), "no screenshot written"
     assert shot.stat().st_size > 10_000
+
+
+def card(dom: str, ident: str) -> str:
+    found = re.search(rf'id="{ident}"><div class="value">([^<]*)</div>', dom)
+    assert found, f"no card {ident}"
+    return found.group(1)
+
+
+async def test_demo_dashboard_shows_the_game_in_headless_chromium() -> None:
+    """``meshgate demo --dashboard``: the page shows the flying demo, game layer included."""
+    binary = find_chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
+    argv = ["--clusters", "2", "--nodes", "2", "--clients", "40", "--duration", "600"]
+    with subprocess.Popen(  # noqa: ASYNC220 - returns at once; lines are read in a thread
+        [sys.executable, "-m", "meshgate", "demo", "--dashboard", *argv, "--rate", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            url = ""
+            with trio.fail_after(120):
+                while True:  # until the clients fly
+                    line = await trio.to_thread.run_sync(proc.stdout.readline)
+                    assert line, "the demo ended early"
+                    if "dashboard: " in line:
+                        url = line.split("dashboard: ", 1)[1].strip().rstrip("/")
+                    if "t=" in line:
+                        break
+            assert url.startswith("http://127.0.0.1:")
+            with trio.fail_after(120):
+                done = await chromium(binary, "--virtual-time-budget=8000", "--dump-dom", url + "/")
+                shot = ARTIFACTS / "dashboard-demo.png"
+                shot.unlink(missing_ok=True)
+                await chromium(
+                    binary,
+                    "--virtual-time-budget=8000",
+                    "--window-size=1400,2600",
+                    f"--screenshot={shot}",
+                    url + "/",
+                )
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+    page = done.stdout.decode()
+    dom = DomReader()
+    dom.feed(page)
+    assert sorted(dom.svg_nodes) == ["a0", "a1", "b0", "b1"]
+    assert dom.unreachable == []
+    clients = sum(int(r["clients"]) for r in dom.rows.values())
+    assert clients >= 40  # the ships, and the region replicants
+    # the game layer: every ship is owned by a region replicant; cells have interest
+    assert card(page, "game-entities") == "40"
+    owners = re.findall(r"<td>(region-[AB])</td><td>(\d+)</td>", page)
+    assert {o for o, _ in owners} == {"region-A", "region-B"}
+    assert sum(int(n) for _, n in owners) == 40
+    assert re.search(r'class="cell"[^>]*data-count="[1-9]', page), "no cell with interest"
+    # owners confirm most provisional updates (the demo's pilots cheat now and then)
+    ratio = card(page, "game-ratio")
+    assert ratio.endswith(" %")
+    assert 50 < float(ratio[:-2]) < 100
+    assert shot.exists()

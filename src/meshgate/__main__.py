@@ -25,6 +25,11 @@ def _build_parser() -> argparse.ArgumentParser:
         default="meshgate",
         help="meshgate's own routes and gateways (default), or nats-server clusters",
     )
+    demo.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="print (and, with a display, open) the live dashboard; nodes stay up until Ctrl-C",
+    )
     serve = sub.add_parser("serve", help="run one node from a TOML configuration file")
     serve.add_argument("-c", "--config", required=True, help="TOML file (GatewayConfig fields)")
     serve.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
@@ -76,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate=args.rate,
             seed=args.seed,
             backbone=args.backbone,
+            dashboard=args.dashboard,
         )
     if args.command == "serve":
         from ._serve import serve_main

@@ -99,8 +99,9 @@ class Aggregator:
 def _game(
     snaps: list[dict[str, Any]], graph: dict[str, Any], before: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """The game layer across the nodes: owners, hand-overs, held inputs, verdicts, relay
-    latency and client interest per cell."""
+    """The game layer across the nodes: owners, hand-overs, held inputs, verdicts (each
+    node counts those of the provisional updates it delivered), relay latency (where a
+    node reports ``relay_latency_ms``) and client interest per cell."""
     entities: dict[tuple[str, str], dict[str, Any]] = {}
     per_node = []
     cells: dict[str, int] = {}
@@ -159,6 +160,8 @@ def _game(
         "nodes": per_node,
         "totals": totals,
         "entities": len(entities),
+        # every node sees every claim of its accounts: the most any node counted
+        "handovers": max((n["handovers"] for n in per_node), default=0),
         "entity_list": shown,
         "owners": dict(sorted(owners.items())),
         "confirm_ratio": totals["confirms"] / answered if answered else None,

@@ -74,17 +74,18 @@ function drawGame(game) {
   if (!game.enabled) return;
   const t = game.totals;
   const ratio = game.confirm_ratio === null ? "\u2013" : (game.confirm_ratio * 100).toFixed(1) + " %";
-  const latency = game.relay_latency_ms === null || game.relay_latency_ms === undefined
-    ? "\u2013" : game.relay_latency_ms.toFixed(2) + " ms";
+  const cards = [];
+  if (game.relay_latency_ms !== null && game.relay_latency_ms !== undefined) {
+    cards.push(card("relay latency", game.relay_latency_ms.toFixed(2) + " ms"));
+  }
   document.getElementById("game-summary").replaceChildren(
     card("entities", num(game.entities), "game-entities"),
     card("owners", num(Object.keys(game.owners).length)),
     card("held inputs", num(t.held), "game-held"),
-    card("hand-overs", num(t.handovers), "game-handovers"),
+    card("hand-overs", num(game.handovers), "game-handovers"),
     card("confirms / corrections", `${num(t.confirms)} / ${num(t.corrections)}`),
     card("confirmed", ratio, "game-ratio"),
-    card("relay latency", latency),
-    card("provisional waiting", num(t.provisional)));
+    card("provisional waiting", num(t.provisional)), ...cards);
   // the cell map: client subscriptions per cell, darker where more clients look
   const cells = Object.entries(game.cells).map(([k, v]) => [k.split(",").map(Number), v]);
   const box = document.getElementById("cells");

@@ -82,3 +82,8 @@ async def test_full_loop_within_a_cluster_and_across_clusters() -> None:
             answers = {(await sender.receive_correction()).reply for _ in range(2)}
             assert {r.split(".", 1)[0] for r in answers} == {"$CONF", "$CORR"}
             assert owner.states["ship"] == b"goodbadplain"  # the owner applied everything
+            # each node counts the verdicts on the provisional updates it delivered
+            for gw in (a0, a1, b0):
+                info = gw.game()
+                assert info is not None
+                assert (info.confirms, info.corrections) == (1, 1), gw.config.name

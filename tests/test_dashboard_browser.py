@@ -241,4 +241,7 @@ async def test_demo_dashboard_shows_the_game_in_headless_chromium() -> None:
     ratio = card(page, "game-ratio")
     assert ratio.endswith(" %")
     assert 50 < float(ratio[:-2]) < 100
+    verdict = card(page, "game-verdict")
+    assert verdict.endswith(" ms")
+    assert float(verdict[:-3]) > 0
     assert shot.exists()

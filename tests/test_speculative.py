@@ -87,3 +87,4 @@ async def test_full_loop_within_a_cluster_and_across_clusters() -> None:
                 info = gw.game()
                 assert info is not None
                 assert (info.confirms, info.corrections) == (1, 1), gw.config.name
+                assert info.verdict_seconds > 0  # the owner answered later

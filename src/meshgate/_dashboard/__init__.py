@@ -113,6 +113,7 @@ def _game(
         "corrections": 0,
         "handovers": 0,
         "inputs_refused": 0,
+        "verdict_seconds": 0.0,
     }
     latencies: list[tuple[float, int]] = []
     for s in snaps:
@@ -131,7 +132,14 @@ def _game(
             per_node.append(row)
             totals["held"] += held
             totals["retained"] += sum(e.get("retained", 0) for e in game.get("entities", []))
-            for key in ("provisional", "confirms", "corrections", "handovers", "inputs_refused"):
+            for key in (
+                "provisional",
+                "confirms",
+                "corrections",
+                "handovers",
+                "inputs_refused",
+                "verdict_seconds",
+            ):
                 totals[key] += game.get(key, 0)
             lat = game.get("relay_latency_ms")
             if lat is not None:
@@ -154,6 +162,15 @@ def _game(
         owner = e.get("owner") or "(none: inputs held)"
         owners[owner] = owners.get(owner, 0) + 1
     answered = totals["confirms"] + totals["corrections"]
+    # the owner's verdict: mean time from delivering a provisional update to its
+    # confirm or correction, over the last interval (else since the start)
+    verdict_ms = None
+    old = before["game"]["totals"] if before else None
+    if old is not None and answered > old["confirms"] + old["corrections"]:
+        done = answered - old["confirms"] - old["corrections"]
+        verdict_ms = 1000 * (totals["verdict_seconds"] - old["verdict_seconds"]) / done
+    if (verdict_ms is None or verdict_ms < 0) and answered:  # a node came or went
+        verdict_ms = 1000 * totals["verdict_seconds"] / answered
     weight = sum(w for _, w in latencies)
     shown = sorted(entities.values(), key=lambda e: (e["account"], e["entity"]))[:_ENTITIES_SHOWN]
     return {
@@ -169,5 +186,5 @@ def _game(
         "cells": cells,
         "enabled": bool(per_node),
         "reachable": sum(1 for n in graph["nodes"] if n["reachable"]),
-        "previous_totals": before["game"]["totals"] if before else None,
+        "verdict_ms": verdict_ms,
     }

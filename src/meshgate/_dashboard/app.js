@@ -75,6 +75,9 @@ function drawGame(game) {
   const t = game.totals;
   const ratio = game.confirm_ratio === null ? "\u2013" : (game.confirm_ratio * 100).toFixed(1) + " %";
   const cards = [];
+  if (game.verdict_ms !== null && game.verdict_ms !== undefined) {
+    cards.push(card("owner verdict (mean)", game.verdict_ms.toFixed(2) + " ms", "game-verdict"));
+  }
   if (game.relay_latency_ms !== null && game.relay_latency_ms !== undefined) {
     cards.push(card("relay latency", game.relay_latency_ms.toFixed(2) + " ms"));
   }

@@ -49,3 +49,7 @@ class GameInfo:
     corrections: int = 0
     #: claims that moved an entity from one owner (or a release) to the next
     handovers: int = 0
+    #: seconds from this node delivering provisional updates to the owner's verdict on
+    #: them, summed over ``confirms + corrections``: their ratio is the mean time a
+    #: prediction stays unconfirmed (the owner's round trip)
+    verdict_seconds: float = 0.0

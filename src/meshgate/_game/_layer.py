@@ -72,6 +72,8 @@ class GameLayer:
         self.confirms = 0
         self.corrections = 0
         self.handovers = 0
+        #: seconds from delivering provisional updates to their owner's verdicts, summed
+        self.verdict_seconds = 0.0
         for account in accounts:
             control = r.control_account(account)
             host.subscribe_internal(control, r.AUTH_PATTERN, partial(self._authority, account))
@@ -192,7 +194,7 @@ class GameLayer:
             return
         recipients = [(sub.conn.id, sub.sid) for sub in plain if sub.prefix is not None]
         if recipients:
-            self.speculation.delivered(reply, subject, recipients)
+            self.speculation.delivered(reply, subject, recipients, self.host.now)
 
     def on_local_key(
         self, account: str, pattern: str, queue: str | None, count: int, added: bool
@@ -311,6 +313,7 @@ class GameLayer:
                 self.confirms += 1
             else:
                 self.corrections += 1
+            self.verdict_seconds += max(0.0, self.host.now - record[2])
             for conn_id, sid in record[1]:
                 self.host.notify(conn_id, sid, subject, answer, value)
         attached = spec.attached(client)
@@ -358,6 +361,7 @@ class GameLayer:
             confirms=self.confirms,
             corrections=self.corrections,
             handovers=self.handovers,
+            verdict_seconds=self.verdict_seconds,
         )
 
 

@@ -35,7 +35,8 @@ class Speculation:
         self.relayed: dict[str, dict[int, None]] = {}
         #: provisional records forgotten (bounded) before the owner answered
         self.evicted = 0
-        self._records: dict[str, tuple[str, Recipients]] = {}  # $PROV reply -> delivery
+        # $PROV reply -> (subject, recipients, when delivered)
+        self._records: dict[str, tuple[str, Recipients, float]] = {}
         self._records_of: dict[str, deque[str]] = {}  # sender -> its records, oldest first
         self._attached: dict[str, int] = {}  # session identity -> local connection id
 
@@ -63,8 +64,9 @@ class Speculation:
         if len(mine) > SPECULATIVE_PER_CLIENT:
             del mine[next(iter(mine))]
 
-    def delivered(self, reply: str, subject: str, recipients: Recipients) -> None:
-        """The provisional update marked ``reply`` went to ``recipients`` on ``subject``."""
+    def delivered(self, reply: str, subject: str, recipients: Recipients, now: float) -> None:
+        """The provisional update marked ``reply`` went to ``recipients`` on ``subject``
+        at ``now``."""
         records = self._records
         if reply not in records:
             sender = reply[len(PROV_PREFIX) :].rpartition(".")[0]
@@ -78,13 +80,14 @@ class Speculation:
                 evicted = records.pop(mine.popleft(), None)
                 if evicted is not None:
                     self.evicted += 1
-        records[reply] = (subject, recipients)
+        records[reply] = (subject, recipients, now)
         if len(records) > SPECULATIVE_MAX:
             del records[next(iter(records))]
             self.evicted += 1
 
-    def answered(self, reply: str) -> tuple[str, Recipients] | None:
-        """The owner answered the provisional update marked ``reply``: who got it."""
+    def answered(self, reply: str) -> tuple[str, Recipients, float] | None:
+        """The owner answered the provisional update marked ``reply``: who got it, and
+        when."""
         return self._records.pop(reply, None)
 
     def client_left(self, client: str, conn_id: int) -> None:

@@ -181,6 +181,11 @@ class NodeCore:
         return self.settings.config
 
     @property
+    def now(self) -> float:
+        """When the data being handled arrived (the shell's clock, as passed in)."""
+        return self.settings.now
+
+    @property
     def draining(self) -> bool:
         """New connections are refused (``stop_accepting`` or ``shutdown`` was called)."""
         return self.settings.draining

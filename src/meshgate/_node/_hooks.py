@@ -37,6 +37,10 @@ class Host(Protocol):
     def encoder(self) -> Encoder:
         """The node's encoder (a reused packer for payloads)."""
 
+    @property
+    def now(self) -> float:
+        """When the data being handled arrived (the shell's clock, in seconds)."""
+
     def inject(self, account: str, subject: str, payload: bytes, reply: str | None = None) -> None:
         """Publish from the node itself: routed like a client's publish."""
 

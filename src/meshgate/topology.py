@@ -139,7 +139,7 @@ async def discover(
     ``varz``, ``routez``, ``gatewayz``, ``peers`` and each path of ``extra`` (None where
     that one failed).  A peer named by a node but announcing no monitoring URL appears
     with an error saying so.  At most ``max_nodes`` nodes, at most 16 requests at once,
-    each within ``deadline`` seconds.  ``hints`` maps a URL to the ``(name, cluster)``
+    each within ``deadline`` seconds, each node within twice that.  ``hints`` maps a URL to the ``(name, cluster)``
     it was last known as (an unreachable node keeps its name)."""
     names = dict(hints or {})
     seen: dict[str, None] = {}
@@ -158,7 +158,11 @@ async def discover(
 
         async def one(u: str, results: list[dict[str, Any]] = results) -> None:
             async with limiter:
-                results.append(await _snapshot(u, extra, deadline))
+                # a slow node costs at most twice the deadline, however many paths
+                with trio.move_on_after(2 * deadline) as scope:
+                    results.append(await _snapshot(u, extra, deadline))
+                if scope.cancelled_caught:
+                    results.append({"url": u, "error": f"no answer within {2 * deadline}s"})
 
         async with trio.open_nursery() as nursery:
             for u in batch:

@@ -6,7 +6,8 @@ JSON document, ``/dashboard.json``, built here by :class:`Aggregator`: the servi
 discovers the super-cluster from itself with :func:`meshgate.topology.discover` (peers
 fetched over HTTP with h11 and trio, each with a deadline, a bounded number at once),
 so the browser talks to one origin only.  Nodes seen once and unreachable since stay in
-the picture, grey with their last error, for ``FORGET_AFTER`` seconds.
+the picture, grey with their last error, for ``FORGET_AFTER`` seconds (at most
+``MAX_NODES`` remembered, the longest unseen forgotten first).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Aggregator:
     one discovery at a time, the last document reused for ``_FRESH`` seconds, rates
     from the previous document."""
 
-    def __init__(self, self_url: str, *, deadline: float = 2.0) -> None:
+    def __init__(self, self_url: str, *, deadline: float = 1.5) -> None:
         self.self_url = self_url.rstrip("/")
         self.deadline = deadline
         self._lock = trio.Lock()
@@ -85,7 +86,10 @@ class Aggregator:
             now = trio.current_time()
             for s in snaps:
                 if s["url"] and s["error"] is None:
+                    known.pop(s["url"], None)  # the most recently seen last
                     known[s["url"]] = (s["name"], s["cluster"], now)
+            while len(known) > MAX_NODES:  # bounded: the longest unseen go first
+                del known[min(known, key=lambda u: known[u][2])]
             graph = build_graph(snaps, at=now, previous=self._previous)
             self._previous = graph
             self._document = {

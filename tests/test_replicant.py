@@ -87,6 +87,11 @@ async def test_handovers_across_clusters_lose_and_duplicate_nothing() -> None:
                 await wait_all_tasks_blocked()
                 final = owners[6 % 2]
                 assert final.epochs["ship"] == 7
+                # each node saw six hand-overs (the first claim is none)
+                for node in (a, b):
+                    info = node.game()
+                    assert info is not None
+                    assert info.handovers == 6
                 assert [s for _, s in final.log["ship"]] == list(range(seq))
                 assert final.states["ship"] == b"." * seq
 

@@ -99,3 +99,9 @@ async def test_full_loop_within_a_cluster_and_across_clusters() -> None:
             )
             assert float(count.rpartition(" ")[2]) == 2
             assert "meshgate_game_corrected_total{" in text
+            # each node counts the verdicts on the provisional updates it delivered
+            for gw in (a0, a1, b0):
+                info = gw.game()
+                assert info is not None
+                assert (info.confirmed, info.corrected) == (1, 1), gw.config.name
+                assert info.relay_latency_sum > 0  # the owner answered later

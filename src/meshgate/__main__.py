@@ -33,6 +33,11 @@ def _build_parser() -> argparse.ArgumentParser:
         default="meshgate",
         help="meshgate's own routes and gateways (default), or nats-server clusters",
     )
+    demo.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="print (and, with a display, open) the live dashboard; nodes stay up until Ctrl-C",
+    )
     serve = sub.add_parser("serve", help="run one node from a TOML configuration file")
     serve.add_argument("-c", "--config", required=True, help="TOML file (GatewayConfig fields)")
     serve.add_argument(
@@ -56,9 +61,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     # how a worker pool gives each worker its own name and ports (JSON object)
     serve.add_argument("--worker-overrides", help=argparse.SUPPRESS)
-    topo = sub.add_parser("topology", help="draw a running super-cluster as SVG")
-    topo.add_argument("urls", nargs="+", help="monitoring URLs (http://host:port), one per node")
+    topo = sub.add_parser(
+        "topology", help="discover a running super-cluster from one node and draw it as SVG"
+    )
+    topo.add_argument(
+        "urls",
+        nargs="+",
+        help="monitoring URLs (http://host:port); one is enough, its peers are discovered",
+    )
     topo.add_argument("-o", "--output", help="SVG file to write (default: standard output)")
+    topo.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="seconds between the two samples that give message rates (0: one sample)",
+    )
     return ap
 
 
@@ -88,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate=args.rate,
             seed=args.seed,
             backbone=args.backbone,
+            dashboard=args.dashboard,
         )
     if args.command == "serve":
         from ._serve import serve_main
@@ -110,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "topology":
         from .topology import topology_main
 
-        return topology_main(args.urls, args.output)
+        return topology_main(args.urls, args.output, interval=args.interval)
     _build_parser().print_help()
     return 2
 

@@ -449,6 +449,7 @@ async def _main(
     rate: float,
     seed: int,
     backbone: str | None = None,
+    dashboard: bool = False,
 ) -> int:
     rng = random.Random(seed)
     stats = _Stats()
@@ -462,6 +463,8 @@ async def _main(
             varz0 = await _wait_formed(fleet, clusters, nodes, backbone=backbone is not None)
             how = "attached to the nats-server backbone" if backbone else "formed"
             print(f"  super-cluster {how} in {time.perf_counter() - t0:.1f} s from minimal config")
+            if dashboard:
+                _open_dashboard(fleet[0].monitor_url)
             names = sorted({n.cluster for n in fleet})
             band = _GRID / len(names)
             ships = {
@@ -489,8 +492,23 @@ async def _main(
                 )
             varz = {n.name: await fetch_json(n.monitor_url, "/varz") for n in fleet}
             gatewayz = {n.name: await fetch_json(n.monitor_url, "/gatewayz") for n in fleet}
-    _report(clusters, nodes, clients, stats, varz0, varz, gatewayz, backbone=backbone is not None)
+            report = (clusters, nodes, clients, stats, varz0, varz, gatewayz)
+            if dashboard:  # the nodes stay up for the dashboard until interrupted
+                _report(*report, backbone=backbone is not None)
+                print(f"\ndashboard stays at {fleet[0].monitor_url}/ - Ctrl-C stops", flush=True)
+                await trio.sleep_forever()
+    _report(*report, backbone=backbone is not None)
     return 0
+
+
+def _open_dashboard(url: str) -> None:
+    """Print the dashboard's URL; open it in a browser where there is a display."""
+    print(f"  dashboard: {url}/", flush=True)
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform != "linux":
+        import webbrowser
+
+        with contextlib.suppress(Exception):
+            webbrowser.open(url + "/")
 
 
 def _report(
@@ -602,11 +620,14 @@ def run_demo(
     rate: float,
     seed: int,
     backbone: str = "meshgate",
+    dashboard: bool = False,
 ) -> int:
     """Run the demo; returns the exit status.  Ctrl-C or SIGTERM stop it cleanly.
 
     ``backbone="nats"`` runs the same game with the nodes attached to nats-server
-    clusters (one per cluster, joined by gateways) instead of meshgate's own mesh."""
+    clusters (one per cluster, joined by gateways) instead of meshgate's own mesh.
+    ``dashboard``: print the live dashboard's URL (open it where there is a display)
+    and keep the nodes up after the summary until interrupted."""
     if clusters < 1 or nodes < 1 or clients < 0 or duration <= 0 or rate <= 0:
         print("meshgate demo: clusters, nodes, duration and rate must be positive", file=sys.stderr)
         return 2
@@ -635,7 +656,9 @@ def run_demo(
 
             async def work() -> None:
                 result.append(
-                    await _main(clusters, nodes, clients, duration, rate, seed, nats_binary)
+                    await _main(
+                        clusters, nodes, clients, duration, rate, seed, nats_binary, dashboard
+                    )
                 )
                 nursery.cancel_scope.cancel()
 

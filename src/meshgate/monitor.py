@@ -32,6 +32,7 @@ import attrs
 import h11
 import trio
 
+from ._dashboard import Aggregator, static_file
 from ._timefmt import go_duration, uptime_text
 from ._timefmt import rfc3339 as _rfc3339
 
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     )
     from .config import GatewayConfig
 
-#: Paths the endpoint serves.
+#: Paths the endpoint serves (``/`` is the dashboard; ``/index.json`` lists these).
 MONITOR_PATHS = (
     "/varz",
     "/connz",
@@ -58,6 +59,9 @@ MONITOR_PATHS = (
     "/gamez",
     "/healthz",
     "/metrics",
+    # the dashboard (issue 24): discovery and the aggregated document
+    "/peerz",
+    "/dashboard.json",
 )
 
 
@@ -802,7 +806,7 @@ def _route(gw: Observable, target: str) -> tuple[int, str, bytes]:
         return _healthz(gw, query)
     if path == "/metrics":
         return 200, "text/plain; version=0.0.4", render_metrics(gw).encode()
-    if path == "/":
+    if path == "/index.json":
         return 200, "application/json", json.dumps({"paths": list(MONITOR_PATHS)}).encode()
     handler = handlers.get(path)
     if handler is None:
@@ -814,7 +818,9 @@ def _route(gw: Observable, target: str) -> tuple[int, str, bytes]:
     return 200, "application/json", json.dumps(body, indent=2, default=str).encode()
 
 
-async def _handle(gw: Observable, stream: trio.abc.Stream) -> None:
+async def _handle(
+    gw: Observable, stream: trio.abc.Stream, dashboard: Aggregator | None = None
+) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST)
 
     async def send(event: Any) -> None:
@@ -847,7 +853,9 @@ async def _handle(gw: Observable, stream: trio.abc.Stream) -> None:
                     if method not in ("GET", "HEAD"):
                         await respond(405, "application/json", b'{"error": "only GET and HEAD"}')
                     else:
-                        status, ctype, body = _route(gw, event.target.decode("ascii", "replace"))
+                        target = event.target.decode("ascii", "replace")
+                        found = await _dashboard_route(gw, target, dashboard)
+                        status, ctype, body = found or _route(gw, target)
                         await respond(status, ctype, body, head=method == "HEAD")
                 return
         except h11.RemoteProtocolError as exc:
@@ -870,12 +878,53 @@ async def serve_monitor(
     at ``listen`` (``host:port``) until cancelled."""
     from .transports import TCPTransport
 
+    dashboard: list[Aggregator] = []
+
     async def handler(stream: trio.abc.Stream) -> None:
         try:
-            await _handle(gw, stream)
+            await _handle(gw, stream, dashboard[0] if dashboard else None)
         finally:
             await trio.aclose_forcefully(stream)
 
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(TCPTransport().serve, listen, handler)
-        task_status.started("http://" + bound.removeprefix("tcp://"))
+        url = "http://" + bound.removeprefix("tcp://")
+        dashboard.append(Aggregator(url))
+        task_status.started(url)
+
+
+# -- the dashboard (issue 24): static files, /peerz and /dashboard.json -----------------------
+#
+# Kept apart from the JSON paths above: ``/`` serves the page (meshgate._dashboard), which
+# polls ``/dashboard.json``, built by this node from the whole super-cluster (the browser
+# talks to one origin).  ``/peerz`` lists route and gateway peers with their monitoring
+# URLs, for discovery.
+
+
+def _peerz(gw: Observable) -> dict[str, Any]:
+    peers = getattr(gw, "monitor_peers", None)
+    return {
+        "server_name": gw.config.name,
+        "cluster": gw.config.cluster,
+        "peers": peers() if peers is not None else [],
+    }
+
+
+async def _dashboard_route(
+    gw: Observable, target: str, dashboard: Aggregator | None
+) -> tuple[int, str, bytes] | None:
+    """The dashboard's paths (None: not one of them)."""
+    parts = urlsplit(target)
+    path = parts.path
+    static = static_file(path)
+    if static is not None:
+        return 200, static[1], static[0]
+    if path == "/peerz":
+        return 200, "application/json", json.dumps(_peerz(gw)).encode()
+    if path == "/dashboard.json":
+        if dashboard is None:
+            return 404, "application/json", b'{"error": "no dashboard on this endpoint"}'
+        refresh = parse_qs(parts.query).get("refresh", ["0"])[0] == "1"
+        document = await dashboard.document(refresh=refresh)
+        return 200, "application/json", json.dumps(document, default=str).encode()
+    return None

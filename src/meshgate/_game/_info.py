@@ -46,7 +46,7 @@ class GameInfo:
     #: inputs sent with a relay subject no ``speculative`` pattern matches: applied by
     #: their owner, not relayed; the client got PERMISSION_DENIED
     relays_refused: int = 0
-    #: provisional updates the owner confirmed, and corrected (as seen on this node)
+    #: owner verdicts on provisional updates this node delivered: confirmed, corrected
     confirmed: int = 0
     corrected: int = 0
     #: relay latency: seconds from a provisional update reaching this node's clients to
@@ -55,3 +55,5 @@ class GameInfo:
     relay_latency_buckets: tuple[tuple[float, int], ...] = ()
     relay_latency_beyond: int = 0
     relay_latency_sum: float = 0.0
+    #: claims that moved an entity from one owner (or a release) to the next
+    handovers: int = 0

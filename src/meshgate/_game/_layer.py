@@ -69,9 +69,11 @@ class GameLayer:
         self._relays: dict[str, bool] = {}  # relay subject -> matches config.speculative
         #: inputs whose relay subject matched no ``speculative`` pattern (not relayed)
         self.relays_refused = 0
-        #: provisional updates the owner confirmed, and corrected
+        #: owner verdicts on provisional updates delivered here: confirmed, corrected
         self.confirmed = 0
         self.corrected = 0
+        #: claims that moved an entity from one owner (or a release) to the next
+        self.handovers = 0
         #: seconds from a provisional update reaching this node's clients to the owner's
         #: verdict: counts per bucket of RELAY_LATENCY_BUCKETS (the last: beyond), and sum
         self.relay_latency = [0] * (len(RELAY_LATENCY_BUCKETS) + 1)
@@ -264,6 +266,9 @@ class GameLayer:
             if subject == r.AUTH_CLAIM:
                 claim = Claim.decode(payload)
                 self._asked.pop((account, claim.entity), None)
+                epoch = router.owner(claim.entity)[1]
+                if 0 < epoch < claim.epoch:  # it had an owner before: a hand-over
+                    self.handovers += 1
                 delivered = router.claim(claim.entity, claim.replicant, claim.epoch)
                 self._send_inputs(account, delivered)
             elif subject == r.AUTH_WHO:
@@ -303,15 +308,15 @@ class GameLayer:
             self._problem(f"bad speculation answer on {subject}: {exc.reason}")
             return
         kind = _CONFIRMED if subject == r.SPEC_CONFIRM else _CORRECTED
-        if kind == _CONFIRMED:
-            self.confirmed += 1
-        else:
-            self.corrected += 1
         answer = Marker.pack(kind, client, seq)
         spec = self.speculation
         record = spec.answered(Marker.pack(_PROVISIONAL, client, seq))
         subject = record[0] if record is not None else ""
         if record is not None:
+            if kind == _CONFIRMED:
+                self.confirmed += 1
+            else:
+                self.corrected += 1
             waited = max(0.0, self.host.now - record[2])
             self.relay_latency[bisect_left(RELAY_LATENCY_BUCKETS, waited)] += 1
             self.relay_latency_sum += waited
@@ -366,6 +371,7 @@ class GameLayer:
             ),
             relay_latency_beyond=self.relay_latency[-1],
             relay_latency_sum=self.relay_latency_sum,
+            handovers=self.handovers,
         )
 
 

@@ -123,7 +123,7 @@ class Directory:
     """Where this node and its cluster can be reached: the URLs the shell bound, and
     what route peers said in their HELLOs (read from the route table itself)."""
 
-    __slots__ = ("client_url", "cluster_url", "gateway_url", "nats_url", "peers")
+    __slots__ = ("client_url", "cluster_url", "gateway_url", "monitor_url", "nats_url", "peers")
 
     def __init__(self, peers: dict[str, RouteConnection]) -> None:
         #: the route table (owned by the route mesh; read here)
@@ -133,6 +133,8 @@ class Directory:
         self.nats_url: str | None = None
         self.cluster_url: str | None = None
         self.gateway_url: str | None = None
+        #: the HTTP monitoring endpoint, announced to peers for discovery
+        self.monitor_url: str | None = None
 
     def client_urls(self) -> tuple[str, ...]:
         """Client URLs of this node and of every route peer (for clients to fail over)."""

@@ -379,7 +379,7 @@ class InternalConnection(ClientConnection):
 class PeerConnection(Connection):
     """A connection to another node (route or gateway)."""
 
-    __slots__ = ("dialed", "peer", "pong_waiters", "pongs_received")
+    __slots__ = ("dialed", "peer", "peer_monitor_url", "pong_waiters", "pongs_received")
 
     def __init__(self, cid: int, decoder: Decoder, now: float, *, dialed: bool) -> None:
         super().__init__(cid, decoder, now)
@@ -387,6 +387,8 @@ class PeerConnection(Connection):
         self.dialed = dialed
         #: the peer node's name once the handshake completed
         self.peer: str | None = None
+        #: the peer's HTTP monitoring URL, if it announced one (for discovery)
+        self.peer_monitor_url: str | None = None
         self.pongs_received = 0
         self.pong_waiters: deque[tuple[int, Callable[[], None]]] = deque()
 

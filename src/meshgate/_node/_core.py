@@ -202,9 +202,13 @@ class NodeCore:
         gateway_url: str | None = None,
         client_url: str | None = None,
         nats_url: str | None = None,
+        monitor_url: str | None = None,
     ) -> None:
-        """The shell bound the client, route, gateway (and NATS) listeners at these URLs."""
+        """The shell bound the client, route, gateway (and NATS) listeners at these URLs
+        (and the monitoring endpoint, which peers hear of in the handshake)."""
         d = self.directory
+        if monitor_url is not None:
+            d.monitor_url = monitor_url
         if client_url is not None:
             d.client_url = client_url
         if nats_url is not None:

@@ -30,6 +30,16 @@ from ._conn import (
 from ._outbox import Outbox, Settings
 
 _INFO = int(Opcode.INFO)
+#: a gateway HELLO feature carrying the sender's monitoring URL (``monitor=http://...``)
+MONITOR_FEATURE = "monitor="
+
+
+def _monitor_url(features: tuple[str, ...]) -> str | None:
+    """The monitoring URL a peer announced among its HELLO features, if any."""
+    for feature in features:
+        if feature.startswith(MONITOR_FEATURE):
+            return feature[len(MONITOR_FEATURE) :] or None
+    return None
 
 
 class GatewayMesh:
@@ -86,6 +96,9 @@ class GatewayMesh:
         else:
             urls = self.directory.gateway_urls()
             features = ("interest-only",) if cfg.interest_mode == "interest-only" else ()
+        monitor = self.directory.monitor_url
+        if monitor:  # for discovery; older nodes ignore a feature they do not know
+            features = (*features, MONITOR_FEATURE + monitor)
         return self.outbox.hello_frame(Role.GATEWAY, urls, features, token=token)
 
     def _check_hello(self, conn: GatewayConnection, hello: Hello) -> bool:
@@ -138,6 +151,7 @@ class GatewayMesh:
         conn.remote_cluster = cluster
         conn.peer = hello.name
         conn.out_interest = OutboundInterest(interest_only="interest-only" in hello.features)
+        conn.peer_monitor_url = _monitor_url(hello.features)
         conn.state = ConnState.OPEN
         self.outbound[cluster] = conn
         out.pending.gateways_changed = True
@@ -166,6 +180,7 @@ class GatewayMesh:
         conn.remote_cluster = cluster
         conn.peer = hello.name
         conn.peer_gateway_url = hello.urls[0] if hello.urls else None
+        conn.peer_monitor_url = _monitor_url(hello.features)
         conn.in_interest = InboundInterest(
             self.graph,
             threshold=cfg.interest_only_threshold,

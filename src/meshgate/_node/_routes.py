@@ -73,7 +73,13 @@ class RouteMesh:
     def _hello_frame(self) -> bytes:
         d = self.directory
         urls = (
-            (d.cluster_url, d.gateway_url or "", d.client_url or "", d.nats_url or "")
+            (
+                d.cluster_url,
+                d.gateway_url or "",
+                d.client_url or "",
+                d.nats_url or "",
+                d.monitor_url or "",
+            )
             if d.cluster_url
             else ()
         )
@@ -110,6 +116,8 @@ class RouteMesh:
         conn.peer_gateway_url = hello.urls[1] if len(hello.urls) > 1 and hello.urls[1] else None
         conn.peer_client_url = hello.urls[2] if len(hello.urls) > 2 and hello.urls[2] else None
         conn.peer_nats_url = hello.urls[3] if len(hello.urls) > 3 and hello.urls[3] else None
+        # the fifth URL (newer nodes): the peer's monitoring endpoint, for discovery
+        conn.peer_monitor_url = hello.urls[4] if len(hello.urls) > 4 and hello.urls[4] else None
         existing = self.peers.get(hello.name)
         if existing is not None:
             # both nodes may dial each other at once: the connection dialed by the node

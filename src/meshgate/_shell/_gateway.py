@@ -34,11 +34,11 @@ from .. import _game
 from .._node import Connection, ConnState, NodeCore, PeerConnection
 from .._nursery import open_unwrapping_nursery, sole_exception
 from ..config import GatewayConfig
-from ..logs import LogLimiter
 from ..protocol import ConnectionKind, Role
 from ..transports import get_transport
 from ._dialers import Dialers, DialState, LinkOutcome
 from ._driver import CoreDriver
+from ._logbook import Logbook
 from ._observer import Observer
 from ._topology import Topology
 from ._writer import CLOSE_GRACE, ConnHandle, Writer
@@ -58,9 +58,6 @@ if TYPE_CHECKING:
     from ..replicant import AttachedReplicant, ReplicantAdapter
 
 log = logging.getLogger("meshgate.gateway")
-
-#: seconds between two WARNING lines about one refused peer address, or about slow consumers
-WARN_INTERVAL = 30.0
 
 
 def _now() -> float:
@@ -112,8 +109,7 @@ class Gateway:
         self._nursery: trio.Nursery | None = None
         self._drained = trio.Event()
         self._stopping = False
-        self._warn_limit = LogLimiter(WARN_INTERVAL)
-        self._slow_seen = 0
+        self._logbook = Logbook(self._topology, self._writer)
         # in-process replicants: stopped before the node closes their links (aclose)
         self._replicants: list[AttachedReplicant] = []
         #: the client listener's bound URL, or None
@@ -172,24 +168,26 @@ class Gateway:
                 assert bound is not None
                 nats_urls.append(bound)
             self.nats_urls = tuple(nats_urls)
-            self._core.bound(
-                client_url=self.client_url,
-                cluster_url=self.cluster_url,
-                gateway_url=self.gateway_url,
-                nats_url=next((u for u in nats_urls if not u.startswith("ws")), None),
-            )
             observer = self._observer
             observer.bound(
                 client_url=self.client_url,
                 cluster_url=self.cluster_url,
                 gateway_url=self.gateway_url,
             )
-            self._dialers.start(nursery)
             if cfg.monitor_listen is not None:
+                # bound before the first HELLO: route and gateway peers hear of it
                 from ..monitor import serve_monitor
 
                 self.monitor_url = await nursery.start(serve_monitor, observer, cfg.monitor_listen)
                 observer.monitor_url = self.monitor_url
+            self._core.bound(
+                client_url=self.client_url,
+                cluster_url=self.cluster_url,
+                gateway_url=self.gateway_url,
+                nats_url=next((u for u in nats_urls if not u.startswith("ws")), None),
+                monitor_url=self.monitor_url,
+            )
+            self._dialers.start(nursery)
             nursery.start_soon(self._timer)
             nursery.start_soon(self._writer.run_round_flusher)
             nursery.start_soon(self._writer.run_window_flusher)
@@ -223,21 +221,7 @@ class Gateway:
             await trio.sleep(interval)
             self._core.tick(trio.current_time())
             self._driver.drain()
-            self._warn_slow_consumers()
-
-    def _warn_slow_consumers(self) -> None:
-        """A WARNING when clients met their slow-consumer policy since the last one (at
-        most one line every :data:`WARN_INTERVAL` seconds, with the count)."""
-        slow = self._core.delivery.slow_consumers
-        if slow > self._slow_seen and self._warn_limit.allow("slow-episodes", _now()) is not None:
-            log.warning(
-                "slow consumers: %d client episode(s) since the last report "
-                "(slow_consumer_policy %s, max_pending_bytes %d)",
-                slow - self._slow_seen,
-                self.config.slow_consumer_policy,
-                self.config.max_pending_bytes,
-            )
-            self._slow_seen = slow
+            self._logbook.slow_consumers(self._core.delivery.slow_consumers, self.config)
 
     async def _serve_client_stream(self, stream: trio.abc.Stream) -> None:
         await self._serve_stream(stream)
@@ -292,7 +276,7 @@ class Gateway:
             log.exception("connection %d failed", conn.id)
             ended = "failed (see the traceback above)"
         finally:
-            self._connection_ended(conn, h, conn.close_reason or ended)
+            self._logbook.connection_ended(conn, conn.close_reason or ended, self._stopping)
             writer.release(h)
             core.connection_lost(conn)
             await trio.aclose_forcefully(stream)
@@ -304,41 +288,6 @@ class Gateway:
         if isinstance(conn, PeerConnection) and conn.peer is not None:
             return "up"
         return "never-up"
-
-    def _connection_ended(self, conn: Connection, h: ConnHandle, reason: str) -> None:
-        """Log how a connection ended: a link that was up at INFO with its reason; a
-        peer refused before its handshake, and a client closed as a slow consumer, at
-        WARNING, at most once per peer address (or per node, for slow consumers) every
-        :data:`WARN_INTERVAL` seconds, with the count held back."""
-        if isinstance(conn, PeerConnection):
-            if conn.peer is not None:
-                self._topology.link_ended(conn, reason)
-                return
-            if conn.close_reason and not self._stopping:
-                peer = self._writer.peer_address(conn.id)
-                where = f"{peer[0]}:{peer[1]}" if peer else "?"
-                held = self._warn_limit.allow(("refused", peer[0] if peer else "?"), _now())
-                if held is not None:
-                    log.warning(
-                        "%s peer %s refused: %s%s",
-                        conn.kind.value,
-                        where,
-                        conn.close_reason,
-                        f" ({held} more from this address not logged)" if held else "",
-                    )
-            return
-        if conn.close_reason and "slow consumer" in conn.close_reason:
-            held = self._warn_limit.allow("slow-consumer", _now())
-            if held is not None:
-                log.warning(
-                    "client connection %d (%s) closed: %s%s",
-                    conn.id,
-                    conn.name or "unnamed",
-                    conn.close_reason,
-                    f" ({held} more slow-consumer closes not logged)" if held else "",
-                )
-        elif conn.close_reason:
-            log.debug("connection %d closed: %s", conn.id, conn.close_reason)
 
     async def _read(self, h: ConnHandle) -> None:
         """Feed what the connection receives to the core, batch by batch; a publisher
@@ -477,6 +426,12 @@ class Gateway:
         """The game layer: entity ownership, held inputs, provisional records and their
         evictions (None unless ``replicants=True``)."""
         return self._observer.game()
+
+    def monitor_peers(self) -> list[dict[str, str | None]]:
+        """This node's route and gateway peers with the monitoring URL each announced
+        (``kind``, ``name``, ``cluster``, ``monitor_url``; None where a peer has none):
+        what the dashboard and ``meshgate topology`` discover the super-cluster from."""
+        return self._observer.monitor_peers()
 
     # -- in-process clients and replicants ----------------------------------------------------
 

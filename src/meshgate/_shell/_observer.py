@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .._node import _views
+from .._node import InboundGateway, OutboundGateway, PeerConnection, _views
 from .._stats import (
     AccountInfo,
     AccountStatistics,
@@ -325,7 +325,26 @@ class Observer:
         """The interest graph's size and match cache (``/subsz``)."""
         return _views.subscriptions(self._core)
 
+    def monitor_peers(self) -> list[dict[str, str | None]]:
+        """Route and gateway peers with the monitoring URL each announced."""
+        cluster = self.config.cluster
+        routes = [
+            _peer_row("route", c.peer, cluster, c.peer_monitor_url)
+            for c in self._core.route_connections()
+            if isinstance(c, PeerConnection) and c.peer is not None
+        ]
+        gateways = [
+            _peer_row("gateway", c.peer, c.remote_cluster, c.peer_monitor_url)
+            for c in self._core.gateway_connections()
+            if isinstance(c, InboundGateway | OutboundGateway) and c.peer is not None
+        ]
+        return routes + gateways
+
     def game(self) -> GameInfo | None:
         """The game layer: entity ownership, held inputs, provisional records and their
         evictions (None unless ``replicants=True``)."""
         return self._game.info() if self._game is not None else None
+
+
+def _peer_row(kind: str, name: str, cluster: str | None, url: str | None) -> dict[str, str | None]:
+    return {"kind": kind, "name": name, "cluster": cluster, "monitor_url": url}

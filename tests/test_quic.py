@@ -59,3 +59,34 @@ async def test_quic_client_talks_to_tcp_client(certs: tuple[str, str, ssl.SSLCon
                 await q.publish("to.tcp", b"hello tcp")
                 assert (await sub_q.receive()).payload == b"hello quic"
                 assert (await sub_t.receive()).payload == b"hello tcp"
+
+
+async def test_keyed_state_travels_as_datagrams_and_the_rest_reliably(
+    certs: tuple[str, str, ssl.SSLContext],
+) -> None:
+    with trio.fail_after(20):
+        async with open_gateway(quic_config(certs, datagram_refresh=8)) as gw:
+            tcp_url, quic_url = gw.client_urls
+            async with (
+                meshgate.connect(quic_url, ssl_context=certs[2]) as q,
+                meshgate.connect(tcp_url) as t,
+            ):
+                state = await q.add_subscription("state.>")
+                events = await q.add_subscription("event.>")
+                await q.flush()
+                for i in range(1, 21):
+                    await t.publish("state.e1", str(i).encode(), key="e1")
+                await t.publish("event.hit", b"boom")  # no key: the reliable stream
+                await t.flush()
+                got = []
+                while not got or got[-1].payload != b"20":
+                    got.append(await state.receive())
+                hit = await events.receive()
+            values = [int(m.payload) for m in got]
+            assert values == sorted(set(values))  # never an older state after a newer one
+            unreliable = {int(m.payload) for m in got if m.unreliable}
+            assert 20 in unreliable
+            # every 8th update of the key is a reliable refresh
+            assert not ({8, 16} & unreliable)
+            assert not hit.unreliable
+            assert gw.statistics().datagrams_out >= 15

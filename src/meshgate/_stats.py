@@ -50,6 +50,8 @@ class Statistics:
     stalled_routes: int = 0
     stalled_gateways: int = 0
     stalled_backbone: int = 0
+    #: keyed messages sent to clients as unreliable datagrams (QUIC; issue 20)
+    datagrams_out: int = 0
 
 
 @attrs.frozen

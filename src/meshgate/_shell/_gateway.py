@@ -258,6 +258,9 @@ class Gateway:
             nats=nats,
             backbone=backbone,
         )
+        max_datagram = getattr(stream, "max_datagram_payload", 0)
+        if max_datagram:  # QUIC: keyed state goes as datagrams
+            core.enable_datagrams(conn, max_datagram)
         writer = self._writer
         h = writer.open(conn, stream)
         try:

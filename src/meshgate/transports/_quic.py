@@ -143,6 +143,9 @@ class QuicStats:
     streams_refused: int = 0
     #: connections closed for holding more than ``max_buffered`` unread bytes
     floods: int = 0
+    #: packets of a known connection from a new address (connection migration,
+    #: NAT rebinding; aioquic validates the new path before it sends there)
+    address_changes: int = 0
     #: datagrams from peers that their protocol ignores (meshgate/1: all of them)
     datagrams_ignored: int = 0
     datagrams_sent: int = 0
@@ -370,7 +373,9 @@ class _EndpointBase:
                 self._terminated(peer)
 
     def _feed(self, peer: QuicPeer, data: bytes, addr: tuple[Any, ...]) -> None:
-        peer.address = addr
+        if addr != peer.address:
+            self.stats.address_changes += 1  # aioquic validates the new path
+            peer.address = addr
         peer.quic.receive_datagram(data, addr, now=trio.current_time())
         self._dispatch(peer)
         peer._wake.set()
@@ -591,6 +596,11 @@ class QuicStream(trio.abc.Stream):
         self.datagrams_dropped = 0
         #: the client side's connection (:meth:`migrate`); None on the node
         self.endpoint: _ClientEndpoint | None = None
+
+    @property
+    def local_address(self) -> tuple[Any, ...] | None:
+        """Client side: the local UDP address the connection sends from."""
+        return None if self.endpoint is None else tuple(self.endpoint.sock.getsockname())
 
     async def migrate(self) -> None:
         """Client side: move the connection to a new local UDP port, as a NAT

@@ -198,6 +198,8 @@ class QuicPeer:
         self.alpn: str | None = None
         self.handler: QuicConnectionHandler | None = None
         self.established = False
+        #: closed by this side (its handler hears nothing more)
+        self.closing = False
         self.done = False
         self._endpoint = endpoint
         self._wake = trio.Event()
@@ -247,7 +249,8 @@ class QuicPeer:
 
     def close(self, error_code: int = 0, reason: str = "") -> None:
         """Close the connection (a CONNECTION_CLOSE is sent)."""
-        if not self.done:
+        if not self.done and not self.closing:
+            self.closing = True
             self.quic.close(error_code=error_code, reason_phrase=reason)
             self.transmit()
 
@@ -288,10 +291,10 @@ class _EndpointBase:
             t = type(e)
             h = peer.handler
             if t is ev.StreamDataReceived:
-                if h is not None and peer._note_stream(e.stream_id):
+                if h is not None and not peer.closing and peer._note_stream(e.stream_id):
                     h.stream_data(e.stream_id, e.data, e.end_stream)
             elif t is ev.DatagramFrameReceived:
-                if h is not None:
+                if h is not None and not peer.closing:
                     h.datagram(e.data)
                 else:
                     self.stats.datagrams_ignored += 1

@@ -247,3 +247,42 @@ async def test_datagrams_before_authentication_are_ignored(
                     await round_trip(c, b"authenticated fine")
             assert stats(gw)["datagrams_ignored"] == 10
             assert gw.statistics().messages_in == 1  # only the round trip's publish
+
+
+async def test_a_bad_token_over_quic_is_refused_with_the_reason(
+    certs: tuple[str, str, ssl.SSLContext],
+) -> None:
+    """The node's last frame (the AUTH_FAILED error) reaches the client before the
+    connection closes: the node lets what it wrote leave first."""
+    cfg = GatewayConfig(
+        listen="quic://127.0.0.1:0",
+        tls_cert_file=certs[0],
+        tls_key_file=certs[1],
+        users=(meshgate.User(token="good-token-0123456789"),),
+    )
+    with trio.fail_after(20):
+        async with open_gateway(cfg) as gw:
+            assert gw.client_url is not None
+            with pytest.raises(meshgate.ConnectionClosedError) as info:
+                async with meshgate.connect(
+                    gw.client_url, ssl_context=certs[2], token="bad-token-0123456789"
+                ):
+                    pass
+            assert info.value.error is not None
+            assert info.value.error.code == meshgate.ErrorCode.AUTH_FAILED
+            async with meshgate.connect(
+                gw.client_url, ssl_context=certs[2], token="good-token-0123456789"
+            ) as c:
+                await round_trip(c, b"the right token works")
+
+
+async def test_a_connection_without_a_protocol_stream_is_closed(
+    certs: tuple[str, str, ssl.SSLContext],
+) -> None:
+    with trio.fail_after(20):
+        async with open_gateway(config(certs, stream_timeout=0.2)) as gw:
+            assert gw.client_url is not None
+            async with connect_stream(gw.client_url, ssl_context=certs[2]) as stream:
+                # a handshake, then nothing on any stream: closed after stream_timeout
+                assert await stream.receive_some() == b""
+            assert stats(gw)["stream_timeouts"] == 1

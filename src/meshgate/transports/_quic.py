@@ -110,6 +110,9 @@ class QuicLimits:
     max_streams: int = 16
     #: seconds without a packet before a connection is gone
     idle_timeout: float = 30.0
+    #: seconds a client has after its handshake to open the protocol's stream
+    #: (``stream_timeouts``)
+    stream_timeout: float = 10.0
     #: unread stream bytes one connection may hold; more closes it (``floods``)
     max_buffered: int = 4 * 1024 * 1024
     #: bytes queued for sending on one connection past which datagrams are dropped
@@ -141,6 +144,8 @@ class QuicStats:
     #: connections refused for an ALPN no handler serves
     alpn_refused: int = 0
     streams_refused: int = 0
+    #: connections closed for opening no protocol stream within ``stream_timeout``
+    stream_timeouts: int = 0
     #: connections closed for holding more than ``max_buffered`` unread bytes
     floods: int = 0
     #: packets of a known connection from a new address (connection migration,
@@ -200,8 +205,12 @@ class QuicPeer:
         self.established = False
         #: closed by this side (its handler hears nothing more)
         self.closing = False
+        #: :meth:`close_soon`: (not before, not after), else None
+        self.linger: tuple[float, float] | None = None
         self.done = False
         self._endpoint = endpoint
+        #: the endpoint's limits
+        self.endpoint_limits = endpoint.limits
         self._wake = trio.Event()
         self._progress = trio.Event()
         self._streams: set[int] = set()
@@ -247,8 +256,17 @@ class QuicPeer:
             await self._progress.wait()
         await trio.lowlevel.checkpoint()
 
+    def close_soon(self, linger: float, cap: float = 1.0) -> None:
+        """Close the connection once what is queued has left in packets, but not
+        before ``linger`` seconds (the peer may close first) nor after ``cap``."""
+        if self.linger is None:
+            now = trio.current_time()
+            self.linger = (now + linger, now + max(cap, linger))
+            self.transmit()
+
     def close(self, error_code: int = 0, reason: str = "") -> None:
-        """Close the connection (a CONNECTION_CLOSE is sent)."""
+        """Close the connection now (a CONNECTION_CLOSE is sent; what is queued and not
+        yet sent is lost: :meth:`close_soon` waits for it)."""
         if not self.done and not self.closing:
             self.closing = True
             self.quic.close(error_code=error_code, reason_phrase=reason)
@@ -359,8 +377,18 @@ class _EndpointBase:
                 await self._transmit(peer)
                 progress, peer._progress = peer._progress, trio.Event()
                 progress.set()
+                wake_at = math.inf
+                linger = peer.linger
+                if linger is not None and not peer.closing:
+                    now = trio.current_time()
+                    if now >= linger[1] or (peer.unsent == 0 and now >= linger[0]):
+                        peer.close(0, "closed")
+                        continue  # send the CONNECTION_CLOSE
+                    wake_at = linger[0] if peer.unsent == 0 else linger[1]
                 timer = quic.get_timer()
-                with trio.move_on_at(timer if timer is not None else math.inf):
+                if timer is not None:
+                    wake_at = min(wake_at, timer)
+                with trio.move_on_at(wake_at):
                     await peer._wake.wait()
                 peer._wake = trio.Event()
                 if timer is not None and trio.current_time() >= timer:
@@ -599,6 +627,9 @@ class QuicStream(trio.abc.Stream):
         self.datagrams_dropped = 0
         #: the client side's connection (:meth:`migrate`); None on the node
         self.endpoint: _ClientEndpoint | None = None
+        self._eof_sent = False
+        #: seconds :meth:`aclose` leaves the peer to close the connection first
+        self.linger = 0.0
 
     @property
     def local_address(self) -> tuple[Any, ...] | None:
@@ -697,16 +728,24 @@ class QuicStream(trio.abc.Stream):
 
     async def send_eof(self) -> None:
         """End our side of the stream (the connection stays until the peer ends)."""
-        peer = self.peer
-        if not peer.done:
-            peer.send_stream_data(self.stream_id, b"", end_stream=True)
-            peer.transmit()
+        self._end()
         await trio.lowlevel.checkpoint()
 
+    def _end(self) -> None:
+        peer = self.peer
+        if not self._eof_sent and not peer.done and not peer.closing:
+            self._eof_sent = True
+            peer.send_stream_data(self.stream_id, b"", end_stream=True)
+            peer.transmit()
+
     async def aclose(self) -> None:
+        """End the stream and close the connection once what was written has left
+        (the node waits ``linger`` seconds for the client to close first, so that its
+        last frames, an error say, are read)."""
         if not self._closed:
             self._closed = True
-            self.peer.close(0, "closed")
+            self._end()
+            self.peer.close_soon(self.linger)
             self._gone()
         await trio.lowlevel.checkpoint()
 
@@ -719,6 +758,7 @@ class _MeshgateHandler(QuicConnectionHandler):
         super().__init__(peer)
         self._serve = serve
         self.stream: QuicStream | None = None
+        peer.nursery.start_soon(self._deadline)
 
     def stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         stream = self.stream
@@ -726,16 +766,24 @@ class _MeshgateHandler(QuicConnectionHandler):
             if stream_id % 4 != 0:  # not client-initiated bidirectional: ignored
                 return
             stream = self.stream = QuicStream(self.peer, stream_id)
+            stream.linger = 1.0
             self.peer.nursery.start_soon(self._run, stream)
         elif stream_id != stream.stream_id:
             return  # one protocol stream only (the peer's stream count is bounded)
         stream._data(data, end_stream)
 
+    async def _deadline(self) -> None:
+        """A client that opens no protocol stream in time holds no connection."""
+        await trio.sleep(self.peer.endpoint_limits.stream_timeout)
+        if self.stream is None:
+            self.peer.stats.stream_timeouts += 1
+            self.peer.close(0, "no stream opened")
+
     async def _run(self, stream: QuicStream) -> None:
         try:
             await self._serve(stream)
         finally:
-            self.peer.close(0, "done")
+            await stream.aclose()
 
     def closed(self) -> None:
         if self.stream is not None:

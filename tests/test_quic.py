@@ -16,7 +16,7 @@ from meshgate import GatewayConfig, open_gateway
 from meshgate.client import connect_with_stream
 from meshgate.replicant import InMemoryReplicant, connect_replicant
 from meshgate.spatial import Grid
-from meshgate.transports import QuicStream, connect_stream
+from meshgate.transports import QuicStream, connect_stream, get_transport
 
 pytest.importorskip("aioquic", reason="quic:// needs aioquic (pip install 'meshgate[quic]')")
 trustme = pytest.importorskip("trustme", reason="the tests' certificates need trustme")
@@ -83,6 +83,14 @@ async def test_quic_client_talks_to_tcp_client(certs: tuple[str, str, ssl.SSLCon
                 await q.publish("to.tcp", b"hello tcp")
                 assert (await sub_q.receive()).payload == b"hello quic"
                 assert (await sub_t.receive()).payload == b"hello tcp"
+            # the clients left: the endpoint holds nothing of them any more
+            endpoint = get_transport(quic_url).endpoints[quic_url]  # type: ignore[attr-defined]
+            await endpoint.wait_no_connections()
+            assert endpoint.table_sizes() == {
+                "connections": 0,
+                "connection_ids": 0,
+                "handshakes": 0,
+            }
 
 
 async def test_keyed_state_travels_as_datagrams_and_the_rest_reliably(

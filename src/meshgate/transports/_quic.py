@@ -214,6 +214,8 @@ class QuicPeer:
         self._wake = trio.Event()
         self._progress = trio.Event()
         self._streams: set[int] = set()
+        #: the connection IDs the endpoint knows this connection by
+        self.cids: set[bytes] = set()
         #: the largest UDP payload this connection sends
         self.max_datagram_size: int = quic.configuration.max_datagram_size
         #: bytes handed to aioquic (stream data and datagrams) and not yet seen leave
@@ -432,12 +434,28 @@ class QuicEndpoint(_EndpointBase):
         self._by_cid: dict[bytes, QuicPeer] = {}
         self._peers: set[QuicPeer] = set()
         self._handshaking = 0
+        self._idle = trio.Event()
         self._retry = QuicRetryTokenHandler() if self.limits.retry else None
 
     @property
     def connections(self) -> int:
         """Connections open now."""
         return len(self._peers)
+
+    def table_sizes(self) -> dict[str, int]:
+        """How much per-connection state the endpoint holds (each bounded)."""
+        return {
+            "connections": len(self._peers),
+            "connection_ids": len(self._by_cid),
+            "handshakes": self._handshaking,
+        }
+
+    async def wait_no_connections(self) -> None:
+        """Wait until no connection is open (all closed, timed out or refused)."""
+        while self._peers:
+            self._idle = trio.Event()
+            await self._idle.wait()
+        await trio.lowlevel.checkpoint()
 
     def _factory(self, alpn: str | None) -> Callable[[QuicPeer], QuicConnectionHandler] | None:
         return self.handlers.get(alpn) if alpn is not None else None
@@ -448,17 +466,25 @@ class QuicEndpoint(_EndpointBase):
 
     def _cid_issued(self, peer: QuicPeer, cid: bytes) -> None:
         self._by_cid[cid] = peer
+        peer.cids.add(cid)
 
     def _cid_retired(self, cid: bytes) -> None:
-        self._by_cid.pop(cid, None)
+        peer = self._by_cid.pop(cid, None)
+        if peer is not None:
+            peer.cids.discard(cid)
 
     def _forget(self, peer: QuicPeer) -> None:
         if peer in self._peers:
             self._peers.discard(peer)
             if not peer.established:
                 self._handshaking -= 1
-        for cid in [c for c, p in self._by_cid.items() if p is peer]:
-            del self._by_cid[cid]
+            if not self._peers:
+                self._idle.set()
+        by_cid = self._by_cid
+        for cid in peer.cids:
+            if by_cid.get(cid) is peer:
+                del by_cid[cid]
+        peer.cids.clear()
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Receive and dispatch packets until cancelled."""
@@ -591,6 +617,7 @@ class QuicEndpoint(_EndpointBase):
         self.stats.connections_opened += 1
         self._by_cid[dcid] = peer
         self._by_cid[quic.host_cid] = peer
+        peer.cids.update((dcid, quic.host_cid))
         conn_nursery.start_soon(self._drive, peer)
         try:
             self._feed(peer, data, addr)

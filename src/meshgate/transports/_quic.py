@@ -36,14 +36,32 @@ connection, from the endpoint's receive task (they must not block):
   wants them all: pass each to ``H3Connection.handle_event``),
 * :meth:`QuicConnectionHandler.closed` once, when the connection is gone.
 
-The handler acts through its :class:`QuicPeer`: ``peer.quic`` is the aioquic
-connection (``send_stream_data``, ``get_next_available_stream_id``, or build an
-``H3Connection(peer.quic, enable_webtransport=True)`` on it), ``peer.send_datagram``
-(bounded: drops and counts when the connection's datagram queue is full),
-``peer.max_datagram_payload`` (the largest datagram that fits the path),
-``peer.transmit()`` after queueing anything (the connection's task sends it),
-``peer.wait_writable(stream_id, limit)`` for back-pressure, ``peer.nursery`` to run
-per-connection tasks (cancelled when the connection ends), ``peer.close()``.
+The handler acts through its :class:`QuicPeer`: ``peer.send_stream_data(stream_id,
+data, end_stream)`` (counted for back-pressure; prefer it to ``peer.quic``'s own),
+``peer.send_datagram(data)`` (False, and counted in ``datagrams_dropped``, when the
+connection holds more than ``max_datagram_bytes`` unsent), ``peer.max_datagram_payload``
+(the largest datagram that fits a packet on the path), ``peer.transmit()`` after
+queueing anything (the connection's task sends it), ``await peer.wait_writable(limit)``
+for back-pressure (until at most ``limit`` bytes wait to be sent), ``peer.nursery`` to
+run per-connection tasks (cancelled when the connection ends), ``peer.close_soon(linger)``
+(close once what is queued has left) and ``peer.close()``; ``peer.quic`` is the aioquic
+connection itself (``get_next_available_stream_id``, or an
+``H3Connection(peer.quic, enable_webtransport=True)`` built on it: give it every
+:meth:`QuicConnectionHandler.event`, stream and datagram event, then call
+``peer.transmit()``).  :class:`QuicStream` turns one stream of a connection into a
+:class:`trio.abc.Stream` (feed it from ``stream_data``) that the node's
+``serve(stream)`` can run, as ``meshgate/1`` does.
+
+An endpoint for another ALPN, on its own UDP port::
+
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.bind(("0.0.0.0", 4433))
+    endpoint = QuicEndpoint(sock, server_configuration, {"h3": MyH3Handler}, limits=limits)
+    await nursery.start(endpoint.run)
+
+(``server_configuration`` an aioquic ``QuicConfiguration(is_client=False,
+alpn_protocols=["h3"], max_datagram_frame_size=65536)`` with the node's certificate
+loaded; :meth:`QuicTransport.serve` builds the ``meshgate/1`` one the same way.)
 """
 
 from __future__ import annotations

@@ -690,26 +690,32 @@ class QuicStream(trio.abc.Stream):
 
     # -- fed by the handler ---------------------------------------------------------------------
 
-    def _data(self, data: bytes, end: bool) -> None:
+    def feed_data(self, data: bytes, end: bool) -> None:
+        """The handler's ``stream_data`` for this stream: ``data`` arrived (``end``:
+        the peer finished the stream).  Past ``max_buffered`` unread bytes the
+        connection is closed as a flood (counted)."""
         if data:
             self._in.append(data)
             self._in_bytes += len(data)
-            if self._in_bytes > self.peer._endpoint.limits.max_buffered:
+            if self._in_bytes > self.peer.endpoint_limits.max_buffered:
                 self.peer.stats.floods += 1
                 self.peer.close(0x0, "too much unread data")
         if end:
             self._eof = True
         self._readable.set()
 
-    def _datagram(self, data: bytes) -> None:
+    def feed_datagram(self, data: bytes) -> None:
+        """A datagram for :meth:`receive_datagram` (past ``max_datagrams_received``
+        unread ones, the oldest is dropped and counted in :attr:`datagrams_dropped`)."""
         dgrams = self._datagrams
-        if len(dgrams) >= self.peer._endpoint.limits.max_datagrams_received:
+        if len(dgrams) >= self.peer.endpoint_limits.max_datagrams_received:
             dgrams.popleft()
             self.datagrams_dropped += 1
         dgrams.append(data)
         self._datagram_ready.set()
 
-    def _gone(self) -> None:
+    def connection_lost(self) -> None:
+        """The connection is gone: readers see the end of the stream."""
         self._eof = True
         self._readable.set()
         self._datagram_ready.set()
@@ -791,7 +797,7 @@ class QuicStream(trio.abc.Stream):
             self._closed = True
             self._end()
             self.peer.close_soon(self.linger)
-            self._gone()
+            self.connection_lost()
         await trio.lowlevel.checkpoint()
 
 
@@ -815,7 +821,7 @@ class _MeshgateHandler(QuicConnectionHandler):
             self.peer.nursery.start_soon(self._run, stream)
         elif stream_id != stream.stream_id:
             return  # one protocol stream only (the peer's stream count is bounded)
-        stream._data(data, end_stream)
+        stream.feed_data(data, end_stream)
 
     async def _deadline(self) -> None:
         """A client that opens no protocol stream in time holds no connection."""
@@ -832,7 +838,7 @@ class _MeshgateHandler(QuicConnectionHandler):
 
     def closed(self) -> None:
         if self.stream is not None:
-            self.stream._gone()
+            self.stream.connection_lost()
 
 
 def _server_configuration(
@@ -953,13 +959,13 @@ class _ClientHandler(QuicConnectionHandler):
 
     def stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         if stream_id == self.stream.stream_id:
-            self.stream._data(data, end_stream)
+            self.stream.feed_data(data, end_stream)
 
     def datagram(self, data: bytes) -> None:
-        self.stream._datagram(data)
+        self.stream.feed_datagram(data)
 
     def closed(self) -> None:
-        self.stream._gone()
+        self.stream.connection_lost()
 
 
 class QuicTransport(Transport):
@@ -1022,7 +1028,7 @@ class QuicTransport(Transport):
                 if endpoint.peer is not None:
                     endpoint.peer.done = True
                     if isinstance(endpoint.peer.handler, _ClientHandler):
-                        endpoint.peer.handler.stream._gone()
+                        endpoint.peer.handler.stream.connection_lost()
 
         trio.lowlevel.spawn_system_task(run)
         await up.wait()

@@ -468,6 +468,14 @@ class QuicEndpoint(_EndpointBase):
             "handshakes": self._handshaking,
         }
 
+    def close_connections(self, reason: str = "closed by the node") -> int:
+        """Close every open connection now (shedding load, or a test breaking them);
+        how many.  Clients that reconnect come back with a new handshake."""
+        peers = list(self._peers)
+        for peer in peers:
+            peer.close(0, reason)
+        return len(peers)
+
     async def wait_no_connections(self) -> None:
         """Wait until no connection is open (all closed, timed out or refused)."""
         while self._peers:

@@ -315,3 +315,27 @@ async def test_a_lost_quic_connection_reconnects_and_resumes(
     assert [seq for _, seq in owner.log["ship"]] == list(range(5))
     (identity,) = {client for client, _ in owner.log["ship"]}
     assert identity.startswith("s-")
+
+
+async def test_serve_names_a_quic_listener_whose_udp_port_is_taken(
+    tmp_path: Path, certs: tuple[str, str, ssl.SSLContext]
+) -> None:
+    held = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(
+        f'listen = ["127.0.0.1:0", "quic://127.0.0.1:{port}"]\n'
+        f'[tls]\ncert_file = "{certs[0]}"\nkey_file = "{certs[1]}"\n'
+    )
+    with trio.fail_after(30), held:
+        proc = await trio.run_process(
+            [sys.executable, "-m", "meshgate", "serve", "-c", str(cfg)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.decode().splitlines() == [
+        f"meshgate serve: listen[1] quic://127.0.0.1:{port}: address in use"
+    ]

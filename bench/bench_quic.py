@@ -108,7 +108,7 @@ async def one_step(
 async def run(
     args: argparse.Namespace, tcp_url: str, quic_url: str, ctx: ssl.SSLContext
 ) -> dict[str, object]:
-    steps = [5, 10] if args.quick else [10, 25, 50, 100, 150, 200, 300]
+    steps = [1, 5] if args.quick else [1, 2, 5, 10, 25, 50, 100, 200]
     out: dict[str, object] = {"rate_hz": RATE, "step_seconds": STEP_SECONDS}
     runs: list[dict[str, object]] = []
     for transport, url, c in (("tcp", tcp_url, None), ("quic", quic_url, ctx)):

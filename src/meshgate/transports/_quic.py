@@ -82,6 +82,7 @@ import math
 import os
 import ssl
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -881,10 +882,26 @@ def _client_configuration(ssl_context: ssl.SSLContext | None, host: str, alpn: s
     if ssl_context is not None:
         if ssl_context.verify_mode == ssl.CERT_NONE:
             cfg.verify_mode = ssl.CERT_NONE
-        cas = _usable_certs(ssl_context.get_ca_certs(binary_form=True))
-        if cas:
-            cfg.cadata = "".join(ssl.DER_cert_to_PEM_cert(c) for c in cas).encode()
+        cfg.cadata = _cadata(ssl_context)
     return cfg
+
+
+#: the PEM CA bundle made from each client context (parsed once per context)
+_CADATA: weakref.WeakKeyDictionary[ssl.SSLContext, tuple[tuple[bytes, ...], bytes | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _cadata(ctx: ssl.SSLContext) -> bytes | None:
+    """``ctx``'s CA certificates as one PEM bundle for aioquic (None: none)."""
+    ders = tuple(ctx.get_ca_certs(binary_form=True))
+    cached = _CADATA.get(ctx)
+    if cached is not None and cached[0] == ders:
+        return cached[1]
+    cas = _usable_certs(list(ders))
+    pem = "".join(ssl.DER_cert_to_PEM_cert(c) for c in cas).encode() if cas else None
+    _CADATA[ctx] = (ders, pem)
+    return pem
 
 
 def _usable_certs(certs: list[bytes]) -> list[bytes]:

@@ -121,7 +121,9 @@ async def test_keyed_state_travels_as_datagrams_and_the_rest_reliably(
             # every 8th update of the key is a reliable refresh
             assert not ({8, 16} & unreliable)
             assert not hit.unreliable
-            assert gw.statistics().datagrams_out >= 15
+            st = gw.statistics()
+            assert st.datagrams_out >= 15
+            assert st.datagram_refreshes == 2
 
 
 async def test_the_same_game_over_quic_as_over_tcp(certs: tuple[str, str, ssl.SSLContext]) -> None:

@@ -14,7 +14,7 @@ from collections import deque
 
 import msgpack
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -729,3 +729,64 @@ async def test_a_subscription_made_while_disconnected_is_sent_once_after_the_rec
                 assert client.reconnects == 1
                 assert client.errors == deque()
             nodes.cancel_scope.cancel()
+
+
+# -- keyed state over datagrams (issue 20) -------------------------------------------------------
+
+
+def test_keyed_datagrams_older_than_what_was_delivered_are_dropped() -> None:
+    p = handshaken()
+    sid = p.subscribe("pos.>")
+    p.data_to_send()
+
+    def keyed(kseq: int, payload: bytes, key: str = "e1") -> bytes:
+        return msgpack.packb([4, sid, f"pos.{key}", None, payload, kseq, key])
+
+    [got] = p.receive_datagram(keyed(2, b"b"))
+    assert got == MessageReceived(sid, meshgate.Message("pos.e1", b"b", None, None, True))
+    assert p.receive_datagram(keyed(1, b"a")) == []  # older than kseq 2: dropped
+    # the reliable lane carries kseq too (a refresh) and is ordered with the datagrams
+    [got] = p.receive_data(keyed(3, b"c"))
+    assert got == MessageReceived(sid, meshgate.Message("pos.e1", b"c", None))
+    assert not got.message.unreliable
+    assert p.receive_datagram(keyed(3, b"c again")) == []  # a duplicate
+    assert len(p.receive_datagram(keyed(1, b"x", key="e2"))) == 1  # another key: its own
+    assert p.stale_dropped == 2
+    # garbage, or a frame that is not a keyed MSG, is dropped and counted, never fatal
+    for junk in (b"\xc1", b"", msgpack.packb([4, sid, "pos.e1", None, b"no kseq"]), b"\x91\x05"):
+        assert p.receive_datagram(junk) == []
+    assert p.bad_datagrams == 4
+    assert p.state is ClientState.OPEN
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrivals=st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.integers(1, 40), st.booleans()), max_size=60
+    ),
+    junk=st.lists(st.binary(max_size=64), max_size=5),
+)
+def test_keyed_state_never_goes_back_whatever_the_order_and_lane(
+    arrivals: list[tuple[str, int, bool]], junk: list[bytes]
+) -> None:
+    """Keyed messages arriving in any order on either lane (duplicates too): per key,
+    what is delivered only grows, and the newest that arrived is delivered; junk
+    datagrams change nothing."""
+    p = handshaken()
+    sid = p.subscribe("pos.>")
+    p.data_to_send()
+    delivered: dict[str, int] = {}
+    for d in junk:
+        assert p.receive_datagram(d) == [] or d[:1] == b"\x97"
+    for key, kseq, as_datagram in arrivals:
+        frame = msgpack.packb([4, sid, f"pos.{key}", None, str(kseq).encode(), kseq, key])
+        events = p.receive_datagram(frame) if as_datagram else p.receive_data(frame)
+        for e in events:
+            assert isinstance(e, MessageReceived)
+            assert e.message.unreliable is as_datagram
+            k, n = e.message.subject[4:], int(e.message.payload)
+            assert n > delivered.get(k, 0)
+            delivered[k] = n
+    for key in {k for k, _, _ in arrivals}:
+        assert delivered[key] == max(n for k, n, _ in arrivals if k == key)
+    assert p.state is ClientState.OPEN

@@ -50,6 +50,14 @@ class Statistics:
     stalled_routes: int = 0
     stalled_gateways: int = 0
     stalled_backbone: int = 0
+    #: keyed messages sent to clients as unreliable datagrams (QUIC; issue 20); queued
+    #: datagrams dropped (a connection's queue was full); keyed messages sent reliably
+    #: as the periodic refresh; keyed messages sent without a kseq (a connection's
+    #: kseq table was full)
+    datagrams_out: int = 0
+    datagrams_dropped: int = 0
+    datagram_refreshes: int = 0
+    kseq_table_full: int = 0
 
 
 @attrs.frozen
@@ -209,3 +217,9 @@ class ServerInfo:
     #: when the configuration was last loaded (start or reload), ISO 8601 UTC with
     #: microseconds (nats ``config_load_time``)
     config_load_time: str = ""
+    #: every client listener's bound URL (``client_url`` is the first)
+    client_urls: tuple[str, ...] = ()
+    #: per ``quic://`` listener (its bound URL), its counters: packets refused or
+    #: dropped, retries, handshakes and connections refused, streams refused, floods,
+    #: datagrams ignored, sent and dropped (:class:`meshgate.transports.QuicStats`)
+    quic: dict[str, dict[str, int]] = attrs.field(factory=dict)

@@ -132,6 +132,9 @@ def _varz(gw: Observable) -> dict[str, Any]:
         "port": int(port) if port.isdigit() else 0,
         "cluster": {"name": v.cluster, "urls": [v.cluster_url] if v.cluster_url else []},
         "gateway": {"name": v.cluster, "url": v.gateway_url},
+        "client_urls": list(v.client_urls),
+        # per quic:// listener: refused and dropped packets, handshakes, streams, datagrams
+        "quic": v.quic,
         "now": _rfc3339(time.time()),
         "start": v.start,
         "uptime": uptime_text(v.uptime_seconds),
@@ -172,6 +175,11 @@ def _varz(gw: Observable) -> dict[str, Any]:
         "in_wire_bytes": st.bytes_in,
         "out_wire_bytes": st.bytes_out,
         "slow_consumers": st.slow_consumers,
+        # keyed state over QUIC datagrams (issue 20)
+        "datagrams_out": st.datagrams_out,
+        "datagrams_dropped": st.datagrams_dropped,
+        "datagram_refreshes": st.datagram_refreshes,
+        "kseq_table_full": st.kseq_table_full,
         # links closed as slow consumers (stuck), in all and by kind as nats-server
         # breaks its slow consumers down
         "stalled_links": st.stalled_links,

@@ -25,7 +25,13 @@ from collections.abc import Callable
 
 from .._errors import ErrorCode
 from ..config import GatewayConfig
-from ._conn import ClientConnection, ConnState, InternalHandler, LocalSubscription
+from ._conn import (
+    ClientConnection,
+    ConnState,
+    DatagramCounters,
+    InternalHandler,
+    LocalSubscription,
+)
 from ._natsport import NatsRender
 from ._outbox import Outbox
 
@@ -60,6 +66,9 @@ class Delivery:
         self.dropped_messages = 0
         self.coalesced_messages = 0
         self.resyncs = 0
+        #: keyed messages sent as datagrams; the datagram lanes' totals
+        self.datagrams_out = 0
+        self.datagram_counters = DatagramCounters()
         self.reconfigure(config)
 
     def reconfigure(self, config: GatewayConfig) -> None:
@@ -86,6 +95,12 @@ class Delivery:
                 tail = nats.tail
             else:
                 prefix, tail = nats.plain(prefix)
+        if key is not None and c.dgram is not None:  # keyed state: the datagram lane
+            frame = c.dgram.offer(sub.sid, key, prefix, tail)
+            if frame is not None:
+                if not frame:
+                    return self._sent_datagram(c, sub)
+                prefix, tail = b"", frame  # on the stream, with its kseq
         size = len(prefix) + len(tail)
         if key is not None and self._policy == "coalesce":
             k = (sub.sid, key)
@@ -120,6 +135,21 @@ class Delivery:
         if sub.remaining is not None:
             sub.remaining -= 1
             if sub.remaining <= 0:
+                self._remove_sub(sub)
+        return 1
+
+    def _sent_datagram(self, c: ClientConnection, sub: LocalSubscription) -> int:
+        """A keyed message went on ``c``'s datagram lane (issue 20)."""
+        c.messages_out += 1
+        c.payload_out += self.cur[3]
+        self.datagrams_out += 1
+        if not c.dirty:
+            c.dirty = True
+            self._writable.append(c)
+        left = sub.remaining
+        if left is not None:  # auto-unsubscribe (max_msgs), as for the stream
+            sub.remaining = left - 1
+            if left <= 1:
                 self._remove_sub(sub)
         return 1
 

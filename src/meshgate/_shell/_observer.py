@@ -12,6 +12,7 @@ __all__ = ["Observer"]
 import os
 import resource
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -84,12 +85,21 @@ class Observer:
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_wall))
         self._started_monotonic: float | None = None
         self._urls: tuple[str | None, str | None, str | None] = (None, None, None)
+        self._client_urls: tuple[str, ...] = ()
+        #: the counters of each QUIC listener, by bound URL (set by the node)
+        self.quic_stats: Callable[[], dict[str, dict[str, int]]] = dict
 
     def bound(
-        self, *, client_url: str | None, cluster_url: str | None, gateway_url: str | None
+        self,
+        *,
+        client_url: str | None,
+        cluster_url: str | None,
+        gateway_url: str | None,
+        client_urls: tuple[str, ...] = (),
     ) -> None:
         """The node's listeners are bound at these URLs."""
         self._urls = (client_url, cluster_url, gateway_url)
+        self._client_urls = client_urls
 
     def config_loaded(self) -> None:
         """The configuration was (re)loaded now (``config_load_time``)."""
@@ -267,6 +277,8 @@ class Observer:
             cores=os.cpu_count() or 1,
             total_connections=self.total_connections,
             config_load_time=rfc3339(self._config_loaded),
+            client_urls=self._client_urls,
+            quic=self.quic_stats(),
         )
 
     def _cpu_percent(self) -> float:

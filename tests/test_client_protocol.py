@@ -729,3 +729,31 @@ async def test_a_subscription_made_while_disconnected_is_sent_once_after_the_rec
                 assert client.reconnects == 1
                 assert client.errors == deque()
             nodes.cancel_scope.cancel()
+
+
+# -- keyed state over datagrams (issue 20) -------------------------------------------------------
+
+
+def test_keyed_datagrams_older_than_what_was_delivered_are_dropped() -> None:
+    p = handshaken()
+    sid = p.subscribe("pos.>")
+    p.data_to_send()
+
+    def keyed(kseq: int, payload: bytes, key: str = "e1") -> bytes:
+        return msgpack.packb([4, sid, f"pos.{key}", None, payload, kseq, key])
+
+    [got] = p.receive_datagram(keyed(2, b"b"))
+    assert got == MessageReceived(sid, meshgate.Message("pos.e1", b"b", None, None, True))
+    assert p.receive_datagram(keyed(1, b"a")) == []  # older than kseq 2: dropped
+    # the reliable lane carries kseq too (a refresh) and is ordered with the datagrams
+    [got] = p.receive_data(keyed(3, b"c"))
+    assert got == MessageReceived(sid, meshgate.Message("pos.e1", b"c", None))
+    assert not got.message.unreliable
+    assert p.receive_datagram(keyed(3, b"c again")) == []  # a duplicate
+    assert len(p.receive_datagram(keyed(1, b"x", key="e2"))) == 1  # another key: its own
+    assert p.stale_dropped == 2
+    # garbage, or a frame that is not a keyed MSG, is dropped and counted, never fatal
+    for junk in (b"\xc1", b"", msgpack.packb([4, sid, "pos.e1", None, b"no kseq"]), b"\x91\x05"):
+        assert p.receive_datagram(junk) == []
+    assert p.bad_datagrams == 4
+    assert p.state is ClientState.OPEN

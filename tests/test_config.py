@@ -224,18 +224,18 @@ def test_a_scheme_needs_a_registered_transport_to_be_served() -> None:
     # ... but serve (and --check) need a transport for each
     data = {
         "listen": "carrier-pigeon://loft",
-        "nats_listen": ["127.0.0.1:0", "quic://h:1"],
+        "nats_listen": ["127.0.0.1:0", "sctp://h:1"],
         "cluster_listen": "127.0.0.1:0",
         "routes": ["pigeon://loft"],
         "gateway_listen": "127.0.0.1:0",
-        "gateways": {"B": "quic://b:1"},
+        "gateways": {"B": "sctp://b:1"},
     }
     errors = check_mapping(data)
     assert [(e.field, e.problem.partition(": ")[2][:29]) for e in errors] == [
         ("listen", "no transport for carrier-pige"),
-        ("nats_listen[1]", "no transport for quic:// (tcp"),
+        ("nats_listen[1]", "no transport for sctp:// (tcp"),
         ("routes", "no transport for pigeon:// (t"),
-        ("gateways.B", "no transport for quic:// (tcp"),
+        ("gateways.B", "no transport for sctp:// (tcp"),
     ]
     register_transport("pigeon", MemoryTransport())
     assert [e.field for e in check_mapping(data)] == ["listen", "nats_listen[1]", "gateways.B"]

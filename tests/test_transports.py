@@ -63,8 +63,8 @@ def test_url_parsing_and_registry() -> None:
     assert split_url("memory://node-a") == ("memory", "node-a", 0)
     with pytest.raises(meshgate.MeshgateError, match="needs a host and a port"):
         split_url("tcp://nohost")
-    with pytest.raises(meshgate.MeshgateError, match="no transport registered for quic://"):
-        get_transport("quic://x:1")
+    with pytest.raises(meshgate.MeshgateError, match="no transport registered for sctp://"):
+        get_transport("sctp://x:1")
 
     class Custom(MemoryTransport):
         pass

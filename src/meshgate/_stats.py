@@ -50,6 +50,8 @@ class Statistics:
     stalled_routes: int = 0
     stalled_gateways: int = 0
     stalled_backbone: int = 0
+    #: keyed messages sent to clients as unreliable datagrams (QUIC; issue 20)
+    datagrams_out: int = 0
 
 
 @attrs.frozen
@@ -190,3 +192,9 @@ class ServerInfo:
     #: messages on ``$`` subjects (game-layer control traffic) sent to gateways
     gateway_control_msgs: int
     statistics: Statistics
+    #: every client listener's bound URL (``client_url`` is the first)
+    client_urls: tuple[str, ...] = ()
+    #: per ``quic://`` listener (its bound URL), its counters: packets refused or
+    #: dropped, retries, handshakes and connections refused, streams refused, floods,
+    #: datagrams ignored, sent and dropped (:class:`meshgate.transports.QuicStats`)
+    quic: dict[str, dict[str, int]] = attrs.field(factory=dict)

@@ -42,7 +42,11 @@ class ConfigError(MeshgateError, ValueError):
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 #: the built-in transports whose URLs are ``host:port`` (``memory://`` takes a name)
-_HOST_PORT_SCHEMES = ("tcp", "tls", "ws")
+_HOST_PORT_SCHEMES = ("tcp", "tls", "ws", "wss", "quic", "webtransport")
+#: client listener schemes served with the node's ``tls`` (``[tls]``)
+_TLS_SCHEMES = ("tls", "wss")
+#: client listener schemes that need the certificate and key files (``[tls]``)
+_CERT_FILE_SCHEMES = ("quic", "webtransport")
 
 
 def _shown(value: object) -> str:
@@ -159,8 +163,10 @@ def _endpoint(
             raise ConfigError(field, f"{url!r}: write host:port (plain HTTP over TCP)")
         expected = ", ".join(f"{s}://" for s in schemes[:-1]) + f" or {schemes[-1]}://"
         raise ConfigError(field, f"{url!r}: use {expected} URLs")
-    if scheme == "ws" and find_spec("trio_websocket") is None:
-        raise ConfigError(field, f"{url!r}: ws:// needs pip install 'meshgate[websocket]'")
+    if scheme in ("ws", "wss") and find_spec("trio_websocket") is None:
+        raise ConfigError(field, f"{url!r}: {scheme}:// needs pip install 'meshgate[websocket]'")
+    if scheme in _CERT_FILE_SCHEMES and find_spec("aioquic") is None:
+        raise ConfigError(field, f"{url!r}: {scheme}:// needs pip install 'meshgate[quic]'")
     if scheme not in (*_HOST_PORT_SCHEMES, "nats"):  # a named endpoint (memory://NAME)
         if not listener and not rest:
             raise ConfigError(field, f"{url!r} names nothing to dial")
@@ -203,6 +209,23 @@ def _entries(field: str, values: tuple[object, ...]) -> list[tuple[str, object]]
 def _listener(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None:
         _endpoint(attribute.name, value, listener=True)
+
+
+def _listen_urls(value: object) -> object:
+    """``listen``: one URL stays a string, a list becomes a tuple (one entry: a string)."""
+    if isinstance(value, list | tuple):
+        return value[0] if len(value) == 1 else tuple(value)
+    return value
+
+
+def _client_listeners(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None or isinstance(value, str):
+        _listener(inst, attribute, value)
+        return
+    if not isinstance(value, tuple) or not value:
+        raise ConfigError(attribute.name, "must be a URL or a non-empty list of URLs")
+    for name, url in _entries(attribute.name, value):
+        _endpoint(name, url, listener=True)
 
 
 def _monitor_listener(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -601,9 +624,13 @@ class GatewayConfig:
     name: str = attrs.field(default="meshgate", validator=_name)
     #: the cluster this node belongs to (one token)
     cluster: str = attrs.field(default="meshgate", validator=_name)
-    #: client listener: ``host:port`` (TCP) or a URL (``tcp://``, ``tls://``, ``memory://NAME``);
-    #: port 0 binds any free port; None disables it
-    listen: str | None = attrs.field(default="127.0.0.1:0", validator=_listener)
+    #: client listener(s): ``host:port`` (TCP) or a URL (``tcp://``, ``tls://``, ``ws://``,
+    #: ``wss://``, ``quic://``, ``memory://NAME``), or a list of them (TOML ``listen =
+    #: [...]``); port 0 binds any free port; None disables it.  ``tls://`` and ``wss://``
+    #: need ``tls``; ``quic://`` needs ``tls_cert_file`` and ``tls_key_file``
+    listen: str | tuple[str, ...] | None = attrs.field(
+        default="127.0.0.1:0", converter=_listen_urls, validator=_client_listeners
+    )
     #: largest payload a client may publish, in bytes
     max_payload: int = attrs.field(default=1024 * 1024, validator=_positive(_BYTES))
     #: bound on bytes queued for one connection before its slow-consumer policy applies
@@ -657,8 +684,20 @@ class GatewayConfig:
     flush_window: float = attrs.field(default=0.0, validator=_flush_window)
     #: token users; when empty, clients connect anonymously to account ``$G``
     users: tuple[User, ...] = attrs.field(default=(), converter=_user_tuple, validator=_users)
-    #: TLS for ``tls://`` client listeners
+    #: TLS for ``tls://`` and ``wss://`` client listeners (TOML ``[tls]`` with
+    #: ``cert_file`` and ``key_file`` sets it and the two fields below)
     tls: ssl.SSLContext | None = attrs.field(default=None, validator=_tls, eq=False)
+    #: the node's certificate chain and key (PEM files) for ``quic://`` client
+    #: listeners (QUIC's TLS 1.3 is aioquic's own: it cannot use an ``ssl.SSLContext``)
+    tls_cert_file: str | None = attrs.field(default=None, validator=_optional(_str))
+    tls_key_file: str | None = attrs.field(default=None, validator=_optional(_str))
+    #: limits of ``quic://`` listeners (None: :class:`meshgate.transports.QuicLimits`
+    #: defaults): handshakes in flight, connections, streams, idle timeout
+    quic_limits: Any = attrs.field(default=None, eq=False)
+    #: keyed messages to a datagram-capable client (QUIC): every Nth update of a key
+    #: goes on the reliable stream instead of a datagram (a lost last value is
+    #: repaired within N updates); 0: never
+    datagram_refresh: int = attrs.field(default=8, validator=_non_negative_int)
     #: route listener for nodes of the same cluster (URL or ``host:port``); None disables it
     cluster_listen: str | None = attrs.field(default=None, validator=_listener)
     #: mutual TLS for a ``tls://`` route listener: the server context (it must verify the
@@ -744,8 +783,18 @@ class GatewayConfig:
     monitor_listen: str | None = attrs.field(default=None, validator=_monitor_listener)
 
     def __attrs_post_init__(self) -> None:
-        if self.listen is not None and self.listen.startswith("tls://") and self.tls is None:
-            raise ConfigError("tls", "a tls:// listener needs an ssl.SSLContext")
+        for _, url in self.client_listeners:
+            scheme = url.partition("://")[0] if "://" in url else "tcp"
+            if scheme in _TLS_SCHEMES and self.tls is None:
+                raise ConfigError("tls", f"a {scheme}:// listener needs an ssl.SSLContext")
+            if scheme in _CERT_FILE_SCHEMES:
+                for key in ("tls_cert_file", "tls_key_file"):
+                    if getattr(self, key) is None:
+                        raise ConfigError(
+                            f"tls.{key[4:]}",
+                            f"a {scheme}:// listener needs it ([tls] {key[4:]}, or "
+                            f"GatewayConfig.{key})",
+                        )
         if any(u.startswith("tls://") for u in self.nats_listen) and self.tls is None:
             raise ConfigError("nats_listen", "a tls:// listener needs tls (an ssl.SSLContext)")
         for kind in ("cluster", "gateway"):
@@ -799,16 +848,27 @@ class GatewayConfig:
         them: ``listen``, ``cluster_listen``, ``gateway_listen``, each ``nats_listen``
         entry (``nats_listen[i]`` when there are several), ``monitor_listen``; fields
         set to None are left out.  Errors about a listener name its field this way."""
+        out = list(self.client_listeners)
         single = (
-            ("listen", self.listen),
             ("cluster_listen", self.cluster_listen),
             ("gateway_listen", self.gateway_listen),
         )
-        out = [(field, url) for field, url in single if url is not None]
+        out.extend((field, url) for field, url in single if url is not None)
         out.extend(_entries("nats_listen", self.nats_listen))  # type: ignore[arg-type]
         if self.monitor_listen is not None:
             out.append(("monitor_listen", self.monitor_listen))
         return tuple(out)
+
+    @property
+    def client_listeners(self) -> tuple[tuple[str, str], ...]:
+        """The client listeners as ``(field, url)``: ``listen``, or ``listen[i]`` for each
+        entry of a list."""
+        listen = self.listen
+        if listen is None:
+            return ()
+        if isinstance(listen, str):
+            return (("listen", listen),)
+        return tuple(_entries("listen", listen))  # type: ignore[arg-type]
 
     def _check_listener_addresses(self) -> None:
         """Refuse two listeners on one address: the second could not bind (or, with
@@ -819,7 +879,12 @@ class GatewayConfig:
             if not port and not (scheme == "memory" and host):
                 continue  # a free port (or a fresh name) every time
             for other, other_scheme, other_host, other_port in seen:
-                if (scheme == "memory") != (other_scheme == "memory") or port != other_port:
+                if (
+                    (scheme == "memory") != (other_scheme == "memory")
+                    or port != other_port
+                    # UDP (QUIC) and TCP ports are separate
+                    or (scheme in _CERT_FILE_SCHEMES) != (other_scheme in _CERT_FILE_SCHEMES)
+                ):
                     continue
                 if host == other_host or _overlaps(host, other_host):
                     raise ConfigError(field, f"{url!r}: the same address as {other}")
@@ -911,7 +976,13 @@ class GatewayConfig:
             if key in kw and not isinstance(kw[key], list | tuple):
                 raise ConfigError(key, "must be a list of URLs")
         if isinstance(kw.get("tls"), Mapping):
-            kw["tls"] = tls_context_from_files(kw["tls"])
+            table = kw["tls"]
+            for key in ("tls_cert_file", "tls_key_file"):
+                if key in kw:
+                    raise ConfigError(key, "is set by the [tls] table in TOML")
+            kw["tls"] = tls_context_from_files(table)
+            kw["tls_cert_file"] = table["cert_file"]
+            kw["tls_key_file"] = table["key_file"]
         if isinstance(kw.get("backbone_tls"), Mapping):
             kw["backbone_tls"] = _backbone_tls_from_files(kw["backbone_tls"])
         for kind in ("cluster", "gateway"):

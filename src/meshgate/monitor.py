@@ -163,6 +163,9 @@ def _varz(gw: Observable) -> dict[str, Any]:
         "port": int(port) if port.isdigit() else 0,
         "cluster": {"name": v.cluster, "urls": [v.cluster_url] if v.cluster_url else []},
         "gateway": {"name": v.cluster, "url": v.gateway_url},
+        "client_urls": list(v.client_urls),
+        # per quic:// listener: refused and dropped packets, handshakes, streams, datagrams
+        "quic": v.quic,
         "now": _rfc3339(time.time()),
         "start": v.start,
         "uptime": uptime_text(v.uptime_seconds),

@@ -239,8 +239,8 @@ def _read_config(config_file: Path) -> GatewayConfig:
     with open(config_file, "rb") as f:
         data = tomllib.load(f)
     config = GatewayConfig.from_mapping(data)  # raises ConfigError naming the field
-    for url in (config.listen, *config.nats_listen):
-        if url is not None and split_url(url)[0] not in ("tcp", "tls", "ws"):
+    for url in (*(u for _, u in config.client_listeners), *config.nats_listen):
+        if split_url(url)[0] not in ("tcp", "tls", "ws"):
             raise MeshgateError(f"workers share ports over TCP; {url!r} cannot be shared")
     return config
 

@@ -36,6 +36,8 @@ __all__ = [
     "InboundGateway",
     "InternalConnection",
     "InternalHandler",
+    "KSEQ_TABLE_MAX",
+    "KeyedDatagrams",
     "LocalSubscription",
     "OutboundGateway",
     "PeerConnection",
@@ -214,6 +216,7 @@ class ClientConnection(Connection):
         "account",
         "coalesced",
         "counted",
+        "dgram",
         "dropped",
         "frame_sizes",
         "keyed",
@@ -260,6 +263,8 @@ class ClientConnection(Connection):
         #: the keyed state lane (coalesce policy): (sid, key) -> encoded frame
         self.keyed: dict[tuple[int, str], bytes] = {}
         self.keyed_bytes = 0
+        #: the unreliable lane for keyed state (a transport with datagrams), else None
+        self.dgram: KeyedDatagrams | None = None
 
     def wire(self) -> tuple[str, str, str]:
         """``(protocol, client language, client version)`` for monitoring."""
@@ -273,8 +278,10 @@ class ClientConnection(Connection):
         return encoder.encode(Message(sid, subject, reply, data))
 
     def has_output(self) -> bool:
-        """Something is queued, in the event lane or the keyed state lane."""
-        return bool(self.out) or bool(self.keyed)
+        """Something is queued, in the event lane, the keyed state lane or (a
+        transport with datagrams) the datagram lane."""
+        dgram = self.dgram
+        return bool(self.out) or bool(self.keyed) or (dgram is not None and bool(dgram.queue))
 
     def pending_bytes(self) -> int:
         """Bytes queued in both lanes."""
@@ -294,6 +301,15 @@ class ClientConnection(Connection):
         self.out = bytearray()
         self.dirty = False
         return out
+
+    def take_datagrams(self) -> list[bytes]:
+        """The datagram lane's queued frames (issue 20), oldest first."""
+        dgram = self.dgram
+        if dgram is None or not dgram.queue:
+            return []
+        if not self.out and not self.keyed:
+            self.dirty = False  # nothing else waits: the next delivery schedules a write
+        return dgram.take()
 
     def forget_output(self) -> None:
         """The transport is gone: drop both lanes."""
@@ -540,3 +556,98 @@ class RemoteInterest:
         self.pattern = pattern
         self.queue = queue
         self.weight = weight
+
+
+# -- keyed state over unreliable datagrams (issue 20) -------------------------------------------
+
+#: (subscription, key) pairs one connection numbers (``kseq``); past it, new keys go on
+#: the reliable stream without a ``kseq`` (counted in ``KeyedDatagrams.table_full``)
+KSEQ_TABLE_MAX = 4096
+#: datagrams queued for one connection and not yet taken by the shell; past it, the
+#: oldest is dropped (a newer state of some key follows it; counted)
+DATAGRAM_QUEUE_MAX = 1024
+
+
+def _pack_uint(n: int) -> bytes:
+    """``n`` (0 <= n < 2**64) as a msgpack unsigned integer."""
+    if n < 0x80:
+        return bytes((n,))
+    if n < 0x100:
+        return b"\xcc" + n.to_bytes(1, "big")
+    if n < 0x10000:
+        return b"\xcd" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\xce" + n.to_bytes(4, "big")
+    return b"\xcf" + n.to_bytes(8, "big")
+
+
+def _pack_str(text: str) -> bytes:
+    """``text`` as a msgpack string."""
+    raw = text.encode()
+    n = len(raw)
+    if n < 32:
+        return bytes((0xA0 | n,)) + raw
+    if n < 0x100:
+        return b"\xd9" + n.to_bytes(1, "big") + raw
+    if n < 0x10000:
+        return b"\xda" + n.to_bytes(2, "big") + raw
+    return b"\xdb" + n.to_bytes(4, "big") + raw
+
+
+class KeyedDatagrams:
+    """The unreliable lane of one client connection whose transport carries datagrams
+    (QUIC): a message published with a ``key`` becomes a MSG frame with two trailing
+    fields, ``[4, sid, subject, reply, payload, kseq, key]``, where ``kseq`` counts the
+    messages of that (subscription, key) sent on this connection (1, 2, ...).  It goes
+    as a datagram when it fits ``max_size``; every ``refresh``-th one of a key, and one
+    too large, goes on the reliable stream instead (with its ``kseq``, so the client
+    orders both lanes alike).  Bounded: :data:`KSEQ_TABLE_MAX` keys,
+    :data:`DATAGRAM_QUEUE_MAX` queued datagrams."""
+
+    __slots__ = ("dropped", "kseq", "max_size", "queue", "refresh", "refreshes", "table_full")
+
+    def __init__(self, max_size: int, refresh: int) -> None:
+        #: the largest datagram the path takes
+        self.max_size = max_size
+        #: every refresh-th message of a key goes reliably (0: never)
+        self.refresh = refresh
+        #: datagrams for the shell to send, oldest first
+        self.queue: deque[bytes] = deque()
+        #: (sid, key) -> [last kseq, the key packed]
+        self.kseq: dict[tuple[int, str], list[Any]] = {}
+        #: datagrams dropped from a full queue; new keys refused by a full table;
+        #: keyed messages sent reliably as a refresh
+        self.dropped = 0
+        self.table_full = 0
+        self.refreshes = 0
+
+    def offer(self, sid: int, key: str, prefix: bytes, tail: bytes) -> bytes | None:
+        """One keyed MSG (``prefix`` + ``tail`` as the stream would carry it): b"" if it
+        was queued as a datagram; the frame with its ``kseq`` to send on the stream
+        instead; None if it has no ``kseq`` (the table is full: send it as it is)."""
+        entry = self.kseq.get((sid, key))
+        if entry is None:
+            if len(self.kseq) >= KSEQ_TABLE_MAX:
+                self.table_full += 1
+                return None
+            entry = self.kseq[(sid, key)] = [0, _pack_str(key)]
+        n = entry[0] = entry[0] + 1
+        frame: bytes = b"\x97" + prefix[1:] + tail + _pack_uint(n) + entry[1]
+        refresh = self.refresh
+        if refresh and n % refresh == 0:
+            self.refreshes += 1
+            return frame
+        if len(frame) > self.max_size:
+            return frame
+        queue = self.queue
+        if len(queue) >= DATAGRAM_QUEUE_MAX:
+            queue.popleft()
+            self.dropped += 1
+        queue.append(frame)
+        return b""
+
+    def take(self) -> list[bytes]:
+        """Every queued datagram, oldest first; the queue starts empty again."""
+        out = list(self.queue)
+        self.queue.clear()
+        return out

@@ -44,6 +44,7 @@ from ._conn import (
     ConnState,
     InboundGateway,
     InternalHandler,
+    KeyedDatagrams,
     LocalSubscription,
     NatsClientConnection,
     OutboundGateway,
@@ -320,6 +321,23 @@ class NodeCore:
     def has_output(self, conn: Connection) -> bool:
         """Something is queued for ``conn``."""
         return conn.has_output()
+
+    def enable_datagrams(self, conn: Connection, max_size: int) -> None:
+        """``conn``'s transport carries unreliable datagrams of up to ``max_size`` bytes
+        (QUIC): keyed state for a meshgate client goes on its datagram lane."""
+        if isinstance(conn, ClientConnection) and not conn.nats_text and max_size > 0:
+            conn.dgram = KeyedDatagrams(max_size, self.settings.config.datagram_refresh)
+
+    def take_datagrams(self, conn: Connection) -> list[bytes]:
+        """The datagrams queued for ``conn`` (each one frame), oldest first."""
+        if isinstance(conn, ClientConnection):
+            out = conn.take_datagrams()
+            for d in out:
+                n = len(d)
+                conn.bytes_out += n
+                self.bytes_out += n
+            return out
+        return []
 
     def take_output(self, conn: Connection) -> bytearray:
         """Everything queued for ``conn``, in order; the buffer starts empty again."""

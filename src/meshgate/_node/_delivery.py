@@ -60,6 +60,8 @@ class Delivery:
         self.dropped_messages = 0
         self.coalesced_messages = 0
         self.resyncs = 0
+        #: keyed messages sent as datagrams
+        self.datagrams_out = 0
         self.reconfigure(config)
 
     def reconfigure(self, config: GatewayConfig) -> None:
@@ -86,6 +88,12 @@ class Delivery:
                 tail = nats.tail
             else:
                 prefix, tail = nats.plain(prefix)
+        if key is not None and c.dgram is not None:  # keyed state: the datagram lane
+            frame = c.dgram.offer(sub.sid, key, prefix, tail)
+            if frame is not None:
+                if not frame:
+                    return self._sent_datagram(c, sub)
+                prefix, tail = b"", frame  # on the stream, with its kseq
         size = len(prefix) + len(tail)
         if key is not None and self._policy == "coalesce":
             k = (sub.sid, key)
@@ -114,6 +122,20 @@ class Delivery:
                 sizes.append(size)
         c.messages_out += 1
         c.payload_out += self.cur[3]
+        if not c.dirty:
+            c.dirty = True
+            self._writable.append(c)
+        if sub.remaining is not None:
+            sub.remaining -= 1
+            if sub.remaining <= 0:
+                self._remove_sub(sub)
+        return 1
+
+    def _sent_datagram(self, c: ClientConnection, sub: LocalSubscription) -> int:
+        """A keyed message went on ``c``'s datagram lane (issue 20)."""
+        c.messages_out += 1
+        c.payload_out += self.cur[3]
+        self.datagrams_out += 1
         if not c.dirty:
             c.dirty = True
             self._writable.append(c)

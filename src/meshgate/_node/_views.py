@@ -214,6 +214,7 @@ def statistics(core: NodeCore) -> Statistics:
         dropped_messages=dlv.dropped_messages,
         coalesced_messages=dlv.coalesced_messages,
         resyncs=dlv.resyncs,
+        datagrams_out=dlv.datagrams_out,
         protocol_errors=out.protocol_errors,
         auth_failures=out.auth_failures,
         permission_violations=out.permission_violations,

@@ -104,8 +104,10 @@ class Gateway:
         self._stopping = False
         # in-process replicants: stopped before the node closes their links (aclose)
         self._replicants: list[AttachedReplicant] = []
-        #: the client listener's bound URL, or None
+        #: the first client listener's bound URL, or None
         self.client_url: str | None = None
+        #: every client listener's bound URL, in the order of ``listen``
+        self.client_urls: tuple[str, ...] = ()
         #: the route listener's bound URL (clusters are not configured yet: None)
         self.cluster_url: str | None = None
         #: the gateway listener's bound URL (super-clusters are not configured yet: None)
@@ -134,9 +136,15 @@ class Gateway:
             cfg = self.config
             listen = self._listen
             shared = cfg.reuse_port
-            self.client_url = await listen(
-                nursery, cfg.listen, self._serve_client_stream, cfg.tls, shared
-            )
+            client_urls = []
+            for _, url in cfg.client_listeners:
+                scheme = url.partition("://")[0] if "://" in url else "tcp"
+                ctx = None if scheme in ("tcp", "ws") else cfg.tls
+                bound = await listen(nursery, url, self._serve_client_stream, ctx, shared)
+                assert bound is not None
+                client_urls.append(bound)
+            self.client_urls = tuple(client_urls)
+            self.client_url = client_urls[0] if client_urls else None
             self.cluster_url = await listen(
                 nursery, cfg.cluster_listen, self._serve_route_stream, cfg.cluster_tls
             )
@@ -160,7 +168,9 @@ class Gateway:
                 client_url=self.client_url,
                 cluster_url=self.cluster_url,
                 gateway_url=self.gateway_url,
+                client_urls=self.client_urls,
             )
+            observer.quic_stats = self._quic_stats
             self._dialers.start(nursery)
             if cfg.monitor_listen is not None:
                 from ..monitor import serve_monitor
@@ -172,8 +182,8 @@ class Gateway:
             observer.serving()
             task_status.started(self)
 
-    @staticmethod
     async def _listen(
+        self,
         nursery: trio.Nursery,
         url: str | None,
         handler: Callable[[trio.abc.Stream], Awaitable[None]],
@@ -185,10 +195,27 @@ class Gateway:
             return None
         transport = get_transport(url)
         serve = partial(transport.serve, url, handler, ssl_context=ssl_context)
-        if reuse_port:  # only then: a custom transport need not know the keyword
+        if getattr(transport, "needs_cert_files", False):  # QUIC: aioquic's own TLS
+            cfg = self.config
+            if cfg.tls_cert_file is not None and cfg.tls_key_file is not None:
+                serve = partial(serve, cert_files=(cfg.tls_cert_file, cfg.tls_key_file))
+            if cfg.quic_limits is not None:
+                serve = partial(serve, limits=cfg.quic_limits)
+        elif reuse_port:  # only then: a custom transport need not know the keyword
             serve = partial(serve, reuse_port=True)
         bound: str = await nursery.start(serve)
         return bound
+
+    def _quic_stats(self) -> dict[str, dict[str, int]]:
+        """The counters of this node's ``quic://`` listeners, by bound URL."""
+        out = {}
+        for url in self.client_urls:
+            if url.startswith("quic://"):
+                endpoints = getattr(get_transport(url), "endpoints", {})
+                endpoint = endpoints.get(url)
+                if endpoint is not None:
+                    out[url] = endpoint.stats.as_dict()
+        return out
 
     async def _timer(self) -> None:
         cfg = self.config
@@ -231,6 +258,9 @@ class Gateway:
             nats=nats,
             backbone=backbone,
         )
+        max_datagram = getattr(stream, "max_datagram_payload", 0)
+        if max_datagram:  # QUIC: keyed state goes as datagrams
+            core.enable_datagrams(conn, max_datagram)
         writer = self._writer
         h = writer.open(conn, stream)
         try:

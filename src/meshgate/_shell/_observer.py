@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = ["Observer"]
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -50,12 +51,21 @@ class Observer:
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_wall))
         self._started_monotonic: float | None = None
         self._urls: tuple[str | None, str | None, str | None] = (None, None, None)
+        self._client_urls: tuple[str, ...] = ()
+        #: the counters of each QUIC listener, by bound URL (set by the node)
+        self.quic_stats: Callable[[], dict[str, dict[str, int]]] = dict
 
     def bound(
-        self, *, client_url: str | None, cluster_url: str | None, gateway_url: str | None
+        self,
+        *,
+        client_url: str | None,
+        cluster_url: str | None,
+        gateway_url: str | None,
+        client_urls: tuple[str, ...] = (),
     ) -> None:
         """The node's listeners are bound at these URLs."""
         self._urls = (client_url, cluster_url, gateway_url)
+        self._client_urls = client_urls
 
     def serving(self) -> None:
         """The node serves from now on (uptime counts from here)."""
@@ -135,6 +145,8 @@ class Observer:
             self_urls=core.own_route_urls(),
             gateway_control_msgs=core.gateway_control_msgs,
             statistics=self.statistics(),
+            client_urls=self._client_urls,
+            quic=self.quic_stats(),
         )
 
     def connz(self) -> list[ConnectionInfo]:

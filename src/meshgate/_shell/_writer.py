@@ -136,6 +136,7 @@ class ConnHandle:
         "peer",
         "progress_at",
         "scope",
+        "send_datagram",
         "stalled",
         "stalls",
         "stream",
@@ -155,6 +156,8 @@ class ConnHandle:
         self.closed = False
         #: the peer's (ip, port), if the transport has one
         self.peer = _peer_address(stream)
+        #: the transport's unreliable datagram lane (QUIC), else None
+        self.send_datagram: Callable[[bytes], bool] | None = getattr(stream, "send_datagram", None)
         #: the socket's file descriptor for direct writes; -1: always via the writer task
         self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
         #: nothing is being written (no writer task yet, or it waits with nothing in
@@ -492,6 +495,10 @@ class Writer:
             h.wake = trio.Event()
             data: bytes | bytearray | memoryview | None = h.backlog
             h.backlog = None
+            send_datagram = h.send_datagram
+            if send_datagram is not None:
+                for d in core.take_datagrams(conn):
+                    send_datagram(d)
             if core.has_output(conn):
                 out = core.take_output(conn)
                 data = out if data is None else bytes(data) + out

@@ -321,6 +321,16 @@ class Client:
         finally:
             self._lose()
 
+    async def _datagram_reader(self, receive: Callable[[], Awaitable[bytes]]) -> None:
+        """Unreliable datagrams (keyed state over QUIC) to their subscriptions."""
+        proto = self._proto
+        while True:
+            data = await receive()
+            if not data:
+                return  # the connection is gone: the stream reader sees it too
+            for event in proto.receive_datagram(data):  # messages went to _deliver
+                self._handle(event)
+
     def _deliver(self, sid: int, msg: Message) -> None:
         """A message for a subscription (the protocol's ``on_message``: the hot path)."""
         sub = self._subs.get(sid)
@@ -397,6 +407,9 @@ class Client:
             nursery.start_soon(self._writer)
             nursery.start_soon(self._reader)
             nursery.start_soon(self._pinger)
+            receive_datagram = getattr(self._stream, "receive_datagram", None)
+            if receive_datagram is not None:  # QUIC: keyed state as datagrams
+                nursery.start_soon(self._datagram_reader, receive_datagram)
         self._proto.connection_lost()
         # what ended the connection is the loss's reason, not a refusal to raise later
         self._unraised = [(e, fatal) for e, fatal in self._unraised if not fatal]

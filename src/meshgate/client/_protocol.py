@@ -13,6 +13,7 @@ protocol under trio streams; a client over another transport reuses it the same 
 from __future__ import annotations
 
 __all__ = [
+    "KSEQ_SEEN_MAX",
     "RECENT_INPUTS",
     "SESSION_MAX",
     "SESSION_MIN",
@@ -43,7 +44,7 @@ import secrets
 from collections import deque
 from collections.abc import Callable, Mapping
 from itertools import islice
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .._errors import ErrorCode, LocalProtocolError, MeshgateError, RemoteProtocolError
 from .._reserved import NOTICE_SID, input_subject
@@ -105,6 +106,9 @@ class Message(NamedTuple):
     #: answer) has its code under ``"Status"`` (and any text under ``"Description"``),
     #: as nats-py shows it
     headers: dict[str, list[str]] | None = None
+    #: it came as an unreliable datagram (keyed state over QUIC): a later update of
+    #: its key may have been lost, and an older one is never delivered after it
+    unreliable: bool = False
 
 
 _new_tuple = tuple.__new__  # builds a Message without NamedTuple's Python-level __new__
@@ -112,7 +116,7 @@ _new_tuple = tuple.__new__  # builds a Message without NamedTuple's Python-level
 
 def _message(subject: str, payload: bytes, reply: str | None) -> Message:
     if type(payload) is not Headered:
-        return _new_tuple(Message, (subject, payload, reply, None))
+        return _new_tuple(Message, (subject, payload, reply, None, False))
     try:
         status, headers = parse_headers(payload.headers)
     except (ValueError, UnicodeDecodeError):
@@ -314,6 +318,10 @@ class _Sub:
         self.gen = gen
 
 
+#: (subscription, key) pairs whose last delivered ``kseq`` a client remembers
+KSEQ_SEEN_MAX = 4096
+
+
 class ClientProtocol:
     """The client side of the meshgate protocol, sans-IO.
 
@@ -424,6 +432,13 @@ class ClientProtocol:
         self.reconnects = 0
         #: times the node dropped this client's event backlog (it fell behind)
         self.resyncs = 0
+        #: keyed state (issue 20): (sid, key) -> the last kseq delivered on this
+        #: connection; bounded by KSEQ_SEEN_MAX (the oldest entry goes)
+        self._kseq: dict[tuple[int, str], int] = {}
+        #: keyed messages dropped as older than one already delivered (either lane),
+        #: and datagrams dropped as malformed or not a keyed MSG
+        self.stale_dropped = 0
+        self.bad_datagrams = 0
         #: the error that ended the current or last connection: the node's fatal error
         #: frame, or what was wrong with its bytes (None: none, or a transport's failure)
         self.error: ServerError | None = None
@@ -442,6 +457,7 @@ class ClientProtocol:
         self._state = ClientState.HANDSHAKING
         self.error = None
         self._dec = Decoder(max_frame_bytes=self._max_frame_bytes)
+        self._kseq.clear()  # the node numbers each key afresh per connection
         self._pings_out = 0
         self._hello_seen = self._handshake_answered = False
         self._resume_pending = True
@@ -570,7 +586,9 @@ class ClientProtocol:
                 if f[0] == _MSG:
                     sid = f[1]
                     sub = subs.get(sid)
-                    if sub is not None:
+                    if len(f) == 7 and sub is not None:  # keyed state with its kseq
+                        self._keyed(f, False, events)
+                    elif sub is not None:
                         if deliver is None:
                             events.append(MessageReceived(sid, _message(f[2], f[4], f[3])))
                         else:
@@ -587,6 +605,55 @@ class ClientProtocol:
         except RemoteProtocolError as exc:
             self._broken(ServerError(int(exc.code), f"bad frame from node: {exc.reason}"), events)
         return events
+
+    def receive_datagram(self, data: bytes) -> list[ClientEvent]:
+        """One unreliable datagram from the node (QUIC): a keyed MSG with its ``kseq``.
+        Delivered (``Message.unreliable``) unless a newer one of its key was already
+        delivered on this connection; anything else is dropped and counted
+        (:attr:`bad_datagrams`), never an error: datagrams are unauthenticated noise
+        until proven otherwise."""
+        events: list[ClientEvent] = []
+        if self._state is not ClientState.OPEN:
+            return events
+        dec = Decoder(max_frame_bytes=self._max_frame_bytes)
+        try:
+            dec.feed(data)
+            f = dec.next_raw()
+            if f is None or f[0] != _MSG or len(f) != 7 or dec.buffered_bytes:
+                raise RemoteProtocolError("not one keyed MSG")
+        except RemoteProtocolError:
+            self.bad_datagrams += 1
+            return events
+        if f[1] in self._subs:
+            self._keyed(f, True, events)
+        return events
+
+    def _keyed(self, f: tuple[Any, ...], unreliable: bool, events: list[ClientEvent]) -> None:
+        """A keyed MSG ``[4, sid, subject, reply, payload, kseq, key]`` from either lane:
+        delivered unless not newer than the last of its (sid, key)."""
+        sid, kseq = f[1], f[5]
+        k = (sid, f[6])
+        seen = self._kseq
+        last = seen.get(k)
+        if last is not None and kseq <= last:
+            self.stale_dropped += 1
+            return
+        if last is None and len(seen) >= KSEQ_SEEN_MAX:
+            del seen[next(iter(seen))]
+        seen[k] = kseq
+        msg = _message(f[2], f[4], f[3])
+        if unreliable:
+            msg = msg._replace(unreliable=True)
+        sub = self._subs[sid]
+        if self._on_message is None:
+            events.append(MessageReceived(sid, msg))
+        else:
+            self._on_message(sid, msg)
+        if sub.remaining is not None:
+            sub.remaining -= 1
+            if sub.remaining <= 0:
+                del self._subs[sid]
+                events.append(SubscriptionEnded(sid))
 
     def _end_of_stream(self, events: list[ClientEvent]) -> list[ClientEvent]:
         buffered = self._dec.buffered_bytes

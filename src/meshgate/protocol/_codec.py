@@ -74,6 +74,8 @@ _SHAPES: dict[int, tuple[int, ...]] = {
 
 #: ERROR with its optional last field, the sid of a refused subscription
 _ERROR_WITH_SID = (_INT, _TEXT, _INT)
+#: MSG with its optional trailing fields (issue 20): ``kseq`` and the ``key`` it numbers
+_MSG_KEYED = (_INT, _STR, _OSTR, _BIN, _INT, _STR)
 
 # keys of the map-shaped frames: name -> (kind, default); kinds: "int", "str", "ostr", "strs"
 _HELLO_KEYS: dict[str, str] = {
@@ -349,6 +351,8 @@ class Decoder:
             return (f"unknown opcode {op}", ErrorCode.UNKNOWN_OPCODE)
         if op == Opcode.ERROR and len(obj) == 4:
             shape = _ERROR_WITH_SID  # the refused subscription's sid
+        elif op == Opcode.MSG and len(obj) == 7:
+            shape = _MSG_KEYED  # keyed state with its kseq
         if len(obj) != len(shape) + 1:
             return (
                 f"opcode {Opcode(op).name} takes {len(shape)} fields, got {len(obj) - 1}",
@@ -441,6 +445,8 @@ def to_frame(raw: tuple[Any, ...]) -> Frame:
         return Info(**{k: f[k] for k in _INFO_KEYS if k in f})
     if op == Opcode.ERROR:
         return Error(*raw[1:])  # the sid is optional
+    if op == Opcode.MSG and len(raw) == 7:
+        return FRAME_TYPES[Opcode.MSG]._make(raw[1:5])
     cls: Any = FRAME_TYPES[Opcode(op)]
     return cls._make(raw[1:])  # type: ignore[no-any-return]
 

@@ -2,18 +2,27 @@
 
 A transport is chosen by URL scheme: ``tcp://host:port``, ``tls://host:port``,
 ``memory://NAME`` (in-process, no sockets: for test harnesses), ``ws://host:port``
-(WebSocket, with the ``websocket`` extra).  Register your
-own with :func:`register_transport`.
+and ``wss://host:port`` (WebSocket, plain or over TLS, with the ``websocket`` extra),
+``quic://host:port`` (QUIC with unreliable datagrams, with the ``quic`` extra).
+Register your own with :func:`register_transport`.
 
 One private module per transport: ``_tcp.py``, ``_tls.py``, ``_memory.py``,
-``_websocket.py``; the interface and URL parsing in ``_base.py``.
+``_websocket.py``, ``_quic.py``; the interface and URL parsing in ``_base.py``.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "Listener",
+    "ALPN_MESHGATE",
     "MemoryTransport",
+    "QuicConnectionHandler",
+    "QuicEndpoint",
+    "QuicLimits",
+    "QuicPeer",
+    "QuicStats",
+    "QuicStream",
+    "QuicTransport",
     "TCPTransport",
     "TLSTransport",
     "Transport",
@@ -34,6 +43,16 @@ import trio.testing
 from .._errors import MeshgateError
 from ._base import Listener, Transport, split_url
 from ._memory import MemoryTransport
+from ._quic import (
+    ALPN_MESHGATE,
+    QuicConnectionHandler,
+    QuicEndpoint,
+    QuicLimits,
+    QuicPeer,
+    QuicStats,
+    QuicStream,
+    QuicTransport,
+)
 from ._tcp import TCPTransport
 from ._tls import TLSTransport
 from ._websocket import WebSocketTransport
@@ -43,6 +62,8 @@ _REGISTRY: dict[str, Transport] = {
     "tls": TLSTransport(),
     "memory": MemoryTransport(),
     "ws": WebSocketTransport(),
+    "wss": WebSocketTransport(),
+    "quic": QuicTransport(),
 }
 
 

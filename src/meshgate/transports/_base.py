@@ -16,13 +16,13 @@ import trio.testing
 from .._errors import MeshgateError
 
 Listener = trio.abc.Listener[trio.abc.Stream]
-_HOST_PORT_SCHEMES = frozenset({"tcp", "tls", "ws", "wss"})
+_HOST_PORT_SCHEMES = frozenset({"tcp", "tls", "ws", "wss", "quic", "webtransport"})
 
 
 def split_url(url: str, default_scheme: str = "tcp") -> tuple[str, str, int]:
     """Split ``scheme://host:port`` (or bare ``host:port``) into its parts.
 
-    Schemes other than tcp/tls/ws/wss name an endpoint instead (``memory://NAME``):
+    Schemes other than tcp/tls/ws/wss/quic/webtransport name an endpoint instead (``memory://NAME``):
     the name comes back as the host and the port is 0.
     """
     if "://" not in url:

@@ -93,7 +93,8 @@ class _WebSocketStream(trio.abc.Stream):
 
 
 class WebSocketTransport(Transport):
-    """``ws://host:port[/path]`` via trio-websocket (install ``meshgate[websocket]``).
+    """``ws://host:port[/path]`` and ``wss://`` (over TLS) via trio-websocket (install
+    ``meshgate[websocket]``).
 
     Each meshgate frame batch travels as binary WebSocket messages, so browser
     and game clients that only speak WebSocket can connect.
@@ -126,7 +127,9 @@ class WebSocketTransport(Transport):
         (``reuse_port``: the port is shared, see :meth:`Transport.listen`)."""
         from trio_websocket import ConnectionRejected, WebSocketServer
 
-        _, host, port = split_url(url)
+        scheme, host, port = split_url(url)
+        if scheme == "wss" and ssl_context is None:
+            raise MeshgateError("a wss:// listener needs an ssl.SSLContext")
 
         async def on_request(request: Any) -> None:
             try:
@@ -147,7 +150,8 @@ class WebSocketTransport(Transport):
         server = WebSocketServer(on_request, listeners, max_message_size=self.max_message_size)
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
-            task_status.started(f"ws://{host}:{tcp[0].socket.getsockname()[1]}")
+            bound_scheme = "wss" if ssl_context is not None else "ws"
+            task_status.started(f"{bound_scheme}://{host}:{tcp[0].socket.getsockname()[1]}")
 
     @asynccontextmanager
     async def open(

@@ -1,0 +1,988 @@
+"""QUIC (``quic://host:port``), with the ``quic`` extra (aioquic).
+
+One trio UDP socket per listener drives aioquic's sans-IO
+:class:`aioquic.quic.connection.QuicConnection` objects (:class:`QuicEndpoint`).
+Connections are told apart by connection ID; a new connection must first prove
+its address with a stateless retry token (a spoofed flood of Initial packets
+costs the node one Retry packet each and no state); at most
+:attr:`QuicLimits.max_handshakes` handshakes are in flight and
+:attr:`QuicLimits.max_connections` connections are open (more are dropped and
+counted); a connection idle for :attr:`QuicLimits.idle_timeout` seconds is gone;
+a peer may open at most :attr:`QuicLimits.max_streams` streams.  Every refusal
+and drop is a counter of :class:`QuicStats` (shown by the node's ``/varz`` under
+``quic``).
+
+The meshgate protocol (ALPN :data:`ALPN_MESHGATE`, ``meshgate/1``) runs on ONE
+reliable bidirectional stream, the first the client opens (stream 0), handed to
+the node as a :class:`trio.abc.Stream` (:class:`QuicStream`), so everything that
+works over TCP works unchanged.  The stream also carries the connection's
+unreliable lane: :meth:`QuicStream.send_datagram` and
+:attr:`QuicStream.max_datagram_payload` (the node), :meth:`QuicStream.receive_datagram`
+(the client).  Datagrams a client sends to the node are ignored and counted
+(``datagrams_ignored``): the protocol has no client-to-node datagrams, and before
+authentication nothing is read at all.
+
+Extension point (for other protocols on the same QUIC stack, e.g. WebTransport
+over HTTP/3 with ALPN ``h3``): a :class:`QuicEndpoint` is built with
+``handlers``, a map from ALPN to a factory ``factory(peer) -> QuicConnectionHandler``.
+When a connection's handshake completes, the endpoint picks the factory for the
+ALPN the two sides negotiated and from then on calls the handler's hooks for that
+connection, from the endpoint's receive task (they must not block):
+
+* :meth:`QuicConnectionHandler.stream_data` for data on any stream,
+* :meth:`QuicConnectionHandler.stream_reset` when the peer resets one,
+* :meth:`QuicConnectionHandler.datagram` for every DATAGRAM frame,
+* :meth:`QuicConnectionHandler.event` for any other aioquic event (an HTTP/3 layer
+  wants them all: pass each to ``H3Connection.handle_event``),
+* :meth:`QuicConnectionHandler.closed` once, when the connection is gone.
+
+The handler acts through its :class:`QuicPeer`: ``peer.quic`` is the aioquic
+connection (``send_stream_data``, ``get_next_available_stream_id``, or build an
+``H3Connection(peer.quic, enable_webtransport=True)`` on it), ``peer.send_datagram``
+(bounded: drops and counts when the connection's datagram queue is full),
+``peer.max_datagram_payload`` (the largest datagram that fits the path),
+``peer.transmit()`` after queueing anything (the connection's task sends it),
+``peer.wait_writable(stream_id, limit)`` for back-pressure, ``peer.nursery`` to run
+per-connection tasks (cancelled when the connection ends), ``peer.close()``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ALPN_MESHGATE",
+    "QuicConnectionHandler",
+    "QuicEndpoint",
+    "QuicLimits",
+    "QuicPeer",
+    "QuicStats",
+    "QuicStream",
+    "QuicTransport",
+]
+
+import logging
+import math
+import os
+import ssl
+import warnings
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from .._errors import MeshgateError
+from ._base import Listener, Transport, split_url
+
+#: the ALPN of the meshgate protocol over QUIC
+ALPN_MESHGATE = "meshgate/1"
+#: bytes a QUIC packet spends around a DATAGRAM frame's payload (short header with a
+#: 20-byte connection ID, 4-byte packet number, 16-byte AEAD tag, frame type and
+#: length), with room to spare
+_DATAGRAM_OVERHEAD = 64
+#: the largest UDP payload read (anything larger is truncated by the kernel: dropped)
+_MAX_UDP = 65535
+#: the smallest Initial packet a client may send (RFC 9000 14.1)
+_MIN_INITIAL = 1200
+#: seconds a client waits for the handshake
+_CONNECT_TIMEOUT = 10.0
+
+log = logging.getLogger("meshgate.quic")
+
+
+def _require_aioquic() -> None:
+    try:
+        import aioquic  # noqa: F401
+    except ImportError:
+        raise MeshgateError("quic:// needs aioquic: install meshgate[quic]") from None
+
+
+@attrs.define
+class QuicLimits:
+    """What one QUIC listener allows (see the module docstring)."""
+
+    #: connections open at once (more Initials are dropped, ``connections_refused``)
+    max_connections: int = 10_000
+    #: connections whose handshake has not completed (``handshakes_refused``)
+    max_handshakes: int = 256
+    #: streams a peer may open on one connection; the next one closes it
+    #: (``streams_refused``)
+    max_streams: int = 16
+    #: seconds without a packet before a connection is gone
+    idle_timeout: float = 30.0
+    #: unread stream bytes one connection may hold; more closes it (``floods``)
+    max_buffered: int = 4 * 1024 * 1024
+    #: bytes queued for sending on one connection past which datagrams are dropped
+    #: (``datagrams_dropped``)
+    max_datagram_bytes: int = 64 * 1024
+    #: datagrams received and not yet read (the client side); the oldest is dropped
+    max_datagrams_received: int = 256
+    #: validate new clients' addresses with a stateless Retry first
+    retry: bool = True
+
+
+@attrs.define
+class QuicStats:
+    """Counters of one QUIC endpoint."""
+
+    packets_in: int = 0
+    packets_out: int = 0
+    #: packets that are not QUIC (no parsable header), or truncated
+    packets_malformed: int = 0
+    #: packets for no known connection that cannot start one (too short, not Initial)
+    packets_unknown: int = 0
+    #: Retry packets sent (address validation) and Initials with a bad token
+    retries_sent: int = 0
+    retry_tokens_invalid: int = 0
+    version_negotiations: int = 0
+    handshakes_refused: int = 0
+    connections_refused: int = 0
+    connections_opened: int = 0
+    #: connections refused for an ALPN no handler serves
+    alpn_refused: int = 0
+    streams_refused: int = 0
+    #: connections closed for holding more than ``max_buffered`` unread bytes
+    floods: int = 0
+    #: packets of a known connection from a new address (connection migration,
+    #: NAT rebinding; aioquic validates the new path before it sends there)
+    address_changes: int = 0
+    #: datagrams from peers that their protocol ignores (meshgate/1: all of them)
+    datagrams_ignored: int = 0
+    datagrams_sent: int = 0
+    #: datagrams not sent: the connection's datagram queue was full
+    datagrams_dropped: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain mapping (for ``/varz``)."""
+        return attrs.asdict(self)
+
+
+class QuicConnectionHandler:
+    """Per-connection protocol hooks, chosen by ALPN (see the module docstring).
+    The defaults ignore everything; :meth:`datagram` counts what it ignores."""
+
+    def __init__(self, peer: QuicPeer) -> None:
+        self.peer = peer
+
+    def stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        """Data arrived on ``stream_id`` (``end_stream``: the peer finished it)."""
+
+    def stream_reset(self, stream_id: int) -> None:
+        """The peer reset ``stream_id``."""
+
+    def datagram(self, data: bytes) -> None:
+        """A DATAGRAM frame arrived."""
+        self.peer.stats.datagrams_ignored += 1
+
+    def event(self, event: Any) -> None:
+        """Any other aioquic event of this connection (after the handshake)."""
+
+    def closed(self) -> None:
+        """The connection is gone (called once)."""
+
+
+class QuicPeer:
+    """One QUIC connection as a protocol handler sees it."""
+
+    def __init__(
+        self, endpoint: _EndpointBase, quic: Any, addr: tuple[Any, ...], nursery: trio.Nursery
+    ) -> None:
+        #: the aioquic ``QuicConnection``
+        self.quic = quic
+        #: the peer's current address
+        self.address = addr
+        #: the endpoint's counters
+        self.stats = endpoint.stats
+        #: tasks of this connection (cancelled when it ends)
+        self.nursery = nursery
+        self.alpn: str | None = None
+        self.handler: QuicConnectionHandler | None = None
+        self.established = False
+        self.done = False
+        self._endpoint = endpoint
+        self._wake = trio.Event()
+        self._progress = trio.Event()
+        self._streams: set[int] = set()
+        #: the largest UDP payload this connection sends
+        self.max_datagram_size: int = quic.configuration.max_datagram_size
+        #: bytes handed to aioquic (stream data and datagrams) and not yet seen leave
+        #: in packets: an estimate that bounds what aioquic buffers (datagrams go
+        #: before stream data in its packets, so sent bytes pay off datagrams first)
+        self.unsent = 0
+
+    @property
+    def max_datagram_payload(self) -> int:
+        """The largest datagram payload that fits one packet on this path (aioquic
+        sends packets of at most the configuration's ``max_datagram_size``)."""
+        return self.max_datagram_size - _DATAGRAM_OVERHEAD
+
+    def send_datagram(self, data: bytes) -> bool:
+        """Queue one datagram (call :meth:`transmit` after); False if dropped: the
+        connection holds more than ``max_datagram_bytes`` unsent (it is congested)."""
+        if self.unsent > self._endpoint.limits.max_datagram_bytes or self.done:
+            self.stats.datagrams_dropped += 1
+            return False
+        self.quic.send_datagram_frame(data)
+        self.unsent += len(data)
+        self.stats.datagrams_sent += 1
+        return True
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        """Queue ``data`` on ``stream_id`` (call :meth:`transmit` after)."""
+        self.quic.send_stream_data(stream_id, data, end_stream=end_stream)
+        self.unsent += len(data)
+
+    def transmit(self) -> None:
+        """Send what the connection has queued (from its task, soon)."""
+        self._wake.set()
+
+    async def wait_writable(self, limit: int) -> None:
+        """Wait until the connection holds at most ``limit`` bytes queued and not yet
+        sent (back-pressure: aioquic's own buffers are unbounded)."""
+        while self.unsent > limit:
+            if self.done:
+                raise trio.BrokenResourceError("the QUIC connection is gone")
+            await self._progress.wait()
+        await trio.lowlevel.checkpoint()
+
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        """Close the connection (a CONNECTION_CLOSE is sent)."""
+        if not self.done:
+            self.quic.close(error_code=error_code, reason_phrase=reason)
+            self.transmit()
+
+    def _note_stream(self, stream_id: int) -> bool:
+        """A stream the peer uses; False if it passes ``max_streams`` (closed)."""
+        streams = self._streams
+        if stream_id in streams:
+            return True
+        if len(streams) >= self._endpoint.limits.max_streams:
+            self.stats.streams_refused += 1
+            self.close(0x4, "too many streams")  # STREAM_LIMIT_ERROR
+            return False
+        streams.add(stream_id)
+        return True
+
+
+class _EndpointBase:
+    """What a server endpoint and a client connection share: the UDP socket, the
+    per-connection task (timers, sending) and event dispatch."""
+
+    def __init__(self, sock: trio.socket.SocketType, limits: QuicLimits) -> None:
+        self.sock = sock
+        self.limits = limits
+        self.stats = QuicStats()
+
+    def _factory(self, alpn: str | None) -> Callable[[QuicPeer], QuicConnectionHandler] | None:
+        raise NotImplementedError
+
+    def _forget(self, peer: QuicPeer) -> None:
+        """``peer`` is gone: drop every reference to it."""
+
+    def _dispatch(self, peer: QuicPeer) -> None:
+        """Hand the connection's events to its handler."""
+        from aioquic.quic import events as ev
+
+        quic = peer.quic
+        while (e := quic.next_event()) is not None:
+            t = type(e)
+            h = peer.handler
+            if t is ev.StreamDataReceived:
+                if h is not None and peer._note_stream(e.stream_id):
+                    h.stream_data(e.stream_id, e.data, e.end_stream)
+            elif t is ev.DatagramFrameReceived:
+                if h is not None:
+                    h.datagram(e.data)
+                else:
+                    self.stats.datagrams_ignored += 1
+            elif t is ev.HandshakeCompleted:
+                self._established(peer, e.alpn_protocol)
+            elif t is ev.ConnectionIdIssued:
+                self._cid_issued(peer, e.connection_id)
+            elif t is ev.ConnectionIdRetired:
+                self._cid_retired(e.connection_id)
+            elif t is ev.ConnectionTerminated:
+                self._terminated(peer)
+                return
+            elif t is ev.StreamReset:
+                if h is not None:
+                    h.stream_reset(e.stream_id)
+            elif h is not None:
+                h.event(e)
+
+    def _established(self, peer: QuicPeer, alpn: str | None) -> None:
+        peer.established = True
+        peer.alpn = alpn
+        factory = self._factory(alpn)
+        if factory is None:
+            self.stats.alpn_refused += 1
+            peer.close(0x178, "no application protocol")  # crypto error: no_application_protocol
+            return
+        peer.handler = factory(peer)
+
+    def _cid_issued(self, peer: QuicPeer, cid: bytes) -> None:
+        pass
+
+    def _cid_retired(self, cid: bytes) -> None:
+        pass
+
+    def _terminated(self, peer: QuicPeer) -> None:
+        if peer.done:
+            return
+        peer.done = True
+        peer._wake.set()
+        peer._progress.set()
+        self._forget(peer)
+        if peer.handler is not None:
+            peer.handler.closed()
+        peer.nursery.cancel_scope.cancel()
+
+    async def _transmit(self, peer: QuicPeer) -> None:
+        now = trio.current_time()
+        sock = self.sock
+        for data, addr in peer.quic.datagrams_to_send(now=now):
+            peer.unsent = max(0, peer.unsent - len(data))
+            self.stats.packets_out += 1
+            try:
+                await sock.sendto(data, addr)
+            except OSError:
+                pass  # unreachable, buffer full: QUIC retransmits what mattered
+
+    async def _drive(self, peer: QuicPeer) -> None:
+        """The connection's task: its timer, and sending whatever it queued."""
+        quic = peer.quic
+        try:
+            while not peer.done:
+                await self._transmit(peer)
+                progress, peer._progress = peer._progress, trio.Event()
+                progress.set()
+                timer = quic.get_timer()
+                with trio.move_on_at(timer if timer is not None else math.inf):
+                    await peer._wake.wait()
+                peer._wake = trio.Event()
+                if timer is not None and trio.current_time() >= timer:
+                    quic.handle_timer(now=trio.current_time())
+                    self._dispatch(peer)
+        finally:
+            # a connection whose task ends (the endpoint stops) is gone too
+            if not peer.done:
+                with trio.CancelScope(shield=True):
+                    quic.close(reason_phrase="endpoint closing")
+                    with trio.move_on_after(0.1):
+                        await self._transmit(peer)
+                self._terminated(peer)
+
+    def _feed(self, peer: QuicPeer, data: bytes, addr: tuple[Any, ...]) -> None:
+        if addr != peer.address:
+            self.stats.address_changes += 1  # aioquic validates the new path
+            peer.address = addr
+        peer.quic.receive_datagram(data, addr, now=trio.current_time())
+        self._dispatch(peer)
+        peer._wake.set()
+
+
+class QuicEndpoint(_EndpointBase):
+    """A QUIC server on one UDP socket: connections by connection ID, address
+    validation, bounded handshakes and connections, protocol handlers by ALPN."""
+
+    def __init__(
+        self,
+        sock: trio.socket.SocketType,
+        configuration: Any,
+        handlers: Mapping[str, Callable[[QuicPeer], QuicConnectionHandler]],
+        *,
+        limits: QuicLimits | None = None,
+    ) -> None:
+        super().__init__(sock, limits or QuicLimits())
+        from aioquic.quic.retry import QuicRetryTokenHandler
+
+        self.configuration = configuration
+        self.handlers = dict(handlers)
+        self._by_cid: dict[bytes, QuicPeer] = {}
+        self._peers: set[QuicPeer] = set()
+        self._handshaking = 0
+        self._retry = QuicRetryTokenHandler() if self.limits.retry else None
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return len(self._peers)
+
+    def _factory(self, alpn: str | None) -> Callable[[QuicPeer], QuicConnectionHandler] | None:
+        return self.handlers.get(alpn) if alpn is not None else None
+
+    def _established(self, peer: QuicPeer, alpn: str | None) -> None:
+        self._handshaking -= 1
+        super()._established(peer, alpn)
+
+    def _cid_issued(self, peer: QuicPeer, cid: bytes) -> None:
+        self._by_cid[cid] = peer
+
+    def _cid_retired(self, cid: bytes) -> None:
+        self._by_cid.pop(cid, None)
+
+    def _forget(self, peer: QuicPeer) -> None:
+        if peer in self._peers:
+            self._peers.discard(peer)
+            if not peer.established:
+                self._handshaking -= 1
+        for cid in [c for c, p in self._by_cid.items() if p is peer]:
+            del self._by_cid[cid]
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Receive and dispatch packets until cancelled."""
+        from aioquic.buffer import Buffer  # type: ignore[attr-defined]
+        from aioquic.quic.packet import (
+            QuicPacketType,
+            encode_quic_retry,
+            encode_quic_version_negotiation,
+            pull_quic_header,
+        )
+
+        cfg = self.configuration
+        stats = self.stats
+        sock = self.sock
+        cid_length = cfg.connection_id_length
+        versions = cfg.supported_versions
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                try:
+                    data, addr = await sock.recvfrom(_MAX_UDP)
+                except OSError:  # e.g. ICMP port unreachable reported on Linux
+                    continue
+                stats.packets_in += 1
+                try:
+                    header = pull_quic_header(Buffer(data=data), host_cid_length=cid_length)
+                except Exception:
+                    stats.packets_malformed += 1
+                    continue
+                peer = self._by_cid.get(header.destination_cid)
+                if peer is not None:
+                    try:
+                        self._feed(peer, data, addr)
+                    except Exception:  # aioquic refused it: the connection decides
+                        stats.packets_malformed += 1
+                    continue
+                if header.version is not None and header.version not in versions:
+                    if len(data) >= _MIN_INITIAL:  # no amplification for small probes
+                        stats.version_negotiations += 1
+                        await self._send(
+                            encode_quic_version_negotiation(
+                                source_cid=header.destination_cid,
+                                destination_cid=header.source_cid,
+                                supported_versions=versions,
+                            ),
+                            addr,
+                        )
+                    else:
+                        stats.packets_unknown += 1
+                    continue
+                if header.packet_type != QuicPacketType.INITIAL or len(data) < _MIN_INITIAL:
+                    stats.packets_unknown += 1
+                    continue
+                now = trio.current_time()
+                original_cid = header.destination_cid
+                retry_cid: bytes | None = None
+                if self._retry is not None:
+                    if not header.token:
+                        if self._handshaking >= self.limits.max_handshakes:
+                            stats.handshakes_refused += 1
+                            continue
+                        source_cid = os.urandom(8)
+                        assert header.version is not None
+                        token = self._retry.create_token(
+                            address=addr,
+                            original_destination_connection_id=header.destination_cid,
+                            retry_source_connection_id=source_cid,
+                            now=now,
+                        )
+                        stats.retries_sent += 1
+                        await self._send(
+                            encode_quic_retry(
+                                version=header.version,
+                                source_cid=source_cid,
+                                destination_cid=header.source_cid,
+                                original_destination_cid=header.destination_cid,
+                                retry_token=token,
+                            ),
+                            addr,
+                        )
+                        continue
+                    try:
+                        original_cid = self._retry.validate_token(
+                            address=addr,
+                            destination_cid=header.destination_cid,
+                            token=header.token,
+                            now=now,
+                        )
+                    except Exception:
+                        stats.retry_tokens_invalid += 1
+                        continue
+                    retry_cid = header.destination_cid
+                if len(self._peers) >= self.limits.max_connections:
+                    stats.connections_refused += 1
+                    continue
+                if self._handshaking >= self.limits.max_handshakes:
+                    stats.handshakes_refused += 1
+                    continue
+                await self._accept(
+                    nursery, data, addr, header.destination_cid, original_cid, retry_cid
+                )
+
+    async def _send(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.stats.packets_out += 1
+        try:
+            await self.sock.sendto(data, addr)
+        except OSError:
+            pass
+
+    async def _accept(
+        self,
+        nursery: trio.Nursery,
+        data: bytes,
+        addr: tuple[Any, ...],
+        dcid: bytes,
+        original_cid: bytes,
+        retry_cid: bytes | None,
+    ) -> None:
+        from aioquic.quic.connection import QuicConnection
+
+        quic = QuicConnection(
+            configuration=self.configuration,
+            original_destination_connection_id=original_cid,
+            retry_source_connection_id=retry_cid,
+        )
+        conn_nursery: trio.Nursery = await nursery.start(_nursery_task)
+        peer = QuicPeer(self, quic, addr, conn_nursery)
+        self._peers.add(peer)
+        self._handshaking += 1
+        self.stats.connections_opened += 1
+        self._by_cid[dcid] = peer
+        self._by_cid[quic.host_cid] = peer
+        conn_nursery.start_soon(self._drive, peer)
+        try:
+            self._feed(peer, data, addr)
+        except Exception:
+            self.stats.packets_malformed += 1
+            self._terminated(peer)
+
+
+async def _nursery_task(task_status: trio.TaskStatus[trio.Nursery]) -> None:
+    """A nursery for one connection's tasks, handed out (cancelled when it ends)."""
+    async with trio.open_nursery() as nursery:
+        task_status.started(nursery)
+        await trio.sleep_forever()
+
+
+class QuicStream(trio.abc.Stream):
+    """The meshgate protocol's one reliable bidirectional stream of a QUIC connection,
+    as a :class:`trio.abc.Stream`, with the connection's unreliable datagram lane."""
+
+    #: unacknowledged bytes one ``send_all`` lets the stream hold before it waits
+    send_buffer = 256 * 1024
+
+    def __init__(self, peer: QuicPeer, stream_id: int) -> None:
+        self.peer = peer
+        self.stream_id = stream_id
+        self._in: deque[bytes] = deque()
+        self._in_bytes = 0
+        self._eof = False
+        self._readable = trio.Event()
+        self._datagrams: deque[bytes] = deque()
+        self._datagram_ready = trio.Event()
+        self._closed = False
+        #: datagrams received and dropped because nobody read them in time
+        self.datagrams_dropped = 0
+        #: the client side's connection (:meth:`migrate`); None on the node
+        self.endpoint: _ClientEndpoint | None = None
+
+    @property
+    def local_address(self) -> tuple[Any, ...] | None:
+        """Client side: the local UDP address the connection sends from."""
+        return None if self.endpoint is None else tuple(self.endpoint.sock.getsockname())
+
+    async def migrate(self) -> None:
+        """Client side: move the connection to a new local UDP port, as a NAT
+        rebinding does; QUIC connection migration keeps it (and the session)."""
+        if self.endpoint is None:
+            raise RuntimeError("only a client's stream can migrate")
+        await self.endpoint.rebind()
+
+    # -- fed by the handler ---------------------------------------------------------------------
+
+    def _data(self, data: bytes, end: bool) -> None:
+        if data:
+            self._in.append(data)
+            self._in_bytes += len(data)
+            if self._in_bytes > self.peer._endpoint.limits.max_buffered:
+                self.peer.stats.floods += 1
+                self.peer.close(0x0, "too much unread data")
+        if end:
+            self._eof = True
+        self._readable.set()
+
+    def _datagram(self, data: bytes) -> None:
+        dgrams = self._datagrams
+        if len(dgrams) >= self.peer._endpoint.limits.max_datagrams_received:
+            dgrams.popleft()
+            self.datagrams_dropped += 1
+        dgrams.append(data)
+        self._datagram_ready.set()
+
+    def _gone(self) -> None:
+        self._eof = True
+        self._readable.set()
+        self._datagram_ready.set()
+
+    # -- trio.abc.Stream ----------------------------------------------------------------------
+
+    @property
+    def max_datagram_payload(self) -> int:
+        """The largest datagram payload that fits the path (0: no datagrams)."""
+        return self.peer.max_datagram_payload
+
+    def send_datagram(self, data: bytes) -> bool:
+        """Queue one unreliable datagram; False if it was dropped (queue full, gone)."""
+        peer = self.peer
+        if peer.send_datagram(data):
+            peer.transmit()
+            return True
+        return False
+
+    async def receive_datagram(self) -> bytes:
+        """The next datagram from the peer (b"": the connection is gone)."""
+        while not self._datagrams:
+            if self.peer.done or self._closed:
+                await trio.lowlevel.checkpoint()
+                return b""
+            self._datagram_ready = trio.Event()
+            await self._datagram_ready.wait()
+        await trio.lowlevel.checkpoint()
+        return self._datagrams.popleft()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("stream is closed")
+        peer = self.peer
+        if peer.done:
+            raise trio.BrokenResourceError("the QUIC connection is gone")
+        if data:
+            peer.send_stream_data(self.stream_id, bytes(data))
+            peer.transmit()
+        await peer.wait_writable(self.send_buffer)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.peer.wait_writable(self.send_buffer)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._closed:
+            raise trio.ClosedResourceError("stream is closed")
+        while not self._in:
+            if self._eof or self.peer.done:
+                await trio.lowlevel.checkpoint()
+                return b""
+            self._readable = trio.Event()
+            await self._readable.wait()
+        await trio.lowlevel.checkpoint()
+        data = self._in.popleft()
+        if max_bytes is not None and len(data) > max_bytes:
+            self._in.appendleft(data[max_bytes:])
+            data = data[:max_bytes]
+        self._in_bytes -= len(data)
+        return data
+
+    async def send_eof(self) -> None:
+        """End our side of the stream (the connection stays until the peer ends)."""
+        peer = self.peer
+        if not peer.done:
+            peer.send_stream_data(self.stream_id, b"", end_stream=True)
+            peer.transmit()
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.peer.close(0, "closed")
+            self._gone()
+        await trio.lowlevel.checkpoint()
+
+
+class _MeshgateHandler(QuicConnectionHandler):
+    """ALPN ``meshgate/1`` on the node: the client's first bidirectional stream is the
+    protocol's stream, run by ``serve``; other streams and all datagrams are ignored."""
+
+    def __init__(self, peer: QuicPeer, serve: Callable[[trio.abc.Stream], Awaitable[None]]) -> None:
+        super().__init__(peer)
+        self._serve = serve
+        self.stream: QuicStream | None = None
+
+    def stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        stream = self.stream
+        if stream is None:
+            if stream_id % 4 != 0:  # not client-initiated bidirectional: ignored
+                return
+            stream = self.stream = QuicStream(self.peer, stream_id)
+            self.peer.nursery.start_soon(self._run, stream)
+        elif stream_id != stream.stream_id:
+            return  # one protocol stream only (the peer's stream count is bounded)
+        stream._data(data, end_stream)
+
+    async def _run(self, stream: QuicStream) -> None:
+        try:
+            await self._serve(stream)
+        finally:
+            self.peer.close(0, "done")
+
+    def closed(self) -> None:
+        if self.stream is not None:
+            self.stream._gone()
+
+
+def _server_configuration(
+    cert_file: str, key_file: str, alpns: list[str], limits: QuicLimits
+) -> Any:
+    from aioquic.quic.configuration import QuicConfiguration
+
+    cfg = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=alpns,
+        max_datagram_frame_size=65536,
+        idle_timeout=limits.idle_timeout,
+        max_stream_data=1024 * 1024,
+        max_data=4 * 1024 * 1024,
+    )
+    cfg.load_cert_chain(cert_file, key_file)
+    return cfg
+
+
+def _client_configuration(ssl_context: ssl.SSLContext | None, host: str, alpn: str) -> Any:
+    """An aioquic client configuration from an :class:`ssl.SSLContext`: its CA
+    certificates verify the node (``CERT_NONE``: no verification)."""
+    from aioquic.quic.configuration import QuicConfiguration
+
+    cfg = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=[alpn],
+        server_name=host,
+        max_datagram_frame_size=65536,
+        idle_timeout=30.0,
+    )
+    if ssl_context is not None:
+        if ssl_context.verify_mode == ssl.CERT_NONE:
+            cfg.verify_mode = ssl.CERT_NONE
+        cas = _usable_certs(ssl_context.get_ca_certs(binary_form=True))
+        if cas:
+            cfg.cadata = "".join(ssl.DER_cert_to_PEM_cert(c) for c in cas).encode()
+    return cfg
+
+
+def _usable_certs(certs: list[bytes]) -> list[bytes]:
+    """The CA certificates aioquic (cryptography) can load without complaint: a system
+    store may hold old ones that cryptography warns about (a non-positive serial)."""
+    from cryptography import x509
+
+    out = []
+    for der in certs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                x509.load_der_x509_certificate(der)
+            except Exception:
+                continue
+        out.append(der)
+    return out
+
+
+async def _udp_socket(host: str, port: int) -> trio.socket.SocketType:
+    infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
+    family, type_, proto, _, addr = infos[0]
+    sock = trio.socket.socket(family, type_, proto)
+    try:
+        await sock.bind(addr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _ClientEndpoint(_EndpointBase):
+    """One client connection on its own UDP socket."""
+
+    def __init__(self, sock: trio.socket.SocketType, alpn: str) -> None:
+        super().__init__(sock, QuicLimits())
+        self._alpn = alpn
+        self.ready = trio.Event()
+        self.peer: QuicPeer | None = None
+
+    def _factory(self, alpn: str | None) -> Callable[[QuicPeer], QuicConnectionHandler] | None:
+        return _ClientHandler if alpn == self._alpn else None
+
+    def _established(self, peer: QuicPeer, alpn: str | None) -> None:
+        super()._established(peer, alpn)
+        self.ready.set()
+
+    def _forget(self, peer: QuicPeer) -> None:
+        self.ready.set()
+
+    async def receive_loop(self, peer: QuicPeer) -> None:
+        while not peer.done:
+            sock = self.sock
+            try:
+                data, addr = await sock.recvfrom(_MAX_UDP)
+            except (OSError, trio.ClosedResourceError):
+                if sock.fileno() == -1 and sock is self.sock:
+                    return  # closed and not replaced
+                await trio.lowlevel.checkpoint()
+                continue
+            self.stats.packets_in += 1
+            try:
+                self._feed(peer, data, addr)
+            except Exception:
+                self.stats.packets_malformed += 1
+
+    async def rebind(self) -> None:
+        """Move to a new UDP socket (a new source port), as a NAT rebinding would:
+        QUIC connection migration keeps the connection."""
+        old = self.sock
+        host = old.getsockname()[0]
+        self.sock = await _udp_socket(host, 0)
+        old.close()
+
+
+class _ClientHandler(QuicConnectionHandler):
+    def __init__(self, peer: QuicPeer) -> None:
+        super().__init__(peer)
+        self.stream = QuicStream(peer, peer.quic.get_next_available_stream_id())
+
+    def stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        if stream_id == self.stream.stream_id:
+            self.stream._data(data, end_stream)
+
+    def datagram(self, data: bytes) -> None:
+        self.stream._datagram(data)
+
+    def closed(self) -> None:
+        self.stream._gone()
+
+
+class QuicTransport(Transport):
+    """``quic://host:port`` via aioquic (install ``meshgate[quic]``); see the module
+    docstring.  A listener needs the node's certificate and key files
+    (``GatewayConfig.tls_cert_file``/``tls_key_file``, TOML ``[tls]``)."""
+
+    #: the gateway passes ``cert_files=(cert_file, key_file)`` to :meth:`serve`
+    needs_cert_files = True
+
+    def __init__(self, limits: QuicLimits | None = None) -> None:
+        self.limits = limits or QuicLimits()
+        #: each serving endpoint by its bound URL (the node shows their counters)
+        self.endpoints: dict[str, QuicEndpoint] = {}
+
+    async def listen(
+        self, url: str, *, ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False
+    ) -> tuple[Listener, str]:
+        """Not available: QUIC connections need the endpoint's tasks; use :meth:`serve`."""
+        raise MeshgateError("quic:// cannot hand out a bare listener; use Transport.serve")
+
+    async def connect(
+        self, url: str, *, ssl_context: ssl.SSLContext | None = None
+    ) -> trio.abc.Stream:
+        """Open a QUIC connection and its protocol stream; ``ssl_context``'s CA
+        certificates verify the node (``verify_mode = CERT_NONE``: no verification).
+
+        The connection's tasks (timers, receiving) run as trio system tasks until the
+        stream is closed or the connection ends, so the stream can be used like a TCP
+        one (reconnecting clients redial with this)."""
+        _require_aioquic()
+        from aioquic.quic.connection import QuicConnection
+
+        _, host, port = _split(url)
+        infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
+        family, _, _, _, addr = infos[0]
+        local = "::" if family == trio.socket.AF_INET6 else "0.0.0.0"
+        if host in ("127.0.0.1", "localhost", "::1"):
+            local = str(addr[0])
+        sock = await _udp_socket(local, 0)
+        endpoint = _ClientEndpoint(sock, ALPN_MESHGATE)
+        quic = QuicConnection(configuration=_client_configuration(ssl_context, host, ALPN_MESHGATE))
+        up = trio.Event()
+
+        async def run() -> None:
+            try:
+                async with trio.open_nursery() as nursery:
+                    peer = QuicPeer(endpoint, quic, addr, nursery)
+                    endpoint.peer = peer
+                    quic.connect(addr, now=trio.current_time())
+                    nursery.start_soon(endpoint._drive, peer)
+                    nursery.start_soon(endpoint.receive_loop, peer)
+                    up.set()
+                    await trio.sleep_forever()
+            except Exception:  # a system task must not raise; the stream reports the end
+                log.exception("QUIC connection to %s failed", url)
+            finally:
+                endpoint.sock.close()
+                endpoint.ready.set()
+                if endpoint.peer is not None:
+                    endpoint.peer.done = True
+                    if isinstance(endpoint.peer.handler, _ClientHandler):
+                        endpoint.peer.handler.stream._gone()
+
+        trio.lowlevel.spawn_system_task(run)
+        await up.wait()
+        peer = endpoint.peer
+        assert peer is not None
+        with trio.move_on_after(_CONNECT_TIMEOUT):
+            await endpoint.ready.wait()
+        handler = peer.handler
+        if not isinstance(handler, _ClientHandler):
+            reason = "no answer" if not endpoint.ready.is_set() else "handshake failed"
+            peer.close(0, "giving up")
+            peer.nursery.cancel_scope.cancel()
+            raise OSError(f"QUIC connection to {url} failed: {reason}")
+        stream = handler.stream
+        stream.endpoint = endpoint
+        return stream
+
+    async def serve(
+        self,
+        url: str,
+        handler: Callable[[trio.abc.Stream], Awaitable[None]],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+        cert_files: tuple[str, str] | None = None,
+        limits: QuicLimits | None = None,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve QUIC at ``url`` on one UDP socket; each connection's protocol stream
+        runs ``handler``.  ``cert_files``: the node's certificate chain and key (PEM);
+        ``limits``: this listener's (default: the transport's)."""
+        _require_aioquic()
+        if reuse_port:
+            raise MeshgateError("quic:// listeners do not support reuse_port")
+        if cert_files is None:
+            raise MeshgateError("a quic:// listener needs tls cert_file and key_file")
+        _, host, port = _split(url)
+        limits = limits or self.limits
+        cfg = _server_configuration(cert_files[0], cert_files[1], [ALPN_MESHGATE], limits)
+        sock = await _udp_socket(host, port)
+        with sock:
+            endpoint = QuicEndpoint(
+                sock,
+                cfg,
+                {ALPN_MESHGATE: lambda peer: _MeshgateHandler(peer, handler)},
+                limits=limits,
+            )
+            bound = f"quic://{host}:{sock.getsockname()[1]}"
+            self.endpoints[bound] = endpoint
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(endpoint.run)
+                    task_status.started(bound)
+            finally:
+                self.endpoints.pop(bound, None)
+
+
+def _split(url: str) -> tuple[str, str, int]:
+    return split_url(url, "quic")

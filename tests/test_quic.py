@@ -1,0 +1,193 @@
+"""QUIC client listeners (issue 20): the same protocol as TCP over one QUIC stream,
+keyed state over unreliable datagrams, and bad input on the UDP port."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+import trio
+
+import meshgate
+from meshgate import GatewayConfig, open_gateway
+from meshgate.client import connect_with_stream
+from meshgate.replicant import InMemoryReplicant, connect_replicant
+from meshgate.spatial import Grid
+from meshgate.transports import QuicStream, connect_stream
+
+pytest.importorskip("aioquic", reason="quic:// needs aioquic (pip install 'meshgate[quic]')")
+trustme = pytest.importorskip("trustme", reason="the tests' certificates need trustme")
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, ssl.SSLContext]:
+    """The node's certificate and key files, and a client context trusting its CA."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    d: Path = tmp_path_factory.mktemp("quic-certs")
+    cert_file, key_file = d / "cert.pem", d / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return str(cert_file), str(key_file), client
+
+
+GRID = Grid(10.0)
+TOKEN = "quic-replicant-token-0123"
+KEY = "quic-pilot-session-key-0123456789"
+
+
+def validate(state: bytes, data: bytes) -> bytes | None:
+    """The owner corrects every input ``bad``."""
+    return b"fixed" if data == b"bad" else None
+
+
+async def state_ending(sub: meshgate.Subscription, tail: bytes) -> None:
+    """Wait for a plain state update (no speculation marker) ending with ``tail``."""
+    while True:
+        m = await sub.receive()
+        if m.reply is None and m.payload.endswith(tail):
+            return
+
+
+def quic_config(certs: tuple[str, str, ssl.SSLContext], **kw: object) -> GatewayConfig:
+    cert_file, key_file, _ = certs
+    return GatewayConfig(
+        listen=["tcp://127.0.0.1:0", "quic://127.0.0.1:0"],
+        tls_cert_file=cert_file,
+        tls_key_file=key_file,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_quic_client_talks_to_tcp_client(certs: tuple[str, str, ssl.SSLContext]) -> None:
+    with trio.fail_after(20):
+        async with open_gateway(quic_config(certs)) as gw:
+            assert len(gw.client_urls) == 2
+            tcp_url, quic_url = gw.client_urls
+            assert gw.client_url == tcp_url
+            assert quic_url.startswith("quic://127.0.0.1:")
+            async with (
+                meshgate.connect(quic_url, ssl_context=certs[2]) as q,
+                meshgate.connect(tcp_url) as t,
+            ):
+                sub_q = await q.add_subscription("to.quic")
+                sub_t = await t.add_subscription("to.tcp")
+                await q.flush()
+                await t.flush()
+                await t.publish("to.quic", b"hello quic")
+                await q.publish("to.tcp", b"hello tcp")
+                assert (await sub_q.receive()).payload == b"hello quic"
+                assert (await sub_t.receive()).payload == b"hello tcp"
+
+
+async def test_keyed_state_travels_as_datagrams_and_the_rest_reliably(
+    certs: tuple[str, str, ssl.SSLContext],
+) -> None:
+    with trio.fail_after(20):
+        async with open_gateway(quic_config(certs, datagram_refresh=8)) as gw:
+            tcp_url, quic_url = gw.client_urls
+            async with (
+                meshgate.connect(quic_url, ssl_context=certs[2]) as q,
+                meshgate.connect(tcp_url) as t,
+            ):
+                state = await q.add_subscription("state.>")
+                events = await q.add_subscription("event.>")
+                await q.flush()
+                for i in range(1, 21):
+                    await t.publish("state.e1", str(i).encode(), key="e1")
+                await t.publish("event.hit", b"boom")  # no key: the reliable stream
+                await t.flush()
+                got = []
+                while not got or got[-1].payload != b"20":
+                    got.append(await state.receive())
+                hit = await events.receive()
+            values = [int(m.payload) for m in got]
+            assert values == sorted(set(values))  # never an older state after a newer one
+            unreliable = {int(m.payload) for m in got if m.unreliable}
+            assert 20 in unreliable
+            # every 8th update of the key is a reliable refresh
+            assert not ({8, 16} & unreliable)
+            assert not hit.unreliable
+            assert gw.statistics().datagrams_out >= 15
+
+
+async def test_the_same_game_over_quic_as_over_tcp(certs: tuple[str, str, ssl.SSLContext]) -> None:
+    """A replicant and a pilot over QUIC, a watcher over TCP, one node: inputs reach the
+    owner, provisional updates are confirmed or corrected, and a pilot that restarts
+    with its session key has its retried inputs applied once."""
+    ctx = certs[2]
+    cfg = quic_config(certs, replicants=True, replicant_token=TOKEN, speculative=("cell.>",))
+    owner = InMemoryReplicant("east", GRID, {"ship": (5, 5)}, validate=validate)
+    with trio.fail_after(30):
+        async with open_gateway(cfg) as gw:
+            tcp_url, quic_url = gw.client_urls
+            async with (
+                connect_replicant(quic_url, "east", token=TOKEN, ssl_context=ctx) as link,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(owner.run, link)
+                await owner.wait_ready()
+                async with (
+                    meshgate.connect(tcp_url) as watcher,
+                    watcher.subscribe("cell.0.0.>") as seen,
+                ):
+                    await watcher.flush()
+                    while not link.wants("cell.0.0.ship"):
+                        await link.interest_change()
+                    with trio.CancelScope() as crash:
+                        async with meshgate.connect(
+                            quic_url, ssl_context=ctx, session=KEY
+                        ) as pilot:
+                            await pilot.send_input("ship", 0, b"good", relay="cell.0.0.ship")
+                            await pilot.send_input("ship", 1, b"bad", relay="cell.0.0.ship")
+                            answers = set()
+                            for _ in range(2):
+                                answer = await pilot.receive_correction()
+                                assert answer.reply is not None
+                                answers.add((answer.reply.split(".", 1)[0], answer.payload))
+                            assert answers == {("$CONF", b""), ("$CORR", b"fixed")}
+                            crash.cancel()  # the game client dies without a goodbye
+                            await trio.sleep_forever()
+                    # restarted, it sends everything again: the retries are applied once
+                    async with meshgate.connect(quic_url, ssl_context=ctx, session=KEY) as again:
+                        for seq in range(3):
+                            await again.send_input("ship", seq, b"+")
+                        await state_ending(seen, b"+")
+                nursery.cancel_scope.cancel()
+    (identity,) = {client for client, _ in owner.log["ship"]}
+    assert identity.startswith("s-")
+    assert [seq for _, seq in owner.log["ship"]] == [0, 1, 2]
+    assert owner.states["ship"] == b"goodbad+"
+
+
+async def test_a_client_whose_address_changes_keeps_its_connection(
+    certs: tuple[str, str, ssl.SSLContext],
+) -> None:
+    """QUIC connection migration: the client moves to a new UDP port (as after a NAT
+    rebinding); the node follows it on the same connection, subscriptions and all."""
+    with trio.fail_after(20):
+        async with open_gateway(quic_config(certs)) as gw:
+            tcp_url, quic_url = gw.client_urls
+            async with (
+                connect_stream(quic_url, ssl_context=certs[2]) as stream,
+                connect_with_stream(stream, session=KEY) as q,
+                meshgate.connect(tcp_url) as t,
+            ):
+                assert isinstance(stream, QuicStream)
+                sub = await q.add_subscription("news")
+                await q.flush()
+                await t.publish("news", b"before")
+                assert (await sub.receive()).payload == b"before"
+                before = {c.cid for c in gw.connz()}
+                old_address = stream.local_address
+                await stream.migrate()
+                assert stream.local_address != old_address
+                await q.publish("news", b"from the new port")
+                assert (await sub.receive()).payload == b"from the new port"
+                await t.publish("news", b"after")
+                assert (await sub.receive()).payload == b"after"
+                assert {c.cid for c in gw.connz()} == before  # the same connections
+                assert gw.varz().quic[quic_url]["address_changes"] >= 1

@@ -1,0 +1,336 @@
+"""WebTransport for browsers (issue 20): ``clients/js/meshgate.js`` in a real headless
+Chromium plays the same game as a TCP client on one node with one replicant.
+
+The test serves a page and the JS client over HTTP on 127.0.0.1 (a secure context), runs
+``chromium --headless=new`` on it, and the page posts what it saw back to the same HTTP
+server.  The node's certificate is a self-signed ECDSA one valid for 10 days, pinned
+by the page with ``serverCertificateHashes`` (Chrome takes no more than 14 days).
+
+Skips, saying why, without aioquic or without Chromium (found as ``$MESHGATE_CHROMIUM``,
+``chromium`` or ``chromium-browser``; as root with apt-get, the test installs Debian's
+``chromium`` package first).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import http.server
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import meshgate
+from meshgate import GatewayConfig, User, open_gateway
+from meshgate.replicant import InMemoryReplicant, connect_replicant
+from meshgate.spatial import Grid
+
+pytest.importorskip(
+    "aioquic", reason="webtransport:// needs aioquic (pip install 'meshgate[quic]')"
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENT_JS = ROOT / "clients" / "js" / "meshgate.js"
+GRID = Grid(10.0)
+PLAYER = User(token="browser-player-token", name="player")
+OWNER = User(token="owner-replicant-token", name="owner", replicant=True)
+SESSION = "browser-pilot-session-key-0123456789"
+
+
+def _chromium() -> str:
+    """Chromium's path, installed if need be and possible; skips otherwise."""
+    for name in (os.environ.get("MESHGATE_CHROMIUM"), "chromium", "chromium-browser"):
+        if name and (path := shutil.which(name)):
+            return path
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        try:
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", "chromium"],
+                check=True,
+                capture_output=True,
+                timeout=900,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
+        except (subprocess.SubprocessError, OSError) as exc:
+            pytest.skip(f"Chromium is not installed and apt-get install chromium failed: {exc}")
+        if path := shutil.which("chromium"):
+            return path
+    pytest.skip("the browser test needs Chromium (apt-get install chromium, or $MESHGATE_CHROMIUM)")
+
+
+@pytest.fixture(scope="module")
+def ecdsa_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, bytes]:
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1, valid 10 days: its cert and
+    key files, and the SHA-256 of its DER (the page's ``serverCertificateHashes``)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=10))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    d = tmp_path_factory.mktemp("wt-cert")
+    cert_file, key_file = d / "cert.pem", d / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+    return str(cert_file), str(key_file), digest
+
+
+PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>meshgate WebTransport test</title>
+<pre id="out">running</pre>
+<script type="module">
+import { connect, encode } from "./meshgate.js";
+const cfg = %(cfg)s;
+cfg.hashes = cfg.hashes.map((h) => ({ algorithm: h.algorithm, value: new Uint8Array(h.value) }));
+const out = document.getElementById("out");
+const report = async (path, body) =>
+  fetch(path, { method: "POST", body: JSON.stringify(body) });
+const result = { states: [], ships: [], events: [], errors: [] };
+try {
+  // a wrong token is refused
+  try {
+    const bad = await connect(cfg.url, { token: "not-the-token", serverCertificateHashes: cfg.hashes });
+    result.badTokenAccepted = true;
+    await bad.close();
+  } catch (e) { result.badTokenRefused = String(e.code ?? e); }
+  const client = await connect(cfg.url, {
+    token: cfg.token, session: cfg.session, serverCertificateHashes: cfg.hashes,
+    onError: (e) => result.errors.push(String(e)),
+  });
+  result.features = client.server.features;
+  let done;
+  const finished = new Promise((r) => { done = r; });
+  await client.subscribe("state.>", (m) => {
+    const v = Number(new TextDecoder().decode(m.payload));
+    result.states.push([v, m.unreliable, m.kseq]);
+    if (v === cfg.lastState) done();
+  });
+  await client.subscribe("event.>", (m) => result.events.push(new TextDecoder().decode(m.payload)));
+  await client.subscribe("cell.0.0.>", (m) => {
+    result.ships.push([new TextDecoder().decode(m.payload), m.reply]);
+  });
+  await client.flush();
+  await report("/ready", {});
+  result.inputSeqs = [];
+  for (const d of ["+", "+", "+"]) result.inputSeqs.push(await client.sendInput("ship", d));
+  await client.publish("event.browser", "hello from the browser");
+  // the last state (a datagram) may be lost: the page gives up after 10 s, and says so
+  const timedOut = await Promise.race([
+    finished.then(() => false), new Promise((r) => setTimeout(() => r(true), 10000)),
+  ]);
+  if (timedOut) result.errors.push(`state ${cfg.lastState} never arrived`);
+  await client.flush();
+  result.staleDropped = client.staleDropped;
+  result.datagrams = client.datagrams;
+  result.badDatagrams = client.badDatagrams;
+  await client.close();
+} catch (e) {
+  result.errors.push(String(e && e.stack || e));
+}
+out.textContent = JSON.stringify(result);
+await report("/result", result);
+</script>
+"""
+
+
+class _Pages(http.server.SimpleHTTPRequestHandler):
+    """GET serves the page directory; POST /ready and /result hand the body to the
+    test (through ``server.posted``)."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.posted(self.path, body)  # type: ignore[attr-defined]
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Board:
+    """What the page posted, for the trio side to wait on."""
+
+    def __init__(self, token: trio.lowlevel.TrioToken) -> None:
+        self.token = token
+        self.posts: dict[str, bytes] = {}
+        self.changed = trio.Event()
+
+    def posted(self, path: str, body: bytes) -> None:
+        def note() -> None:
+            self.posts[path] = body
+            self.changed.set()
+            self.changed = trio.Event()
+
+        trio.from_thread.run_sync(note, trio_token=self.token)
+
+    async def wait(self, path: str) -> bytes:
+        while path not in self.posts:
+            await self.changed.wait()
+        return self.posts[path]
+
+
+@pytest.fixture
+def page_dir(tmp_path: Path) -> Path:
+    shutil.copy(CLIENT_JS, tmp_path / "meshgate.js")
+    return tmp_path
+
+
+@pytest.fixture
+def http_server(page_dir: Path) -> Iterator[http.server.ThreadingHTTPServer]:
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), partial(_Pages, directory=str(page_dir))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def validate(state: bytes, data: bytes) -> bytes | None:
+    """The owner accepts every input."""
+    return None
+
+
+async def test_a_browser_plays_the_same_game_as_a_tcp_client(
+    ecdsa_cert: tuple[str, str, bytes],
+    page_dir: Path,
+    http_server: http.server.ThreadingHTTPServer,
+    tmp_path: Path,
+) -> None:
+    chromium = _chromium()
+    cert_file, key_file, digest = ecdsa_cert
+    board = _Board(trio.lowlevel.current_trio_token())
+    http_server.posted = board.posted  # type: ignore[attr-defined]
+    cfg = GatewayConfig(
+        listen=["tcp://127.0.0.1:0", "webtransport://127.0.0.1:0/meshgate"],
+        tls_cert_file=cert_file,
+        tls_key_file=key_file,
+        users=[PLAYER, OWNER],
+        replicants=True,
+        datagram_refresh=8,
+    )
+    owner = InMemoryReplicant("east", GRID, {"ship": (5, 5)}, validate=validate)
+    with trio.fail_after(90):
+        async with open_gateway(cfg) as gw:
+            tcp_url, wt_url = gw.client_urls
+            assert wt_url.startswith("webtransport://127.0.0.1:")
+            assert wt_url.endswith("/meshgate")
+            port = int(wt_url.rsplit(":", 1)[1].split("/", 1)[0])
+            (page_dir / "index.html").write_text(
+                PAGE
+                % {
+                    "cfg": json.dumps(
+                        {
+                            "url": f"https://127.0.0.1:{port}/meshgate",
+                            "token": PLAYER.token,
+                            "session": SESSION,
+                            "hashes": [{"algorithm": "sha-256", "value": list(digest)}],
+                            "lastState": 20,
+                        }
+                    )
+                }
+            )
+            page = f"http://127.0.0.1:{http_server.server_address[1]}/index.html"
+            async with (
+                connect_replicant(tcp_url, "east", token=OWNER.token) as link,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(owner.run, link)
+                await owner.wait_ready()
+                async with (
+                    meshgate.connect(tcp_url, token=PLAYER.token) as tcp,
+                    tcp.subscribe("cell.0.0.>") as seen,
+                    tcp.subscribe("event.>") as events,
+                ):
+                    await tcp.flush()
+                    browser = await trio.lowlevel.open_process(
+                        [
+                            chromium,
+                            "--headless=new",
+                            "--no-sandbox",
+                            "--disable-gpu",
+                            "--no-first-run",
+                            "--disable-extensions",
+                            f"--user-data-dir={tmp_path / 'profile'}",
+                            "--enable-quic",
+                            f"--origin-to-force-quic-on=127.0.0.1:{port}",
+                            page,
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    try:
+                        await board.wait("/ready")
+                        # the TCP client's keyed state: datagrams to the browser
+                        for i in range(1, 21):
+                            await tcp.publish("state.e1", str(i).encode(), key="e1")
+                        await tcp.flush()
+                        result = json.loads(await board.wait("/result"))
+                        # the browser's input moved the ship the TCP client watches
+                        while True:
+                            m = await seen.receive()
+                            if m.reply is None and m.payload.endswith(b"+++"):
+                                break
+                        assert (await events.receive()).payload == b"hello from the browser"
+                    finally:
+                        browser.kill()
+                        await browser.wait()
+                nursery.cancel_scope.cancel()
+            wt_stats = gw.statistics()
+    assert result["errors"] == [], result["errors"]
+    assert "badTokenAccepted" not in result
+    assert result["badTokenRefused"]
+    assert "game" in result["features"]
+    assert result["inputSeqs"] == [1, 2, 3]
+    values = [v for v, _, _ in result["states"]]
+    assert values == sorted(set(values)), "state never goes back in time"
+    assert values[-1] == 20
+    unreliable = {v for v, u, _ in result["states"] if u}
+    assert 20 in unreliable, "keyed state came as WebTransport datagrams"
+    assert not ({8, 16} & unreliable), "every 8th update is a reliable refresh"
+    assert result["datagrams"] >= len(unreliable)
+    assert result["badDatagrams"] == 0
+    assert any(p.endswith("+++") for p, _ in result["ships"]), "the browser saw its ship move"
+    assert wt_stats.datagrams_out >= len(unreliable)
+    (identity,) = {client for client, _ in owner.log["ship"]}
+    assert identity.startswith("s-"), "the session key made the game identity"
+    assert owner.states["ship"] == b"+++"

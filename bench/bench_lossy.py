@@ -1,0 +1,260 @@
+"""What a player sees over a lossy link (issue 20): the age of the freshest state each
+client holds, and how long its inputs take to reach the node.
+
+One node (in this process) serves ``tcp://`` and ``quic://``.  A publisher next to the
+node sends the keyed state of ``--entities`` entities at ``--rate`` Hz each (one
+``state.<entity>`` message per update, ``key=<entity>``).  ``--clients`` clients
+subscribe to all of it and send an input every 50 ms, in three scenarios run one after
+the other in one run:
+
+* ``quic-datagrams``: QUIC through the UDP fault proxy (``--loss`` in each direction,
+  ``--delay`` +- ``--jitter`` one way); keyed state as unreliable datagrams (every 8th
+  update of a key on the stream, the node's default refresh);
+* ``quic-stream``: the same link, everything on the reliable stream
+  (``datagram_refresh = 1``): a lost packet holds back everything after it;
+* ``tcp-clean``: TCP on a clean loopback link (the reference).
+
+Every 10 ms a sampler takes, per client and entity, the age of the freshest state the
+client holds (now minus the time that state was published); the report gives p50, p99
+and max of those ages, and p50/p99/max of the inputs' one-way delivery latency (a
+client's publish to its arrival at a subscriber next to the node).  One clock for
+everything: all of it runs in one trio process.
+
+    python bench/bench_lossy.py --clients 10 --entities 5 --seconds 10
+
+writes ``bench/results/lossy-<time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import ssl
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+import trustme
+
+import meshgate
+from meshgate import GatewayConfig, open_gateway
+from meshgate.testing.chaos import UdpFaults, open_udp_fault_proxy
+
+RESULTS = Path(__file__).resolve().parent / "results"
+INPUT_INTERVAL = 0.05
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50_ms": round(_pct(values, 0.50) * 1000, 2),
+        "p99_ms": round(_pct(values, 0.99) * 1000, 2),
+        "max_ms": round(max(values, default=float("nan")) * 1000, 2),
+        "mean_ms": round(statistics.fmean(values) * 1000, 2) if values else float("nan"),
+    }
+
+
+async def _scenario(
+    name: str, args: argparse.Namespace, certs: tuple[str, str, ssl.SSLContext]
+) -> dict[str, Any]:
+    cert_file, key_file, ctx = certs
+    datagrams = name == "quic-datagrams"
+    cfg = GatewayConfig(
+        listen=["tcp://127.0.0.1:0", "quic://127.0.0.1:0"],
+        tls_cert_file=cert_file,
+        tls_key_file=key_file,
+        datagram_refresh=8 if datagrams else 1,
+        max_pending_bytes=8 * 1024 * 1024,
+    )
+    faults = UdpFaults(drop=args.loss, delay=args.delay, jitter=args.jitter)
+    entities = [f"e{i}" for i in range(args.entities)]
+    ages: list[float] = []
+    input_latency: list[float] = []
+    received = {"datagram": 0, "stream": 0}
+    async with open_gateway(cfg) as gw:
+        tcp_url, quic_url = gw.client_urls
+        async with (
+            open_udp_fault_proxy(quic_url, faults=faults, seed=args.seed) as proxy,
+            meshgate.connect(tcp_url) as publisher,
+            publisher.subscribe("input.>") as inputs,
+            trio.open_nursery() as nursery,
+        ):
+            await publisher.flush()
+            url = f"quic://127.0.0.1:{proxy.address[1]}" if name.startswith("quic") else tcp_url
+            if args.no_proxy and name.startswith("quic"):
+                url = quic_url
+            # freshest[client][entity] = publish time of the newest state held
+            freshest: list[dict[str, float]] = [{} for _ in range(args.clients)]
+            clients = []
+            for i in range(args.clients):
+                c = await nursery.start(_client, i, url, ctx, freshest[i], received)
+                clients.append(c)
+            running = trio.Event()
+            stop = trio.Event()
+
+            async def publish_state() -> None:
+                period = 1 / args.rate
+                start = trio.current_time()
+                n = 0
+                while not stop.is_set():
+                    await trio.sleep_until(start + n * period)
+                    for e in entities:
+                        await publisher.publish(
+                            f"state.{e}", f"{n} {trio.current_time()!r}".encode(), key=e
+                        )
+                    n += 1
+
+            async def collect_inputs() -> None:
+                async for msg in inputs:
+                    sent = float(msg.payload)
+                    if running.is_set():
+                        input_latency.append(trio.current_time() - sent)
+
+            async def send_inputs(c: meshgate.Client, i: int) -> None:
+                start = trio.current_time() + i * INPUT_INTERVAL / args.clients
+                n = 0
+                while not stop.is_set():
+                    await trio.sleep_until(start + n * INPUT_INTERVAL)
+                    await c.publish(f"input.{i}", repr(trio.current_time()).encode())
+                    n += 1
+
+            nursery.start_soon(publish_state)
+            nursery.start_soon(collect_inputs)
+            for i, c in enumerate(clients):
+                nursery.start_soon(send_inputs, c, i)
+            await trio.sleep(args.warmup)
+            running.set()
+            end = trio.current_time() + args.seconds
+            while trio.current_time() < end:
+                await trio.sleep(0.01)
+                now = trio.current_time()
+                for held in freshest:
+                    for e in entities:
+                        t = held.get(e)
+                        if t is not None:
+                            ages.append(now - t)
+            stop.set()
+            stats = gw.statistics()
+            proxy_stats = attrs.asdict(proxy.stats)
+            nursery.cancel_scope.cancel()
+    return {
+        "scenario": name,
+        "link": "clean loopback"
+        if name == "tcp-clean"
+        else f"{args.loss:.0%} loss each way, {args.delay * 1000:.0f} ms +- "
+        f"{args.jitter * 1000:.0f} ms one way",
+        "freshest_state_age": _summary(ages),
+        "input_latency": _summary(input_latency),
+        "state_received": dict(received),
+        "node_datagrams_out": stats.datagrams_out,
+        "proxy": proxy_stats if name.startswith("quic") else None,
+    }
+
+
+async def _client(
+    i: int,
+    url: str,
+    ctx: ssl.SSLContext,
+    held: dict[str, float],
+    received: dict[str, int],
+    task_status: trio.TaskStatus[meshgate.Client] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with (
+        meshgate.connect(url, ssl_context=ctx if url.startswith("quic") else None) as c,
+        c.subscribe("state.>") as sub,
+    ):
+        await c.flush()
+        task_status.started(c)
+        async for msg in sub:
+            _, sent = msg.payload.split()
+            t = float(sent)
+            e = msg.subject[6:]
+            if t > held.get(e, 0.0):
+                held[e] = t
+            received["datagram" if msg.unreliable else "stream"] += 1
+
+
+def _certs(directory: str) -> tuple[str, str, ssl.SSLContext]:
+    """The node's certificate and key files, and a client context trusting its CA."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = d / "lossy-cert.pem", d / "lossy-key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return str(cert_file), str(key_file), ctx
+
+
+async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    certs = _certs(args.tmp)
+    out = []
+    for name in ("quic-datagrams", "quic-stream", "tcp-clean"):
+        result = await _scenario(name, args, certs)
+        print(json.dumps(result), file=sys.stderr, flush=True)
+        out.append(result)
+    interval = 1 / args.rate
+    target = 2 * interval + args.delay
+    dg = out[0]["freshest_state_age"]["p99_ms"] / 1000
+    return {
+        "bench": "lossy",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "params": {
+            "clients": args.clients,
+            "entities": args.entities,
+            "rate_hz": args.rate,
+            "loss": args.loss,
+            "delay_ms": args.delay * 1000,
+            "jitter_ms": args.jitter * 1000,
+            "seconds": args.seconds,
+            "seed": args.seed,
+        },
+        "target_p99_ms": round(target * 1000, 1),
+        "datagrams_within_target": dg <= target,
+        "scenarios": out,
+    }
+
+
+def main() -> None:
+    """Run the three scenarios and write the JSON result."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clients", type=int, default=10)
+    p.add_argument("--entities", type=int, default=5)
+    p.add_argument("--rate", type=float, default=20.0, help="state updates per entity per s")
+    p.add_argument("--loss", type=float, default=0.02)
+    p.add_argument("--delay", type=float, default=0.020)
+    p.add_argument("--jitter", type=float, default=0.005)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=20)
+    p.add_argument("--no-proxy", action="store_true", help="QUIC straight to the node")
+    p.add_argument("--tmp", default="/tmp/meshgate-bench-lossy")
+    p.add_argument("--out", default=None, help="result file (default bench/results/lossy-*)")
+    args = p.parse_args()
+    result = trio.run(_main, args)
+    path = Path(args.out) if args.out else RESULTS / f"lossy-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "scenarios"}, indent=2))
+    for s in result["scenarios"]:
+        print(s["scenario"], "age", s["freshest_state_age"], "input", s["input_latency"])
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,8 @@ keyed state over unreliable datagrams, and bad input on the UDP port."""
 from __future__ import annotations
 
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from meshgate import GatewayConfig, open_gateway
 from meshgate.client import connect_with_stream
 from meshgate.replicant import InMemoryReplicant, connect_replicant
 from meshgate.spatial import Grid
-from meshgate.transports import QuicStream, connect_stream
+from meshgate.transports import QuicStream, connect_stream, get_transport
 
 pytest.importorskip("aioquic", reason="quic:// needs aioquic (pip install 'meshgate[quic]')")
 trustme = pytest.importorskip("trustme", reason="the tests' certificates need trustme")
@@ -81,6 +83,14 @@ async def test_quic_client_talks_to_tcp_client(certs: tuple[str, str, ssl.SSLCon
                 await q.publish("to.tcp", b"hello tcp")
                 assert (await sub_q.receive()).payload == b"hello quic"
                 assert (await sub_t.receive()).payload == b"hello tcp"
+            # the clients left: the endpoint holds nothing of them any more
+            endpoint = get_transport(quic_url).endpoints[quic_url]  # type: ignore[attr-defined]
+            await endpoint.wait_no_connections()
+            assert endpoint.table_sizes() == {
+                "connections": 0,
+                "connection_ids": 0,
+                "handshakes": 0,
+            }
 
 
 async def test_keyed_state_travels_as_datagrams_and_the_rest_reliably(
@@ -191,3 +201,78 @@ async def test_a_client_whose_address_changes_keeps_its_connection(
                 assert (await sub.receive()).payload == b"after"
                 assert {c.cid for c in gw.connz()} == before  # the same connections
                 assert gw.varz().quic[quic_url]["address_changes"] >= 1
+
+
+def check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "meshgate", "serve", "--check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_serve_check_names_the_tls_field_a_quic_listener_lacks(
+    tmp_path: Path, certs: tuple[str, str, ssl.SSLContext]
+) -> None:
+    cert_file, key_file, _ = certs
+    good = tmp_path / "good.toml"
+    good.write_text(
+        'listen = ["tcp://127.0.0.1:0", "wss://127.0.0.1:0", "quic://127.0.0.1:0"]\n'
+        f'[tls]\ncert_file = "{cert_file}"\nkey_file = "{key_file}"\n'
+    )
+    assert check(good).returncode == 0, check(good).stderr
+    no_tls = tmp_path / "no-tls.toml"
+    no_tls.write_text('listen = ["tcp://127.0.0.1:0", "quic://127.0.0.1:0"]\n')
+    proc = check(no_tls)
+    assert proc.returncode == 2
+    assert "tls.cert_file: a quic:// listener needs it" in proc.stderr
+    unreadable = tmp_path / "unreadable.toml"
+    unreadable.write_text(
+        'listen = "quic://127.0.0.1:0"\n'
+        f'[tls]\ncert_file = "{cert_file}"\nkey_file = "{tmp_path / "nope.pem"}"\n'
+    )
+    proc = check(unreadable)
+    assert proc.returncode == 2
+    assert "tls.key_file: cannot load" in proc.stderr
+
+
+def test_listen_takes_one_url_or_a_list(certs: tuple[str, str, ssl.SSLContext]) -> None:
+    assert GatewayConfig(listen="127.0.0.1:0").listen == "127.0.0.1:0"  # as before
+    assert GatewayConfig(listen=["127.0.0.1:0"]).listen == "127.0.0.1:0"
+    cfg = quic_config(certs)
+    assert cfg.client_listeners == (
+        ("listen[0]", "tcp://127.0.0.1:0"),
+        ("listen[1]", "quic://127.0.0.1:0"),
+    )
+    # QUIC is UDP: it may share a port number with a TCP listener
+    GatewayConfig(
+        listen=["tcp://127.0.0.1:4999", "quic://127.0.0.1:4999"],
+        tls_cert_file=certs[0],
+        tls_key_file=certs[1],
+    )
+    with pytest.raises(meshgate.ConfigError, match=r"listen\[1\]"):
+        GatewayConfig(listen=["tcp://127.0.0.1:4999", "tcp://127.0.0.1:4999"])
+    with pytest.raises(meshgate.ConfigError, match="tls"):
+        GatewayConfig(listen=["tcp://127.0.0.1:0", "wss://127.0.0.1:0"])
+
+
+async def test_wss_serves_websocket_over_tls(certs: tuple[str, str, ssl.SSLContext]) -> None:
+    pytest.importorskip("trio_websocket", reason="wss:// needs trio-websocket")
+    cert_file, key_file, client_ctx = certs
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert_file, key_file)
+    cfg = GatewayConfig(listen=["tcp://127.0.0.1:0", "wss://127.0.0.1:0"], tls=server_ctx)
+    with trio.fail_after(20):
+        async with open_gateway(cfg) as gw:
+            tcp_url, wss_url = gw.client_urls
+            assert wss_url.startswith("wss://127.0.0.1:")
+            async with (
+                meshgate.connect(wss_url, ssl_context=client_ctx, reconnect=False) as w,
+                meshgate.connect(tcp_url) as t,
+            ):
+                sub = await w.add_subscription("secure")
+                await w.flush()
+                await t.publish("secure", b"over tls")
+                assert (await sub.receive()).payload == b"over tls"

@@ -458,8 +458,14 @@ def tls_context_from_files(
         raise ConfigError(field, "must be a table with cert_file, key_file and optionally ca_file")
     _known_keys_only(field, spec, _TLS_KEYS, f"[{field}]")
     for key in ("cert_file", "key_file"):
-        if not isinstance(spec.get(key), str):
+        path = spec.get(key)
+        if not isinstance(path, str):
             raise ConfigError(f"{field}.{key}", "is required (a file path)")
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"{field}.{key}", f"cannot load {path!r}: {exc.strerror}") from None
     purpose = ssl.Purpose.SERVER_AUTH if client else ssl.Purpose.CLIENT_AUTH
     ctx = ssl.create_default_context(purpose)
     try:

@@ -110,6 +110,9 @@ class QuicLimits:
     max_streams: int = 16
     #: seconds without a packet before a connection is gone
     idle_timeout: float = 30.0
+    #: seconds a client has after its handshake to open the protocol's stream
+    #: (``stream_timeouts``)
+    stream_timeout: float = 10.0
     #: unread stream bytes one connection may hold; more closes it (``floods``)
     max_buffered: int = 4 * 1024 * 1024
     #: bytes queued for sending on one connection past which datagrams are dropped
@@ -141,6 +144,8 @@ class QuicStats:
     #: connections refused for an ALPN no handler serves
     alpn_refused: int = 0
     streams_refused: int = 0
+    #: connections closed for opening no protocol stream within ``stream_timeout``
+    stream_timeouts: int = 0
     #: connections closed for holding more than ``max_buffered`` unread bytes
     floods: int = 0
     #: packets of a known connection from a new address (connection migration,
@@ -198,11 +203,19 @@ class QuicPeer:
         self.alpn: str | None = None
         self.handler: QuicConnectionHandler | None = None
         self.established = False
+        #: closed by this side (its handler hears nothing more)
+        self.closing = False
+        #: :meth:`close_soon`: (not before, not after), else None
+        self.linger: tuple[float, float] | None = None
         self.done = False
         self._endpoint = endpoint
+        #: the endpoint's limits
+        self.endpoint_limits = endpoint.limits
         self._wake = trio.Event()
         self._progress = trio.Event()
         self._streams: set[int] = set()
+        #: the connection IDs the endpoint knows this connection by
+        self.cids: set[bytes] = set()
         #: the largest UDP payload this connection sends
         self.max_datagram_size: int = quic.configuration.max_datagram_size
         #: bytes handed to aioquic (stream data and datagrams) and not yet seen leave
@@ -245,9 +258,19 @@ class QuicPeer:
             await self._progress.wait()
         await trio.lowlevel.checkpoint()
 
+    def close_soon(self, linger: float, cap: float = 1.0) -> None:
+        """Close the connection once what is queued has left in packets, but not
+        before ``linger`` seconds (the peer may close first) nor after ``cap``."""
+        if self.linger is None:
+            now = trio.current_time()
+            self.linger = (now + linger, now + max(cap, linger))
+            self.transmit()
+
     def close(self, error_code: int = 0, reason: str = "") -> None:
-        """Close the connection (a CONNECTION_CLOSE is sent)."""
-        if not self.done:
+        """Close the connection now (a CONNECTION_CLOSE is sent; what is queued and not
+        yet sent is lost: :meth:`close_soon` waits for it)."""
+        if not self.done and not self.closing:
+            self.closing = True
             self.quic.close(error_code=error_code, reason_phrase=reason)
             self.transmit()
 
@@ -288,10 +311,10 @@ class _EndpointBase:
             t = type(e)
             h = peer.handler
             if t is ev.StreamDataReceived:
-                if h is not None and peer._note_stream(e.stream_id):
+                if h is not None and not peer.closing and peer._note_stream(e.stream_id):
                     h.stream_data(e.stream_id, e.data, e.end_stream)
             elif t is ev.DatagramFrameReceived:
-                if h is not None:
+                if h is not None and not peer.closing:
                     h.datagram(e.data)
                 else:
                     self.stats.datagrams_ignored += 1
@@ -356,8 +379,18 @@ class _EndpointBase:
                 await self._transmit(peer)
                 progress, peer._progress = peer._progress, trio.Event()
                 progress.set()
+                wake_at = math.inf
+                linger = peer.linger
+                if linger is not None and not peer.closing:
+                    now = trio.current_time()
+                    if now >= linger[1] or (peer.unsent == 0 and now >= linger[0]):
+                        peer.close(0, "closed")
+                        continue  # send the CONNECTION_CLOSE
+                    wake_at = linger[0] if peer.unsent == 0 else linger[1]
                 timer = quic.get_timer()
-                with trio.move_on_at(timer if timer is not None else math.inf):
+                if timer is not None:
+                    wake_at = min(wake_at, timer)
+                with trio.move_on_at(wake_at):
                     await peer._wake.wait()
                 peer._wake = trio.Event()
                 if timer is not None and trio.current_time() >= timer:
@@ -401,12 +434,28 @@ class QuicEndpoint(_EndpointBase):
         self._by_cid: dict[bytes, QuicPeer] = {}
         self._peers: set[QuicPeer] = set()
         self._handshaking = 0
+        self._idle = trio.Event()
         self._retry = QuicRetryTokenHandler() if self.limits.retry else None
 
     @property
     def connections(self) -> int:
         """Connections open now."""
         return len(self._peers)
+
+    def table_sizes(self) -> dict[str, int]:
+        """How much per-connection state the endpoint holds (each bounded)."""
+        return {
+            "connections": len(self._peers),
+            "connection_ids": len(self._by_cid),
+            "handshakes": self._handshaking,
+        }
+
+    async def wait_no_connections(self) -> None:
+        """Wait until no connection is open (all closed, timed out or refused)."""
+        while self._peers:
+            self._idle = trio.Event()
+            await self._idle.wait()
+        await trio.lowlevel.checkpoint()
 
     def _factory(self, alpn: str | None) -> Callable[[QuicPeer], QuicConnectionHandler] | None:
         return self.handlers.get(alpn) if alpn is not None else None
@@ -417,17 +466,25 @@ class QuicEndpoint(_EndpointBase):
 
     def _cid_issued(self, peer: QuicPeer, cid: bytes) -> None:
         self._by_cid[cid] = peer
+        peer.cids.add(cid)
 
     def _cid_retired(self, cid: bytes) -> None:
-        self._by_cid.pop(cid, None)
+        peer = self._by_cid.pop(cid, None)
+        if peer is not None:
+            peer.cids.discard(cid)
 
     def _forget(self, peer: QuicPeer) -> None:
         if peer in self._peers:
             self._peers.discard(peer)
             if not peer.established:
                 self._handshaking -= 1
-        for cid in [c for c, p in self._by_cid.items() if p is peer]:
-            del self._by_cid[cid]
+            if not self._peers:
+                self._idle.set()
+        by_cid = self._by_cid
+        for cid in peer.cids:
+            if by_cid.get(cid) is peer:
+                del by_cid[cid]
+        peer.cids.clear()
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Receive and dispatch packets until cancelled."""
@@ -560,6 +617,7 @@ class QuicEndpoint(_EndpointBase):
         self.stats.connections_opened += 1
         self._by_cid[dcid] = peer
         self._by_cid[quic.host_cid] = peer
+        peer.cids.update((dcid, quic.host_cid))
         conn_nursery.start_soon(self._drive, peer)
         try:
             self._feed(peer, data, addr)
@@ -596,6 +654,9 @@ class QuicStream(trio.abc.Stream):
         self.datagrams_dropped = 0
         #: the client side's connection (:meth:`migrate`); None on the node
         self.endpoint: _ClientEndpoint | None = None
+        self._eof_sent = False
+        #: seconds :meth:`aclose` leaves the peer to close the connection first
+        self.linger = 0.0
 
     @property
     def local_address(self) -> tuple[Any, ...] | None:
@@ -694,16 +755,24 @@ class QuicStream(trio.abc.Stream):
 
     async def send_eof(self) -> None:
         """End our side of the stream (the connection stays until the peer ends)."""
-        peer = self.peer
-        if not peer.done:
-            peer.send_stream_data(self.stream_id, b"", end_stream=True)
-            peer.transmit()
+        self._end()
         await trio.lowlevel.checkpoint()
 
+    def _end(self) -> None:
+        peer = self.peer
+        if not self._eof_sent and not peer.done and not peer.closing:
+            self._eof_sent = True
+            peer.send_stream_data(self.stream_id, b"", end_stream=True)
+            peer.transmit()
+
     async def aclose(self) -> None:
+        """End the stream and close the connection once what was written has left
+        (the node waits ``linger`` seconds for the client to close first, so that its
+        last frames, an error say, are read)."""
         if not self._closed:
             self._closed = True
-            self.peer.close(0, "closed")
+            self._end()
+            self.peer.close_soon(self.linger)
             self._gone()
         await trio.lowlevel.checkpoint()
 
@@ -716,6 +785,7 @@ class _MeshgateHandler(QuicConnectionHandler):
         super().__init__(peer)
         self._serve = serve
         self.stream: QuicStream | None = None
+        peer.nursery.start_soon(self._deadline)
 
     def stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         stream = self.stream
@@ -723,16 +793,24 @@ class _MeshgateHandler(QuicConnectionHandler):
             if stream_id % 4 != 0:  # not client-initiated bidirectional: ignored
                 return
             stream = self.stream = QuicStream(self.peer, stream_id)
+            stream.linger = 1.0
             self.peer.nursery.start_soon(self._run, stream)
         elif stream_id != stream.stream_id:
             return  # one protocol stream only (the peer's stream count is bounded)
         stream._data(data, end_stream)
 
+    async def _deadline(self) -> None:
+        """A client that opens no protocol stream in time holds no connection."""
+        await trio.sleep(self.peer.endpoint_limits.stream_timeout)
+        if self.stream is None:
+            self.peer.stats.stream_timeouts += 1
+            self.peer.close(0, "no stream opened")
+
     async def _run(self, stream: QuicStream) -> None:
         try:
             await self._serve(stream)
         finally:
-            self.peer.close(0, "done")
+            await stream.aclose()
 
     def closed(self) -> None:
         if self.stream is not None:

@@ -32,6 +32,7 @@ import json
 import platform
 import ssl
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,9 +68,9 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 async def _scenario(
-    name: str, args: argparse.Namespace, certs: tuple[str, str, ssl.SSLContext]
+    name: str, args: argparse.Namespace, certs: tuple[str, str, str]
 ) -> dict[str, Any]:
-    cert_file, key_file, ctx = certs
+    cert_file, key_file, ca_file = certs
     datagrams = name == "quic-datagrams"
     cfg = GatewayConfig(
         listen=["tcp://127.0.0.1:0", "quic://127.0.0.1:0"],
@@ -80,9 +81,7 @@ async def _scenario(
     )
     faults = UdpFaults(drop=args.loss, delay=args.delay, jitter=args.jitter)
     entities = [f"e{i}" for i in range(args.entities)]
-    ages: list[float] = []
     input_latency: list[float] = []
-    received = {"datagram": 0, "stream": 0}
     async with open_gateway(cfg) as gw:
         tcp_url, quic_url = gw.client_urls
         async with (
@@ -95,60 +94,83 @@ async def _scenario(
             url = f"quic://127.0.0.1:{proxy.address[1]}" if name.startswith("quic") else tcp_url
             if args.no_proxy and name.startswith("quic"):
                 url = quic_url
-            # freshest[client][entity] = publish time of the newest state held
-            freshest: list[dict[str, float]] = [{} for _ in range(args.clients)]
-            clients = []
-            for i in range(args.clients):
-                c = await nursery.start(_client, i, url, ctx, freshest[i], received)
-                clients.append(c)
-            running = trio.Event()
-            stop = trio.Event()
+            running = False
 
             async def publish_state() -> None:
                 period = 1 / args.rate
                 start = trio.current_time()
                 n = 0
-                while not stop.is_set():
+                while True:
                     await trio.sleep_until(start + n * period)
                     for e in entities:
                         await publisher.publish(
-                            f"state.{e}", f"{n} {trio.current_time()!r}".encode(), key=e
+                            f"state.{e}", f"{n} {time.monotonic()!r}".encode(), key=e
                         )
                     n += 1
 
             async def collect_inputs() -> None:
                 async for msg in inputs:
-                    sent = float(msg.payload)
-                    if running.is_set():
-                        input_latency.append(trio.current_time() - sent)
-
-            async def send_inputs(c: meshgate.Client, i: int) -> None:
-                start = trio.current_time() + i * INPUT_INTERVAL / args.clients
-                n = 0
-                while not stop.is_set():
-                    await trio.sleep_until(start + n * INPUT_INTERVAL)
-                    await c.publish(f"input.{i}", repr(trio.current_time()).encode())
-                    n += 1
+                    if running:
+                        input_latency.append(  # noqa: PERF401 (a flag read per arrival)
+                            time.monotonic() - float(msg.payload)
+                        )
 
             nursery.start_soon(publish_state)
             nursery.start_soon(collect_inputs)
-            for i, c in enumerate(clients):
-                nursery.start_soon(send_inputs, c, i)
-            await trio.sleep(args.warmup)
-            running.set()
-            end = trio.current_time() + args.seconds
-            while trio.current_time() < end:
-                await trio.sleep(0.01)
-                now = trio.current_time()
-                for held in freshest:
-                    for e in entities:
-                        t = held.get(e)
-                        if t is not None:
-                            ages.append(now - t)
-            stop.set()
+            # the clients run in worker processes: their QUIC stacks (aioquic is pure
+            # Python where it is not crypto) must not share the node's CPU and loop
+            per = [len(range(k, args.clients, args.procs)) for k in range(args.procs)]
+            workers = []
+            first = 0
+            for count in per:
+                if not count:
+                    continue
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    url,
+                    "--ca",
+                    ca_file,
+                    "--first",
+                    str(first),
+                    "--clients",
+                    str(count),
+                    "--entities",
+                    str(args.entities),
+                    "--seconds",
+                    str(args.seconds),
+                    "--warmup",
+                    str(args.warmup),
+                ]
+                first += count
+                workers.append(await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE))
+            outputs: list[bytes] = []
+
+            async def read(proc: trio.Process) -> None:
+                assert proc.stdout is not None
+                chunks = []
+                while chunk := await proc.stdout.receive_some(1 << 20):
+                    chunks.append(chunk)
+                await proc.wait()
+                outputs.append(b"".join(chunks))
+
+            async with trio.open_nursery() as readers:
+                for w in workers:
+                    readers.start_soon(read, w)
+                await trio.sleep(args.warmup + 2.0)  # connections, then the workers' warmup
+                running = True
+            running = False
             stats = gw.statistics()
             proxy_stats = attrs.asdict(proxy.stats)
             nursery.cancel_scope.cancel()
+    ages: list[float] = []
+    received = {"datagram": 0, "stream": 0}
+    for out in outputs:
+        r = json.loads(out)
+        ages += r["ages"]
+        for k in received:
+            received[k] += r["received"][k]
     return {
         "scenario": name,
         "link": "clean loopback"
@@ -157,24 +179,59 @@ async def _scenario(
         f"{args.jitter * 1000:.0f} ms one way",
         "freshest_state_age": _summary(ages),
         "input_latency": _summary(input_latency),
-        "state_received": dict(received),
+        "state_received": received,
         "node_datagrams_out": stats.datagrams_out,
         "proxy": proxy_stats if name.startswith("quic") else None,
     }
 
 
+async def _worker(args: argparse.Namespace) -> None:
+    """Clients ``--first`` .. of one scenario: subscribe, send inputs, sample the age of
+    the freshest state held; print the ages as JSON when done."""
+    url: str = args.worker
+    ctx = ssl.create_default_context(cafile=args.ca) if url.startswith("quic") else None
+    entities = [f"e{i}" for i in range(args.entities)]
+    freshest: list[dict[str, float]] = [{} for _ in range(args.clients)]
+    received = {"datagram": 0, "stream": 0}
+    ages: list[float] = []
+    async with trio.open_nursery() as nursery:
+        clients = [
+            await nursery.start(_client, url, ctx, freshest[i], received)
+            for i in range(args.clients)
+        ]
+
+        async def send_inputs(c: meshgate.Client, i: int) -> None:
+            start = trio.current_time() + (i % 10) * INPUT_INTERVAL / 10
+            n = 0
+            while True:
+                await trio.sleep_until(start + n * INPUT_INTERVAL)
+                await c.publish(f"input.{i}", repr(time.monotonic()).encode())
+                n += 1
+
+        for i, c in enumerate(clients):
+            nursery.start_soon(send_inputs, c, args.first + i)
+        await trio.sleep(args.warmup)
+        end = trio.current_time() + args.seconds
+        while trio.current_time() < end:
+            await trio.sleep(0.01)
+            now = time.monotonic()
+            for held in freshest:
+                for e in entities:
+                    t = held.get(e)
+                    if t is not None:
+                        ages.append(now - t)
+        nursery.cancel_scope.cancel()
+    sys.stdout.write(json.dumps({"ages": ages, "received": received}))
+
+
 async def _client(
-    i: int,
     url: str,
-    ctx: ssl.SSLContext,
+    ctx: ssl.SSLContext | None,
     held: dict[str, float],
     received: dict[str, int],
     task_status: trio.TaskStatus[meshgate.Client] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    async with (
-        meshgate.connect(url, ssl_context=ctx if url.startswith("quic") else None) as c,
-        c.subscribe("state.>") as sub,
-    ):
+    async with meshgate.connect(url, ssl_context=ctx) as c, c.subscribe("state.>") as sub:
         await c.flush()
         task_status.started(c)
         async for msg in sub:
@@ -186,8 +243,8 @@ async def _client(
             received["datagram" if msg.unreliable else "stream"] += 1
 
 
-def _certs(directory: str) -> tuple[str, str, ssl.SSLContext]:
-    """The node's certificate and key files, and a client context trusting its CA."""
+def _certs(directory: str) -> tuple[str, str, str]:
+    """The node's certificate and key files, and its CA's certificate file."""
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     d = Path(directory)
@@ -195,9 +252,9 @@ def _certs(directory: str) -> tuple[str, str, ssl.SSLContext]:
     cert_file, key_file = d / "lossy-cert.pem", d / "lossy-key.pem"
     cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
     cert.private_key_pem.write_to_path(str(key_file))
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    return str(cert_file), str(key_file), ctx
+    ca_file = d / "lossy-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return str(cert_file), str(key_file), str(ca_file)
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
@@ -244,9 +301,16 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=20)
     p.add_argument("--no-proxy", action="store_true", help="QUIC straight to the node")
+    p.add_argument("--procs", type=int, default=2, help="worker processes for the clients")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--ca", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--tmp", default="/tmp/meshgate-bench-lossy")
     p.add_argument("--out", default=None, help="result file (default bench/results/lossy-*)")
     args = p.parse_args()
+    if args.worker:
+        trio.run(_worker, args)
+        return
     result = trio.run(_main, args)
     path = Path(args.out) if args.out else RESULTS / f"lossy-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")

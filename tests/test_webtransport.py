@@ -334,3 +334,147 @@ async def test_a_browser_plays_the_same_game_as_a_tcp_client(
     (identity,) = {client for client, _ in owner.log["ship"]}
     assert identity.startswith("s-"), "the session key made the game identity"
     assert owner.states["ship"] == b"+++"
+
+
+# -- without a browser: aioquic's HTTP/3 client against the listener -----------------------
+
+
+class _H3Client:
+    """A minimal HTTP/3 + WebTransport client (aioquic) on one trio UDP socket."""
+
+    def __init__(self, port: int) -> None:
+        from aioquic.h3.connection import H3Connection
+        from aioquic.quic.configuration import QuicConfiguration
+        from aioquic.quic.connection import QuicConnection
+
+        cfg = QuicConfiguration(
+            is_client=True,
+            alpn_protocols=["h3"],
+            max_datagram_frame_size=65536,
+            server_name="127.0.0.1",
+        )
+        cfg.verify_mode = __import__("ssl").CERT_NONE
+        self.quic = QuicConnection(configuration=cfg)
+        self.h3 = H3Connection(self.quic, enable_webtransport=True)
+        self.addr = ("127.0.0.1", port)
+        self.sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        self.events: list[Any] = []
+        #: WebTransport streams this client opened (their data comes as QUIC events)
+        self.raw_streams: set[int] = set()
+
+    async def start(self) -> None:
+        await self.sock.bind(("127.0.0.1", 0))
+        self.quic.connect(self.addr, now=trio.current_time())
+        await self.flush()
+
+    async def flush(self) -> None:
+        for data, addr in self.quic.datagrams_to_send(now=trio.current_time()):
+            await self.sock.sendto(data, addr)
+
+    async def until(self, done: Any) -> Any:
+        """Drive the connection until ``done(event)`` holds for an HTTP/3 event."""
+        while True:
+            for e in self.events:
+                if done(e):
+                    self.events.remove(e)
+                    return e
+            timer = self.quic.get_timer()
+            with trio.move_on_at(timer if timer is not None else trio.current_time() + 5):
+                data, addr = await self.sock.recvfrom(65536)
+                self.quic.receive_datagram(data, addr, now=trio.current_time())
+            if timer is not None and trio.current_time() >= timer:
+                self.quic.handle_timer(now=trio.current_time())
+            while (qe := self.quic.next_event()) is not None:
+                if getattr(qe, "stream_id", None) in self.raw_streams:
+                    self.events.append(qe)  # aioquic's client does not parse its own
+                    continue  # WebTransport streams' replies: the raw QUIC event
+                self.events += self.h3.handle_event(qe)
+            await self.flush()
+
+    async def connect(self, path: str) -> tuple[int, int]:
+        """A WebTransport CONNECT on ``path``: (stream id, status)."""
+        from aioquic.h3.events import HeadersReceived
+
+        sid = self.quic.get_next_available_stream_id()
+        self.h3.send_headers(
+            sid,
+            [
+                (b":method", b"CONNECT"),
+                (b":protocol", b"webtransport"),
+                (b":scheme", b"https"),
+                (b":authority", f"127.0.0.1:{self.addr[1]}".encode()),
+                (b":path", path.encode()),
+            ],
+        )
+        await self.flush()
+        e = await self.until(lambda e: isinstance(e, HeadersReceived) and e.stream_id == sid)
+        return sid, int(dict(e.headers)[b":status"])
+
+
+async def test_a_python_http3_client_is_refused_off_the_path_and_served_on_it(
+    ecdsa_cert: tuple[str, str, bytes],
+) -> None:
+    """Without a browser: a request off the path gets 404, a second session 429, the
+    client's datagrams are ignored and counted; the session on the path speaks the
+    meshgate protocol on its first bidirectional stream and gets keyed state as
+    datagrams (the session's quarter stream ID, then the keyed MSG)."""
+    import msgpack
+    from aioquic.h3.events import DatagramReceived
+    from aioquic.quic.events import StreamDataReceived
+
+    from meshgate.transports import get_transport
+
+    cert_file, key_file, _ = ecdsa_cert
+    cfg = GatewayConfig(
+        listen=["tcp://127.0.0.1:0", "webtransport://127.0.0.1:0/mg"],
+        tls_cert_file=cert_file,
+        tls_key_file=key_file,
+        users=[PLAYER],
+    )
+    with trio.fail_after(20):
+        async with open_gateway(cfg) as gw:
+            tcp_url, wt_url = gw.client_urls
+            port = int(wt_url.rsplit(":", 1)[1].split("/", 1)[0])
+            counters = get_transport(wt_url).stats[wt_url]  # type: ignore[attr-defined]
+            client = _H3Client(port)
+            with client.sock:
+                await client.start()
+                assert (await client.connect("/elsewhere"))[1] == 404
+                assert counters.requests_refused == 1
+                session, status = await client.connect("/mg")
+                assert status == 200
+                assert (await client.connect("/mg"))[1] == 429
+                assert counters.sessions_refused == 1
+                client.h3.send_datagram(session, b"noise before anything")
+                stream = client.h3.create_webtransport_stream(session, is_unidirectional=False)
+                client.raw_streams.add(stream)
+                hello = {"version": 1, "role": "client", "name": "h3", "token": PLAYER.token}
+                out = msgpack.packb([0, hello]) + msgpack.packb([2, 1, "state.>", None])
+                client.quic.send_stream_data(stream, out + msgpack.packb([5]))
+                await client.flush()
+                unpacker = msgpack.Unpacker()
+
+                def frame(op: int) -> Any:
+                    def done(e: Any) -> bool:
+                        if isinstance(e, StreamDataReceived) and e.stream_id == stream:
+                            unpacker.feed(e.data)
+                        return any(f[0] == op for f in frames_seen(unpacker))
+
+                    return done
+
+                seen: list[list[Any]] = []
+
+                def frames_seen(u: msgpack.Unpacker) -> list[list[Any]]:
+                    seen.extend(u)
+                    return seen
+
+                await client.until(frame(6))  # PONG: the node accepted the session's client
+                assert [f[0] for f in seen][:2] == [0, 6]
+                async with meshgate.connect(tcp_url, token=PLAYER.token) as tcp:
+                    await tcp.publish("state.e1", b"where e1 is", key="e1")
+                    await tcp.flush()
+                    e = await client.until(lambda e: isinstance(e, DatagramReceived))
+                assert e.stream_id == session
+                assert msgpack.unpackb(e.data) == [4, 1, "state.e1", None, b"where e1 is", 1, "e1"]
+                assert gw.varz().quic[wt_url]["datagrams_ignored"] >= 1
+                assert counters.sessions == 1

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import ssl
 import statistics
@@ -260,6 +261,7 @@ def _certs(directory: str) -> tuple[str, str, str]:
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     certs = _certs(args.tmp)
     out = []
+    load_before = os.getloadavg()
     for name in ("quic-datagrams", "quic-stream", "tcp-clean"):
         result = await _scenario(name, args, certs)
         print(json.dumps(result), file=sys.stderr, flush=True)
@@ -272,6 +274,11 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        # the machine's load (1, 5, 15 min) before and after: a shared machine's other
+        # work takes CPU from the pure-Python QUIC path first
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "params": {
             "clients": args.clients,
             "entities": args.entities,

@@ -29,6 +29,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import meshgate
 from meshgate import GatewayConfig, User, open_gateway
@@ -478,3 +480,95 @@ async def test_a_python_http3_client_is_refused_off_the_path_and_served_on_it(
                 assert msgpack.unpackb(e.data) == [4, 1, "state.e1", None, b"where e1 is", 1, "e1"]
                 assert gw.varz().quic[wt_url]["datagrams_ignored"] >= 1
                 assert counters.sessions == 1
+
+
+async def _play(client: _H3Client, path: str) -> tuple[int, int]:
+    """A session on ``path`` whose protocol stream said HELLO and got its PONG:
+    (session id, stream id)."""
+    import msgpack
+    from aioquic.quic.events import StreamDataReceived
+
+    session, status = await client.connect(path)
+    assert status == 200
+    stream = client.h3.create_webtransport_stream(session, is_unidirectional=False)
+    client.raw_streams.add(stream)
+    hello = {"version": 1, "role": "client", "name": "h3", "token": PLAYER.token}
+    client.quic.send_stream_data(stream, msgpack.packb([0, hello]) + msgpack.packb([5]))
+    await client.flush()
+    unpacker = msgpack.Unpacker()
+    seen: list[list[Any]] = []
+
+    def pong(e: Any) -> bool:
+        if isinstance(e, StreamDataReceived) and e.stream_id == stream:
+            unpacker.feed(e.data)
+            seen.extend(unpacker)
+        return any(f[0] == 6 for f in seen)
+
+    await client.until(pong)
+    return session, stream
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    request_junk=st.binary(min_size=1, max_size=2000),
+    protocol_junk=st.binary(min_size=1, max_size=2000),
+    datagrams=st.lists(st.binary(max_size=1000), max_size=5),
+)
+async def test_garbage_on_a_session_costs_only_its_own_connection(
+    ecdsa_cert: tuple[str, str, bytes],
+    request_junk: bytes,
+    protocol_junk: bytes,
+    datagrams: list[bytes],
+) -> None:
+    """Garbage as an HTTP/3 request, on the protocol stream and as datagrams: the
+    offender's connection may go, a bystander's session carries on."""
+    cert_file, key_file, _ = ecdsa_cert
+    cfg = GatewayConfig(
+        listen=["tcp://127.0.0.1:0", "webtransport://127.0.0.1:0/mg"],
+        tls_cert_file=cert_file,
+        tls_key_file=key_file,
+        users=[PLAYER],
+    )
+    with trio.fail_after(30):
+        async with open_gateway(cfg) as gw:
+            tcp_url, wt_url = gw.client_urls
+            port = int(wt_url.rsplit(":", 1)[1].split("/", 1)[0])
+            bystander, offender = _H3Client(port), _H3Client(port)
+            with bystander.sock, offender.sock:
+                await bystander.start()
+                await offender.start()
+                await _play(bystander, "/mg")
+                _, stream = await _play(offender, "/mg")
+                junk_stream = offender.quic.get_next_available_stream_id()
+                offender.quic.send_stream_data(junk_stream, request_junk)
+                offender.quic.send_stream_data(stream, protocol_junk)
+                for d in datagrams:
+                    offender.quic.send_datagram_frame(d)
+                await offender.flush()
+                with trio.move_on_after(0.5):  # let the node read it (or close)
+                    await offender.until(lambda e: False)
+                # the bystander still plays: its stream answers, keyed state reaches it
+                import msgpack
+                from aioquic.h3.events import DatagramReceived
+                from aioquic.quic.events import StreamDataReceived
+
+                (mine,) = bystander.raw_streams
+                sub = msgpack.packb([2, 7, "state.>", None]) + msgpack.packb([5])
+                bystander.quic.send_stream_data(mine, sub)
+                await bystander.flush()
+                pong = msgpack.packb([6])
+                await bystander.until(
+                    lambda e: (
+                        isinstance(e, StreamDataReceived) and e.stream_id == mine and pong in e.data
+                    )
+                )
+                async with meshgate.connect(tcp_url, token=PLAYER.token) as tcp:
+                    while True:  # a datagram may be lost: the next update follows
+                        await tcp.publish("state.e1", b"still here", key="e1")
+                        await tcp.flush()
+                        with trio.move_on_after(0.2):
+                            e = await bystander.until(lambda e: isinstance(e, DatagramReceived))
+                            break
+                assert e.data.endswith(b"\xa2e1")

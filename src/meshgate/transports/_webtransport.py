@@ -232,18 +232,17 @@ class WebTransportHandler(QuicConnectionHandler):
 
         try:
             h3_events: list[Any] = self.h3.handle_event(event)
+            for e in h3_events:
+                t = type(e)
+                if t is WebTransportStreamDataReceived:
+                    self._stream_data(e.stream_id, e.session_id, e.data, e.stream_ended)
+                elif t is DatagramReceived:
+                    self.peer.stats.datagrams_ignored += 1  # none go to the node
+                elif t is HeadersReceived:
+                    self._request(e.stream_id, dict(e.headers))
         except Exception:  # a broken HTTP/3 peer: only its connection goes
             self.peer.stats.packets_malformed += 1
             self.peer.close(0x101, "HTTP/3 error")  # H3_GENERAL_PROTOCOL_ERROR
-            return
-        for e in h3_events:
-            t = type(e)
-            if t is WebTransportStreamDataReceived:
-                self._stream_data(e.stream_id, e.session_id, e.data, e.stream_ended)
-            elif t is DatagramReceived:
-                self.peer.stats.datagrams_ignored += 1  # the protocol has none to the node
-            elif t is HeadersReceived:
-                self._request(e.stream_id, dict(e.headers))
         self.peer.transmit()
 
     def _request(self, stream_id: int, headers: dict[bytes, bytes]) -> None:

@@ -28,6 +28,10 @@
 // coalescable state), inputs ($IN.<entity>, ClientInput [seq, data, relay?]),
 // PING/PONG, ERROR and INFO frames, keyed datagrams.  Headers (msgpack extension 1)
 // are decoded as {headers: string, body: Uint8Array}.
+//
+// Not here (yet): automatic reconnect (connect again with the same session key and
+// options.inputSeq = client.inputSeq, then resend inputs the owner may not have seen),
+// request/reply helpers, publishing with headers.
 
 const OP = { HELLO: 0, PUB: 1, SUB: 2, UNSUB: 3, MSG: 4, PING: 5, PONG: 6, ERROR: 7, INFO: 8 };
 const PROTOCOL_VERSION = 1;
@@ -172,7 +176,8 @@ export class ServerError extends Error {
  * webtransport:// listener), say HELLO and wait for the node's answer.
  * options: token, session (secret session key, >= 16 characters: the node derives the
  * player's game identity from it, so reconnecting with the same key keeps inputs
- * deduplicated), name, serverCertificateHashes (for a self-signed certificate valid
+ * deduplicated), inputSeq (the last input sequence number sent before with that key),
+ * name, serverCertificateHashes (for a self-signed certificate valid
  * at most 14 days), onError(ServerError), onClose().
  * Resolves to a Client; rejects with a ServerError when the node refuses (bad token).
  */
@@ -196,7 +201,10 @@ export class Client {
     this.reader = stream.readable.getReader();
     this.subs = new Map(); // sid -> callback(msg)
     this.nextSid = 1;
-    this.inputSeq = 0;
+    /** the last input sequence number sent: with a session key, keep it across
+     * reconnects and page reloads (options.inputSeq); the owner applies each
+     * (player, seq) once, so a restart from 0 would be taken for retries */
+    this.inputSeq = options.inputSeq ?? 0;
     this.kseq = new Map(); // `${sid} ${key}` -> last kseq delivered
     /** the node's HELLO fields (features, max_payload, name) */
     this.server = null;

@@ -14,7 +14,7 @@ from collections import deque
 
 import msgpack
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -756,4 +756,37 @@ def test_keyed_datagrams_older_than_what_was_delivered_are_dropped() -> None:
     for junk in (b"\xc1", b"", msgpack.packb([4, sid, "pos.e1", None, b"no kseq"]), b"\x91\x05"):
         assert p.receive_datagram(junk) == []
     assert p.bad_datagrams == 4
+    assert p.state is ClientState.OPEN
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrivals=st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.integers(1, 40), st.booleans()), max_size=60
+    ),
+    junk=st.lists(st.binary(max_size=64), max_size=5),
+)
+def test_keyed_state_never_goes_back_whatever_the_order_and_lane(
+    arrivals: list[tuple[str, int, bool]], junk: list[bytes]
+) -> None:
+    """Keyed messages arriving in any order on either lane (duplicates too): per key,
+    what is delivered only grows, and the newest that arrived is delivered; junk
+    datagrams change nothing."""
+    p = handshaken()
+    sid = p.subscribe("pos.>")
+    p.data_to_send()
+    delivered: dict[str, int] = {}
+    for d in junk:
+        assert p.receive_datagram(d) == [] or d[:1] == b"\x97"
+    for key, kseq, as_datagram in arrivals:
+        frame = msgpack.packb([4, sid, f"pos.{key}", None, str(kseq).encode(), kseq, key])
+        events = p.receive_datagram(frame) if as_datagram else p.receive_data(frame)
+        for e in events:
+            assert isinstance(e, MessageReceived)
+            assert e.message.unreliable is as_datagram
+            k, n = e.message.subject[4:], int(e.message.payload)
+            assert n > delivered.get(k, 0)
+            delivered[k] = n
+    for key in {k for k, _, _ in arrivals}:
+        assert delivered[key] == max(n for k, n, _ in arrivals if k == key)
     assert p.state is ClientState.OPEN

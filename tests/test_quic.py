@@ -121,7 +121,9 @@ async def test_keyed_state_travels_as_datagrams_and_the_rest_reliably(
             # every 8th update of the key is a reliable refresh
             assert not ({8, 16} & unreliable)
             assert not hit.unreliable
-            assert gw.statistics().datagrams_out >= 15
+            st = gw.statistics()
+            assert st.datagrams_out >= 15
+            assert st.datagram_refreshes == 2
 
 
 async def test_the_same_game_over_quic_as_over_tcp(certs: tuple[str, str, ssl.SSLContext]) -> None:
@@ -276,3 +278,66 @@ async def test_wss_serves_websocket_over_tls(certs: tuple[str, str, ssl.SSLConte
                 await w.flush()
                 await t.publish("secure", b"over tls")
                 assert (await sub.receive()).payload == b"over tls"
+
+
+async def test_a_lost_quic_connection_reconnects_and_resumes(
+    certs: tuple[str, str, ssl.SSLContext],
+) -> None:
+    """The client redials ``quic://`` after losing its connection: its subscription
+    resumes, and its session key keeps inputs retried across the loss applied once."""
+    ctx = certs[2]
+    cfg = quic_config(certs, replicants=True)
+    owner = InMemoryReplicant("west", GRID, {"ship": (5, 5)})
+    with trio.fail_after(30):
+        async with open_gateway(cfg) as gw:
+            tcp_url, quic_url = gw.client_urls
+            gw.attach_replicant(owner)
+            await owner.wait_ready()
+            endpoint = get_transport(quic_url).endpoints[quic_url]  # type: ignore[attr-defined]
+            async with (
+                meshgate.connect(quic_url, ssl_context=ctx, session=KEY, reconnect_wait=0.01) as q,
+                meshgate.connect(tcp_url) as t,
+                t.subscribe("cell.0.0.>") as seen,
+            ):
+                news = await q.add_subscription("news")
+                await q.flush()
+                await t.flush()
+                for seq in range(3):
+                    await q.send_input("ship", seq, b"+")
+                await state_ending(seen, b"+++")
+                assert endpoint.close_connections() == 1  # the connection breaks
+                async for event in q.connection_events():
+                    if event.kind == "reconnected":
+                        break
+                for seq in range(5):  # the pilot retries everything
+                    await q.send_input("ship", seq, b"+")
+                await state_ending(seen, b"+++++")
+                await t.publish("news", b"resumed")
+                assert (await news.receive()).payload == b"resumed"
+    assert [seq for _, seq in owner.log["ship"]] == list(range(5))
+    (identity,) = {client for client, _ in owner.log["ship"]}
+    assert identity.startswith("s-")
+
+
+async def test_serve_names_a_quic_listener_whose_udp_port_is_taken(
+    tmp_path: Path, certs: tuple[str, str, ssl.SSLContext]
+) -> None:
+    held = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(
+        f'listen = ["127.0.0.1:0", "quic://127.0.0.1:{port}"]\n'
+        f'[tls]\ncert_file = "{certs[0]}"\nkey_file = "{certs[1]}"\n'
+    )
+    with trio.fail_after(30), held:
+        proc = await trio.run_process(
+            [sys.executable, "-m", "meshgate", "serve", "-c", str(cfg)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.decode().splitlines() == [
+        f"meshgate serve: listen[1] quic://127.0.0.1:{port}: address in use"
+    ]

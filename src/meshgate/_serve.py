@@ -153,12 +153,18 @@ async def _no_connections(stream: trio.abc.Stream) -> None:
 
 
 async def _try_listen(
-    url: str, ssl_context: ssl.SSLContext | None, reuse_port: bool
+    url: str,
+    ssl_context: ssl.SSLContext | None,
+    reuse_port: bool,
+    cert_files: tuple[str, str] | None = None,
 ) -> BaseException | None:
     """Listen at ``url`` and stop at once: why that fails, or None."""
     try:
-        serve = partial(get_transport(url).serve, url, _no_connections, ssl_context=ssl_context)
-        if reuse_port:
+        transport = get_transport(url)
+        serve = partial(transport.serve, url, _no_connections, ssl_context=ssl_context)
+        if getattr(transport, "needs_cert_files", False):  # QUIC: the [tls] files
+            serve = partial(serve, cert_files=cert_files)
+        elif reuse_port:
             serve = partial(serve, reuse_port=True)
         async with trio.open_nursery() as nursery:
             await nursery.start(serve)
@@ -182,7 +188,10 @@ async def _start_failure(config: GatewayConfig, exc: OSError | MeshgateError) ->
     (the port was freed meanwhile), the line gives the node's error as it was."""
     for field, url in config.listeners:
         ssl_context, reuse_port = _listener_setup(config, field)
-        failure = await _try_listen(url, ssl_context, reuse_port)
+        files = None
+        if config.tls_cert_file is not None and config.tls_key_file is not None:
+            files = (config.tls_cert_file, config.tls_key_file)
+        failure = await _try_listen(url, ssl_context, reuse_port, files)
         if failure is not None:
             return f"{field} {url}: {_reason(url, failure)}"
     return f"cannot start: {exc}"
@@ -218,6 +227,7 @@ async def _serve_until_signalled(
         "name": config.name,
         "cluster": config.cluster,
         "client_url": gw.client_url,
+        "client_urls": list(gw.client_urls),
         "cluster_url": gw.cluster_url,
         "gateway_url": gw.gateway_url,
         "nats_urls": list(gw.nats_urls),

@@ -193,6 +193,11 @@ def _varz(gw: Observable) -> dict[str, Any]:
         "in_wire_bytes": st.bytes_in,
         "out_wire_bytes": st.bytes_out,
         "slow_consumers": st.slow_consumers,
+        # keyed state over QUIC datagrams (issue 20)
+        "datagrams_out": st.datagrams_out,
+        "datagrams_dropped": st.datagrams_dropped,
+        "datagram_refreshes": st.datagram_refreshes,
+        "kseq_table_full": st.kseq_table_full,
         # links closed as slow consumers (stuck), in all and by kind as nats-server
         # breaks its slow consumers down
         "stalled_links": st.stalled_links,

@@ -36,6 +36,7 @@ __all__ = [
     "InboundGateway",
     "InternalConnection",
     "InternalHandler",
+    "DatagramCounters",
     "KSEQ_TABLE_MAX",
     "KeyedDatagrams",
     "LocalSubscription",
@@ -561,7 +562,7 @@ class RemoteInterest:
 # -- keyed state over unreliable datagrams (issue 20) -------------------------------------------
 
 #: (subscription, key) pairs one connection numbers (``kseq``); past it, new keys go on
-#: the reliable stream without a ``kseq`` (counted in ``KeyedDatagrams.table_full``)
+#: the reliable stream without a ``kseq`` (counted in ``DatagramCounters.table_full``)
 KSEQ_TABLE_MAX = 4096
 #: datagrams queued for one connection and not yet taken by the shell; past it, the
 #: oldest is dropped (a newer state of some key follows it; counted)
@@ -594,6 +595,20 @@ def _pack_str(text: str) -> bytes:
     return b"\xdb" + n.to_bytes(4, "big") + raw
 
 
+class DatagramCounters:
+    """A node's totals over every :class:`KeyedDatagrams` lane (its statistics)."""
+
+    __slots__ = ("dropped", "refreshes", "table_full")
+
+    def __init__(self) -> None:
+        #: datagrams dropped from a full queue
+        self.dropped = 0
+        #: keyed messages sent on the reliable stream as a periodic refresh
+        self.refreshes = 0
+        #: keyed messages sent without a kseq: the connection's kseq table was full
+        self.table_full = 0
+
+
 class KeyedDatagrams:
     """The unreliable lane of one client connection whose transport carries datagrams
     (QUIC): a message published with a ``key`` becomes a MSG frame with two trailing
@@ -604,9 +619,9 @@ class KeyedDatagrams:
     orders both lanes alike).  Bounded: :data:`KSEQ_TABLE_MAX` keys,
     :data:`DATAGRAM_QUEUE_MAX` queued datagrams."""
 
-    __slots__ = ("dropped", "kseq", "max_size", "queue", "refresh", "refreshes", "table_full")
+    __slots__ = ("counters", "kseq", "max_size", "queue", "refresh")
 
-    def __init__(self, max_size: int, refresh: int) -> None:
+    def __init__(self, max_size: int, refresh: int, counters: DatagramCounters) -> None:
         #: the largest datagram the path takes
         self.max_size = max_size
         #: every refresh-th message of a key goes reliably (0: never)
@@ -615,11 +630,8 @@ class KeyedDatagrams:
         self.queue: deque[bytes] = deque()
         #: (sid, key) -> [last kseq, the key packed]
         self.kseq: dict[tuple[int, str], list[Any]] = {}
-        #: datagrams dropped from a full queue; new keys refused by a full table;
-        #: keyed messages sent reliably as a refresh
-        self.dropped = 0
-        self.table_full = 0
-        self.refreshes = 0
+        #: the node's totals this lane counts into
+        self.counters = counters
 
     def offer(self, sid: int, key: str, prefix: bytes, tail: bytes) -> bytes | None:
         """One keyed MSG (``prefix`` + ``tail`` as the stream would carry it): b"" if it
@@ -628,21 +640,21 @@ class KeyedDatagrams:
         entry = self.kseq.get((sid, key))
         if entry is None:
             if len(self.kseq) >= KSEQ_TABLE_MAX:
-                self.table_full += 1
+                self.counters.table_full += 1
                 return None
             entry = self.kseq[(sid, key)] = [0, _pack_str(key)]
         n = entry[0] = entry[0] + 1
         frame: bytes = b"\x97" + prefix[1:] + tail + _pack_uint(n) + entry[1]
         refresh = self.refresh
         if refresh and n % refresh == 0:
-            self.refreshes += 1
+            self.counters.refreshes += 1
             return frame
         if len(frame) > self.max_size:
             return frame
         queue = self.queue
         if len(queue) >= DATAGRAM_QUEUE_MAX:
             queue.popleft()
-            self.dropped += 1
+            self.counters.dropped += 1
         queue.append(frame)
         return b""
 

@@ -326,7 +326,9 @@ class NodeCore:
         """``conn``'s transport carries unreliable datagrams of up to ``max_size`` bytes
         (QUIC): keyed state for a meshgate client goes on its datagram lane."""
         if isinstance(conn, ClientConnection) and not conn.nats_text and max_size > 0:
-            conn.dgram = KeyedDatagrams(max_size, self.settings.config.datagram_refresh)
+            conn.dgram = KeyedDatagrams(
+                max_size, self.settings.config.datagram_refresh, self.delivery.datagram_counters
+            )
 
     def take_datagrams(self, conn: Connection) -> list[bytes]:
         """The datagrams queued for ``conn`` (each one frame), oldest first."""

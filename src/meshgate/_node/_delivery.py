@@ -25,7 +25,13 @@ from collections.abc import Callable
 
 from .._errors import ErrorCode
 from ..config import GatewayConfig
-from ._conn import ClientConnection, ConnState, InternalHandler, LocalSubscription
+from ._conn import (
+    ClientConnection,
+    ConnState,
+    DatagramCounters,
+    InternalHandler,
+    LocalSubscription,
+)
 from ._natsport import NatsRender
 from ._outbox import Outbox
 
@@ -60,8 +66,9 @@ class Delivery:
         self.dropped_messages = 0
         self.coalesced_messages = 0
         self.resyncs = 0
-        #: keyed messages sent as datagrams
+        #: keyed messages sent as datagrams; the datagram lanes' totals
         self.datagrams_out = 0
+        self.datagram_counters = DatagramCounters()
         self.reconfigure(config)
 
     def reconfigure(self, config: GatewayConfig) -> None:

@@ -435,6 +435,7 @@ class ClientProtocol:
         #: keyed state (issue 20): (sid, key) -> the last kseq delivered on this
         #: connection; bounded by KSEQ_SEEN_MAX (the oldest entry goes)
         self._kseq: dict[tuple[int, str], int] = {}
+        self._dgram_dec = Decoder(max_frame_bytes=max_frame_bytes)  # one frame per datagram
         #: keyed messages dropped as older than one already delivered (either lane),
         #: and datagrams dropped as malformed or not a keyed MSG
         self.stale_dropped = 0
@@ -615,7 +616,7 @@ class ClientProtocol:
         events: list[ClientEvent] = []
         if self._state is not ClientState.OPEN:
             return events
-        dec = Decoder(max_frame_bytes=self._max_frame_bytes)
+        dec = self._dgram_dec
         try:
             dec.feed(data)
             f = dec.next_raw()
@@ -623,6 +624,7 @@ class ClientProtocol:
                 raise RemoteProtocolError("not one keyed MSG")
         except RemoteProtocolError:
             self.bad_datagrams += 1
+            self._dgram_dec = Decoder(max_frame_bytes=self._max_frame_bytes)  # a clean slate
             return events
         if f[1] in self._subs:
             self._keyed(f, True, events)

@@ -36,14 +36,32 @@ connection, from the endpoint's receive task (they must not block):
   wants them all: pass each to ``H3Connection.handle_event``),
 * :meth:`QuicConnectionHandler.closed` once, when the connection is gone.
 
-The handler acts through its :class:`QuicPeer`: ``peer.quic`` is the aioquic
-connection (``send_stream_data``, ``get_next_available_stream_id``, or build an
-``H3Connection(peer.quic, enable_webtransport=True)`` on it), ``peer.send_datagram``
-(bounded: drops and counts when the connection's datagram queue is full),
-``peer.max_datagram_payload`` (the largest datagram that fits the path),
-``peer.transmit()`` after queueing anything (the connection's task sends it),
-``peer.wait_writable(stream_id, limit)`` for back-pressure, ``peer.nursery`` to run
-per-connection tasks (cancelled when the connection ends), ``peer.close()``.
+The handler acts through its :class:`QuicPeer`: ``peer.send_stream_data(stream_id,
+data, end_stream)`` (counted for back-pressure; prefer it to ``peer.quic``'s own),
+``peer.send_datagram(data)`` (False, and counted in ``datagrams_dropped``, when the
+connection holds more than ``max_datagram_bytes`` unsent), ``peer.max_datagram_payload``
+(the largest datagram that fits a packet on the path), ``peer.transmit()`` after
+queueing anything (the connection's task sends it), ``await peer.wait_writable(limit)``
+for back-pressure (until at most ``limit`` bytes wait to be sent), ``peer.nursery`` to
+run per-connection tasks (cancelled when the connection ends), ``peer.close_soon(linger)``
+(close once what is queued has left) and ``peer.close()``; ``peer.quic`` is the aioquic
+connection itself (``get_next_available_stream_id``, or an
+``H3Connection(peer.quic, enable_webtransport=True)`` built on it: give it every
+:meth:`QuicConnectionHandler.event`, stream and datagram event, then call
+``peer.transmit()``).  :class:`QuicStream` turns one stream of a connection into a
+:class:`trio.abc.Stream` (feed it from ``stream_data``) that the node's
+``serve(stream)`` can run, as ``meshgate/1`` does.
+
+An endpoint for another ALPN, on its own UDP port::
+
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await sock.bind(("0.0.0.0", 4433))
+    endpoint = QuicEndpoint(sock, server_configuration, {"h3": MyH3Handler}, limits=limits)
+    await nursery.start(endpoint.run)
+
+(``server_configuration`` an aioquic ``QuicConfiguration(is_client=False,
+alpn_protocols=["h3"], max_datagram_frame_size=65536)`` with the node's certificate
+loaded; :meth:`QuicTransport.serve` builds the ``meshgate/1`` one the same way.)
 """
 
 from __future__ import annotations
@@ -64,6 +82,7 @@ import math
 import os
 import ssl
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -450,6 +469,14 @@ class QuicEndpoint(_EndpointBase):
             "handshakes": self._handshaking,
         }
 
+    def close_connections(self, reason: str = "closed by the node") -> int:
+        """Close every open connection now (shedding load, or a test breaking them);
+        how many.  Clients that reconnect come back with a new handshake."""
+        peers = list(self._peers)
+        for peer in peers:
+            peer.close(0, reason)
+        return len(peers)
+
     async def wait_no_connections(self) -> None:
         """Wait until no connection is open (all closed, timed out or refused)."""
         while self._peers:
@@ -672,26 +699,32 @@ class QuicStream(trio.abc.Stream):
 
     # -- fed by the handler ---------------------------------------------------------------------
 
-    def _data(self, data: bytes, end: bool) -> None:
+    def feed_data(self, data: bytes, end: bool) -> None:
+        """The handler's ``stream_data`` for this stream: ``data`` arrived (``end``:
+        the peer finished the stream).  Past ``max_buffered`` unread bytes the
+        connection is closed as a flood (counted)."""
         if data:
             self._in.append(data)
             self._in_bytes += len(data)
-            if self._in_bytes > self.peer._endpoint.limits.max_buffered:
+            if self._in_bytes > self.peer.endpoint_limits.max_buffered:
                 self.peer.stats.floods += 1
                 self.peer.close(0x0, "too much unread data")
         if end:
             self._eof = True
         self._readable.set()
 
-    def _datagram(self, data: bytes) -> None:
+    def feed_datagram(self, data: bytes) -> None:
+        """A datagram for :meth:`receive_datagram` (past ``max_datagrams_received``
+        unread ones, the oldest is dropped and counted in :attr:`datagrams_dropped`)."""
         dgrams = self._datagrams
-        if len(dgrams) >= self.peer._endpoint.limits.max_datagrams_received:
+        if len(dgrams) >= self.peer.endpoint_limits.max_datagrams_received:
             dgrams.popleft()
             self.datagrams_dropped += 1
         dgrams.append(data)
         self._datagram_ready.set()
 
-    def _gone(self) -> None:
+    def connection_lost(self) -> None:
+        """The connection is gone: readers see the end of the stream."""
         self._eof = True
         self._readable.set()
         self._datagram_ready.set()
@@ -773,7 +806,7 @@ class QuicStream(trio.abc.Stream):
             self._closed = True
             self._end()
             self.peer.close_soon(self.linger)
-            self._gone()
+            self.connection_lost()
         await trio.lowlevel.checkpoint()
 
 
@@ -797,7 +830,7 @@ class _MeshgateHandler(QuicConnectionHandler):
             self.peer.nursery.start_soon(self._run, stream)
         elif stream_id != stream.stream_id:
             return  # one protocol stream only (the peer's stream count is bounded)
-        stream._data(data, end_stream)
+        stream.feed_data(data, end_stream)
 
     async def _deadline(self) -> None:
         """A client that opens no protocol stream in time holds no connection."""
@@ -814,7 +847,7 @@ class _MeshgateHandler(QuicConnectionHandler):
 
     def closed(self) -> None:
         if self.stream is not None:
-            self.stream._gone()
+            self.stream.connection_lost()
 
 
 def _server_configuration(
@@ -849,10 +882,26 @@ def _client_configuration(ssl_context: ssl.SSLContext | None, host: str, alpn: s
     if ssl_context is not None:
         if ssl_context.verify_mode == ssl.CERT_NONE:
             cfg.verify_mode = ssl.CERT_NONE
-        cas = _usable_certs(ssl_context.get_ca_certs(binary_form=True))
-        if cas:
-            cfg.cadata = "".join(ssl.DER_cert_to_PEM_cert(c) for c in cas).encode()
+        cfg.cadata = _cadata(ssl_context)
     return cfg
+
+
+#: the PEM CA bundle made from each client context (parsed once per context)
+_CADATA: weakref.WeakKeyDictionary[ssl.SSLContext, tuple[tuple[bytes, ...], bytes | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _cadata(ctx: ssl.SSLContext) -> bytes | None:
+    """``ctx``'s CA certificates as one PEM bundle for aioquic (None: none)."""
+    ders = tuple(ctx.get_ca_certs(binary_form=True))
+    cached = _CADATA.get(ctx)
+    if cached is not None and cached[0] == ders:
+        return cached[1]
+    cas = _usable_certs(list(ders))
+    pem = "".join(ssl.DER_cert_to_PEM_cert(c) for c in cas).encode() if cas else None
+    _CADATA[ctx] = (ders, pem)
+    return pem
 
 
 def _usable_certs(certs: list[bytes]) -> list[bytes]:
@@ -935,13 +984,13 @@ class _ClientHandler(QuicConnectionHandler):
 
     def stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         if stream_id == self.stream.stream_id:
-            self.stream._data(data, end_stream)
+            self.stream.feed_data(data, end_stream)
 
     def datagram(self, data: bytes) -> None:
-        self.stream._datagram(data)
+        self.stream.feed_datagram(data)
 
     def closed(self) -> None:
-        self.stream._gone()
+        self.stream.connection_lost()
 
 
 class QuicTransport(Transport):
@@ -1004,7 +1053,7 @@ class QuicTransport(Transport):
                 if endpoint.peer is not None:
                     endpoint.peer.done = True
                     if isinstance(endpoint.peer.handler, _ClientHandler):
-                        endpoint.peer.handler.stream._gone()
+                        endpoint.peer.handler.stream.connection_lost()
 
         trio.lowlevel.spawn_system_task(run)
         await up.wait()

@@ -46,6 +46,7 @@ import trustme
 import meshgate
 from meshgate import GatewayConfig, open_gateway
 from meshgate.testing.chaos import UdpFaults, open_udp_fault_proxy
+from meshgate.transports import QuicLimits
 
 RESULTS = Path(__file__).resolve().parent / "results"
 INPUT_INTERVAL = 0.05
@@ -79,6 +80,9 @@ async def _scenario(
         tls_key_file=key_file,
         datagram_refresh=8 if datagrams else 1,
         max_pending_bytes=8 * 1024 * 1024,
+        quic_limits=QuicLimits(max_datagram_bytes=args.max_datagram_bytes)
+        if args.max_datagram_bytes
+        else None,
     )
     faults = UdpFaults(drop=args.loss, delay=args.delay, jitter=args.jitter)
     entities = [f"e{i}" for i in range(args.entities)]
@@ -288,6 +292,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             "jitter_ms": args.jitter * 1000,
             "seconds": args.seconds,
             "seed": args.seed,
+            "max_datagram_bytes": args.max_datagram_bytes or QuicLimits().max_datagram_bytes,
         },
         "target_p99_ms": round(target * 1000, 1),
         "datagrams_within_target": dg <= target,
@@ -309,6 +314,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=20)
     p.add_argument("--no-proxy", action="store_true", help="QUIC straight to the node")
     p.add_argument("--procs", type=int, default=2, help="worker processes for the clients")
+    p.add_argument(
+        "--max-datagram-bytes",
+        type=int,
+        default=0,
+        help="QuicLimits.max_datagram_bytes of the node (0: the default)",
+    )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--ca", default=None, help=argparse.SUPPRESS)
     p.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)

@@ -55,14 +55,13 @@ def _chromium() -> str:
         if name and (path := shutil.which(name)):
             return path
     if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         try:
-            subprocess.run(
+            for cmd in (
+                ["apt-get", "update", "-q"],
                 ["apt-get", "install", "-y", "-q", "chromium"],
-                check=True,
-                capture_output=True,
-                timeout=900,
-                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            )
+            ):
+                subprocess.run(cmd, check=True, capture_output=True, timeout=900, env=env)
         except (subprocess.SubprocessError, OSError) as exc:
             pytest.skip(f"Chromium is not installed and apt-get install chromium failed: {exc}")
         if path := shutil.which("chromium"):

@@ -341,3 +341,24 @@ async def test_serve_names_a_quic_listener_whose_udp_port_is_taken(
     assert proc.stderr.decode().splitlines() == [
         f"meshgate serve: listen[1] quic://127.0.0.1:{port}: address in use"
     ]
+
+
+async def test_max_msgs_counts_datagrams_too(certs: tuple[str, str, ssl.SSLContext]) -> None:
+    """A subscription limited to 3 more messages ends after 3, datagrams included."""
+    with trio.fail_after(20):
+        async with open_gateway(quic_config(certs, datagram_refresh=0)) as gw:
+            tcp_url, quic_url = gw.client_urls
+            async with (
+                meshgate.connect(quic_url, ssl_context=certs[2]) as q,
+                meshgate.connect(tcp_url) as t,
+            ):
+                sub = await q.add_subscription("state.>")
+                await sub.unsubscribe(max_msgs=3)
+                await q.flush()
+                for i in range(1, 4):
+                    await t.publish("state.e1", str(i).encode(), key="e1")
+                await t.flush()
+                got = [m async for m in sub]
+                assert [m.payload for m in got] == [b"1", b"2", b"3"]
+                assert all(m.unreliable for m in got)
+                assert gw.statistics().subscriptions == 0  # the node removed it

@@ -146,9 +146,10 @@ class Delivery:
         if not c.dirty:
             c.dirty = True
             self._writable.append(c)
-        if sub.remaining is not None:
-            sub.remaining -= 1
-            if sub.remaining <= 0:
+        left = sub.remaining
+        if left is not None:  # auto-unsubscribe (max_msgs), as for the stream
+            sub.remaining = left - 1
+            if left <= 1:
                 self._remove_sub(sub)
         return 1
 

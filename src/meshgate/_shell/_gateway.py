@@ -231,10 +231,11 @@ class Gateway:
         return bound
 
     def _quic_stats(self) -> dict[str, dict[str, int]]:
-        """The counters of this node's ``quic://`` listeners, by bound URL."""
+        """The counters of this node's ``quic://`` and ``webtransport://`` listeners,
+        by bound URL."""
         out = {}
         for url in self.client_urls:
-            if url.startswith("quic://"):
+            if url.startswith(("quic://", "webtransport://")):
                 endpoints = getattr(get_transport(url), "endpoints", {})
                 endpoint = endpoints.get(url)
                 if endpoint is not None:

@@ -5,6 +5,9 @@
 * :func:`open_fault_proxy` puts a TCP proxy in front of any port; on command it stalls
   its links (a hung peer or a black-holed flow), slows them, cuts them (orderly close)
   or resets them (TCP RST), simulating partitions one link at a time.
+* :func:`open_udp_fault_proxy` puts a UDP proxy in front of a QUIC or WebTransport
+  port: seeded drop rate, delay with jitter, reordering, duplication and blackouts, in
+  both directions (a lossy mobile link you can replay).
 * :class:`Ledger` follows numbered streams from publishers to subscribers and reports,
   per subscriber, what was lost, duplicated and reordered, and the longest silence.
 
@@ -19,14 +22,21 @@ __all__ = [
     "Ledger",
     "NodeProcess",
     "StreamReport",
+    "UdpDirectionStats",
+    "UdpFaultProxy",
+    "UdpFaults",
+    "UdpStats",
     "open_fault_proxy",
     "open_node_process",
+    "open_udp_fault_proxy",
     "to_toml",
 ]
 
+import heapq
 import itertools
 import json
 import math
+import random
 import signal
 import socket
 import struct
@@ -298,6 +308,327 @@ async def open_fault_proxy(target: str) -> AsyncIterator[FaultProxy]:
         finally:
             proxy.heal()
             nursery.cancel_scope.cancel()
+
+
+# -- the UDP fault proxy -----------------------------------------------------------------------
+
+
+@attrs.define
+class UdpFaults:
+    """What a :class:`UdpFaultProxy` does to each datagram, in each direction.
+
+    Every decision is drawn from the proxy's seeded generator (one per direction), so
+    the same seed and the same datagrams in the same order give the same faults.
+    """
+
+    #: probability that a datagram is dropped
+    drop: float = 0.0
+    #: one-way delay added to every datagram, in seconds
+    delay: float = 0.0
+    #: the delay varies uniformly in ``delay - jitter .. delay + jitter`` (never below 0)
+    jitter: float = 0.0
+    #: probability that a datagram is held back ``reorder_by`` seconds more than its
+    #: delay, so that later datagrams overtake it
+    reorder: float = 0.0
+    #: how long a reordered datagram is held back, in seconds
+    reorder_by: float = 0.01
+    #: probability that a datagram is sent twice (the copy with its own delay)
+    duplicate: float = 0.0
+
+
+@attrs.define
+class UdpDirectionStats:
+    """Counters of one direction of a :class:`UdpFaultProxy` (``up``: clients to the
+    target; ``down``: the target to clients)."""
+
+    #: datagrams received from the sending side
+    received: int = 0
+    #: datagrams sent on (copies included)
+    forwarded: int = 0
+    #: datagrams dropped by the drop rate
+    dropped: int = 0
+    #: datagrams dropped because a blackout was on
+    blacked_out: int = 0
+    #: extra copies scheduled by the duplication rate
+    duplicated: int = 0
+    #: datagrams held back to be overtaken
+    reordered: int = 0
+    #: datagrams dropped because the delay queue was full (count or bytes): policy
+    #: ``drop-newest``, as a router with a full buffer does
+    overflowed: int = 0
+
+
+@attrs.define
+class UdpStats:
+    """Counters of a :class:`UdpFaultProxy`."""
+
+    #: clients to target, and target to clients
+    up: UdpDirectionStats = attrs.Factory(UdpDirectionStats)
+    down: UdpDirectionStats = attrs.Factory(UdpDirectionStats)
+    #: client addresses seen (each gets its own upstream socket)
+    clients: int = 0
+    #: datagrams from a new client address refused because ``max_clients`` were open
+    #: (policy ``refuse-new``)
+    refused_clients: int = 0
+    #: client addresses forgotten after ``idle_timeout`` without traffic
+    expired_clients: int = 0
+
+
+class _UdpClient:
+    __slots__ = ("addr", "scope", "sock")
+
+    def __init__(self, addr: Any, sock: socket.socket) -> None:
+        self.addr = addr
+        self.sock = sock
+        self.scope = trio.CancelScope()
+
+
+class UdpFaultProxy:
+    """A UDP proxy that drops, delays, reorders and duplicates datagrams and can black
+    out; get one from :func:`open_udp_fault_proxy`.
+
+    Each client address gets its own upstream socket, so the target sees one peer per
+    client (as NAT does) and answers reach the right client.  Faults apply in both
+    directions (set :attr:`up` and :attr:`down` separately, or both with
+    :meth:`set_faults`).  Delayed datagrams wait in one queue bounded by
+    ``max_queued`` datagrams and ``max_queued_bytes`` bytes (``drop-newest`` when
+    full); clients are bounded by ``max_clients`` (``refuse-new``) and forgotten after
+    ``idle_timeout`` seconds of silence.
+    """
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        target: tuple[str, int],
+        *,
+        faults: UdpFaults,
+        seed: int,
+        max_clients: int,
+        max_queued: int,
+        max_queued_bytes: int,
+        idle_timeout: float,
+    ) -> None:
+        host, port = listener.getsockname()[:2]
+        #: the proxy's address: where clients send instead of the target
+        self.address: tuple[str, int] = (host, port)
+        #: the proxied address
+        self.target = target
+        #: faults on datagrams from clients to the target, and back
+        self.up = attrs.evolve(faults)
+        self.down = attrs.evolve(faults)
+        #: counters
+        self.stats = UdpStats()
+        self._listener = listener
+        self._rng_up = random.Random(f"{seed}:up")
+        self._rng_down = random.Random(f"{seed}:down")
+        self._clients: dict[Any, _UdpClient] = {}
+        self._max_clients = max_clients
+        self._max_queued = max_queued
+        self._max_queued_bytes = max_queued_bytes
+        self._idle_timeout = idle_timeout
+        # (due, order, socket, data, destination): the delay queue, a heap
+        self._queue: list[tuple[float, int, socket.socket, bytes, Any]] = []
+        self._queued_bytes = 0
+        self._order = itertools.count()
+        self._wakeup = trio.Event()
+        self._blackout_until = -math.inf
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def url(self) -> str:
+        """The proxy's address as ``udp://host:port``."""
+        return f"udp://{self.address[0]}:{self.address[1]}"
+
+    @property
+    def queued(self) -> int:
+        """Datagrams waiting in the delay queue."""
+        return len(self._queue)
+
+    def set_faults(self, faults: UdpFaults) -> None:
+        """Apply ``faults`` to both directions from now on."""
+        self.up = attrs.evolve(faults)
+        self.down = attrs.evolve(faults)
+
+    def blackout(self, duration: float = math.inf) -> None:
+        """Drop every datagram, both directions, for ``duration`` seconds from now (a
+        radio shadow, a dead uplink); :meth:`heal` ends it early."""
+        self._blackout_until = trio.current_time() + duration
+
+    def heal(self) -> None:
+        """End a blackout and clear every fault (datagrams already delayed still
+        arrive on time)."""
+        self._blackout_until = -math.inf
+        self.set_faults(UdpFaults())
+
+    def _pass(
+        self,
+        faults: UdpFaults,
+        rng: random.Random,
+        stats: UdpDirectionStats,
+        sock: socket.socket,
+        data: bytes,
+        dest: Any,
+    ) -> None:
+        stats.received += 1
+        now = trio.current_time()
+        if now < self._blackout_until:
+            stats.blacked_out += 1
+            return
+        if faults.drop and rng.random() < faults.drop:
+            stats.dropped += 1
+            return
+        copies = 1
+        if faults.duplicate and rng.random() < faults.duplicate:
+            stats.duplicated += 1
+            copies = 2
+        for _ in range(copies):
+            wait = faults.delay
+            if faults.jitter:
+                wait = max(0.0, wait + rng.uniform(-faults.jitter, faults.jitter))
+            if faults.reorder and rng.random() < faults.reorder:
+                stats.reordered += 1
+                wait += faults.reorder_by
+            if wait <= 0.0 and not self._queue:
+                self._send(stats, sock, data, dest)
+                continue
+            if (
+                len(self._queue) >= self._max_queued
+                or self._queued_bytes + len(data) > self._max_queued_bytes
+            ):
+                stats.overflowed += 1
+                continue
+            heapq.heappush(self._queue, (now + wait, next(self._order), sock, data, dest))
+            self._queued_bytes += len(data)
+            self._wakeup.set()
+
+    def _send(self, stats: UdpDirectionStats, sock: socket.socket, data: bytes, dest: Any) -> None:
+        try:
+            sock.sendto(data, dest)  # a UDP send does not block: a full buffer drops
+        except (BlockingIOError, OSError):
+            return
+        stats.forwarded += 1
+
+    async def _deliver(self) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+                continue
+            due = queue[0][0]
+            if trio.current_time() < due:
+                self._wakeup = trio.Event()
+                with trio.move_on_at(due):
+                    await self._wakeup.wait()  # an earlier datagram may arrive meanwhile
+                continue
+            _, _, sock, data, dest = heapq.heappop(queue)
+            self._queued_bytes -= len(data)
+            stats = self.stats.up if dest == self.target else self.stats.down
+            self._send(stats, sock, data, dest)
+
+    async def _serve_clients(self) -> None:
+        assert self._nursery is not None
+        listener = self._listener
+        while True:
+            await trio.lowlevel.wait_readable(listener)
+            for data, addr in _receive_batch(listener):
+                self._from_client(data, addr)
+
+    def _from_client(self, data: bytes, addr: Any) -> None:
+        assert self._nursery is not None
+        client = self._clients.get(addr)
+        if client is None:
+            if len(self._clients) >= self._max_clients:
+                self.stats.refused_clients += 1
+                return
+            sock = socket.socket(self._listener.family, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.bind((self.address[0], 0))
+            client = _UdpClient(addr, sock)
+            self._clients[addr] = client
+            self.stats.clients += 1
+            self._nursery.start_soon(self._serve_upstream, client)
+        client.scope.deadline = trio.current_time() + self._idle_timeout
+        self._pass(self.up, self._rng_up, self.stats.up, client.sock, data, self.target)
+
+    async def _serve_upstream(self, client: _UdpClient) -> None:
+        try:
+            with client.scope:
+                client.scope.deadline = trio.current_time() + self._idle_timeout
+                while True:
+                    await trio.lowlevel.wait_readable(client.sock)
+                    client.scope.deadline = trio.current_time() + self._idle_timeout
+                    for data, _ in _receive_batch(client.sock):
+                        self._pass(
+                            self.down,
+                            self._rng_down,
+                            self.stats.down,
+                            self._listener,
+                            data,
+                            client.addr,
+                        )
+            self.stats.expired_clients += 1
+        finally:
+            del self._clients[client.addr]
+            client.sock.close()
+
+
+def _receive_batch(sock: socket.socket, limit: int = 64) -> list[tuple[bytes, Any]]:
+    """Up to ``limit`` datagrams waiting on non-blocking ``sock`` (ICMP errors
+    reported on it, such as port unreachable from a target not listening yet, are
+    skipped)."""
+    batch = []
+    for _ in range(limit):
+        try:
+            batch.append(sock.recvfrom(65536))
+        except BlockingIOError:
+            break
+        except OSError:
+            continue
+    return batch
+
+
+@asynccontextmanager
+async def open_udp_fault_proxy(
+    target: str | tuple[str, int],
+    *,
+    faults: UdpFaults | None = None,
+    seed: int = 0,
+    max_clients: int = 1024,
+    max_queued: int = 65536,
+    max_queued_bytes: int = 64 * 1024 * 1024,
+    idle_timeout: float = 60.0,
+) -> AsyncIterator[UdpFaultProxy]:
+    """A :class:`UdpFaultProxy` on 127.0.0.1 (a free port) forwarding to ``target``
+    (``host:port``, any ``scheme://host:port[/path]`` URL, or an address tuple), with
+    ``faults`` in both directions and decisions drawn from generators seeded with
+    ``seed``."""
+    if isinstance(target, str):
+        netloc = target.split("://", 1)[-1].split("/", 1)[0]
+        host, _, port = netloc.rpartition(":")
+        target = (host.strip("[]"), int(port))
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.setblocking(False)
+    listener.bind(("127.0.0.1", 0))
+    proxy = UdpFaultProxy(
+        listener,
+        (target[0], int(target[1])),
+        faults=faults or UdpFaults(),
+        seed=seed,
+        max_clients=max_clients,
+        max_queued=max_queued,
+        max_queued_bytes=max_queued_bytes,
+        idle_timeout=idle_timeout,
+    )
+    with listener:
+        async with trio.open_nursery() as nursery:
+            proxy._nursery = nursery
+            nursery.start_soon(proxy._serve_clients)
+            nursery.start_soon(proxy._deliver)
+            try:
+                yield proxy
+            finally:
+                nursery.cancel_scope.cancel()
 
 
 # -- what streams lost -------------------------------------------------------------------------

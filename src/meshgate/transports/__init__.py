@@ -3,11 +3,13 @@
 A transport is chosen by URL scheme: ``tcp://host:port``, ``tls://host:port``,
 ``memory://NAME`` (in-process, no sockets: for test harnesses), ``ws://host:port``
 and ``wss://host:port`` (WebSocket, plain or over TLS, with the ``websocket`` extra),
-``quic://host:port`` (QUIC with unreliable datagrams, with the ``quic`` extra).
+``quic://host:port`` (QUIC with unreliable datagrams, with the ``quic`` extra),
+``webtransport://host:port/path`` (WebTransport over HTTP/3 for browsers, served
+only, with the ``quic`` extra).
 Register your own with :func:`register_transport`.
 
 One private module per transport: ``_tcp.py``, ``_tls.py``, ``_memory.py``,
-``_websocket.py``, ``_quic.py``; the interface and URL parsing in ``_base.py``.
+``_websocket.py``, ``_quic.py``, ``_webtransport.py``; the interface and URL parsing in ``_base.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ __all__ = [
     "TLSTransport",
     "Transport",
     "WebSocketTransport",
+    "WebTransportHandler",
+    "WebTransportStats",
+    "WebTransportStream",
+    "WebTransportTransport",
     "connect_stream",
     "get_transport",
     "open_stream",
@@ -56,6 +62,12 @@ from ._quic import (
 from ._tcp import TCPTransport
 from ._tls import TLSTransport
 from ._websocket import WebSocketTransport
+from ._webtransport import (
+    WebTransportHandler,
+    WebTransportStats,
+    WebTransportStream,
+    WebTransportTransport,
+)
 
 _REGISTRY: dict[str, Transport] = {
     "tcp": TCPTransport(),
@@ -64,6 +76,7 @@ _REGISTRY: dict[str, Transport] = {
     "ws": WebSocketTransport(),
     "wss": WebSocketTransport(),
     "quic": QuicTransport(),
+    "webtransport": WebTransportTransport(),
 }
 
 

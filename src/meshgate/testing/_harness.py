@@ -7,10 +7,10 @@ end of each connection.  Nothing here does I/O or reads a clock; time is
 
 from __future__ import annotations
 
-__all__ = ["CoreHarness", "CorePeer"]
+__all__ = ["CoreHarness", "CorePeer", "Scheduler"]
 
 from .. import _game
-from .._node import Connection, ConnState, NodeCore
+from .._node import Connection, ConnState, NodeCore, Scheduler
 from .._shell._driver import CoreDriver
 from ..config import GatewayConfig
 from ..protocol import (

@@ -1,0 +1,239 @@
+"""The per-client send scheduler: a bandwidth budget, accumulated priority, rate caps.
+
+Sans-IO and clock-free (every call takes ``now``); one :class:`Scheduler` per client
+with a budget (``client_bandwidth``).  The node's send tick (``send_interval``) calls
+:meth:`Scheduler.tick`, which appends to the client's output what fits its budget:
+
+* **Budget.**  A token bucket (rate ``budget`` bytes/s, depth two ticks' worth) paces
+  the sends, and a one-second window of what was sent caps them: over any window of
+  one second the bytes written never exceed the budget by more than one message.
+  Reliable traffic (everything that is not keyed state) goes straight to the output
+  and is charged first (``reliable`` bytes at each tick); keyed state shares the rest.
+* **Latest value only.**  :meth:`Scheduler.offer` keeps one pending value per key
+  (``(sid, key)``); a newer value supersedes the pending one (counted), so a value is
+  never sent after a newer one of the same key.
+* **Accumulated priority.**  A pending key's priority is ``weight x seconds it has been
+  eligible``: it grows every tick by its weight and is reset when its value is sent.
+  Each tick sends the highest priorities first, so a key of weight ``w`` among ``n``
+  keys of weight at most ``W`` waits at most about
+  ``2 x (n x size / (budget x tick)) x (W / w)`` ticks: nothing starves.
+* **Rate caps.**  A key is eligible ``min_interval`` seconds after its last send at
+  the earliest (the distance rings of :class:`meshgate.spatial.Rings`).
+* **Bounded.**  At most ``max_keys`` keys are tracked and ``max_bytes`` of values held;
+  when full the policy is ``refuse-new`` (:data:`FULL_POLICY`): the state of an idle key
+  past its rate cap is forgotten to make room if there is one, else the new value is
+  refused (counted).
+"""
+
+from __future__ import annotations
+
+__all__ = ["FULL_POLICY", "KeyState", "Scheduler"]
+
+from collections import deque
+from collections.abc import Container
+
+#: what a full scheduler does: forget an idle key's state, else refuse the new value
+FULL_POLICY = "refuse-new"
+
+#: the window over which the budget is a hard cap, in seconds
+_WINDOW = 1.0
+
+
+class KeyState:
+    """One key of one client: its pending value (if any) and when it was last sent."""
+
+    __slots__ = ("eligible", "frame", "last_sent", "min_interval", "since", "weight")
+
+    def __init__(self) -> None:
+        #: the newest value not yet sent (a whole MSG frame), or None: idle
+        self.frame: bytes | None = None
+        #: when the pending value arrived (the key has been pending since)
+        self.since = 0.0
+        #: when the key may be sent next: max(since, last_sent + min_interval)
+        self.eligible = 0.0
+        #: when its last value was sent (-inf: never)
+        self.last_sent = float("-inf")
+        self.weight = 1.0
+        self.min_interval = 0.0
+
+
+class Scheduler:
+    """What one client is sent, and when (see the module docstring)."""
+
+    __slots__ = (
+        "_burst",
+        "_window",
+        "budget",
+        "credit",
+        "focus",
+        "interval",
+        "keyed_bytes",
+        "keyed_sent",
+        "keys",
+        "last_tick",
+        "max_bytes",
+        "max_keys",
+        "pending",
+        "pending_bytes",
+        "refused",
+        "reliable_bytes",
+        "superseded",
+        "window_bytes",
+    )
+
+    def __init__(
+        self, budget: int, interval: float, max_keys: int, max_bytes: int, now: float
+    ) -> None:
+        if budget <= 0 or interval <= 0:
+            raise ValueError("budget and interval must be positive")
+        #: bytes per second
+        self.budget = budget
+        #: seconds between ticks (the bucket holds two ticks' worth)
+        self.interval = interval
+        self.max_keys = max_keys
+        self.max_bytes = max_bytes
+        self._burst = budget * interval * 2.0
+        #: bucket credit in bytes (negative after a message larger than what was left)
+        self.credit = budget * interval
+        self.last_tick = now
+        #: (tick time, bytes written then) over the last second, and their sum
+        self._window: deque[tuple[float, int]] = deque()
+        self.window_bytes = 0
+        #: every key tracked (pending or idle)
+        self.keys: dict[tuple[int, str], KeyState] = {}
+        #: keys with a pending value
+        self.pending = 0
+        self.pending_bytes = 0
+        #: the client's focus in the world (for distance relevance), or None
+        self.focus: tuple[float, float] | None = None
+        # counters
+        self.superseded = 0
+        self.refused = 0
+        self.keyed_sent = 0
+        self.keyed_bytes = 0
+        self.reliable_bytes = 0
+
+    # -- input ----------------------------------------------------------------------------
+
+    def offer(
+        self,
+        key: tuple[int, str],
+        frame: bytes,
+        now: float,
+        weight: float = 1.0,
+        min_interval: float = 0.0,
+    ) -> bool:
+        """A new value for ``key`` (a whole frame); it supersedes a pending one.  False:
+        refused (the scheduler is full, policy ``refuse-new``)."""
+        st = self.keys.get(key)
+        size = len(frame)
+        if st is None:
+            if len(self.keys) >= self.max_keys and not self._evict_idle(now):
+                self.refused += 1
+                return False
+            st = KeyState()
+            self.keys[key] = st
+        old = st.frame
+        if old is not None:
+            self.pending_bytes -= len(old)
+            self.superseded += 1
+            st.frame = None
+            self.pending -= 1
+        if self.pending_bytes + size > self.max_bytes:
+            self.refused += 1
+            return False
+        if old is None:
+            st.since = now
+        st.frame = frame
+        st.weight = weight if weight > 0.0 else 1e-9
+        st.min_interval = min_interval
+        st.eligible = max(st.since, st.last_sent + min_interval)
+        self.pending += 1
+        self.pending_bytes += size
+        return True
+
+    def _evict_idle(self, now: float) -> bool:
+        """Forget one idle key's state whose rate cap has passed (the oldest tracked, so
+        forgetting it changes nothing it would be sent); False if there is none."""
+        for k, st in self.keys.items():
+            if st.frame is None and st.last_sent + st.min_interval <= now:
+                del self.keys[k]
+                return True
+        return False
+
+    def forget(self, live: Container[int]) -> None:
+        """Drop the keys of subscriptions not in ``live`` (they ended)."""
+        for k in [k for k in self.keys if k[0] not in live]:
+            st = self.keys.pop(k)
+            if st.frame is not None:
+                self.pending -= 1
+                self.pending_bytes -= len(st.frame)
+
+    # -- the tick -------------------------------------------------------------------------
+
+    def tick(self, now: float, reliable: int, out: bytearray, sizes: deque[int] | None) -> int:
+        """Charge ``reliable`` bytes written since the last tick, then append to ``out``
+        the pending values that fit, highest accumulated priority first (``sizes``: the
+        frame sizes, when the output tracks them).  Returns the number of values sent."""
+        budget = self.budget
+        dt = now - self.last_tick
+        self.last_tick = now
+        credit = self.credit + budget * dt if dt > 0.0 else self.credit
+        if credit > self._burst:
+            credit = self._burst
+        credit -= reliable
+        self.reliable_bytes += reliable
+        window = self._window
+        wsum = self.window_bytes + reliable
+        horizon = now - _WINDOW
+        while window and window[0][0] <= horizon:
+            wsum -= window.popleft()[1]
+        allow = min(credit, budget - wsum)
+        sent = 0
+        written = 0
+        if allow > 0 and self.pending:
+            ready = [
+                (st.weight * (now - st.eligible), k)
+                for k, st in self.keys.items()
+                if st.frame is not None and st.eligible <= now
+            ]
+            if ready:
+                ready.sort(reverse=True)
+                keys = self.keys
+                for _, k in ready:
+                    st = keys[k]
+                    frame = st.frame
+                    assert frame is not None
+                    n = len(frame)
+                    out += frame
+                    if sizes is not None:
+                        sizes.append(n)
+                    st.frame = None
+                    st.last_sent = now
+                    written += n
+                    sent += 1
+                    allow -= n
+                    if allow <= 0:
+                        break
+                self.pending -= sent
+                self.pending_bytes -= written
+                self.keyed_sent += sent
+                self.keyed_bytes += written
+        self.credit = credit - written
+        if reliable or written:
+            window.append((now, reliable + written))
+        self.window_bytes = wsum + written
+        return sent
+
+    # -- monitoring -----------------------------------------------------------------------
+
+    def oldest_pending_age(self, now: float) -> float:
+        """Seconds the longest-waiting pending value has waited (0.0: none)."""
+        if not self.pending:
+            return 0.0
+        oldest = min(st.since for st in self.keys.values() if st.frame is not None)
+        return max(0.0, now - oldest)
+
+    def sent_rate(self) -> int:
+        """Bytes written over the last second (reliable and keyed)."""
+        return self.window_bytes

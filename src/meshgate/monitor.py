@@ -345,6 +345,48 @@ def render_metrics(gw: Observable) -> str:
             st.protocol_errors,
         ),
         ("meshgate_auth_failures_total", "counter", "failed authentications", st.auth_failures),
+        (
+            "meshgate_scheduled_clients",
+            "gauge",
+            "clients with a bandwidth budget",
+            st.scheduled_clients,
+        ),
+        (
+            "meshgate_scheduled_keyed_messages_total",
+            "counter",
+            "keyed values sent by the per-client scheduler",
+            st.scheduled_keyed_msgs,
+        ),
+        (
+            "meshgate_scheduled_keyed_bytes_total",
+            "counter",
+            "keyed bytes sent by the per-client scheduler",
+            st.scheduled_keyed_bytes,
+        ),
+        (
+            "meshgate_scheduled_reliable_bytes_total",
+            "counter",
+            "reliable bytes charged to client budgets",
+            st.scheduled_reliable_bytes,
+        ),
+        (
+            "meshgate_scheduled_superseded_total",
+            "counter",
+            "keyed values superseded before they were sent",
+            st.scheduled_superseded,
+        ),
+        (
+            "meshgate_scheduled_refused_total",
+            "counter",
+            "keyed values refused by a full scheduler",
+            st.scheduled_refused,
+        ),
+        (
+            "meshgate_scheduled_pending_keys",
+            "gauge",
+            "keys waiting in client schedulers",
+            st.scheduled_pending_keys,
+        ),
     ]
     out = []
     for metric, kind, help_text, value in metrics:

@@ -1,8 +1,8 @@
 """The per-client send scheduler alone (sans-IO, a fake clock), as a hypothesis state
 machine (issue 21, "Property-tested"):
 
-* over every window of one second the bytes written never exceed the budget by more
-  than one message;
+* over every window of one second that ends with keyed state sent, the bytes written
+  (reliable included) never exceed the budget by more than one message;
 * no key waits longer than a bound derived from its weight, the budget and the number
   of keys (no starvation);
 * per key, values are never delivered older-after-newer, nor more often than its rate
@@ -80,7 +80,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.last_sent = [float("-inf")] * N_KEYS
         # the model's pending values: key -> (sequence, eligible since)
         self.pending: dict[int, tuple[int, float]] = {}
-        self.log: list[tuple[float, int]] = []  # (tick time, bytes written)
+        # (tick time, bytes written, keyed bytes written)
+        self.log: list[tuple[float, int, int]] = []
 
     # -- input ----------------------------------------------------------------------------
 
@@ -151,17 +152,20 @@ class SchedulerMachine(RuleBasedStateMachine):
             del self.pending[key]
         assert keyed == sent
         assert self.reliable_seen == self.reliable_seq
-        self.log.append((now, written + self.reliable_since_tick))
+        self.log.append((now, written + self.reliable_since_tick, written))
         self.reliable_since_tick = 0
 
     # -- invariants -----------------------------------------------------------------------
 
     @invariant()
     def window_within_budget(self) -> None:
-        if not self.log:
+        """Keyed state is written only into a second that still has room: every window
+        of one second ending with a keyed send holds at most the budget plus one
+        message (reliable bytes included; reliable output alone is never held back)."""
+        if not self.log or not self.log[-1][2]:
             return
         end = self.log[-1][0]
-        total = sum(n for t, n in self.log if t > end - 1.0)
+        total = sum(n for t, n, _ in self.log if t > end - 1.0)
         assert total <= self.budget + self.max_frame, (
             f"{total} bytes in one second, budget {self.budget}"
         )
@@ -206,7 +210,8 @@ def test_reliable_charged_first() -> None:
     assert s.pending == 4
     # later ticks send them, highest accumulated priority first
     sent = sum(s.tick(0.05 * i, 0, out, None) for i in range(2, 10))
-    assert sent == 4 and s.pending == 0
+    assert sent == 4
+    assert s.pending == 0
 
 
 def test_full_policy_refuses_and_counts() -> None:
@@ -220,7 +225,8 @@ def test_full_policy_refuses_and_counts() -> None:
     assert len(s.keys) == 2
     big = Scheduler(10_000, 0.05, 8, 10, 0.0)
     assert not big.offer((1, "a"), b"x" * 11, 0.0)
-    assert big.refused == 1 and big.pending_bytes == 0
+    assert big.refused == 1
+    assert big.pending_bytes == 0
 
 
 def test_rate_cap_and_supersede() -> None:
@@ -257,4 +263,5 @@ def test_light_key_not_starved_by_heavy_flood() -> None:
         if s.keys[(1, "light")].frame is None:
             waits.append(now - since)
     bound = 2 * 8 * 2 * INTERVAL * 1.5 * 4.0 + 1.0 + INTERVAL * 1.5
-    assert waits and max(waits) <= bound
+    assert waits
+    assert max(waits) <= bound

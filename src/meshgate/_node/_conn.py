@@ -67,6 +67,7 @@ from ._natstext import NOTICE_SUBJECT, PING, PONG, error_line
 if TYPE_CHECKING:
     from ..protocol.nats import NatsParser
     from ._natsport import NatsState
+    from ._scheduler import Scheduler
 
 #: the handler of an internal subscription: ``(subject, reply, payload)``
 InternalHandler = Callable[[str, "str | None", bytes], None]
@@ -225,6 +226,8 @@ class ClientConnection(Connection):
         "resync_streak",
         "resyncs",
         "role",
+        "sched",
+        "sched_mark",
         "session",
         "slow",
         "sub_perm",
@@ -260,6 +263,10 @@ class ClientConnection(Connection):
         #: the keyed state lane (coalesce policy): (sid, key) -> encoded frame
         self.keyed: dict[tuple[int, str], bytes] = {}
         self.keyed_bytes = 0
+        #: its send scheduler when it has a bandwidth budget (``_delivery.py``), else None
+        self.sched: Scheduler | None = None
+        #: bytes written or queued when the scheduler last looked (the reliable share)
+        self.sched_mark = 0
 
     def wire(self) -> tuple[str, str, str]:
         """``(protocol, client language, client version)`` for monitoring."""

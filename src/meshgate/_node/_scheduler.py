@@ -78,6 +78,7 @@ class Scheduler:
         "refused",
         "reliable_bytes",
         "superseded",
+        "waiting",
         "window_bytes",
     )
 
@@ -101,7 +102,9 @@ class Scheduler:
         self.window_bytes = 0
         #: every key tracked (pending or idle)
         self.keys: dict[tuple[int, str], KeyState] = {}
-        #: keys with a pending value
+        #: the keys with a pending value
+        self.waiting: dict[tuple[int, str], KeyState] = {}
+        #: how many keys have a pending value
         self.pending = 0
         self.pending_bytes = 0
         #: the client's focus in the world (for distance relevance), or None
@@ -139,6 +142,7 @@ class Scheduler:
             self.superseded += 1
             st.frame = None
             self.pending -= 1
+            del self.waiting[key]
         if self.pending_bytes + size > self.max_bytes:
             self.refused += 1
             return False
@@ -150,6 +154,7 @@ class Scheduler:
         st.eligible = max(st.since, st.last_sent + min_interval)
         self.pending += 1
         self.pending_bytes += size
+        self.waiting[key] = st
         return True
 
     def _evict_idle(self, now: float) -> bool:
@@ -162,19 +167,31 @@ class Scheduler:
         return False
 
     def forget(self, live: Container[int]) -> None:
-        """Drop the keys of subscriptions not in ``live`` (they ended)."""
-        for k in [k for k in self.keys if k[0] not in live]:
+        """Drop the pending values of subscriptions not in ``live`` (they ended)."""
+        gone = [k for k in self.waiting if k[0] not in live]
+        for k in gone:
             st = self.keys.pop(k)
+            del self.waiting[k]
             if st.frame is not None:
                 self.pending -= 1
                 self.pending_bytes -= len(st.frame)
 
     # -- the tick -------------------------------------------------------------------------
 
-    def tick(self, now: float, reliable: int, out: bytearray, sizes: deque[int] | None) -> int:
+    def tick(
+        self,
+        now: float,
+        reliable: int,
+        out: bytearray,
+        sizes: deque[int] | None = None,
+        live: Container[int] | None = None,
+        hold: bool = False,
+    ) -> int:
         """Charge ``reliable`` bytes written since the last tick, then append to ``out``
         the pending values that fit, highest accumulated priority first (``sizes``: the
-        frame sizes, when the output tracks them).  Returns the number of values sent."""
+        frame sizes, when the output tracks them; ``live``: the subscriptions still
+        there, the others' keys are forgotten; ``hold``: send nothing keyed now).
+        Returns the number of values sent."""
         budget = self.budget
         dt = now - self.last_tick
         self.last_tick = now
@@ -191,17 +208,22 @@ class Scheduler:
         allow = min(credit, budget - wsum)
         sent = 0
         written = 0
-        if allow > 0 and self.pending:
+        if allow > 0 and self.pending and not hold:
+            if live is not None:
+                for k in self.waiting:
+                    if k[0] not in live:
+                        self.forget(live)
+                        break
+            waiting = self.waiting
             ready = [
                 (st.weight * (now - st.eligible), k)
-                for k, st in self.keys.items()
-                if st.frame is not None and st.eligible <= now
+                for k, st in waiting.items()
+                if st.eligible <= now
             ]
             if ready:
                 ready.sort(reverse=True)
-                keys = self.keys
                 for _, k in ready:
-                    st = keys[k]
+                    st = waiting.pop(k)
                     frame = st.frame
                     assert frame is not None
                     n = len(frame)
@@ -231,7 +253,7 @@ class Scheduler:
         """Seconds the longest-waiting pending value has waited (0.0: none)."""
         if not self.pending:
             return 0.0
-        oldest = min(st.since for st in self.keys.values() if st.frame is not None)
+        oldest = min(st.since for st in self.waiting.values())
         return max(0.0, now - oldest)
 
     def sent_rate(self) -> int:

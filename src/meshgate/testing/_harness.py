@@ -166,9 +166,10 @@ class CoreHarness:
         return sum(core.pending_bytes(peer._conn) for peer in self._peers.values())
 
     def tick(self, now: float) -> None:
-        """Move time to ``now`` and run the core's timers."""
+        """Move time to ``now`` and run the core's timers (the send tick too)."""
         self.now = now
         self.core.tick(now)
+        self.core.send_tick(now)
         self.collect()
 
     def collect(self) -> None:

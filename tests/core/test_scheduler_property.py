@@ -165,7 +165,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         if not self.log or not self.log[-1][2]:
             return
         end = self.log[-1][0]
-        total = sum(n for t, n, _ in self.log if t > end - 1.0)
+        total = sum(n for t, n, _ in self.log if t > end - 1.0 + 1e-6)
         assert total <= self.budget + self.max_frame, (
             f"{total} bytes in one second, budget {self.budget}"
         )

@@ -390,11 +390,14 @@ class NodeCore:
 
     def set_focus(self, conn_id: int, x: float, y: float) -> bool:
         """Where client ``conn_id`` is in the world (its relevance is measured from
-        there); False if it has no scheduler (no budget, or gone)."""
+        there, asked again for each key at its next value); False if it has no
+        scheduler (no budget, or gone)."""
         c = self.clients.conns.get(conn_id)
         if c is None or c.sched is None:
             return False
         c.sched.focus = (x, y)
+        for st in c.sched.keys.values():
+            st.rated = float("-inf")
         return True
 
     def stop_accepting(self) -> None:

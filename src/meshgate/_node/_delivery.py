@@ -42,6 +42,11 @@ from ._scheduler import Scheduler
 #: ``(weight, min_interval)`` (``focus``: the client's position, or None)
 Relevance = Callable[[tuple[float, float] | None, str, str], tuple[float, float]]
 
+#: seconds a key's relevance for a client is reused before it is asked again (entities
+#: and clients do not change rings every tick; asking once per value would cost more
+#: than the routing itself)
+RELEVANCE_TTL = 0.25
+
 _OPEN = ConnState.OPEN
 _INTERNAL = ConnState.INTERNAL
 
@@ -172,11 +177,19 @@ class Delivery:
         value per ``(sid, key)`` until a send tick has room for it."""
         now = self.outbox.settings.now
         relevance = self.relevance
+        k = (sub.sid, key)
         if relevance is None:
-            ok = sched.offer((sub.sid, key), frame, now)
+            ok = sched.offer(k, frame, now)
         else:
-            weight, min_interval = relevance(sched.focus, self.cur[0], key)
-            ok = sched.offer((sub.sid, key), frame, now, weight, min_interval)
+            st = sched.keys.get(k)
+            if st is not None and now - st.rated < RELEVANCE_TTL:
+                ok = sched.offer(k, frame, now, st.weight, st.min_interval)
+            else:
+                weight, min_interval = relevance(sched.focus, self.cur[0], key)
+                ok = sched.offer(k, frame, now, weight, min_interval)
+                st = sched.keys.get(k)
+                if ok and st is not None:
+                    st.rated = now
         if not ok:
             return 0
         c.payload_out += self.cur[3]

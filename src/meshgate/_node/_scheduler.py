@@ -4,9 +4,11 @@ Sans-IO and clock-free (every call takes ``now``); one :class:`Scheduler` per cl
 with a budget (``client_bandwidth``).  The node's send tick (``send_interval``) calls
 :meth:`Scheduler.tick`, which appends to the client's output what fits its budget:
 
-* **Budget.**  A token bucket (rate ``budget`` bytes/s, depth two ticks' worth) paces
+* **Budget.**  A token bucket (rate ``budget`` bytes/s, depth one tick's worth) paces
   the sends, and a one-second window of what was sent caps them: over any window of
   one second the bytes written never exceed the budget by more than one message.
+  A tick sends values in priority order while they fit (its first value always goes,
+  so a value larger than a tick's worth is not stuck; the bucket then runs negative).
   Reliable traffic (everything that is not keyed state) goes straight to the output
   and is charged first (``reliable`` bytes at each tick); keyed state shares the rest.
 * **Latest value only.**  :meth:`Scheduler.offer` keeps one pending value per key
@@ -35,14 +37,15 @@ from collections.abc import Container
 #: what a full scheduler does: forget an idle key's state, else refuse the new value
 FULL_POLICY = "refuse-new"
 
-#: the window over which the budget is a hard cap, in seconds
-_WINDOW = 1.0
+#: the window over which the budget is a hard cap, in seconds (less a microsecond: ticks
+#: exactly one second apart, as float sums of the interval land, are two windows)
+_WINDOW = 1.0 - 1e-6
 
 
 class KeyState:
     """One key of one client: its pending value (if any) and when it was last sent."""
 
-    __slots__ = ("eligible", "frame", "last_sent", "min_interval", "since", "weight")
+    __slots__ = ("eligible", "frame", "last_sent", "min_interval", "rated", "since", "weight")
 
     def __init__(self) -> None:
         #: the newest value not yet sent (a whole MSG frame), or None: idle
@@ -55,13 +58,14 @@ class KeyState:
         self.last_sent = float("-inf")
         self.weight = 1.0
         self.min_interval = 0.0
+        #: when the relevance (weight, min_interval) was last computed (-inf: never)
+        self.rated = float("-inf")
 
 
 class Scheduler:
     """What one client is sent, and when (see the module docstring)."""
 
     __slots__ = (
-        "_burst",
         "_window",
         "budget",
         "credit",
@@ -89,11 +93,10 @@ class Scheduler:
             raise ValueError("budget and interval must be positive")
         #: bytes per second
         self.budget = budget
-        #: seconds between ticks (the bucket holds two ticks' worth)
+        #: seconds between ticks (the bucket holds one tick's worth)
         self.interval = interval
         self.max_keys = max_keys
         self.max_bytes = max_bytes
-        self._burst = budget * interval * 2.0
         #: bucket credit in bytes (negative after a message larger than what was left)
         self.credit = budget * interval
         self.last_tick = now
@@ -196,8 +199,9 @@ class Scheduler:
         dt = now - self.last_tick
         self.last_tick = now
         credit = self.credit + budget * dt if dt > 0.0 else self.credit
-        if credit > self._burst:
-            credit = self._burst
+        cap = budget * (dt if dt > self.interval else self.interval)
+        if credit > cap:
+            credit = cap  # one tick's worth (a late tick's): no bursts the window would undo
         credit -= reliable
         self.reliable_bytes += reliable
         window = self._window
@@ -223,10 +227,13 @@ class Scheduler:
             if ready:
                 ready.sort(reverse=True)
                 for _, k in ready:
-                    st = waiting.pop(k)
+                    st = waiting[k]
                     frame = st.frame
                     assert frame is not None
                     n = len(frame)
+                    if n > allow and sent:
+                        break  # the rest waits (its priority keeps growing)
+                    del waiting[k]
                     out += frame
                     if sizes is not None:
                         sizes.append(n)
@@ -235,8 +242,6 @@ class Scheduler:
                     written += n
                     sent += 1
                     allow -= n
-                    if allow <= 0:
-                        break
                 self.pending -= sent
                 self.pending_bytes -= written
                 self.keyed_sent += sent

@@ -180,6 +180,8 @@ class Delivery:
         k = (sub.sid, key)
         if relevance is None:
             ok = sched.offer(k, frame, now)
+        elif sched.supersede(k, frame, now, RELEVANCE_TTL):
+            ok = True
         else:
             st = sched.keys.get(k)
             if st is not None and now - st.rated < RELEVANCE_TTL:

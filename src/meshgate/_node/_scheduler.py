@@ -133,6 +133,19 @@ class Scheduler:
         refused (the scheduler is full, policy ``refuse-new``)."""
         st = self.keys.get(key)
         size = len(frame)
+        if st is not None:
+            old = st.frame
+            if (
+                old is not None
+                and st.weight == weight
+                and st.min_interval == min_interval
+                and self.pending_bytes + size - len(old) <= self.max_bytes
+            ):
+                # the common case: a newer value of a waiting key, same relevance
+                st.frame = frame
+                self.pending_bytes += size - len(old)
+                self.superseded += 1
+                return True
         if st is None:
             if len(self.keys) >= self.max_keys and not self._evict_idle(now):
                 self.refused += 1
@@ -154,10 +167,30 @@ class Scheduler:
         st.frame = frame
         st.weight = weight if weight > 0.0 else 1e-9
         st.min_interval = min_interval
-        st.eligible = max(st.since, st.last_sent + min_interval)
+        eligible = st.last_sent + min_interval
+        st.eligible = eligible if eligible > st.since else st.since
         self.pending += 1
         self.pending_bytes += size
         self.waiting[key] = st
+        return True
+
+    def supersede(self, key: tuple[int, str], frame: bytes, now: float, ttl: float) -> bool:
+        """The fast path of :meth:`offer` for a caller that computes relevance: if
+        ``key`` has a value waiting whose relevance was rated within ``ttl`` seconds, the
+        new value replaces it with that relevance (True); else False, and nothing
+        changed (call :meth:`offer` with a fresh relevance)."""
+        st = self.keys.get(key)
+        if st is None or now - st.rated >= ttl:
+            return False
+        old = st.frame
+        if old is None:
+            return False
+        size = len(frame)
+        if self.pending_bytes + size - len(old) > self.max_bytes:
+            return False
+        st.frame = frame
+        self.pending_bytes += size - len(old)
+        self.superseded += 1
         return True
 
     def _evict_idle(self, now: float) -> bool:

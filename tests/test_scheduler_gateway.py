@@ -36,7 +36,7 @@ async def test_budgeted_client_through_the_shell(autojump_clock: trio.testing.Mo
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(read)
-                for step in range(40):  # 2 s of 20 ships at 20 Hz: 4x the budget
+                for _ in range(40):  # 2 s of 20 ships at 20 Hz: 4x the budget
                     for k in range(20):
                         await world.publish(
                             g.subject((2 * k, 0), "ship", str(k)), b"p" * 40, key=f"s{k}"

@@ -202,6 +202,16 @@ def _varz(gw: Observable) -> dict[str, Any]:
         "dropped_msgs": st.dropped_messages,
         "coalesced_msgs": st.coalesced_messages,
         "resyncs": st.resyncs,
+        # the per-client scheduler (client_bandwidth)
+        "scheduler": {
+            "clients": st.scheduled_clients,
+            "keyed_msgs": st.scheduled_keyed_msgs,
+            "keyed_bytes": st.scheduled_keyed_bytes,
+            "reliable_bytes": st.scheduled_reliable_bytes,
+            "superseded": st.scheduled_superseded,
+            "refused": st.scheduled_refused,
+            "pending_keys": st.scheduled_pending_keys,
+        },
         "gateway_control_msgs": v.gateway_control_msgs,
         "protocol_errors": st.protocol_errors,
         "auth_failures": st.auth_failures,

@@ -71,9 +71,12 @@ def run(args: argparse.Namespace, scheduled: bool, seed: int) -> dict[str, Any]:
         focus.append(f)
     near: list[set[str]] = []
     far: list[set[str]] = []
+    near_radius: list[float] = []
     for f in focus:
         d = {k: math.hypot(p[0] - f[0], p[1] - f[1]) for k, p in pos.items()}
-        near.append(set(sorted(d, key=d.__getitem__)[:20]))
+        nearest = sorted(d, key=d.__getitem__)[:20]
+        near.append(set(nearest))
+        near_radius.append(d[nearest[-1]])
         far.append({k for k, x in d.items() if x > RINGS[-2][0]})
     enc = Encoder()
     pad = b"\0" * PAD
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace, scheduled: bool, seed: int) -> dict[str, Any]:
     rates = [b / secs for b in nbytes]
     near_hz = [n / secs / 20 for n in near_n]
     ages.sort()
+    inner = [i for i, r in enumerate(near_radius) if r <= RINGS[0][0]]
     st = h.core.statistics()
     return {
         "scheduled": scheduled,
@@ -141,6 +145,10 @@ def run(args: argparse.Namespace, scheduled: bool, seed: int) -> dict[str, Any]:
         "bytes_per_s_max": round(max(rates)),
         "near20_hz_median": round(statistics.median(near_hz), 2),
         "near20_hz_min": round(min(near_hz), 2),
+        # clients whose nearest 20 all lie in the full-rate ring, and their rate
+        "near20_in_ring0_clients": len(inner),
+        "near20_in_ring0_hz_min": round(min((near_hz[i] for i in inner), default=0.0), 2),
+        "near20_clients_at_19hz_share": round(sum(x >= 19 for x in near_hz) / len(near_hz), 3),
         "far_ring_age_p99_s": round(ages[int(0.99 * (len(ages) - 1))], 3) if ages else 0.0,
         "far_ring_age_median_s": round(ages[len(ages) // 2], 3) if ages else 0.0,
         "far_ring_refreshes": len(ages),

@@ -4,6 +4,8 @@ messages go straight out, in order; clients without a budget are untouched."""
 
 from __future__ import annotations
 
+import attrs
+
 from meshgate import User
 from meshgate.protocol import ConnectionKind, Message, Publish, Subscribe, Unsubscribe
 from meshgate.spatial import Grid, Rings
@@ -107,3 +109,23 @@ def _decode(data: bytes) -> list[object]:
     d = Decoder(max_frame_bytes=1 << 24)
     d.feed(data)
     return list(d)
+
+
+def test_reload_cannot_start_the_send_tick() -> None:
+    """A node started without budgets runs no send tick: a budget a reload adds to a
+    user is not applied (its keyed state would never go out), until a restart."""
+    users = (User(token="plain-token", name="plain"),)
+    cfg = node_config(users=users, trusted_network=True)
+    h = CoreHarness(cfg)
+    assert h.core.send_interval is None
+    new = (User(token="plain-token", name="plain", client_bandwidth=100),)
+    h.core.reconfigure(attrs.evolve(cfg, users=new))
+    assert h.core.send_interval is None
+    sub = open_peer(h, ConnectionKind.CLIENT, handshake=False)
+    sub.hello(token="plain-token")
+    sub.received()
+    sub.send(Subscribe(1, "cell.>", None))
+    sub.received()
+    sub.send(Publish("cell.0.0.a", None, b"v", key="a"))
+    assert [f for f in _decode(sub.take_bytes()) if isinstance(f, Message)]
+    assert h.core.statistics().scheduled_clients == 0

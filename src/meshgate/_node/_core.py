@@ -372,8 +372,7 @@ class NodeCore:
     def send_interval(self) -> float | None:
         """Seconds between send ticks (:meth:`send_tick`), or None: no client has a
         bandwidth budget, so nothing needs them."""
-        cfg = self.settings.config
-        return cfg.send_interval if cfg.scheduling else None
+        return self.settings.config.send_interval if self.delivery.enabled else None
 
     def send_tick(self, now: float) -> None:
         """The send tick: clients with a bandwidth budget get the keyed state that fits

@@ -80,6 +80,9 @@ class Delivery:
         self.resyncs = 0
         #: clients with a budget, by id (the send tick's work list)
         self.scheduled: dict[int, ClientConnection] = {}
+        #: some client had a budget at start-up: the shell runs the send tick (a reload
+        #: cannot start it, so budgets a reload adds apply after a restart)
+        self.enabled = config.scheduling
         #: the host application's relevance function (None: every key weighs 1, no cap)
         self.relevance: Relevance | None = None
         #: the scheduler counters of clients gone (``scheduler_totals`` adds the others)
@@ -158,7 +161,7 @@ class Delivery:
         a bandwidth budget gets a scheduler."""
         cfg = self._config
         budget = cfg.bandwidth_for(c.user)
-        if budget is None or c.role is not Role.CLIENT:
+        if budget is None or c.role is not Role.CLIENT or not self.enabled:
             return
         c.sched = Scheduler(
             budget,

@@ -200,7 +200,7 @@ class Delivery:
         c.payload_out += self.cur[3]
         if sub.remaining is not None:
             sub.remaining -= 1
-            if sub.remaining <= 0:
+            if sub.remaining < 1:  # UNSUB with max_msgs: counted when scheduled
                 self._remove_sub(sub)
         return 1
 

@@ -63,7 +63,14 @@ class KeyState:
 
 
 class Scheduler:
-    """What one client is sent, and when (see the module docstring)."""
+    """What one client with a bandwidth budget is sent, and when (docs/scheduling.md).
+
+    :meth:`offer` keeps the newest value per key; :meth:`tick` (every ``interval``
+    seconds, with the reliable bytes written since the last tick) appends what fits the
+    budget to the client's output, highest accumulated priority (weight x seconds
+    eligible) first, no key more often than its ``min_interval``.  Bounded by
+    ``max_keys`` and ``max_bytes`` (policy ``refuse-new``, counted in :attr:`refused`).
+    """
 
     __slots__ = (
         "_window",

@@ -41,6 +41,8 @@ from .spatial import Grid
 from .topology import fetch_json
 
 _STAMP = struct.Struct("!dI")
+#: every game client's bandwidth budget, bytes per second (docs/scheduling.md)
+_CLIENT_BANDWIDTH = 32_000
 #: the replicant credential of this demo run (the region replicants are remote adapters)
 _REPLICANT_TOKEN = secrets.token_urlsafe(24)
 
@@ -144,6 +146,7 @@ async def _super_cluster(
                     "reconnect_wait = 0.2",
                     "interest_only_threshold = 200",
                     'slow_consumer_policy = "coalesce"',
+                    f"client_bandwidth = {_CLIENT_BANDWIDTH}",
                     "replicants = true",
                     f'replicant_token = "{_REPLICANT_TOKEN}"',
                     'speculative = ["world.>"]',
@@ -594,6 +597,7 @@ def _report(
         ),
         ("relay latency p50 / p99", f"{p50:.2f} ms / {p99:.2f} ms", "input to other players"),
         ("coalesced (keyed state)", f"{sum(v['coalesced_msgs'] for v in varz.values())}", ""),
+        *_scheduler_rows(varz),
         ("slow-consumer events", f"{sum(v['slow_consumers'] for v in varz.values())}", ""),
         ("protocol errors", f"{sum(v['protocol_errors'] for v in varz.values())}", ""),
         ("area-of-interest changes", f"{stats.aoi_changes}", "subscribe + unsubscribe"),
@@ -609,6 +613,25 @@ def _report(
     print("-" * (w0 + w1 + 36))
     for a, b, c in rows:
         print(f"{a:<{w0}}  {b:>{w1}}  {c}")
+
+
+def _scheduler_rows(varz: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The per-client scheduler's figures over all nodes (docs/scheduling.md)."""
+    sc = [v["scheduler"] for v in varz.values() if "scheduler" in v]
+    total = {k: sum(s[k] for s in sc) for k in sc[0]} if sc else {}
+    sent = total.get("keyed_bytes", 0) + total.get("reliable_bytes", 0)
+    if not sent:
+        return []
+    share = 100 * total["keyed_bytes"] / sent
+    return [
+        ("client bandwidth budget", f"{_CLIENT_BANDWIDTH} B/s", "per client (client_bandwidth)"),
+        (
+            "keyed values sent / superseded",
+            f"{total['keyed_msgs']} / {total['superseded']}",
+            "superseded: a newer value went instead",
+        ),
+        ("keyed share of scheduled bytes", f"{share:.1f} %", f"{sent} bytes in all"),
+    ]
 
 
 def run_demo(

@@ -58,6 +58,17 @@ class Statistics:
     datagrams_dropped: int = 0
     datagram_refreshes: int = 0
     kseq_table_full: int = 0
+    #: the per-client scheduler (``client_bandwidth``): clients with a budget now, keyed
+    #: values sent and their bytes, reliable bytes charged to budgets, values superseded
+    #: by a newer one before they went out, values refused by a full scheduler, and
+    #: keys waiting now
+    scheduled_clients: int = 0
+    scheduled_keyed_msgs: int = 0
+    scheduled_keyed_bytes: int = 0
+    scheduled_reliable_bytes: int = 0
+    scheduled_superseded: int = 0
+    scheduled_refused: int = 0
+    scheduled_pending_keys: int = 0
 
 
 @attrs.frozen
@@ -114,6 +125,19 @@ class ConnectionInfo:
     client_version: str = ""
     #: the patterns it subscribes to
     subscriptions_list: tuple[str, ...] = ()
+    #: its bandwidth budget in bytes per second (None: unlimited, no scheduler) and, with
+    #: one: bytes written over the last second, the reliable and keyed bytes charged to
+    #: it so far, keyed values sent, superseded and refused, keys waiting now and how
+    #: long the oldest has waited (seconds)
+    budget: int | None = None
+    sent_bytes_per_second: int = 0
+    reliable_bytes: int = 0
+    keyed_bytes: int = 0
+    keyed_sent: int = 0
+    keyed_superseded: int = 0
+    keyed_refused: int = 0
+    keys_pending: int = 0
+    oldest_pending_age: float = 0.0
 
 
 @attrs.frozen

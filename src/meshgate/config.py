@@ -303,6 +303,9 @@ class User:
     #: a replicant credential: may connect with role ``replicant`` (claim, release,
     #: receive inputs, confirm and correct); ordinary users may not
     replicant: bool = attrs.field(default=False, validator=_bool)
+    #: this user's per-client bandwidth budget in bytes per second (overrides the node's
+    #: ``client_bandwidth`` for its client connections); None: the node's
+    client_bandwidth: int | None = attrs.field(default=None, validator=_optional(_positive(_BYTES)))
 
     @token.validator
     def _check_token(self, attribute: attrs.Attribute[str], value: object) -> None:
@@ -318,7 +321,15 @@ def _users(inst: object, attribute: attrs.Attribute[Any], value: object) -> None
         raise ConfigError(attribute.name, "two users share a token")
 
 
-_USER_KEYS = ("account", "name", "publish", "replicant", "subscribe", "token")
+_USER_KEYS = (
+    "account",
+    "client_bandwidth",
+    "name",
+    "publish",
+    "replicant",
+    "subscribe",
+    "token",
+)
 _PERMISSION_KEYS = ("allow", "allow_responses", "deny")
 _TLS_KEYS = ("ca_file", "cert_file", "key_file")
 
@@ -646,6 +657,15 @@ class GatewayConfig:
     #: coalesce policy: resyncs in a row (backlog dropped while the client stays behind)
     #: before the client is disconnected
     max_resyncs: int = attrs.field(default=3, validator=_non_negative_int)
+    #: per-client bandwidth budget in bytes per second on the wire (docs/scheduling.md):
+    #: reliable traffic goes first, keyed state shares the rest by accumulated priority;
+    #: a user's own ``client_bandwidth`` overrides it.  None: unlimited (no scheduler)
+    client_bandwidth: int | None = attrs.field(default=None, validator=_optional(_positive(_BYTES)))
+    #: seconds between send ticks of clients with a budget
+    send_interval: float = attrs.field(default=0.05, validator=_positive(_SECONDS))
+    #: keys one client's scheduler tracks at most (its held values are bounded by
+    #: ``max_pending_bytes``); when full, policy ``refuse-new`` (counted)
+    scheduler_max_keys: int = attrs.field(default=4096, validator=_positive())
     #: concurrent client connections
     max_connections: int = attrs.field(default=10_000, validator=_positive())
     #: subscriptions per connection
@@ -963,6 +983,19 @@ class GatewayConfig:
         ``peer_max_pending_bytes``, or 8 x ``max_pending_bytes`` if that is None."""
         bound = self.peer_max_pending_bytes
         return 8 * self.max_pending_bytes if bound is None else bound
+
+    @property
+    def scheduling(self) -> bool:
+        """Some client has a bandwidth budget: the node runs a send tick."""
+        return self.client_bandwidth is not None or any(
+            u.client_bandwidth is not None for u in self.users
+        )
+
+    def bandwidth_for(self, user: User | None) -> int | None:
+        """The budget of a client connection of ``user`` (None: unlimited)."""
+        if user is not None and user.client_bandwidth is not None:
+            return user.client_bandwidth
+        return self.client_bandwidth
 
     @property
     def peer_auth_required(self) -> bool:

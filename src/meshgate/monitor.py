@@ -192,6 +192,16 @@ def _varz(gw: Observable) -> dict[str, Any]:
         "dropped_msgs": st.dropped_messages,
         "coalesced_msgs": st.coalesced_messages,
         "resyncs": st.resyncs,
+        # the per-client scheduler (client_bandwidth)
+        "scheduler": {
+            "clients": st.scheduled_clients,
+            "keyed_msgs": st.scheduled_keyed_msgs,
+            "keyed_bytes": st.scheduled_keyed_bytes,
+            "reliable_bytes": st.scheduled_reliable_bytes,
+            "superseded": st.scheduled_superseded,
+            "refused": st.scheduled_refused,
+            "pending_keys": st.scheduled_pending_keys,
+        },
         "gateway_control_msgs": v.gateway_control_msgs,
         "protocol_errors": st.protocol_errors,
         "auth_failures": st.auth_failures,
@@ -381,6 +391,48 @@ def _families(gw: Observable) -> list[_Family]:
             "gauge",
             "1 when every configured route seed, gateway and backbone is connected",
             0 if gw.readiness() else 1,
+        ),
+        (
+            "meshgate_scheduled_clients",
+            "gauge",
+            "clients with a bandwidth budget",
+            st.scheduled_clients,
+        ),
+        (
+            "meshgate_scheduled_keyed_messages_total",
+            "counter",
+            "keyed values sent by the per-client scheduler",
+            st.scheduled_keyed_msgs,
+        ),
+        (
+            "meshgate_scheduled_keyed_bytes_total",
+            "counter",
+            "keyed bytes sent by the per-client scheduler",
+            st.scheduled_keyed_bytes,
+        ),
+        (
+            "meshgate_scheduled_reliable_bytes_total",
+            "counter",
+            "reliable bytes charged to client budgets",
+            st.scheduled_reliable_bytes,
+        ),
+        (
+            "meshgate_scheduled_superseded_total",
+            "counter",
+            "keyed values superseded before they were sent",
+            st.scheduled_superseded,
+        ),
+        (
+            "meshgate_scheduled_refused_total",
+            "counter",
+            "keyed values refused by a full scheduler",
+            st.scheduled_refused,
+        ),
+        (
+            "meshgate_scheduled_pending_keys",
+            "gauge",
+            "keys waiting in client schedulers",
+            st.scheduled_pending_keys,
         ),
     ):
         family(name, kind, help_text).add(node, value)

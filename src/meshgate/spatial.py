@@ -11,15 +11,22 @@ within ``enter_radius`` and *left* only when it is farther than ``exit_radius``
 ``move(x, y)`` subscribes and unsubscribes only the difference, and every cell's
 messages arrive merged on one bounded channel.
 
+:class:`Rings` tell a node's per-client scheduler (``client_bandwidth``) how much each
+entity matters to a client by its distance from the client's focus: a weight (how fast
+its priority grows while it waits) and a rate cap per ring (full rate near, 5 Hz
+farther, 1 Hz beyond); plug ``rings.relevance`` in with
+:meth:`meshgate.Gateway.set_relevance` and tell the node where each client is with
+:meth:`meshgate.Gateway.set_focus`.
+
 The geometry is pure synchronous code; only :func:`interest_area` touches trio.
 """
 
 from __future__ import annotations
 
-__all__ = ["AreaOfInterest", "Grid", "InterestArea", "interest_area"]
+__all__ = ["AreaOfInterest", "Grid", "InterestArea", "Rings", "interest_area"]
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -74,6 +81,69 @@ class Grid:
                 if math.hypot(dx, dy) <= radius:
                     out.add((i, j))
         return out
+
+
+#: ``(outer radius, rate cap in Hz (0: none), weight)`` per ring, nearest first
+Ring = tuple[float, float, float]
+
+#: full rate within 50 units, 5 Hz to 200, 1 Hz beyond; nearer weighs more
+DEFAULT_RINGS: tuple[Ring, ...] = ((50.0, 0.0, 4.0), (200.0, 5.0, 2.0), (math.inf, 1.0, 1.0))
+
+
+@attrs.frozen
+class Rings:
+    """Distance rings around a client's focus: each caps how often an entity in it is
+    sent to the client and weighs its priority.  An entity's position is the centre of
+    the cell its subject names (``cell.3.-2.ship.42``), or what ``position(subject,
+    key)`` returns when given (the host knows exact positions)."""
+
+    grid: Grid
+    rings: tuple[Ring, ...] = DEFAULT_RINGS
+    position: Callable[[str, str], tuple[float, float] | None] | None = None
+
+    def __attrs_post_init__(self) -> None:
+        radii = [r[0] for r in self.rings]
+        if not radii or radii != sorted(radii) or any(r[1] < 0 or r[2] <= 0 for r in self.rings):
+            raise ValueError("rings: increasing radii, rates >= 0 and weights > 0")
+
+    def ring(self, distance: float) -> Ring:
+        """The ring a distance falls in (the last one beyond every radius)."""
+        for r in self.rings:
+            if distance <= r[0]:
+                return r
+        return self.rings[-1]
+
+    def where(self, subject: str, key: str) -> tuple[float, float] | None:
+        """An entity's position: ``position(subject, key)``, else its cell's centre
+        (None: the subject names no cell of the grid)."""
+        if self.position is not None:
+            pos = self.position(subject, key)
+            if pos is not None:
+                return pos
+        prefix = self.grid.prefix + "."
+        if not subject.startswith(prefix):
+            return None
+        parts = subject[len(prefix) :].split(".", 2)
+        if len(parts) < 2:
+            return None
+        try:
+            i, j = int(parts[0]), int(parts[1])
+        except ValueError:
+            return None
+        s = self.grid.cell_size
+        return ((i + 0.5) * s, (j + 0.5) * s)
+
+    def relevance(
+        self, focus: tuple[float, float] | None, subject: str, key: str
+    ) -> tuple[float, float]:
+        """``(weight, min_interval)`` of one keyed message for a client at ``focus``
+        (the node's relevance function; no focus or no position: the nearest ring)."""
+        pos = self.where(subject, key) if focus is not None else None
+        if focus is None or pos is None:
+            _, rate, weight = self.rings[0]
+        else:
+            _, rate, weight = self.ring(math.hypot(pos[0] - focus[0], pos[1] - focus[1]))
+        return weight, (1.0 / rate if rate > 0 else 0.0)
 
 
 class AreaOfInterest:

@@ -43,8 +43,12 @@ from ._gateways import GatewayMesh as GatewayMesh
 from ._hooks import Host as Host
 from ._hooks import Layer as Layer
 from ._routes import RouteMesh as RouteMesh
+from ._scheduler import FULL_POLICY as FULL_POLICY
+from ._scheduler import Scheduler as Scheduler
 
 __all__ = [
+    "FULL_POLICY",
+    "Scheduler",
     "ClientConnection",
     "ClientPort",
     "ConnState",

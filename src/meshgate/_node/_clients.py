@@ -7,6 +7,7 @@ __all__ = ["ClientPort", "session_identity", "sub_permitted"]
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ErrorCode
@@ -87,6 +88,8 @@ class ClientPort:
         self.accounts = accounts
         #: the game layer, if one is plugged in (it decides about ``$`` subscriptions)
         self.layer: Layer | None = None
+        #: called when a connection's handshake opened it (the delivery's scheduler admits)
+        self.on_open: Callable[[ClientConnection], None] | None = None
         cfg = settings.config
         self._users: dict[str, User] = {u.token: u for u in cfg.users}
         #: a token the host application's in-process replicants present (set by the shell)
@@ -168,6 +171,8 @@ class ClientPort:
         conn.no_responders = "no-responders" in hello.features
         conn.role = Role(hello.role)
         conn.state = ConnState.OPEN
+        if self.on_open is not None:
+            self.on_open(conn)
 
     def handshake(self, conn: ClientConnection, hello: Hello) -> None:
         """A meshgate client's HELLO: who it is, then (authenticated) where else it can

@@ -70,6 +70,7 @@ from ._natstext import NOTICE_SUBJECT, PING, PONG, error_line
 if TYPE_CHECKING:
     from ..protocol.nats import NatsParser
     from ._natsport import NatsState
+    from ._scheduler import Scheduler
 
 #: the handler of an internal subscription: ``(subject, reply, payload)``
 InternalHandler = Callable[[str, "str | None", bytes], None]
@@ -229,6 +230,8 @@ class ClientConnection(Connection):
         "resync_streak",
         "resyncs",
         "role",
+        "sched",
+        "sched_mark",
         "session",
         "slow",
         "sub_perm",
@@ -266,6 +269,10 @@ class ClientConnection(Connection):
         self.keyed_bytes = 0
         #: the unreliable lane for keyed state (a transport with datagrams), else None
         self.dgram: KeyedDatagrams | None = None
+        #: its send scheduler when it has a bandwidth budget (``_delivery.py``), else None
+        self.sched: Scheduler | None = None
+        #: bytes written or queued when the scheduler last looked (the reliable share)
+        self.sched_mark = 0
 
     def wire(self) -> tuple[str, str, str]:
         """``(protocol, client language, client version)`` for monitoring."""

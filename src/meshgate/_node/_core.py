@@ -52,7 +52,7 @@ from ._conn import (
     RemoteInterest,
     RouteConnection,
 )
-from ._delivery import Delivery
+from ._delivery import Delivery, Relevance
 from ._effects import Effects, PendingEffects
 from ._fanout import FanOut
 from ._gateways import GatewayMesh
@@ -139,6 +139,7 @@ class NodeCore:
             settings, outbox, self.graph, bus, self.clients.local_keys, self.fanout.route_message
         )
         outbox.retirers[ClientConnection] = self.clients.retire  # type: ignore[assignment]
+        self.clients.on_open = self.delivery.admit
         bus.on_client_urls(self.clients.tell_urls)
         #: the node's own subscriptions (handlers run in ``drain``)
         self.internal = NodeSubscriptions(self.delivery.internal, self.clients.subscribe)
@@ -395,6 +396,37 @@ class NodeCore:
                     if conn.ping_sent_at is None:
                         conn.ping_sent_at = now
                     out.ping(conn)
+
+    @property
+    def send_interval(self) -> float | None:
+        """Seconds between send ticks (:meth:`send_tick`), or None: no client has a
+        bandwidth budget, so nothing needs them."""
+        return self.settings.config.send_interval if self.delivery.enabled else None
+
+    def send_tick(self, now: float) -> None:
+        """The send tick: clients with a bandwidth budget get the keyed state that fits
+        (``_scheduler.py``); call it every :attr:`send_interval` seconds."""
+        if self.delivery.scheduled:
+            self.settings.now = now
+            self.delivery.send_tick(now)
+
+    def set_relevance(self, relevance: Relevance | None) -> None:
+        """The host application's relevance function for scheduled clients:
+        ``(focus, subject, key) -> (weight, min_interval)`` (see
+        :class:`meshgate.spatial.Rings`); None: every key weighs 1, no rate cap."""
+        self.delivery.relevance = relevance
+
+    def set_focus(self, conn_id: int, x: float, y: float) -> bool:
+        """Where client ``conn_id`` is in the world (its relevance is measured from
+        there, asked again for each key at its next value); False if it has no
+        scheduler (no budget, or gone)."""
+        c = self.clients.conns.get(conn_id)
+        if c is None or c.sched is None:
+            return False
+        c.sched.focus = (x, y)
+        for st in c.sched.keys.values():
+            st.rated = float("-inf")
+        return True
 
     def stop_accepting(self) -> None:
         """Lame duck: refuse new connections (clients, routes and gateways); NATS clients

@@ -14,17 +14,25 @@ the bound is the node's ``slow_consumer_policy``:
                    client), and after ``max_resyncs`` in a row without catching up,
                    disconnect
 =================  ===================================================================
+
+A client with a bandwidth budget (``client_bandwidth``) has a send scheduler
+(``_scheduler.py``): its keyed messages go there instead of the output (latest value
+per ``(sid, key)``), and the node's send tick (:meth:`Delivery.send_tick`) writes what
+fits.  Everything else goes to its output as for any client and is charged to the
+budget first.  All of it is in the section "the per-client scheduler" below; a client
+without a budget pays one attribute check.
 """
 
 from __future__ import annotations
 
-__all__ = ["Delivery"]
+__all__ = ["Delivery", "Relevance"]
 
 from collections import deque
 from collections.abc import Callable
 
 from .._errors import ErrorCode
 from ..config import GatewayConfig
+from ..protocol import Role
 from ._conn import (
     ClientConnection,
     ConnState,
@@ -34,6 +42,16 @@ from ._conn import (
 )
 from ._natsport import NatsRender
 from ._outbox import Outbox
+from ._scheduler import Scheduler
+
+#: the relevance of one keyed message to one client: ``(focus, subject, key)`` ->
+#: ``(weight, min_interval)`` (``focus``: the client's position, or None)
+Relevance = Callable[[tuple[float, float] | None, str, str], tuple[float, float]]
+
+#: seconds a key's relevance for a client is reused before it is asked again (entities
+#: and clients do not change rings every tick; asking once per value would cost more
+#: than the routing itself)
+RELEVANCE_TTL = 0.25
 
 _OPEN = ConnState.OPEN
 _INTERNAL = ConnState.INTERNAL
@@ -69,6 +87,15 @@ class Delivery:
         #: keyed messages sent as datagrams; the datagram lanes' totals
         self.datagrams_out = 0
         self.datagram_counters = DatagramCounters()
+        #: clients with a budget, by id (the send tick's work list)
+        self.scheduled: dict[int, ClientConnection] = {}
+        #: some client had a budget at start-up: the shell runs the send tick (a reload
+        #: cannot start it, so budgets a reload adds apply after a restart)
+        self.enabled = config.scheduling
+        #: the host application's relevance function (None: every key weighs 1, no cap)
+        self.relevance: Relevance | None = None
+        #: the scheduler counters of clients gone (``scheduler_totals`` adds the others)
+        self._gone = [0, 0, 0, 0, 0]
         self.reconfigure(config)
 
     def reconfigure(self, config: GatewayConfig) -> None:
@@ -76,6 +103,7 @@ class Delivery:
         self._max_pending = config.max_pending_bytes
         self._policy = config.slow_consumer_policy
         self._max_resyncs = config.max_resyncs
+        self._config = config
 
     def deliver(self, sub: LocalSubscription, tail: bytes, key: str | None) -> int:
         """Append one MSG (the subscription's prefix, then the shared tail); 1 if queued."""
@@ -95,12 +123,16 @@ class Delivery:
                 tail = nats.tail
             else:
                 prefix, tail = nats.plain(prefix)
-        if key is not None and c.dgram is not None:  # keyed state: the datagram lane
-            frame = c.dgram.offer(sub.sid, key, prefix, tail)
-            if frame is not None:
-                if not frame:
-                    return self._sent_datagram(c, sub)
-                prefix, tail = b"", frame  # on the stream, with its kseq
+        if key is not None:
+            sched = c.sched
+            if sched is not None:  # a budget: the scheduler decides when (on the stream)
+                return self._schedule(c, sched, sub, prefix + tail, key)
+            if c.dgram is not None:  # keyed state: the datagram lane
+                frame = c.dgram.offer(sub.sid, key, prefix, tail)
+                if frame is not None:
+                    if not frame:
+                        return self._sent_datagram(c, sub)
+                    prefix, tail = b"", frame  # on the stream, with its kseq
         size = len(prefix) + len(tail)
         if key is not None and self._policy == "coalesce":
             k = (sub.sid, key)
@@ -137,6 +169,111 @@ class Delivery:
             if sub.remaining <= 0:
                 self._remove_sub(sub)
         return 1
+
+    # -- the per-client scheduler (issue 21; docs/scheduling.md) ---------------------------
+
+    def admit(self, c: ClientConnection) -> None:
+        """``c`` completed its handshake: a client (not a replicant) whose user or node has
+        a bandwidth budget gets a scheduler."""
+        cfg = self._config
+        budget = cfg.bandwidth_for(c.user)
+        if budget is None or c.role is not Role.CLIENT or not self.enabled:
+            return
+        c.sched = Scheduler(
+            budget,
+            cfg.send_interval,
+            cfg.scheduler_max_keys,
+            cfg.max_pending_bytes,
+            self.outbox.settings.now,
+        )
+        c.sched_mark = c.bytes_out + len(c.out)
+        self.scheduled[c.id] = c
+
+    def _schedule(
+        self, c: ClientConnection, sched: Scheduler, sub: LocalSubscription, frame: bytes, key: str
+    ) -> int:
+        """A keyed message for a client with a budget: its scheduler holds the newest
+        value per ``(sid, key)`` until a send tick has room for it."""
+        now = self.outbox.settings.now
+        relevance = self.relevance
+        k = (sub.sid, key)
+        if relevance is None:
+            ok = sched.offer(k, frame, now)
+        elif sched.supersede(k, frame, now, RELEVANCE_TTL):
+            ok = True
+        else:
+            st = sched.keys.get(k)
+            if st is not None and now - st.rated < RELEVANCE_TTL:
+                ok = sched.offer(k, frame, now, st.weight, st.min_interval)
+            else:
+                weight, min_interval = relevance(sched.focus, self.cur[0], key)
+                ok = sched.offer(k, frame, now, weight, min_interval)
+                st = sched.keys.get(k)
+                if ok and st is not None:
+                    st.rated = now
+        if not ok:
+            return 0
+        c.payload_out += self.cur[3]
+        if sub.remaining is not None:
+            sub.remaining -= 1
+            if sub.remaining < 1:  # UNSUB with max_msgs: counted when scheduled
+                self._remove_sub(sub)
+        return 1
+
+    def send_tick(self, now: float) -> None:
+        """The send tick: every client with a budget is charged what it was written since
+        the last tick and gets the keyed values that fit.  Output the shell has not
+        taken yet (more than two ticks' worth) holds keyed values back: the link is
+        slower than the budget."""
+        writable = self._writable
+        for cid, c in list(self.scheduled.items()):
+            sched = c.sched
+            if c.state is not _OPEN or sched is None:
+                del self.scheduled[cid]
+                if sched is not None:
+                    self._retire(sched)
+                continue
+            out = c.out
+            mark = c.bytes_out + len(out)
+            reliable = mark - c.sched_mark
+            hold = len(out) > 2 * sched.budget * sched.interval
+            n = sched.tick(now, reliable if reliable > 0 else 0, out, c.frame_sizes, c.subs, hold)
+            c.sched_mark = c.bytes_out + len(out)
+            if n:
+                c.messages_out += n
+                if not c.dirty:
+                    c.dirty = True
+                    writable.append(c)
+
+    def _retire(self, s: Scheduler) -> None:
+        gone = self._gone
+        gone[0] += s.keyed_sent
+        gone[1] += s.keyed_bytes
+        gone[2] += s.reliable_bytes
+        gone[3] += s.superseded
+        gone[4] += s.refused
+
+    def scheduler_totals(self) -> dict[str, int]:
+        """The node's scheduler counters (``Statistics.scheduled_*``)."""
+        sent, keyed, reliable, superseded, refused = self._gone
+        pending = 0
+        live = [c.sched for c in self.scheduled.values() if c.sched is not None]
+        for s in live:
+            sent += s.keyed_sent
+            keyed += s.keyed_bytes
+            reliable += s.reliable_bytes
+            superseded += s.superseded
+            refused += s.refused
+            pending += s.pending
+        return {
+            "scheduled_clients": len(live),
+            "scheduled_keyed_msgs": sent,
+            "scheduled_keyed_bytes": keyed,
+            "scheduled_reliable_bytes": reliable,
+            "scheduled_superseded": superseded,
+            "scheduled_refused": refused,
+            "scheduled_pending_keys": pending,
+        }
 
     def _sent_datagram(self, c: ClientConnection, sub: LocalSubscription) -> int:
         """A keyed message went on ``c``'s datagram lane (issue 20)."""

@@ -23,7 +23,7 @@ from .._stats import (
     Statistics,
     SubscriptionsInfo,
 )
-from ._conn import GatewayConnection
+from ._conn import ClientConnection, GatewayConnection
 
 if TYPE_CHECKING:
     from ._core import NodeCore
@@ -58,6 +58,7 @@ def connections(core: NodeCore, now: float) -> list[ConnectionInfo]:
             lang=c.wire()[1],
             client_version=c.wire()[2],
             subscriptions_list=tuple(s.pattern for s in c.subs.values()),
+            **_scheduled(c, now),
         )
         for c in core.clients.conns.values()
     ]
@@ -197,6 +198,24 @@ def gatewayz(core: NodeCore) -> dict[str, Any]:
     }
 
 
+def _scheduled(c: ClientConnection, now: float) -> dict[str, Any]:
+    """The scheduler's figures of one client (none without a budget)."""
+    s = c.sched
+    if s is None:
+        return {}
+    return {
+        "budget": s.budget,
+        "sent_bytes_per_second": s.sent_rate(),
+        "reliable_bytes": s.reliable_bytes,
+        "keyed_bytes": s.keyed_bytes,
+        "keyed_sent": s.keyed_sent,
+        "keyed_superseded": s.superseded,
+        "keyed_refused": s.refused,
+        "keys_pending": s.pending,
+        "oldest_pending_age": round(s.oldest_pending_age(now), 3),
+    }
+
+
 def statistics(core: NodeCore) -> Statistics:
     """A snapshot of the node's counters (each part keeps its own)."""
     fan, dlv, out = core.fanout, core.delivery, core.outbox
@@ -223,6 +242,7 @@ def statistics(core: NodeCore) -> Statistics:
         permission_violations=out.permission_violations,
         payload_bytes_in=fan.payload_in,
         payload_bytes_out=fan.payload_out,
+        **dlv.scheduler_totals(),
     )
 
 

@@ -199,6 +199,8 @@ class Gateway:
             )
             self._dialers.start(nursery)
             nursery.start_soon(self._timer)
+            if self._core.send_interval is not None:
+                nursery.start_soon(self._send_timer, self._core.send_interval)
             nursery.start_soon(self._writer.run_round_flusher)
             nursery.start_soon(self._writer.run_window_flusher)
             observer.serving()
@@ -250,6 +252,14 @@ class Gateway:
             self._core.tick(trio.current_time())
             self._driver.drain()
             self._logbook.slow_consumers(self._core.delivery.slow_consumers, self.config)
+
+    async def _send_timer(self, interval: float) -> None:
+        """The send tick of clients with a bandwidth budget (``client_bandwidth``)."""
+        core, driver = self._core, self._driver
+        while True:
+            await trio.sleep(interval)
+            core.send_tick(trio.current_time())
+            driver.drain()
 
     async def _serve_client_stream(self, stream: trio.abc.Stream) -> None:
         await self._serve_stream(stream)
@@ -439,6 +449,22 @@ class Gateway:
     def connz(self) -> list[ConnectionInfo]:
         """Every client and replicant connection (nats-server's ``/connz``)."""
         return self._observer.connz()
+
+    def set_relevance(
+        self,
+        relevance: Callable[[tuple[float, float] | None, str, str], tuple[float, float]] | None,
+    ) -> None:
+        """How much each keyed message matters to each client with a bandwidth budget:
+        ``relevance(focus, subject, key) -> (weight, min_interval)``, ``focus`` being the
+        client's position (:meth:`set_focus`) or None.  The weight is how fast the key's
+        priority grows while it waits; ``min_interval`` caps its rate (seconds between
+        sends).  :meth:`meshgate.spatial.Rings.relevance` is one; None: all weigh 1."""
+        self._core.set_relevance(relevance)
+
+    def set_focus(self, conn_id: int, x: float, y: float) -> bool:
+        """Where client ``conn_id`` (its ``cid`` in :meth:`connz`) is in the world, for
+        the relevance function; False if it has no budget or is gone."""
+        return self._core.set_focus(conn_id, x, y)
 
     def routez(self, *, interest: bool = False) -> list[RouteInfo]:
         """Every route of this node, with the peer's name and URL (``/routez``); with

@@ -9,6 +9,8 @@
 * :class:`CoreDriver` — the one driver of a node core (the shell, the harness and the
   simulator all use it): after each call into the core, hand its effects to an
   :class:`EffectSink` of your own.
+* :class:`Scheduler` — the sans-IO per-client send scheduler of the node core (budget,
+  accumulated priority, rate caps), for property tests over it alone.
 * :mod:`meshgate.testing.strategies` — hypothesis strategies for subjects and
   patterns (import it only where hypothesis is installed).
 * :mod:`meshgate.testing.chaos` — nodes as OS processes to kill, stop and signal, a
@@ -24,6 +26,7 @@ from .._shell._driver import CoreDriver as CoreDriver
 from .._shell._driver import EffectSink as EffectSink
 from ._harness import CoreHarness as CoreHarness
 from ._harness import CorePeer as CorePeer
+from ._harness import Scheduler as Scheduler
 from ._sim import SimClient as SimClient
 from ._sim import SimLink as SimLink
 from ._sim import SimulatedSuperCluster as SimulatedSuperCluster
@@ -33,6 +36,7 @@ __all__ = [
     "CoreHarness",
     "CorePeer",
     "EffectSink",
+    "Scheduler",
     "SimClient",
     "SimLink",
     "SimulatedSuperCluster",

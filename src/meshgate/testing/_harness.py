@@ -7,10 +7,10 @@ end of each connection.  Nothing here does I/O or reads a clock; time is
 
 from __future__ import annotations
 
-__all__ = ["CoreHarness", "CorePeer"]
+__all__ = ["CoreHarness", "CorePeer", "Scheduler"]
 
 from .. import _game
-from .._node import Connection, ConnState, NodeCore
+from .._node import Connection, ConnState, NodeCore, Scheduler
 from .._shell._driver import CoreDriver
 from ..config import GatewayConfig
 from ..protocol import (
@@ -166,9 +166,10 @@ class CoreHarness:
         return sum(core.pending_bytes(peer._conn) for peer in self._peers.values())
 
     def tick(self, now: float) -> None:
-        """Move time to ``now`` and run the core's timers."""
+        """Move time to ``now`` and run the core's timers (the send tick too)."""
         self.now = now
         self.core.tick(now)
+        self.core.send_tick(now)
         self.collect()
 
     def collect(self) -> None:

@@ -9,18 +9,20 @@ from __future__ import annotations
 __all__ = ["SimClient", "SimLink", "SimulatedSuperCluster"]
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from .. import _game
 from .._node import Connection, ConnState, NodeCore
 from .._shell._driver import CoreDriver
 from ..config import GatewayConfig, User
+from ..protocol.nats import encode_headers
 from ..protocol import (
     PROTOCOL_VERSION,
     ConnectionKind,
     Decoder,
     Encoder,
     Error,
+    Headered,
     Hello,
     Message,
     Publish,
@@ -83,9 +85,16 @@ class SimClient:
         """Remove a subscription."""
         self._send(Unsubscribe(sid, None))
 
-    def publish(self, subject: str, payload: bytes = b"", reply: str | None = None) -> None:
-        """Publish a message."""
-        self._send(Publish(subject, reply, payload, None))
+    def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        reply: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Publish a message (with NATS-style ``headers``, if given)."""
+        body = payload if headers is None else Headered(payload, encode_headers(headers))
+        self._send(Publish(subject, reply, body, None))
 
     def _feed(self, data: bytes | bytearray) -> None:
         self._decoder.feed(data)

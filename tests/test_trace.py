@@ -1,0 +1,158 @@
+"""Message tracing across a super-cluster (issue 24, part 5): ``Nats-Trace-Dest`` makes
+every node a message crosses publish one event (nats-server 2.11's shape) to the
+trace subject; ``traceparent`` travels untouched across every hop."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from meshgate import User
+from meshgate.config import Permissions
+from meshgate.protocol import Headered
+from meshgate.testing import SimClient, SimulatedSuperCluster
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+KIND = {"client": 0, "route": 1, "gateway": 2}
+
+
+def _events(client: SimClient, sid: int) -> list[dict[str, Any]]:
+    return [json.loads(payload) for _, payload, _ in client.received[sid]]
+
+
+def _hop(event: dict[str, Any]) -> str:
+    return str(event["request"]["header"].get("Nats-Trace-Hop", [""])[0])
+
+
+def _hop_key(event: dict[str, Any]) -> tuple[int, ...]:
+    hop = _hop(event)
+    return tuple(int(x) for x in hop.split(".")) if hop else ()
+
+
+def _three_clusters() -> tuple[SimulatedSuperCluster, SimClient, dict[str, SimClient]]:
+    net = SimulatedSuperCluster({"A": 2, "B": 2, "C": 2})
+    pub = net.client("a1")
+    subs = {node: net.client(node) for node in ("a0", "b1", "c1")}
+    net.quiesce()
+    return net, pub, subs
+
+
+def test_trace_crosses_three_clusters() -> None:
+    net, pub, subs = _three_clusters()
+    sids = {node: c.subscribe("game.move") for node, c in subs.items()}
+    collector = net.client("c0")
+    tsid = collector.subscribe("trace.out")
+    net.quiesce()
+    pub.publish(
+        "game.move",
+        b"hello",
+        headers={"Nats-Trace-Dest": "trace.out", "traceparent": TRACEPARENT},
+    )
+    net.quiesce()
+
+    # the message arrived everywhere, its traceparent untouched at every hop
+    for node, c in subs.items():
+        [(subject, payload, _)] = c.received[sids[node]]
+        assert subject == "game.move" and payload == b"hello"
+        assert isinstance(payload, Headered)
+        assert f"traceparent: {TRACEPARENT}".encode() in payload.headers, node
+
+    events = sorted(_events(collector, tsid), key=_hop_key)
+    by_node = {e["server"]["name"]: e for e in events}
+    # one event per node crossed: the ingress node, a0 by route, a node of B and of C
+    # by gateway, and b1 / c1 by route if the gateway landed elsewhere
+    assert len(by_node) == len(events)
+    assert events[0]["server"]["name"] == "a1"
+    assert {"a1", "a0", "b1", "c1"} <= set(by_node)
+    assert {e["server"]["cluster"] for e in events} == {"A", "B", "C"}
+
+    # every event: ingress first, then egresses; every hop is one egress of its parent
+    egress_by_hop: dict[str, tuple[str, dict[str, Any]]] = {}
+    for e in events:
+        kinds = [x["type"] for x in e["events"]]
+        assert kinds[0] == "in" and set(kinds[1:]) <= {"eg"}, kinds
+        assert e["request"]["header"]["traceparent"] == [TRACEPARENT]
+        for x in e["events"][1:]:
+            if "hop" in x:
+                egress_by_hop[x["hop"]] = (e["server"]["name"], x)
+    root = events[0]
+    assert root["events"][0]["kind"] == KIND["client"]
+    assert root["events"][0]["subj"] == "game.move"
+    for e in events[1:]:
+        hop = _hop(e)
+        sender, egress = egress_by_hop[hop]
+        ingress = e["events"][0]
+        assert ingress["kind"] == egress["kind"], (hop, sender, e["server"]["name"])
+        parent = hop.rpartition(".")[0]
+        assert parent == _hop(by_node[sender]), (hop, sender)
+        cluster = e["server"]["cluster"]
+        expected = "route" if cluster == by_node[sender]["server"]["cluster"] else "gateway"
+        assert ingress["kind"] == KIND[expected]
+    # the ingress node sent the message on by route (A) and by gateway (B, C)
+    root_kinds = sorted(x["kind"] for x in root["events"][1:])
+    assert root_kinds == [KIND["route"], KIND["gateway"], KIND["gateway"]]
+    # each subscriber's node reports the egress to its client
+    for node in subs:
+        deliveries = [x for x in by_node[node]["events"] if x["type"] == "eg" and x["kind"] == 0]
+        assert [d["sub"] for d in deliveries] == ["game.move"], node
+
+
+def test_trace_only_delivers_to_no_client() -> None:
+    net, pub, subs = _three_clusters()
+    sids = {node: c.subscribe("game.move") for node, c in subs.items()}
+    collector = net.client("b0")
+    tsid = collector.subscribe("trace.out")
+    net.quiesce()
+    pub.publish(
+        "game.move",
+        b"x",
+        headers={"Nats-Trace-Dest": "trace.out", "Nats-Trace-Only": "true"},
+    )
+    net.quiesce()
+    assert all(not c.received[sids[node]] for node, c in subs.items())
+    events = _events(collector, tsid)
+    assert {"a1", "a0", "b1", "c1"} <= {e["server"]["name"] for e in events}
+
+
+def test_message_without_trace_header_publishes_no_event() -> None:
+    net, pub, subs = _three_clusters()
+    collector = net.client("c0")
+    tsid = collector.subscribe(">")
+    net.quiesce()
+    pub.publish("game.move", b"x", headers={"traceparent": TRACEPARENT})
+    pub.publish("game.move", b"y")
+    net.quiesce()
+    assert [s for s, _, _ in collector.received[tsid]] == ["game.move", "game.move"]
+
+
+def test_trace_destination_needs_publish_permission() -> None:
+    users = (
+        User(token="tracer-token", account="T"),
+        User(
+            token="limited-token",
+            account="T",
+            publish=Permissions(allow=("game.>",)),
+        ),
+    )
+    net = SimulatedSuperCluster({"A": 1, "B": 1, "C": 1}, users=users)
+    limited = net.client("a0", token="limited-token")
+    collector = net.client("c0", token="tracer-token")
+    sub = net.client("b0", token="tracer-token")
+    tsid = collector.subscribe("trace.out")
+    sid = sub.subscribe("game.move")
+    net.quiesce()
+    limited.publish("game.move", b"x", headers={"Nats-Trace-Dest": "trace.out"})
+    net.quiesce()
+    # refused as nats-server refuses it: not delivered, no trace, an error to the publisher
+    assert not sub.received[sid]
+    assert not collector.received[tsid]
+    assert limited.errors and "trace.out" in limited.errors[-1].reason
+    # a destination it may publish to is traced
+    limited.publish("game.move", b"y", headers={"Nats-Trace-Dest": "game.trace"})
+    collector.subscribe("game.trace")
+    net.quiesce()
+    limited.publish("game.move", b"z", headers={"Nats-Trace-Dest": "game.trace"})
+    net.quiesce()
+    assert [p for _, p, _ in sub.received[sid]] == [b"y", b"z"]
+    traced = [json.loads(p) for s, p, _ in collector.received[tsid + 1]]
+    assert {"a0", "b0"} <= {e["server"]["name"] for e in traced}

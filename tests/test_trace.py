@@ -53,7 +53,8 @@ def test_trace_crosses_three_clusters() -> None:
     # the message arrived everywhere, its traceparent untouched at every hop
     for node, c in subs.items():
         [(subject, payload, _)] = c.received[sids[node]]
-        assert subject == "game.move" and payload == b"hello"
+        assert subject == "game.move"
+        assert payload == b"hello"
         assert isinstance(payload, Headered)
         assert f"traceparent: {TRACEPARENT}".encode() in payload.headers, node
 
@@ -70,7 +71,8 @@ def test_trace_crosses_three_clusters() -> None:
     egress_by_hop: dict[str, tuple[str, dict[str, Any]]] = {}
     for e in events:
         kinds = [x["type"] for x in e["events"]]
-        assert kinds[0] == "in" and set(kinds[1:]) <= {"eg"}, kinds
+        assert kinds[0] == "in"
+        assert set(kinds[1:]) <= {"eg"}, kinds
         assert e["request"]["header"]["traceparent"] == [TRACEPARENT]
         for x in e["events"][1:]:
             if "hop" in x:
@@ -115,7 +117,7 @@ def test_trace_only_delivers_to_no_client() -> None:
 
 
 def test_message_without_trace_header_publishes_no_event() -> None:
-    net, pub, subs = _three_clusters()
+    net, pub, _ = _three_clusters()
     collector = net.client("c0")
     tsid = collector.subscribe(">")
     net.quiesce()
@@ -146,7 +148,8 @@ def test_trace_destination_needs_publish_permission() -> None:
     # refused as nats-server refuses it: not delivered, no trace, an error to the publisher
     assert not sub.received[sid]
     assert not collector.received[tsid]
-    assert limited.errors and "trace.out" in limited.errors[-1].reason
+    assert limited.errors
+    assert "trace.out" in limited.errors[-1].reason
     # a destination it may publish to is traced
     limited.publish("game.move", b"y", headers={"Nats-Trace-Dest": "game.trace"})
     collector.subscribe("game.trace")

@@ -15,7 +15,6 @@ from .. import _game
 from .._node import Connection, ConnState, NodeCore
 from .._shell._driver import CoreDriver
 from ..config import GatewayConfig, User
-from ..protocol.nats import encode_headers
 from ..protocol import (
     PROTOCOL_VERSION,
     ConnectionKind,
@@ -29,6 +28,7 @@ from ..protocol import (
     Subscribe,
     Unsubscribe,
 )
+from ..protocol.nats import encode_headers
 
 
 class SimLink:

@@ -5,12 +5,32 @@ trace subject; ``traceparent`` travels untouched across every hop."""
 from __future__ import annotations
 
 import json
+from contextlib import AsyncExitStack
 from typing import Any
 
+import trio
+
+import meshgate
 from meshgate import User
 from meshgate.config import Permissions
 from meshgate.protocol import Headered
 from meshgate.testing import SimClient, SimulatedSuperCluster
+
+from .helpers import collect
+from .supercluster import settle, supercluster
+
+try:  # spans are checked where OpenTelemetry's SDK is installed
+    from opentelemetry import trace as _otel_trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+except ImportError:
+    _SPANS = None
+else:
+    _SPANS = InMemorySpanExporter()
+    _provider = TracerProvider()
+    _provider.add_span_processor(SimpleSpanProcessor(_SPANS))
+    _otel_trace.set_tracer_provider(_provider)
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 KIND = {"client": 0, "route": 1, "gateway": 2}
@@ -159,3 +179,60 @@ def test_trace_destination_needs_publish_permission() -> None:
     assert [p for _, p, _ in sub.received[sid]] == [b"y", b"z"]
     traced = [json.loads(p) for s, p, _ in collector.received[tsid + 1]]
     assert {"a0", "b0"} <= {e["server"]["name"] for e in traced}
+
+
+# -- real sockets: three clusters of trio nodes over TCP ----------------------------------------
+
+
+async def test_trace_over_tcp_three_clusters() -> None:
+    with trio.fail_after(60):
+        async with (
+            supercluster({"A": 2, "B": 1, "C": 1}, scheme="tcp") as sc,
+            AsyncExitStack() as stack,
+        ):
+            gws = [g for gs in sc.values() for g in gs]
+            a0, a1 = sc["A"]
+            (b0,) = sc["B"]
+            (c0,) = sc["C"]
+            clients = {
+                g.config.name: await stack.enter_async_context(meshgate.connect(g.client_url))  # type: ignore[arg-type]
+                for g in (a0, a1, b0, c0)
+            }
+            subs = {
+                name: await stack.enter_async_context(c.subscribe("game.move"))
+                for name, c in clients.items()
+                if name != "a1"
+            }
+            events_sub = await stack.enter_async_context(clients["c0"].subscribe("trace.out"))
+            await settle(gws, list(clients.values()))
+            await clients["a1"].publish(
+                "game.move",
+                b"hi",
+                headers={"Nats-Trace-Dest": "trace.out", "traceparent": TRACEPARENT},
+            )
+            for name, sub in subs.items():
+                m = await sub.receive()
+                assert m.payload == b"hi"
+                assert m.headers is not None
+                assert m.headers["traceparent"] == [TRACEPARENT], name
+            events = sorted(
+                (json.loads(m.payload) for m in await collect(events_sub, 4)), key=_hop_key
+            )
+            assert events[0]["server"]["name"] == "a1"
+            assert {e["server"]["name"] for e in events} == {"a0", "a1", "b0", "c0"}
+            kinds = {e["server"]["name"]: e["events"][0]["kind"] for e in events}
+            assert kinds == {"a1": 0, "a0": 1, "b0": 2, "c0": 2}
+            hops = {e["server"]["name"]: _hop(e) for e in events}
+            assert sorted(hops[n] for n in ("a0", "b0", "c0")) == ["1", "2", "3"]
+            for e in events[1:]:
+                assert [x["type"] for x in e["events"]] == ["in", "eg"]
+                assert e["events"][1]["kind"] == 0  # to its client
+            # spans, if OpenTelemetry's SDK is installed (the optional ``otel`` extra)
+            if _SPANS is not None:
+                names = {s.attributes["meshgate.node"] for s in _SPANS.get_finished_spans()}
+                assert {"a0", "a1", "b0", "c0"} <= names
+                span = next(
+                    s for s in _SPANS.get_finished_spans() if s.attributes["meshgate.node"] == "b0"
+                )
+                assert span.context.trace_id == int(TRACEPARENT.split("-")[1], 16)
+                assert span.parent is not None

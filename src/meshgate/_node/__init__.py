@@ -43,6 +43,7 @@ from ._gateways import GatewayMesh as GatewayMesh
 from ._hooks import Host as Host
 from ._hooks import Layer as Layer
 from ._routes import RouteMesh as RouteMesh
+from ._trace import Tracer as Tracer
 
 __all__ = [
     "ClientConnection",
@@ -63,4 +64,5 @@ __all__ = [
     "RemoteInterest",
     "RouteConnection",
     "RouteMesh",
+    "Tracer",
 ]

@@ -21,6 +21,7 @@ __all__ = ["Gateway", "open_gateway"]
 import logging
 import secrets
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -38,6 +39,7 @@ from ..transports import get_transport
 from ._dialers import Dialers, LinkOutcome
 from ._driver import CoreDriver
 from ._observer import Observer
+from ._otel import attach_spans
 from ._topology import Topology
 from ._writer import CLOSE_GRACE, ConnHandle, Writer
 
@@ -161,6 +163,9 @@ class Gateway:
                 cluster_url=self.cluster_url,
                 gateway_url=self.gateway_url,
             )
+            tracer = self._core.fanout.tracer
+            tracer.wall_offset = time.time() - trio.current_time()
+            attach_spans(tracer)  # OpenTelemetry spans, if the package is installed
             self._dialers.start(nursery)
             if cfg.monitor_listen is not None:
                 from ..monitor import serve_monitor

@@ -39,7 +39,7 @@ from ..transports import get_transport
 from ._dialers import Dialers, LinkOutcome
 from ._driver import CoreDriver
 from ._observer import Observer
-from ._otel import attach_spans
+from ._otel import span_recorder
 from ._topology import Topology
 from ._writer import CLOSE_GRACE, ConnHandle, Writer
 
@@ -165,7 +165,7 @@ class Gateway:
             )
             tracer = self._core.fanout.tracer
             tracer.wall_offset = time.time() - trio.current_time()
-            attach_spans(tracer)  # OpenTelemetry spans, if the package is installed
+            tracer.on_event = span_recorder()  # OpenTelemetry spans, if it is installed
             self._dialers.start(nursery)
             if cfg.monitor_listen is not None:
                 from ..monitor import serve_monitor

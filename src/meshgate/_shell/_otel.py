@@ -11,13 +11,11 @@ the API's no-op).  Without the package nothing is attached and messages with onl
 
 from __future__ import annotations
 
-__all__ = ["attach_spans"]
+__all__ = ["span_recorder"]
 
 import datetime
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .._node import Tracer
+from collections.abc import Callable
+from typing import Any
 
 _KINDS = {0: "client", 1: "route", 2: "gateway", 4: "leaf"}
 
@@ -26,14 +24,14 @@ def _ns(ts: str) -> int:
     return int(datetime.datetime.fromisoformat(ts).timestamp() * 1_000_000_000)
 
 
-def attach_spans(tracer: Tracer) -> bool:
-    """Record a span for every trace event of ``tracer``; False if OpenTelemetry is
-    not installed (nothing attached)."""
+def span_recorder() -> Callable[[dict[str, Any]], None] | None:
+    """A function that records one span per trace event (the core's tracer calls it),
+    or None if OpenTelemetry is not installed."""
     try:
         from opentelemetry import trace
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
     except ImportError:
-        return False
+        return None
     otel = trace.get_tracer("meshgate")
     propagator = TraceContextTextMapPropagator()
 
@@ -66,5 +64,4 @@ def attach_spans(tracer: Tracer) -> bool:
         )
         span.end(end_time=_ns(steps[-1]["ts"]))
 
-    tracer.on_event = on_event
-    return True
+    return on_event

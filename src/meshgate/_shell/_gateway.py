@@ -36,6 +36,8 @@ from .._nursery import open_unwrapping_nursery, sole_exception
 from ..config import GatewayConfig
 from ..protocol import ConnectionKind, Role
 from ..transports import get_transport
+from ._compress import CompressedStream, CompressionCounters
+from ._compress import available as compression_available
 from ._dialers import Dialers, LinkOutcome
 from ._driver import CoreDriver
 from ._observer import Observer
@@ -101,6 +103,7 @@ class Gateway:
         self._observer = Observer(config, core, self._game, self._writer)
         self._driver = CoreDriver(core, _ShellSink(self._writer, self._topology, self._dialers))
         self._writer.attach_driver(self._driver.drain)
+        self._compression = CompressionCounters()
         self._nursery: trio.Nursery | None = None
         self._drained = trio.Event()
         self._stopping = False
@@ -224,10 +227,27 @@ class Gateway:
         expected_cluster: str | None = None,
         nats: bool = False,
         backbone: bool = False,
+        connect_time: float | None = None,
     ) -> LinkOutcome:
         """Run one connection: a reader and a writer task, then clean up whatever
-        happened; how it ended (for the dialer of a route, gateway or backbone link)."""
+        happened; how it ended (for the dialer of a route, gateway or backbone link).
+        ``connect_time``: how long the dialer took to connect (``auto`` compression)."""
         core = self._core
+        if kind is not ConnectionKind.CLIENT and not backbone:
+            cfg = self.config
+            mode = (
+                cfg.cluster_compression if kind is ConnectionKind.ROUTE else cfg.gateway_compression
+            )
+            if mode != "off" and compression_available():
+                stream = CompressedStream(
+                    stream,
+                    mode=mode,
+                    dialed=dialed,
+                    rtt=connect_time,
+                    counters=self._compression,
+                    # a read may inflate to 16 frames of the largest size, no more
+                    max_inflate=16 * (cfg.max_payload + 8 * 1024),
+                )
         conn = core.open_connection(
             trio.current_time(),
             kind,
@@ -340,6 +360,13 @@ class Gateway:
         await self._ping_all(self._core.route_connections())
 
     # -- what the node shows of itself (its observer's snapshots) ------------------------------
+
+    def compression(self) -> dict[str, int]:
+        """lz4 on route and gateway links (``cluster_compression``,
+        ``gateway_compression``): ``links`` compressed so far, bytes before (``raw_out``,
+        ``raw_in``) and after (``wire_out``, ``wire_in``) compression, and peers'
+        streams ``refused`` (decompression bombs, corrupt streams)."""
+        return self._compression.as_dict()
 
     def statistics(self) -> Statistics:
         """A frozen snapshot of the node's counters."""

@@ -50,7 +50,7 @@ def _modes(modes: dict[str, str]) -> Any:
 
 
 async def test_compressed_links_carry_everything_in_fewer_bytes() -> None:
-    everyone_on = {n: "on" for n in ("A0", "A1", "B0", "B1")}
+    everyone_on = dict.fromkeys(("A0", "A1", "B0", "B1"), "on")
     with trio.fail_after(60):
         async with (
             supercluster({"A": 2, "B": 2}, scheme="tcp", extra=_modes(everyone_on)) as sc,

@@ -31,13 +31,13 @@ import trio
 import trio.testing
 
 from .. import _game
+from .._compression import CompressedStream, CompressionCounters
+from .._compression import available as compression_available
 from .._node import Connection, ConnState, NodeCore, PeerConnection
 from .._nursery import open_unwrapping_nursery, sole_exception
 from ..config import GatewayConfig
 from ..protocol import ConnectionKind, Role
 from ..transports import get_transport
-from ._compress import CompressedStream, CompressionCounters
-from ._compress import available as compression_available
 from ._dialers import Dialers, LinkOutcome
 from ._driver import CoreDriver
 from ._observer import Observer

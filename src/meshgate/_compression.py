@@ -291,15 +291,15 @@ class CompressedStream(trio.abc.HalfCloseableStream):
             piece = d.decompress(bytes(data), max_length=PIECE)
             pieces = [piece]
             total = len(piece)
-            while True:
-                if total > self._max_inflate:
-                    raise _Bomb
-                if d.needs_input or d.eof or not piece:
-                    break
+            while total <= self._max_inflate and piece and not (d.needs_input or d.eof):
                 piece = d.decompress(b"", max_length=PIECE)
                 total += len(piece)
                 pieces.append(piece)
-        except _Bomb:
+        except RuntimeError as exc:  # lz4's error for a corrupt stream
+            counters.refused += 1
+            log.warning("refused a corrupt compressed stream from a peer: %s", exc)
+            raise trio.BrokenResourceError(f"corrupt compressed stream: {exc}") from None
+        if total > self._max_inflate:
             counters.refused += 1
             log.warning(
                 "refused a decompression bomb from a peer (more than %d bytes from a read "
@@ -307,14 +307,6 @@ class CompressedStream(trio.abc.HalfCloseableStream):
                 self._max_inflate,
                 len(data),
             )
-            raise trio.BrokenResourceError("decompression limit exceeded") from None
-        except RuntimeError as exc:  # lz4's error for a corrupt stream
-            counters.refused += 1
-            log.warning("refused a corrupt compressed stream from a peer: %s", exc)
-            raise trio.BrokenResourceError(f"corrupt compressed stream: {exc}") from None
+            raise trio.BrokenResourceError("decompression limit exceeded")
         counters.raw_in += total
         return b"".join(pieces)
-
-
-class _Bomb(Exception):
-    pass

@@ -41,10 +41,17 @@ async def _traffic(sc: dict[str, list[meshgate.Gateway]], stack: AsyncExitStack)
         assert all(m.payload == PAYLOAD for m in got)
 
 
-def _modes(modes: dict[str, str]) -> Any:
+def _modes(modes: dict[str, str], auto_rtt: float = 60.0) -> Any:
+    """Each node's compression mode; ``auto`` links count as near unless their connect
+    took ``auto_rtt`` seconds or more (60: always near; 0: always far)."""
+
     def extra(cluster: str, i: int) -> dict[str, Any]:
         mode = modes.get(f"{cluster}{i}", "off")
-        return {"cluster_compression": mode, "gateway_compression": mode}
+        return {
+            "cluster_compression": mode,
+            "gateway_compression": mode,
+            "compression_auto_rtt": auto_rtt,
+        }
 
     return extra
 
@@ -68,19 +75,22 @@ async def test_compressed_links_carry_everything_in_fewer_bytes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("modes", "compressed"),
+    ("modes", "auto_rtt", "compressed"),
     [
-        ({"A0": "on", "B0": "off"}, False),  # the peer said off: uncompressed
-        ({"A0": "off", "B0": "on"}, False),
-        ({"A0": "auto", "B0": "auto"}, False),  # loopback is near: auto leaves it off
-        ({"A0": "auto", "B0": "on"}, True),  # auto follows a peer that wants it
-        ({"A0": "on", "B0": "auto"}, True),
+        ({"A0": "on", "B0": "off"}, 0.0, False),  # the peer said off: uncompressed
+        ({"A0": "off", "B0": "on"}, 0.0, False),
+        ({"A0": "auto", "B0": "auto"}, 60.0, False),  # a near link: auto leaves it off
+        ({"A0": "auto", "B0": "auto"}, 0.0, True),  # a far one: compressed
+        ({"A0": "auto", "B0": "on"}, 60.0, True),  # auto follows a peer that wants it
+        ({"A0": "on", "B0": "auto"}, 60.0, True),
     ],
 )
-async def test_both_sides_must_agree(modes: dict[str, str], compressed: bool) -> None:
+async def test_both_sides_must_agree(
+    modes: dict[str, str], auto_rtt: float, compressed: bool
+) -> None:
     with trio.fail_after(60):
         async with (
-            supercluster({"A": 1, "B": 1}, scheme="tcp", extra=_modes(modes)) as sc,
+            supercluster({"A": 1, "B": 1}, scheme="tcp", extra=_modes(modes, auto_rtt)) as sc,
             AsyncExitStack() as stack,
         ):
             await _traffic(sc, stack)

@@ -14,7 +14,7 @@ Negotiation, in the peers' HELLO frames (the core's, with a feature added on the
 out, so the core knows nothing of compression):
 
 * the dialer offers ``lz4`` (it wants compression: mode ``on``, or ``auto`` with a
-  connect round trip of :data:`AUTO_RTT` or more) or ``lz4?`` (it can: ``auto`` on a
+  connect round trip of ``compression_auto_rtt`` or more) or ``lz4?`` (it can: ``auto`` on a
   near link); mode ``off`` or no library: nothing;
 * the node that accepted decides: it answers ``lz4`` if it can too (mode not
   ``off``, library present) and either side wants it (the dialer said ``lz4``, or its
@@ -46,6 +46,7 @@ import trio
 log = logging.getLogger("meshgate.gateway")
 
 #: ``auto``: a dialer whose connect took at least this long (seconds) asks for lz4
+#: (the default of ``GatewayConfig.compression_auto_rtt``)
 AUTO_RTT = 0.010
 #: the most one read from a peer may inflate to (bytes); more is a decompression bomb
 MAX_INFLATE = 16 * 1024 * 1024
@@ -122,6 +123,7 @@ class CompressedStream(trio.abc.HalfCloseableStream):
         rtt: float | None,
         counters: CompressionCounters,
         max_inflate: int = MAX_INFLATE,
+        auto_rtt: float = AUTO_RTT,
     ) -> None:
         #: the stream underneath (``_peer_address`` looks through it)
         self.transport_stream = inner
@@ -132,7 +134,7 @@ class CompressedStream(trio.abc.HalfCloseableStream):
         #: what the dialer offers
         self._offer: str | None = None
         if dialed and self._mode != "off":
-            want = self._mode == "on" or (rtt is not None and rtt >= AUTO_RTT)
+            want = self._mode == "on" or (rtt is not None and rtt >= auto_rtt)
             self._offer = WANT if want else CAN
         #: set once both sides know whether the link is compressed
         self._decided = trio.Event()

@@ -716,11 +716,15 @@ class GatewayConfig:
     interest_only_threshold: int = attrs.field(default=1000, validator=_positive())
     #: lz4 compression of route links (needs the ``compression`` extra): ``"off"``,
     #: ``"on"`` (compress whenever the peer can), or ``"auto"`` (compress when the
-    #: dialing node's connect round trip is 10 ms or more, or the peer says ``"on"``);
-    #: a peer with ``"off"`` or without the library gets an uncompressed link
+    #: dialing node's connect round trip is ``compression_auto_rtt`` or more, or the
+    #: peer says ``"on"``); a peer with ``"off"`` or without the library gets an
+    #: uncompressed link
     cluster_compression: str = attrs.field(default="off", validator=_compression)
     #: the same for gateway links (between clusters, where bandwidth costs)
     gateway_compression: str = attrs.field(default="off", validator=_compression)
+    #: ``"auto"`` compression: the connect round trip (seconds) from which a dialed
+    #: route or gateway link asks for compression
+    compression_auto_rtt: float = attrs.field(default=0.010, validator=_non_negative(_SECONDS))
     #: the game layer: route client inputs (``$IN.<entity>``) to entity owners across
     #: hand-overs, follow authority broadcasts (``$AUTH.*``) and announce client interest
     #: to replicants; set it on every node of a super-cluster that serves replicants

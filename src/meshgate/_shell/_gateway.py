@@ -247,6 +247,7 @@ class Gateway:
                     counters=self._compression,
                     # a read may inflate to 16 frames of the largest size, no more
                     max_inflate=16 * (cfg.max_payload + 8 * 1024),
+                    auto_rtt=cfg.compression_auto_rtt,
                 )
         conn = core.open_connection(
             trio.current_time(),

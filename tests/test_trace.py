@@ -18,6 +18,7 @@ from meshgate.testing import SimClient, SimulatedSuperCluster
 
 from .helpers import collect
 from .supercluster import settle, supercluster
+from .test_backbone import nats_supercluster
 
 try:  # spans are checked where OpenTelemetry's SDK is installed
     from opentelemetry import trace as _otel_trace
@@ -236,3 +237,60 @@ async def test_trace_over_tcp_three_clusters() -> None:
                 )
                 assert span.context.trace_id == int(TRACEPARENT.split("-")[1], 16)
                 assert span.parent is not None
+
+
+async def test_trace_across_the_nats_server_backbone() -> None:
+    """Nodes of three clusters attached to nats-server hubs (leaf connections): the
+    copy to the hub is an egress of kind 4 (leaf) with its hop, the node that receives
+    it from its hub reports an ingress of kind 4 with that hop; nats-server 2.9 itself
+    does not trace, and carries the headers on untouched."""
+    with trio.fail_after(60), nats_supercluster() as leaf_ports:
+        async with AsyncExitStack() as stack:
+            nodes = {}
+            for c in ("A", "B", "C"):
+                cfg = meshgate.GatewayConfig(
+                    name=f"m{c}",
+                    cluster=c,
+                    listen="127.0.0.1:0",
+                    backbone=(f"nats://127.0.0.1:{leaf_ports[c]}",),
+                    reconnect_wait=0.05,
+                )
+                nodes[c] = await stack.enter_async_context(meshgate.open_gateway(cfg))
+            for gw in nodes.values():
+                await gw.wait_backbone()
+            pub, sub_client, collector = [
+                await stack.enter_async_context(meshgate.connect(nodes[c].client_url))  # type: ignore[arg-type]
+                for c in ("A", "B", "C")
+            ]
+            sub = await stack.enter_async_context(sub_client.subscribe("game.move"))
+            events = await stack.enter_async_context(collector.subscribe("trace.out"))
+            # interest crosses the hubs asynchronously: probe until both see it
+            for s, via in ((sub, "game.move"), (events, "trace.out")):
+                while True:
+                    await pub.publish(via, b"probe")
+                    with trio.move_on_after(0.2):
+                        while (await s.receive()).payload != b"probe":
+                            pass
+                        break
+            await pub.publish(
+                "game.move",
+                b"hi",
+                headers={"Nats-Trace-Dest": "trace.out", "traceparent": TRACEPARENT},
+            )
+            m = await sub.receive()
+            while m.payload == b"probe":
+                m = await sub.receive()
+            assert m.headers is not None
+            assert m.headers["traceparent"] == [TRACEPARENT]
+            got: dict[str, dict[str, Any]] = {}
+            while len(got) < 2:
+                e = json.loads((await events.receive()).payload)
+                got[e["server"]["name"]] = e
+            first, second = got["mA"], got["mB"]
+            assert first["events"][0]["kind"] == 0
+            [leaf] = [x for x in first["events"] if x["type"] == "eg"]
+            assert leaf["kind"] == 4
+            assert leaf["hop"] == "1"
+            assert second["events"][0]["kind"] == 4
+            assert _hop(second) == "1"
+            assert [x["kind"] for x in second["events"][1:]] == [0]

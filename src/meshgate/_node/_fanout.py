@@ -59,6 +59,7 @@ from ._conn import (
     InboundGateway,
     LocalSubscription,
     OutboundGateway,
+    PeerConnection,
     RemoteInterest,
     RouteConnection,
 )
@@ -368,7 +369,7 @@ class FanOut:
         """A message relayed by a route peer (or the backbone hub): local subscribers
         only, named queue groups only."""
         if type(payload) is Headered and not self._in_trace and self._wants_trace(payload):
-            assert isinstance(conn, RouteConnection)
+            assert isinstance(conn, PeerConnection)
             self._traced(
                 KIND_LEAF if conn.leaf else KIND_ROUTER,
                 conn,
@@ -732,7 +733,7 @@ class FanOut:
         try:
             for peer, queues in peers.items():
                 copy = tracer.hop_payload(trace, payload)
-                name = peer.peer if isinstance(peer, RouteConnection) else None
+                name = peer.peer if isinstance(peer, PeerConnection) else None
                 tracer.egress(
                     trace, now, KIND_LEAF if peer.leaf else KIND_ROUTER, peer.id, name or ""
                 )

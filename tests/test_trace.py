@@ -264,10 +264,15 @@ async def test_trace_across_the_nats_server_backbone() -> None:
             ]
             sub = await stack.enter_async_context(sub_client.subscribe("game.move"))
             events = await stack.enter_async_context(collector.subscribe("trace.out"))
-            # interest crosses the hubs asynchronously: probe until both see it
-            for s, via in ((sub, "game.move"), (events, "trace.out")):
+            # interest crosses the hubs asynchronously: probe every path the test uses
+            # (the message A -> B, the trace events A -> C and B -> C)
+            for client, s, via in (
+                (pub, sub, "game.move"),
+                (pub, events, "trace.out"),
+                (sub_client, events, "trace.out"),
+            ):
                 while True:
-                    await pub.publish(via, b"probe")
+                    await client.publish(via, b"probe")
                     with trio.move_on_after(0.2):
                         while (await s.receive()).payload != b"probe":
                             pass
@@ -284,8 +289,10 @@ async def test_trace_across_the_nats_server_backbone() -> None:
             assert m.headers["traceparent"] == [TRACEPARENT]
             got: dict[str, dict[str, Any]] = {}
             while len(got) < 2:
-                e = json.loads((await events.receive()).payload)
-                got[e["server"]["name"]] = e
+                payload = (await events.receive()).payload
+                if payload != b"probe":  # late probes
+                    e = json.loads(payload)
+                    got[e["server"]["name"]] = e
             first, second = got["mA"], got["mB"]
             assert first["events"][0]["kind"] == 0
             [leaf] = [x for x in first["events"] if x["type"] == "eg"]
@@ -294,3 +301,22 @@ async def test_trace_across_the_nats_server_backbone() -> None:
             assert second["events"][0]["kind"] == 4
             assert _hop(second) == "1"
             assert [x["kind"] for x in second["events"][1:]] == [0]
+
+
+def test_traceparent_alone_leaves_headers_untouched() -> None:
+    """Without ``Nats-Trace-Dest`` nothing is added to the headers on the way (a span
+    recorder may be attached: no ``Nats-Trace-Hop`` either)."""
+    net, pub, subs = _three_clusters()
+    recorded: list[dict[str, Any]] = []
+    for core in net.nodes.values():  # as the shell attaches its span recorder
+        core.fanout.tracer.on_event = recorded.append
+    sids = {node: c.subscribe("game.move") for node, c in subs.items()}
+    net.quiesce()
+    pub.publish("game.move", b"x", headers={"traceparent": TRACEPARENT})
+    net.quiesce()
+    for node, c in subs.items():
+        [(_, payload, _)] = c.received[sids[node]]
+        assert isinstance(payload, Headered)
+        assert payload.headers == f"NATS/1.0\r\ntraceparent: {TRACEPARENT}\r\n\r\n".encode()
+    # the recorder heard of every node crossed; nothing was published
+    assert {"a1", "a0", "b1", "c1"} <= {e["server"]["name"] for e in recorded}

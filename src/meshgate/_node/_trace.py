@@ -185,7 +185,10 @@ class Tracer:
         return t
 
     def hop_payload(self, t: Trace, payload: Headered) -> Headered:
-        """The copy of ``payload`` for the next node: its ``Nats-Trace-Hop`` set."""
+        """The copy of ``payload`` for the next node: its ``Nats-Trace-Hop`` set (a
+        trace for spans only, with no destination, leaves the headers as they were)."""
+        if not t.dest:
+            return payload
         t.hops += 1
         t.next_hop = f"{t.hop}.{t.hops}" if t.hop else str(t.hops)
         return Headered(bytes(payload), set_header(payload.headers, TRACE_HOP, t.next_hop))

@@ -172,3 +172,16 @@ async def test_peer_without_lz4_gets_an_uncompressed_link() -> None:
                 unpacker.feed(data)
                 assert all(isinstance(f, list) for f in unpacker)
             assert gw.compression()["links"] == 0
+
+
+def test_compression_fields_are_checked() -> None:
+    cfg = meshgate.GatewayConfig.from_mapping(
+        {"cluster_compression": "on", "gateway_compression": "auto", "compression_auto_rtt": 0.05}
+    )
+    assert (cfg.cluster_compression, cfg.gateway_compression) == ("on", "auto")
+    assert cfg.compression_auto_rtt == 0.05
+    assert meshgate.GatewayConfig().gateway_compression == "off"
+    with pytest.raises(meshgate.ConfigError, match="gateway_compression: must be 'off', 'on'"):
+        meshgate.GatewayConfig.from_mapping({"gateway_compression": "fast"})
+    with pytest.raises(meshgate.ConfigError, match="compression_auto_rtt"):
+        meshgate.GatewayConfig(compression_auto_rtt=-1)

@@ -167,6 +167,7 @@ class FanOut:
         self.delivery = delivery
         self._delivery = delivery
         self._deliver = delivery.deliver
+        self._deliver_untraced = delivery.deliver
         self.encoder = outbox.encoder
         self._writable = outbox.writable
         #: per-account counters (the node's table)
@@ -466,7 +467,6 @@ class FanOut:
         Counts what went out (node, account); returns the number of copies."""
         n = 0
         plen = len(payload)
-        trace = self.trace
         if m is not None and (m.plain or m.queues):
             deliver = self._deliver
             tail: bytes | None = None
@@ -476,8 +476,7 @@ class FanOut:
                     if tail is None:
                         tail = self.encoder.message_tail(subject, reply, payload)
                         self._delivery.cur = (subject, reply, payload, plen)
-                    if trace is None or self._trace_client(trace, sub):
-                        n += deliver(sub, tail, key)
+                    n += deliver(sub, tail, key)
                 elif source != FROM_ROUTE:
                     if peers is None:
                         peers = {}
@@ -502,8 +501,7 @@ class FanOut:
                         if tail is None:
                             tail = self.encoder.message_tail(subject, reply, payload)
                             self._delivery.cur = (subject, reply, payload, plen)
-                        if trace is None or self._trace_client(trace, chosen):
-                            n += deliver(chosen, tail, key)
+                        n += deliver(chosen, tail, key)
                     else:
                         if peers is None:
                             peers = {}
@@ -689,11 +687,14 @@ class FanOut:
                 return
         self.trace = t
         self._in_trace = True
+        if t is not None:
+            self._deliver = self._deliver_traced  # local deliveries are recorded
         try:
             entry(*args)
         finally:
             self.trace = None
             self._in_trace = False
+            self._deliver = self._deliver_untraced
         if t is None:
             return
         data = self.tracer.finish(t, now)
@@ -706,15 +707,19 @@ class FanOut:
             acct = Account(account)
         self.inject(acct, t.dest, None, data, None)
 
-    def _trace_client(self, trace: Trace, sub: LocalSubscription | RemoteInterest) -> bool:
-        """Record the delivery to local subscription ``sub``; False: trace only, not
-        delivered."""
-        assert isinstance(sub, LocalSubscription)
+    def _deliver_traced(self, sub: LocalSubscription, tail: bytes, key: str | None) -> int:
+        """The delivery to local subscription ``sub`` of a traced message: recorded,
+        and made unless the trace is trace-only (the fan-out's ``deliver`` while a
+        traced message is routed; the hot path never checks for a trace)."""
+        trace = self.trace
+        assert trace is not None
         c = sub.conn
         self.tracer.egress(
             trace, self.settings.now, KIND_CLIENT, c.id, c.name, sub.pattern, sub.queue
         )
-        return not trace.only
+        if trace.only:
+            return 0
+        return self._deliver_untraced(sub, tail, key)
 
     def _to_routes_traced(
         self,

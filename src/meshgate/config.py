@@ -7,6 +7,7 @@ Secrets (tokens) never appear in ``repr``.
 from __future__ import annotations
 
 __all__ = [
+    "COMPRESSION_MODES",
     "SLOW_CONSUMER_POLICIES",
     "check_mapping",
     "tls_context_from_files",
@@ -442,6 +443,15 @@ def _interest_mode(inst: object, attribute: attrs.Attribute[Any], value: object)
         )
 
 
+#: the modes of ``cluster_compression`` and ``gateway_compression``
+COMPRESSION_MODES = ("off", "on", "auto")
+
+
+def _compression(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in COMPRESSION_MODES:
+        raise ConfigError(attribute.name, f"must be 'off', 'on' or 'auto', not {_shown(value)}")
+
+
 def _policy(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value not in SLOW_CONSUMER_POLICIES:
         raise ConfigError(
@@ -769,6 +779,17 @@ class GatewayConfig:
     interest_mode: str = attrs.field(default="optimistic", validator=_interest_mode)
     #: no-interest notices per account and connection before switching it to interest-only
     interest_only_threshold: int = attrs.field(default=1000, validator=_positive())
+    #: lz4 compression of route links (needs the ``compression`` extra): ``"off"``,
+    #: ``"on"`` (compress whenever the peer can), or ``"auto"`` (compress when the
+    #: dialing node's connect round trip is ``compression_auto_rtt`` or more, or the
+    #: peer says ``"on"``); a peer with ``"off"`` or without the library gets an
+    #: uncompressed link
+    cluster_compression: str = attrs.field(default="off", validator=_compression)
+    #: the same for gateway links (between clusters, where bandwidth costs)
+    gateway_compression: str = attrs.field(default="off", validator=_compression)
+    #: ``"auto"`` compression: the connect round trip (seconds) from which a dialed
+    #: route or gateway link asks for compression
+    compression_auto_rtt: float = attrs.field(default=0.010, validator=_non_negative(_SECONDS))
     #: the game layer: route client inputs (``$IN.<entity>``) to entity owners across
     #: hand-overs, follow authority broadcasts (``$AUTH.*``) and announce client interest
     #: to replicants; set it on every node of a super-cluster that serves replicants

@@ -45,6 +45,7 @@ from ._hooks import Layer as Layer
 from ._routes import RouteMesh as RouteMesh
 from ._scheduler import FULL_POLICY as FULL_POLICY
 from ._scheduler import Scheduler as Scheduler
+from ._trace import Tracer as Tracer
 
 __all__ = [
     "FULL_POLICY",
@@ -67,4 +68,5 @@ __all__ = [
     "RemoteInterest",
     "RouteConnection",
     "RouteMesh",
+    "Tracer",
 ]

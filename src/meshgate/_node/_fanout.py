@@ -35,8 +35,8 @@ from __future__ import annotations
 
 __all__ = ["FROM_CLIENT", "FROM_GATEWAY", "FROM_ROUTE", "FanOut", "permitted"]
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ErrorCode
 from .._reserved import (
@@ -59,11 +59,13 @@ from ._conn import (
     InboundGateway,
     LocalSubscription,
     OutboundGateway,
+    PeerConnection,
     RemoteInterest,
     RouteConnection,
 )
 from ._delivery import Delivery
 from ._outbox import Outbox, Settings
+from ._trace import KIND_CLIENT, KIND_GATEWAY, KIND_LEAF, KIND_ROUTER, Trace, Tracer
 
 if TYPE_CHECKING:
     from ..interest import Match
@@ -165,6 +167,7 @@ class FanOut:
         self.delivery = delivery
         self._delivery = delivery
         self._deliver = delivery.deliver
+        self._deliver_untraced = delivery.deliver
         self.encoder = outbox.encoder
         self._writable = outbox.writable
         #: per-account counters (the node's table)
@@ -188,6 +191,11 @@ class FanOut:
         # the ``queues`` of a gateway copy that names no group: None, or () while a
         # request that asks the remote cluster to answer no-responders is sent
         self._gateway_queues: tuple[str, ...] | None = None
+        #: message tracing (``Nats-Trace-Dest``, ``traceparent``): see ``_trace.py``
+        self.tracer = Tracer(settings.config.name, settings.config.cluster)
+        #: the trace of the message being routed (None: not traced)
+        self.trace: Trace | None = None
+        self._in_trace = False
         self.reconfigure(settings.config)
 
     def reconfigure(self, config: GatewayConfig) -> None:
@@ -279,6 +287,25 @@ class FanOut:
                     conn, f"publish to {subject!r} denied: inputs need a node with replicants=True"
                 )
                 return
+        if type(payload) is Headered and not self._in_trace and self._wants_trace(payload):
+            self._traced(
+                KIND_CLIENT,
+                conn,
+                conn.name,
+                acct.name,
+                subject,
+                payload,
+                self.inject,
+                (
+                    acct,
+                    subject,
+                    reply,
+                    payload,
+                    key,
+                    conn if reply and conn.no_responders else None,
+                ),
+            )
+            return
         self.inject(
             acct, subject, reply, payload, key, conn if reply and conn.no_responders else None
         )
@@ -342,6 +369,19 @@ class FanOut:
     ) -> None:
         """A message relayed by a route peer (or the backbone hub): local subscribers
         only, named queue groups only."""
+        if type(payload) is Headered and not self._in_trace and self._wants_trace(payload):
+            assert isinstance(conn, PeerConnection)
+            self._traced(
+                KIND_LEAF if conn.leaf else KIND_ROUTER,
+                conn,
+                conn.peer or "",
+                account,
+                subject,
+                payload,
+                self.route_message,
+                (conn, queues, account, subject, reply, payload),
+            )
+            return
         acct = self._peer_input(conn, account, subject, reply, payload, "route")
         if conn.state is not _OPEN:
             return
@@ -370,6 +410,18 @@ class FanOut:
     ) -> None:
         """A message from another cluster: local subscribers and route peers, never
         gateways; with no local interest, the sender is told (optimistic mode)."""
+        if type(payload) is Headered and not self._in_trace and self._wants_trace(payload):
+            self._traced(
+                KIND_GATEWAY,
+                conn,
+                conn.remote_cluster or "",
+                account,
+                subject,
+                payload,
+                self.gateway_message,
+                (conn, queues, account, subject, reply, payload),
+            )
+            return
         acct = self._peer_input(conn, account, subject, reply, payload, "gateway")
         if conn.state is not _OPEN:
             return
@@ -508,6 +560,9 @@ class FanOut:
     ) -> int:
         """One copy per route peer (the backbone hub is one), naming the queue groups it
         should serve; returns the number of copies."""
+        trace = self.trace
+        if trace is not None:
+            return self._to_routes_traced(trace, peers, account, subject, reply, payload)
         enc = self.encoder
         tail: bytes | None = None
         plain_prefix: bytes | None = None
@@ -549,6 +604,7 @@ class FanOut:
         tail: bytes | None = None
         done: set[str] | None = None
         n = 0
+        trace = self.trace
         for c in self._gw_order:
             oi = c.out_interest
             assert oi is not None
@@ -576,12 +632,136 @@ class FanOut:
                     reply = routed_reply(cfg.cluster, cfg.name, reply)
                 tail = enc.relay_tail(account, subject, reply, payload)
             queues = tuple(groups) if groups else self._gateway_queues
-            self._to_gateway(c, enc.relay_prefix(_GMSG, queues), tail)
+            if trace is not None:
+                self._to_gateway(
+                    c,
+                    enc.relay_prefix(_GMSG, queues),
+                    self._trace_gateway(trace, c, account, subject, reply, payload),
+                )
+            else:
+                self._to_gateway(c, enc.relay_prefix(_GMSG, queues), tail)
             c.payload_out += len(payload)
             n += 1
             if subject[0] == "$":
                 self.gateway_control_msgs += 1
         return n
+
+    # -- tracing (only messages with a trace header come here) ----------------------------------
+
+    def _wants_trace(self, payload: Headered) -> bool:
+        tracer = self.tracer
+        headers = payload.headers
+        return tracer.wanted(headers) or tracer.wanted_otel(headers)
+
+    def _traced(
+        self,
+        kind: int,
+        conn: Connection,
+        name: str,
+        account: str,
+        subject: str,
+        payload: Headered,
+        entry: Callable[..., Any],
+        args: tuple[Any, ...],
+    ) -> None:
+        """Route a message that asked for a trace through ``entry`` (the entry point it
+        came in by) with its trace recording, then publish the trace event."""
+        now = self.settings.now
+        t = self.tracer.start(payload, now, kind, conn.id, name, account, subject)
+        if t is not None and t.dest:
+            dest = t.dest
+            if (
+                not is_valid_subject(dest)
+                or "*" in dest
+                or ">" in dest
+                or dest.startswith(GR_PREFIX)
+            ):
+                t.dest = ""  # no event to an invalid destination; the message goes on
+            elif (
+                isinstance(conn, ClientConnection)
+                and conn.pub_perm is not None
+                and not _permitted(conn, dest)
+            ):
+                self.tracer.refused += 1
+                self.outbox.deny(conn, f"trace destination {dest!r} denied")
+                return
+        self.trace = t
+        self._in_trace = True
+        if t is not None:
+            self._deliver = self._deliver_traced  # local deliveries are recorded
+        try:
+            entry(*args)
+        finally:
+            self.trace = None
+            self._in_trace = False
+            self._deliver = self._deliver_untraced
+        if t is None:
+            return
+        data = self.tracer.finish(t, now)
+        if data is None:
+            return
+        acct = self.accounts.get(account)
+        if acct is None:
+            if account not in self.settings.known_accounts:
+                return
+            acct = Account(account)
+        self.inject(acct, t.dest, None, data, None)
+
+    def _deliver_traced(self, sub: LocalSubscription, tail: bytes, key: str | None) -> int:
+        """The delivery to local subscription ``sub`` of a traced message: recorded,
+        and made unless the trace is trace-only (the fan-out's ``deliver`` while a
+        traced message is routed; the hot path never checks for a trace)."""
+        trace = self.trace
+        assert trace is not None
+        c = sub.conn
+        self.tracer.egress(
+            trace, self.settings.now, KIND_CLIENT, c.id, c.name, sub.pattern, sub.queue
+        )
+        if trace.only:
+            return 0
+        return self._deliver_untraced(sub, tail, key)
+
+    def _to_routes_traced(
+        self,
+        trace: Trace,
+        peers: dict[Connection, list[str]],
+        account: str,
+        subject: str,
+        reply: str | None,
+        payload: bytes,
+    ) -> int:
+        """:meth:`_to_routes` for a traced message: each copy carries its own hop."""
+        assert type(payload) is Headered
+        tracer = self.tracer
+        now = self.settings.now
+        self.trace = None
+        try:
+            for peer, queues in peers.items():
+                copy = tracer.hop_payload(trace, payload)
+                name = peer.peer if isinstance(peer, PeerConnection) else None
+                tracer.egress(
+                    trace, now, KIND_LEAF if peer.leaf else KIND_ROUTER, peer.id, name or ""
+                )
+                self._to_routes({peer: queues}, account, subject, reply, copy)
+        finally:
+            self.trace = trace
+        return len(peers)
+
+    def _trace_gateway(
+        self,
+        trace: Trace,
+        c: OutboundGateway,
+        account: str,
+        subject: str,
+        reply: str | None,
+        payload: bytes,
+    ) -> bytes:
+        """The tail of a traced message's copy to gateway ``c`` (its own hop)."""
+        assert type(payload) is Headered
+        tracer = self.tracer
+        copy = tracer.hop_payload(trace, payload)
+        tracer.egress(trace, self.settings.now, KIND_GATEWAY, c.id, c.expected_cluster)
+        return self.encoder.relay_tail(account, subject, reply, copy)
 
     def _to_gateway(self, c: OutboundGateway, prefix: bytes, tail: bytes) -> None:
         out = c.out

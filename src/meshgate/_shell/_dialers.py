@@ -85,8 +85,10 @@ class Serve(Protocol):
         dialed: bool = False,
         expected_cluster: str | None = None,
         backbone: bool = False,
+        connect_time: float | None = None,
     ) -> LinkOutcome:
-        """Serve ``stream`` as a connection of ``kind`` until it ends; how it ended."""
+        """Serve ``stream`` as a connection of ``kind`` until it ends; how it ended
+        (``connect_time``: how long connecting took, an estimate of the round trip)."""
 
 
 class TopologyView(Protocol):
@@ -222,12 +224,14 @@ class Dialers:
         for url in urls:
             lost_at[url] = next(self._attempts)  # kept if this attempt fails or ends
             try:
+                started = trio.current_time()
                 with trio.move_on_after(max(2.0, cfg.reconnect_wait)) as scope:
                     cm = connect_stream(url, ssl_context=ssl_context)
                     stream = await cm.__aenter__()
                 if scope.cancelled_caught:
                     self._failed(state, f"{url}: connect timed out")
                     continue
+                serve["connect_time"] = trio.current_time() - started
             except OSError as exc:
                 log.debug("%s via %s failed: %s", kind.value, url, exc)
                 self._failed(state, f"{url}: {exc.strerror or exc}")
@@ -321,10 +325,16 @@ class Dialers:
                 state.state = "dialing"
                 failed = False
                 try:
+                    started = trio.current_time()
                     async with connect_stream(url, ssl_context=cfg.cluster_tls_dial) as stream:
                         failures = state.failures = 0
                         state.state = "connected"
-                        outcome = await self._serve(stream, ConnectionKind.ROUTE, dialed=True)
+                        outcome = await self._serve(
+                            stream,
+                            ConnectionKind.ROUTE,
+                            dialed=True,
+                            connect_time=trio.current_time() - started,
+                        )
                         stuck = _stuck_streak(outcome, stuck)
                 except OSError as exc:
                     failures = state.failures = failures + 1

@@ -20,8 +20,8 @@ __all__ = ["Gateway", "config_changes", "open_gateway"]
 
 import logging
 import secrets
-import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -31,15 +31,18 @@ import trio
 import trio.testing
 
 from .. import _game
+from .._compression import CompressedStream, CompressionCounters
+from .._compression import available as compression_available
 from .._node import Connection, ConnState, NodeCore, PeerConnection
 from .._nursery import open_unwrapping_nursery, sole_exception
 from ..config import GatewayConfig
 from ..protocol import ConnectionKind, Role
-from ..transports import get_transport
 from ._dialers import Dialers, DialState, LinkOutcome
 from ._driver import CoreDriver
+from ._listeners import Handlers, quic_stats, start_listeners
 from ._logbook import Logbook
 from ._observer import Observer
+from ._otel import span_recorder
 from ._topology import Topology
 from ._writer import CLOSE_GRACE, ConnHandle, Writer
 
@@ -106,6 +109,7 @@ class Gateway:
         self._observer = Observer(config, core, self._game, self._writer, self._dialers)
         self._driver = CoreDriver(core, _ShellSink(self._writer, self._topology, self._dialers))
         self._writer.attach_driver(self._driver.drain)
+        self._compression = CompressionCounters()
         self._nursery: trio.Nursery | None = None
         self._drained = trio.Event()
         self._stopping = False
@@ -153,29 +157,19 @@ class Gateway:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             cfg = self.config
-            listen = self._listen
-            shared = cfg.reuse_port
-            client_urls = []
-            for _, url in cfg.client_listeners:
-                scheme = url.partition("://")[0] if "://" in url else "tcp"
-                ctx = None if scheme in ("tcp", "ws") else cfg.tls
-                bound = await listen(nursery, url, self._serve_client_stream, ctx, shared)
-                assert bound is not None
-                client_urls.append(bound)
-            self.client_urls = tuple(client_urls)
-            self.client_url = client_urls[0] if client_urls else None
-            self.cluster_url = await listen(
-                nursery, cfg.cluster_listen, self._serve_route_stream, cfg.cluster_tls
+            bound = await start_listeners(
+                nursery,
+                cfg,
+                Handlers(
+                    self._serve_client_stream,
+                    self._serve_route_stream,
+                    self._serve_gateway_stream,
+                    self._serve_nats_stream,
+                ),
             )
-            self.gateway_url = await listen(
-                nursery, cfg.gateway_listen, self._serve_gateway_stream, cfg.gateway_tls, shared
-            )
-            nats_urls = []
-            for url in cfg.nats_listen:
-                bound = await listen(nursery, url, self._serve_nats_stream, cfg.tls, shared)
-                assert bound is not None
-                nats_urls.append(bound)
-            self.nats_urls = tuple(nats_urls)
+            self.client_urls, self.nats_urls = bound.client_urls, bound.nats_urls
+            self.client_url = bound.client_urls[0] if bound.client_urls else None
+            self.cluster_url, self.gateway_url = bound.cluster_url, bound.gateway_url
             observer = self._observer
             observer.bound(
                 client_url=self.client_url,
@@ -183,7 +177,10 @@ class Gateway:
                 gateway_url=self.gateway_url,
                 client_urls=self.client_urls,
             )
-            observer.quic_stats = self._quic_stats
+            observer.quic_stats = partial(quic_stats, self.client_urls)
+            tracer = self._core.fanout.tracer
+            tracer.wall_offset = time.time() - trio.current_time()
+            tracer.on_event = span_recorder()  # OpenTelemetry spans, if it is installed
             if cfg.monitor_listen is not None:
                 # bound before the first HELLO: route and gateway peers hear of it
                 from ..monitor import serve_monitor
@@ -194,7 +191,7 @@ class Gateway:
                 client_url=self.client_url,
                 cluster_url=self.cluster_url,
                 gateway_url=self.gateway_url,
-                nats_url=next((u for u in nats_urls if not u.startswith("ws")), None),
+                nats_url=next((u for u in self.nats_urls if not u.startswith("ws")), None),
                 monitor_url=self.monitor_url,
             )
             self._dialers.start(nursery)
@@ -207,42 +204,6 @@ class Gateway:
             for what, url in self.urls().items():
                 log.info("%s: listening on %s", what, url)
             task_status.started(self)
-
-    async def _listen(
-        self,
-        nursery: trio.Nursery,
-        url: str | None,
-        handler: Callable[[trio.abc.Stream], Awaitable[None]],
-        ssl_context: ssl.SSLContext | None,
-        reuse_port: bool = False,
-    ) -> str | None:
-        """Serve ``url`` (None: nothing) with ``handler``; the bound URL."""
-        if url is None:
-            return None
-        transport = get_transport(url)
-        serve = partial(transport.serve, url, handler, ssl_context=ssl_context)
-        if getattr(transport, "needs_cert_files", False):  # QUIC: aioquic's own TLS
-            cfg = self.config
-            if cfg.tls_cert_file is not None and cfg.tls_key_file is not None:
-                serve = partial(serve, cert_files=(cfg.tls_cert_file, cfg.tls_key_file))
-            if cfg.quic_limits is not None:
-                serve = partial(serve, limits=cfg.quic_limits)
-        elif reuse_port:  # only then: a custom transport need not know the keyword
-            serve = partial(serve, reuse_port=True)
-        bound: str = await nursery.start(serve)
-        return bound
-
-    def _quic_stats(self) -> dict[str, dict[str, int]]:
-        """The counters of this node's ``quic://`` and ``webtransport://`` listeners,
-        by bound URL."""
-        out = {}
-        for url in self.client_urls:
-            if url.startswith(("quic://", "webtransport://")):
-                endpoints = getattr(get_transport(url), "endpoints", {})
-                endpoint = endpoints.get(url)
-                if endpoint is not None:
-                    out[url] = endpoint.stats.as_dict()
-        return out
 
     async def _timer(self) -> None:
         cfg = self.config
@@ -282,10 +243,28 @@ class Gateway:
         expected_cluster: str | None = None,
         nats: bool = False,
         backbone: bool = False,
+        connect_time: float | None = None,
     ) -> LinkOutcome:
         """Run one connection: a reader and a writer task, then clean up whatever
-        happened; how it ended (for the dialer of a route, gateway or backbone link)."""
+        happened; how it ended (for the dialer of a route, gateway or backbone link).
+        ``connect_time``: how long the dialer took to connect (``auto`` compression)."""
         core = self._core
+        if kind is not ConnectionKind.CLIENT and not backbone:
+            cfg = self.config
+            mode = (
+                cfg.cluster_compression if kind is ConnectionKind.ROUTE else cfg.gateway_compression
+            )
+            if mode != "off" and compression_available():
+                stream = CompressedStream(
+                    stream,
+                    mode=mode,
+                    dialed=dialed,
+                    rtt=connect_time,
+                    counters=self._compression,
+                    # a read may inflate to 16 frames of the largest size, no more
+                    max_inflate=16 * (cfg.max_payload + 8 * 1024),
+                    auto_rtt=cfg.compression_auto_rtt,
+                )
         conn = core.open_connection(
             trio.current_time(),
             kind,
@@ -405,6 +384,13 @@ class Gateway:
         await self._ping_all(self._core.route_connections())
 
     # -- what the node shows of itself (its observer's snapshots) ------------------------------
+
+    def compression(self) -> dict[str, int]:
+        """lz4 on route and gateway links (``cluster_compression``,
+        ``gateway_compression``): ``links`` compressed so far, bytes before (``raw_out``,
+        ``raw_in``) and after (``wire_out``, ``wire_in``) compression, and peers'
+        streams ``refused`` (decompression bombs, corrupt streams)."""
+        return self._compression.as_dict()
 
     def statistics(self) -> Statistics:
         """A frozen snapshot of the node's counters."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = ["SimClient", "SimLink", "SimulatedSuperCluster"]
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from .. import _game
 from .._node import Connection, ConnState, NodeCore
@@ -21,12 +21,14 @@ from ..protocol import (
     Decoder,
     Encoder,
     Error,
+    Headered,
     Hello,
     Message,
     Publish,
     Subscribe,
     Unsubscribe,
 )
+from ..protocol.nats import encode_headers
 
 
 class SimLink:
@@ -83,9 +85,16 @@ class SimClient:
         """Remove a subscription."""
         self._send(Unsubscribe(sid, None))
 
-    def publish(self, subject: str, payload: bytes = b"", reply: str | None = None) -> None:
-        """Publish a message."""
-        self._send(Publish(subject, reply, payload, None))
+    def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        reply: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Publish a message (with NATS-style ``headers``, if given)."""
+        body = payload if headers is None else Headered(payload, encode_headers(headers))
+        self._send(Publish(subject, reply, body, None))
 
     def _feed(self, data: bytes | bytearray) -> None:
         self._decoder.feed(data)

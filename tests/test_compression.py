@@ -13,6 +13,7 @@ import pytest
 import trio
 
 import meshgate
+from meshgate.monitor import render_metrics
 from meshgate.protocol import PROTOCOL_VERSION, Encoder, Hello
 from meshgate.transports import connect_stream
 
@@ -156,6 +157,15 @@ async def test_decompression_bomb_is_refused_and_counted() -> None:
                     except trio.BrokenResourceError:
                         break
             assert gw.compression()["refused"] == 1
+            # and an operator sees it in /varz and /metrics
+            assert gw.varz().compression["refused"] == 1
+            assert "meshgate_compression_refused_total{" in render_metrics(gw)
+            line = next(
+                x
+                for x in render_metrics(gw).splitlines()
+                if x.startswith("meshgate_compression_refused_total{")
+            )
+            assert float(line.rpartition(" ")[2]) == 1
 
 
 async def test_peer_without_lz4_gets_an_uncompressed_link() -> None:

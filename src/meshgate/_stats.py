@@ -247,3 +247,7 @@ class ServerInfo:
     #: dropped, retries, handshakes and connections refused, streams refused, floods,
     #: datagrams ignored, sent and dropped (:class:`meshgate.transports.QuicStats`)
     quic: dict[str, dict[str, int]] = attrs.field(factory=dict)
+    #: lz4 on route and gateway links: ``links`` compressed so far, bytes before
+    #: (``raw_in``/``raw_out``) and after (``wire_in``/``wire_out``) and decompression
+    #: bombs ``refused`` (:meth:`meshgate.Gateway.compression`)
+    compression: dict[str, int] = attrs.field(factory=dict)

@@ -135,6 +135,8 @@ def _varz(gw: Observable) -> dict[str, Any]:
         "client_urls": list(v.client_urls),
         # per quic:// listener: refused and dropped packets, handshakes, streams, datagrams
         "quic": v.quic,
+        # lz4 on route and gateway links: links, bytes before and after, bombs refused
+        "compression": v.compression,
         "now": _rfc3339(time.time()),
         "start": v.start,
         "uptime": uptime_text(v.uptime_seconds),
@@ -326,6 +328,7 @@ def _families(gw: Observable) -> list[_Family]:
     use).  Byte counters count payload bytes, as nats-server and /varz do; the wire is
     ``*_wire_bytes_*``."""
     st = gw.statistics()
+    v_compression = gw.varz().compression
     cfg = gw.config
     node = (cfg.name, cfg.cluster)
     base = ("server", "cluster")
@@ -391,6 +394,42 @@ def _families(gw: Observable) -> list[_Family]:
             "gauge",
             "1 when every configured route seed, gateway and backbone is connected",
             0 if gw.readiness() else 1,
+        ),
+        (
+            "meshgate_compression_links_total",
+            "counter",
+            "route and gateway links compressed (lz4)",
+            v_compression.get("links", 0),
+        ),
+        (
+            "meshgate_compression_raw_out_total",
+            "counter",
+            "bytes before compression, sent on compressed links",
+            v_compression.get("raw_out", 0),
+        ),
+        (
+            "meshgate_compression_wire_out_total",
+            "counter",
+            "bytes on the wire, sent on compressed links",
+            v_compression.get("wire_out", 0),
+        ),
+        (
+            "meshgate_compression_raw_in_total",
+            "counter",
+            "bytes after decompression, received on compressed links",
+            v_compression.get("raw_in", 0),
+        ),
+        (
+            "meshgate_compression_wire_in_total",
+            "counter",
+            "bytes on the wire, received on compressed links",
+            v_compression.get("wire_in", 0),
+        ),
+        (
+            "meshgate_compression_refused_total",
+            "counter",
+            "compressed links closed for a decompression bomb or a corrupt stream",
+            v_compression.get("refused", 0),
         ),
         (
             "meshgate_scheduled_clients",

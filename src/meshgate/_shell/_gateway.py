@@ -178,6 +178,7 @@ class Gateway:
                 client_urls=self.client_urls,
             )
             observer.quic_stats = partial(quic_stats, self.client_urls)
+            observer.compression_stats = self._compression.as_dict
             tracer = self._core.fanout.tracer
             tracer.wall_offset = time.time() - trio.current_time()
             tracer.on_event = span_recorder()  # OpenTelemetry spans, if it is installed

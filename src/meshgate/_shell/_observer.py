@@ -88,6 +88,8 @@ class Observer:
         self._client_urls: tuple[str, ...] = ()
         #: the counters of each QUIC listener, by bound URL (set by the node)
         self.quic_stats: Callable[[], dict[str, dict[str, int]]] = dict
+        #: the node's link compression counters (set by the gateway)
+        self.compression_stats: Callable[[], dict[str, int]] = dict
 
     def bound(
         self,
@@ -279,6 +281,7 @@ class Observer:
             config_load_time=rfc3339(self._config_loaded),
             client_urls=self._client_urls,
             quic=self.quic_stats(),
+            compression=self.compression_stats(),
         )
 
     def _cpu_percent(self) -> float:

@@ -852,7 +852,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeat", type=int, default=5, help="measured repeats (after one warm-up)")
     ap.add_argument("--seconds", type=float, default=1.0, help="least seconds per sample")
     ap.add_argument("--fanout-msgs", type=int, default=50_000, help="least messages, fan-out")
-    ap.add_argument("--relay-start", type=int, default=105, help="first relay step (clients)")
+    ap.add_argument("--relay-start", type=int, default=21, help="first relay step (clients)")
     ap.add_argument("--relay-step", type=int, default=210, help="relay step (clients)")
     ap.add_argument("--relay-max", type=int, default=4200, help="safety bound on relay clients")
     ap.add_argument("--relay-seconds", type=float, default=1.5, help="relay measuring seconds")

@@ -53,6 +53,10 @@ def newest() -> list[Path]:
     return out
 
 
+def all_runs() -> list[Path]:
+    return sorted(p for p in (HERE / "results").glob("fair-*.json") if "-quick" not in p.name)
+
+
 def values(doc: dict[str, Any], scenario: str, server: str, metric: str | None) -> list[float]:
     out = []
     for s in doc["samples"]:
@@ -298,7 +302,34 @@ def header(docs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def render(docs: list[dict[str, Any]]) -> str:
+def every_run(docs: list[dict[str, Any]]) -> list[str]:
+    """One line per committed run: the headline ratios (NATS port / nats-server), so
+    that the runs not chosen for the tables above are visible too."""
+    out = [
+        "| result file | core | load average (1 min, start) | "
+        + " | ".join(t[0] for t in TARGETS)
+        + " |",
+        "|---|---|---:|" + "---:|" * len(TARGETS),
+    ]
+    for doc in sorted(docs, key=lambda d: d.get("started", "")):
+        cells = []
+        for _, scenario, metric, _, _ in TARGETS:
+            if scenario == "relay":
+                sus = relay_sustained(doc)
+                n = sus.get("nats", (0, None))[0]
+                r = sus.get("mg-nats", (0, None))[0] / n if n else float("nan")
+            else:
+                r = ratio(doc, scenario, "mg-nats", metric)
+            cells.append(f"{r:.2f}\u00d7" if r == r else "\u2013")
+        out.append(
+            f"| `{doc['_file']}` | {core(doc)} | {doc['loadavg_start'][0]:.1f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return out
+
+
+def render(docs: list[dict[str, Any]], every: list[dict[str, Any]] | None = None) -> str:
     for doc in docs:
         doc.setdefault("_file", "(not written)")
     docs = sorted(docs, key=lambda d: not d["compiled"])  # compiled first, pure beside it
@@ -312,6 +343,13 @@ def render(docs: list[dict[str, Any]]) -> str:
     lines += relay_tables(docs)
     lines += ["", "### Against the targets (issue 22)", ""]
     lines += targets(docs)
+    if every and len(every) > len(docs):
+        lines += [
+            "",
+            "### Every committed run (NATS port / nats-server, medians within each run)",
+            "",
+        ]
+        lines += every_run(every)
     return "\n".join(lines)
 
 
@@ -324,7 +362,8 @@ def main() -> int:
     if not files:
         print("no result files in bench/results/", file=sys.stderr)
         return 1
-    text = render(load(files))
+    every = load(all_runs()) if not args.files else None
+    text = render(load(files), every)
     if args.print:
         print(text)
         return 0

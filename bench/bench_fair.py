@@ -413,7 +413,7 @@ def role_subscribers(
         if sent >= 0 and total >= sent * per_sub:
             break
         if not events:
-            if (sent >= 0 and now - last > 2.0) or now - w0 > timeout:
+            if (sent >= 0 and now - last > 5.0) or now - w0 > timeout:
                 break
             continue
         for key, _ in events:

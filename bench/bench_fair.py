@@ -264,6 +264,7 @@ class Ctl:
         self.sent = CTX.Value(ctypes.c_longlong, -1, lock=False)  # set when sending ended
         self.t0 = CTX.Value(ctypes.c_double, 0.0, lock=False)  # when sending began
         self.recvd = CTX.Value(ctypes.c_longlong, 0, lock=False)  # frames per subscriber
+        self.done = CTX.Value(ctypes.c_int, 0, lock=False)  # the receivers finished
         self.results = CTX.Queue()
 
 
@@ -379,7 +380,14 @@ def role_publisher(
         sent += k
     ctl.sent.value = sent
     stats = _gen_stats(c0, w0)
-    time.sleep(0.05)
+    # closing with unread input (nats-server's PING) would reset the connection and
+    # lose what the server has not read yet: read until the receivers are done
+    deadline = time.perf_counter() + 120
+    while not ctl.done.value and time.perf_counter() < deadline:
+        try:
+            s.recv(65536)
+        except BlockingIOError:
+            time.sleep(0.01)
     s.close()
     return {"role": "publisher", "sent": sent, "t0": w0, **stats}
 
@@ -435,6 +443,7 @@ def role_subscribers(
         if closed == n:
             break
     stats = _gen_stats(c0, w0)
+    ctl.done.value = 1
     for s in socks:
         s.close()
     for h in heads:

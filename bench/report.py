@@ -141,6 +141,11 @@ ROWS = [
 ]
 
 
+def x(r: float) -> str:
+    """A ratio, or a dash where there is none."""
+    return f"{r:.2f}\u00d7" if r == r else "\u2013"
+
+
 def main_table(docs: list[dict[str, Any]]) -> list[str]:
     out = [
         "| scenario | core | **NATS port / nats-server** | nats-server | NATS port | own protocol"
@@ -160,8 +165,8 @@ def main_table(docs: list[dict[str, Any]]) -> list[str]:
             r1 = ratio(doc, scenario, "mg-nats", metric)
             r2 = ratio(doc, scenario, "mg", metric)
             out.append(
-                f"| {label} | {core(doc)} | **{r1:.2f}\u00d7** | {cells[0]} | {cells[1]} | {cells[2]}"
-                f" | {r2:.2f}\u00d7 | {cells[3]} | {' / '.join(per)} | {gen} | {fails} |"
+                f"| {label} | {core(doc)} | **{x(r1)}** | {cells[0]} | {cells[1]} | {cells[2]}"
+                f" | {x(r2)} | {cells[3]} | {' / '.join(per)} | {gen} | {fails} |"
             )
     return out
 
@@ -262,17 +267,28 @@ def targets(docs: list[dict[str, Any]]) -> list[str]:
     ]
     for label, scenario, metric, op, bound in TARGETS:
         for doc in docs:
+            v1 = v2 = ""
             if scenario == "relay":
                 sus = relay_sustained(doc)
                 n = sus.get("nats", (0, None))[0]
                 r1 = sus.get("mg-nats", (0, None))[0] / n if n else float("nan")
                 r2 = sus.get("mg", (0, None))[0] / n if n else float("nan")
+                if not n:
+                    first = sus.get("nats", (0, None))[1]
+                    floor = sus.get("null", (0, None))
+                    v1 = v2 = (
+                        f"undecided: nats-server passed no step (failed at {first}), the null"
+                        f" floor {'none' if not floor[0] else f'up to {floor[0]}'}: the machine's"
+                        " load decides"
+                    )
             else:
                 r1 = ratio(doc, scenario, "mg-nats", metric)
                 r2 = ratio(doc, scenario, "mg", metric)
+            c1 = f"{r1:.2f}\u00d7" if r1 == r1 else "\u2013"
+            c2 = f"{r2:.2f}\u00d7" if r2 == r2 else "\u2013"
             out.append(
-                f"| {label} | {op} {bound}\u00d7 | {core(doc)} | {r1:.2f}\u00d7 | {verdict(r1, op, bound)}"
-                f" | {r2:.2f}\u00d7 | {verdict(r2, op, bound)} |"
+                f"| {label} | {op} {bound}\u00d7 | {core(doc)} | {c1} | {v1 or verdict(r1, op, bound)}"
+                f" | {c2} | {v2 or verdict(r2, op, bound)} |"
             )
     return out
 

@@ -6,7 +6,10 @@ Scenarios: 1 publisher -> 1 subscriber (16/128/1024-byte payloads); 1 -> 10 and
 1 -> 100 subscribers (128 B, deliveries per second); request/reply latency
 p50/p99.  Load generators are raw sockets with pre-encoded frames; delivered
 frames are counted by bytes (every frame of a scenario has the same size), so
-the tool is not the bottleneck.  Each server runs in its own process.
+the tool is not the bottleneck.  Each server runs in its own process.  Request/reply
+parses replies with a per-protocol reader (C msgpack against Python text parsing), so
+its latencies are not a fair comparison of servers: ``bench_fair.py`` is; this script
+stays for ``compare_commits.py``, which compares meshgate with itself.
 
 Run: ``python bench/bench_node.py`` (``--quick`` for a smoke run, ``--no-nats``
 to skip the reference).  nats-server is installed with apt-get if missing.

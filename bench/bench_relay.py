@@ -4,7 +4,10 @@ N clients in groups of 21: each client publishes 20 updates per second on
 ``g.<group>.<id>`` and subscribes to ``g.<group>.*`` — it is interested in the 20
 others of its group (and sees its own echo, which is not counted).  The node runs as
 its own process (``meshgate serve``); the clients are raw sockets driven by a selector
-loop in this process with pre-encoded frames.  Latency is publisher-to-subscriber on
+loop in this process; each update is encoded as it is sent, and meshgate's frames are
+parsed by the C msgpack decoder while NATS's go through ``NatsParser``, so the
+generator's cost depends on the protocol: to compare servers use ``bench_fair.py``
+(this script stays for ``compare_commits.py``, which compares meshgate with itself).  Latency is publisher-to-subscriber on
 one machine clock (the clients are spread over ``--generators`` processes that start
 together; by default one per core but one, which is left to the server).  The run steps N up and reports where p99 passes 5 ms, then the
 node's memory per idle client connection.  The same load, over the NATS text protocol,

@@ -28,6 +28,7 @@ from typing import Any
 
 import trio
 
+from ._compiled import CORE
 from ._errors import MeshgateError
 from ._nursery import sole_exception
 from ._shell import Gateway, open_gateway
@@ -221,6 +222,8 @@ async def _serve_until_signalled(
         "cluster_url": gw.cluster_url,
         "gateway_url": gw.gateway_url,
         "nats_urls": list(gw.nats_urls),
+        # which node core runs: "compiled" (mypyc) or "pure" (Python)
+        "core": CORE,
     }
     print(json.dumps(ready), flush=True)
     async for signum in signals:

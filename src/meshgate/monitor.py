@@ -31,6 +31,8 @@ import attrs
 import h11
 import trio
 
+from ._compiled import CORE
+
 if TYPE_CHECKING:
     from ._game import GameInfo
     from ._stats import (
@@ -159,6 +161,8 @@ def _varz(gw: Observable) -> dict[str, Any]:
         "server_id": f"meshgate-{v.server_name}",
         "server_name": v.server_name,
         "version": v.version,
+        # which node core runs: "compiled" (mypyc) or "pure" (Python)
+        "core": CORE,
         "host": host,
         "port": int(port) if port.isdigit() else 0,
         "cluster": {"name": v.cluster, "urls": [v.cluster_url] if v.cluster_url else []},

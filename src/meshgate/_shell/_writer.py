@@ -473,8 +473,6 @@ class Writer:
             await trio.sleep_forever()
         finally:
             trio.lowlevel.remove_instrument(cast("trio.abc.Instrument", end))
-            due, self._round = self._round, []
-            self._flush(due)
 
     def _end_round(self, timeout: float) -> None:
         """The scheduling round ended (the run loop is about to poll for I/O, for at most
@@ -482,7 +480,13 @@ class Writer:
         writer task takes over a short write; publishers waiting for a link) makes the
         poll return at once, so that the task runs now, not at the next I/O."""
         due, self._round = self._round, []
-        if self._flush(due) and timeout > 0:
+        try:
+            woke = self._flush(due)
+        except BaseException:
+            for h in due:  # scheduled again by their next output
+                h.deferred = False
+            raise
+        if woke and timeout > 0:
             trio.lowlevel.current_trio_token().run_sync_soon(_nothing)
 
     async def run_window_flusher(self) -> None:

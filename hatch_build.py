@@ -89,13 +89,15 @@ def clean(src: Path) -> int:
     return removed
 
 
-def why_not_compiled() -> str | None:
+def why_not_compiled(*, need_mypyc: bool = True) -> str | None:
     """Why this machine cannot compile the core (None: it can, as far as can be told
-    before trying): no mypyc, no C compiler, no Python headers."""
+    before trying): no mypyc (unless ``need_mypyc`` is False: a build installs it), no
+    C compiler, no Python headers."""
     try:
         import mypyc  # noqa: F401
     except ImportError:
-        return "mypyc is not installed"
+        if need_mypyc:
+            return "mypyc is not installed"
     cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
     if not cc or shutil.which(cc[0]) is None:
         return f"no C compiler ({cc[0] if cc else 'cc'} not found)"

@@ -132,6 +132,7 @@ def test_sdist_is_left_alone(tmp_path: Path) -> None:
 
 def test_why_not_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CC", "/nonexistent/cc --flag")
+    assert hook.why_not_compiled(need_mypyc=False) == "no C compiler (/nonexistent/cc not found)"
     assert hook.why_not_compiled() in (
         "mypyc is not installed",
         "no C compiler (/nonexistent/cc not found)",

@@ -163,10 +163,14 @@ class MypycBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             self.app.display_info("meshgate: compiling the core with mypyc (about a minute)")
             reason = compile_core(work)
         if reason is not None:
+            advice = (
+                ""
+                if pure_forced()
+                else "; the compiled core is about twice as fast: install a C compiler "
+                "and the Python headers, then reinstall (see docs/deploy.md)"
+            )
             self.app.display_warning(
-                f"meshgate: installing the pure-Python core ({reason}); the compiled core "
-                "is about twice as fast: install a C compiler and the Python headers, "
-                "then reinstall (see docs/deploy.md)"
+                f"meshgate: installing the pure-Python core ({reason}){advice}"
             )
             return
         if not editable:

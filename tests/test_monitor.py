@@ -68,6 +68,7 @@ async def test_json_paths_and_metrics() -> None:
                 varz = json.loads(body)
                 assert status == 200
                 assert varz["server_name"] == "a0"
+                assert varz["core"] == meshgate.CORE
                 assert varz["connections"] == 1
                 assert varz["routes"] == 1
                 assert varz["remotes"] == 1

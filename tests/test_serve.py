@@ -102,6 +102,7 @@ async def test_sigterm_drains_and_exits(tmp_path: Path) -> None:
             while b"\n" not in buf:
                 buf += await proc.stdout.receive_some(4096)
             ready = json.loads(buf.split(b"\n")[0])
+            assert ready["core"] == meshgate.CORE  # the ready line says which core runs
             # without reconnecting, to see the node's goodbye
             async with meshgate.connect(ready["client_url"], reconnect=False) as client:
                 await client.flush()

@@ -3,7 +3,9 @@ the connection's writer, and clients' output held to a ``flush_window`` when set
 
 from __future__ import annotations
 
+import statistics
 from contextlib import AsyncExitStack
+from typing import cast
 
 import attrs
 import pytest
@@ -116,3 +118,43 @@ async def test_raw_publish_frames_reach_a_windowed_subscriber_in_order(
             assert [f.payload for f in got if isinstance(f, Message)] == [
                 bytes([i]) for i in range(5)
             ]
+
+
+class _Polls:
+    """A trio instrument counting the run loop's polls for I/O (one per scheduling round)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.count += 1
+
+
+async def test_output_goes_out_in_the_round_its_input_came_in() -> None:
+    """A message read from a TCP client is written to its subscriber when the scheduling
+    round that read it ends, not in a round of its own (a flusher task's): the node reads
+    the send in the round the send's own checkpoint ends, so the message is back after
+    one more poll (a flusher task took two: one round more per message, which is what
+    request/reply latency lost to it)."""
+    cfg = meshgate.GatewayConfig(listen="127.0.0.1:0")
+    with trio.fail_after(10):
+        async with meshgate.open_gateway(cfg) as gw:
+            assert gw.client_url is not None
+            async with raw(gw.client_url) as c:
+                await c.hello()
+                await c.send(Subscribe(1, "echo"), Ping())
+                assert isinstance(await c.next(), Pong)
+                polls = _Polls()
+                instrument = cast("trio.abc.Instrument", polls)
+                rounds = []
+                trio.lowlevel.add_instrument(instrument)
+                try:
+                    for _ in range(21):
+                        await c.send(Publish("echo", None, b"hi", None))
+                        sent = polls.count
+                        frame = await c.next()
+                        assert isinstance(frame, Message), frame
+                        rounds.append(polls.count - sent)
+                finally:
+                    trio.lowlevel.remove_instrument(instrument)
+                assert statistics.median(rounds) <= 1, rounds

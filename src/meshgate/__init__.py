@@ -9,6 +9,8 @@ side of a node, around its sans-IO core.
 
 from __future__ import annotations
 
+# first: MESHGATE_PURE=1 must take effect before any compiled module is imported
+from . import _compiled  # noqa: F401  # isort: skip
 from . import authority as authority
 from . import client as client
 from . import config as config
@@ -21,6 +23,7 @@ from . import topology as topology
 from . import transports as transports
 from . import workers as workers
 from ._compiled import COMPILED as COMPILED
+from ._compiled import CORE as CORE
 from ._errors import ErrorCode as ErrorCode
 from ._errors import InvalidSubjectError as InvalidSubjectError
 from ._errors import LocalProtocolError as LocalProtocolError
@@ -60,6 +63,7 @@ from .workers import open_workers as open_workers
 
 __all__ = [
     "COMPILED",
+    "CORE",
     "AccountInfo",
     "AccountStatistics",
     "ConnectionInfo",

@@ -182,7 +182,10 @@ async def _super_cluster(
                 ready = json.loads(line)
                 started[-1].client_url = ready["client_url"]
                 started[-1].monitor_url = f"http://127.0.0.1:{mon}"
-                print(f"  node {name} (cluster {c}) pid {proc.pid} at {ready['client_url']}")
+                print(
+                    f"  node {name} (cluster {c}) pid {proc.pid} at {ready['client_url']}"
+                    f" ({ready.get('core', '?')} core)"
+                )
         yield started
     finally:
         for n in started:

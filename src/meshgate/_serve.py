@@ -28,6 +28,7 @@ from typing import Any
 
 import trio
 
+from ._compiled import CORE
 from ._errors import MeshgateError
 from ._nursery import sole_exception
 from ._shell import Gateway, open_gateway
@@ -228,6 +229,8 @@ async def _serve_until_signalled(
         "gateway_url": gw.gateway_url,
         "nats_urls": list(gw.nats_urls),
         "monitor_url": gw.monitor_url,
+        # which node core runs: "compiled" (mypyc) or "pure" (Python)
+        "core": CORE,
     }
     print(json.dumps(ready), flush=True)
     logging.getLogger("meshgate").info(

@@ -32,6 +32,7 @@ import attrs
 import h11
 import trio
 
+from ._compiled import CORE
 from ._dashboard import Aggregator, static_file
 from ._timefmt import go_duration, uptime_text
 from ._timefmt import rfc3339 as _rfc3339
@@ -128,6 +129,8 @@ def _varz(gw: Observable) -> dict[str, Any]:
         "server_id": f"meshgate-{v.server_name}",
         "server_name": v.server_name,
         "version": v.version,
+        # which node core runs: "compiled" (mypyc) or "pure" (Python)
+        "core": CORE,
         "host": host,
         "port": int(port) if port.isdigit() else 0,
         "cluster": {"name": v.cluster, "urls": [v.cluster_url] if v.cluster_url else []},

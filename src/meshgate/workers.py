@@ -35,6 +35,7 @@ from typing import Any
 import attrs
 import trio
 
+from ._compiled import CORE
 from ._errors import MeshgateError
 from ._nursery import open_unwrapping_nursery
 from .config import GatewayConfig
@@ -112,6 +113,7 @@ class WorkerPool:
             "cluster_url": first.get("cluster_url"),
             "gateway_url": self.gateway_url,
             "nats_urls": list(self.nats_urls),
+            "core": CORE,
             "workers": [{"index": w.index, "pid": w.pid, **w.urls} for w in self.workers],
         }
 

@@ -72,15 +72,27 @@ def record(scenario: str, who: str, report: StreamReport, **extra: object) -> No
             f.write(json.dumps(row) + "\n")
 
 
+def load_slack() -> float:
+    """How much longer than on an idle machine a silence may be because the node
+    processes wait for a CPU: the run queue per core (1-minute load average), at least 1.
+    On an idle machine (CI) the bounds are exactly the constants; on a shared machine
+    with three runnable tasks per core they are three times as long."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - not on Linux
+        return 1.0
+    return max(1.0, load / (os.cpu_count() or 1))
+
+
 def assert_unaffected(report: StreamReport) -> None:
     assert (report.lost, report.duplicated, report.reordered) == (0, 0, 0), report
-    assert report.longest_gap < UNAFFECTED_GAP, report
+    assert report.longest_gap < UNAFFECTED_GAP * load_slack(), report
 
 
 def assert_recovered(report: StreamReport, *, within: float) -> None:
     assert (report.duplicated, report.reordered) == (0, 0), report
     assert report.received > 0, report
-    assert report.longest_gap < within, report
+    assert report.longest_gap < within * load_slack(), report
     assert report.lost <= RATE * report.longest_gap + 5, report  # only the silent window
 
 

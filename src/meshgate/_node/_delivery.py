@@ -96,7 +96,7 @@ class Delivery:
             else:
                 prefix, tail = nats.plain(prefix)
         if key is not None and c.dgram is not None:  # keyed state: the datagram lane
-            frame = c.dgram.offer(sub.sid, key, prefix, tail)
+            frame = c.dgram.offer(sub.sid, key, prefix, tail, sub.remaining is not None)
             if frame is not None:
                 if not frame:
                     return self._sent_datagram(c, sub)

@@ -40,7 +40,10 @@ The handler acts through its :class:`QuicPeer`: ``peer.send_stream_data(stream_i
 data, end_stream)`` (counted for back-pressure; prefer it to ``peer.quic``'s own),
 ``peer.send_datagram(data)`` (False, and counted in ``datagrams_dropped``, when the
 connection holds more than ``max_datagram_bytes`` unsent), ``peer.max_datagram_payload``
-(the largest datagram that fits a packet on the path), ``peer.transmit()`` after
+(the largest datagram that fits a packet on the path), ``peer.datagram_room()`` (the
+datagram bytes that go out in the next packet: hand no more, keep the rest fresh) and
+``peer.notify_datagram_room(owner, callback)`` (called once when that opens again),
+``peer.transmit()`` after
 queueing anything (the connection's task sends it), ``await peer.wait_writable(limit)``
 for back-pressure (until at most ``limit`` bytes wait to be sent), ``peer.nursery`` to
 run per-connection tasks (cancelled when the connection ends), ``peer.close_soon(linger)``

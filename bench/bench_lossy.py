@@ -186,6 +186,7 @@ async def _scenario(
         "input_latency": _summary(input_latency),
         "state_received": received,
         "node_datagrams_out": stats.datagrams_out,
+        "node_datagrams_superseded": stats.datagrams_superseded,
         "proxy": proxy_stats if name.startswith("quic") else None,
     }
 

@@ -362,3 +362,36 @@ async def test_max_msgs_counts_datagrams_too(certs: tuple[str, str, ssl.SSLConte
                 assert [m.payload for m in got] == [b"1", b"2", b"3"]
                 assert all(m.unreliable for m in got)
                 assert gw.statistics().subscriptions == 0  # the node removed it
+
+
+async def test_datagram_room_is_one_packet_and_reopens_once_it_left(
+    certs: tuple[str, str, ssl.SSLContext],
+) -> None:
+    """The datagram lane's flow control: a connection offers room for one packet, less
+    what it was handed and has not sent; the room reopens (the callback runs once) as
+    soon as the packet has left."""
+    with trio.fail_after(20):
+        async with open_gateway(quic_config(certs)) as gw:
+            quic_url = gw.client_urls[1]
+            async with connect_stream(quic_url, ssl_context=certs[2]) as stream:
+                assert isinstance(stream, QuicStream)
+                room = stream.datagram_room()
+                assert 0 < room <= stream.peer.max_datagram_size
+                opened = trio.Event()
+                calls: list[int] = []
+
+                def reopened() -> None:
+                    calls.append(stream.datagram_room())
+                    opened.set()
+
+                for _ in range(4):  # fill the room: datagrams handed, not yet sent
+                    left = stream.datagram_room()
+                    if left == 0:
+                        break
+                    assert stream.send_datagram(b"x" * min(left, stream.max_datagram_payload))
+                assert stream.datagram_room() == 0
+                stream.notify_datagram_room(reopened)
+                await opened.wait()
+                assert calls[0] > 0  # the packet left
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(calls) == 1  # once per registration

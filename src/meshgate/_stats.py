@@ -51,11 +51,13 @@ class Statistics:
     stalled_gateways: int = 0
     stalled_backbone: int = 0
     #: keyed messages sent to clients as unreliable datagrams (QUIC; issue 20); queued
-    #: datagrams dropped (a connection's queue was full); keyed messages sent reliably
+    #: datagrams dropped (a connection's queue was full); queued datagrams replaced by a
+    #: newer state of their key before the path took them; keyed messages sent reliably
     #: as the periodic refresh; keyed messages sent without a kseq (a connection's
     #: kseq table was full)
     datagrams_out: int = 0
     datagrams_dropped: int = 0
+    datagrams_superseded: int = 0
     datagram_refreshes: int = 0
     kseq_table_full: int = 0
     #: the per-client scheduler (``client_bandwidth``): clients with a budget now, keyed

@@ -183,6 +183,7 @@ def _varz(gw: Observable) -> dict[str, Any]:
         # keyed state over QUIC datagrams (issue 20)
         "datagrams_out": st.datagrams_out,
         "datagrams_dropped": st.datagrams_dropped,
+        "datagrams_superseded": st.datagrams_superseded,
         "datagram_refreshes": st.datagram_refreshes,
         "kseq_table_full": st.kseq_table_full,
         # links closed as slow consumers (stuck), in all and by kind as nats-server

@@ -310,14 +310,15 @@ class ClientConnection(Connection):
         self.dirty = False
         return out
 
-    def take_datagrams(self) -> list[bytes]:
-        """The datagram lane's queued frames (issue 20), oldest first."""
+    def take_datagrams(self, max_bytes: int = -1) -> list[bytes]:
+        """The datagram lane's queued frames (issue 20), oldest key first: all of them,
+        or (``max_bytes`` >= 0) about as many bytes as the path takes now."""
         dgram = self.dgram
         if dgram is None or not dgram.queue:
             return []
         if not self.out and not self.keyed:
             self.dirty = False  # nothing else waits: the next delivery schedules a write
-        return dgram.take()
+        return dgram.take(max_bytes)
 
     def forget_output(self) -> None:
         """The transport is gone: drop both lanes."""
@@ -573,8 +574,9 @@ class RemoteInterest:
 #: (subscription, key) pairs one connection numbers (``kseq``); past it, new keys go on
 #: the reliable stream without a ``kseq`` (counted in ``DatagramCounters.table_full``)
 KSEQ_TABLE_MAX = 4096
-#: datagrams queued for one connection and not yet taken by the shell; past it, the
-#: oldest is dropped (a newer state of some key follows it; counted)
+#: keys with a datagram queued for one connection and not yet taken by the shell (one
+#: datagram per key: a newer state supersedes the queued one); past it, the oldest
+#: key's datagram is dropped (a newer state of that key follows it; counted)
 DATAGRAM_QUEUE_MAX = 1024
 
 
@@ -607,11 +609,14 @@ def _pack_str(text: str) -> bytes:
 class DatagramCounters:
     """A node's totals over every :class:`KeyedDatagrams` lane (its statistics)."""
 
-    __slots__ = ("dropped", "refreshes", "table_full")
+    __slots__ = ("dropped", "refreshes", "superseded", "table_full")
 
     def __init__(self) -> None:
         #: datagrams dropped from a full queue
         self.dropped = 0
+        #: queued datagrams replaced by a newer state of the same key before the
+        #: transport took them (the path was slower than the updates)
+        self.superseded = 0
         #: keyed messages sent on the reliable stream as a periodic refresh
         self.refreshes = 0
         #: keyed messages sent without a kseq: the connection's kseq table was full
@@ -625,33 +630,44 @@ class KeyedDatagrams:
     messages of that (subscription, key) sent on this connection (1, 2, ...).  It goes
     as a datagram when it fits ``max_size``; every ``refresh``-th one of a key, and one
     too large, goes on the reliable stream instead (with its ``kseq``, so the client
-    orders both lanes alike).  Bounded: :data:`KSEQ_TABLE_MAX` keys,
-    :data:`DATAGRAM_QUEUE_MAX` queued datagrams."""
+    orders both lanes alike).  The queue holds one datagram per (subscription, key):
+    a newer state replaces a queued older one in its place (``superseded``), so a path
+    slower than the updates gets each key's latest state, never a backlog of stale
+    ones.  Bounded: :data:`KSEQ_TABLE_MAX` keys, :data:`DATAGRAM_QUEUE_MAX` queued
+    datagrams."""
 
-    __slots__ = ("counters", "kseq", "max_size", "queue", "refresh")
+    __slots__ = ("counters", "kseq", "max_size", "queue", "queued_bytes", "refresh")
 
     def __init__(self, max_size: int, refresh: int, counters: DatagramCounters) -> None:
         #: the largest datagram the path takes
         self.max_size = max_size
         #: every refresh-th message of a key goes reliably (0: never)
         self.refresh = refresh
-        #: datagrams for the shell to send, oldest first
-        self.queue: deque[bytes] = deque()
+        #: datagrams for the shell to send, one per (sid, key, 0), in the order their
+        #: keys were first queued (a ``max_msgs`` subscription's: one per kseq)
+        self.queue: dict[tuple[int, str, int], bytes] = {}
+        #: bytes in :attr:`queue`
+        self.queued_bytes = 0
         #: (sid, key) -> [last kseq, the key packed]
         self.kseq: dict[tuple[int, str], list[Any]] = {}
         #: the node's totals this lane counts into
         self.counters = counters
 
-    def offer(self, sid: int, key: str, prefix: bytes, tail: bytes) -> bytes | None:
+    def offer(
+        self, sid: int, key: str, prefix: bytes, tail: bytes, counted: bool = False
+    ) -> bytes | None:
         """One keyed MSG (``prefix`` + ``tail`` as the stream would carry it): b"" if it
         was queued as a datagram; the frame with its ``kseq`` to send on the stream
-        instead; None if it has no ``kseq`` (the table is full: send it as it is)."""
-        entry = self.kseq.get((sid, key))
+        instead; None if it has no ``kseq`` (the table is full: send it as it is).
+        ``counted``: the subscription ends after a number of messages (``max_msgs``),
+        so this one supersedes nothing and is superseded by nothing."""
+        k = (sid, key)
+        entry = self.kseq.get(k)
         if entry is None:
             if len(self.kseq) >= KSEQ_TABLE_MAX:
                 self.counters.table_full += 1
                 return None
-            entry = self.kseq[(sid, key)] = [0, _pack_str(key)]
+            entry = self.kseq[k] = [0, _pack_str(key)]
         n = entry[0] = entry[0] + 1
         frame: bytes = b"\x97" + prefix[1:] + tail + _pack_uint(n) + entry[1]
         refresh = self.refresh
@@ -661,14 +677,35 @@ class KeyedDatagrams:
         if len(frame) > self.max_size:
             return frame
         queue = self.queue
-        if len(queue) >= DATAGRAM_QUEUE_MAX:
-            queue.popleft()
+        q = (sid, key, n) if counted else (sid, key, 0)
+        old = queue.get(q)
+        if old is not None:  # the queued state of this key is stale now: replace it
+            self.counters.superseded += 1
+            self.queued_bytes -= len(old)
+        elif len(queue) >= DATAGRAM_QUEUE_MAX:
+            first = next(iter(queue))
+            self.queued_bytes -= len(queue.pop(first))
             self.counters.dropped += 1
-        queue.append(frame)
+        queue[q] = frame
+        self.queued_bytes += len(frame)
         return b""
 
-    def take(self) -> list[bytes]:
-        """Every queued datagram, oldest first; the queue starts empty again."""
-        out = list(self.queue)
-        self.queue.clear()
+    def take(self, max_bytes: int = -1) -> list[bytes]:
+        """The queued datagrams, oldest key first: all of them (``max_bytes`` < 0), or
+        as many as start within ``max_bytes`` (what the path takes now; 0: none); the
+        rest stay queued, each replaced by its key's next state."""
+        queue = self.queue
+        if max_bytes < 0 or max_bytes >= self.queued_bytes:
+            everything = list(queue.values())
+            queue.clear()
+            self.queued_bytes = 0
+            return everything
+        out: list[bytes] = []
+        taken = 0
+        while queue and taken < max_bytes:
+            first = next(iter(queue))
+            d = queue.pop(first)
+            taken += len(d)
+            out.append(d)
+        self.queued_bytes -= taken
         return out

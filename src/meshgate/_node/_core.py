@@ -340,10 +340,17 @@ class NodeCore:
                 max_size, self.settings.config.datagram_refresh, self.delivery.datagram_counters
             )
 
-    def take_datagrams(self, conn: Connection) -> list[bytes]:
-        """The datagrams queued for ``conn`` (each one frame), oldest first."""
+    def has_datagrams(self, conn: Connection) -> bool:
+        """Datagrams are queued for ``conn``."""
+        dgram = conn.dgram if isinstance(conn, ClientConnection) else None
+        return dgram is not None and bool(dgram.queue)
+
+    def take_datagrams(self, conn: Connection, max_bytes: int = -1) -> list[bytes]:
+        """The datagrams queued for ``conn`` (each one frame, the latest state of its
+        key), oldest key first: all of them, or (``max_bytes`` >= 0) as many as start
+        within ``max_bytes``; the rest stay queued and are superseded by newer states."""
         if isinstance(conn, ClientConnection):
-            out = conn.take_datagrams()
+            out = conn.take_datagrams(max_bytes)
             for d in out:
                 n = len(d)
                 conn.bytes_out += n

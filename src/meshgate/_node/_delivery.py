@@ -128,7 +128,7 @@ class Delivery:
             if sched is not None:  # a budget: the scheduler decides when (on the stream)
                 return self._schedule(c, sched, sub, prefix + tail, key)
             if c.dgram is not None:  # keyed state: the datagram lane
-                frame = c.dgram.offer(sub.sid, key, prefix, tail)
+                frame = c.dgram.offer(sub.sid, key, prefix, tail, sub.remaining is not None)
                 if frame is not None:
                     if not frame:
                         return self._sent_datagram(c, sub)

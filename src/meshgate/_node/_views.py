@@ -235,6 +235,7 @@ def statistics(core: NodeCore) -> Statistics:
         resyncs=dlv.resyncs,
         datagrams_out=dlv.datagrams_out,
         datagrams_dropped=dlv.datagram_counters.dropped,
+        datagrams_superseded=dlv.datagram_counters.superseded,
         datagram_refreshes=dlv.datagram_counters.refreshes,
         kseq_table_full=dlv.datagram_counters.table_full,
         protocol_errors=out.protocol_errors,

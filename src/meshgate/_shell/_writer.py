@@ -127,6 +127,7 @@ class ConnHandle:
         "backlog",
         "closed",
         "conn",
+        "datagram_room",
         "deferred",
         "drained",
         "fd",
@@ -135,6 +136,7 @@ class ConnHandle:
         "nursery",
         "peer",
         "progress_at",
+        "room_waiting",
         "scope",
         "send_datagram",
         "stalled",
@@ -158,6 +160,10 @@ class ConnHandle:
         self.peer = _peer_address(stream)
         #: the transport's unreliable datagram lane (QUIC), else None
         self.send_datagram: Callable[[bytes], bool] | None = getattr(stream, "send_datagram", None)
+        #: datagram bytes the transport sends promptly now (None: it takes everything)
+        self.datagram_room: Callable[[], int] | None = getattr(stream, "datagram_room", None)
+        #: the writer asked the transport to wake it when datagram room opens
+        self.room_waiting = False
         #: the socket's file descriptor for direct writes; -1: always via the writer task
         self.fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
         #: nothing is being written (no writer task yet, or it waits with nothing in
@@ -538,8 +544,7 @@ class Writer:
             h.backlog = None
             send_datagram = h.send_datagram
             if send_datagram is not None:
-                for d in core.take_datagrams(conn):
-                    send_datagram(d)
+                self._send_datagrams(h, send_datagram)
             if core.has_output(conn):
                 out = core.take_output(conn)
                 data = out if data is None else bytes(data) + out
@@ -567,6 +572,29 @@ class Writer:
                 break
         assert h.scope is not None
         h.scope.cancel()
+
+    def _send_datagrams(self, h: ConnHandle, send_datagram: Callable[[bytes], bool]) -> None:
+        """Hand the transport the datagrams it sends promptly now (issue 20): the rest
+        stay in the core's datagram lane, where each key's next state replaces its
+        queued one, and the transport wakes this writer when room opens."""
+        core = self._core
+        conn = h.conn
+        room_of = h.datagram_room
+        if room_of is None or conn.state >= ConnState.CLOSING:
+            for d in core.take_datagrams(conn):
+                send_datagram(d)
+            return
+        room = room_of()
+        if room > 0:
+            for d in core.take_datagrams(conn, room):
+                send_datagram(d)
+        if core.has_datagrams(conn) and not h.room_waiting:
+            h.room_waiting = True
+            h.stream.notify_datagram_room(lambda: self._room_opened(h))  # type: ignore[attr-defined]
+
+    def _room_opened(self, h: ConnHandle) -> None:
+        h.room_waiting = False
+        h.wake.set()
 
     async def _send_link(self, h: ConnHandle, data: bytes | bytearray | memoryview) -> bool:
         """Write ``data`` to link ``h``, noting each time its stream takes some (a

@@ -80,6 +80,19 @@ class CorePeer:
         data, self._pending = bytes(self._pending), bytearray()
         return data
 
+    def enable_datagrams(self, max_size: int = 1200) -> None:
+        """The peer's transport carries unreliable datagrams of up to ``max_size``
+        bytes (as QUIC does): keyed state goes on the connection's datagram lane."""
+        self.harness.core.enable_datagrams(self._conn, max_size)
+
+    def take_datagrams(self, max_bytes: int = -1) -> list[bytes]:
+        """The datagrams the core queued for this peer (each one MSG frame with its
+        kseq and key), oldest key first: all, or as many as start within
+        ``max_bytes`` (what a slow path takes now); the rest stay queued."""
+        h = self.harness
+        h.collect()
+        return h.core.take_datagrams(self._conn, max_bytes)
+
     def received(self) -> list[Frame]:
         """Every frame the core wrote to this connection since the last call."""
         self._decoder.feed(self.take_bytes())

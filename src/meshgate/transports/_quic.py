@@ -40,7 +40,10 @@ The handler acts through its :class:`QuicPeer`: ``peer.send_stream_data(stream_i
 data, end_stream)`` (counted for back-pressure; prefer it to ``peer.quic``'s own),
 ``peer.send_datagram(data)`` (False, and counted in ``datagrams_dropped``, when the
 connection holds more than ``max_datagram_bytes`` unsent), ``peer.max_datagram_payload``
-(the largest datagram that fits a packet on the path), ``peer.transmit()`` after
+(the largest datagram that fits a packet on the path), ``peer.datagram_room()`` (the
+datagram bytes that go out in the next packet: hand no more, keep the rest fresh) and
+``peer.notify_datagram_room(owner, callback)`` (called once when that opens again),
+``peer.transmit()`` after
 queueing anything (the connection's task sends it), ``await peer.wait_writable(limit)``
 for back-pressure (until at most ``limit`` bytes wait to be sent), ``peer.nursery`` to
 run per-connection tasks (cancelled when the connection ends), ``peer.close_soon(linger)``
@@ -241,6 +244,8 @@ class QuicPeer:
         #: in packets: an estimate that bounds what aioquic buffers (datagrams go
         #: before stream data in its packets, so sent bytes pay off datagrams first)
         self.unsent = 0
+        #: who waits for :meth:`datagram_room` (called once, after a packet left)
+        self._room_waiters: dict[object, Callable[[], None]] = {}
 
     @property
     def max_datagram_payload(self) -> int:
@@ -258,6 +263,33 @@ class QuicPeer:
         self.unsent += len(data)
         self.stats.datagrams_sent += 1
         return True
+
+    def datagram_room(self) -> int:
+        """Datagram bytes the connection sends promptly if handed them now: one packet,
+        less what it was handed and has not yet sent (:attr:`unsent`).  aioquic's own
+        datagram queue is unbounded and sends in order, and what the congestion window
+        or the pacer holds back stays in it, so a sender that hands it more than
+        this builds a backlog of stale state; a sender that keeps the rest (the latest
+        state per key) and waits for :meth:`notify_datagram_room` sends only fresh
+        state, as fast as the path takes it."""
+        if self.done or self.closing:
+            return 0
+        return max(0, self.max_datagram_size - self.unsent)
+
+    def notify_datagram_room(self, owner: object, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when :meth:`datagram_room` is above 0 after the
+        connection sent packets or heard acknowledgements (or when it ends); one
+        callback per ``owner``."""
+        self._room_waiters[owner] = callback
+        self._wake.set()
+
+    def _room_opened(self) -> None:
+        waiters = self._room_waiters
+        if waiters and (self.done or self.datagram_room() > 0):
+            callbacks = list(waiters.values())
+            waiters.clear()
+            for cb in callbacks:
+                cb()
 
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         """Queue ``data`` on ``stream_id`` (call :meth:`transmit` after)."""
@@ -374,6 +406,7 @@ class _EndpointBase:
         peer.done = True
         peer._wake.set()
         peer._progress.set()
+        peer._room_opened()
         self._forget(peer)
         if peer.handler is not None:
             peer.handler.closed()
@@ -398,6 +431,7 @@ class _EndpointBase:
                 await self._transmit(peer)
                 progress, peer._progress = peer._progress, trio.Event()
                 progress.set()
+                peer._room_opened()
                 wake_at = math.inf
                 linger = peer.linger
                 if linger is not None and not peer.closing:
@@ -735,6 +769,16 @@ class QuicStream(trio.abc.Stream):
     def max_datagram_payload(self) -> int:
         """The largest datagram payload that fits the path (0: no datagrams)."""
         return self.peer.max_datagram_payload
+
+    def datagram_room(self) -> int:
+        """Datagram bytes the path sends promptly if handed them now
+        (:meth:`QuicPeer.datagram_room`)."""
+        return self.peer.datagram_room()
+
+    def notify_datagram_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when :meth:`datagram_room` opens (or the connection
+        ends)."""
+        self.peer.notify_datagram_room(self, callback)
 
     def send_datagram(self, data: bytes) -> bool:
         """Queue one unreliable datagram; False if it was dropped (queue full, gone)."""

@@ -118,6 +118,16 @@ class WebTransportStream(trio.abc.Stream):
         """The largest datagram payload that fits the path after the session prefix."""
         return max(0, self.peer.max_datagram_payload - len(self.prefix))
 
+    def datagram_room(self) -> int:
+        """Datagram bytes the path sends promptly if handed them now
+        (:meth:`~meshgate.transports.QuicPeer.datagram_room`)."""
+        return self.peer.datagram_room()
+
+    def notify_datagram_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when :meth:`datagram_room` opens (or the connection
+        ends)."""
+        self.peer.notify_datagram_room(self, callback)
+
     def send_datagram(self, data: bytes) -> bool:
         """Queue one unreliable WebTransport datagram of this session; False if it was
         dropped (the connection's datagram queue is full, or it is gone)."""

@@ -243,6 +243,14 @@ def statistics(core: NodeCore) -> Statistics:
         payload_bytes_in=fan.payload_in,
         payload_bytes_out=fan.payload_out,
         **dlv.scheduler_totals(),
+        delta_msgs=dlv.delta_counters.sent,
+        delta_full_msgs=dlv.delta_counters.full,
+        delta_bytes_saved=dlv.delta_counters.bytes_saved,
+        delta_acks=dlv.delta_counters.acks,
+        delta_acks_ignored=dlv.delta_counters.acks_ignored,
+        delta_resets=dlv.delta_counters.resets,
+        delta_unkept=dlv.delta_counters.unkept,
+        delta_untracked=dlv.delta_counters.untracked,
     )
 
 

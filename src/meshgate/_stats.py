@@ -151,6 +151,10 @@ class ConnectionInfo:
     keyed_refused: int = 0
     keys_pending: int = 0
     oldest_pending_age: float = 0.0
+    #: with ``keyed_deltas``: keyed values sent to it as a delta, and the payload bytes
+    #: those saved
+    deltas_sent: int = 0
+    delta_bytes_saved: int = 0
 
 
 @attrs.frozen

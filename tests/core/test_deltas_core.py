@@ -346,3 +346,47 @@ def test_delivered_values_equal_published(ops: list[tuple[int, bytes, bool, bool
         c.pump(up, down)
     c.pump()
     assert [m.payload for s, m in c.got if s == sid] == published
+
+
+def test_deltas_on_the_datagram_lane() -> None:
+    """Over QUIC: deltas go as datagrams (with their base), every ``datagram_refresh``-th
+    value whole on the stream; lost datagrams cost nothing but their own value."""
+    h, pub = _setup(keyed_deltas=True, datagram_refresh=4)
+    got: list[Message] = []
+    proto = ClientProtocol(on_message=lambda sid, m: got.append(m))
+    peer = h.open(ConnectionKind.CLIENT)
+    conn = h.core.conns[peer.conn_id]
+    h.core.enable_datagrams(conn, 1200)
+    proto.connection_made(h.now)
+
+    def pump(lose: bool = False) -> None:
+        for _ in range(10):
+            out = proto.data_to_send()
+            if out:
+                peer.send_bytes(bytes(out))
+            data = peer.take_bytes()
+            if data:
+                proto.receive_data(data)
+            grams = h.core.take_datagrams(conn)
+            for d in grams:
+                if not lose:
+                    proto.receive_datagram(d)
+            if not out and not data and not grams:
+                return
+
+    pump()
+    proto.subscribe("ships.>")
+    pump()
+    published = []
+    for step in range(12):
+        v = _entity(1, step)
+        published.append(v)
+        pub.send(Publish("ships.1", None, v, key="s1"))
+        pump(lose=step in (5, 6))
+    delivered = [m.payload for m in got]
+    assert delivered == [v for i, v in enumerate(published) if i not in (5, 6)]
+    assert sum(1 for m in got if m.unreliable) > 0
+    st = h.core.statistics()
+    assert st.delta_msgs > 0
+    assert st.datagrams_out > 0
+    assert st.datagram_refreshes == 3  # kseq 4, 8, 12 went whole on the stream

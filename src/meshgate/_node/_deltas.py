@@ -83,7 +83,18 @@ class KeyBaseline:
 class KeyedDeltas:
     """Deltas for one client (see the module doc)."""
 
-    __slots__ = ("codec", "counters", "encoder", "kept", "keys", "max_bytes", "max_keys", "refresh")
+    __slots__ = (
+        "codec",
+        "counters",
+        "encoder",
+        "kept",
+        "keys",
+        "max_bytes",
+        "max_keys",
+        "refresh",
+        "saved",
+        "sent",
+    )
 
     def __init__(
         self,
@@ -105,6 +116,9 @@ class KeyedDeltas:
         self.keys: dict[tuple[int, str], KeyBaseline] = {}
         #: bytes of values kept (baselines and values in flight)
         self.kept = 0
+        #: values sent to this client as a delta, and the payload bytes they saved
+        self.sent = 0
+        self.saved = 0
 
     def frame(
         self,
@@ -150,8 +164,11 @@ class KeyedDeltas:
                     + st.key
                     + pack_uint(st.base_seq)
                 )
+                saved = len(payload) - len(delta)
                 self.counters.sent += 1
-                self.counters.bytes_saved += len(payload) - len(delta)
+                self.counters.bytes_saved += saved
+                self.sent += 1
+                self.saved += saved
         if frame is None:
             frame = b"\x97" + prefix[1:] + tail + pack_uint(n) + st.key
             self.counters.full += 1

@@ -201,9 +201,11 @@ def gatewayz(core: NodeCore) -> dict[str, Any]:
 def _scheduled(c: ClientConnection, now: float) -> dict[str, Any]:
     """The scheduler's figures of one client (none without a budget)."""
     s = c.sched
+    d = c.deltas
+    deltas = {} if d is None else {"deltas_sent": d.sent, "delta_bytes_saved": d.saved}
     if s is None:
-        return {}
-    return {
+        return deltas
+    return deltas | {
         "budget": s.budget,
         "sent_bytes_per_second": s.sent_rate(),
         "reliable_bytes": s.reliable_bytes,

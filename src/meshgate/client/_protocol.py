@@ -369,6 +369,13 @@ class ClientProtocol:
     :meth:`receive_data`, in order, before the events it returns (no event object per
     message: the fast path :class:`meshgate.Client` takes).
 
+    Keyed state (issue 21): with ``delta_codec`` (default
+    :class:`~meshgate.protocol.XorDelta`; None: none; clients only) the HELLO offers
+    deltas; a node with ``keyed_deltas`` and the same codec sends keyed values as
+    deltas against values this client acknowledged (KACK frames, written with the next
+    :meth:`data_to_send`).  :attr:`deltas` says whether it does; a delta whose baseline
+    is not held is dropped (:attr:`deltas_missed`) and the next value comes whole.
+
     Limits: a frame from the node larger than ``max_frame_bytes``, or anything the
     codec of :mod:`meshgate.protocol` rejects, or a frame a node never sends to a
     client, ends the connection with a :class:`ConnectionLost` whose ``error`` says
@@ -403,6 +410,8 @@ class ClientProtocol:
         self._max_frame_bytes = max_frame_bytes
         self._on_message = on_message
         self._features: tuple[str, ...] = ("no-responders",) if no_responders else ()
+        if role is not Role.CLIENT:
+            delta_codec = None  # the node sends deltas to clients only
         self._codec = delta_codec
         if delta_codec is not None:
             self._features += (DELTA_FEATURE + delta_codec.name,)

@@ -71,6 +71,19 @@ class Statistics:
     scheduled_superseded: int = 0
     scheduled_refused: int = 0
     scheduled_pending_keys: int = 0
+    #: deltas against acknowledged keyed state (``keyed_deltas``): keyed values sent as
+    #: a delta and whole (to clients with deltas), payload bytes the deltas saved,
+    #: acknowledgements taken and ignored (unknown key, a kseq never sent or no longer
+    #: kept, past the bound of one frame, from a client without deltas), baselines a
+    #: client said it lost, values not kept (byte bound), keys not tracked (key bound)
+    delta_msgs: int = 0
+    delta_full_msgs: int = 0
+    delta_bytes_saved: int = 0
+    delta_acks: int = 0
+    delta_acks_ignored: int = 0
+    delta_resets: int = 0
+    delta_unkept: int = 0
+    delta_untracked: int = 0
 
 
 @attrs.frozen
@@ -140,6 +153,10 @@ class ConnectionInfo:
     keyed_refused: int = 0
     keys_pending: int = 0
     oldest_pending_age: float = 0.0
+    #: with ``keyed_deltas``: keyed values sent to it as a delta, and the payload bytes
+    #: those saved
+    deltas_sent: int = 0
+    delta_bytes_saved: int = 0
 
 
 @attrs.frozen

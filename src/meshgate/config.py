@@ -676,6 +676,11 @@ class GatewayConfig:
     #: keys one client's scheduler tracks at most (its held values are bounded by
     #: ``max_pending_bytes``); when full, policy ``refuse-new`` (counted)
     scheduler_max_keys: int = attrs.field(default=4096, validator=_positive())
+    #: deltas against acknowledged keyed state (docs/scheduling.md): a client that
+    #: announces the node's delta codec acknowledges keyed values, and gets the next
+    #: values of a key as deltas against the last one it acknowledged.  Per client at
+    #: most ``scheduler_max_keys`` keys and ``max_pending_bytes`` of kept values
+    keyed_deltas: bool = attrs.field(default=False, validator=_bool)
     #: concurrent client connections
     max_connections: int = attrs.field(default=10_000, validator=_positive())
     #: subscriptions per connection

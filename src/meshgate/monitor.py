@@ -208,6 +208,17 @@ def _varz(gw: Observable) -> dict[str, Any]:
             "refused": st.scheduled_refused,
             "pending_keys": st.scheduled_pending_keys,
         },
+        # deltas against acknowledged keyed state (keyed_deltas)
+        "deltas": {
+            "msgs": st.delta_msgs,
+            "full_msgs": st.delta_full_msgs,
+            "bytes_saved": st.delta_bytes_saved,
+            "acks": st.delta_acks,
+            "acks_ignored": st.delta_acks_ignored,
+            "resets": st.delta_resets,
+            "unkept": st.delta_unkept,
+            "untracked": st.delta_untracked,
+        },
         "gateway_control_msgs": v.gateway_control_msgs,
         "protocol_errors": st.protocol_errors,
         "auth_failures": st.auth_failures,

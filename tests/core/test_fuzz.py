@@ -42,6 +42,7 @@ from meshgate.protocol import (
     Info,
     InterestModeEnd,
     InterestModeStart,
+    KeyAck,
     Message,
     NoInterest,
     Opcode,
@@ -110,6 +111,7 @@ FRAMES: dict[Opcode, st.SearchStrategy[Frame]] = dict(
             Opcode.PONG,
             Opcode.ERROR,
             Opcode.INFO,
+            Opcode.KACK,
             Opcode.RSUB,
             Opcode.RUNSUB,
             Opcode.RMSG,
@@ -141,6 +143,11 @@ FRAMES: dict[Opcode, st.SearchStrategy[Frame]] = dict(
                 st.lists(st.text(max_size=9)).map(tuple),
                 st.lists(st.text(max_size=9)).map(tuple),
             ),
+            # acknowledgements of keyed values (deltas): unknown keys, future kseqs,
+            # sometimes more than a frame holds
+            st.lists(st.tuples(sid, st.text(max_size=4), st.integers(0, 1 << 20)), max_size=25).map(
+                lambda acks: KeyAck(tuple(x for t in acks for x in t))
+            ),
             st.builds(RouteSub, account, pattern, queue, st.integers(-3, 5)),
             st.builds(RouteUnsub, account, pattern, queue),
             st.builds(RouteMessage, queues, account, subject, st.none() | subject, payload),
@@ -160,7 +167,9 @@ FRAMES: dict[Opcode, st.SearchStrategy[Frame]] = dict(
                 st.none() | st.sampled_from(["A", "B", "Z", ""]),
                 st.none() | st.sampled_from(["fuzz-token", "bystander-token", "bad"]),
                 max_payload=st.integers(0, 1 << 20),
-                features=st.lists(st.sampled_from(["interest-only", "x"]), max_size=2).map(tuple),
+                features=st.lists(
+                    st.sampled_from(["interest-only", "x", "keyed-deltas:xor1"]), max_size=2
+                ).map(tuple),
                 urls=st.lists(st.text(max_size=9), max_size=2).map(tuple),
             ),
         ],
@@ -208,7 +217,7 @@ def hello_for(kind: ConnectionKind) -> dict[str, object]:
         return {"name": "b7", "cluster": "B", "token": "fuzz-gateway-secret"}
     if kind is ConnectionKind.REPLICANT:
         return {"token": "fuzz-replicant-token", "name": "r1"}
-    return {"token": "fuzz-token"}
+    return {"token": "fuzz-token", "features": ("keyed-deltas:xor1",)}
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.value)
@@ -235,6 +244,7 @@ def test_a_hostile_peer_harms_nobody_else(kind: ConnectionKind, data: st.DataObj
         max_subscriptions=MAX_SUBS,
         replicants=True,
         speculative=("ship.*",),
+        keyed_deltas=True,
     )
     h = CoreHarness(config)
     sub = h.open()

@@ -38,6 +38,8 @@ from ._conn import PeerConnection as PeerConnection
 from ._conn import RemoteInterest as RemoteInterest
 from ._conn import RouteConnection as RouteConnection
 from ._core import NodeCore as NodeCore
+from ._delivery import Relevance as Relevance
+from ._deltas import KeyedDeltas as KeyedDeltas
 from ._effects import Effects as Effects
 from ._gateways import GatewayMesh as GatewayMesh
 from ._hooks import Host as Host
@@ -49,6 +51,8 @@ from ._trace import Tracer as Tracer
 
 __all__ = [
     "FULL_POLICY",
+    "KeyedDeltas",
+    "Relevance",
     "Scheduler",
     "ClientConnection",
     "ClientPort",

@@ -14,7 +14,7 @@ from .._errors import ErrorCode
 from .._reserved import DEFAULT_ACCOUNT
 from ..config import Permissions, User
 from ..interest import InterestGraph
-from ..protocol import Hello, Info, Opcode, Role
+from ..protocol import DELTA_FEATURE, Hello, Info, Opcode, Role, XorDelta
 from ..subjects import is_valid_pattern, is_valid_subject
 from ._bus import Bus, Directory
 from ._conn import Account, ClientConnection, ConnState, LocalSubscription, RemoteInterest
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ._hooks import Layer
 
 _SUB = int(Opcode.SUB)
+_KACK = int(Opcode.KACK)
 _UNSUB = int(Opcode.UNSUB)
 
 
@@ -90,6 +91,8 @@ class ClientPort:
         self.layer: Layer | None = None
         #: called when a connection's handshake opened it (the delivery's scheduler admits)
         self.on_open: Callable[[ClientConnection], None] | None = None
+        #: a client's KACK (the delivery's deltas take it)
+        self.on_ack: Callable[[ClientConnection, tuple[Any, ...]], None] | None = None
         cfg = settings.config
         self._users: dict[str, User] = {u.token: u for u in cfg.users}
         #: a token the host application's in-process replicants present (set by the shell)
@@ -102,12 +105,28 @@ class ClientPort:
         self.local_keys: dict[tuple[str, str, str | None], int] = {}
         #: the HELLO every client gets first; with users configured it names neither the
         #: node nor its cluster (nothing for an unauthenticated caller to use)
-        self.node_hello = outbox.hello_frame(
+        #: the delta codec's name when ``keyed_deltas`` is on (announced in the HELLO)
+        self.delta_name: str | None = XorDelta.name if cfg.keyed_deltas else None
+        self.node_hello = b""
+        self._build_hello()
+
+    def _build_hello(self) -> None:
+        cfg = self.settings.config
+        features: tuple[str, ...] = ("game",) if cfg.replicants else ()  # inputs have owners
+        if self.delta_name is not None:
+            features += (DELTA_FEATURE + self.delta_name,)
+        self.node_hello = self.outbox.hello_frame(
             Role.NODE,
-            features=("game",) if cfg.replicants else (),  # inputs have owners to go to
+            features=features,
             max_payload=cfg.max_payload,
             reveal=not cfg.users,
         )
+
+    def set_delta_name(self, name: str) -> None:
+        """The delta codec is now ``name`` (clients connecting from now on see it)."""
+        if self.delta_name is not None:
+            self.delta_name = name
+            self._build_hello()
 
     def account(self, name: str) -> Account:
         """The counters of account ``name`` (created on first use)."""
@@ -169,6 +188,8 @@ class ClientPort:
         if hello.session is not None and len(hello.session) >= 16:
             conn.session = session_identity(account, hello.session)
         conn.no_responders = "no-responders" in hello.features
+        if self.delta_name is not None:
+            conn.delta_wanted = DELTA_FEATURE + self.delta_name in hello.features
         conn.role = Role(hello.role)
         conn.state = ConnState.OPEN
         if self.on_open is not None:
@@ -279,6 +300,8 @@ class ClientPort:
             self.subscribe(conn, f[1], f[2], f[3])
         elif op == _UNSUB:
             self.unsubscribe(conn, f[1], f[2])
+        elif op == _KACK and self.on_ack is not None:
+            self.on_ack(conn, f[1])
 
     def retire(self, conn: ClientConnection, was_open: bool) -> None:
         """The connection stops counting: its subscriptions and its client slot go now."""
@@ -349,6 +372,8 @@ class ClientPort:
         conn = sub.conn
         if conn.subs.pop(sub.sid, None) is None:
             return
+        if conn.deltas is not None:
+            conn.deltas.forget(sub.sid)
         account = sub.account
         if self.graph.remove(account, sub.pattern, sub, sub.queue):
             self.bus.cluster_key(account, sub.pattern, sub.queue, False)

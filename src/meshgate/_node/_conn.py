@@ -44,6 +44,8 @@ __all__ = [
     "PeerConnection",
     "RemoteInterest",
     "RouteConnection",
+    "pack_str",
+    "pack_uint",
 ]
 
 import enum
@@ -69,6 +71,7 @@ from ._natstext import NOTICE_SUBJECT, PING, PONG, error_line
 
 if TYPE_CHECKING:
     from ..protocol.nats import NatsParser
+    from ._deltas import KeyedDeltas
     from ._natsport import NatsState
     from ._scheduler import Scheduler
 
@@ -218,6 +221,8 @@ class ClientConnection(Connection):
         "account",
         "coalesced",
         "counted",
+        "delta_wanted",
+        "deltas",
         "dgram",
         "dropped",
         "frame_sizes",
@@ -269,6 +274,10 @@ class ClientConnection(Connection):
         self.keyed_bytes = 0
         #: the unreliable lane for keyed state (a transport with datagrams), else None
         self.dgram: KeyedDatagrams | None = None
+        #: deltas against acknowledged keyed state (``keyed_deltas``; ``_deltas.py``)
+        self.deltas: KeyedDeltas | None = None
+        #: its HELLO announced the node's delta codec
+        self.delta_wanted = False
         #: its send scheduler when it has a bandwidth budget (``_delivery.py``), else None
         self.sched: Scheduler | None = None
         #: bytes written or queued when the scheduler last looked (the reliable share)
@@ -580,7 +589,7 @@ KSEQ_TABLE_MAX = 4096
 DATAGRAM_QUEUE_MAX = 1024
 
 
-def _pack_uint(n: int) -> bytes:
+def pack_uint(n: int) -> bytes:
     """``n`` (0 <= n < 2**64) as a msgpack unsigned integer."""
     if n < 0x80:
         return bytes((n,))
@@ -593,7 +602,7 @@ def _pack_uint(n: int) -> bytes:
     return b"\xcf" + n.to_bytes(8, "big")
 
 
-def _pack_str(text: str) -> bytes:
+def pack_str(text: str) -> bytes:
     """``text`` as a msgpack string."""
     raw = text.encode()
     n = len(raw)
@@ -667,9 +676,15 @@ class KeyedDatagrams:
             if len(self.kseq) >= KSEQ_TABLE_MAX:
                 self.counters.table_full += 1
                 return None
-            entry = self.kseq[k] = [0, _pack_str(key)]
+            entry = self.kseq[k] = [0, pack_str(key)]
         n = entry[0] = entry[0] + 1
-        frame: bytes = b"\x97" + prefix[1:] + tail + _pack_uint(n) + entry[1]
+        frame: bytes = b"\x97" + prefix[1:] + tail + pack_uint(n) + entry[1]
+        return self.place(sid, key, frame, n, counted)
+
+    def place(self, sid: int, key: str, frame: bytes, n: int, counted: bool = False) -> bytes:
+        """A keyed MSG of (``sid``, ``key``) that already has its ``kseq`` ``n`` (from
+        :meth:`offer`, or a client with deltas): b"" if it was queued as a datagram, else
+        ``frame`` (to send on the stream: the periodic refresh, or too large)."""
         refresh = self.refresh
         if refresh and n % refresh == 0:
             self.counters.refreshes += 1

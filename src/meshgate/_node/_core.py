@@ -28,6 +28,7 @@ from ..interest import InterestGraph
 from ..protocol import (
     ConnectionKind,
     Decoder,
+    DeltaCodec,
     Encoder,
     Role,
     UnpackerPool,
@@ -140,6 +141,7 @@ class NodeCore:
         )
         outbox.retirers[ClientConnection] = self.clients.retire  # type: ignore[assignment]
         self.clients.on_open = self.delivery.admit
+        self.clients.on_ack = self.delivery.ack
         bus.on_client_urls(self.clients.tell_urls)
         #: the node's own subscriptions (handlers run in ``drain``)
         self.internal = NodeSubscriptions(self.delivery.internal, self.clients.subscribe)
@@ -422,6 +424,12 @@ class NodeCore:
         ``(focus, subject, key) -> (weight, min_interval)`` (see
         :class:`meshgate.spatial.Rings`); None: every key weighs 1, no rate cap."""
         self.delivery.relevance = relevance
+
+    def set_delta_codec(self, codec: DeltaCodec) -> None:
+        """The codec of deltas against acknowledged keyed state (``keyed_deltas``):
+        clients that connect from now on and announce its name get deltas made by it."""
+        self.delivery.codec = codec
+        self.clients.set_delta_name(codec.name)
 
     def set_focus(self, conn_id: int, x: float, y: float) -> bool:
         """Where client ``conn_id`` is in the world (its relevance is measured from

@@ -25,14 +25,14 @@ without a budget pays one attribute check.
 
 from __future__ import annotations
 
-__all__ = ["Delivery", "Relevance"]
+__all__ = ["MAX_ACKS", "Delivery", "Relevance"]
 
 from collections import deque
 from collections.abc import Callable
 
 from .._errors import ErrorCode
 from ..config import GatewayConfig
-from ..protocol import Role
+from ..protocol import DeltaCodec, Role, XorDelta
 from ._conn import (
     ClientConnection,
     ConnState,
@@ -40,6 +40,7 @@ from ._conn import (
     InternalHandler,
     LocalSubscription,
 )
+from ._deltas import DeltaCounters, KeyedDeltas
 from ._natsport import NatsRender
 from ._outbox import Outbox
 from ._scheduler import Scheduler
@@ -47,6 +48,10 @@ from ._scheduler import Scheduler
 #: the relevance of one keyed message to one client: ``(focus, subject, key)`` ->
 #: ``(weight, min_interval)`` (``focus``: the client's position, or None)
 Relevance = Callable[[tuple[float, float] | None, str, str], tuple[float, float]]
+
+#: acknowledgements one KACK frame carries at most (its array of sid, key, kseq triples
+#: is bounded by the decoder's 64 elements; a longer frame is malformed)
+MAX_ACKS = 21
 
 #: seconds a key's relevance for a client is reused before it is asked again (entities
 #: and clients do not change rings every tick; asking once per value would cost more
@@ -94,6 +99,10 @@ class Delivery:
         self.enabled = config.scheduling
         #: the host application's relevance function (None: every key weighs 1, no cap)
         self.relevance: Relevance | None = None
+        #: the delta codec of clients with ``keyed_deltas`` (the game's own, or XOR), and
+        #: the node's delta totals
+        self.codec: DeltaCodec = XorDelta()
+        self.delta_counters = DeltaCounters()
         #: the scheduler counters of clients gone (``scheduler_totals`` adds the others)
         self._gone = [0, 0, 0, 0, 0]
         self.reconfigure(config)
@@ -124,10 +133,14 @@ class Delivery:
             else:
                 prefix, tail = nats.plain(prefix)
         if key is not None:
-            sched = c.sched
-            if sched is not None:  # a budget: the scheduler decides when (on the stream)
-                return self._schedule(c, sched, sub, prefix + tail, key)
-            if c.dgram is not None:  # keyed state: the datagram lane
+            if c.deltas is not None:  # deltas against acknowledged state (opt-in)
+                done = self._delta(c, c.deltas, sub, prefix, tail, key)
+                if type(done) is int:
+                    return done
+                prefix, tail = b"", done  # type: ignore[assignment]
+            elif c.sched is not None:  # a budget: the scheduler decides when (on the stream)
+                return self._schedule(c, c.sched, sub, prefix + tail, key)
+            elif c.dgram is not None:  # keyed state: the datagram lane
                 frame = c.dgram.offer(sub.sid, key, prefix, tail, sub.remaining is not None)
                 if frame is not None:
                     if not frame:
@@ -176,6 +189,15 @@ class Delivery:
         """``c`` completed its handshake: a client (not a replicant) whose user or node has
         a bandwidth budget gets a scheduler."""
         cfg = self._config
+        if c.delta_wanted and c.role is Role.CLIENT and cfg.keyed_deltas:
+            c.deltas = KeyedDeltas(
+                self.codec,
+                self.outbox.encoder,
+                cfg.scheduler_max_keys,
+                cfg.max_pending_bytes,
+                cfg.datagram_refresh if c.dgram is not None else 0,
+                self.delta_counters,
+            )
         budget = cfg.bandwidth_for(c.user)
         if budget is None or c.role is not Role.CLIENT or not self.enabled:
             return
@@ -188,6 +210,39 @@ class Delivery:
         )
         c.sched_mark = c.bytes_out + len(c.out)
         self.scheduled[c.id] = c
+
+    def _delta(
+        self,
+        c: ClientConnection,
+        deltas: KeyedDeltas,
+        sub: LocalSubscription,
+        prefix: bytes,
+        tail: bytes,
+        key: str,
+    ) -> bytes | int:
+        """A keyed message to a client with deltas: numbered (``kseq``), as a delta
+        against the key's acknowledged value when there is one, then scheduled (a
+        budget), queued as a datagram (QUIC), or returned for the stream (bytes)."""
+        sid = sub.sid
+        k = (sid, key)
+        sched = c.sched
+        # the key's last value was never written (superseded while scheduled or coalesced)
+        unsent = k in sched.waiting if sched is not None else k in c.keyed
+        subject, reply, payload, _ = self.cur
+        got = deltas.frame(sid, key, prefix, tail, subject, reply, payload, unsent)
+        if got is None:  # not tracked (the table is full): the value whole, no kseq
+            frame, n = prefix + tail, 0
+        else:
+            frame, n = got
+        if sched is not None:
+            return self._schedule(c, sched, sub, frame, key)
+        if (
+            n
+            and c.dgram is not None
+            and not c.dgram.place(sid, key, frame, n, sub.remaining is not None)
+        ):
+            return self._sent_datagram(c, sub)
+        return frame
 
     def _schedule(
         self, c: ClientConnection, sched: Scheduler, sub: LocalSubscription, frame: bytes, key: str
@@ -244,6 +299,22 @@ class Delivery:
                 if not c.dirty:
                     c.dirty = True
                     writable.append(c)
+
+    def ack(self, c: ClientConnection, acks: tuple[int | str, ...]) -> None:
+        """A client's KACK: flat (sid, key, kseq) triples.  From a client without deltas,
+        or past :data:`MAX_ACKS` triples in one frame, ignored and counted."""
+        deltas = c.deltas
+        counters = self.delta_counters
+        n = len(acks) // 3
+        if deltas is None:
+            counters.acks_ignored += n
+            return
+        if n > MAX_ACKS:
+            counters.acks_ignored += n - MAX_ACKS
+            n = MAX_ACKS
+        ack = deltas.ack
+        for j in range(0, 3 * n, 3):
+            ack(acks[j], acks[j + 1], acks[j + 2])  # type: ignore[arg-type]
 
     def _retire(self, s: Scheduler) -> None:
         gone = self._gone

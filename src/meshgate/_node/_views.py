@@ -201,9 +201,11 @@ def gatewayz(core: NodeCore) -> dict[str, Any]:
 def _scheduled(c: ClientConnection, now: float) -> dict[str, Any]:
     """The scheduler's figures of one client (none without a budget)."""
     s = c.sched
+    d = c.deltas
+    deltas = {} if d is None else {"deltas_sent": d.sent, "delta_bytes_saved": d.saved}
     if s is None:
-        return {}
-    return {
+        return deltas
+    return deltas | {
         "budget": s.budget,
         "sent_bytes_per_second": s.sent_rate(),
         "reliable_bytes": s.reliable_bytes,
@@ -244,6 +246,14 @@ def statistics(core: NodeCore) -> Statistics:
         payload_bytes_in=fan.payload_in,
         payload_bytes_out=fan.payload_out,
         **dlv.scheduler_totals(),
+        delta_msgs=dlv.delta_counters.sent,
+        delta_full_msgs=dlv.delta_counters.full,
+        delta_bytes_saved=dlv.delta_counters.bytes_saved,
+        delta_acks=dlv.delta_counters.acks,
+        delta_acks_ignored=dlv.delta_counters.acks_ignored,
+        delta_resets=dlv.delta_counters.resets,
+        delta_unkept=dlv.delta_counters.unkept,
+        delta_untracked=dlv.delta_counters.untracked,
     )
 
 

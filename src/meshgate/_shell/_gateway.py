@@ -21,7 +21,7 @@ __all__ = ["Gateway", "config_changes", "open_gateway"]
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -33,10 +33,10 @@ import trio.testing
 from .. import _game
 from .._compression import CompressedStream, CompressionCounters
 from .._compression import available as compression_available
-from .._node import Connection, ConnState, NodeCore, PeerConnection
+from .._node import Connection, ConnState, NodeCore, PeerConnection, Relevance
 from .._nursery import open_unwrapping_nursery, sole_exception
 from ..config import GatewayConfig
-from ..protocol import ConnectionKind, Role
+from ..protocol import ConnectionKind, DeltaCodec, Role
 from ._dialers import Dialers, DialState, LinkOutcome
 from ._driver import CoreDriver
 from ._listeners import Handlers, quic_stats, start_listeners
@@ -437,16 +437,17 @@ class Gateway:
         """Every client and replicant connection (nats-server's ``/connz``)."""
         return self._observer.connz()
 
-    def set_relevance(
-        self,
-        relevance: Callable[[tuple[float, float] | None, str, str], tuple[float, float]] | None,
-    ) -> None:
+    def set_relevance(self, relevance: Relevance | None) -> None:
         """How much each keyed message matters to each client with a bandwidth budget:
         ``relevance(focus, subject, key) -> (weight, min_interval)``, ``focus`` being the
         client's position (:meth:`set_focus`) or None.  The weight is how fast the key's
         priority grows while it waits; ``min_interval`` caps its rate (seconds between
         sends).  :meth:`meshgate.spatial.Rings.relevance` is one; None: all weigh 1."""
         self._core.set_relevance(relevance)
+
+    def set_delta_codec(self, codec: DeltaCodec) -> None:
+        """The keyed delta codec (``keyed_deltas``, docs/scheduling.md) from now on."""
+        self._core.set_delta_codec(codec)
 
     def set_focus(self, conn_id: int, x: float, y: float) -> bool:
         """Where client ``conn_id`` (its ``cid`` in :meth:`connz`) is in the world, for

@@ -29,7 +29,7 @@ import trio
 
 from .._errors import ErrorCode, MeshgateError
 from .._nursery import open_unwrapping_nursery
-from ..protocol import Role
+from ..protocol import DeltaCodec, Role, XorDelta
 from ..transports import connect_stream, get_transport
 from ._protocol import (
     ClientEvent,
@@ -50,6 +50,8 @@ from ._protocol import (
 #: Messages a subscription buffers before it drops new ones (see :class:`Subscription`).
 DEFAULT_SUBSCRIPTION_BUFFER = 65536
 _OUT_HIGH_WATER = 4 * 1024 * 1024
+#: the default delta codec (issue 21: deltas against acknowledged keyed state)
+_XOR = XorDelta()
 
 
 class ConnectionEvent(NamedTuple):
@@ -172,8 +174,10 @@ class Client:
         max_pings_out: int = 2,
         session: str | None = None,
         on_error: Callable[[ServerError], None] | None = None,
+        delta_codec: DeltaCodec | None = _XOR,
     ) -> None:
         self._proto = ClientProtocol(
+            delta_codec=delta_codec,
             name=name,
             token=token,
             role=role,
@@ -330,6 +334,8 @@ class Client:
                 return  # the connection is gone: the stream reader sees it too
             for event in proto.receive_datagram(data):  # messages went to _deliver
                 self._handle(event)
+            if proto.pending_bytes:  # acknowledgements of keyed state (deltas)
+                self._wake.set()
 
     def _deliver(self, sid: int, msg: Message) -> None:
         """A message for a subscription (the protocol's ``on_message``: the hot path)."""
@@ -680,6 +686,7 @@ async def connect_with_stream(
     role: Role = Role.CLIENT,
     session: str | None = None,
     on_error: Callable[[ServerError], None] | None = None,
+    delta_codec: DeltaCodec | None = _XOR,
 ) -> AsyncIterator[Client]:
     """A :class:`Client` over a stream you opened (any ``trio.abc.Stream`` to a node's
     client port); the block runs while connected (no reconnect: the stream is yours).
@@ -691,6 +698,7 @@ async def connect_with_stream(
         role=role,
         session=session,
         on_error=on_error,
+        delta_codec=delta_codec,
     )
     async with _running(client):
         yield client
@@ -735,6 +743,7 @@ async def connect(
     max_pings_out: int = 2,
     session: str | None = None,
     on_error: Callable[[ServerError], None] | None = None,
+    delta_codec: DeltaCodec | None = _XOR,
 ) -> AsyncIterator[Client]:
     """Connect to the node at ``url`` (or the first of several that answers); the block
     runs while connected.
@@ -767,6 +776,10 @@ async def connect(
     pings unanswered as lost.  :meth:`Client.connection_events` reports every change;
     once the client gives up, subscriptions raise :class:`ConnectionClosedError`.
     Reconnecting needs ``tcp://``, ``tls://`` or ``memory://`` URLs.
+
+    ``delta_codec`` decodes deltas against acknowledged keyed state from a node with
+    ``keyed_deltas`` on and the same codec (:meth:`meshgate.Gateway.set_delta_codec`;
+    default :class:`meshgate.protocol.XorDelta`); None: this client asks for none.
 
     Raises :class:`ValueError` for a session key out of bounds (before connecting),
     :class:`ConnectionClosedError` if the node refuses the handshake (for example a
@@ -803,6 +816,7 @@ async def connect(
             max_pings_out=max_pings_out,
             session=session,
             on_error=on_error,
+            delta_codec=delta_codec,
         )
         async with _running(client):
             yield client

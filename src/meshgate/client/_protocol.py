@@ -49,10 +49,12 @@ from typing import Any, NamedTuple
 from .._errors import ErrorCode, LocalProtocolError, MeshgateError, RemoteProtocolError
 from .._reserved import NOTICE_SID, input_subject
 from ..protocol import (
+    DELTA_FEATURE,
     LEGAL_RECEIVE,
     PROTOCOL_VERSION,
     ConnectionKind,
     Decoder,
+    DeltaCodec,
     Encoder,
     Headered,
     Hello,
@@ -61,6 +63,7 @@ from ..protocol import (
     Ping,
     Pong,
     Role,
+    XorDelta,
     to_ext,
     to_frame,
 )
@@ -320,6 +323,12 @@ class _Sub:
 
 #: (subscription, key) pairs whose last delivered ``kseq`` a client remembers
 KSEQ_SEEN_MAX = 4096
+#: deltas (issue 21): the last values of one key a client keeps as possible baselines,
+#: and the bytes it keeps at most over all keys (past it, the oldest keys' go)
+DELTA_BASES = 8
+DELTA_BASE_BYTES = 4 * 1024 * 1024
+_KACK = int(Opcode.KACK)
+_DEFAULT_CODEC = XorDelta()
 
 
 class ClientProtocol:
@@ -360,6 +369,13 @@ class ClientProtocol:
     :meth:`receive_data`, in order, before the events it returns (no event object per
     message: the fast path :class:`meshgate.Client` takes).
 
+    Keyed state (issue 21): with ``delta_codec`` (default
+    :class:`~meshgate.protocol.XorDelta`; None: none; clients only) the HELLO offers
+    deltas; a node with ``keyed_deltas`` and the same codec sends keyed values as
+    deltas against values this client acknowledged (KACK frames, written with the next
+    :meth:`data_to_send`).  :attr:`deltas` says whether it does; a delta whose baseline
+    is not held is dropped (:attr:`deltas_missed`) and the next value comes whole.
+
     Limits: a frame from the node larger than ``max_frame_bytes``, or anything the
     codec of :mod:`meshgate.protocol` rejects, or a frame a node never sends to a
     client, ends the connection with a :class:`ConnectionLost` whose ``error`` says
@@ -380,6 +396,7 @@ class ClientProtocol:
         recent_inputs: int = RECENT_INPUTS,
         on_message: Callable[[int, Message], None] | None = None,
         no_responders: bool = True,
+        delta_codec: DeltaCodec | None = _DEFAULT_CODEC,
     ) -> None:
         #: the client's name, in its HELLO
         self.name = name
@@ -392,7 +409,21 @@ class ClientProtocol:
         self._max_pings_out = max_pings_out
         self._max_frame_bytes = max_frame_bytes
         self._on_message = on_message
-        self._features = ("no-responders",) if no_responders else ()
+        self._features: tuple[str, ...] = ("no-responders",) if no_responders else ()
+        if role is not Role.CLIENT:
+            delta_codec = None  # the node sends deltas to clients only
+        self._codec = delta_codec
+        if delta_codec is not None:
+            self._features += (DELTA_FEATURE + delta_codec.name,)
+        #: the node sends this client deltas (it announced the same codec)
+        self.deltas = False
+        #: (sid, key) -> the last values delivered [(kseq, value), ...] (baselines), their
+        #: bytes; the acknowledgements not yet written
+        self._bases: dict[tuple[int, str], list[tuple[int, bytes]]] = {}
+        self._base_bytes = 0
+        self._acks: dict[tuple[int, str], int] = {}
+        #: deltas dropped: the baseline was not held, or the delta did not decode
+        self.deltas_missed = 0
         self._state = ClientState.IDLE
         self._enc = Encoder()
         self._dec = Decoder(max_frame_bytes=max_frame_bytes)
@@ -459,6 +490,10 @@ class ClientProtocol:
         self.error = None
         self._dec = Decoder(max_frame_bytes=self._max_frame_bytes)
         self._kseq.clear()  # the node numbers each key afresh per connection
+        self._bases.clear()
+        self._base_bytes = 0
+        self._acks.clear()
+        self.deltas = False
         self._pings_out = 0
         self._hello_seen = self._handshake_answered = False
         self._resume_pending = True
@@ -490,8 +525,9 @@ class ClientProtocol:
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes queued and not yet handed out by :meth:`data_to_send`."""
-        return len(self._out)
+        """Bytes queued and not yet handed out by :meth:`data_to_send` (and one per
+        acknowledgement of keyed state waiting to go)."""
+        return len(self._out) + len(self._acks)
 
     @property
     def next_timer(self) -> float | None:
@@ -505,6 +541,8 @@ class ClientProtocol:
         if self._state not in _CONNECTED:
             return b""
         data: bytes | bytearray
+        if self._acks and self._state is ClientState.OPEN:
+            self._out += self._ack_frame()
         if self._resume_pending:
             self._resume_pending = False
             data = self._resume_frames() + self._out
@@ -517,6 +555,21 @@ class ClientProtocol:
         self._pings_unsent = 0
         self._recent_unsent = 0
         return data
+
+    def _ack_frame(self) -> bytes:
+        """KACK frames with every acknowledgement waiting, 21 a frame (a frame's array
+        holds at most 64 elements)."""
+        acks = self._acks
+        enc = self._enc
+        parts = []
+        while acks:
+            flat: list[int | str] = []
+            for _ in range(min(len(acks), 21)):
+                (sid, key), kseq = acks.popitem()
+                flat += (sid, key, kseq)
+            parts.append(enc.encode_raw(_KACK, flat))
+        acks.clear()
+        return b"".join(parts)
 
     def _resume_frames(self) -> bytes:
         """HELLO; SUB (and UNSUB) again for the subscriptions the lost connection took
@@ -587,7 +640,7 @@ class ClientProtocol:
                 if f[0] == _MSG:
                     sid = f[1]
                     sub = subs.get(sid)
-                    if len(f) == 7 and sub is not None:  # keyed state with its kseq
+                    if len(f) >= 7 and sub is not None:  # keyed state with its kseq
                         self._keyed(f, False, events)
                     elif sub is not None:
                         if deliver is None:
@@ -620,7 +673,7 @@ class ClientProtocol:
         try:
             dec.feed(data)
             f = dec.next_raw()
-            if f is None or f[0] != _MSG or len(f) != 7 or dec.buffered_bytes:
+            if f is None or f[0] != _MSG or not 7 <= len(f) <= 8 or dec.buffered_bytes:
                 raise RemoteProtocolError("not one keyed MSG")
         except RemoteProtocolError:
             self.bad_datagrams += 1
@@ -640,10 +693,17 @@ class ClientProtocol:
         if last is not None and kseq <= last:
             self.stale_dropped += 1
             return
+        payload = f[4]
+        if len(f) == 8:  # a delta against the value numbered f[7]
+            payload = self._undelta(k, f[7], payload)
+            if payload is None:
+                return
         if last is None and len(seen) >= KSEQ_SEEN_MAX:
             del seen[next(iter(seen))]
         seen[k] = kseq
-        msg = _message(f[2], f[4], f[3])
+        if self.deltas and type(payload) is bytes:
+            self._keep(k, kseq, payload)
+        msg = _message(f[2], payload, f[3])
         if unreliable:
             msg = msg._replace(unreliable=True)
         sub = self._subs[sid]
@@ -656,6 +716,45 @@ class ClientProtocol:
             if sub.remaining <= 0:
                 del self._subs[sid]
                 events.append(SubscriptionEnded(sid))
+
+    def _undelta(self, k: tuple[int, str], base: int, delta: bytes) -> bytes | None:
+        """The value a delta against value ``base`` of ``k`` encodes; None (counted in
+        :attr:`deltas_missed`) if this client does not hold that value or the delta
+        does not decode: it then tells the node it holds no baseline of ``k`` (an
+        acknowledgement of kseq 0), and the node's next value of ``k`` comes whole."""
+        codec = self._codec
+        if codec is not None and type(delta) is bytes:
+            for n, value in self._bases.get(k, ()):
+                if n == base:
+                    try:
+                        return codec.decode(value, delta)
+                    except ValueError:
+                        break
+        self.deltas_missed += 1
+        if self.deltas and len(self._acks) < KSEQ_SEEN_MAX:
+            self._acks[k] = 0
+        return None
+
+    def _keep(self, k: tuple[int, str], kseq: int, value: bytes) -> None:
+        """Keep ``value`` as a possible baseline of ``k`` and acknowledge it."""
+        bases = self._bases
+        ring = bases.get(k)
+        if ring is None:
+            if len(bases) >= KSEQ_SEEN_MAX:
+                self._drop_bases(next(iter(bases)))
+            ring = bases[k] = []
+        if len(ring) >= DELTA_BASES:
+            self._base_bytes -= len(ring.pop(0)[1])
+        ring.append((kseq, value))
+        self._base_bytes += len(value)
+        while self._base_bytes > DELTA_BASE_BYTES and bases:
+            self._drop_bases(next(iter(bases)))
+        if k in bases:
+            self._acks[k] = kseq
+
+    def _drop_bases(self, k: tuple[int, str]) -> None:
+        ring = self._bases.pop(k)
+        self._base_bytes -= sum(len(v) for _, v in ring)
 
     def _end_of_stream(self, events: list[ClientEvent]) -> list[ClientEvent]:
         buffered = self._dec.buffered_bytes
@@ -716,6 +815,8 @@ class ClientProtocol:
             self.server_name = hello.name
             self.server_cluster = hello.cluster
             self.server_features = hello.features
+            codec = self._codec
+            self.deltas = codec is not None and DELTA_FEATURE + codec.name in hello.features
             self._hello_seen = True
             self._maybe_open(events)
         return True

@@ -17,6 +17,10 @@ from ._codec import Decoder as Decoder
 from ._codec import Encoder as Encoder
 from ._codec import UnpackerPool as UnpackerPool
 from ._codec import to_frame as to_frame
+from ._delta import DELTA_FEATURE as DELTA_FEATURE
+from ._delta import DeltaCodec as DeltaCodec
+from ._delta import DeltaError as DeltaError
+from ._delta import XorDelta as XorDelta
 from ._frames import FRAME_TYPES as FRAME_TYPES
 from ._frames import LEGAL_RECEIVE as LEGAL_RECEIVE
 from ._frames import PROTOCOL_VERSION as PROTOCOL_VERSION
@@ -32,6 +36,7 @@ from ._frames import Hello as Hello
 from ._frames import Info as Info
 from ._frames import InterestModeEnd as InterestModeEnd
 from ._frames import InterestModeStart as InterestModeStart
+from ._frames import KeyAck as KeyAck
 from ._frames import Message as Message
 from ._frames import NoInterest as NoInterest
 from ._frames import Opcode as Opcode
@@ -50,6 +55,11 @@ from ._headers import to_ext as to_ext
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
+    "DELTA_FEATURE",
+    "DeltaCodec",
+    "DeltaError",
+    "XorDelta",
+    "KeyAck",
     "FRAME_TYPES",
     "HEADERS_EXT",
     "LEGAL_RECEIVE",

@@ -50,6 +50,7 @@ _INT = 3  # a non-negative int
 _OINT = 4  # the same or nil
 _OQUEUES = 5  # nil or an array of subject-like strings
 _TEXT = 6  # free text (error reason)
+_ACKS = 7  # a flat array of (sid, key, kseq) triples (KACK)
 
 _SHAPES: dict[int, tuple[int, ...]] = {
     Opcode.PUB: (_STR, _OSTR, _BIN, _OSTR),
@@ -59,6 +60,7 @@ _SHAPES: dict[int, tuple[int, ...]] = {
     Opcode.PING: (),
     Opcode.PONG: (),
     Opcode.ERROR: (_INT, _TEXT),
+    Opcode.KACK: (_ACKS,),
     Opcode.RSUB: (_STR, _STR, _OSTR, _INT),
     Opcode.RUNSUB: (_STR, _STR, _OSTR),
     Opcode.RMSG: (_OQUEUES, _STR, _STR, _OSTR, _BIN),
@@ -76,6 +78,8 @@ _SHAPES: dict[int, tuple[int, ...]] = {
 _ERROR_WITH_SID = (_INT, _TEXT, _INT)
 #: MSG with its optional trailing fields (issue 20): ``kseq`` and the ``key`` it numbers
 _MSG_KEYED = (_INT, _STR, _OSTR, _BIN, _INT, _STR)
+#: a keyed MSG carrying a delta (issue 21): ``kseq``, ``key``, the baseline's kseq
+_MSG_DELTA = (_INT, _STR, _OSTR, _BIN, _INT, _STR, _INT)
 
 # keys of the map-shaped frames: name -> (kind, default); kinds: "int", "str", "ostr", "strs"
 _HELLO_KEYS: dict[str, str] = {
@@ -353,6 +357,8 @@ class Decoder:
             shape = _ERROR_WITH_SID  # the refused subscription's sid
         elif op == Opcode.MSG and len(obj) == 7:
             shape = _MSG_KEYED  # keyed state with its kseq
+        elif op == Opcode.MSG and len(obj) == 8:
+            shape = _MSG_DELTA  # a delta against an acknowledged value
         if len(obj) != len(shape) + 1:
             return (
                 f"opcode {Opcode(op).name} takes {len(shape)} fields, got {len(obj) - 1}",
@@ -379,6 +385,9 @@ class Decoder:
             elif kind == _OQUEUES and v is not None:
                 if t is not tuple or any(type(q) is not str or not q or len(q) > limit for q in v):
                     return (self._field(op, i, "nil or an array of names"), ErrorCode.MALFORMED)
+            elif kind == _ACKS:
+                if t is not tuple or len(v) % 3 or not _acks_ok(v, limit):
+                    return (self._field(op, i, "an array of sid, key, kseq"), ErrorCode.MALFORMED)
             elif kind == _TEXT and (t is not str or len(v) > _MAX_REASON):
                 return (self._field(op, i, "text"), ErrorCode.MALFORMED)
         return None
@@ -434,6 +443,19 @@ def _depth(v: object, budget: int) -> int:
     return budget
 
 
+def _acks_ok(v: tuple[Any, ...], limit: int) -> bool:
+    """A KACK's flat (sid, key, kseq) triples are well typed."""
+    for j in range(0, len(v), 3):
+        sid, key, kseq = v[j], v[j + 1], v[j + 2]
+        if type(sid) is not int or not 0 <= sid <= 0xFFFFFFFFFFFF:
+            return False
+        if type(key) is not str or len(key) > limit:
+            return False
+        if type(kseq) is not int or not 0 <= kseq <= 0xFFFFFFFFFFFF:
+            return False
+    return True
+
+
 def to_frame(raw: tuple[Any, ...]) -> Frame:
     """Build the typed frame for a validated raw tuple from :meth:`Decoder.next_raw`."""
     op = raw[0]
@@ -445,7 +467,7 @@ def to_frame(raw: tuple[Any, ...]) -> Frame:
         return Info(**{k: f[k] for k in _INFO_KEYS if k in f})
     if op == Opcode.ERROR:
         return Error(*raw[1:])  # the sid is optional
-    if op == Opcode.MSG and len(raw) == 7:
+    if op == Opcode.MSG and len(raw) >= 7:
         return FRAME_TYPES[Opcode.MSG]._make(raw[1:5])
     cls: Any = FRAME_TYPES[Opcode(op)]
     return cls._make(raw[1:])  # type: ignore[no-any-return]

@@ -19,6 +19,7 @@ __all__ = [
     "GatewayUnsub",
     "Hello",
     "Info",
+    "KeyAck",
     "InterestModeEnd",
     "InterestModeStart",
     "LEGAL_RECEIVE",
@@ -57,6 +58,7 @@ class Opcode(enum.IntEnum):
     PONG = 6
     ERROR = 7
     INFO = 8
+    KACK = 9
     RSUB = 16
     RUNSUB = 17
     RMSG = 18
@@ -159,6 +161,14 @@ class Info(NamedTuple):
     client_urls: tuple[str, ...] = ()
 
 
+class KeyAck(NamedTuple):
+    """``[9, [sid, key, kseq, sid, key, kseq, ...]]`` — a client acknowledges keyed
+    values it delivered (issue 21, deltas): per (subscription, key), the ``kseq`` it now
+    holds as a baseline (0: it holds none, send the next value whole)."""
+
+    acks: tuple[int | str, ...]
+
+
 class RouteSub(NamedTuple):
     """``[16, account, pattern, queue, weight]`` — interest of a route peer; weight is absolute."""
 
@@ -256,6 +266,7 @@ Frame = (
     | Pong
     | Error
     | Info
+    | KeyAck
     | RouteSub
     | RouteUnsub
     | RouteMessage
@@ -280,6 +291,7 @@ FRAME_TYPES: dict[Opcode, type[Frame]] = {
     Opcode.PONG: Pong,
     Opcode.ERROR: Error,
     Opcode.INFO: Info,
+    Opcode.KACK: KeyAck,
     Opcode.RSUB: RouteSub,
     Opcode.RUNSUB: RouteUnsub,
     Opcode.RMSG: RouteMessage,
@@ -318,8 +330,8 @@ _COMMON = frozenset({Opcode.HELLO, Opcode.PING, Opcode.PONG, Opcode.ERROR})
 #: Which opcodes a receiver accepts on each kind of connection; anything else is a
 #: protocol error (:attr:`~meshgate.ErrorCode.ILLEGAL_FOR_ROLE`) that closes the connection.
 LEGAL_RECEIVE: dict[ConnectionKind, frozenset[Opcode]] = {
-    ConnectionKind.CLIENT: _COMMON | {Opcode.PUB, Opcode.SUB, Opcode.UNSUB},
-    ConnectionKind.REPLICANT: _COMMON | {Opcode.PUB, Opcode.SUB, Opcode.UNSUB},
+    ConnectionKind.CLIENT: _COMMON | {Opcode.PUB, Opcode.SUB, Opcode.UNSUB, Opcode.KACK},
+    ConnectionKind.REPLICANT: _COMMON | {Opcode.PUB, Opcode.SUB, Opcode.UNSUB, Opcode.KACK},
     ConnectionKind.NODE: _COMMON | {Opcode.MSG, Opcode.INFO},
     ConnectionKind.ROUTE: _COMMON | {Opcode.RSUB, Opcode.RUNSUB, Opcode.RMSG, Opcode.INFO},
     ConnectionKind.GATEWAY_INBOUND: _COMMON | {Opcode.GMSG},

@@ -22,6 +22,9 @@
 
 from __future__ import annotations
 
+import sys
+
+from .._compiled import restore_class_docs
 from .._shell._driver import CoreDriver as CoreDriver
 from .._shell._driver import EffectSink as EffectSink
 from ._harness import CoreHarness as CoreHarness
@@ -41,3 +44,6 @@ __all__ = [
     "SimLink",
     "SimulatedSuperCluster",
 ]
+
+# a compiled core (mypyc) drops class docstrings: put Scheduler's back from its source
+restore_class_docs(sys.modules[Scheduler.__module__])

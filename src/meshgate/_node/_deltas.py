@@ -22,7 +22,7 @@ __all__ = ["DeltaCounters", "FULL_POLICY", "IN_FLIGHT", "KeyBaseline", "KeyedDel
 
 from typing import Any
 
-from ..protocol._delta import DeltaCodec
+from ..protocol._delta import DELTA_WINDOW, DeltaCodec
 from ._conn import pack_str, pack_uint
 
 #: what a full table does: values of keys past the bound go whole, without kseq
@@ -150,7 +150,12 @@ class KeyedDeltas:
         base = st.base
         plain = type(payload) is bytes
         frame: bytes | None = None
-        if base is not None and plain and not (self.refresh and n % self.refresh == 0):
+        if (
+            base is not None
+            and plain
+            and n - st.base_seq < DELTA_WINDOW  # the client still holds the baseline
+            and not (self.refresh and n % self.refresh == 0)
+        ):
             try:
                 delta = self.codec.encode(base, payload)
             except Exception:  # a game codec's bug costs the delta, not the node

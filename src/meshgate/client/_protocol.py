@@ -67,6 +67,7 @@ from ..protocol import (
     to_ext,
     to_frame,
 )
+from ..protocol._delta import DELTA_WINDOW
 from ..protocol.game import ClientInput
 from ..protocol.nats import encode_headers, parse_headers
 from ..subjects import validate_pattern, validate_subject
@@ -325,7 +326,7 @@ class _Sub:
 KSEQ_SEEN_MAX = 4096
 #: deltas (issue 21): the last values of one key a client keeps as possible baselines,
 #: and the bytes it keeps at most over all keys (past it, the oldest keys' go)
-DELTA_BASES = 8
+DELTA_BASES = DELTA_WINDOW
 DELTA_BASE_BYTES = 4 * 1024 * 1024
 _KACK = int(Opcode.KACK)
 _DEFAULT_CODEC = XorDelta()

@@ -18,6 +18,7 @@ from ._codec import Encoder as Encoder
 from ._codec import UnpackerPool as UnpackerPool
 from ._codec import to_frame as to_frame
 from ._delta import DELTA_FEATURE as DELTA_FEATURE
+from ._delta import DELTA_WINDOW as DELTA_WINDOW
 from ._delta import DeltaCodec as DeltaCodec
 from ._delta import DeltaError as DeltaError
 from ._delta import XorDelta as XorDelta
@@ -56,6 +57,7 @@ from ._headers import to_ext as to_ext
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "DELTA_FEATURE",
+    "DELTA_WINDOW",
     "DeltaCodec",
     "DeltaError",
     "XorDelta",

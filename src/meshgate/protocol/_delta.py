@@ -10,13 +10,19 @@ full values only.
 
 from __future__ import annotations
 
-__all__ = ["DELTA_FEATURE", "DeltaCodec", "DeltaError", "XorDelta"]
+__all__ = ["DELTA_FEATURE", "DELTA_WINDOW", "DeltaCodec", "DeltaError", "XorDelta"]
 
 import re
 from typing import Protocol
 
 #: the HELLO feature a client announces, followed by its codec's name
 DELTA_FEATURE = "keyed-deltas:"
+
+#: a client keeps the last ``DELTA_WINDOW`` values it delivered of a key as possible
+#: baselines, and a node sends a delta only against a baseline fewer than
+#: ``DELTA_WINDOW`` values back (``kseq - base < DELTA_WINDOW``), so the client still
+#: holds it however the acknowledgements were delayed; older: the full value
+DELTA_WINDOW = 8
 
 #: zero runs shorter than this stay in the literal (a run costs about two bytes)
 _MIN_RUN = 3

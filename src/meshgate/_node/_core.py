@@ -407,6 +407,21 @@ class NodeCore:
                     out.ping(conn)
 
     @property
+    def slow_consumers(self) -> int:
+        """Clients that met their slow-consumer policy since the node started."""
+        return self.delivery.slow_consumers
+
+    def trace_with(
+        self, wall_offset: float, on_event: Callable[[dict[str, Any]], None] | None
+    ) -> None:
+        """Message traces: ``wall_offset`` turns the core's clock into wall-clock
+        seconds for trace events; ``on_event`` sees every trace event this node emits
+        (OpenTelemetry spans), None: nobody."""
+        tracer = self.fanout.tracer
+        tracer.wall_offset = wall_offset
+        tracer.on_event = on_event
+
+    @property
     def send_interval(self) -> float | None:
         """Seconds between send ticks (:meth:`send_tick`), or None: no client has a
         bandwidth budget, so nothing needs them."""

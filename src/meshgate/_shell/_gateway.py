@@ -179,9 +179,8 @@ class Gateway:
             )
             observer.quic_stats = partial(quic_stats, self.client_urls)
             observer.compression_stats = self._compression.as_dict
-            tracer = self._core.fanout.tracer
-            tracer.wall_offset = time.time() - trio.current_time()
-            tracer.on_event = span_recorder()  # OpenTelemetry spans, if it is installed
+            # trace events on the wall clock; OpenTelemetry spans, if it is installed
+            self._core.trace_with(time.time() - trio.current_time(), span_recorder())
             if cfg.monitor_listen is not None:
                 # bound before the first HELLO: route and gateway peers hear of it
                 from ..monitor import serve_monitor
@@ -213,7 +212,7 @@ class Gateway:
             await trio.sleep(interval)
             self._core.tick(trio.current_time())
             self._driver.drain()
-            self._logbook.slow_consumers(self._core.delivery.slow_consumers, self.config)
+            self._logbook.slow_consumers(self._core.slow_consumers, self.config)
 
     async def _send_timer(self, interval: float) -> None:
         """The send tick of clients with a bandwidth budget (``client_bandwidth``)."""

@@ -78,6 +78,7 @@ __all__ = [
     "QuicStats",
     "QuicStream",
     "QuicTransport",
+    "ReliableStream",
 ]
 
 import logging
@@ -694,23 +695,102 @@ async def _nursery_task(task_status: trio.TaskStatus[trio.Nursery]) -> None:
         await trio.sleep_forever()
 
 
-class QuicStream(trio.abc.Stream):
-    """The meshgate protocol's one reliable bidirectional stream of a QUIC connection,
-    as a :class:`trio.abc.Stream`, with the connection's unreliable datagram lane."""
+class ReliableStream(trio.abc.Stream):
+    """One reliable bidirectional stream of a QUIC connection as a
+    :class:`trio.abc.Stream`, with the connection's datagram lane: what the meshgate
+    protocol's own stream (:class:`QuicStream`) and a WebTransport session's stream
+    share.  The connection's handler feeds it (:meth:`received`)."""
 
     #: unacknowledged bytes one ``send_all`` lets the stream hold before it waits
     send_buffer = 256 * 1024
+    #: what ``send_all`` says once the connection is gone
+    gone_text = "the QUIC connection is gone"
 
     def __init__(self, peer: QuicPeer, stream_id: int) -> None:
+        #: the QUIC connection, and the stream this runs on
         self.peer = peer
         self.stream_id = stream_id
         self._in: deque[bytes] = deque()
         self._in_bytes = 0
         self._eof = False
         self._readable = trio.Event()
+        self._closed = False
+
+    def received(self, data: bytes, end: bool) -> int:
+        """``data`` arrived (``end``: the peer finished the stream); the unread bytes
+        the stream now holds (the caller decides when that is a flood)."""
+        if data:
+            self._in.append(data)
+            self._in_bytes += len(data)
+        if end:
+            self._eof = True
+        self._readable.set()
+        return self._in_bytes
+
+    def ended(self) -> None:
+        """The connection (or the session) ended: readers see the end of the stream."""
+        self._eof = True
+        self._readable.set()
+
+    def datagram_room(self) -> int:
+        """Datagram bytes the path sends promptly if handed them now
+        (:meth:`QuicPeer.datagram_room`)."""
+        return self.peer.datagram_room()
+
+    def notify_datagram_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when :meth:`datagram_room` opens (or the connection
+        ends)."""
+        self.peer.notify_datagram_room(self, callback)
+
+    def queue_datagram(self, data: bytes) -> bool:
+        """Queue one datagram of the connection as it is; False if it was dropped
+        (queue full, gone)."""
+        peer = self.peer
+        if peer.send_datagram(data):
+            peer.transmit()
+            return True
+        return False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("stream is closed")
+        peer = self.peer
+        if peer.done:
+            raise trio.BrokenResourceError(self.gone_text)
+        if data:
+            peer.send_stream_data(self.stream_id, bytes(data))
+            peer.transmit()
+        await peer.wait_writable(self.send_buffer)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.peer.wait_writable(self.send_buffer)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._closed:
+            raise trio.ClosedResourceError("stream is closed")
+        while not self._in:
+            if self._eof or self.peer.done:
+                await trio.lowlevel.checkpoint()
+                return b""
+            self._readable = trio.Event()
+            await self._readable.wait()
+        await trio.lowlevel.checkpoint()
+        data = self._in.popleft()
+        if max_bytes is not None and len(data) > max_bytes:
+            self._in.appendleft(data[max_bytes:])
+            data = data[:max_bytes]
+        self._in_bytes -= len(data)
+        return data
+
+
+class QuicStream(ReliableStream):
+    """The meshgate protocol's one reliable bidirectional stream of a QUIC connection,
+    as a :class:`trio.abc.Stream`, with the connection's unreliable datagram lane."""
+
+    def __init__(self, peer: QuicPeer, stream_id: int) -> None:
+        super().__init__(peer, stream_id)
         self._datagrams: deque[bytes] = deque()
         self._datagram_ready = trio.Event()
-        self._closed = False
         #: datagrams received and dropped because nobody read them in time
         self.datagrams_dropped = 0
         #: the client side's connection (:meth:`migrate`); None on the node
@@ -737,15 +817,9 @@ class QuicStream(trio.abc.Stream):
         """The handler's ``stream_data`` for this stream: ``data`` arrived (``end``:
         the peer finished the stream).  Past ``max_buffered`` unread bytes the
         connection is closed as a flood (counted)."""
-        if data:
-            self._in.append(data)
-            self._in_bytes += len(data)
-            if self._in_bytes > self.peer.endpoint_limits.max_buffered:
-                self.peer.stats.floods += 1
-                self.peer.close(0x0, "too much unread data")
-        if end:
-            self._eof = True
-        self._readable.set()
+        if self.received(data, end) > self.peer.endpoint_limits.max_buffered:
+            self.peer.stats.floods += 1
+            self.peer.close(0x0, "too much unread data")
 
     def feed_datagram(self, data: bytes) -> None:
         """A datagram for :meth:`receive_datagram` (past ``max_datagrams_received``
@@ -759,8 +833,7 @@ class QuicStream(trio.abc.Stream):
 
     def connection_lost(self) -> None:
         """The connection is gone: readers see the end of the stream."""
-        self._eof = True
-        self._readable.set()
+        self.ended()
         self._datagram_ready.set()
 
     # -- trio.abc.Stream ----------------------------------------------------------------------
@@ -770,23 +843,9 @@ class QuicStream(trio.abc.Stream):
         """The largest datagram payload that fits the path (0: no datagrams)."""
         return self.peer.max_datagram_payload
 
-    def datagram_room(self) -> int:
-        """Datagram bytes the path sends promptly if handed them now
-        (:meth:`QuicPeer.datagram_room`)."""
-        return self.peer.datagram_room()
-
-    def notify_datagram_room(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once, when :meth:`datagram_room` opens (or the connection
-        ends)."""
-        self.peer.notify_datagram_room(self, callback)
-
     def send_datagram(self, data: bytes) -> bool:
         """Queue one unreliable datagram; False if it was dropped (queue full, gone)."""
-        peer = self.peer
-        if peer.send_datagram(data):
-            peer.transmit()
-            return True
-        return False
+        return self.queue_datagram(data)
 
     async def receive_datagram(self) -> bytes:
         """The next datagram from the peer (b"": the connection is gone)."""
@@ -798,37 +857,6 @@ class QuicStream(trio.abc.Stream):
             await self._datagram_ready.wait()
         await trio.lowlevel.checkpoint()
         return self._datagrams.popleft()
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("stream is closed")
-        peer = self.peer
-        if peer.done:
-            raise trio.BrokenResourceError("the QUIC connection is gone")
-        if data:
-            peer.send_stream_data(self.stream_id, bytes(data))
-            peer.transmit()
-        await peer.wait_writable(self.send_buffer)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.peer.wait_writable(self.send_buffer)
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._closed:
-            raise trio.ClosedResourceError("stream is closed")
-        while not self._in:
-            if self._eof or self.peer.done:
-                await trio.lowlevel.checkpoint()
-                return b""
-            self._readable = trio.Event()
-            await self._readable.wait()
-        await trio.lowlevel.checkpoint()
-        data = self._in.popleft()
-        if max_bytes is not None and len(data) > max_bytes:
-            self._in.appendleft(data[max_bytes:])
-            data = data[:max_bytes]
-        self._in_bytes -= len(data)
-        return data
 
     async def send_eof(self) -> None:
         """End our side of the stream (the connection stays until the peer ends)."""

@@ -30,7 +30,6 @@ __all__ = [
 ]
 
 import ssl
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,7 +38,7 @@ import trio
 
 from .._errors import MeshgateError
 from ._base import Listener, Transport
-from ._quic import QuicConnectionHandler, QuicEndpoint, QuicLimits, QuicPeer
+from ._quic import QuicConnectionHandler, QuicEndpoint, QuicLimits, QuicPeer, ReliableStream
 
 #: the ALPN of HTTP/3
 ALPN_H3 = "h3"
@@ -72,44 +71,29 @@ def _quarter_id(session_id: int) -> bytes:
     return bytes(encode_uint_var(session_id // 4))
 
 
-class WebTransportStream(trio.abc.Stream):
+class WebTransportStream(ReliableStream):
     """The meshgate protocol's bidirectional WebTransport stream, as a
     :class:`trio.abc.Stream`, with the session's datagram lane
     (:meth:`send_datagram`, :attr:`max_datagram_payload`)."""
 
-    #: unacknowledged bytes one ``send_all`` lets the stream hold before it waits
-    send_buffer = 256 * 1024
+    gone_text = "the WebTransport session is gone"
 
     def __init__(self, peer: QuicPeer, stream_id: int, session_id: int) -> None:
-        #: the QUIC connection
-        self.peer = peer
-        #: the QUIC stream this runs on, and the session's (its CONNECT stream)
-        self.stream_id = stream_id
+        super().__init__(peer, stream_id)
+        #: the session's stream (its CONNECT stream), and its datagrams' prefix
         self.session_id = session_id
         self.prefix = _quarter_id(session_id)
-        self._in: deque[bytes] = deque()
-        self._in_bytes = 0
-        self._eof = False
-        self._readable = trio.Event()
-        self._closed = False
 
     # -- fed by the handler ---------------------------------------------------------------------
 
     def feed(self, data: bytes, end: bool) -> bool:
         """Bytes from the browser (``end``: it finished the stream); False if the
         stream now holds more unread bytes than allowed (the caller closes)."""
-        if data:
-            self._in.append(data)
-            self._in_bytes += len(data)
-        if end:
-            self._eof = True
-        self._readable.set()
-        return self._in_bytes <= _MAX_UNREAD
+        return self.received(data, end) <= _MAX_UNREAD
 
     def gone(self) -> None:
         """The connection or the session ended."""
-        self._eof = True
-        self._readable.set()
+        self.ended()
 
     # -- the datagram lane ------------------------------------------------------------------------
 
@@ -118,57 +102,10 @@ class WebTransportStream(trio.abc.Stream):
         """The largest datagram payload that fits the path after the session prefix."""
         return max(0, self.peer.max_datagram_payload - len(self.prefix))
 
-    def datagram_room(self) -> int:
-        """Datagram bytes the path sends promptly if handed them now
-        (:meth:`~meshgate.transports.QuicPeer.datagram_room`)."""
-        return self.peer.datagram_room()
-
-    def notify_datagram_room(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once, when :meth:`datagram_room` opens (or the connection
-        ends)."""
-        self.peer.notify_datagram_room(self, callback)
-
     def send_datagram(self, data: bytes) -> bool:
         """Queue one unreliable WebTransport datagram of this session; False if it was
         dropped (the connection's datagram queue is full, or it is gone)."""
-        peer = self.peer
-        if peer.send_datagram(self.prefix + data):
-            peer.transmit()
-            return True
-        return False
-
-    # -- trio.abc.Stream ----------------------------------------------------------------------
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("stream is closed")
-        peer = self.peer
-        if peer.done:
-            raise trio.BrokenResourceError("the WebTransport session is gone")
-        if data:
-            peer.send_stream_data(self.stream_id, bytes(data))
-            peer.transmit()
-        await peer.wait_writable(self.send_buffer)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.peer.wait_writable(self.send_buffer)
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._closed:
-            raise trio.ClosedResourceError("stream is closed")
-        while not self._in:
-            if self._eof or self.peer.done:
-                await trio.lowlevel.checkpoint()
-                return b""
-            self._readable = trio.Event()
-            await self._readable.wait()
-        await trio.lowlevel.checkpoint()
-        data = self._in.popleft()
-        if max_bytes is not None and len(data) > max_bytes:
-            self._in.appendleft(data[max_bytes:])
-            data = data[:max_bytes]
-        self._in_bytes -= len(data)
-        return data
+        return self.queue_datagram(self.prefix + data)
 
     async def send_eof(self) -> None:
         """End our side of the stream."""

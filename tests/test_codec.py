@@ -42,10 +42,12 @@ payload = st.binary(max_size=64)
 count = st.integers(0, 2**32)
 queues = st.none() | st.lists(name, max_size=3).map(tuple)
 names = st.lists(name, max_size=3).map(tuple)
+#: a publisher priority (issue 21): the decoder takes any number, the node checks its range
+prio = st.none() | st.floats(0.0, 16.0) | st.integers(0, 16)
 
 frames: st.SearchStrategy[Frame] = st.one_of(
     st.builds(Hello, count, name, name, oname, oname, count, names, names),
-    st.builds(Publish, name, oname, payload, oname),
+    st.builds(Publish, name, oname, payload, oname, prio),
     st.builds(Subscribe, count, name, oname),
     st.builds(Unsubscribe, count, st.none() | count),
     st.builds(Message, count, name, oname, payload),
@@ -55,8 +57,8 @@ frames: st.SearchStrategy[Frame] = st.one_of(
     st.builds(Info, name, names, names),
     st.builds(RouteSub, name, name, oname, count),
     st.builds(RouteUnsub, name, name, oname),
-    st.builds(RouteMessage, queues, name, name, oname, payload),
-    st.builds(GatewayMessage, queues, name, name, oname, payload),
+    st.builds(RouteMessage, queues, name, name, oname, payload, oname, prio),
+    st.builds(GatewayMessage, queues, name, name, oname, payload, oname, prio),
     st.builds(GatewaySub, name, name, oname),
     st.builds(GatewayUnsub, name, name, oname),
     st.builds(NoInterest, name, name),

@@ -268,12 +268,12 @@ def test_listeners_are_named_as_errors_name_them() -> None:
             {"users": [{"token": "token-token-1"}, {"token": "token-token-2", "replicnt": 1}]},
             "users[1]",
             "unknown key 'replicnt' "
-            "(known: account, client_bandwidth, name, publish, replicant, subscribe, token)",
+            "(known: account, client_bandwidth, max_priority, name, publish, replicant, subscribe, token)",
         ),
         (
             {"users": [{"token": "token-token-1", "max_payload": 5}]},
             "users[0]",
-            "unknown key 'max_payload' (known: account, client_bandwidth, name, publish, "
+            "unknown key 'max_payload' (known: account, client_bandwidth, max_priority, name, publish, "
             "replicant, subscribe, token); 'max_payload' is a top-level setting, but TOML puts "
             "every key after "
             "[[users]] into that table: move it above the first table",

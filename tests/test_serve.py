@@ -152,8 +152,8 @@ def serve_once(path: Path) -> subprocess.CompletedProcess[str]:
             # a key appended after the last user belongs to that user
             '[[users]]\ntoken = "token-token-1"\n\n[[users]]\ntoken = "token-token-2"\n'
             "max_payload = 4096\n",
-            "4: users[1]: unknown key 'max_payload' (known: account, client_bandwidth, name, "
-            "publish, replicant, subscribe, token); 'max_payload' is a top-level setting, but TOML "
+            "4: users[1]: unknown key 'max_payload' (known: account, client_bandwidth, max_priority, "
+            "name, publish, replicant, subscribe, token); 'max_payload' is a top-level setting, but TOML "
             "puts every key after [[users]] into that table: move it above the first table",
         ),
         (

@@ -71,6 +71,11 @@ class Statistics:
     scheduled_superseded: int = 0
     scheduled_refused: int = 0
     scheduled_pending_keys: int = 0
+    #: publisher priorities (issue 21): honoured (the connection's credential grants
+    #: them), and ignored (a credential without ``max_priority``, or a peer relaying one
+    #: out of range): the message went without
+    priority_honoured: int = 0
+    priority_ignored: int = 0
     #: deltas against acknowledged keyed state (``keyed_deltas``): keyed values sent as
     #: a delta and whole (to clients with deltas), payload bytes the deltas saved,
     #: acknowledgements taken and ignored (unknown key, a kseq never sent or no longer

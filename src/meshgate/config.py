@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from ._errors import MeshgateError
+from .protocol import MAX_PRIORITY
 from .subjects import is_valid_pattern, is_valid_subject
 
 #: Allowed values of :attr:`GatewayConfig.slow_consumer_policy`.
@@ -90,6 +91,13 @@ def _non_negative(unit: str = "") -> _Validator:
             )
 
     return check
+
+
+def _max_priority(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _non_negative()(inst, attribute, value)
+    assert isinstance(value, int | float)
+    if value != value or value > MAX_PRIORITY:
+        raise ConfigError(attribute.name, f"must be at most {MAX_PRIORITY:g}, not {_shown(value)}")
 
 
 _SECONDS = " of seconds"
@@ -307,6 +315,10 @@ class User:
     #: this user's per-client bandwidth budget in bytes per second (overrides the node's
     #: ``client_bandwidth`` for its client connections); None: the node's
     client_bandwidth: int | None = attrs.field(default=None, validator=_optional(_positive(_BYTES)))
+    #: the highest publisher priority this user's connections may give (issue 21;
+    #: docs/scheduling.md): a higher one is lowered to it; 0 (the default): their
+    #: priorities are ignored (counted in ``priority_ignored``).  At most ``MAX_PRIORITY``
+    max_priority: float = attrs.field(default=0.0, validator=_max_priority)
 
     @token.validator
     def _check_token(self, attribute: attrs.Attribute[str], value: object) -> None:
@@ -325,6 +337,7 @@ def _users(inst: object, attribute: attrs.Attribute[Any], value: object) -> None
 _USER_KEYS = (
     "account",
     "client_bandwidth",
+    "max_priority",
     "name",
     "publish",
     "replicant",

@@ -208,6 +208,8 @@ def _varz(gw: Observable) -> dict[str, Any]:
             "refused": st.scheduled_refused,
             "pending_keys": st.scheduled_pending_keys,
         },
+        # publisher priorities (issue 21): honoured, and ignored (not granted)
+        "priority": {"honoured": st.priority_honoured, "ignored": st.priority_ignored},
         # deltas against acknowledged keyed state (keyed_deltas)
         "deltas": {
             "msgs": st.delta_msgs,
@@ -487,6 +489,18 @@ def _families(gw: Observable) -> list[_Family]:
             "gauge",
             "keys waiting in client schedulers",
             st.scheduled_pending_keys,
+        ),
+        (
+            "meshgate_priority_honoured_total",
+            "counter",
+            "publisher priorities honoured",
+            st.priority_honoured,
+        ),
+        (
+            "meshgate_priority_ignored_total",
+            "counter",
+            "publisher priorities ignored (not granted)",
+            st.priority_ignored,
         ),
     ):
         family(name, kind, help_text).add(node, value)

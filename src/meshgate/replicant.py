@@ -190,9 +190,13 @@ class ReplicantLink:
 
     # -- data -------------------------------------------------------------------------------
 
-    async def publish(self, subject: str, payload: bytes, *, key: str | None = None) -> None:
-        """Publish an entity update (``key`` lets slow clients get only the latest)."""
-        await self.client.publish(subject, payload, key=key)
+    async def publish(
+        self, subject: str, payload: bytes, *, key: str | None = None, priority: float | None = None
+    ) -> None:
+        """Publish an entity update (``key`` lets slow clients get only the latest;
+        ``priority`` multiplies its weight in budgeted clients' schedulers, honoured if
+        the replicant's credential grants it: docs/scheduling.md)."""
+        await self.client.publish(subject, payload, key=key, priority=priority)
 
     async def receive_input(self) -> Input:
         """The next input for an entity this replicant owns (in order per client); raises
@@ -427,8 +431,12 @@ class InMemoryReplicant(ReplicantAdapter):
         apply: Apply = _append,
         validate: Callable[[bytes, bytes], bytes | None] | None = None,
         locate: Callable[[str, bytes], tuple[float, float]] | None = None,
+        priority: Callable[[str, bytes], float | None] | None = None,
     ) -> None:
         self.name = name
+        #: ``priority(entity, state)``: the publisher priority of an entity's state update
+        #: (None: none; docs/scheduling.md, "Priority from the publisher")
+        self.priority = priority
         self.grid = grid
         self.apply = apply
         #: for speculative inputs: ``validate(state_before, data)`` returns None when the
@@ -516,7 +524,9 @@ class InMemoryReplicant(ReplicantAdapter):
             x, y = self.positions.get(entity, (0.0, 0.0))
         subject = self.grid.subject(self.grid.cell_of(x, y), entity)
         if self.link.wants(subject):
-            await self.link.publish(subject, self.states.get(entity, b""), key=entity)
+            state = self.states.get(entity, b"")
+            prio = self.priority(entity, state) if self.priority is not None else None
+            await self.link.publish(subject, state, key=entity, priority=prio)
             self.published += 1
         else:
             self.skipped += 1

@@ -14,7 +14,7 @@ from .._errors import ErrorCode
 from .._reserved import DEFAULT_ACCOUNT
 from ..config import Permissions, User
 from ..interest import InterestGraph
-from ..protocol import DELTA_FEATURE, Hello, Info, Opcode, Role, XorDelta
+from ..protocol import DELTA_FEATURE, MAX_PRIORITY, Hello, Info, Opcode, Role, XorDelta
 from ..subjects import is_valid_pattern, is_valid_subject
 from ._bus import Bus, Directory
 from ._conn import Account, ClientConnection, ConnState, LocalSubscription, RemoteInterest
@@ -191,6 +191,7 @@ class ClientPort:
         if self.delta_name is not None:
             conn.delta_wanted = DELTA_FEATURE + self.delta_name in hello.features
         conn.role = Role(hello.role)
+        conn.max_priority = self._priority_grant(user, conn.role)
         conn.state = ConnState.OPEN
         if self.on_open is not None:
             self.on_open(conn)
@@ -251,6 +252,7 @@ class ClientPort:
                 out.fail(conn, ErrorCode.AUTH_FAILED, "credential revoked")
                 continue
             conn.user = new
+            conn.max_priority = self._priority_grant(new, conn.role)
             self._apply_permissions(conn, new)
             if conn.sub_perm is not None:
                 for sub in list(conn.subs.values()):
@@ -259,6 +261,15 @@ class ClientPort:
                         out.deny(
                             conn, f"subscription to {sub.pattern!r} no longer permitted", sub.sid
                         )
+
+    @staticmethod
+    def _priority_grant(user: User | None, role: Role) -> float:
+        """The highest publisher priority a connection may give (docs/scheduling.md): its
+        user's ``max_priority``; without users, a replicant (it presented the node's
+        replicant secret) any, an anonymous client none."""
+        if user is not None:
+            return float(user.max_priority)
+        return MAX_PRIORITY if role is Role.REPLICANT else 0.0
 
     def _is_local_replicant(self, hello: Hello) -> bool:
         local = self.local_replicant_token

@@ -139,6 +139,7 @@ class Connection:
         "ping_sent_at",
         "pings_out",
         "pings_sent",
+        "relay_keys",
         "rtt",
         "shell",
         "state",
@@ -152,6 +153,9 @@ class Connection:
         self.nats_text = False
         #: messages relayed to it are rendered in nats-server's leafnode protocol (``LMSG``)
         self.leaf = False
+        #: a peer node that takes keyed relays (HELLO feature ``keyed-relay``): keyed
+        #: state goes to it with its ``key`` and publisher ``priority`` (issue 21)
+        self.relay_keys = False
         self.decoder = decoder
         self.out = bytearray()
         #: listed in :attr:`Effects.writable` since the shell last took the output
@@ -228,6 +232,7 @@ class ClientConnection(Connection):
         "frame_sizes",
         "keyed",
         "keyed_bytes",
+        "max_priority",
         "nats",
         "no_responders",
         "perm_cache",
@@ -260,6 +265,8 @@ class ClientConnection(Connection):
         self.pub_perm: Permissions | None = None
         self.sub_perm: Permissions | None = None
         self.perm_cache: dict[str, bool] = {}
+        #: the highest publisher priority it may give (0.0: its priorities are ignored)
+        self.max_priority = 0.0
         #: counts towards ``max_connections``
         self.counted = False
         self.dropped = 0

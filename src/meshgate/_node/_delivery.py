@@ -99,6 +99,9 @@ class Delivery:
         self.enabled = config.scheduling
         #: the host application's relevance function (None: every key weighs 1, no cap)
         self.relevance: Relevance | None = None
+        #: the publisher priority of the message being routed (None: none; set by the
+        #: fan-out around the message, read only when a budgeted client gets keyed state)
+        self.priority: float | None = None
         #: the delta codec of clients with ``keyed_deltas`` (the game's own, or XOR), and
         #: the node's delta totals
         self.codec: DeltaCodec = XorDelta()
@@ -248,21 +251,24 @@ class Delivery:
         self, c: ClientConnection, sched: Scheduler, sub: LocalSubscription, frame: bytes, key: str
     ) -> int:
         """A keyed message for a client with a budget: its scheduler holds the newest
-        value per ``(sid, key)`` until a send tick has room for it."""
+        value per ``(sid, key)`` until a send tick has room for it.  Its weight is the
+        relevance weight times the publisher priority (:attr:`priority`, 1 without)."""
         now = self.outbox.settings.now
         relevance = self.relevance
         k = (sub.sid, key)
+        p = self.priority
+        prio = 1.0 if p is None else p
         if relevance is None:
-            ok = sched.offer(k, frame, now)
-        elif sched.supersede(k, frame, now, RELEVANCE_TTL):
+            ok = sched.offer(k, frame, now, 1.0, 0.0, prio)
+        elif sched.supersede(k, frame, now, RELEVANCE_TTL, prio):
             ok = True
         else:
             st = sched.keys.get(k)
             if st is not None and now - st.rated < RELEVANCE_TTL:
-                ok = sched.offer(k, frame, now, st.weight, st.min_interval)
+                ok = sched.offer(k, frame, now, st.weight, st.min_interval, prio)
             else:
                 weight, min_interval = relevance(sched.focus, self.cur[0], key)
-                ok = sched.offer(k, frame, now, weight, min_interval)
+                ok = sched.offer(k, frame, now, weight, min_interval, prio)
                 st = sched.keys.get(k)
                 if ok and st is not None:
                     st.rated = now

@@ -28,7 +28,13 @@ made by one function, :meth:`FanOut.results` (nats-server's ``processMsgResults`
 told where the message came from.  ``tests/test_supercluster_model.py`` proves it
 agrees with the one-hop table, ``tests/test_counters.py`` that every counter counts
 each message once.  Raw frames are tuples (see ``protocol/_frames.py``):
-RMSG/GMSG ``(op, queues, account, subject, reply, payload)``.
+RMSG/GMSG ``(op, queues, account, subject, reply, payload[, key[, priority]])``.
+
+Publisher priority (issue 21; docs/scheduling.md, "Priority from the publisher"): a PUB
+with a priority comes in by :meth:`FanOut.publish_prioritised`, which checks it and
+sets ``Delivery.priority`` while the message is routed; keyed state goes to route and
+gateway peers that announced ``keyed-relay`` with its key and priority.  A message
+without a priority pays nothing more than a ``key is not None`` check per peer.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from .._reserved import (
 )
 from ..config import GatewayConfig, Permissions
 from ..interest import InterestGraph
-from ..protocol import Headered, Opcode
+from ..protocol import MAX_PRIORITY, MIN_PRIORITY, Headered, Opcode
 from ..subjects import is_valid_subject, match
 from ._backbone import hub_message
 from ._conn import (
@@ -186,6 +192,10 @@ class FanOut:
         self.messages_out = 0
         self.payload_in = 0
         self.payload_out = 0
+        #: publisher priorities honoured, and ignored (the connection's credential grants
+        #: none, or a peer relayed one out of range; issue 21)
+        self.priority_honoured = 0
+        self.priority_ignored = 0
         #: messages on ``$`` subjects (the game layer's control traffic) sent to gateways
         self.gateway_control_msgs = 0
         # the ``queues`` of a gateway copy that names no group: None, or () while a
@@ -310,6 +320,51 @@ class FanOut:
             acct, subject, reply, payload, key, conn if reply and conn.no_responders else None
         )
 
+    def publish_prioritised(
+        self,
+        conn: ClientConnection,
+        subject: str,
+        reply: str | None,
+        payload: bytes,
+        key: str | None,
+        priority: float | None,
+    ) -> None:
+        """A PUB with a publisher priority.  Out of range (negative, NaN, infinite,
+        above ``MAX_PRIORITY``): an error frame to ``conn``, which is closed, as for any
+        malformed field.  From a connection whose credential grants none
+        (``max_priority`` 0): the message goes without it (``priority_ignored``).
+        Else it is lowered to the grant, raised to ``MIN_PRIORITY``, and weighs on
+        every budgeted receiver's scheduler while the message is routed."""
+        if priority is None or key is None:  # a priority weighs keyed state only
+            self.publish(conn, subject, reply, payload, key)
+            return
+        p = float(priority)
+        if not 0.0 <= p <= MAX_PRIORITY:  # NaN fails both comparisons
+            self.outbox.fail(
+                conn,
+                ErrorCode.MALFORMED,
+                f"priority {priority!r} is not a number from 0 to {MAX_PRIORITY:g}",
+            )
+            return
+        grant = conn.max_priority
+        if not grant:
+            self.priority_ignored += 1
+            self.publish(conn, subject, reply, payload, key)
+            return
+        self.priority_honoured += 1
+        self._with_priority(
+            p if p < grant else grant, self.publish, conn, subject, reply, payload, key
+        )
+
+    def _with_priority(self, p: float, entry: Callable[..., None], *args: Any) -> None:
+        """Route one message through ``entry`` with publisher priority ``p``."""
+        dlv = self._delivery
+        dlv.priority = p if p > MIN_PRIORITY else MIN_PRIORITY
+        try:
+            entry(*args)
+        finally:
+            dlv.priority = None
+
     def _no_responders(self, conn: ClientConnection, reply: str) -> None:
         """Nobody can receive a request from ``conn``, which asked to be told (a HELLO
         feature or NATS ``no_responders``): a 503 status message on its reply subject,
@@ -366,9 +421,30 @@ class FanOut:
         subject: str,
         reply: str | None,
         payload: bytes,
+        key: str | None = None,
+        priority: float | None = None,
     ) -> None:
         """A message relayed by a route peer (or the backbone hub): local subscribers
-        only, named queue groups only."""
+        only, named queue groups only.  Keyed state carries its ``key`` (and publisher
+        ``priority``) from peers that relay them."""
+        if priority is not None and self._delivery.priority is None:
+            if not 0.0 <= priority <= MAX_PRIORITY:  # checked at ingress: a bad peer
+                self.priority_ignored += 1
+                priority = None
+            else:
+                self._with_priority(
+                    priority,
+                    self.route_message,
+                    conn,
+                    queues,
+                    account,
+                    subject,
+                    reply,
+                    payload,
+                    key,
+                    priority,
+                )
+                return
         if type(payload) is Headered and not self._in_trace and self._wants_trace(payload):
             assert isinstance(conn, PeerConnection)
             self._traced(
@@ -379,7 +455,7 @@ class FanOut:
                 subject,
                 payload,
                 self.route_message,
-                (conn, queues, account, subject, reply, payload),
+                (conn, queues, account, subject, reply, payload, key, priority),
             )
             return
         acct = self._peer_input(conn, account, subject, reply, payload, "route")
@@ -397,7 +473,7 @@ class FanOut:
         if index is None:
             return
         m = index.match(subject)
-        self.results(m, acct, account, subject, reply, payload, None, FROM_ROUTE, queues)
+        self.results(m, acct, account, subject, reply, payload, key, FROM_ROUTE, queues)
 
     def gateway_message(
         self,
@@ -407,9 +483,30 @@ class FanOut:
         subject: str,
         reply: str | None,
         payload: bytes,
+        key: str | None = None,
+        priority: float | None = None,
     ) -> None:
         """A message from another cluster: local subscribers and route peers, never
-        gateways; with no local interest, the sender is told (optimistic mode)."""
+        gateways; with no local interest, the sender is told (optimistic mode).  Keyed
+        state carries its ``key`` (and publisher ``priority``), as from a route."""
+        if priority is not None and self._delivery.priority is None:
+            if not 0.0 <= priority <= MAX_PRIORITY:  # checked at ingress: a bad peer
+                self.priority_ignored += 1
+                priority = None
+            else:
+                self._with_priority(
+                    priority,
+                    self.gateway_message,
+                    conn,
+                    queues,
+                    account,
+                    subject,
+                    reply,
+                    payload,
+                    key,
+                    priority,
+                )
+                return
         if type(payload) is Headered and not self._in_trace and self._wants_trace(payload):
             self._traced(
                 KIND_GATEWAY,
@@ -419,7 +516,7 @@ class FanOut:
                 subject,
                 payload,
                 self.gateway_message,
-                (conn, queues, account, subject, reply, payload),
+                (conn, queues, account, subject, reply, payload, key, priority),
             )
             return
         acct = self._peer_input(conn, account, subject, reply, payload, "gateway")
@@ -433,7 +530,7 @@ class FanOut:
             return
         index = self.graph.index(account)
         m = index.match(subject) if index is not None else None
-        n = self.results(m, acct, account, subject, reply, payload, None, FROM_GATEWAY, queues)
+        n = self.results(m, acct, account, subject, reply, payload, key, FROM_GATEWAY, queues)
         if not n and queues == () and reply is not None and account in self.settings.known_accounts:
             # the request's only copy, from a requester that asked to hear of no
             # responders, and nobody in this cluster got it: answer on its routed reply
@@ -507,12 +604,12 @@ class FanOut:
                             peers = {}
                         peers.setdefault(chosen.conn, []).append(q)
             if peers:
-                n += self._to_routes(peers, account, subject, reply, payload)
+                n += self._to_routes(peers, account, subject, reply, payload, key)
             if reply is not None and reply[0] == "$" and self.layer is not None:
                 self.layer.on_dollar_reply(reply, subject, m.plain)
         if source == FROM_CLIENT and self._outbound:
             served = [q for q, _ in m.queues] if m is not None else ()
-            n += self._to_gateways(account, subject, reply, payload, served)
+            n += self._to_gateways(account, subject, reply, payload, served, key)
         if n:
             self.messages_out += n
             self.payload_out += n * plen
@@ -557,15 +654,18 @@ class FanOut:
         subject: str,
         reply: str | None,
         payload: bytes,
+        key: str | None = None,
     ) -> int:
         """One copy per route peer (the backbone hub is one), naming the queue groups it
-        should serve; returns the number of copies."""
+        should serve; keyed state with its key and priority to peers that take them.
+        Returns the number of copies."""
         trace = self.trace
         if trace is not None:
-            return self._to_routes_traced(trace, peers, account, subject, reply, payload)
+            return self._to_routes_traced(trace, peers, account, subject, reply, payload, key)
         enc = self.encoder
         tail: bytes | None = None
         plain_prefix: bytes | None = None
+        trailer: bytes | None = None
         size = len(payload)
         writable = self._writable
         for peer, queues in peers.items():
@@ -581,8 +681,16 @@ class FanOut:
                     if plain_prefix is None:
                         plain_prefix = enc.relay_prefix(_RMSG, None)
                     prefix = plain_prefix
-                out += prefix
-                out += tail
+                if key is not None and peer.relay_keys:  # keyed state: key, priority
+                    priority = self._delivery.priority
+                    if trailer is None:
+                        trailer = enc.relay_trailer(key, priority)
+                    out += enc.keyed_prefix(prefix, priority)
+                    out += tail
+                    out += trailer
+                else:
+                    out += prefix
+                    out += tail
             peer.messages_out += 1
             peer.payload_out += size
             if not peer.dirty:
@@ -597,11 +705,14 @@ class FanOut:
         reply: str | None,
         payload: bytes,
         served: list[str] | tuple[str, ...],
+        key: str | None = None,
     ) -> int:
         """Send one copy to each remote cluster that wants it; queue groups not served yet
-        go to the lowest-RTT cluster that has them, named in the frame."""
+        go to the lowest-RTT cluster that has them, named in the frame.  Keyed state
+        goes with its key and priority to clusters that take them."""
         enc = self.encoder
         tail: bytes | None = None
+        trailer: bytes | None = None
         done: set[str] | None = None
         n = 0
         trace = self.trace
@@ -632,14 +743,18 @@ class FanOut:
                     reply = routed_reply(cfg.cluster, cfg.name, reply)
                 tail = enc.relay_tail(account, subject, reply, payload)
             queues = tuple(groups) if groups else self._gateway_queues
+            prefix = enc.relay_prefix(_GMSG, queues)
             if trace is not None:
-                self._to_gateway(
-                    c,
-                    enc.relay_prefix(_GMSG, queues),
-                    self._trace_gateway(trace, c, account, subject, reply, payload),
-                )
+                copy = self._trace_gateway(trace, c, account, subject, reply, payload)
             else:
-                self._to_gateway(c, enc.relay_prefix(_GMSG, queues), tail)
+                copy = tail
+            if key is not None and c.relay_keys:  # keyed state: its key and priority
+                priority = self._delivery.priority
+                if trailer is None:
+                    trailer = enc.relay_trailer(key, priority)
+                prefix = enc.keyed_prefix(prefix, priority)
+                copy += trailer
+            self._to_gateway(c, prefix, copy)
             c.payload_out += len(payload)
             n += 1
             if subject[0] == "$":
@@ -729,6 +844,7 @@ class FanOut:
         subject: str,
         reply: str | None,
         payload: bytes,
+        key: str | None,
     ) -> int:
         """:meth:`_to_routes` for a traced message: each copy carries its own hop."""
         assert type(payload) is Headered
@@ -742,7 +858,7 @@ class FanOut:
                 tracer.egress(
                     trace, now, KIND_LEAF if peer.leaf else KIND_ROUTER, peer.id, name or ""
                 )
-                self._to_routes({peer: queues}, account, subject, reply, copy)
+                self._to_routes({peer: queues}, account, subject, reply, copy, key)
         finally:
             self.trace = trace
         return len(peers)

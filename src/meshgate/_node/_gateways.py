@@ -17,7 +17,7 @@ from typing import Any
 
 from .._errors import ErrorCode
 from ..interest import InboundInterest, InterestGraph, OutboundInterest
-from ..protocol import Hello, Info, Opcode, Role, to_frame
+from ..protocol import RELAY_KEYS_FEATURE, Hello, Info, Opcode, Role, to_frame
 from ._bus import Bus, Directory
 from ._conn import (
     ConnState,
@@ -96,6 +96,7 @@ class GatewayMesh:
         else:
             urls = self.directory.gateway_urls()
             features = ("interest-only",) if cfg.interest_mode == "interest-only" else ()
+            features = (*features, RELAY_KEYS_FEATURE)  # data flows in: keyed relays welcome
         monitor = self.directory.monitor_url
         if monitor:  # for discovery; older nodes ignore a feature they do not know
             features = (*features, MONITOR_FEATURE + monitor)
@@ -152,6 +153,7 @@ class GatewayMesh:
         conn.peer = hello.name
         conn.out_interest = OutboundInterest(interest_only="interest-only" in hello.features)
         conn.peer_monitor_url = _monitor_url(hello.features)
+        conn.relay_keys = RELAY_KEYS_FEATURE in hello.features
         conn.state = ConnState.OPEN
         self.outbound[cluster] = conn
         out.pending.gateways_changed = True

@@ -2,8 +2,10 @@
 every kind has (the legality table first, the handshake, PING/PONG, ERROR).
 
 Raw frames are the decoder's validated tuples (``protocol/_frames.py``): PUB (op,
-subject, reply, payload, key); RMSG/GMSG (op, queues, account, subject, reply,
-payload).  Only the data frame of each kind takes the fast path (to the fan-out);
+subject, reply, payload, key[, priority]); RMSG/GMSG (op, queues, account, subject,
+reply, payload[, key[, priority]]).  The optional trailing fields (issue 21: publisher
+priority) cost the hot path one ``len`` per frame; frames with them take the
+fan-out's ``*_prioritised`` / keyed entry points.  Only the data frame of each kind takes the fast path (to the fan-out);
 everything else goes through :meth:`FrameInput._control`.  NATS clients and the
 backbone hub speak other protocols: their parts parse their own input.
 """
@@ -59,7 +61,10 @@ class FrameInput:
         publish = self._fanout.publish
         while (f := nxt()) is not None:
             if f[0] == _PUB and conn.state is _OPEN:
-                publish(conn, f[1], f[2], f[3], f[4])
+                if len(f) == 5:
+                    publish(conn, f[1], f[2], f[3], f[4])
+                else:  # with a publisher priority
+                    self._fanout.publish_prioritised(conn, f[1], f[2], f[3], f[4], f[5])
             else:
                 self._control(conn, f[0], f)
             if conn.state >= _CLOSING:
@@ -72,7 +77,10 @@ class FrameInput:
         message = self._fanout.route_message
         while (f := nxt()) is not None:
             if f[0] == _RMSG and conn.state is _OPEN:
-                message(conn, f[1], f[2], f[3], f[4], f[5])
+                if len(f) == 6:
+                    message(conn, f[1], f[2], f[3], f[4], f[5])
+                else:  # keyed state: its key (and priority)
+                    message(conn, *f[1:])
             else:
                 self._control(conn, f[0], f)
             if conn.state >= _CLOSING:
@@ -85,7 +93,10 @@ class FrameInput:
         message = self._fanout.gateway_message
         while (f := nxt()) is not None:
             if f[0] == _GMSG and conn.state is _OPEN:
-                message(conn, f[1], f[2], f[3], f[4], f[5])
+                if len(f) == 6:
+                    message(conn, f[1], f[2], f[3], f[4], f[5])
+                else:  # keyed state: its key (and priority)
+                    message(conn, *f[1:])
             else:
                 self._control(conn, f[0], f)
             if conn.state >= _CLOSING:

@@ -14,6 +14,7 @@ from typing import Any
 from .._errors import ErrorCode
 from ..interest import InterestGraph
 from ..protocol import (
+    RELAY_KEYS_FEATURE,
     Hello,
     Info,
     Opcode,
@@ -83,7 +84,9 @@ class RouteMesh:
             if d.cluster_url
             else ()
         )
-        return self.outbox.hello_frame(Role.ROUTE, urls, token=self.settings.config.cluster_secret)
+        return self.outbox.hello_frame(
+            Role.ROUTE, urls, (RELAY_KEYS_FEATURE,), token=self.settings.config.cluster_secret
+        )
 
     def hello(self, conn: RouteConnection, hello: Hello) -> None:
         """The peer's HELLO: same cluster, not ourselves, one route per peer."""
@@ -112,6 +115,7 @@ class RouteMesh:
             out.close_quietly(conn, "route to self")
             return
         conn.peer = hello.name
+        conn.relay_keys = RELAY_KEYS_FEATURE in hello.features
         conn.peer_url = hello.urls[0] if hello.urls else None
         conn.peer_gateway_url = hello.urls[1] if len(hello.urls) > 1 and hello.urls[1] else None
         conn.peer_client_url = hello.urls[2] if len(hello.urls) > 2 and hello.urls[2] else None

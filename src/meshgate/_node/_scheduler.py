@@ -14,8 +14,10 @@ with a budget (``client_bandwidth``).  The node's send tick (``send_interval``) 
 * **Latest value only.**  :meth:`Scheduler.offer` keeps one pending value per key
   (``(sid, key)``); a newer value supersedes the pending one (counted), so a value is
   never sent after a newer one of the same key.
-* **Accumulated priority.**  A pending key's priority is ``weight x seconds it has been
-  eligible``: it grows every tick by its weight and is reset when its value is sent.
+* **Accumulated priority.**  A pending key's priority is ``weight x priority x seconds
+  it has been eligible`` (``weight``: its relevance; ``priority``: the publisher's, 1
+  without, from ``MIN_PRIORITY`` to ``MAX_PRIORITY``): it grows every tick by that gain
+  and is reset when its value is sent.
   Each tick sends the highest priorities first, so a key of weight ``w`` among ``n``
   keys of weight at most ``W`` waits at most about
   ``2 x (n x size / (budget x tick)) x (W / w)`` ticks: nothing starves.
@@ -45,7 +47,16 @@ _WINDOW = 1.0 - 1e-6
 class KeyState:
     """One key of one client: its pending value (if any) and when it was last sent."""
 
-    __slots__ = ("eligible", "frame", "last_sent", "min_interval", "rated", "since", "weight")
+    __slots__ = (
+        "eligible",
+        "frame",
+        "last_sent",
+        "min_interval",
+        "priority",
+        "rated",
+        "since",
+        "weight",
+    )
 
     def __init__(self) -> None:
         #: the newest value not yet sent (a whole MSG frame), or None: idle
@@ -56,7 +67,10 @@ class KeyState:
         self.eligible = 0.0
         #: when its last value was sent (-inf: never)
         self.last_sent = float("-inf")
+        #: the relevance weight (the host's function, the rings; 1 by default)
         self.weight = 1.0
+        #: the publisher priority of the pending value (1: none); the gain is the product
+        self.priority = 1.0
         self.min_interval = 0.0
         #: when the relevance (weight, min_interval) was last computed (-inf: never)
         self.rated = float("-inf")
@@ -135,9 +149,11 @@ class Scheduler:
         now: float,
         weight: float = 1.0,
         min_interval: float = 0.0,
+        priority: float = 1.0,
     ) -> bool:
-        """A new value for ``key`` (a whole frame); it supersedes a pending one.  False:
-        refused (the scheduler is full, policy ``refuse-new``)."""
+        """A new value for ``key`` (a whole frame); it supersedes a pending one (and its
+        publisher ``priority``).  False: refused (the scheduler is full, policy
+        ``refuse-new``)."""
         st = self.keys.get(key)
         size = len(frame)
         if st is not None:
@@ -145,6 +161,7 @@ class Scheduler:
             if (
                 old is not None
                 and st.weight == weight
+                and st.priority == priority
                 and st.min_interval == min_interval
                 and self.pending_bytes + size - len(old) <= self.max_bytes
             ):
@@ -173,6 +190,7 @@ class Scheduler:
             st.since = now
         st.frame = frame
         st.weight = weight if weight > 0.0 else 1e-9
+        st.priority = priority if priority > 0.0 else 1e-9
         st.min_interval = min_interval
         eligible = st.last_sent + min_interval
         st.eligible = eligible if eligible > st.since else st.since
@@ -181,13 +199,16 @@ class Scheduler:
         self.waiting[key] = st
         return True
 
-    def supersede(self, key: tuple[int, str], frame: bytes, now: float, ttl: float) -> bool:
+    def supersede(
+        self, key: tuple[int, str], frame: bytes, now: float, ttl: float, priority: float = 1.0
+    ) -> bool:
         """The fast path of :meth:`offer` for a caller that computes relevance: if
-        ``key`` has a value waiting whose relevance was rated within ``ttl`` seconds, the
-        new value replaces it with that relevance (True); else False, and nothing
-        changed (call :meth:`offer` with a fresh relevance)."""
+        ``key`` has a value waiting with the same publisher ``priority`` whose relevance
+        was rated within ``ttl`` seconds, the new value replaces it with that relevance
+        (True); else False, and nothing changed (call :meth:`offer` with a fresh
+        relevance)."""
         st = self.keys.get(key)
-        if st is None or now - st.rated >= ttl:
+        if st is None or now - st.rated >= ttl or st.priority != priority:
             return False
         old = st.frame
         if old is None:
@@ -260,7 +281,7 @@ class Scheduler:
                         break
             waiting = self.waiting
             ready = [
-                (st.weight * (now - st.eligible), k)
+                (st.weight * st.priority * (now - st.eligible), k)
                 for k, st in waiting.items()
                 if st.eligible <= now
             ]

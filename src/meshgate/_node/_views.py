@@ -246,6 +246,8 @@ def statistics(core: NodeCore) -> Statistics:
         payload_bytes_in=fan.payload_in,
         payload_bytes_out=fan.payload_out,
         **dlv.scheduler_totals(),
+        priority_honoured=fan.priority_honoured,
+        priority_ignored=fan.priority_ignored,
         delta_msgs=dlv.delta_counters.sent,
         delta_full_msgs=dlv.delta_counters.full,
         delta_bytes_saved=dlv.delta_counters.bytes_saved,

@@ -489,18 +489,29 @@ class Client:
         reply: str | None = None,
         key: str | None = None,
         headers: Mapping[str, str | list[str]] | None = None,
+        priority: float | None = None,
     ) -> None:
         """Publish ``payload`` on ``subject``.  ``key`` marks coalescable state;
         ``headers`` (name to value or values) travel with the message to every
         subscriber, meshgate's and NATS clients' alike, across routes and gateways.
 
+        ``priority`` (with ``key``) multiplies the key's relevance weight in the send
+        schedulers of receiving clients with a bandwidth budget: 2.0 is sent about
+        twice as often as 1.0 (the default) when the budget is tight; from 0 to
+        :data:`~meshgate.protocol.MAX_PRIORITY`, and honoured only if this
+        connection's user may give priorities (``max_priority``; docs/scheduling.md,
+        "Priority from the publisher").
+
         Raises :class:`PayloadTooLargeError` locally if the payload exceeds the
-        node's ``max_payload``, and :class:`~meshgate.InvalidSubjectError` for
-        a bad subject, without sending anything.
+        node's ``max_payload``, :class:`~meshgate.InvalidSubjectError` for
+        a bad subject and :class:`ValueError` for a bad ``priority``, without
+        sending anything.
         """
         if self._closed:
             raise self._closed_error()
-        pending = self._proto.publish(subject, payload, reply=reply, key=key, headers=headers)
+        pending = self._proto.publish(
+            subject, payload, reply=reply, key=key, headers=headers, priority=priority
+        )
         await self._queued(pending)
 
     @asynccontextmanager

@@ -35,6 +35,7 @@ __all__ = [
     "ServerError",
     "ServerErrorReceived",
     "SubscriptionEnded",
+    "check_priority",
     "check_session",
     "server_error",
 ]
@@ -51,6 +52,7 @@ from .._reserved import NOTICE_SID, input_subject
 from ..protocol import (
     DELTA_FEATURE,
     LEGAL_RECEIVE,
+    MAX_PRIORITY,
     PROTOCOL_VERSION,
     ConnectionKind,
     Decoder,
@@ -80,6 +82,17 @@ _MAX_FRAME_BYTES = 64 * 1024 * 1024
 #: the smallest string limit a node may be configured with
 SESSION_MIN = 16
 SESSION_MAX = 256
+
+
+def check_priority(priority: object) -> float:
+    """``priority`` as a float if it is a publisher priority (a number from 0 to
+    :data:`~meshgate.protocol.MAX_PRIORITY`), else :class:`ValueError` saying why."""
+    if type(priority) is bool or not isinstance(priority, int | float):
+        raise ValueError(f"a priority is a number, not {type(priority).__name__}")
+    p = float(priority)
+    if not 0.0 <= p <= MAX_PRIORITY:  # NaN fails both comparisons
+        raise ValueError(f"a priority is a number from 0 to {MAX_PRIORITY:g} (got {priority!r})")
+    return p
 
 
 def check_session(session: object) -> str:
@@ -850,12 +863,17 @@ class ClientProtocol:
         reply: str | None = None,
         key: str | None = None,
         headers: Mapping[str, str | list[str]] | None = None,
+        priority: float | None = None,
     ) -> int:
         """Queue a PUB; returns :attr:`pending_bytes`.  Raises
-        :class:`PayloadTooLargeError` if the payload exceeds the node's ``max_payload``
-        and :class:`~meshgate.InvalidSubjectError` for a bad subject, queuing nothing."""
+        :class:`PayloadTooLargeError` if the payload exceeds the node's ``max_payload``,
+        :class:`~meshgate.InvalidSubjectError` for a bad subject and :class:`ValueError`
+        for a ``priority`` that is not a number from 0 to
+        :data:`~meshgate.protocol.MAX_PRIORITY`, queuing nothing."""
         if self._state is ClientState.CLOSED:
             raise LocalProtocolError("the client protocol is closed")
+        if priority is not None:
+            check_priority(priority)
         max_payload = self.max_payload
         if max_payload and len(payload) > max_payload:
             raise PayloadTooLargeError(
@@ -868,7 +886,10 @@ class ClientProtocol:
         if headers:
             body = to_ext(Headered(payload, encode_headers(headers)))
         out = self._out
-        out += self._enc.encode_raw(_PUB, subject, reply, body, key)
+        if priority is None:
+            out += self._enc.encode_raw(_PUB, subject, reply, body, key)
+        else:
+            out += self._enc.encode_raw(_PUB, subject, reply, body, key, float(priority))
         return len(out)
 
     def subscribe(self, pattern: str, queue: str | None = None) -> int:

@@ -24,7 +24,10 @@ from ._delta import DeltaError as DeltaError
 from ._delta import XorDelta as XorDelta
 from ._frames import FRAME_TYPES as FRAME_TYPES
 from ._frames import LEGAL_RECEIVE as LEGAL_RECEIVE
+from ._frames import MAX_PRIORITY as MAX_PRIORITY
+from ._frames import MIN_PRIORITY as MIN_PRIORITY
 from ._frames import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._frames import RELAY_KEYS_FEATURE as RELAY_KEYS_FEATURE
 from ._frames import AccountInterest as AccountInterest
 from ._frames import AccountNoInterest as AccountNoInterest
 from ._frames import ConnectionKind as ConnectionKind
@@ -65,7 +68,10 @@ __all__ = [
     "FRAME_TYPES",
     "HEADERS_EXT",
     "LEGAL_RECEIVE",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
     "PROTOCOL_VERSION",
+    "RELAY_KEYS_FEATURE",
     "AccountInterest",
     "AccountNoInterest",
     "ConnectionKind",

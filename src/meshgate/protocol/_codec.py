@@ -51,6 +51,7 @@ _OINT = 4  # the same or nil
 _OQUEUES = 5  # nil or an array of subject-like strings
 _TEXT = 6  # free text (error reason)
 _ACKS = 7  # a flat array of (sid, key, kseq) triples (KACK)
+_OPRIO = 8  # nil or a number (a publisher priority; its range is the node's to check)
 
 _SHAPES: dict[int, tuple[int, ...]] = {
     Opcode.PUB: (_STR, _OSTR, _BIN, _OSTR),
@@ -73,6 +74,14 @@ _SHAPES: dict[int, tuple[int, ...]] = {
     Opcode.GMODE_START: (_STR,),
     Opcode.GMODE_END: (_STR,),
 }
+
+#: PUB with a publisher priority (issue 21), and keyed relays: ``key`` (and ``priority``)
+_PUB_PRIO = (_STR, _OSTR, _BIN, _OSTR, _OPRIO)
+_RELAY_KEYED = (_OQUEUES, _STR, _STR, _OSTR, _BIN, _OSTR)
+_RELAY_PRIO = (_OQUEUES, _STR, _STR, _OSTR, _BIN, _OSTR, _OPRIO)
+_RELAY_OPS = (_OP_RMSG, _OP_GMSG)
+#: how many fields each payload frame has without its optional trailing ones
+_BASE_FIELDS = {Opcode.PUB: 4, Opcode.MSG: 4, Opcode.RMSG: 5, Opcode.GMSG: 5}
 
 #: ERROR with its optional last field, the sid of a refused subscription
 _ERROR_WITH_SID = (_INT, _TEXT, _INT)
@@ -359,6 +368,12 @@ class Decoder:
             shape = _MSG_KEYED  # keyed state with its kseq
         elif op == Opcode.MSG and len(obj) == 8:
             shape = _MSG_DELTA  # a delta against an acknowledged value
+        elif op == Opcode.PUB and len(obj) == 6:
+            shape = _PUB_PRIO  # with a publisher priority
+        elif op in _RELAY_OPS and len(obj) == 7:
+            shape = _RELAY_KEYED  # keyed state relayed
+        elif op in _RELAY_OPS and len(obj) == 8:
+            shape = _RELAY_PRIO  # keyed state relayed with its priority
         if len(obj) != len(shape) + 1:
             return (
                 f"opcode {Opcode(op).name} takes {len(shape)} fields, got {len(obj) - 1}",
@@ -388,6 +403,8 @@ class Decoder:
             elif kind == _ACKS:
                 if t is not tuple or len(v) % 3 or not _acks_ok(v, limit):
                     return (self._field(op, i, "an array of sid, key, kseq"), ErrorCode.MALFORMED)
+            elif kind == _OPRIO and v is not None and t is not float and t is not int:
+                return (self._field(op, i, "nil or a number (a priority)"), ErrorCode.MALFORMED)
             elif kind == _TEXT and (t is not str or len(v) > _MAX_REASON):
                 return (self._field(op, i, "text"), ErrorCode.MALFORMED)
         return None
@@ -470,7 +487,7 @@ def to_frame(raw: tuple[Any, ...]) -> Frame:
     if op == Opcode.MSG and len(raw) >= 7:
         return FRAME_TYPES[Opcode.MSG]._make(raw[1:5])
     cls: Any = FRAME_TYPES[Opcode(op)]
-    return cls._make(raw[1:])  # type: ignore[no-any-return]
+    return cls(*raw[1:])  # type: ignore[no-any-return]  # (optional trailing fields)
 
 
 class Encoder:
@@ -507,7 +524,10 @@ class Encoder:
             p.pack([int(op), frame.code, frame.reason])  # the sid only when there is one
         elif op in _PAYLOAD_OPS:
             # (as a sequence of objects: mypyc cannot iterate the union of frame types)
-            items = cast("tuple[object, ...]", frame)
+            items = list(cast("tuple[object, ...]", frame))
+            base = _BASE_FIELDS[op]
+            while len(items) > base and items[-1] is None:
+                items.pop()  # optional trailing fields only when given (old peers decode it)
             p.pack([int(op), *[to_ext(v) if type(v) is Headered else v for v in items]])
         else:
             p.pack([int(op), *cast("tuple[object, ...]", frame)])
@@ -542,10 +562,25 @@ class Encoder:
                 self._accounts[account] = head
         return head + self.message_tail(subject, reply, payload)
 
+    def relay_trailer(self, key: str, priority: float | None) -> bytes:
+        """The optional trailing fields of a keyed route or gateway message: ``key``, and
+        ``priority`` when given (the frame's array header counts them: :meth:`keyed_prefix`)."""
+        p = self._packer
+        p.pack(key)
+        if priority is not None:
+            p.pack(priority)
+        return self._take()
+
     def message_prefix(self, sid: int) -> bytes:
         """The per-subscription head of a :class:`Message`: array header, opcode, sid."""
         self._packer.pack(sid)
         return b"\x95\x04" + self._take()
+
+    @staticmethod
+    def keyed_prefix(prefix: bytes, priority: float | None) -> bytes:
+        """A :meth:`relay_prefix` whose array header counts the trailing ``key`` (and
+        ``priority``) of :meth:`relay_trailer`."""
+        return (b"\x98" if priority is not None else b"\x97") + prefix[1:]
 
     def relay_prefix(self, op: Opcode, queues: tuple[str, ...] | None) -> bytes:
         """The per-target head of a route or gateway message: array header, opcode, queues."""

@@ -23,6 +23,9 @@ __all__ = [
     "InterestModeEnd",
     "InterestModeStart",
     "LEGAL_RECEIVE",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
+    "RELAY_KEYS_FEATURE",
     "Message",
     "NoInterest",
     "Opcode",
@@ -44,6 +47,16 @@ from typing import NamedTuple
 
 #: Version carried in :class:`Hello`; a peer with another major version is refused.
 PROTOCOL_VERSION = 1
+
+#: The largest publisher priority (issue 21): a multiplier of a keyed stream's relevance
+#: weight; a larger, negative or non-finite one is refused (docs/scheduling.md)
+MAX_PRIORITY = 16.0
+#: The HELLO feature of a node that takes keyed relays (RMSG and GMSG with ``key`` and
+#: ``priority`` after the payload); a peer without it gets them without
+RELAY_KEYS_FEATURE = "keyed-relay"
+#: The smallest priority honoured: a lower one (0 included) counts as this, so that no
+#: key's accumulated priority stops growing (nothing starves)
+MIN_PRIORITY = 1.0 / 16.0
 
 
 class Opcode(enum.IntEnum):
@@ -101,12 +114,16 @@ class Hello(NamedTuple):
 
 
 class Publish(NamedTuple):
-    """``[1, subject, reply, payload, key]`` — a client publishes; ``key`` names coalescable state."""
+    """``[1, subject, reply, payload, key]`` — a client publishes; ``key`` names coalescable
+    state.  ``[1, subject, reply, payload, key, priority]``: with a publisher priority (a
+    number from 0 to :data:`MAX_PRIORITY` multiplying the key's relevance weight in the
+    schedulers of clients with a budget; encoded only when given)."""
 
     subject: str
     reply: str | None
     payload: bytes
     key: str | None = None
+    priority: float | None = None
 
 
 class Subscribe(NamedTuple):
@@ -187,19 +204,24 @@ class RouteUnsub(NamedTuple):
 
 
 class RouteMessage(NamedTuple):
-    """``[18, queues, account, subject, reply, payload]`` — a message relayed over a route."""
+    """``[18, queues, account, subject, reply, payload]`` — a message relayed over a route;
+    ``[..., payload, key]`` or ``[..., payload, key, priority]`` for keyed state (to a peer
+    that announced the ``keyed-relay`` feature; encoded only when given)."""
 
     queues: tuple[str, ...] | None
     account: str
     subject: str
     reply: str | None
     payload: bytes
+    key: str | None = None
+    priority: float | None = None
 
 
 class GatewayMessage(NamedTuple):
     """``[32, queues, account, subject, reply, payload]`` — sent on an outbound gateway only.
 
-    ``queues`` names the queue groups the receiving cluster may serve.
+    ``queues`` names the queue groups the receiving cluster may serve.  Keyed state
+    carries ``key`` (and ``priority``) after the payload, as :class:`RouteMessage`.
     """
 
     queues: tuple[str, ...] | None
@@ -207,6 +229,8 @@ class GatewayMessage(NamedTuple):
     subject: str
     reply: str | None
     payload: bytes
+    key: str | None = None
+    priority: float | None = None
 
 
 class GatewaySub(NamedTuple):

@@ -147,7 +147,7 @@ def test_priority_needs_a_key() -> None:
 
 @pytest.mark.parametrize("value", [-1.0, -1, math.nan, math.inf, -math.inf, 16.5, 1e300, 17])
 def test_out_of_range_priority_closes_the_publisher_only(value: float) -> None:
-    h, pub, budgeted, plain = _setup(16.0)
+    h, pub, _budgeted, plain = _setup(16.0)
     other = open_peer(h, ConnectionKind.CLIENT, handshake=False)
     other.hello(token="pub-token-1")
     other.received()
@@ -166,10 +166,11 @@ def test_out_of_range_priority_closes_the_publisher_only(value: float) -> None:
 
 @pytest.mark.parametrize("value", ["high", True, [1], {"p": 1}, b"\x01"])
 def test_wrongly_typed_priority_is_malformed(value: object) -> None:
-    h, pub, _, plain = _setup(16.0)
+    _h, pub, _, plain = _setup(16.0)
     pub.send_bytes(msgpack.packb([1, "cell.0.0.a", None, b"v", "a", value], use_bin_type=True))
     errs = [f for f in pub.received() if isinstance(f, Error)]
-    assert errs and errs[0].code == ErrorCode.MALFORMED
+    assert errs
+    assert errs[0].code == ErrorCode.MALFORMED
     assert "priority" in errs[0].reason
     assert pub.state != "OPEN"
     assert plain.state == "OPEN"

@@ -84,10 +84,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "_node/_fanout.py",
         "        index = self.graph.index(account)\n"
         "        m = index.match(subject) if index is not None else None\n"
-        "        n = self.results(m, acct, account, subject, reply, payload, None, FROM_GATEWAY",
+        "        n = self.results(m, acct, account, subject, reply, payload, key, FROM_GATEWAY",
         '        index = self.graph.index("$G")\n'
         "        m = index.match(subject) if index is not None else None\n"
-        "        n = self.results(m, acct, account, subject, reply, payload, None, FROM_GATEWAY",
+        "        n = self.results(m, acct, account, subject, reply, payload, key, FROM_GATEWAY",
     ),
     Mutant(
         "queue-group-served-twice",
@@ -100,8 +100,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "route-input-rerouted",
         "a message from a route is routed on (to routes and gateways), not local only",
         "_node/_fanout.py",
-        "        self.results(m, acct, account, subject, reply, payload, None, FROM_ROUTE, queues)\n",
-        "        self.results(m, acct, account, subject, reply, payload, None, FROM_CLIENT, queues)\n",
+        "        self.results(m, acct, account, subject, reply, payload, key, FROM_ROUTE, queues)\n",
+        "        self.results(m, acct, account, subject, reply, payload, key, FROM_CLIENT, queues)\n",
     ),
     Mutant(
         "drop-new-appends-anyway",
@@ -218,9 +218,35 @@ MUTANTS: tuple[Mutant, ...] = (
         "scheduler-priority-not-accumulated",
         "the scheduler ranks keys by weight alone: light keys starve under a flood",
         "_node/_scheduler.py",
-        "(st.weight * (now - st.eligible), k)",
-        "(st.weight, k)",
+        "(st.weight * st.priority * (now - st.eligible), k)",
+        "(st.weight * st.priority, k)",
         ("tests/core/test_scheduler_property.py",),
+    ),
+    Mutant(
+        "scheduler-publisher-priority-ignored",
+        "the scheduler ranks keys by relevance alone: a publisher priority changes nothing",
+        "_node/_scheduler.py",
+        "(st.weight * st.priority * (now - st.eligible), k)",
+        "(st.weight * (now - st.eligible), k)",
+        ("tests/core/test_scheduler_property.py", "tests/core/test_priority_core.py"),
+    ),
+    Mutant(
+        "scheduler-reprioritised-wait-restarts",
+        "a value with another publisher priority restarts its key's wait: the key starves",
+        "_node/_scheduler.py",
+        "        if old is None:\n            st.since = now\n",
+        "        if old is None or st.priority != priority:\n            st.since = now\n",
+        ("tests/core/test_scheduler_property.py",),
+    ),
+    Mutant(
+        "priority-dropped-on-route-hop",
+        "keyed state crosses a route with its key but without its publisher priority",
+        "_node/_fanout.py",
+        "                if key is not None and peer.relay_keys:  # keyed state: key, priority\n"
+        "                    priority = self._delivery.priority\n",
+        "                if key is not None and peer.relay_keys:  # keyed state: key, priority\n"
+        "                    priority = None\n",
+        ("tests/core/test_priority_core.py",),
     ),
     Mutant(
         "scheduler-superseded-value-kept",

@@ -261,3 +261,17 @@ def test_peer_priority_out_of_range_is_ignored() -> None:
     assert h.core.statistics().priority_ignored == 2
     assert len([f for f in _decode(budgeted.take_bytes()) if isinstance(f, Message)]) == 2
     assert route.state == "OPEN"
+
+
+def test_without_users_a_replicant_may_give_priorities() -> None:
+    """Without ``users``: a replicant that presented the node's replicant secret (here
+    the in-process one) may give any priority; an anonymous client none."""
+    h = CoreHarness(node_config(trusted_network=True, replicants=True))
+    rep = open_peer(h, ConnectionKind.REPLICANT)
+    anon = open_peer(h, ConnectionKind.CLIENT)
+    rep.send(Publish("cell.0.0.a", None, b"", "a", 16.0))
+    anon.send(Publish("cell.0.0.b", None, b"", "b", 16.0))
+    st = h.core.statistics()
+    assert (st.priority_honoured, st.priority_ignored) == (1, 1)
+    assert rep.state == "OPEN"
+    assert anon.state == "OPEN"

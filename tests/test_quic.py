@@ -64,6 +64,42 @@ def quic_config(certs: tuple[str, str, ssl.SSLContext], **kw: object) -> Gateway
     )
 
 
+async def test_a_budgeted_quic_client_gets_its_scheduled_state_as_datagrams(
+    certs: tuple[str, str, ssl.SSLContext],
+) -> None:
+    """A bandwidth budget (issue 21) and datagrams (issue 20) compose: the send tick
+    picks the values, the datagram lane carries them."""
+    cfg = quic_config(certs, client_bandwidth=200_000, send_interval=0.02, datagram_refresh=8)
+    with trio.fail_after(20):
+        async with open_gateway(cfg) as gw:
+            tcp_url, quic_url = gw.client_urls
+            async with (
+                meshgate.connect(quic_url, ssl_context=certs[2]) as q,
+                meshgate.connect(tcp_url) as t,
+            ):
+                state = await q.add_subscription("state.>")
+                await q.flush()
+                keys = [f"e{i}" for i in range(10)]
+                for r in range(5):
+                    for k in keys:
+                        await t.publish(f"state.{k}", b"%d" % r, key=k)
+                for k in keys:
+                    await t.publish(f"state.{k}", b"last", key=k)
+                await t.flush()
+                last: set[str] = set()
+                unreliable = 0
+                while last != set(keys):
+                    m = await state.receive()
+                    unreliable += m.unreliable
+                    if m.payload == b"last":
+                        last.add(m.subject[6:])
+            st = gw.statistics()
+            assert st.scheduled_clients == 2  # the node's budget: both clients have it
+            assert st.scheduled_keyed_msgs >= 10
+            assert unreliable > 0
+            assert st.datagrams_out >= unreliable
+
+
 async def test_quic_client_talks_to_tcp_client(certs: tuple[str, str, ssl.SSLContext]) -> None:
     with trio.fail_after(20):
         async with open_gateway(quic_config(certs)) as gw:

@@ -353,10 +353,13 @@ class NodeCore:
         within ``max_bytes``; the rest stay queued and are superseded by newer states."""
         if isinstance(conn, ClientConnection):
             out = conn.take_datagrams(max_bytes)
+            taken = 0
             for d in out:
-                n = len(d)
-                conn.bytes_out += n
-                self.bytes_out += n
+                taken += len(d)
+            conn.bytes_out += taken
+            self.bytes_out += taken
+            if conn.sched is not None:  # its send tick charged them already
+                conn.sched_mark += taken
             return out
         return []
 

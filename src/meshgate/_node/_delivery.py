@@ -138,7 +138,11 @@ class Delivery:
                 if type(done) is int:
                     return done
                 prefix, tail = b"", done  # type: ignore[assignment]
-            elif c.sched is not None:  # a budget: the scheduler decides when (on the stream)
+            elif c.sched is not None:  # a budget: the scheduler decides when
+                if c.dgram is not None:  # numbered now, a datagram when it goes
+                    frame = c.dgram.number(sub.sid, key, prefix, tail)
+                    if frame is not None:
+                        return self._schedule(c, c.sched, sub, frame, key)
                 return self._schedule(c, c.sched, sub, prefix + tail, key)
             elif c.dgram is not None:  # keyed state: the datagram lane
                 frame = c.dgram.offer(sub.sid, key, prefix, tail, sub.remaining is not None)
@@ -292,13 +296,41 @@ class Delivery:
             mark = c.bytes_out + len(out)
             reliable = mark - c.sched_mark
             hold = len(out) > 2 * sched.budget * sched.interval
-            n = sched.tick(now, reliable if reliable > 0 else 0, out, c.frame_sizes, c.subs, hold)
+            n = sched.tick(
+                now,
+                reliable if reliable > 0 else 0,
+                out,
+                c.frame_sizes,
+                c.subs,
+                hold,
+                None if c.dgram is None else self._lane(c),
+            )
             c.sched_mark = c.bytes_out + len(out)
             if n:
                 c.messages_out += n
                 if not c.dirty:
                     c.dirty = True
                     writable.append(c)
+
+    def _lane(self, c: ClientConnection) -> Callable[[tuple[int, str], bytes], bool]:
+        """What a send tick offers each keyed value of ``c`` (a client with a budget
+        whose transport carries datagrams): its datagram lane, where the value goes
+        unless it is the key's periodic reliable refresh or too large."""
+        lane = c.dgram
+        assert lane is not None
+        deltas = c.deltas
+
+        def place(k: tuple[int, str], frame: bytes) -> bool:
+            if deltas is not None:  # numbered by the deltas (their kseq)
+                st = deltas.keys.get(k)
+                if st is None or lane.place(k[0], k[1], frame, st.kseq):
+                    return False
+            elif not lane.place_latest(k[0], k[1], frame):
+                return False
+            self.datagrams_out += 1
+            return True
+
+        return place
 
     def ack(self, c: ClientConnection, acks: tuple[int | str, ...]) -> None:
         """A client's KACK: flat (sid, key, kseq) triples.  From a client without deltas,

@@ -431,3 +431,24 @@ async def test_datagram_room_is_one_packet_and_reopens_once_it_left(
                 assert calls[0] > 0  # the packet left
                 await trio.testing.wait_all_tasks_blocked()
                 assert len(calls) == 1  # once per registration
+
+
+async def test_datagram_room_does_not_wait_behind_queued_stream_data(
+    certs: tuple[str, str, ssl.SSLContext],
+) -> None:
+    """A large reliable write still queued in the connection does not close the
+    datagram lane: datagrams go first in every packet, so only datagrams handed and
+    not yet sent count against the room."""
+    with trio.fail_after(20):
+        async with open_gateway(quic_config(certs)) as gw:
+            quic_url = gw.client_urls[1]
+            async with connect_stream(quic_url, ssl_context=certs[2]) as stream:
+                assert isinstance(stream, QuicStream)
+                room = stream.datagram_room()
+                # queue far more stream data than the congestion window lets go at once,
+                # without waiting for it to leave
+                stream.peer.send_stream_data(stream.stream_id, b"\x00" * 512 * 1024)
+                assert stream.peer.unsent > room
+                assert stream.datagram_room() == room
+                assert stream.send_datagram(b"x" * 100)
+                assert stream.datagram_room() == room - 100

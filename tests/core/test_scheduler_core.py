@@ -112,24 +112,28 @@ def _decode(data: bytes) -> list[object]:
     return list(d)
 
 
-def test_reload_cannot_start_the_send_tick() -> None:
-    """A node started without budgets runs no send tick: a budget a reload adds to a
-    user is not applied (its keyed state would never go out), until a restart."""
+def test_a_reload_gives_connected_clients_their_budget() -> None:
+    """A node started without budgets has no send tick; a reload that gives a user a
+    budget turns it on and gives that user's connected clients a scheduler: their keyed
+    state waits for the send tick."""
     users = (User(token="plain-token", name="plain"),)
     cfg = node_config(users=users, trusted_network=True)
     h = CoreHarness(cfg)
-    assert h.core.send_interval is None
-    new = (User(token="plain-token", name="plain", client_bandwidth=100),)
-    h.core.reconfigure(attrs.evolve(cfg, users=new))
     assert h.core.send_interval is None
     sub = open_peer(h, ConnectionKind.CLIENT, handshake=False)
     sub.hello(token="plain-token")
     sub.received()
     sub.send(Subscribe(1, "cell.>", None))
     sub.received()
+    new = (User(token="plain-token", name="plain", client_bandwidth=100),)
+    h.core.reconfigure(attrs.evolve(cfg, users=new))
+    assert h.core.send_interval == cfg.send_interval
+    assert h.core.statistics().scheduled_clients == 1
     sub.send(Publish("cell.0.0.a", None, b"v", key="a"))
-    assert [f for f in _decode(sub.take_bytes()) if isinstance(f, Message)]
-    assert h.core.statistics().scheduled_clients == 0
+    assert not [f for f in _decode(sub.take_bytes()) if isinstance(f, Message)]
+    h.tick(h.now + cfg.send_interval)
+    (m,) = [f for f in _decode(sub.take_bytes()) if isinstance(f, Message)]
+    assert m.payload == b"v"
 
 
 def test_budgeted_client_with_datagrams_gets_keyed_state_as_datagrams() -> None:

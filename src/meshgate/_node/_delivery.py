@@ -53,6 +53,9 @@ Relevance = Callable[[tuple[float, float] | None, str, str], tuple[float, float]
 #: is bounded by the decoder's 64 elements; a longer frame is malformed)
 MAX_ACKS = 21
 
+#: the budget of a scheduler whose client's budget a reload removed (bytes per second)
+UNLIMITED = 1 << 62
+
 #: seconds a key's relevance for a client is reused before it is asked again (entities
 #: and clients do not change rings every tick; asking once per value would cost more
 #: than the routing itself)
@@ -113,6 +116,7 @@ class Delivery:
         self._policy = config.slow_consumer_policy
         self._max_resyncs = config.max_resyncs
         self._config = config
+        self.enabled = config.scheduling
 
     def deliver(self, sub: LocalSubscription, tail: bytes, key: str | None) -> int:
         """Append one MSG (the subscription's prefix, then the shared tail); 1 if queued."""
@@ -205,6 +209,10 @@ class Delivery:
         budget = cfg.bandwidth_for(c.user)
         if budget is None or c.role is not Role.CLIENT or not self.enabled:
             return
+        self._start_scheduler(c, budget)
+
+    def _start_scheduler(self, c: ClientConnection, budget: int) -> None:
+        cfg = self._config
         c.sched = Scheduler(
             budget,
             cfg.send_interval,
@@ -214,6 +222,23 @@ class Delivery:
         )
         c.sched_mark = c.bytes_out + len(c.out)
         self.scheduled[c.id] = c
+
+    def rebudget(self, c: ClientConnection) -> None:
+        """A reload changed budgets: ``c``'s scheduler takes its new budget and send
+        interval; a client that had none and now has one gets a scheduler; one whose
+        budget was removed keeps its scheduler, unlimited (its keyed state still goes
+        out at the send tick, all of it, until it reconnects)."""
+        if c.role is not Role.CLIENT:
+            return
+        cfg = self._config
+        budget = cfg.bandwidth_for(c.user)
+        sched = c.sched
+        if sched is None:
+            if budget is not None and self.enabled:
+                self._start_scheduler(c, budget)
+            return
+        sched.budget = budget if budget is not None else UNLIMITED
+        sched.interval = cfg.send_interval
 
     def _delta(
         self,

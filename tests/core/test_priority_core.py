@@ -275,3 +275,20 @@ def test_without_users_a_replicant_may_give_priorities() -> None:
     assert (st.priority_honoured, st.priority_ignored) == (1, 1)
     assert rep.state == "OPEN"
     assert anon.state == "OPEN"
+
+
+def test_ring_rate_caps_still_apply() -> None:
+    """A far key in the 1 Hz ring is not sent more than once a second, whatever its
+    priority; a near key's priority multiplies its ring weight."""
+    from meshgate.spatial import Grid, Rings
+
+    h, pub, budgeted, _ = _setup(16.0, budget=1_000_000)
+    rings = Rings(Grid(10.0), ((50.0, 0.0, 4.0), (200.0, 5.0, 2.0), (float("inf"), 1.0, 1.0)))
+    h.core.set_relevance(rings.relevance)
+    assert h.core.set_focus(budgeted.conn_id, 5.0, 5.0)
+    far = 0
+    for step in range(40):  # 2 s
+        pub.send(Publish("cell.100.0.far", None, bytes([step]), "far", 16.0))
+        h.tick(h.now + 0.05)
+        far += sum(isinstance(f, Message) for f in _decode(budgeted.take_bytes()))
+    assert 2 <= far <= 3

@@ -23,6 +23,7 @@ from meshgate.protocol import (
     RouteSub,
     Subscribe,
 )
+from meshgate.spatial import Grid, Rings
 from meshgate.testing import CoreHarness, CorePeer
 
 from .helpers import node_config, open_peer
@@ -280,8 +281,6 @@ def test_without_users_a_replicant_may_give_priorities() -> None:
 def test_ring_rate_caps_still_apply() -> None:
     """A far key in the 1 Hz ring is not sent more than once a second, whatever its
     priority; a near key's priority multiplies its ring weight."""
-    from meshgate.spatial import Grid, Rings
-
     h, pub, budgeted, _ = _setup(16.0, budget=1_000_000)
     rings = Rings(Grid(10.0), ((50.0, 0.0, 4.0), (200.0, 5.0, 2.0), (float("inf"), 1.0, 1.0)))
     h.core.set_relevance(rings.relevance)

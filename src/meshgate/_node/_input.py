@@ -3,10 +3,12 @@ every kind has (the legality table first, the handshake, PING/PONG, ERROR).
 
 Raw frames are the decoder's validated tuples (``protocol/_frames.py``): PUB (op,
 subject, reply, payload, key[, priority]); RMSG/GMSG (op, queues, account, subject,
-reply, payload[, key[, priority]]).  The optional trailing fields (issue 21: publisher
-priority) cost the hot path one ``len`` per frame; frames with them take the
-fan-out's ``*_prioritised`` / keyed entry points.  Only the data frame of each kind takes the fast path (to the fan-out);
-everything else goes through :meth:`FrameInput._control`.  NATS clients and the
+reply, payload[, key[, priority]]).  The data frames are unpacked to their usual
+length inside ``try``: the optional trailing fields (issue 21: publisher priority)
+cost the hot path nothing, and frames with them (the unpacking raises) take the
+fan-out's ``publish_prioritised`` or its keyed relay entry points.  Only the data
+frame of each kind takes the fast path (to the fan-out); everything else goes through
+:meth:`FrameInput._control`.  NATS clients and the
 backbone hub speak other protocols: their parts parse their own input.
 """
 
@@ -61,10 +63,12 @@ class FrameInput:
         publish = self._fanout.publish
         while (f := nxt()) is not None:
             if f[0] == _PUB and conn.state is _OPEN:
-                if len(f) == 5:
-                    publish(conn, f[1], f[2], f[3], f[4])
-                else:  # with a publisher priority
+                try:
+                    _, subject, reply, payload, key = f
+                except ValueError:  # six fields: with a publisher priority
                     self._fanout.publish_prioritised(conn, f[1], f[2], f[3], f[4], f[5])
+                else:
+                    publish(conn, subject, reply, payload, key)
             else:
                 self._control(conn, f[0], f)
             if conn.state >= _CLOSING:
@@ -77,10 +81,12 @@ class FrameInput:
         message = self._fanout.route_message
         while (f := nxt()) is not None:
             if f[0] == _RMSG and conn.state is _OPEN:
-                if len(f) == 6:
-                    message(conn, f[1], f[2], f[3], f[4], f[5])
-                else:  # keyed state: its key (and priority)
+                try:
+                    _, queues, account, subject, reply, payload = f
+                except ValueError:  # keyed state: its key (and priority)
                     message(conn, *f[1:])
+                else:
+                    message(conn, queues, account, subject, reply, payload)
             else:
                 self._control(conn, f[0], f)
             if conn.state >= _CLOSING:
@@ -93,10 +99,12 @@ class FrameInput:
         message = self._fanout.gateway_message
         while (f := nxt()) is not None:
             if f[0] == _GMSG and conn.state is _OPEN:
-                if len(f) == 6:
-                    message(conn, f[1], f[2], f[3], f[4], f[5])
-                else:  # keyed state: its key (and priority)
+                try:
+                    _, queues, account, subject, reply, payload = f
+                except ValueError:  # keyed state: its key (and priority)
                     message(conn, *f[1:])
+                else:
+                    message(conn, queues, account, subject, reply, payload)
             else:
                 self._control(conn, f[0], f)
             if conn.state >= _CLOSING:

@@ -357,6 +357,11 @@ class Gateway:
         """Wait until this node has routes to at least ``n`` peers of its cluster."""
         await self._topology.wait_routes(n)
 
+    async def wait_dial_failure(self) -> None:
+        """Wait until a dial of a route, gateway or backbone fails (the failure is in
+        :meth:`dial_states`, ``last_error``)."""
+        await self._dialers.next_failure()
+
     async def wait_topology_change(self) -> None:
         """Wait until a route or gateway connection of this node comes or goes."""
         await self._topology.next_change()

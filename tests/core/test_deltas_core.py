@@ -4,6 +4,7 @@ repair when a baseline is missing, bounds and bad acknowledgements."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import msgpack
@@ -393,3 +394,110 @@ def test_deltas_on_the_datagram_lane() -> None:
     assert st.delta_msgs > 0
     assert st.datagrams_out > 0
     assert st.datagram_refreshes == 3  # kseq 4, 8, 12 went whole on the stream
+
+
+# -- never paying for nothing: keys whose deltas do not pay are given up ------------------
+# (docs/scheduling.md: GIVE_UP_AFTER = 4 values in a row, pauses of 16 values doubling to
+# 1024, a probe off the wire at the end of each pause)
+
+
+def _noise(rng: random.Random, size: int = 16) -> bytes:
+    """State no XOR delta shrinks (every byte changes, like a bare double position)."""
+    return bytes(rng.randrange(1, 256) for _ in range(size))
+
+
+def _run_key(values: list[bytes], deltas: bool, up: bool = True) -> tuple[int, _Client, Any]:
+    """Publish ``values`` of one key to one client; the bytes it received, the client
+    and the node's statistics."""
+    h, pub = _setup(keyed_deltas=deltas)
+    c = _Client(h)
+    sid = c.proto.subscribe("e.>")
+    c.pump()
+    start = len(c.raw)
+    for v in values:
+        pub.send(Publish("e.ship1", None, v, key="ship1"))
+        c.pump(up=up)
+    assert [m.payload for s, m in c.got if s == sid] == values
+    return len(c.raw) - start, c, h.core.statistics()
+
+
+def test_incompressible_key_is_given_up_and_costs_almost_nothing() -> None:
+    rng = random.Random(7)
+    values = [_noise(rng) for _ in range(400)]
+    off, _, _ = _run_key(values, False)
+    on, c, st = _run_key(values, True)
+    assert st.delta_gave_up >= 1
+    assert st.delta_skipped > 350
+    assert st.delta_msgs == 0
+    # numbered values: the first, then GIVE_UP_AFTER attempts; the rest plain
+    numbered = [f for f in _frames(bytes(c.raw)) if f[0] == Opcode.MSG and len(f) >= 7]
+    assert len(numbered) == 5
+    assert on <= off * 1.03, (on, off)
+
+
+def test_given_up_key_acks_nothing_and_client_never_acking_is_given_up() -> None:
+    rng = random.Random(3)
+    values = [_noise(rng) for _ in range(60)]
+    # a client that never acknowledges: DELTA_WINDOW values, then GIVE_UP_AFTER misses
+    _, c, st = _run_key(values, True, up=False)
+    numbered = [f for f in _frames(bytes(c.raw)) if f[0] == Opcode.MSG and len(f) >= 7]
+    assert len(numbered) == 8 + 4
+    assert st.delta_gave_up == 1
+    # a client that acknowledges: plain values are not acknowledged, nothing is ignored
+    _, c, st = _run_key(values, True)
+    assert st.delta_acks_ignored == 0
+    assert c.proto.data_to_send() == b""
+
+
+def test_given_up_key_resumes_when_its_state_changes_shape() -> None:
+    rng = random.Random(5)
+    noisy = [_noise(rng, 64) for _ in range(10)]
+    record = bytearray(64)
+    calm = []
+    for i in range(60):  # a record where one byte changes per value: deltas pay
+        record[i % 64] = i + 1
+        calm.append(bytes(record))
+    _, _, st = _run_key(noisy + calm, True)
+    assert st.delta_gave_up == 1
+    assert st.delta_probes >= 1
+    # tracked again after the first pause: most calm values went as deltas
+    assert st.delta_msgs > 30
+
+
+def test_pauses_double_up_to_a_bound() -> None:
+    rng = random.Random(11)
+    values = [_noise(rng, 8) for _ in range(5000)]
+    _, _, st = _run_key(values, True)
+    # given up after value 5; probes after pauses of 16, 32, ..., 1024, 1024, ...
+    at, pause, probes = 5, 16, 0
+    while at + pause <= len(values):
+        at += pause
+        probes += 1
+        pause = min(2 * pause, 1024)
+    assert st.delta_probes == probes == 9
+    assert st.delta_gave_up == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32), st.lists(st.tuples(st.booleans(), st.booleans()), max_size=120))
+def test_incompressible_state_never_pays_more_than_a_bounded_start(
+    seed: int, timing: list[tuple[bool, bool]]
+) -> None:
+    """Whatever the timing of deliveries and acknowledgements, a key whose values no
+    delta shrinks carries kseq on at most DELTA_WINDOW + GIVE_UP_AFTER values (unless a
+    probe finds its deltas would pay), and every value arrives, in order."""
+    rng = random.Random(seed)
+    h, pub = _setup(keyed_deltas=True)
+    c = _Client(h)
+    sid = c.proto.subscribe("e.>")
+    c.pump()
+    values = []
+    for up, down in timing:
+        v = _noise(rng, 24)
+        values.append(v)
+        pub.send(Publish("e.k", None, v, key="k"))
+        c.pump(up, down)
+    c.pump()
+    assert [m.payload for s, m in c.got if s == sid] == values
+    numbered = [f for f in _frames(bytes(c.raw)) if f[0] == Opcode.MSG and len(f) >= 7]
+    assert len(numbered) <= 8 + 4 + h.core.statistics().delta_probes

@@ -58,3 +58,18 @@ def test_a_small_move_is_a_small_delta() -> None:
     assert delta is not None
     assert len(delta) <= 14
     assert codec.decode(a.pack(), delta) == b.pack()
+
+
+def test_moved_is_the_owners_rule() -> None:
+    s = ShipState(1, 23.5, 0.25, heading=45.0, input_seq=2**32 - 1)
+    t = s.moved(0.75, -3.0, 1.1, 24)
+    assert t.x == pytest.approx(0.25)  # wrapped
+    assert t.y == pytest.approx(24 - 0.85, abs=1 / 1024)  # clamped to 1.1, wrapped
+    assert t.vy == pytest.approx(-1.1, abs=1 / 1024)
+    assert t.flags == 1  # corrected
+    assert t.input_seq == 0  # wraps
+    assert ShipState.unpack(t.pack()) == t  # already quantised
+    u = t.moved(0.5, 0.5, 1.1, 24)
+    assert u.flags == 0
+    assert u.heading == pytest.approx(45.0)
+    assert u.moved(0.0, 0.0, 1.1, 24).heading == u.heading  # standing still keeps it

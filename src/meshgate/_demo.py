@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import secrets
@@ -279,37 +278,22 @@ class _Stats:
 #: an input's move (dx, dy), after its stamp; a ship's state is a ShipState record
 _MOVE = struct.Struct("!dd")
 _SPEED_LIMIT = 1.1  # world units per move
-_WORLD = _GRID * POSITION_SCALE  # the world's width in quantised units
-
-
-def _wrap(v: float) -> float:
-    """``v`` quantised to the record's precision, wrapped into the world."""
-    return (round(v * POSITION_SCALE) % _WORLD) / POSITION_SCALE
 
 
 def _ship_state(ship: int, x: float, y: float) -> bytes:
     """A ship's first state: at (x, y), full hit points and shield."""
-    return ShipState(ship, _wrap(x), _wrap(y), kind=ship % 4).pack()
+    span = _GRID * POSITION_SCALE  # quantised and wrapped, as the owner keeps it
+    qx, qy = (round(v * POSITION_SCALE) % span / POSITION_SCALE for v in (x, y))
+    return ShipState(ship, qx, qy, kind=ship % 4).pack()
 
 
 def _apply_move(state: bytes, data: bytes) -> bytes:
-    """The authoritative rule: a move is clamped to the speed limit; the world wraps.
-    The ship's record gets the new position, the move, its heading, one more input
-    applied, and whether the move was corrected (flag bit 0)."""
+    """The authoritative rule (:meth:`ShipState.moved`): a move is clamped to the speed
+    limit; the world wraps; the record gets the move, its heading, one more input
+    applied, and whether the move was corrected."""
     s = ShipState.unpack(state) if state else ShipState(0, 0.0, 0.0)
-    want_x, want_y = _MOVE.unpack_from(data, _STAMP.size)
-    dx = max(-_SPEED_LIMIT, min(_SPEED_LIMIT, want_x))
-    dy = max(-_SPEED_LIMIT, min(_SPEED_LIMIT, want_y))
-    heading = math.degrees(math.atan2(dy, dx)) % 360 if dx or dy else s.heading
-    return s._replace(
-        x=_wrap(s.x + dx),
-        y=_wrap(s.y + dy),
-        vx=dx,
-        vy=dy,
-        heading=heading,
-        input_seq=s.input_seq + 1,
-        flags=int(dx != want_x or dy != want_y),
-    ).pack()
+    dx, dy = _MOVE.unpack_from(data, _STAMP.size)
+    return s.moved(dx, dy, _SPEED_LIMIT, _GRID).pack()
 
 
 def _validate_move(state: bytes, data: bytes) -> bytes | None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 __all__ = ["HEADING_SCALE", "POSITION_SCALE", "SHIP_STATE_SIZE", "ShipState"]
 
+import math
 import struct
 from typing import NamedTuple
 
@@ -81,6 +82,29 @@ class ShipState(NamedTuple):
             self.input_seq & 0xFFFFFFFF,
             self.kind,
             self.flags,
+        )
+
+    def moved(self, dx: float, dy: float, limit: float, world: float) -> ShipState:
+        """The record after the owner applies a move (the demo's authoritative rule),
+        quantised like a packed record: the move clamped to ``limit`` world units per
+        axis, the position wrapped into the square world ``[0, world)``, the move and its heading
+        recorded (the heading stays when the ship stands still), one more input
+        applied, and flag bit 0 set if the move was clamped (corrected)."""
+        cx = max(-limit, min(limit, dx))
+        cy = max(-limit, min(limit, dy))
+        heading = self.heading
+        if cx or cy:
+            turns = round(math.degrees(math.atan2(cy, cx)) * HEADING_SCALE / 360)
+            heading = turns % HEADING_SCALE * 360 / HEADING_SCALE
+        span = round(world * POSITION_SCALE)
+        return self._replace(
+            x=(round((self.x + cx) * POSITION_SCALE) % span) / POSITION_SCALE,
+            y=(round((self.y + cy) * POSITION_SCALE) % span) / POSITION_SCALE,
+            vx=round(cx * POSITION_SCALE) / POSITION_SCALE,
+            vy=round(cy * POSITION_SCALE) / POSITION_SCALE,
+            heading=heading,
+            input_seq=(self.input_seq + 1) & 0xFFFFFFFF,
+            flags=int(cx != dx or cy != dy),
         )
 
     @classmethod

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from meshgate import User
 from meshgate.client import ClientProtocol, Message
 from meshgate.protocol import (
+    ACK_STRIDE,
     DELTA_FEATURE,
     ConnectionKind,
     Decoder,
@@ -103,12 +104,13 @@ def test_deltas_after_ack_and_values_equal() -> None:
     st = h.core.statistics()
     assert st.delta_msgs == 45  # the first value of each key goes whole
     assert st.delta_full_msgs == 5
-    assert st.delta_acks >= 45
+    # acknowledged: the first value of each key, then every ACK_STRIDE-th (1, 5, 9)
+    assert st.delta_acks == 5 * 3
     assert st.delta_bytes_saved > 0
     deltas = [f for f in _frames(bytes(c.raw)) if f[0] == Opcode.MSG and len(f) == 8]
     assert len(deltas) == 45
     for f in deltas:  # each says which acknowledged value it is against
-        assert f[7] == f[5] - 1
+        assert f[7] == 1 + (f[5] - 2) // ACK_STRIDE * ACK_STRIDE
 
 
 def test_off_by_default_and_client_without_codec() -> None:
@@ -199,6 +201,14 @@ def test_missing_baseline_is_repaired_by_the_next_full_value() -> None:
     pub.send(Publish("ships.2", None, _entity(2, 2), key="s2"))
     c.pump()
     assert [m.payload for s, m in c.got if s == sid] == [_entity(2, 0), _entity(2, 2)]
+    # the value that came whole is acknowledged at once (not ACK_STRIDE values later),
+    # so the key's next value is a delta again
+    codec.lose = False
+    pub.send(Publish("ships.2", None, _entity(2, 3), key="s2"))
+    c.pump()
+    last = [f for f in _frames(bytes(c.raw)) if f[0] == Opcode.MSG][-1]
+    assert len(last) == 8
+    assert last[7] == 3
 
 
 def test_bad_acks_are_ignored_counted_and_bounded() -> None:

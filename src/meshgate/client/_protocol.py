@@ -67,7 +67,7 @@ from ..protocol import (
     to_ext,
     to_frame,
 )
-from ..protocol._delta import DELTA_WINDOW
+from ..protocol._delta import ACK_STRIDE, DELTA_WINDOW
 from ..protocol.game import ClientInput
 from ..protocol.nats import encode_headers, parse_headers
 from ..subjects import validate_pattern, validate_subject
@@ -423,6 +423,8 @@ class ClientProtocol:
         self._bases: dict[tuple[int, str], list[tuple[int, bytes]]] = {}
         self._base_bytes = 0
         self._acks: dict[tuple[int, str], int] = {}
+        #: (sid, key) -> the last kseq acknowledged (every ACK_STRIDE-th value or so)
+        self._acked: dict[tuple[int, str], int] = {}
         #: deltas dropped: the baseline was not held, or the delta did not decode
         self.deltas_missed = 0
         self._state = ClientState.IDLE
@@ -494,6 +496,7 @@ class ClientProtocol:
         self._bases.clear()
         self._base_bytes = 0
         self._acks.clear()
+        self._acked.clear()
         self.deltas = False
         self._pings_out = 0
         self._hello_seen = self._handshake_answered = False
@@ -734,10 +737,12 @@ class ClientProtocol:
         self.deltas_missed += 1
         if self.deltas and len(self._acks) < KSEQ_SEEN_MAX:
             self._acks[k] = 0
+            self._acked.pop(k, None)  # the next value that arrives whole is acknowledged
         return None
 
     def _keep(self, k: tuple[int, str], kseq: int, value: bytes) -> None:
-        """Keep ``value`` as a possible baseline of ``k`` and acknowledge it."""
+        """Keep ``value`` as a possible baseline of ``k``; acknowledge it if it is the
+        key's first or :data:`ACK_STRIDE` values past the last acknowledged."""
         bases = self._bases
         ring = bases.get(k)
         if ring is None:
@@ -751,10 +756,14 @@ class ClientProtocol:
         while self._base_bytes > DELTA_BASE_BYTES and bases:
             self._drop_bases(next(iter(bases)))
         if k in bases:
-            self._acks[k] = kseq
+            acked = self._acked
+            last = acked.get(k)
+            if last is None or kseq - last >= ACK_STRIDE:
+                self._acks[k] = acked[k] = kseq
 
     def _drop_bases(self, k: tuple[int, str]) -> None:
         ring = self._bases.pop(k)
+        self._acked.pop(k, None)
         self._base_bytes -= sum(len(v) for _, v in ring)
 
     def _end_of_stream(self, events: list[ClientEvent]) -> list[ClientEvent]:

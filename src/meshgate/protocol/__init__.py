@@ -18,6 +18,7 @@ from ._codec import Encoder as Encoder
 from ._codec import UnpackerPool as UnpackerPool
 from ._codec import to_frame as to_frame
 from ._delta import DELTA_FEATURE as DELTA_FEATURE
+from ._delta import ACK_STRIDE as ACK_STRIDE
 from ._delta import DELTA_WINDOW as DELTA_WINDOW
 from ._delta import DeltaCodec as DeltaCodec
 from ._delta import DeltaError as DeltaError
@@ -57,6 +58,7 @@ from ._headers import to_ext as to_ext
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "DELTA_FEATURE",
+    "ACK_STRIDE",
     "DELTA_WINDOW",
     "DeltaCodec",
     "DeltaError",

@@ -10,7 +10,7 @@ full values only.
 
 from __future__ import annotations
 
-__all__ = ["DELTA_FEATURE", "DELTA_WINDOW", "DeltaCodec", "DeltaError", "XorDelta"]
+__all__ = ["ACK_STRIDE", "DELTA_FEATURE", "DELTA_WINDOW", "DeltaCodec", "DeltaError", "XorDelta"]
 
 import re
 from typing import Protocol
@@ -23,6 +23,13 @@ DELTA_FEATURE = "keyed-deltas:"
 #: ``DELTA_WINDOW`` values back (``kseq - base < DELTA_WINDOW``), so the client still
 #: holds it however the acknowledgements were delayed; older: the full value
 DELTA_WINDOW = 8
+
+#: a client acknowledges a value of a key when it is at least ``ACK_STRIDE`` values
+#: newer than the last it acknowledged of that key (and always the first, and the
+#: first after it told the node it lost its baseline): a baseline at most
+#: ``ACK_STRIDE`` values plus a round trip old is as good for a delta, and the
+#: acknowledgements upstream cost a quarter
+ACK_STRIDE = 4
 
 #: zero runs shorter than this stay in the literal (a run costs about two bytes)
 _MIN_RUN = 3

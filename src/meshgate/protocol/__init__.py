@@ -17,8 +17,8 @@ from ._codec import Decoder as Decoder
 from ._codec import Encoder as Encoder
 from ._codec import UnpackerPool as UnpackerPool
 from ._codec import to_frame as to_frame
-from ._delta import DELTA_FEATURE as DELTA_FEATURE
 from ._delta import ACK_STRIDE as ACK_STRIDE
+from ._delta import DELTA_FEATURE as DELTA_FEATURE
 from ._delta import DELTA_WINDOW as DELTA_WINDOW
 from ._delta import DeltaCodec as DeltaCodec
 from ._delta import DeltaError as DeltaError

@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,8 @@ from meshgate.client import ClientProtocol, Message
 from meshgate.protocol import (
     ACK_STRIDE,
     DELTA_FEATURE,
+    KEY_SLOTS,
+    KEY_SLOTS_FEATURE,
     ConnectionKind,
     Decoder,
     DeltaError,
@@ -23,6 +26,7 @@ from meshgate.protocol import (
     KeyAck,
     Opcode,
     Publish,
+    RemoteProtocolError,
     Subscribe,
     XorDelta,
 )
@@ -42,6 +46,7 @@ class _Client:
         self.peer = h.open(ConnectionKind.CLIENT)
         self.proto.connection_made(h.now)
         self.raw = bytearray()  # every byte the node sent
+        self.up = bytearray()  # every byte the client sent
         self.pump()
 
     def pump(self, up: bool = True, down: bool = True) -> None:
@@ -50,6 +55,7 @@ class _Client:
         for _ in range(10):
             out = self.proto.data_to_send() if up else b""
             if out:
+                self.up += out
                 self.peer.send_bytes(bytes(out))
             data = self.peer.take_bytes() if down else b""
             if data:
@@ -511,3 +517,139 @@ def test_incompressible_state_never_pays_more_than_a_bounded_start(
     assert [m.payload for s, m in c.got if s == sid] == values
     numbered = [f for f in _frames(bytes(c.raw)) if f[0] == Opcode.MSG and len(f) >= 7]
     assert len(numbered) <= 8 + 4 + h.core.statistics().delta_probes
+
+
+# -- key slots: a tracked key costs a small integer once the client has it ------------------
+
+
+def test_key_slots_name_a_key_once_then_by_number() -> None:
+    h, pub = _setup(keyed_deltas=True)
+    raw = open_peer(h, ConnectionKind.CLIENT, handshake=False)
+    raw.hello(features=(_FEATURE, KEY_SLOTS_FEATURE))
+    raw.received()
+    raw.send(Subscribe(1, "ships.>", None))
+    raw.received()
+    pub.send(Publish("ships.1", None, _entity(1, 0), key="ship-one"))
+    pub.send(Publish("ships.1", None, _entity(1, 1), key="ship-one"))
+    a, b = _frames(raw.take_bytes())
+    assert a[6] == b[6] == (0, "ship-one")  # named with its slot until acknowledged
+    raw.send(KeyAck((1, 0, 2)))  # acknowledged by slot
+    pub.send(Publish("ships.1", None, _entity(1, 2), key="ship-one"))
+    (c,) = _frames(raw.take_bytes())
+    assert len(c) == 8  # a delta against value 2 ...
+    assert c[7] == 2
+    assert c[6] == 0  # ... naming its key by slot alone
+    raw.send(KeyAck((1, 0, 0)))  # "I hold no baseline": the key is named again
+    pub.send(Publish("ships.1", None, _entity(1, 3), key="ship-one"))
+    (d,) = _frames(raw.take_bytes())
+    assert d[6] == (0, "ship-one")
+    raw.send(KeyAck((1, 5, 1)))  # a slot never given: ignored, counted
+    assert h.core.statistics().delta_acks_ignored == 1
+    # a client that does not announce key slots gets names only
+    old = open_peer(h, ConnectionKind.CLIENT, handshake=False)
+    old.hello(features=(_FEATURE,))
+    old.received()
+    old.send(Subscribe(1, "ships.>", None))
+    old.received()
+    pub.send(Publish("ships.1", None, _entity(1, 4), key="ship-one"))
+    (e,) = _frames(old.take_bytes())
+    assert e[6] == "ship-one"
+
+
+def test_key_slots_with_the_real_client_and_slots_reused() -> None:
+    h, pub = _setup(keyed_deltas=True)
+    c = _Client(h)
+    sid = c.proto.subscribe("a.>")
+    c.pump()
+    published = []
+    for step in range(6):
+        for i in range(3):
+            v = _entity(i, step)
+            published.append((f"a.{i}", v))
+            pub.send(Publish(f"a.{i}", None, v, key=f"ship-{i}"))
+        c.pump()
+    keyed = [f for f in _frames(bytes(c.raw)) if f[0] == Opcode.MSG]
+    assert {f[6] for f in keyed[3:]} <= {0, 1, 2}  # after the first round: slots alone
+    acks = [f[1] for f in _frames(bytes(c.up)) if f[0] == Opcode.KACK]
+    assert acks
+    assert all(type(a[i + 1]) is int for a in acks for i in range(0, len(a), 3))  # by slot
+    # the subscription ends; a new one's keys take the freed slots, named anew
+    c.proto.unsubscribe(sid)
+    sid2 = c.proto.subscribe("b.>")
+    c.pump()
+    mark = len(c.raw)
+    for step in range(4):
+        for i in range(3):
+            v = _entity(10 + i, step)
+            published.append((f"b.{i}", v))
+            pub.send(Publish(f"b.{i}", None, v, key=f"other-{i}"))
+        c.pump()
+    got = [(m.subject, m.payload) for _, m in c.got]
+    assert got == published
+    fresh = [f for f in _frames(bytes(c.raw[mark:])) if f[0] == Opcode.MSG]
+    assert fresh[0][1] == sid2
+    assert {f[6][0] for f in fresh[:3]} == {0, 1, 2}
+    assert {f[6][1] for f in fresh[:3]} == {"other-0", "other-1", "other-2"}
+    assert c.proto.deltas_missed == 0
+    assert h.core.statistics().delta_acks_ignored == 0
+
+
+def test_a_slot_the_client_does_not_hold_is_dropped_and_named_again() -> None:
+    got: list[Message] = []
+    proto = ClientProtocol(on_message=lambda sid, m: got.append(m))
+    h, _ = _setup(keyed_deltas=True)
+    peer = h.open(ConnectionKind.CLIENT)
+    proto.connection_made(h.now)
+    for _ in range(3):
+        out = proto.data_to_send()
+        if out:
+            peer.send_bytes(bytes(out))
+        data = peer.take_bytes()
+        if data:
+            proto.receive_data(data)
+    assert proto.deltas
+    sid = proto.subscribe("x.>")
+    peer.send_bytes(bytes(proto.data_to_send()))
+    enc = Encoder()
+    # a keyed MSG naming slot 7, which this client was never given
+    proto.receive_data(enc.encode_raw(int(Opcode.MSG), sid, "x.1", None, b"v", 1, 7))
+    assert got == []
+    assert proto.deltas_missed == 1
+    (ack,) = _frames(bytes(proto.data_to_send()))
+    assert ack[1] == (sid, 7, 0)  # "I hold nothing of slot 7": the node names it again
+    # a slot given to another subscription is not this one's
+    proto.receive_data(enc.encode_raw(int(Opcode.MSG), sid, "x.1", None, b"v", 2, (3, "k")))
+    proto.receive_data(enc.encode_raw(int(Opcode.MSG), sid + 1, "x.1", None, b"w", 3, 3))
+    assert [m.payload for m in got] == [b"v"]
+
+
+def test_key_fields_are_checked() -> None:
+    enc = Encoder()
+    for bad in (KEY_SLOTS, -1, (1,), (1, 2), ("a", 1), (KEY_SLOTS, "a"), 1.5, b"k"):
+        dec = Decoder()
+        dec.feed(enc.encode_raw(int(Opcode.MSG), 1, "s", None, b"v", 1, bad))
+        with pytest.raises(RemoteProtocolError):
+            dec.next_raw()
+    for ok in (0, KEY_SLOTS - 1, (0, "k"), "k"):
+        dec = Decoder()
+        dec.feed(enc.encode_raw(int(Opcode.MSG), 1, "s", None, b"v", 1, ok))
+        assert dec.next_raw() is not None
+    dec = Decoder()
+    dec.feed(enc.encode_raw(int(Opcode.KACK), [1, KEY_SLOTS, 1]))
+    with pytest.raises(RemoteProtocolError):
+        dec.next_raw()
+
+
+def test_slots_are_bounded() -> None:
+    h, pub = _setup(keyed_deltas=True, scheduler_max_keys=KEY_SLOTS + 10)
+    raw = open_peer(h, ConnectionKind.CLIENT, handshake=False)
+    raw.hello(features=(_FEATURE, KEY_SLOTS_FEATURE))
+    raw.received()
+    raw.send(Subscribe(1, "k.>", None))
+    raw.received()
+    for i in range(KEY_SLOTS + 5):
+        pub.send(Publish("k.x", None, b"v", key=f"k{i}"))
+    keys = [f[6] for f in _frames(raw.take_bytes())]
+    assert len(keys) == KEY_SLOTS + 5
+    assert sorted(k[0] for k in keys[:KEY_SLOTS]) == list(range(KEY_SLOTS))
+    assert keys[KEY_SLOTS:] == [f"k{i}" for i in range(KEY_SLOTS, KEY_SLOTS + 5)]  # by name

@@ -198,6 +198,7 @@ class Delivery:
                 cfg.datagram_refresh if c.dgram is not None else 0,
                 self.delta_counters,
                 c.dgram is not None,
+                c.key_slots,
             )
         budget = cfg.bandwidth_for(c.user)
         if budget is None or c.role is not Role.CLIENT or not self.enabled:

@@ -47,7 +47,7 @@ __all__ = [
 
 from typing import Any
 
-from ..protocol._delta import DELTA_WINDOW, DeltaCodec
+from ..protocol._delta import DELTA_WINDOW, KEY_SLOTS, DeltaCodec
 from ._conn import pack_str, pack_uint
 
 #: what a full table does: values of keys past the bound go whole, without kseq
@@ -108,13 +108,31 @@ class KeyBaseline:
     """One (sid, key) of one client: its kseq counter, the values awaiting an ack, the
     acknowledged baseline."""
 
-    __slots__ = ("base", "base_seq", "key", "kseq", "misses", "sent", "start")
+    __slots__ = (
+        "announce",
+        "base",
+        "base_seq",
+        "key",
+        "kseq",
+        "misses",
+        "sent",
+        "sid",
+        "slot",
+        "start",
+    )
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, sid: int, key: str, slot: int) -> None:
         #: the last kseq given to a value of this key
         self.kseq = 0
-        #: the key, packed
-        self.key = key
+        self.sid = sid
+        #: its key slot (-1: none, it goes by name) and the key field of its frames:
+        #: the name, ``[slot, name]`` until the client acknowledged one of them (its
+        #: ``announce``), then the slot alone
+        self.slot = slot
+        self.announce = pack_str(key)
+        if slot >= 0:
+            self.announce = b"\x92" + pack_uint(slot) + self.announce
+        self.key = self.announce
         #: (kseq, payload) sent and not acknowledged, oldest first
         self.sent: list[tuple[int, bytes]] = []
         #: the acknowledged value deltas are made against (None: none), and its kseq
@@ -144,6 +162,7 @@ class KeyedDeltas:
         "codec",
         "counters",
         "encoder",
+        "free_slots",
         "gave_up",
         "kept",
         "keys",
@@ -154,6 +173,8 @@ class KeyedDeltas:
         "refresh",
         "saved",
         "sent",
+        "slot_of",
+        "slots",
     )
 
     def __init__(
@@ -165,6 +186,7 @@ class KeyedDeltas:
         refresh: int,
         counters: DeltaCounters,
         numbered: bool = False,
+        slots: bool = False,
     ) -> None:
         self.codec = codec
         #: the node's encoder (packs a delta's tail)
@@ -178,6 +200,11 @@ class KeyedDeltas:
         self.numbered = numbered
         self.counters = counters
         self.keys: dict[tuple[int, str], KeyBaseline] = {}
+        #: the client takes key slots: each tracked key gets one (at most KEY_SLOTS,
+        #: then by name), freed when its subscription ends
+        self.slots = slots
+        self.slot_of: list[KeyBaseline | None] = []
+        self.free_slots: list[int] = []
         #: keys given up (by key, across subscriptions), oldest first
         self.paused: dict[str, KeyPause] = {}
         #: bytes of values kept (baselines, values in flight, values kept for a probe)
@@ -217,7 +244,7 @@ class KeyedDeltas:
                 if len(self.keys) >= self.max_keys:
                     self.counters.untracked += 1
                     return None
-                st = self.keys[k] = KeyBaseline(pack_str(key))
+                st = self._track(k)
             n = st.kseq = st.kseq + 1
             st.start = n
             return b"\x97" + prefix[1:] + tail + pack_uint(n) + st.key, n
@@ -225,7 +252,7 @@ class KeyedDeltas:
             if len(self.keys) >= self.max_keys:
                 self.counters.untracked += 1
                 return None
-            st = self.keys[k] = KeyBaseline(pack_str(key))
+            st = self._track(k)
         sent = st.sent
         if unsent and sent and sent[-1][0] == st.kseq:
             self.kept -= len(sent.pop()[1])
@@ -284,6 +311,20 @@ class KeyedDeltas:
             else:
                 self.counters.unkept += 1
         return frame, n
+
+    def _track(self, k: tuple[int, str]) -> KeyBaseline:
+        """Start tracking (sid, key) ``k``, with a key slot if the client takes them."""
+        slot = -1
+        if self.slots:
+            if self.free_slots:
+                slot = self.free_slots.pop()
+            elif len(self.slot_of) < KEY_SLOTS:
+                slot = len(self.slot_of)
+                self.slot_of.append(None)
+        st = self.keys[k] = KeyBaseline(k[0], k[1], slot)
+        if slot >= 0:
+            self.slot_of[slot] = st
+        return st
 
     def _still_paused(self, key: str, pause: KeyPause, payload: bytes) -> bool:
         """One more value of a given-up key: True while its pause lasts; at its end, the
@@ -347,23 +388,34 @@ class KeyedDeltas:
         if pause.last is not None:
             self.kept -= len(pause.last)
 
-    def ack(self, sid: int, key: str, kseq: int) -> bool:
+    def ack(self, sid: int, key: str | int, kseq: int) -> bool:
         """The client delivered value ``kseq`` of (sid, key) and holds it: it becomes
-        the key's baseline.  ``kseq`` 0: the client holds no baseline of the key (the
-        next value goes whole).  False: ignored (unknown key, or a kseq never sent or
-        no longer kept)."""
-        st = self.keys.get((sid, key))
+        the key's baseline.  ``key`` is the key's name or its slot.  ``kseq`` 0: the
+        client holds no baseline of the key (the next value goes whole, and names the
+        key again).  False: ignored (unknown key, or a kseq never sent or no longer
+        kept)."""
+        st: KeyBaseline | None
+        if type(key) is int:
+            slots = self.slot_of
+            st = slots[key] if 0 <= key < len(slots) else None
+            if st is not None and st.sid != sid:
+                st = None
+        else:
+            st = self.keys.get((sid, key))  # type: ignore[arg-type]
         c = self.counters
         if st is None or kseq > st.kseq:
             c.acks_ignored += 1
             return False
         if kseq == 0:
+            st.key = st.announce  # it may have lost the slot too: name the key again
             if st.base is not None:
                 self.kept -= len(st.base)
             st.base = None
             st.base_seq = 0
             c.resets += 1
             return True
+        if st.slot >= 0:  # it delivered a frame naming the slot: the slot alone will do
+            st.key = pack_uint(st.slot)
         if kseq <= st.start and st.base is None and not st.sent:
             return True  # a value from before the key was given up: nothing to do
         sent = st.sent
@@ -385,6 +437,9 @@ class KeyedDeltas:
         """Subscription ``sid`` ended: its keys' state goes."""
         for k in [k for k in self.keys if k[0] == sid]:
             st = self.keys.pop(k)
+            if st.slot >= 0:
+                self.slot_of[st.slot] = None
+                self.free_slots.append(st.slot)
             self.kept -= sum(len(v) for _, v in st.sent)
             if st.base is not None:
                 self.kept -= len(st.base)

@@ -50,6 +50,7 @@ from .._errors import ErrorCode, LocalProtocolError, MeshgateError, RemoteProtoc
 from .._reserved import NOTICE_SID, input_subject
 from ..protocol import (
     DELTA_FEATURE,
+    KEY_SLOTS_FEATURE,
     LEGAL_RECEIVE,
     PROTOCOL_VERSION,
     ConnectionKind,
@@ -415,14 +416,18 @@ class ClientProtocol:
             delta_codec = None  # the node sends deltas to clients only
         self._codec = delta_codec
         if delta_codec is not None:
-            self._features += (DELTA_FEATURE + delta_codec.name,)
+            self._features += (DELTA_FEATURE + delta_codec.name, KEY_SLOTS_FEATURE)
         #: the node sends this client deltas (it announced the same codec)
         self.deltas = False
         #: (sid, key) -> the last values delivered [(kseq, value), ...] (baselines), their
         #: bytes; the acknowledgements not yet written
         self._bases: dict[tuple[int, str], list[tuple[int, bytes]]] = {}
         self._base_bytes = 0
-        self._acks: dict[tuple[int, str], int] = {}
+        self._acks: dict[tuple[int, str | int], int] = {}
+        #: key slots (a node that takes deltas names a key by a small integer once this
+        #: client has it): slot -> (sid, key), and back; at most KEY_SLOTS of each
+        self._slots: dict[int, tuple[int, str]] = {}
+        self._slot_of: dict[tuple[int, str], int] = {}
         #: (sid, key) -> the last kseq acknowledged (every ACK_STRIDE-th value or so)
         self._acked: dict[tuple[int, str], int] = {}
         #: deltas dropped: the baseline was not held, or the delta did not decode
@@ -497,6 +502,8 @@ class ClientProtocol:
         self._base_bytes = 0
         self._acks.clear()
         self._acked.clear()
+        self._slots.clear()
+        self._slot_of.clear()
         self.deltas = False
         self._pings_out = 0
         self._hello_seen = self._handshake_answered = False
@@ -568,9 +575,11 @@ class ClientProtocol:
         parts = []
         while acks:
             flat: list[int | str] = []
+            slot_of = self._slot_of
             for _ in range(min(len(acks), 21)):
                 (sid, key), kseq = acks.popitem()
-                flat += (sid, key, kseq)
+                slot = slot_of.get((sid, key)) if type(key) is str else None
+                flat += (sid, key if slot is None else slot, kseq)
             parts.append(enc.encode_raw(_KACK, flat))
         acks.clear()
         return b"".join(parts)
@@ -690,8 +699,12 @@ class ClientProtocol:
     def _keyed(self, f: tuple[Any, ...], unreliable: bool, events: list[ClientEvent]) -> None:
         """A keyed MSG ``[4, sid, subject, reply, payload, kseq, key]`` from either lane:
         delivered unless not newer than the last of its (sid, key)."""
-        sid, kseq = f[1], f[5]
-        k = (sid, f[6])
+        sid, kseq, key = f[1], f[5], f[6]
+        if type(key) is not str:  # a key slot: [slot, key] names it, a slot alone uses it
+            key = self._slot_key(sid, key)
+            if key is None:
+                return
+        k = (sid, key)
         seen = self._kseq
         last = seen.get(k)
         if last is not None and kseq <= last:
@@ -720,6 +733,27 @@ class ClientProtocol:
             if sub.remaining <= 0:
                 del self._subs[sid]
                 events.append(SubscriptionEnded(sid))
+
+    def _slot_key(self, sid: int, v: int | tuple[int, str]) -> str | None:
+        """The key a key field holding a slot names (the decoder checked its shape):
+        ``[slot, key]`` (re)assigns the slot; a slot this client does not hold (None) is
+        dropped, counted in :attr:`deltas_missed`, and acknowledged as kseq 0, so the
+        node names the key again."""
+        if type(v) is tuple:
+            slot, key = v
+            old = self._slots.get(slot)
+            if old is not None and old != (sid, key):
+                self._slot_of.pop(old, None)
+            self._slots[slot] = (sid, key)
+            self._slot_of[sid, key] = slot
+            return key
+        got = self._slots.get(v)  # type: ignore[arg-type]
+        if got is not None and got[0] == sid:
+            return got[1]
+        self.deltas_missed += 1
+        if self.deltas and len(self._acks) < KSEQ_SEEN_MAX:
+            self._acks[sid, v] = 0  # type: ignore[index]
+        return None
 
     def _undelta(self, k: tuple[int, str], base: int, delta: bytes) -> bytes | None:
         """The value a delta against value ``base`` of ``k`` encodes; None (counted in

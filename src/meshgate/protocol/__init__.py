@@ -20,6 +20,8 @@ from ._codec import to_frame as to_frame
 from ._delta import ACK_STRIDE as ACK_STRIDE
 from ._delta import DELTA_FEATURE as DELTA_FEATURE
 from ._delta import DELTA_WINDOW as DELTA_WINDOW
+from ._delta import KEY_SLOTS as KEY_SLOTS
+from ._delta import KEY_SLOTS_FEATURE as KEY_SLOTS_FEATURE
 from ._delta import DeltaCodec as DeltaCodec
 from ._delta import DeltaError as DeltaError
 from ._delta import XorDelta as XorDelta
@@ -60,6 +62,8 @@ __all__ = [
     "DELTA_FEATURE",
     "ACK_STRIDE",
     "DELTA_WINDOW",
+    "KEY_SLOTS",
+    "KEY_SLOTS_FEATURE",
     "DeltaCodec",
     "DeltaError",
     "XorDelta",

@@ -15,10 +15,12 @@ Three payloads:
   input sequence, hull, flags), moved by the demo owner's rule
   (:meth:`~meshgate.testing.ShipState.moved`);
 * ``position``: a bare position, two doubles (16 bytes; the demo's state before
-  issue 21): no delta makes it smaller, so this row shows what deltas cost when they
-  cannot pay;
+  issue 21): small moves leave the doubles' high bytes alone, so a delta saves a
+  byte or two, hardly more than its trailer;
 * ``rich``: a msgpack map a game could send for a ship (id, position, heading, speed,
-  hit points, kind: about 80 bytes).
+  hit points, kind: about 80 bytes);
+* ``noise``: 16 random bytes, state no delta can shrink: what deltas cost when every
+  key is given up (docs/scheduling.md, "never paying for nothing").
 
 Each runs with ``keyed_deltas`` off and on, with the same seed; the figures are the
 bytes the node wrote to the players (all of it keyed state), the bytes of their
@@ -58,7 +60,7 @@ TICK = 0.05
 _MOVE = struct.Struct("!dd")
 
 
-KINDS = ("ship", "position", "rich")
+KINDS = ("ship", "position", "rich", "noise")
 
 
 def _payload(kind: str, n: int, s: list[Any]) -> bytes:
@@ -67,6 +69,8 @@ def _payload(kind: str, n: int, s: list[Any]) -> bytes:
         return bytes(s[4].pack())
     if kind == "position":
         return _MOVE.pack(s[0], s[1])
+    if kind == "noise":
+        return bytes(s[7].getrandbits(8) for _ in range(16))
     return msgpack.packb(
         {
             "id": f"ship{n}",
@@ -101,11 +105,11 @@ def run(kind: str, deltas: bool, ships: int, clients: int, ticks: int, seed: int
         players.append([proto, peer, got, 0, 0])  # bytes down, bytes up
     world = GRID * CELL
     pos = []
-    for n in range(ships):  # [x, y, heading, hp, record, vx, vy]
+    for n in range(ships):  # [x, y, heading, hp, record, vx, vy, rng]
         x, y = rng.uniform(0, world), rng.uniform(0, world)
         rec = ShipState(n, x, y, kind=n % 4).moved(0, 0, SPEED, world)
         vx, vy = rng.uniform(-VX, VX), rng.uniform(-VY, VY)
-        pos.append([rec.x, rec.y, rec.heading, 100, rec, vx, vy])
+        pos.append([rec.x, rec.y, rec.heading, 100, rec, vx, vy, rng])
 
     def pump(count: bool) -> None:
         for p in players:

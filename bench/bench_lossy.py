@@ -59,14 +59,20 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    return {
+def _summary(values: list[float], limit: float | None = None) -> dict[str, float]:
+    out = {
         "n": len(values),
         "p50_ms": round(_pct(values, 0.50) * 1000, 2),
         "p99_ms": round(_pct(values, 0.99) * 1000, 2),
         "max_ms": round(max(values, default=float("nan")) * 1000, 2),
         "mean_ms": round(statistics.fmean(values) * 1000, 2) if values else float("nan"),
     }
+    if limit is not None and values:
+        # the share of the time a player looks at state older than the target: a
+        # head-of-line stall holds every entity back at once, a lost datagram one
+        out["over_target_pct"] = round(100 * sum(v > limit for v in values) / len(values), 3)
+        out["over_2x_target_pct"] = round(100 * sum(v > 2 * limit for v in values) / len(values), 3)
+    return out
 
 
 async def _scenario(
@@ -182,7 +188,7 @@ async def _scenario(
         if name == "tcp-clean"
         else f"{args.loss:.0%} loss each way, {args.delay * 1000:.0f} ms +- "
         f"{args.jitter * 1000:.0f} ms one way",
-        "freshest_state_age": _summary(ages),
+        "freshest_state_age": _summary(ages, 2 / args.rate + args.delay),
         "input_latency": _summary(input_latency),
         "state_received": received,
         "node_datagrams_out": stats.datagrams_out,
@@ -278,6 +284,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         "bench": "lossy",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "python": platform.python_version(),
+        "core": meshgate.CORE,
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         # the machine's load (1, 5, 15 min) before and after: a shared machine's other

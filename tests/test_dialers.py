@@ -46,3 +46,25 @@ async def test_the_gateway_dialer_tries_another_node_after_a_hung_one() -> None:
             nursery.cancel_scope.cancel()
     pairs = list(itertools.pairwise(attempts))
     assert all(a != b for a, b in pairs), attempts
+
+
+async def test_wait_dial_failure_wakes_on_the_next_failed_dial() -> None:
+    """A gateway to a port nobody serves: each attempt fails, and
+    ``wait_dial_failure`` returns after the next one, with the error in dial_states."""
+    dead = trio.socket.socket()
+    await dead.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    port = dead.getsockname()[1]
+    cfg = meshgate.GatewayConfig(
+        name="a0",
+        cluster="A",
+        listen="127.0.0.1:0",
+        gateway_listen="127.0.0.1:0",
+        gateways={"Z": [f"127.0.0.1:{port}"]},
+        reconnect_wait=0.05,
+    )
+    with trio.fail_after(10), dead:
+        async with meshgate.open_gateway(cfg) as gw:
+            for _ in range(2):  # two failures in a row, each waited for
+                await gw.wait_dial_failure()
+            (z,) = [d for d in gw.dial_states() if d.target == "Z"]
+            assert z.last_error is not None

@@ -31,6 +31,7 @@ MAY_IMPORT_CORE = {
     "_shell/_topology.py",
     "_shell/_observer.py",
     "_shell/_logbook.py",
+    "_shell/_ticks.py",
     "_game/",  # the game layer: every module of the package
     "testing/_sim.py",
     "testing/_harness.py",

@@ -228,10 +228,8 @@ async def test_gateways_and_routes_have_nats_server_fields_and_types() -> None:
                     await a0.wait_gateways(1, 1)
                     await a1.wait_gateways(1)
                     await b0.wait_gateways(1, 2)
-                    while True:  # a dial to a dead port fails at once; nothing to wait on
-                        if any(d.last_error for d in a0.dial_states() if d.target == "Z"):
-                            break
-                        await trio.sleep(0.01)
+                    while not any(d.last_error for d in a0.dial_states() if d.target == "Z"):
+                        await a0.wait_dial_failure()
                     ours = {p: await fetch_json(a0.monitor_url, p) for p in GATEWAY_PATHS[:3]}
                     status, health = await http_status(a0.monitor_url, "/healthz?ready=1")
 

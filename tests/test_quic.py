@@ -6,6 +6,8 @@ from __future__ import annotations
 import ssl
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,42 @@ def quic_config(certs: tuple[str, str, ssl.SSLContext], **kw: object) -> Gateway
         tls_key_file=key_file,
         **kw,  # type: ignore[arg-type]
     )
+
+
+async def test_a_budgeted_quic_client_gets_its_scheduled_state_as_datagrams(
+    certs: tuple[str, str, ssl.SSLContext],
+) -> None:
+    """A bandwidth budget (issue 21) and datagrams (issue 20) compose: the send tick
+    picks the values, the datagram lane carries them."""
+    cfg = quic_config(certs, client_bandwidth=200_000, send_interval=0.02, datagram_refresh=8)
+    with trio.fail_after(20):
+        async with open_gateway(cfg) as gw:
+            tcp_url, quic_url = gw.client_urls
+            async with (
+                meshgate.connect(quic_url, ssl_context=certs[2]) as q,
+                meshgate.connect(tcp_url) as t,
+            ):
+                state = await q.add_subscription("state.>")
+                await q.flush()
+                keys = [f"e{i}" for i in range(10)]
+                for r in range(5):
+                    for k in keys:
+                        await t.publish(f"state.{k}", b"%d" % r, key=k)
+                for k in keys:
+                    await t.publish(f"state.{k}", b"last", key=k)
+                await t.flush()
+                last: set[str] = set()
+                unreliable = 0
+                while last != set(keys):
+                    m = await state.receive()
+                    unreliable += m.unreliable
+                    if m.payload == b"last":
+                        last.add(m.subject[6:])
+            st = gw.statistics()
+            assert st.scheduled_clients == 2  # the node's budget: both clients have it
+            assert st.scheduled_keyed_msgs >= 10
+            assert unreliable > 0
+            assert st.datagrams_out >= unreliable
 
 
 async def test_quic_client_talks_to_tcp_client(certs: tuple[str, str, ssl.SSLContext]) -> None:
@@ -364,6 +402,17 @@ async def test_max_msgs_counts_datagrams_too(certs: tuple[str, str, ssl.SSLConte
                 assert gw.statistics().subscriptions == 0  # the node removed it
 
 
+@asynccontextmanager
+async def raw_quic_stream(certs: tuple[str, str, ssl.SSLContext]) -> AsyncIterator[QuicStream]:
+    """A node serving QUIC, and a bare QUIC connection to it (no meshgate client)."""
+    async with (
+        open_gateway(quic_config(certs)) as gw,
+        connect_stream(gw.client_urls[1], ssl_context=certs[2]) as stream,
+    ):
+        assert isinstance(stream, QuicStream)
+        yield stream
+
+
 async def test_datagram_room_is_one_packet_and_reopens_once_it_left(
     certs: tuple[str, str, ssl.SSLContext],
 ) -> None:
@@ -371,27 +420,42 @@ async def test_datagram_room_is_one_packet_and_reopens_once_it_left(
     what it was handed and has not sent; the room reopens (the callback runs once) as
     soon as the packet has left."""
     with trio.fail_after(20):
-        async with open_gateway(quic_config(certs)) as gw:
-            quic_url = gw.client_urls[1]
-            async with connect_stream(quic_url, ssl_context=certs[2]) as stream:
-                assert isinstance(stream, QuicStream)
-                room = stream.datagram_room()
-                assert 0 < room <= stream.peer.max_datagram_size
-                opened = trio.Event()
-                calls: list[int] = []
+        async with raw_quic_stream(certs) as stream:
+            room = stream.datagram_room()
+            assert 0 < room <= stream.peer.max_datagram_size
+            opened = trio.Event()
+            calls: list[int] = []
 
-                def reopened() -> None:
-                    calls.append(stream.datagram_room())
-                    opened.set()
+            def reopened() -> None:
+                calls.append(stream.datagram_room())
+                opened.set()
 
-                for _ in range(4):  # fill the room: datagrams handed, not yet sent
-                    left = stream.datagram_room()
-                    if left == 0:
-                        break
-                    assert stream.send_datagram(b"x" * min(left, stream.max_datagram_payload))
-                assert stream.datagram_room() == 0
-                stream.notify_datagram_room(reopened)
-                await opened.wait()
-                assert calls[0] > 0  # the packet left
-                await trio.testing.wait_all_tasks_blocked()
-                assert len(calls) == 1  # once per registration
+            for _ in range(4):  # fill the room: datagrams handed, not yet sent
+                left = stream.datagram_room()
+                if left == 0:
+                    break
+                assert stream.send_datagram(b"x" * min(left, stream.max_datagram_payload))
+            assert stream.datagram_room() == 0
+            stream.notify_datagram_room(reopened)
+            await opened.wait()
+            assert calls[0] > 0  # the packet left
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(calls) == 1  # once per registration
+
+
+async def test_datagram_room_does_not_wait_behind_queued_stream_data(
+    certs: tuple[str, str, ssl.SSLContext],
+) -> None:
+    """A large reliable write still queued in the connection does not close the
+    datagram lane: datagrams go first in every packet, so only datagrams handed and
+    not yet sent count against the room."""
+    with trio.fail_after(20):
+        async with raw_quic_stream(certs) as stream:
+            room = stream.datagram_room()
+            # queue far more stream data than the congestion window lets go at once,
+            # without waiting for it to leave
+            stream.peer.send_stream_data(stream.stream_id, b"\x00" * 512 * 1024)
+            assert stream.peer.unsent > room
+            assert stream.datagram_room() == room
+            assert stream.send_datagram(b"x" * 100)
+            assert stream.datagram_room() == room - 100

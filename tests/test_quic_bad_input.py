@@ -286,3 +286,34 @@ async def test_a_connection_without_a_protocol_stream_is_closed(
                 # a handshake, then nothing on any stream: closed after stream_timeout
                 assert await stream.receive_some() == b""
             assert stats(gw)["stream_timeouts"] == 1
+
+
+class _Peer:
+    """What a :class:`QuicStream` asks of its connection, for the flood bound alone."""
+
+    def __init__(self, limits: QuicLimits) -> None:
+        self.endpoint_limits = limits
+        self.stats = meshgate.transports.QuicStats()
+        self.done = False
+        self.closed_with: tuple[int, str] | None = None
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
+        self.done = True
+
+
+async def test_a_peer_that_sends_faster_than_the_node_reads_is_closed_as_a_flood() -> None:
+    """``max_buffered``: unread bytes on the protocol stream are bounded; a reader that
+    keeps up never trips it, a peer that outruns the reader is closed and counted."""
+    peer = _Peer(QuicLimits(max_buffered=10_000))
+    stream = QuicStream(peer, 0)  # type: ignore[arg-type]
+    for _ in range(20):  # 80 kB in all, read as it comes: never more than 4 kB unread
+        stream.feed_data(b"x" * 4_000, False)
+        assert len(await stream.receive_some()) == 4_000
+    assert peer.closed_with is None
+    stream.feed_data(b"x" * 6_000, False)
+    stream.feed_data(b"x" * 4_000, False)  # 10,000 unread: at the bound, not past it
+    assert peer.closed_with is None
+    stream.feed_data(b"x", False)
+    assert peer.closed_with == (0, "too much unread data")
+    assert peer.stats.floods == 1

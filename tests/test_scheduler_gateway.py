@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tomllib
 
+import attrs
 import trio
 import trio.testing
 
@@ -79,3 +80,49 @@ token = "token-token-2"
     assert cfg.bandwidth_for(cfg.users[1]) == 64000
     assert cfg.scheduling
     assert not meshgate.GatewayConfig().scheduling
+
+
+async def test_a_reload_sets_budgets_for_connected_clients(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A node started without budgets runs no send tick; a reload that sets
+    ``client_bandwidth`` starts it and gives connected clients their budget, and a later
+    reload changes the budget in place."""
+    cfg = meshgate.GatewayConfig(listen="memory://")
+    with trio.fail_after(60):
+        async with (
+            meshgate.open_gateway(cfg) as gw,
+            gw.connect_local(name="world") as world,
+            gw.connect_local(name="player") as player,
+        ):
+            sub = await player.add_subscription("cell.>", max_buffered=100_000)
+            await player.flush()
+            assert gw.statistics().scheduled_clients == 0
+            restart = gw.reconfigure(attrs.evolve(cfg, client_bandwidth=2_000, send_interval=0.05))
+            assert restart == []
+            assert gw.statistics().scheduled_clients == 2
+            (row,) = [c for c in gw.connz() if c.name == "player"]
+            assert row.budget == 2_000
+
+            async def burst() -> int:
+                """Two seconds of 10 keys at 20 Hz (about 6x 2 kB/s): bytes received."""
+                got = 0
+                for _ in range(40):
+                    for k in range(10):
+                        await world.publish(f"cell.0.0.s{k}", b"p" * 40, key=f"s{k}")
+                    await trio.sleep(0.05)
+                    while True:
+                        try:
+                            got += len(sub.receive_nowait().payload)
+                        except trio.WouldBlock:
+                            break
+                return got
+
+            first = await burst()
+            # the send tick runs and keeps the player within its budget
+            assert 0 < first <= 2 * 2_000
+            gw.reconfigure(attrs.evolve(cfg, client_bandwidth=8_000, send_interval=0.05))
+            (row,) = [c for c in gw.connz() if c.name == "player"]
+            assert row.budget == 8_000
+            second = await burst()
+            assert second > 2 * first

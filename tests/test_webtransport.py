@@ -143,8 +143,12 @@ try {
     if (v === cfg.lastState) done();
   });
   await client.subscribe("event.>", (m) => result.events.push(new TextDecoder().decode(m.payload)));
+  let moved;
+  const shipMoved = new Promise((r) => { moved = r; });
   await client.subscribe("cell.0.0.>", (m) => {
-    result.ships.push([new TextDecoder().decode(m.payload), m.reply]);
+    const p = new TextDecoder().decode(m.payload);
+    result.ships.push([p, m.reply]);
+    if (p.endsWith("+++")) moved();
   });
   await client.flush();
   await report("/ready", {});
@@ -156,6 +160,8 @@ try {
     finished.then(() => false), new Promise((r) => setTimeout(() => r(true), 10000)),
   ]);
   if (timedOut) result.errors.push(`state ${cfg.lastState} never arrived`);
+  // the inputs' effect comes back through the owner: wait for it too (bounded)
+  await Promise.race([shipMoved, new Promise((r) => setTimeout(r, 10000))]);
   await client.flush();
   result.staleDropped = client.staleDropped;
   result.datagrams = client.datagrams;
@@ -226,6 +232,21 @@ def http_server(page_dir: Path) -> Iterator[http.server.ThreadingHTTPServer]:
         server.server_close()
 
 
+def _write_page(page_dir: Path, page: str, wt_url: str, digest: bytes, **more: Any) -> int:
+    """The test page for the node's ``webtransport://`` listener ``wt_url`` (the page
+    pins the certificate's ``digest``); returns the listener's UDP port."""
+    port = int(wt_url.rsplit(":", 1)[1].split("/", 1)[0])
+    cfg = {
+        "url": f"https://127.0.0.1:{port}/meshgate",
+        "token": PLAYER.token,
+        "session": SESSION,
+        "hashes": [{"algorithm": "sha-256", "value": list(digest)}],
+        **more,
+    }
+    (page_dir / "index.html").write_text(page % {"cfg": json.dumps(cfg)})
+    return port
+
+
 def validate(state: bytes, data: bytes) -> bytes | None:
     """The owner accepts every input."""
     return None
@@ -255,22 +276,7 @@ async def test_a_browser_plays_the_same_game_as_a_tcp_client(
             tcp_url, wt_url = gw.client_urls
             assert wt_url.startswith("webtransport://127.0.0.1:")
             assert wt_url.endswith("/meshgate")
-            port = int(wt_url.rsplit(":", 1)[1].split("/", 1)[0])
-            (page_dir / "index.html").write_text(
-                PAGE
-                % {
-                    "cfg": json.dumps(
-                        {
-                            "url": f"https://127.0.0.1:{port}/meshgate",
-                            "token": PLAYER.token,
-                            "session": SESSION,
-                            "hashes": [{"algorithm": "sha-256", "value": list(digest)}],
-                            "lastState": 20,
-                        }
-                    )
-                }
-            )
-            page = f"http://127.0.0.1:{http_server.server_address[1]}/index.html"
+            port = _write_page(page_dir, PAGE, wt_url, digest, lastState=20)
             async with (
                 connect_replicant(tcp_url, "east", token=OWNER.token) as link,
                 trio.open_nursery() as nursery,
@@ -283,22 +289,7 @@ async def test_a_browser_plays_the_same_game_as_a_tcp_client(
                     tcp.subscribe("event.>") as events,
                 ):
                     await tcp.flush()
-                    browser = await trio.lowlevel.open_process(
-                        [
-                            chromium,
-                            "--headless=new",
-                            "--no-sandbox",
-                            "--disable-gpu",
-                            "--no-first-run",
-                            "--disable-extensions",
-                            f"--user-data-dir={tmp_path / 'profile'}",
-                            "--enable-quic",
-                            f"--origin-to-force-quic-on=127.0.0.1:{port}",
-                            page,
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
+                    browser = await _open_browser(chromium, tmp_path, port, http_server)
                     try:
                         await board.wait("/ready")
                         # the TCP client's keyed state: datagrams to the browser
@@ -335,6 +326,174 @@ async def test_a_browser_plays_the_same_game_as_a_tcp_client(
     (identity,) = {client for client, _ in owner.log["ship"]}
     assert identity.startswith("s-"), "the session key made the game identity"
     assert owner.states["ship"] == b"+++"
+
+
+RECONNECT_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>meshgate WebTransport reconnect test</title>
+<script type="module">
+import { connect, NoRespondersError } from "./meshgate.js";
+const cfg = %(cfg)s;
+cfg.hashes = cfg.hashes.map((h) => ({ algorithm: h.algorithm, value: new Uint8Array(h.value) }));
+const report = async (path, body) => fetch(path, { method: "POST", body: JSON.stringify(body) });
+const dec = (b) => new TextDecoder().decode(b);
+const result = { news: [], errors: [], told: [] };
+const within = (promise, what) => Promise.race([
+  promise, new Promise((_, no) => setTimeout(() => no(new Error(`${what}: not within 20 s`)), 20000)),
+]);
+try {
+  let reconnected;
+  const back = new Promise((r) => { reconnected = r; });
+  const client = await connect(cfg.url, {
+    token: cfg.token, session: cfg.session, serverCertificateHashes: cfg.hashes,
+    reconnectWait: 100, onReconnect: (n) => reconnected(n),
+    onDisconnect: () => report("/disconnected", {}),
+    onError: (e) => result.told.push(String(e)), // what the node said as it went away
+  });
+  let gotNews;
+  const news = new Promise((r) => { gotNews = r; });
+  const states = [];
+  const waiting = new Map(); // state value -> resolve
+  const state = (v) => new Promise((r) => { waiting.set(v, r); });
+  await client.subscribe("news.>", (m) => {
+    if (m.key === undefined) { result.news.push(dec(m.payload)); gotNews(); return; }
+    states.push(dec(m.payload));
+    waiting.get(dec(m.payload))?.();
+  });
+  // keyed state numbered 1..3 on this connection (echoed to our own subscription)
+  const third = state("3");
+  const stateAfter = state("after");
+  for (const v of ["1", "2", "3"]) await client.publish("news.state", v, { key: "s" });
+  await within(third, "keyed state 3");
+  result.reply = dec((await client.request("svc.echo", "ping")).payload);
+  try {
+    await client.request("svc.nobody", "anyone?", { timeout: 5000 });
+    result.noResponders = "answered";
+  } catch (e) { result.noResponders = e instanceof NoRespondersError ? "NoRespondersError" : String(e); }
+  await client.flush();
+  await report("/ready", {});
+  result.statesBefore = [...states];
+  // the node restarts; the client opens its session again
+  result.attempts = await within(back, "reconnect");
+  await client.flush();
+  await report("/reconnected", {});
+  await within(news, "news after the reconnect"); // the subscription was made again
+  // the new connection numbers the key from 1 again: not taken for stale state
+  await within(stateAfter, "keyed state after the reconnect");
+  result.replyAfter = dec((await client.request("svc.echo", "again")).payload);
+  result.reconnects = client.reconnects;
+  await client.close();
+} catch (e) {
+  result.errors.push(String(e && e.stack || e));
+}
+await report("/result", result);
+</script>
+"""
+
+
+async def _echo(client: meshgate.Client, ready: trio.Event) -> None:
+    """Answer every request on ``svc.echo`` with ``echo:<payload>``."""
+    async with client.subscribe("svc.echo") as sub:
+        await client.flush()
+        ready.set()
+        async for m in sub:
+            assert m.reply is not None
+            await client.publish(m.reply, b"echo:" + m.payload)
+
+
+async def test_a_browser_client_makes_requests_and_reconnects_to_a_restarted_node(
+    ecdsa_cert: tuple[str, str, bytes],
+    page_dir: Path,
+    http_server: http.server.ThreadingHTTPServer,
+    tmp_path: Path,
+) -> None:
+    """meshgate.js's request() (with the node's no-responders answer) and its automatic
+    reconnect: the node goes away and comes back on the same port; the page's client
+    opens its session again, its subscription is made again, and requests work."""
+    chromium = _chromium()
+    cert_file, key_file, digest = ecdsa_cert
+    board = _Board(trio.lowlevel.current_trio_token())
+    http_server.posted = board.posted  # type: ignore[attr-defined]
+
+    def config(port: int) -> GatewayConfig:
+        return GatewayConfig(
+            listen=["tcp://127.0.0.1:0", f"webtransport://127.0.0.1:{port}/meshgate"],
+            tls_cert_file=cert_file,
+            tls_key_file=key_file,
+            users=[PLAYER],
+        )
+
+    async def serve_echo(gw: meshgate.Gateway, nursery: trio.Nursery) -> meshgate.Client:
+        client = await nursery.start(_connected, gw.client_urls[0])
+        ready = trio.Event()
+        nursery.start_soon(_echo, client, ready)
+        await ready.wait()
+        return client
+
+    with trio.fail_after(90):
+        async with open_gateway(config(0)) as gw, trio.open_nursery() as nursery:
+            port = _write_page(page_dir, RECONNECT_PAGE, gw.client_urls[1], digest)
+            await serve_echo(gw, nursery)
+            browser = await _open_browser(chromium, tmp_path, port, http_server)
+            try:
+                await board.wait("/ready")
+                nursery.cancel_scope.cancel()
+            # the first node is gone (its UDP port too); the page's client retries
+            except BaseException:
+                browser.kill()
+                raise
+        try:
+            await board.wait("/disconnected")
+            async with open_gateway(config(port)) as gw2, trio.open_nursery() as nursery:
+                tcp = await serve_echo(gw2, nursery)
+                await board.wait("/reconnected")
+                await tcp.publish("news.flash", b"the node is back")
+                await tcp.publish("news.state", b"after", key="s")
+                result = json.loads(await board.wait("/result"))
+                nursery.cancel_scope.cancel()
+        finally:
+            browser.kill()
+            await browser.wait()
+    assert result["errors"] == [], result
+    # the loss was reported (the node's "shutting down" frame, or the session's end if
+    # the node was gone before the frame got through)
+    assert result["told"], result
+    assert result["reply"] == "echo:ping"
+    assert result["noResponders"] == "NoRespondersError"
+    assert result["attempts"] >= 1
+    assert result["reconnects"] == 1
+    assert result["news"] == ["the node is back"]
+    assert result["statesBefore"][-1] == "3"  # (older ones may be superseded)
+    assert result["replyAfter"] == "echo:again"
+
+
+async def _connected(
+    url: str, task_status: trio.TaskStatus[meshgate.Client] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with meshgate.connect(url, token=PLAYER.token) as client:
+        task_status.started(client)
+        await trio.sleep_forever()
+
+
+async def _open_browser(
+    chromium: str, tmp_path: Path, port: int, http_server: http.server.ThreadingHTTPServer
+) -> trio.Process:
+    """Headless Chromium on the test page, QUIC forced on for the node's port."""
+    command = [
+        chromium,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-extensions",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-quic",
+        f"--origin-to-force-quic-on=127.0.0.1:{port}",
+        f"http://127.0.0.1:{http_server.server_address[1]}/index.html",
+    ]
+    return await trio.lowlevel.open_process(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 # -- without a browser: aioquic's HTTP/3 client against the listener -----------------------

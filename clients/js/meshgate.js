@@ -29,13 +29,24 @@
 // PING/PONG, ERROR and INFO frames, keyed datagrams.  Headers (msgpack extension 1)
 // are decoded as {headers: string, body: Uint8Array}.
 //
-// Not here (yet): automatic reconnect (connect again with the same session key and
-// options.inputSeq = client.inputSeq, then resend inputs the owner may not have seen),
-// request/reply helpers, publishing with headers.
+// Also: request/reply (`await client.request(subject, payload, { timeout })`, which
+// rejects with NoRespondersError at once when nobody can receive the request) and
+// automatic reconnect (on by default): a session that ends without `close()` is
+// opened again to the same URL with jittered backoff, with the same token and session
+// key; the subscriptions are made again, and the last inputs are sent again (the owner
+// applies each sequence number of a session key once).  `onDisconnect()` and
+// `onReconnect(attempts)` say when; `client.reconnects` counts.
+//
+// Not here (yet): publishing with headers, deltas (the node sends this client whole
+// values: it does not announce a delta codec).
 
 const OP = { HELLO: 0, PUB: 1, SUB: 2, UNSUB: 3, MSG: 4, PING: 5, PONG: 6, ERROR: 7, INFO: 8 };
 const PROTOCOL_VERSION = 1;
 const KSEQ_SEEN_MAX = 4096;
+/** inputs kept to send again after a reconnect (as the Python client's RECENT_INPUTS) */
+export const RECENT_INPUTS = 64;
+/** requests waiting for a reply at once, at most (a bound, not a target) */
+const MAX_REQUESTS = 1024;
 
 // -- msgpack: the subset the protocol uses ---------------------------------------------
 
@@ -171,6 +182,31 @@ export class ServerError extends Error {
   }
 }
 
+/** A request nobody can receive (the node's no-responders answer). */
+export class NoRespondersError extends Error {
+  constructor(subject) {
+    super(`no responders for a request on ${subject}`);
+    this.subject = subject;
+  }
+}
+
+/** A request whose reply did not come within its timeout. */
+export class RequestTimeoutError extends Error {
+  constructor(subject, ms) {
+    super(`no reply to a request on ${subject} within ${ms} ms`);
+    this.subject = subject;
+  }
+}
+
+async function openSession(url, options) {
+  const wtOptions = {};
+  if (options.serverCertificateHashes) wtOptions.serverCertificateHashes = options.serverCertificateHashes;
+  const transport = new WebTransport(url, wtOptions);
+  await transport.ready;
+  const stream = await transport.createBidirectionalStream();
+  return [transport, stream];
+}
+
 /**
  * Open a WebTransport session to `url` (https://host:port/path of a node's
  * webtransport:// listener), say HELLO and wait for the node's answer.
@@ -178,16 +214,16 @@ export class ServerError extends Error {
  * player's game identity from it, so reconnecting with the same key keeps inputs
  * deduplicated), inputSeq (the last input sequence number sent before with that key),
  * name, serverCertificateHashes (for a self-signed certificate valid
- * at most 14 days), onError(ServerError), onClose().
+ * at most 14 days), onError(ServerError), onClose() (closed for good),
+ * reconnect (default true), maxReconnectAttempts (default 60 in a row),
+ * reconnectWait (ms, default 250: the first wait; it doubles up to 5 s, jittered),
+ * onDisconnect(), onReconnect(attempts).
  * Resolves to a Client; rejects with a ServerError when the node refuses (bad token).
  */
 export async function connect(url, options = {}) {
-  const wtOptions = {};
-  if (options.serverCertificateHashes) wtOptions.serverCertificateHashes = options.serverCertificateHashes;
-  const transport = new WebTransport(url, wtOptions);
-  await transport.ready;
-  const stream = await transport.createBidirectionalStream();
+  const [transport, stream] = await openSession(url, options);
   const client = new Client(transport, stream, options);
+  client.url = url;
   await client._handshake();
   return client;
 }
@@ -200,7 +236,18 @@ export class Client {
     this.writer = stream.writable.getWriter();
     this.reader = stream.readable.getReader();
     this.subs = new Map(); // sid -> callback(msg)
+    this.patterns = new Map(); // sid -> [pattern, queue]: made again after a reconnect
     this.nextSid = 1;
+    /** the URL the client (re)connects to */
+    this.url = null;
+    /** times the client reconnected */
+    this.reconnects = 0;
+    this._recent = []; // the last RECENT_INPUTS input frames, sent again on reconnect
+    this._requests = new Map(); // token -> {resolve, reject, timer}
+    this._inbox = null; // "_INBOX.<random>" once the first request made its subscription
+    this._nextRequest = 1;
+    this._established = false; // the handshake of the current session completed
+    this._reconnecting = false;
     /** the last input sequence number sent: with a session key, keep it across
      * reconnects and page reloads (options.inputSeq); the owner applies each
      * (player, seq) once, so a restart from 0 would be taken for retries */
@@ -220,7 +267,10 @@ export class Client {
   }
 
   async _handshake() {
-    const hello = { version: PROTOCOL_VERSION, role: "client", name: this.options.name ?? "meshgate.js" };
+    const hello = {
+      version: PROTOCOL_VERSION, role: "client", name: this.options.name ?? "meshgate.js",
+      features: ["no-responders"],
+    };
     if (this.options.token !== undefined) hello.token = this.options.token;
     if (this.options.session !== undefined) hello.session = this.options.session;
     // the node answers HELLO with its own, then checks the token: the PONG to the
@@ -229,11 +279,13 @@ export class Client {
     this._pongs = [() => {
       if (this._helloWaiter) { this._helloWaiter.resolve(); this._helloWaiter = null; }
     }];
+    this._established = false;
     await this._send([OP.HELLO, hello]);
     await this._send([OP.PING]);
     this._readLoop();
     this._datagramLoop();
     await answered;
+    this._established = true; // from now on, losing the session means reconnecting
   }
 
   _send(frame) {
@@ -246,6 +298,7 @@ export class Client {
   async subscribe(pattern, callback, queue = null) {
     const sid = this.nextSid++;
     this.subs.set(sid, callback);
+    this.patterns.set(sid, [pattern, queue]);
     await this._send([OP.SUB, sid, pattern, queue]);
     return sid;
   }
@@ -253,7 +306,46 @@ export class Client {
   /** Stop subscription `sid`. */
   async unsubscribe(sid) {
     this.subs.delete(sid);
+    this.patterns.delete(sid);
     await this._send([OP.UNSUB, sid, null]);
+  }
+
+  /** Publish `payload` on `subject` with a unique reply subject and resolve with the
+   * first reply ({subject, reply, payload, ...}).  Rejects with NoRespondersError at
+   * once when the node knows nobody can receive it, with RequestTimeoutError after
+   * `timeout` ms (default 5000). */
+  async request(subject, payload, { timeout = 5000 } = {}) {
+    if (this._inbox === null) {
+      const rand = crypto.getRandomValues(new Uint8Array(8));
+      this._inbox = `_INBOX.${Array.from(rand, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+      await this.subscribe(`${this._inbox}.*`, (m) => this._reply(m));
+    }
+    if (this._requests.size >= MAX_REQUESTS) throw new Error(`more than ${MAX_REQUESTS} requests wait`);
+    const token = String(this._nextRequest++);
+    const answer = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._requests.delete(token);
+        reject(new RequestTimeoutError(subject, timeout));
+      }, timeout);
+      this._requests.set(token, { resolve, reject, timer, subject });
+    });
+    await this.publish(subject, payload, { reply: `${this._inbox}.${token}` });
+    return answer;
+  }
+
+  _reply(m) {
+    const token = m.subject.slice(m.subject.lastIndexOf(".") + 1);
+    const waiter = this._requests.get(token);
+    if (waiter === undefined) return; // late, or answered already
+    this._requests.delete(token);
+    clearTimeout(waiter.timer);
+    const p = m.payload;
+    // the no-responders answer: an empty body under a "NATS/1.0 503" header block
+    if (p && p.headers !== undefined && p.headers.startsWith("NATS/1.0 503") && p.body.length === 0) {
+      waiter.reject(new NoRespondersError(waiter.subject));
+    } else {
+      waiter.resolve(m);
+    }
   }
 
   /** Publish `payload` (Uint8Array or string) on `subject`; `key` names coalescable
@@ -269,7 +361,10 @@ export class Client {
     const seq = ++this.inputSeq;
     const body = typeof data === "string" ? utf8enc.encode(data) : data;
     const input = relay === undefined ? [seq, body] : [seq, body, relay];
-    await this.publish(`$IN.${entity}`, encode(input));
+    const frame = [OP.PUB, `$IN.${entity}`, null, encode(input), null];
+    this._recent.push(frame);
+    if (this._recent.length > RECENT_INPUTS) this._recent.shift();
+    await this._send(frame);
     return seq;
   }
 
@@ -280,12 +375,71 @@ export class Client {
     await pong;
   }
 
-  /** End the session. */
+  /** End the session (for good: no reconnect). */
   async close() {
     if (this.closed) return;
     this.closed = true;
+    this._failRequests(new Error("the client is closed"));
     try { await this.writer.close(); } catch (e) { /* already gone */ }
     this.transport.close();
+  }
+
+  _failRequests(err) {
+    for (const w of this._requests.values()) { clearTimeout(w.timer); w.reject(err); }
+    this._requests.clear();
+  }
+
+  /** The session ended without close(): open it again (options.reconnect), or end. */
+  async _lost() {
+    const o = this.options;
+    if (this.closed || o.reconnect === false || this.url === null) {
+      this.closed = true;
+      this._failRequests(new Error("the node closed the session"));
+      o.onClose?.();
+      return;
+    }
+    o.onDisconnect?.();
+    this._reconnecting = true;
+    try {
+      if (await this._reconnect(o)) return;
+    } finally {
+      this._reconnecting = false;
+    }
+    this.closed = true;
+    this._failRequests(new Error("the session is lost"));
+    o.onClose?.();
+  }
+
+  async _reconnect(o) {
+    let wait = o.reconnectWait ?? 250;
+    const attempts = o.maxReconnectAttempts ?? 60;
+    for (let n = 1; n <= attempts && !this.closed; n++) {
+      await new Promise((r) => setTimeout(r, wait * (0.5 + Math.random())));
+      wait = Math.min(wait * 2, 5000);
+      try {
+        const [transport, stream] = await openSession(this.url, o);
+        this.transport = transport;
+        this.writer = stream.writable.getWriter();
+        this.reader = stream.readable.getReader();
+        this.kseq.clear(); // a new connection numbers every key from 1 again
+        try {
+          await this._handshake();
+        } catch (e) {
+          try { transport.close(); } catch (_) { /* gone */ }
+          throw e;
+        }
+        for (const [sid, [pattern, queue]] of this.patterns) await this._send([OP.SUB, sid, pattern, queue]);
+        for (const frame of this._recent) await this._send(frame);
+        this.reconnects++;
+        o.onReconnect?.(n);
+        return true;
+      } catch (e) {
+        // refused for good (the credential is gone); other errors (a node shutting down,
+        // full) and lost sessions: try again
+        if (e instanceof ServerError && (e.code === 7 || e.code === 12)) return false;
+      }
+    }
+    return false;
   }
 
   _frame(f) {
@@ -303,7 +457,7 @@ export class Client {
       case OP.INFO: this.info = f[1]; return;
       case OP.ERROR: {
         const err = new ServerError(f[1], f[2]);
-        if (f.length === 4) this.subs.delete(f[3]); // the node refused that subscription
+        if (f.length === 4) { this.subs.delete(f[3]); this.patterns.delete(f[3]); } // refused
         if (this._helloWaiter) { this._helloWaiter.reject(err); this._helloWaiter = null; }
         this.options.onError?.(err);
         return;
@@ -343,9 +497,17 @@ export class Client {
     } catch (e) {
       if (!this.closed) this.options.onError?.(e); // our own close() ends reads too
     } finally {
-      if (this._helloWaiter) { this._helloWaiter.reject(new Error("the node closed the session")); this._helloWaiter = null; }
-      this.closed = true;
-      this.options.onClose?.();
+      if (this._helloWaiter) {
+        this._helloWaiter.reject(new Error("the node closed the session"));
+        this._helloWaiter = null;
+      }
+      // a handshake that failed is connect()'s (or the reconnect loop's) to report
+      if (this._established) {
+        this._established = false;
+        this._lost();
+      } else if (!this._reconnecting) {
+        this.closed = true; // connect() failed: this client never was
+      }
     }
   }
 

@@ -5,6 +5,7 @@ messages go straight out, in order; clients without a budget are untouched."""
 from __future__ import annotations
 
 import attrs
+import msgpack
 
 from meshgate import User
 from meshgate.protocol import ConnectionKind, Message, Publish, Subscribe, Unsubscribe
@@ -111,21 +112,89 @@ def _decode(data: bytes) -> list[object]:
     return list(d)
 
 
-def test_reload_cannot_start_the_send_tick() -> None:
-    """A node started without budgets runs no send tick: a budget a reload adds to a
-    user is not applied (its keyed state would never go out), until a restart."""
+def test_a_reload_gives_connected_clients_their_budget() -> None:
+    """A node started without budgets has no send tick; a reload that gives a user a
+    budget turns it on and gives that user's connected clients a scheduler: their keyed
+    state waits for the send tick."""
     users = (User(token="plain-token", name="plain"),)
     cfg = node_config(users=users, trusted_network=True)
     h = CoreHarness(cfg)
-    assert h.core.send_interval is None
-    new = (User(token="plain-token", name="plain", client_bandwidth=100),)
-    h.core.reconfigure(attrs.evolve(cfg, users=new))
     assert h.core.send_interval is None
     sub = open_peer(h, ConnectionKind.CLIENT, handshake=False)
     sub.hello(token="plain-token")
     sub.received()
     sub.send(Subscribe(1, "cell.>", None))
     sub.received()
+    new = (User(token="plain-token", name="plain", client_bandwidth=100),)
+    h.core.reconfigure(attrs.evolve(cfg, users=new))
+    assert h.core.send_interval == cfg.send_interval
+    assert h.core.statistics().scheduled_clients == 1
     sub.send(Publish("cell.0.0.a", None, b"v", key="a"))
-    assert [f for f in _decode(sub.take_bytes()) if isinstance(f, Message)]
-    assert h.core.statistics().scheduled_clients == 0
+    assert not [f for f in _decode(sub.take_bytes()) if isinstance(f, Message)]
+    h.tick(h.now + cfg.send_interval)
+    (m,) = [f for f in _decode(sub.take_bytes()) if isinstance(f, Message)]
+    assert m.payload == b"v"
+
+
+def test_budgeted_client_with_datagrams_gets_keyed_state_as_datagrams() -> None:
+    """A budget and a datagram-capable transport (QUIC) compose: the send tick decides
+    what goes and when, the datagram lane carries it (every refresh-th value of a key on
+    the stream), reliable messages stay on the stream, and the budget counts both."""
+    users = (
+        User(token="plain-token", name="plain"),
+        User(token="budget-token", name="budgeted", client_bandwidth=20_000),
+    )
+    h = CoreHarness(
+        node_config(users=users, trusted_network=True, send_interval=0.05, datagram_refresh=8)
+    )
+    pub = open_peer(h, ConnectionKind.CLIENT, handshake=False)
+    pub.hello(token="plain-token")
+    client = open_peer(h, ConnectionKind.CLIENT, handshake=False)
+    client.enable_datagrams(1200)
+    client.hello(token="budget-token")
+    client.received()
+    client.send(Subscribe(1, "cell.>", None))
+    client.received()
+    payload = b"x" * 100
+    total = 0
+    kseqs: dict[str, int] = {}
+    on_stream = 0
+    datagrams = 0
+    for step in range(40):  # 2 s: 50 keys at 20 Hz, about 6x the budget
+        for k in range(50):
+            pub.send(Publish(f"cell.0.0.ship.{k}", None, payload + bytes([step]), key=f"s{k}"))
+        pub.send(Publish("cell.0.0.event", None, b"boom%d" % step))
+        h.tick(h.now + 0.05)
+        taken = client.take_datagrams()
+        data = client.take_bytes()
+        total += len(data) + sum(map(len, taken))
+        events = []
+        keyed: list[tuple[str, int, int]] = []  # (key, kseq, step) in arrival order
+        for d in taken:
+            kind, sid, _subject, _reply, body, kseq, key = msgpack.unpackb(d)
+            assert (kind, sid) == (4, 1)
+            keyed.append((key, kseq, body[-1]))
+            datagrams += 1
+        for raw in _raw_frames(data):
+            if raw[2] == "cell.0.0.event":
+                events.append(raw[4])
+            else:
+                assert len(raw) == 7  # a refresh: the stream frame carries kseq and key
+                keyed.append((raw[6], raw[5], raw[4][-1]))
+                on_stream += 1
+        assert events == [b"boom%d" % step]  # reliable: every one, in order
+        for key, kseq, at in keyed:
+            assert kseq > kseqs.get(key, 0)  # per key, newer only, across both lanes
+            kseqs[key] = kseq
+            assert at == step  # the latest value of the key
+    assert datagrams > 4 * on_stream > 0  # mostly datagrams, some refreshes (1 in 8)
+    # within the budget, datagrams included (plus one message of slack per second)
+    assert 20_000 * 2 * 0.8 <= total <= 20_000 * 2 + 200
+    assert len(kseqs) == 50  # nobody starved
+    assert h.core.statistics().datagrams_out == datagrams
+
+
+def _raw_frames(data: bytes) -> list[list[object]]:
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data)
+    return [list(f) for f in unpacker]

@@ -673,6 +673,15 @@ class KeyedDatagrams:
         instead; None if it has no ``kseq`` (the table is full: send it as it is).
         ``counted``: the subscription ends after a number of messages (``max_msgs``),
         so this one supersedes nothing and is superseded by nothing."""
+        frame = self.number(sid, key, prefix, tail)
+        if frame is None:
+            return None
+        return self.place(sid, key, frame, self.kseq[sid, key][0], counted)
+
+    def number(self, sid: int, key: str, prefix: bytes, tail: bytes) -> bytes | None:
+        """The keyed MSG with its next ``kseq`` (``[4, sid, subject, reply, payload,
+        kseq, key]``), not queued yet (a client with a budget: its scheduler holds it
+        until a send tick, then :meth:`place_latest`); None if the table is full."""
         k = (sid, key)
         entry = self.kseq.get(k)
         if entry is None:
@@ -682,7 +691,17 @@ class KeyedDatagrams:
             entry = self.kseq[k] = [0, pack_str(key)]
         n = entry[0] = entry[0] + 1
         frame: bytes = b"\x97" + prefix[1:] + tail + pack_uint(n) + entry[1]
-        return self.place(sid, key, frame, n, counted)
+        return frame
+
+    def place_latest(self, sid: int, key: str, frame: bytes) -> bool:
+        """A frame from :meth:`number` that a send tick lets go now: True if it was
+        queued as a datagram, False if it goes on the stream (the periodic refresh,
+        too large, or a key this lane did not number).  A scheduler holds only the
+        newest value of a key, so the frame carries the key's last ``kseq``."""
+        entry = self.kseq.get((sid, key))
+        if entry is None:
+            return False
+        return not self.place(sid, key, frame, entry[0])
 
     def place(self, sid: int, key: str, frame: bytes, n: int, counted: bool = False) -> bytes:
         """A keyed MSG of (``sid``, ``key``) that already has its ``kseq`` ``n`` (from

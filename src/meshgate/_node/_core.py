@@ -72,6 +72,8 @@ _CLOSING = ConnState.CLOSING
 RELOADABLE = frozenset(
     {
         "users",
+        "client_bandwidth",
+        "send_interval",
         "max_payload",
         "max_pending_bytes",
         "max_connections",
@@ -245,6 +247,10 @@ class NodeCore:
         if "users" in changed:
             self.settings.known_accounts = self._known_accounts()
             self.clients.reload_users(applied.users)
+        if {"users", "client_bandwidth", "send_interval"} & set(changed):
+            for conn in list(self.clients.conns.values()):  # budgets apply now
+                if isinstance(conn, ClientConnection) and conn.state is ConnState.OPEN:
+                    self.delivery.rebudget(conn)
         return restart
 
     def attach_layer(self, layer: Layer) -> None:
@@ -353,10 +359,13 @@ class NodeCore:
         within ``max_bytes``; the rest stay queued and are superseded by newer states."""
         if isinstance(conn, ClientConnection):
             out = conn.take_datagrams(max_bytes)
+            taken = 0
             for d in out:
-                n = len(d)
-                conn.bytes_out += n
-                self.bytes_out += n
+                taken += len(d)
+            conn.bytes_out += taken
+            self.bytes_out += taken
+            if conn.sched is not None:  # its send tick charged them already
+                conn.sched_mark += taken
             return out
         return []
 

@@ -53,6 +53,9 @@ Relevance = Callable[[tuple[float, float] | None, str, str], tuple[float, float]
 #: is bounded by the decoder's 64 elements; a longer frame is malformed)
 MAX_ACKS = 21
 
+#: the budget of a scheduler whose client's budget a reload removed (bytes per second)
+UNLIMITED = 1 << 62
+
 #: seconds a key's relevance for a client is reused before it is asked again (entities
 #: and clients do not change rings every tick; asking once per value would cost more
 #: than the routing itself)
@@ -113,6 +116,7 @@ class Delivery:
         self._policy = config.slow_consumer_policy
         self._max_resyncs = config.max_resyncs
         self._config = config
+        self.enabled = config.scheduling
 
     def deliver(self, sub: LocalSubscription, tail: bytes, key: str | None) -> int:
         """Append one MSG (the subscription's prefix, then the shared tail); 1 if queued."""
@@ -138,7 +142,11 @@ class Delivery:
                 if type(done) is int:
                     return done
                 prefix, tail = b"", done  # type: ignore[assignment]
-            elif c.sched is not None:  # a budget: the scheduler decides when (on the stream)
+            elif c.sched is not None:  # a budget: the scheduler decides when
+                if c.dgram is not None:  # numbered now, a datagram when it goes
+                    frame = c.dgram.number(sub.sid, key, prefix, tail)
+                    if frame is not None:
+                        return self._schedule(c, c.sched, sub, frame, key)
                 return self._schedule(c, c.sched, sub, prefix + tail, key)
             elif c.dgram is not None:  # keyed state: the datagram lane
                 frame = c.dgram.offer(sub.sid, key, prefix, tail, sub.remaining is not None)
@@ -203,6 +211,10 @@ class Delivery:
         budget = cfg.bandwidth_for(c.user)
         if budget is None or c.role is not Role.CLIENT or not self.enabled:
             return
+        self._start_scheduler(c, budget)
+
+    def _start_scheduler(self, c: ClientConnection, budget: int) -> None:
+        cfg = self._config
         c.sched = Scheduler(
             budget,
             cfg.send_interval,
@@ -212,6 +224,23 @@ class Delivery:
         )
         c.sched_mark = c.bytes_out + len(c.out)
         self.scheduled[c.id] = c
+
+    def rebudget(self, c: ClientConnection) -> None:
+        """A reload changed budgets: ``c``'s scheduler takes its new budget and send
+        interval; a client that had none and now has one gets a scheduler; one whose
+        budget was removed keeps its scheduler, unlimited (its keyed state still goes
+        out at the send tick, all of it, until it reconnects)."""
+        if c.role is not Role.CLIENT:
+            return
+        cfg = self._config
+        budget = cfg.bandwidth_for(c.user)
+        sched = c.sched
+        if sched is None:
+            if budget is not None and self.enabled:
+                self._start_scheduler(c, budget)
+            return
+        sched.budget = budget if budget is not None else UNLIMITED
+        sched.interval = cfg.send_interval
 
     def _delta(
         self,
@@ -294,13 +323,41 @@ class Delivery:
             mark = c.bytes_out + len(out)
             reliable = mark - c.sched_mark
             hold = len(out) > 2 * sched.budget * sched.interval
-            n = sched.tick(now, reliable if reliable > 0 else 0, out, c.frame_sizes, c.subs, hold)
+            n = sched.tick(
+                now,
+                reliable if reliable > 0 else 0,
+                out,
+                c.frame_sizes,
+                c.subs,
+                hold,
+                None if c.dgram is None else self._lane(c),
+            )
             c.sched_mark = c.bytes_out + len(out)
             if n:
                 c.messages_out += n
                 if not c.dirty:
                     c.dirty = True
                     writable.append(c)
+
+    def _lane(self, c: ClientConnection) -> Callable[[tuple[int, str], bytes], bool]:
+        """What a send tick offers each keyed value of ``c`` (a client with a budget
+        whose transport carries datagrams): its datagram lane, where the value goes
+        unless it is the key's periodic reliable refresh or too large."""
+        lane = c.dgram
+        assert lane is not None
+        deltas = c.deltas
+
+        def place(k: tuple[int, str], frame: bytes) -> bool:
+            if deltas is not None:  # numbered by the deltas (their kseq)
+                st = deltas.keys.get(k)
+                if st is None or lane.place(k[0], k[1], frame, st.kseq):
+                    return False
+            elif not lane.place_latest(k[0], k[1], frame):
+                return False
+            self.datagrams_out += 1
+            return True
+
+        return place
 
     def ack(self, c: ClientConnection, acks: tuple[int | str, ...]) -> None:
         """A client's KACK: flat (sid, key, kseq) triples.  From a client without deltas,

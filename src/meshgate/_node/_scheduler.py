@@ -32,7 +32,7 @@ from __future__ import annotations
 __all__ = ["FULL_POLICY", "KeyState", "Scheduler"]
 
 from collections import deque
-from collections.abc import Container
+from collections.abc import Callable, Container
 
 #: what a full scheduler does: forget an idle key's state, else refuse the new value
 FULL_POLICY = "refuse-new"
@@ -229,12 +229,15 @@ class Scheduler:
         sizes: deque[int] | None = None,
         live: Container[int] | None = None,
         hold: bool = False,
+        lane: Callable[[tuple[int, str], bytes], bool] | None = None,
     ) -> int:
         """Charge ``reliable`` bytes written since the last tick, then append to ``out``
         the pending values that fit, highest accumulated priority first (``sizes``: the
         frame sizes, when the output tracks them; ``live``: the subscriptions still
-        there, the others' keys are forgotten; ``hold``: send nothing keyed now).
-        Returns the number of values sent."""
+        there, the others' keys are forgotten; ``hold``: send nothing keyed now;
+        ``lane``: a client whose transport carries datagrams, offered each value
+        first, True when it took it as a datagram; a datagram costs the budget what a
+        stream frame does).  Returns the number of values sent."""
         budget = self.budget
         dt = now - self.last_tick
         self.last_tick = now
@@ -274,9 +277,10 @@ class Scheduler:
                     if n > allow and sent:
                         break  # the rest waits (its priority keeps growing)
                     del waiting[k]
-                    out += frame
-                    if sizes is not None:
-                        sizes.append(n)
+                    if lane is None or not lane(k, frame):
+                        out += frame
+                        if sizes is not None:
+                            sizes.append(n)
                     st.frame = None
                     st.last_sent = now
                     written += n

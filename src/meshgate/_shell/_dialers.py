@@ -133,6 +133,8 @@ class Dialers:
         self._dialing: set[str] = set()
         #: orders dial attempts across dialers (see ``_serve_first_of``)
         self._attempts = itertools.count()
+        #: set (and replaced) when a dial fails
+        self._failure = trio.Event()
         #: each running dialer's state, by (kind, target)
         self._states: dict[tuple[str, str], DialState] = {}
 
@@ -196,9 +198,14 @@ class Dialers:
         state = self._states[kind, target] = DialState(kind, target, configured)
         return state
 
-    @staticmethod
-    def _failed(state: DialState, error: str) -> None:
+    def _failed(self, state: DialState, error: str) -> None:
         state.last_error, state.last_error_at = error, time.time()
+        self._failure.set()
+        self._failure = trio.Event()
+
+    async def next_failure(self) -> None:
+        """Wait until a dial fails (its :class:`DialState` has the error)."""
+        await self._failure.wait()
 
     async def _serve_first_of(
         self,

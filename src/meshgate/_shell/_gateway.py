@@ -43,6 +43,7 @@ from ._listeners import Handlers, quic_stats, start_listeners
 from ._logbook import Logbook
 from ._observer import Observer
 from ._otel import span_recorder
+from ._ticks import Ticks
 from ._topology import Topology
 from ._writer import CLOSE_GRACE, ConnHandle, Writer
 
@@ -114,6 +115,7 @@ class Gateway:
         self._drained = trio.Event()
         self._stopping = False
         self._logbook = Logbook(self._topology, self._writer)
+        self._ticks = Ticks(core, self._driver, self._logbook)
         # in-process replicants: stopped before the node closes their links (aclose)
         self._replicants: list[AttachedReplicant] = []
         #: the first client listener's bound URL, or None
@@ -195,32 +197,13 @@ class Gateway:
                 monitor_url=self.monitor_url,
             )
             self._dialers.start(nursery)
-            nursery.start_soon(self._timer)
-            if self._core.send_interval is not None:
-                nursery.start_soon(self._send_timer, self._core.send_interval)
+            self._ticks.start(nursery)
             nursery.start_soon(self._writer.run_round_flusher)
             nursery.start_soon(self._writer.run_window_flusher)
             observer.serving()
             for what, url in self.urls().items():
                 log.info("%s: listening on %s", what, url)
             task_status.started(self)
-
-    async def _timer(self) -> None:
-        cfg = self.config
-        interval = min(cfg.auth_timeout, cfg.ping_interval) / 4
-        while True:
-            await trio.sleep(interval)
-            self._core.tick(trio.current_time())
-            self._driver.drain()
-            self._logbook.slow_consumers(self._core.slow_consumers, self.config)
-
-    async def _send_timer(self, interval: float) -> None:
-        """The send tick of clients with a bandwidth budget (``client_bandwidth``)."""
-        core, driver = self._core, self._driver
-        while True:
-            await trio.sleep(interval)
-            core.send_tick(trio.current_time())
-            driver.drain()
 
     async def _serve_client_stream(self, stream: trio.abc.Stream) -> None:
         await self._serve_stream(stream)
@@ -373,6 +356,11 @@ class Gateway:
     async def wait_routes(self, n: int) -> None:
         """Wait until this node has routes to at least ``n`` peers of its cluster."""
         await self._topology.wait_routes(n)
+
+    async def wait_dial_failure(self) -> None:
+        """Wait until a dial of a route, gateway or backbone fails (the failure is in
+        :meth:`dial_states`, ``last_error``)."""
+        await self._dialers.next_failure()
 
     async def wait_topology_change(self) -> None:
         """Wait until a route or gateway connection of this node comes or goes."""
@@ -534,6 +522,7 @@ class Gateway:
         )
         self._observer.config_loaded()
         self._driver.drain()
+        self._ticks.start_send()
         applied = [c for c in config_changes(old, config) if c.split(" ", 1)[0] not in restart]
         if applied:
             log.info("configuration reloaded; applied: %s", "; ".join(applied))

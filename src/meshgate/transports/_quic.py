@@ -39,7 +39,8 @@ connection, from the endpoint's receive task (they must not block):
 The handler acts through its :class:`QuicPeer`: ``peer.send_stream_data(stream_id,
 data, end_stream)`` (counted for back-pressure; prefer it to ``peer.quic``'s own),
 ``peer.send_datagram(data)`` (False, and counted in ``datagrams_dropped``, when the
-connection holds more than ``max_datagram_bytes`` unsent), ``peer.max_datagram_payload``
+connection holds more than ``max_datagram_bytes`` of datagrams unsent),
+``peer.max_datagram_payload``
 (the largest datagram that fits a packet on the path), ``peer.datagram_room()`` (the
 datagram bytes that go out in the next packet: hand no more, keep the rest fresh) and
 ``peer.notify_datagram_room(owner, callback)`` (called once when that opens again),
@@ -138,8 +139,8 @@ class QuicLimits:
     stream_timeout: float = 10.0
     #: unread stream bytes one connection may hold; more closes it (``floods``)
     max_buffered: int = 4 * 1024 * 1024
-    #: bytes queued for sending on one connection past which datagrams are dropped
-    #: (``datagrams_dropped``)
+    #: datagram bytes queued for sending on one connection past which further
+    #: datagrams are dropped (``datagrams_dropped``); stream data does not count
     max_datagram_bytes: int = 64 * 1024
     #: datagrams received and not yet read (the client side); the oldest is dropped
     max_datagrams_received: int = 256
@@ -245,6 +246,8 @@ class QuicPeer:
         #: in packets: an estimate that bounds what aioquic buffers (datagrams go
         #: before stream data in its packets, so sent bytes pay off datagrams first)
         self.unsent = 0
+        #: the datagram bytes among :attr:`unsent` (datagrams go first in packets)
+        self.datagram_unsent = 0
         #: who waits for :meth:`datagram_room` (called once, after a packet left)
         self._room_waiters: dict[object, Callable[[], None]] = {}
 
@@ -256,18 +259,21 @@ class QuicPeer:
 
     def send_datagram(self, data: bytes) -> bool:
         """Queue one datagram (call :meth:`transmit` after); False if dropped: the
-        connection holds more than ``max_datagram_bytes`` unsent (it is congested)."""
-        if self.unsent > self._endpoint.limits.max_datagram_bytes or self.done:
+        connection holds more than ``max_datagram_bytes`` of datagrams unsent (it is
+        congested; stream data waiting behind them does not count)."""
+        if self.datagram_unsent > self._endpoint.limits.max_datagram_bytes or self.done:
             self.stats.datagrams_dropped += 1
             return False
         self.quic.send_datagram_frame(data)
         self.unsent += len(data)
+        self.datagram_unsent += len(data)
         self.stats.datagrams_sent += 1
         return True
 
     def datagram_room(self) -> int:
         """Datagram bytes the connection sends promptly if handed them now: one packet,
-        less what it was handed and has not yet sent (:attr:`unsent`).  aioquic's own
+        less the datagrams it was handed and has not yet sent (:attr:`datagram_unsent`;
+        aioquic puts datagrams before stream data in a packet).  aioquic's own
         datagram queue is unbounded and sends in order, and what the congestion window
         or the pacer holds back stays in it, so a sender that hands it more than
         this builds a backlog of stale state; a sender that keeps the rest (the latest
@@ -275,7 +281,7 @@ class QuicPeer:
         state, as fast as the path takes it."""
         if self.done or self.closing:
             return 0
-        return max(0, self.max_datagram_size - self.unsent)
+        return max(0, self.max_datagram_size - self.datagram_unsent)
 
     def notify_datagram_room(self, owner: object, callback: Callable[[], None]) -> None:
         """Call ``callback`` once, when :meth:`datagram_room` is above 0 after the
@@ -418,6 +424,7 @@ class _EndpointBase:
         sock = self.sock
         for data, addr in peer.quic.datagrams_to_send(now=now):
             peer.unsent = max(0, peer.unsent - len(data))
+            peer.datagram_unsent = max(0, peer.datagram_unsent - len(data))
             self.stats.packets_out += 1
             try:
                 await sock.sendto(data, addr)

@@ -7,12 +7,25 @@ acknowledge what they deliver, as :class:`meshgate.Client` does): ``--ships`` sh
 over the demo's 24 x 24 grid of cells at the demo's speed limit (at most 1.1 units a
 move), one move per ship per 50 ms tick, and each ship's state is published keyed by
 the ship on ``world.<x>.<y>.ship<n>``, as the demo's region replicant does;
-``--clients`` players each keep the demo's 3 x 3 area of interest around a cell.  Two
-payloads: ``demo``, the demo's own state (two doubles, 16 bytes), and ``rich``, a
-msgpack map a game would send for a ship (id, position, heading, speed, hit points,
-kind: about 80 bytes).  Each runs with ``keyed_deltas`` off and on; the figures are the
+``--clients`` players each keep the demo's 3 x 3 area of interest around a cell.
+Three payloads:
+
+* ``ship``: the demo's own state, its real encoder: :class:`meshgate.testing.ShipState`
+  (28 bytes: id, position quantised to 1/1024 unit, move, heading, hit points, shield,
+  input sequence, hull, flags), moved by the demo owner's rule
+  (:meth:`~meshgate.testing.ShipState.moved`);
+* ``position``: a bare position, two doubles (16 bytes; the demo's state before
+  issue 21): small moves leave the doubles' high bytes alone, so a delta saves a
+  byte or two, hardly more than its trailer;
+* ``rich``: a msgpack map a game could send for a ship (id, position, heading, speed,
+  hit points, kind: about 80 bytes);
+* ``noise``: 16 random bytes, state no delta can shrink: what deltas cost when every
+  key is given up (docs/scheduling.md, "never paying for nothing").
+
+Each runs with ``keyed_deltas`` off and on, with the same seed; the figures are the
 bytes the node wrote to the players (all of it keyed state), the bytes of their
-acknowledgements, and the process CPU time.  Medians over ``--repeat`` seeds.
+acknowledgements, and the process CPU time of the run (core and clients).  Medians
+over ``--repeat`` seeds.
 
 Run: ``python bench/bench_deltas.py`` (``--quick`` for a smoke run); writes
 ``bench/results/deltas-<stamp>.json``.
@@ -34,25 +47,38 @@ import msgpack
 import meshgate
 from meshgate.client import ClientProtocol
 from meshgate.protocol import ConnectionKind, Publish
-from meshgate.testing import CoreHarness
+from meshgate.testing import CoreHarness, ShipState
 
+#: the demo's world: 24 x 24 cells of one unit, its speed limit per move, its pilots'
+#: velocities (units per second) and share of illegal jumps the owner corrects
 GRID = 24
-CELL = 10.0
+CELL = 1.0
 SPEED = 1.1
+VX, VY = 0.3, 1.0
+JUMPS = 0.05
+TICK = 0.05
 _MOVE = struct.Struct("!dd")
 
 
-def _payload(kind: str, n: int, x: float, y: float, heading: float, hp: int) -> bytes:
-    if kind == "demo":
-        return _MOVE.pack(x, y)
+KINDS = ("ship", "position", "rich", "noise")
+
+
+def _payload(kind: str, n: int, s: list[Any]) -> bytes:
+    """Ship ``n``'s state as ``kind``; ``s`` is [x, y, heading, hp, ShipState]."""
+    if kind == "ship":
+        return bytes(s[4].pack())
+    if kind == "position":
+        return _MOVE.pack(s[0], s[1])
+    if kind == "noise":
+        return bytes(s[7].getrandbits(8) for _ in range(16))
     return msgpack.packb(
         {
             "id": f"ship{n}",
-            "x": round(x, 3),
-            "y": round(y, 3),
-            "heading": round(heading, 2),
+            "x": round(s[0], 3),
+            "y": round(s[1], 3),
+            "heading": round(s[2], 2),
             "speed": SPEED,
-            "hp": hp,
+            "hp": s[3],
             "kind": "frigate",
         }
     )
@@ -77,9 +103,13 @@ def run(kind: str, deltas: bool, ships: int, clients: int, ticks: int, seed: int
             for dy in (-1, 0, 1):
                 proto.subscribe(f"world.{(cx + dx) % GRID}.{(cy + dy) % GRID}.>")
         players.append([proto, peer, got, 0, 0])  # bytes down, bytes up
-    pos = [
-        [rng.uniform(0, GRID * CELL), rng.uniform(0, GRID * CELL), 0.0, 100] for _ in range(ships)
-    ]
+    world = GRID * CELL
+    pos = []
+    for n in range(ships):  # [x, y, heading, hp, record, vx, vy, rng]
+        x, y = rng.uniform(0, world), rng.uniform(0, world)
+        rec = ShipState(n, x, y, kind=n % 4).moved(0, 0, SPEED, world)
+        vx, vy = rng.uniform(-VX, VX), rng.uniform(-VY, VY)
+        pos.append([rec.x, rec.y, rec.heading, 100, rec, vx, vy, rng])
 
     def pump(count: bool) -> None:
         for p in players:
@@ -103,17 +133,18 @@ def run(kind: str, deltas: bool, ships: int, clients: int, ticks: int, seed: int
     published = 0
     for _ in range(ticks):
         for n, s in enumerate(pos):
-            dx, dy = rng.uniform(-SPEED, SPEED), rng.uniform(-SPEED, SPEED)
-            s[0] = (s[0] + dx) % (GRID * CELL)
-            s[1] = (s[1] + dy) % (GRID * CELL)
-            s[2] = (s[2] + dx) % 360.0
-            if rng.random() < 0.01:
+            # the demo's pilot: its velocity, now and then an illegal jump
+            jump = 3.0 / TICK if rng.random() < JUMPS else 1.0
+            if rng.random() < 0.01:  # hit
                 s[3] = max(0, s[3] - 5)
+                s[4] = s[4]._replace(hp=s[3])
+            rec = s[4] = s[4].moved(s[5] * TICK, s[6] * TICK * jump, SPEED, world)
+            s[0], s[1], s[2] = rec.x, rec.y, rec.heading
             cell = f"{int(s[0] // CELL)}.{int(s[1] // CELL)}"
-            pub.send(Publish(f"world.{cell}.ship{n}", None, _payload(kind, n, *s), key=f"ship{n}"))
+            pub.send(Publish(f"world.{cell}.ship{n}", None, _payload(kind, n, s), key=f"ship{n}"))
             published += 1
         pump(True)
-        h.tick(h.now + 0.05)
+        h.tick(h.now + TICK)
     cpu = time.process_time() - t0
     st = h.core.statistics()
     return {
@@ -125,6 +156,10 @@ def run(kind: str, deltas: bool, ships: int, clients: int, ticks: int, seed: int
         "delta_msgs": st.delta_msgs,
         "delta_full_msgs": st.delta_full_msgs,
         "delta_bytes_saved": st.delta_bytes_saved,
+        "delta_gave_up": st.delta_gave_up,
+        "delta_skipped": st.delta_skipped,
+        "delta_probes": st.delta_probes,
+        "delta_acks": st.delta_acks,
     }
 
 
@@ -135,6 +170,7 @@ def main() -> None:
     ap.add_argument("--ticks", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="payloads to run, comma-separated")
     args = ap.parse_args()
     if args.quick:
         args.ships, args.clients, args.ticks, args.repeat = 60, 8, 20, 1
@@ -143,7 +179,7 @@ def main() -> None:
         "params": {k: v for k, v in vars(args).items() if k != "quick"},
         "payloads": {},
     }
-    for kind in ("demo", "rich"):
+    for kind in args.kinds.split(","):
         runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
         for r in range(args.repeat):
             for mode in ("off", "on"):

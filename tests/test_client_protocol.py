@@ -105,7 +105,7 @@ def test_the_handshake_is_hello_and_a_ping_and_completes_on_the_nodes_hello_and_
         token="tok",
         session=SESSION,
         # tell me at once when nobody can receive a request; I take XOR deltas of keyed state
-        features=("no-responders", "keyed-deltas:xor1"),
+        features=("no-responders", "keyed-deltas:xor1", "key-slots"),
     )
     assert ping == Ping()
     assert p.receive_data(node(NODE_HELLO)) == []  # the node has not yet read our HELLO
@@ -373,7 +373,7 @@ def test_resume_sends_again_what_the_lost_connection_took_and_no_frame_twice() -
             role="client",
             name="c",
             session=SESSION,
-            features=("no-responders", "keyed-deltas:xor1"),
+            features=("no-responders", "keyed-deltas:xor1", "key-slots"),
         ),
         Subscribe(a, "a"),
         Subscribe(b, "b"),

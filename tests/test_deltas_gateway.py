@@ -4,6 +4,7 @@ TCP; the subscriber receives exactly the values published, most of them as delta
 
 from __future__ import annotations
 
+import random
 import tomllib
 
 import msgpack
@@ -49,3 +50,35 @@ async def test_deltas_over_tcp_with_the_real_client() -> None:
                 (row,) = [c for c in gw.connz() if c.name == "player"]
                 assert row.deltas_sent == st.delta_msgs
                 assert row.delta_bytes_saved == st.delta_bytes_saved
+
+
+async def test_state_deltas_cannot_shrink_is_given_up_and_shown() -> None:
+    """Random state (no delta shrinks it) over TCP: the key is given up, its values go
+    plain, every value arrives, and connz shows the give-up."""
+    rng = random.Random(1)
+    cfg = meshgate.GatewayConfig(listen="tcp://127.0.0.1:0", keyed_deltas=True)
+    with trio.fail_after(30):
+        async with (
+            meshgate.open_gateway(cfg) as gw,
+            meshgate.connect(gw.client_url, name="world") as world,
+            meshgate.connect(gw.client_url, name="player") as player,
+        ):
+            sub = await player.add_subscription("ships.>", max_buffered=10_000)
+            await player.flush()
+            published = []
+            got = []
+            for _ in range(40):
+                v = rng.randbytes(16)
+                published.append(v)
+                await world.publish("ships.1", v, key="s1")
+                await world.flush()
+                got.append((await sub.receive()).payload)
+                await player.flush()
+            assert got == published
+            st = gw.statistics()
+            assert st.delta_gave_up == 1
+            assert st.delta_skipped >= 30
+            assert st.delta_msgs == 0
+            assert st.delta_acks_ignored == 0
+            (row,) = [c for c in gw.connz() if c.name == "player"]
+            assert row.delta_gave_up == 1

@@ -89,6 +89,11 @@ def test_demo_runs_and_prints_the_table() -> None:
     assert int(rows["provisional relays received"][0]) > 0
     assert rows["protocol errors"] == ["0"]
     assert "ms /" in rows["relay latency p50 / p99"][0]
+    # the nodes send the ships' state records as deltas against acknowledged state
+    as_deltas, whole = map(int, rows["keyed values as deltas / whole"][0].split(" / "))
+    assert whole > 0
+    assert as_deltas >= 0
+    assert int(rows["payload bytes saved by deltas"][0]) >= 0
     pids = _pids(out)
     assert len(pids) == 4
     assert all(_dead(p) for p in pids), "the demo left node processes behind"

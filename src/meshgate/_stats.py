@@ -80,7 +80,9 @@ class Statistics:
     #: a delta and whole (to clients with deltas), payload bytes the deltas saved,
     #: acknowledgements taken and ignored (unknown key, a kseq never sent or no longer
     #: kept, past the bound of one frame, from a client without deltas), baselines a
-    #: client said it lost, values not kept (byte bound), keys not tracked (key bound)
+    #: client said it lost, values not kept (byte bound), keys not tracked (key bound),
+    #: keys given up for a while (their deltas kept not paying), the values those sent
+    #: plain meanwhile, and the probes (off the wire) of whether deltas would pay again
     delta_msgs: int = 0
     delta_full_msgs: int = 0
     delta_bytes_saved: int = 0
@@ -89,6 +91,9 @@ class Statistics:
     delta_resets: int = 0
     delta_unkept: int = 0
     delta_untracked: int = 0
+    delta_gave_up: int = 0
+    delta_skipped: int = 0
+    delta_probes: int = 0
 
 
 @attrs.frozen
@@ -158,10 +163,11 @@ class ConnectionInfo:
     keyed_refused: int = 0
     keys_pending: int = 0
     oldest_pending_age: float = 0.0
-    #: with ``keyed_deltas``: keyed values sent to it as a delta, and the payload bytes
-    #: those saved
+    #: with ``keyed_deltas``: keyed values sent to it as a delta, the payload bytes
+    #: those saved, and the times one of its keys was given up (deltas not paying)
     deltas_sent: int = 0
     delta_bytes_saved: int = 0
+    delta_gave_up: int = 0
 
 
 @attrs.frozen

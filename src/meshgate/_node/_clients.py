@@ -14,7 +14,16 @@ from .._errors import ErrorCode
 from .._reserved import DEFAULT_ACCOUNT
 from ..config import Permissions, User
 from ..interest import InterestGraph
-from ..protocol import DELTA_FEATURE, MAX_PRIORITY, Hello, Info, Opcode, Role, XorDelta
+from ..protocol import (
+    DELTA_FEATURE,
+    KEY_SLOTS_FEATURE,
+    MAX_PRIORITY,
+    Hello,
+    Info,
+    Opcode,
+    Role,
+    XorDelta,
+)
 from ..subjects import is_valid_pattern, is_valid_subject
 from ._bus import Bus, Directory
 from ._conn import Account, ClientConnection, ConnState, LocalSubscription, RemoteInterest
@@ -114,7 +123,7 @@ class ClientPort:
         cfg = self.settings.config
         features: tuple[str, ...] = ("game",) if cfg.replicants else ()  # inputs have owners
         if self.delta_name is not None:
-            features += (DELTA_FEATURE + self.delta_name,)
+            features += (DELTA_FEATURE + self.delta_name, KEY_SLOTS_FEATURE)
         self.node_hello = self.outbox.hello_frame(
             Role.NODE,
             features=features,
@@ -190,6 +199,7 @@ class ClientPort:
         conn.no_responders = "no-responders" in hello.features
         if self.delta_name is not None:
             conn.delta_wanted = DELTA_FEATURE + self.delta_name in hello.features
+            conn.key_slots = KEY_SLOTS_FEATURE in hello.features
         conn.role = Role(hello.role)
         conn.max_priority = self._priority_grant(user, conn.role)
         conn.state = ConnState.OPEN

@@ -230,6 +230,7 @@ class ClientConnection(Connection):
         "dgram",
         "dropped",
         "frame_sizes",
+        "key_slots",
         "keyed",
         "keyed_bytes",
         "max_priority",
@@ -285,6 +286,8 @@ class ClientConnection(Connection):
         self.deltas: KeyedDeltas | None = None
         #: its HELLO announced the node's delta codec
         self.delta_wanted = False
+        #: ... and key slots (``KEY_SLOTS_FEATURE``)
+        self.key_slots = False
         #: its send scheduler when it has a bandwidth budget (``_delivery.py``), else None
         self.sched: Scheduler | None = None
         #: bytes written or queued when the scheduler last looked (the reliable share)

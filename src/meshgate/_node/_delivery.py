@@ -208,6 +208,8 @@ class Delivery:
                 cfg.max_pending_bytes,
                 cfg.datagram_refresh if c.dgram is not None else 0,
                 self.delta_counters,
+                c.dgram is not None,
+                c.key_slots,
             )
         budget = cfg.bandwidth_for(c.user)
         if budget is None or c.role is not Role.CLIENT or not self.enabled:
@@ -262,7 +264,7 @@ class Delivery:
         unsent = k in sched.waiting if sched is not None else k in c.keyed
         subject, reply, payload, _ = self.cur
         got = deltas.frame(sid, key, prefix, tail, subject, reply, payload, unsent)
-        if got is None:  # not tracked (the table is full): the value whole, no kseq
+        if got is None:  # not tracked (table full, or given up): the value whole, no kseq
             frame, n = prefix + tail, 0
         else:
             frame, n = got

@@ -202,7 +202,11 @@ def _scheduled(c: ClientConnection, now: float) -> dict[str, Any]:
     """The scheduler's figures of one client (none without a budget)."""
     s = c.sched
     d = c.deltas
-    deltas = {} if d is None else {"deltas_sent": d.sent, "delta_bytes_saved": d.saved}
+    deltas = (
+        {}
+        if d is None
+        else {"deltas_sent": d.sent, "delta_bytes_saved": d.saved, "delta_gave_up": d.gave_up}
+    )
     if s is None:
         return deltas
     return deltas | {
@@ -256,6 +260,9 @@ def statistics(core: NodeCore) -> Statistics:
         delta_resets=dlv.delta_counters.resets,
         delta_unkept=dlv.delta_counters.unkept,
         delta_untracked=dlv.delta_counters.untracked,
+        delta_gave_up=dlv.delta_counters.gave_up,
+        delta_skipped=dlv.delta_counters.skipped,
+        delta_probes=dlv.delta_counters.probes,
     )
 
 

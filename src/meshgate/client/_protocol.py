@@ -51,6 +51,7 @@ from .._errors import ErrorCode, LocalProtocolError, MeshgateError, RemoteProtoc
 from .._reserved import NOTICE_SID, input_subject
 from ..protocol import (
     DELTA_FEATURE,
+    KEY_SLOTS_FEATURE,
     LEGAL_RECEIVE,
     MAX_PRIORITY,
     PROTOCOL_VERSION,
@@ -69,7 +70,7 @@ from ..protocol import (
     to_ext,
     to_frame,
 )
-from ..protocol._delta import DELTA_WINDOW
+from ..protocol._delta import ACK_STRIDE, DELTA_WINDOW
 from ..protocol.game import ClientInput
 from ..protocol.nats import encode_headers, parse_headers
 from ..subjects import validate_pattern, validate_subject
@@ -428,14 +429,20 @@ class ClientProtocol:
             delta_codec = None  # the node sends deltas to clients only
         self._codec = delta_codec
         if delta_codec is not None:
-            self._features += (DELTA_FEATURE + delta_codec.name,)
+            self._features += (DELTA_FEATURE + delta_codec.name, KEY_SLOTS_FEATURE)
         #: the node sends this client deltas (it announced the same codec)
         self.deltas = False
         #: (sid, key) -> the last values delivered [(kseq, value), ...] (baselines), their
         #: bytes; the acknowledgements not yet written
         self._bases: dict[tuple[int, str], list[tuple[int, bytes]]] = {}
         self._base_bytes = 0
-        self._acks: dict[tuple[int, str], int] = {}
+        self._acks: dict[tuple[int, str | int], int] = {}
+        #: key slots (a node that takes deltas names a key by a small integer once this
+        #: client has it): slot -> (sid, key), and back; at most KEY_SLOTS of each
+        self._slots: dict[int, tuple[int, str]] = {}
+        self._slot_of: dict[tuple[int, str], int] = {}
+        #: (sid, key) -> the last kseq acknowledged (every ACK_STRIDE-th value or so)
+        self._acked: dict[tuple[int, str], int] = {}
         #: deltas dropped: the baseline was not held, or the delta did not decode
         self.deltas_missed = 0
         self._state = ClientState.IDLE
@@ -507,6 +514,9 @@ class ClientProtocol:
         self._bases.clear()
         self._base_bytes = 0
         self._acks.clear()
+        self._acked.clear()
+        self._slots.clear()
+        self._slot_of.clear()
         self.deltas = False
         self._pings_out = 0
         self._hello_seen = self._handshake_answered = False
@@ -578,9 +588,11 @@ class ClientProtocol:
         parts = []
         while acks:
             flat: list[int | str] = []
+            slot_of = self._slot_of
             for _ in range(min(len(acks), 21)):
                 (sid, key), kseq = acks.popitem()
-                flat += (sid, key, kseq)
+                slot = slot_of.get((sid, key)) if type(key) is str else None
+                flat += (sid, key if slot is None else slot, kseq)
             parts.append(enc.encode_raw(_KACK, flat))
         acks.clear()
         return b"".join(parts)
@@ -700,8 +712,12 @@ class ClientProtocol:
     def _keyed(self, f: tuple[Any, ...], unreliable: bool, events: list[ClientEvent]) -> None:
         """A keyed MSG ``[4, sid, subject, reply, payload, kseq, key]`` from either lane:
         delivered unless not newer than the last of its (sid, key)."""
-        sid, kseq = f[1], f[5]
-        k = (sid, f[6])
+        sid, kseq, key = f[1], f[5], f[6]
+        if type(key) is not str:  # a key slot: [slot, key] names it, a slot alone uses it
+            key = self._slot_key(sid, key)
+            if key is None:
+                return
+        k = (sid, key)
         seen = self._kseq
         last = seen.get(k)
         if last is not None and kseq <= last:
@@ -731,6 +747,27 @@ class ClientProtocol:
                 del self._subs[sid]
                 events.append(SubscriptionEnded(sid))
 
+    def _slot_key(self, sid: int, v: int | tuple[int, str]) -> str | None:
+        """The key a key field holding a slot names (the decoder checked its shape):
+        ``[slot, key]`` (re)assigns the slot; a slot this client does not hold (None) is
+        dropped, counted in :attr:`deltas_missed`, and acknowledged as kseq 0, so the
+        node names the key again."""
+        if type(v) is tuple:
+            slot, key = v
+            old = self._slots.get(slot)
+            if old is not None and old != (sid, key):
+                self._slot_of.pop(old, None)
+            self._slots[slot] = (sid, key)
+            self._slot_of[sid, key] = slot
+            return key
+        got = self._slots.get(v)  # type: ignore[arg-type]
+        if got is not None and got[0] == sid:
+            return got[1]
+        self.deltas_missed += 1
+        if self.deltas and len(self._acks) < KSEQ_SEEN_MAX:
+            self._acks[sid, v] = 0  # type: ignore[index]
+        return None
+
     def _undelta(self, k: tuple[int, str], base: int, delta: bytes) -> bytes | None:
         """The value a delta against value ``base`` of ``k`` encodes; None (counted in
         :attr:`deltas_missed`) if this client does not hold that value or the delta
@@ -747,10 +784,12 @@ class ClientProtocol:
         self.deltas_missed += 1
         if self.deltas and len(self._acks) < KSEQ_SEEN_MAX:
             self._acks[k] = 0
+            self._acked.pop(k, None)  # the next value that arrives whole is acknowledged
         return None
 
     def _keep(self, k: tuple[int, str], kseq: int, value: bytes) -> None:
-        """Keep ``value`` as a possible baseline of ``k`` and acknowledge it."""
+        """Keep ``value`` as a possible baseline of ``k``; acknowledge it if it is the
+        key's first or :data:`ACK_STRIDE` values past the last acknowledged."""
         bases = self._bases
         ring = bases.get(k)
         if ring is None:
@@ -764,10 +803,14 @@ class ClientProtocol:
         while self._base_bytes > DELTA_BASE_BYTES and bases:
             self._drop_bases(next(iter(bases)))
         if k in bases:
-            self._acks[k] = kseq
+            acked = self._acked
+            last = acked.get(k)
+            if last is None or kseq - last >= ACK_STRIDE:
+                self._acks[k] = acked[k] = kseq
 
     def _drop_bases(self, k: tuple[int, str]) -> None:
         ring = self._bases.pop(k)
+        self._acked.pop(k, None)
         self._base_bytes -= sum(len(v) for _, v in ring)
 
     def _end_of_stream(self, events: list[ClientEvent]) -> list[ClientEvent]:

@@ -17,8 +17,11 @@ from ._codec import Decoder as Decoder
 from ._codec import Encoder as Encoder
 from ._codec import UnpackerPool as UnpackerPool
 from ._codec import to_frame as to_frame
+from ._delta import ACK_STRIDE as ACK_STRIDE
 from ._delta import DELTA_FEATURE as DELTA_FEATURE
 from ._delta import DELTA_WINDOW as DELTA_WINDOW
+from ._delta import KEY_SLOTS as KEY_SLOTS
+from ._delta import KEY_SLOTS_FEATURE as KEY_SLOTS_FEATURE
 from ._delta import DeltaCodec as DeltaCodec
 from ._delta import DeltaError as DeltaError
 from ._delta import XorDelta as XorDelta
@@ -60,7 +63,10 @@ from ._headers import to_ext as to_ext
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "DELTA_FEATURE",
+    "ACK_STRIDE",
     "DELTA_WINDOW",
+    "KEY_SLOTS",
+    "KEY_SLOTS_FEATURE",
     "DeltaCodec",
     "DeltaError",
     "XorDelta",

@@ -20,6 +20,7 @@ import msgpack
 
 from .._errors import ErrorCode, RemoteProtocolError
 from ..subjects import DEFAULT_MAX_SUBJECT_LENGTH
+from ._delta import KEY_SLOTS
 from ._frames import (
     FRAME_TYPES,
     OPCODE_OF,
@@ -52,6 +53,7 @@ _OQUEUES = 5  # nil or an array of subject-like strings
 _TEXT = 6  # free text (error reason)
 _ACKS = 7  # a flat array of (sid, key, kseq) triples (KACK)
 _OPRIO = 8  # nil or a number (a publisher priority; its range is the node's to check)
+_KEY = 9  # a keyed MSG's key: a name, a slot, or [slot, name] (key slots)
 
 _SHAPES: dict[int, tuple[int, ...]] = {
     Opcode.PUB: (_STR, _OSTR, _BIN, _OSTR),
@@ -86,9 +88,9 @@ _BASE_FIELDS = {Opcode.PUB: 4, Opcode.MSG: 4, Opcode.RMSG: 5, Opcode.GMSG: 5}
 #: ERROR with its optional last field, the sid of a refused subscription
 _ERROR_WITH_SID = (_INT, _TEXT, _INT)
 #: MSG with its optional trailing fields (issue 20): ``kseq`` and the ``key`` it numbers
-_MSG_KEYED = (_INT, _STR, _OSTR, _BIN, _INT, _STR)
+_MSG_KEYED = (_INT, _STR, _OSTR, _BIN, _INT, _KEY)
 #: a keyed MSG carrying a delta (issue 21): ``kseq``, ``key``, the baseline's kseq
-_MSG_DELTA = (_INT, _STR, _OSTR, _BIN, _INT, _STR, _INT)
+_MSG_DELTA = (_INT, _STR, _OSTR, _BIN, _INT, _KEY, _INT)
 
 # keys of the map-shaped frames: name -> (kind, default); kinds: "int", "str", "ostr", "strs"
 _HELLO_KEYS: dict[str, str] = {
@@ -400,6 +402,9 @@ class Decoder:
             elif kind == _OQUEUES and v is not None:
                 if t is not tuple or any(type(q) is not str or not q or len(q) > limit for q in v):
                     return (self._field(op, i, "nil or an array of names"), ErrorCode.MALFORMED)
+            elif kind == _KEY:
+                if not _key_ok(v, limit):
+                    return (self._field(op, i, "a key, a slot or [slot, key]"), ErrorCode.MALFORMED)
             elif kind == _ACKS:
                 if t is not tuple or len(v) % 3 or not _acks_ok(v, limit):
                     return (self._field(op, i, "an array of sid, key, kseq"), ErrorCode.MALFORMED)
@@ -460,13 +465,33 @@ def _depth(v: object, budget: int) -> int:
     return budget
 
 
+def _key_ok(v: Any, limit: int) -> bool:
+    """A keyed MSG's key field: a name, a slot, or [slot, name]."""
+    t = type(v)
+    if t is str:
+        return len(v) <= limit
+    if t is int:
+        return 0 <= v < KEY_SLOTS  # type: ignore[no-any-return]
+    return (
+        t is tuple
+        and len(v) == 2
+        and type(v[0]) is int
+        and 0 <= v[0] < KEY_SLOTS
+        and type(v[1]) is str
+        and len(v[1]) <= limit
+    )
+
+
 def _acks_ok(v: tuple[Any, ...], limit: int) -> bool:
     """A KACK's flat (sid, key, kseq) triples are well typed."""
     for j in range(0, len(v), 3):
         sid, key, kseq = v[j], v[j + 1], v[j + 2]
         if type(sid) is not int or not 0 <= sid <= 0xFFFFFFFFFFFF:
             return False
-        if type(key) is not str or len(key) > limit:
+        if type(key) is int:
+            if not 0 <= key < KEY_SLOTS:
+                return False
+        elif type(key) is not str or len(key) > limit:
             return False
         if type(kseq) is not int or not 0 <= kseq <= 0xFFFFFFFFFFFF:
             return False

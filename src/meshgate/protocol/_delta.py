@@ -10,7 +10,16 @@ full values only.
 
 from __future__ import annotations
 
-__all__ = ["DELTA_FEATURE", "DELTA_WINDOW", "DeltaCodec", "DeltaError", "XorDelta"]
+__all__ = [
+    "ACK_STRIDE",
+    "DELTA_FEATURE",
+    "DELTA_WINDOW",
+    "KEY_SLOTS",
+    "KEY_SLOTS_FEATURE",
+    "DeltaCodec",
+    "DeltaError",
+    "XorDelta",
+]
 
 import re
 from typing import Protocol
@@ -23,6 +32,21 @@ DELTA_FEATURE = "keyed-deltas:"
 #: ``DELTA_WINDOW`` values back (``kseq - base < DELTA_WINDOW``), so the client still
 #: holds it however the acknowledgements were delayed; older: the full value
 DELTA_WINDOW = 8
+
+#: the HELLO feature of key slots: a client and a node that both announce it name a
+#: tracked key by a small integer (its slot) once the client has it: the node's first
+#: frames of a key carry ``[slot, key]`` in the key field, and once the client has
+#: acknowledged one of them, only ``slot``; the client acknowledges by slot too
+KEY_SLOTS_FEATURE = "key-slots"
+#: slots are 0 <= slot < KEY_SLOTS per connection (past that, keys go by name)
+KEY_SLOTS = 4096
+
+#: a client acknowledges a value of a key when it is at least ``ACK_STRIDE`` values
+#: newer than the last it acknowledged of that key (and always the first, and the
+#: first after it told the node it lost its baseline): a baseline at most
+#: ``ACK_STRIDE`` values plus a round trip old is as good for a delta, and the
+#: acknowledgements upstream cost a quarter
+ACK_STRIDE = 4
 
 #: zero runs shorter than this stay in the literal (a run costs about two bytes)
 _MIN_RUN = 3

@@ -9,6 +9,9 @@
 * :class:`CoreDriver` — the one driver of a node core (the shell, the harness and the
   simulator all use it): after each call into the core, hand its effects to an
   :class:`EffectSink` of your own.
+* :class:`ShipState` — the ship record ``meshgate demo`` publishes as each ship's
+  keyed state (a fixed 28-byte layout, positions quantised to 1/1024 unit), for
+  benchmarks and tests of keyed state and deltas on the demo's real traffic.
 * :class:`Scheduler` — the sans-IO per-client send scheduler of the node core (budget,
   accumulated priority, rate caps), for property tests over it alone.
 * :mod:`meshgate.testing.strategies` — hypothesis strategies for subjects and
@@ -27,6 +30,7 @@ import sys
 from .._compiled import restore_class_docs
 from .._shell._driver import CoreDriver as CoreDriver
 from .._shell._driver import EffectSink as EffectSink
+from .._shipstate import ShipState as ShipState
 from ._harness import CoreHarness as CoreHarness
 from ._harness import CorePeer as CorePeer
 from ._harness import Scheduler as Scheduler
@@ -40,6 +44,7 @@ __all__ = [
     "CorePeer",
     "EffectSink",
     "Scheduler",
+    "ShipState",
     "SimClient",
     "SimLink",
     "SimulatedSuperCluster",

@@ -291,3 +291,18 @@ def test_ring_rate_caps_still_apply() -> None:
         h.tick(h.now + 0.05)
         far += sum(isinstance(f, Message) for f in _decode(budgeted.take_bytes()))
     assert 2 <= far <= 3
+
+
+def test_a_waiting_value_takes_the_priority_of_the_newest() -> None:
+    """A key's waiting value superseded by one with a higher priority waits with the
+    new priority: key hi (published at 1, then at 16, every tick) beats key lo (4)."""
+    h, pub, budgeted, _ = _setup(16.0)
+    a_low, a_high = _publisher(pub, "hi", None), _publisher(pub, "hi", 16.0)
+
+    def send_a(step: int) -> None:
+        a_low(step)  # type: ignore[operator]
+        a_high(step)  # type: ignore[operator]
+
+    got, _ = _race(h, send_a, _publisher(pub, "lo", 4.0), budgeted)
+    assert got["lo"] > 0  # nothing starves
+    assert got["hi"] > 2 * got["lo"], got

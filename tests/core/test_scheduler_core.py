@@ -198,3 +198,28 @@ def _raw_frames(data: bytes) -> list[list[object]]:
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(data)
     return [list(f) for f in unpacker]
+
+
+def test_a_key_whose_entity_moves_away_is_rated_again() -> None:
+    """A key's relevance is cached for RELEVANCE_TTL, then computed again from where its
+    values are published now: keys whose entities fly far from the client fall to the
+    far ring's rate cap, though their values never stop waiting."""
+    h, pub, budgeted, _ = _setup(2_200, send_interval=0.05)  # about one value a tick
+    rings = Rings(Grid(10.0), ((50.0, 0.0, 4.0), (200.0, 5.0, 2.0), (float("inf"), 1.0, 1.0)))
+    h.core.set_relevance(rings.relevance)
+    assert h.core.set_focus(budgeted.conn_id, 5.0, 5.0)
+
+    def sent(cell: str, ticks: int) -> int:
+        n = 0
+        for step in range(ticks):
+            for k in range(10):  # each key waits about 10 ticks: longer than the TTL
+                pub.send(Publish(f"cell.{cell}.k{k}", None, b"x" * 80 + bytes([step]), key=f"k{k}"))
+            h.tick(h.now + 0.05)
+            n += sum(isinstance(f, Message) for f in _decode(budgeted.take_bytes()))
+        return n
+
+    near = sent("0.0", 40)  # 2 s, all ten keys at full rate: the budget is the limit
+    assert near >= 30
+    sent("90.90", 10)  # half a second 900 units away: every key is rated again
+    far = sent("90.90", 40)  # 2 s in the 1 Hz ring: about ten keys x 2 s
+    assert far <= 30, (near, far)

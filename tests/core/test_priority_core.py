@@ -293,10 +293,14 @@ def test_ring_rate_caps_still_apply() -> None:
     assert 2 <= far <= 3
 
 
-def test_a_waiting_value_takes_the_priority_of_the_newest() -> None:
+@pytest.mark.parametrize("relevance", [False, True])
+def test_a_waiting_value_takes_the_priority_of_the_newest(relevance: bool) -> None:
     """A key's waiting value superseded by one with a higher priority waits with the
-    new priority: key hi (published at 1, then at 16, every tick) beats key lo (4)."""
+    new priority: key hi (published at 1, then at 16, every tick) beats key lo (4);
+    with or without the host's relevance function (two paths in the node)."""
     h, pub, budgeted, _ = _setup(16.0)
+    if relevance:
+        h.core.set_relevance(lambda focus, subject, key: (1.0, 0.0))
     a_low, a_high = _publisher(pub, "hi", None), _publisher(pub, "hi", 16.0)
 
     def send_a(step: int) -> None:

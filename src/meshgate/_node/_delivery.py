@@ -289,26 +289,12 @@ class Delivery:
         k = (sub.sid, key)
         p = self.priority
         prio = 1.0 if p is None else p
-        st = sched.keys.get(k)
-        old = None if st is None else st.frame
-        if (
-            old is not None  # the common case, inlined: a newer value of a waiting key
-            and st is not None
-            and st.priority == prio
-            and (
-                now - st.rated < RELEVANCE_TTL
-                if relevance is not None
-                else st.weight == 1.0 and st.min_interval == 0.0
-            )
-            and sched.pending_bytes + len(frame) - len(old) <= sched.max_bytes
-        ):
-            st.frame = frame
-            sched.pending_bytes += len(frame) - len(old)
-            sched.superseded += 1
-            ok = True
-        elif relevance is None:
+        if relevance is None:
             ok = sched.offer(k, frame, now, 1.0, 0.0, prio)
+        elif sched.supersede(k, frame, now, RELEVANCE_TTL, prio):
+            ok = True
         else:
+            st = sched.keys.get(k)
             if st is not None and now - st.rated < RELEVANCE_TTL:
                 ok = sched.offer(k, frame, now, st.weight, st.min_interval, prio)
             else:

@@ -199,6 +199,28 @@ class Scheduler:
         self.waiting[key] = st
         return True
 
+    def supersede(
+        self, key: tuple[int, str], frame: bytes, now: float, ttl: float, priority: float = 1.0
+    ) -> bool:
+        """The fast path of :meth:`offer` for a caller that computes relevance: if
+        ``key`` has a value waiting with the same publisher ``priority`` whose relevance
+        was rated within ``ttl`` seconds, the new value replaces it with that relevance
+        (True); else False, and nothing changed (call :meth:`offer` with a fresh
+        relevance)."""
+        st = self.keys.get(key)
+        if st is None or now - st.rated >= ttl or st.priority != priority:
+            return False
+        old = st.frame
+        if old is None:
+            return False
+        size = len(frame)
+        if self.pending_bytes + size - len(old) > self.max_bytes:
+            return False
+        st.frame = frame
+        self.pending_bytes += size - len(old)
+        self.superseded += 1
+        return True
+
     def _evict_idle(self, now: float) -> bool:
         """Forget one idle key's state whose rate cap has passed (the oldest tracked, so
         forgetting it changes nothing it would be sent); False if there is none."""

@@ -6,6 +6,8 @@ the replicant link carries it; the client library refuses bad values locally."""
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -65,18 +67,27 @@ async def _race(
     return counts
 
 
-async def test_high_priority_key_sent_more_often_over_tcp(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
+@asynccontextmanager
+async def _node_with_player(
+    token: str,
+) -> AsyncIterator[tuple[meshgate.Gateway, meshgate.Client, meshgate.Client]]:
+    """A node over TCP, a publisher with ``token`` and a player with a budget."""
     cfg = meshgate.GatewayConfig(
         listen="tcp://127.0.0.1:0", users=USERS, send_interval=0.05, trusted_network=True
     )
+    async with (
+        meshgate.open_gateway(cfg) as gw,
+        meshgate.connect(gw.client_url, token=token, name="publisher") as publisher,
+        meshgate.connect(gw.client_url, token=PLAYER_TOKEN, name="player") as player,
+    ):
+        yield gw, publisher, player
+
+
+async def test_high_priority_key_sent_more_often_over_tcp(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(120):
-        async with (
-            meshgate.open_gateway(cfg) as gw,
-            meshgate.connect(gw.client_url, token=PUB_TOKEN, name="world") as world,
-            meshgate.connect(gw.client_url, token=PLAYER_TOKEN, name="player") as player,
-        ):
+        async with _node_with_player(PUB_TOKEN) as (gw, world, player):
             (got,) = await _race(world, [player], 4.0)
             assert got["lo"] > 0, got  # nothing starves
             assert got["hi"] >= 2.5 * got["lo"], got
@@ -94,15 +105,8 @@ async def test_high_priority_key_sent_more_often_over_tcp(
 async def test_ungranted_priority_is_ignored_over_tcp(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    cfg = meshgate.GatewayConfig(
-        listen="tcp://127.0.0.1:0", users=USERS, send_interval=0.05, trusted_network=True
-    )
     with trio.fail_after(120):
-        async with (
-            meshgate.open_gateway(cfg) as gw,
-            meshgate.connect(gw.client_url, token=ANON_TOKEN, name="nobody") as nobody,
-            meshgate.connect(gw.client_url, token=PLAYER_TOKEN, name="player") as player,
-        ):
+        async with _node_with_player(ANON_TOKEN) as (gw, nobody, player):
             (got,) = await _race(nobody, [player], 16.0, ticks=40)
             assert 0.7 <= got["hi"] / got["lo"] <= 1.4, got
             assert gw.statistics().priority_ignored == 200

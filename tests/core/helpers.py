@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import meshgate
-from meshgate.protocol import ConnectionKind
+from meshgate.protocol import ConnectionKind, Subscribe
 from meshgate.testing import CoreHarness, CorePeer
 
 
@@ -37,3 +37,20 @@ def open_peer(h: CoreHarness, kind: ConnectionKind, *, handshake: bool = True) -
         assert peer.state == "OPEN", peer.received()
         peer.received()  # whatever the handshake sends (interest dumps, pings, gossip)
     return peer
+
+
+def open_clients(h: CoreHarness, *tokens: str, subscribe: str | None = None) -> list[CorePeer]:
+    """One client per token, each authenticated (and every one but the first, the
+    publisher, subscribed to ``subscribe`` as sid 1), in the order given."""
+    peers = []
+    for token in tokens:
+        p = open_peer(h, ConnectionKind.CLIENT, handshake=False)
+        p.hello(token=token)
+        assert p.state == "OPEN"
+        p.received()
+        peers.append(p)
+    if subscribe is not None:
+        for p in peers[1:]:
+            p.send(Subscribe(1, subscribe, None))
+            p.received()
+    return peers

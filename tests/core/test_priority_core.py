@@ -21,12 +21,11 @@ from meshgate.protocol import (
     Publish,
     RouteMessage,
     RouteSub,
-    Subscribe,
 )
 from meshgate.spatial import Grid, Rings
 from meshgate.testing import CoreHarness, CorePeer
 
-from .helpers import node_config, open_peer
+from .helpers import node_config, open_clients, open_peer
 
 #: one 100-byte value per 50 ms tick: the budget carries one of the two keys per tick
 BUDGET = 2_400
@@ -44,17 +43,9 @@ def _setup(
         User(token="plain-token", name="plain"),
     )
     h = CoreHarness(node_config(users=users, trusted_network=True, send_interval=0.05))
-    peers = []
-    for token in ("pub-token-1", "budget-token", "plain-token"):
-        p = open_peer(h, ConnectionKind.CLIENT, handshake=False)
-        p.hello(token=token)
-        assert p.state == "OPEN"
-        p.received()
-        peers.append(p)
-    pub, budgeted, plain = peers
-    for p in (budgeted, plain):
-        p.send(Subscribe(1, "cell.>", None))
-        p.received()
+    pub, budgeted, plain = open_clients(
+        h, "pub-token-1", "budget-token", "plain-token", subscribe="cell.>"
+    )
     return h, pub, budgeted, plain
 
 

@@ -12,7 +12,7 @@ from meshgate.protocol import ConnectionKind, Message, Publish, Subscribe, Unsub
 from meshgate.spatial import Grid, Rings
 from meshgate.testing import CoreHarness, CorePeer
 
-from .helpers import node_config, open_peer
+from .helpers import node_config, open_clients, open_peer
 
 
 def _setup(budget: int, **config: object) -> tuple[CoreHarness, CorePeer, CorePeer, CorePeer]:
@@ -22,17 +22,9 @@ def _setup(budget: int, **config: object) -> tuple[CoreHarness, CorePeer, CorePe
         User(token="budget-token", name="budgeted", client_bandwidth=budget),
     )
     h = CoreHarness(node_config(users=users, trusted_network=True, **config))
-    peers = []
-    for token in ("plain-token", "budget-token", "plain-token"):
-        p = open_peer(h, ConnectionKind.CLIENT, handshake=False)
-        p.hello(token=token)
-        assert p.state == "OPEN"
-        p.received()
-        peers.append(p)
-    pub, budgeted, plain = peers
-    for p in (budgeted, plain):
-        p.send(Subscribe(1, "cell.>", None))
-        p.received()
+    pub, budgeted, plain = open_clients(
+        h, "plain-token", "budget-token", "plain-token", subscribe="cell.>"
+    )
     return h, pub, budgeted, plain
 
 

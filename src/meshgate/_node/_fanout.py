@@ -356,6 +356,15 @@ class FanOut:
             p if p < grant else grant, self.publish, conn, subject, reply, payload, key
         )
 
+    def _peer_priority(self, priority: float) -> bool:
+        """A priority a peer node relayed (the publisher's node checked its grant): True
+        if it is in range; out of range (a bad peer): counted in ``priority_ignored``,
+        and the message goes on without it."""
+        if 0.0 <= priority <= MAX_PRIORITY:  # NaN fails both comparisons
+            return True
+        self.priority_ignored += 1
+        return False
+
     def _with_priority(self, p: float, entry: Callable[..., None], *args: Any) -> None:
         """Route one message through ``entry`` with publisher priority ``p``."""
         dlv = self._delivery
@@ -428,23 +437,11 @@ class FanOut:
         only, named queue groups only.  Keyed state carries its ``key`` (and publisher
         ``priority``) from peers that relay them."""
         if priority is not None and self._delivery.priority is None:
-            if not 0.0 <= priority <= MAX_PRIORITY:  # checked at ingress: a bad peer
-                self.priority_ignored += 1
-                priority = None
-            else:
-                self._with_priority(
-                    priority,
-                    self.route_message,
-                    conn,
-                    queues,
-                    account,
-                    subject,
-                    reply,
-                    payload,
-                    key,
-                    priority,
-                )
+            if self._peer_priority(priority):
+                args = (conn, queues, account, subject, reply, payload, key, priority)
+                self._with_priority(priority, self.route_message, *args)
                 return
+            priority = None
         if type(payload) is Headered and not self._in_trace and self._wants_trace(payload):
             assert isinstance(conn, PeerConnection)
             self._traced(
@@ -490,23 +487,11 @@ class FanOut:
         gateways; with no local interest, the sender is told (optimistic mode).  Keyed
         state carries its ``key`` (and publisher ``priority``), as from a route."""
         if priority is not None and self._delivery.priority is None:
-            if not 0.0 <= priority <= MAX_PRIORITY:  # checked at ingress: a bad peer
-                self.priority_ignored += 1
-                priority = None
-            else:
-                self._with_priority(
-                    priority,
-                    self.gateway_message,
-                    conn,
-                    queues,
-                    account,
-                    subject,
-                    reply,
-                    payload,
-                    key,
-                    priority,
-                )
+            if self._peer_priority(priority):
+                args = (conn, queues, account, subject, reply, payload, key, priority)
+                self._with_priority(priority, self.gateway_message, *args)
                 return
+            priority = None
         if type(payload) is Headered and not self._in_trace and self._wants_trace(payload):
             self._traced(
                 KIND_GATEWAY,

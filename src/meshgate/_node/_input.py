@@ -75,30 +75,21 @@ class FrameInput:
                 return
 
     def route(self, conn: RouteConnection, data: bytes | bytearray) -> None:
-        dec = conn.decoder
-        dec.feed(data)
-        nxt = dec.next_raw
-        message = self._fanout.route_message
-        while (f := nxt()) is not None:
-            if f[0] == _RMSG and conn.state is _OPEN:
-                try:
-                    _, queues, account, subject, reply, payload = f
-                except ValueError:  # keyed state: its key (and priority)
-                    message(conn, *f[1:])
-                else:
-                    message(conn, queues, account, subject, reply, payload)
-            else:
-                self._control(conn, f[0], f)
-            if conn.state >= _CLOSING:
-                return
+        self._relayed(conn, data, _RMSG, self._fanout.route_message)
 
     def inbound(self, conn: InboundGateway, data: bytes | bytearray) -> None:
+        self._relayed(conn, data, _GMSG, self._fanout.gateway_message)
+
+    def _relayed(
+        self, conn: Connection, data: bytes | bytearray, op: int, message: Callable[..., None]
+    ) -> None:
+        """A route's (``RMSG``) or an inbound gateway's (``GMSG``) bytes: each message
+        to ``message``, everything else to the control frames."""
         dec = conn.decoder
         dec.feed(data)
         nxt = dec.next_raw
-        message = self._fanout.gateway_message
         while (f := nxt()) is not None:
-            if f[0] == _GMSG and conn.state is _OPEN:
+            if f[0] == op and conn.state is _OPEN:
                 try:
                     _, queues, account, subject, reply, payload = f
                 except ValueError:  # keyed state: its key (and priority)
